@@ -1,0 +1,106 @@
+"""One interface over SLURM, with a CLI backend (sbatch & co) and a REST backend (slurmrestd).
+
+Each method takes the local user the call is made for; the backend decides how to act as that user
+(runuser at the site, the user's token through the REST proxy).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from slurmlink.translate.job import BatchJob
+
+
+class SlurmError(Exception):
+    """SLURM refused or failed a request. `message` is SLURM's own words, for the pod's status."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        # A transient error (controller down, timeout) is retried; a permanent one fails the pod.
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What SLURM says about one job, in backend-neutral terms."""
+
+    job_id: str
+    name: str
+    user: str
+    state: str  # SLURM base state: PENDING, RUNNING, COMPLETING, COMPLETED, FAILED, CANCELLED, TIMEOUT, ...
+    reason: str = ""  # SLURM's reason (why pending, why failed); "" or "None" when there is none
+    exit_code: int | None = None  # the job script's return code
+    signal: int | None = None  # signal that ended the job script, if any
+    submit_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    workdir: str = ""
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """What the job script recorded for one container in the pod's directory (see translate.script)."""
+
+    name: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str = ""  # "DeadlineExceeded", "Killed" (deleted), "" otherwise
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Free resources of the site, for the node's allocatable capacity."""
+
+    cpus: int
+    memory_mb: int
+    gpus: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    tail_lines: int | None = None
+    limit_bytes: int | None = None
+    since: datetime | None = None
+    timestamps: bool = False
+    follow: bool = False
+
+
+class SchedulerBackend(abc.ABC):
+    """The SLURM operations slurmlink needs; every method has a timeout and raises SlurmError."""
+
+    @abc.abstractmethod
+    async def submit(self, job: BatchJob, user: str) -> str:
+        """Submit `job` as `user`; return the job id. Prepares the job's working directory."""
+
+    @abc.abstractmethod
+    async def jobs(self) -> dict[str, JobInfo]:
+        """All slurmlink jobs SLURM still knows, keyed by job name. One SLURM query, whatever the count."""
+
+    @abc.abstractmethod
+    async def finished(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        """Final state of jobs that left the controller's memory (accounting); one query for all."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str, user: str, signal: str | None = None) -> None:
+        """Cancel a job as `user`; with `signal`, only signal the batch script (graceful stop)."""
+
+    @abc.abstractmethod
+    async def containers(self, workdir: str, user: str) -> dict[str, ContainerRecord]:
+        """Per-container records the job script wrote in `workdir`."""
+
+    @abc.abstractmethod
+    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0) -> bytes:
+        """Bytes of a container's log from `offset` (b"" when there is nothing yet)."""
+
+    @abc.abstractmethod
+    async def capacity(self) -> Capacity:
+        """Free capacity of the site right now."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

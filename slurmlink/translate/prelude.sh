@@ -1,0 +1,88 @@
+# --- slurmlink job prelude: constant code, nothing in it comes from the pod ---
+sl_stopping=0
+sl_now() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }
+# status files are replaced atomically so a reader never sees half a value
+sl_put() { printf '%s\n' "$2" > "status/.$1.$BASHPID" && mv -f -- "status/.$1.$BASHPID" "status/$1"; }
+sl_fail() { echo "slurmlink: $*" >&2; exit 121; }
+# sl_file PATH MODE <<base64 : one file of a volume
+sl_file() { mkdir -p -- "$(dirname -- "$1")" && base64 -d > "$1" && chmod "$2" -- "$1" || sl_fail "cannot write $1"; }
+# sl_link MOUNT-ROOT DESTINATION SOURCE : the host runtime's stand-in for a bind mount
+sl_link() { mkdir -p -- "$1$(dirname -- "$2")" && ln -sfn -- "$3" "$1$2" || sl_fail "cannot link $2"; }
+
+# sl_wait PID : wait until PID really ended (a trapped signal interrupts `wait`); status in sl_rc
+sl_wait() {
+  while :; do
+    sl_interrupted=0
+    wait "$1"; sl_rc=$?
+    [ "$sl_interrupted" = 1 ] || return 0
+  done
+}
+
+# sl_run NAME POLICY -- ARGV... : run one container, restarting it as the policy says, and record it
+sl_run() {
+  local name=$1 policy=$2 restarts=0 child
+  shift 3
+  trap 'sl_interrupted=1; sl_stopping=1; kill -TERM "$child" 2>/dev/null
+        (sleep "$sl_grace"; kill -KILL "$child" 2>/dev/null) &' TERM
+  while :; do
+    sl_put "$name.started" "$(sl_now)"
+    "$@" >>"logs/$name.log" 2>&1 </dev/null &
+    child=$!
+    sl_wait "$child"
+    if [ "$sl_rc" != 0 ] && [ "$policy" = OnFailure ] && [ "$sl_stopping" = 0 ] \
+       && [ ! -e status/.deadline ] && [ "$restarts" -lt "$sl_max_restarts" ]; then
+      restarts=$((restarts + 1))
+      sl_put "$name.restarts" "$restarts"
+      sleep "$((sl_backoff * restarts))"
+      continue
+    fi
+    break
+  done
+  sl_put "$name.finished" "$(sl_now)"
+  if [ -e status/.deadline ]; then sl_put "$name.reason" DeadlineExceeded
+  elif [ "$sl_stopping" = 1 ]; then sl_put "$name.reason" Killed; fi
+  sl_put "$name.exit" "$sl_rc"
+  return "$sl_rc"
+}
+
+# sl_bwrap EXE ROOTFS CHDIR HOSTNAME NENV ENV... NMOUNTS (SRC DST RO)... -- ARGV... : a rootless container.
+# A mount point missing from the read-only root is made on a tmpfs "underlay" that re-binds what the
+# directory held, the way container runtimes add mount points to an image they may not change.
+sl_bwrap() {
+  local exe=$1 root=$2 wd=$3 host=$4 n i src dst ro parent entry
+  local -a env=() args=() mounts=() under=()
+  shift 4; n=$1; shift
+  for ((i = 0; i < n; i++)); do env+=("$1"); shift; done
+  n=$1; shift
+  for ((i = 0; i < n; i++)); do
+    src=$1 dst=$2 ro=$3; shift 3
+    if [ "$ro" = ro ]; then mounts+=(--ro-bind "$src" "$dst"); else mounts+=(--bind "$src" "$dst"); fi
+    case $dst in /tmp/* | /dev/* | /proc/*) continue ;; esac
+    parent=$dst
+    while [ ! -e "$root$parent" ]; do parent=$(dirname -- "$parent"); done
+    [ "$parent" != "$dst" ] && under+=("$parent")
+  done
+  shift  # the "--"
+  args=(--die-with-parent --unshare-ipc --unshare-uts --hostname "$host" --ro-bind "$root" /)
+  # shallow underlays first, so a deeper one is not hidden by its parent's re-binds
+  while IFS= read -r parent; do
+    [ -n "$parent" ] || continue
+    args+=(--tmpfs "$parent")
+    for entry in "${root%/}${parent%/}"/* "${root%/}${parent%/}"/.[!.]*; do
+      [ -e "$entry" ] || [ -L "$entry" ] || continue
+      case ${parent%/}/${entry##*/} in /dev | /proc | /tmp) continue ;; esac
+      if [ -L "$entry" ]; then args+=(--symlink "$(readlink -- "$entry")" "${parent%/}/${entry##*/}")
+      else args+=(--ro-bind "$entry" "${parent%/}/${entry##*/}"); fi
+    done
+  done < <(printf '%s\n' "${under[@]-}" | awk -F/ '{ print NF "\t" $0 }' | sort -k1,1n -k2 | uniq | cut -f2-)
+  args+=(--dev /dev --proc /proc --tmpfs /tmp)
+  exec env -i "${env[@]}" "$exe" "${args[@]}" "${mounts[@]}" --chdir "$wd" -- "$@"
+}
+
+sl_children=()
+sl_on_term() {
+  sl_interrupted=1; sl_stopping=1
+  [ "${#sl_children[@]}" -gt 0 ] && kill -TERM "${sl_children[@]}" 2>/dev/null
+}
+trap sl_on_term TERM
+# --- end of prelude ---
