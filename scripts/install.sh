@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what slurmlink and its tests need on a fresh Debian 12 machine, as root: SLURM, munge and
+# bubblewrap from Debian, then a virtualenv in .venv with slurmlink (editable) and its test/dev tools.
+# Safe to run again: it skips what is already there.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs Debian packages and the dev cluster needs root)"
+
+packages=(munge slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin bubblewrap
+          python3 python3-venv python3-pip procps)
+missing=()
+for pkg in "${packages[@]}"; do
+  [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Without systemd the packages' init scripts would start a system munged/slurmd: keep them from it.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+else
+  step "Debian packages already installed"
+fi
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  die "$python is older than 3.11 (set PYTHON=/path/to/python3.11+)"
+
+venv=.venv
+if "$venv/bin/python" -c '' 2>/dev/null; then
+  step "reusing $venv"
+else
+  rm -rf "$venv"
+  step "creating $venv with $("$python" --version)"
+  if ! "$python" -m venv "$venv" >/dev/null 2>&1; then
+    # Typically ensurepip is missing; a venv without pip, filled by the interpreter's own pip, works too.
+    step "'$python -m venv' failed; falling back to a venv without pip, filled by $python's pip"
+    rm -rf "$venv"
+    "$python" -m venv --without-pip "$venv" || die "cannot create a virtualenv in $venv"
+  fi
+fi
+if "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+  pip=("$venv/bin/python" -m pip)
+else
+  pip=("$python" -m pip --python "$venv/bin/python")
+fi
+
+# Reinstall only when the project's metadata changed (the editable install picks up code changes).
+stamp="$venv/.slurmlink-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  step "slurmlink already installed in $venv"
+else
+  step "installing slurmlink and its test/dev dependencies into $venv"
+  "${pip[@]}" install -qq -e '.[test,dev]' || die "pip install -e '.[test,dev]' failed"
+  echo "$want" >"$stamp"
+fi
+step "done: run the tests with .venv/bin/python -m pytest -q"

@@ -1,0 +1,522 @@
+"""A real single-node SLURM on this machine: munged, slurmctld, slurmd and slurmrestd run as background
+daemons under one state directory (config, keys, logs, pid records, spool), without systemd.
+
+Needs root: it creates users, chowns files and starts slurmd as root.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import pwd
+import re
+import secrets
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import httpx
+
+DAEMONS = ("munged", "slurmctld", "slurmd", "slurmrestd")  # start order; stopped in reverse
+SLURM_DAEMONS = DAEMONS[1:]
+REST_VERSIONS = ("v0.0.38", "v0.0.37", "v0.0.36")
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+POLL = 0.05  # seconds between checks while waiting on a condition
+
+# Popen objects of the daemons this process started, so that their exit is reaped (no zombies that
+# look alive) and Python does not warn about dropping a running child.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class DevClusterError(RuntimeError):
+    """Starting or stopping the cluster failed; `logs` holds the tail of the relevant daemon logs."""
+
+    def __init__(self, message: str, logs: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.logs = logs or {}
+
+
+def hs256_jwt(claims: dict[str, object], key: bytes) -> str:
+    """A compact HS256 JWT, as slurmctld's auth/jwt expects (claims `sun`, `iat`, `exp`)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def part(obj: dict[str, object]) -> str:
+        return b64(json.dumps(obj, separators=(",", ":")).encode())
+
+    signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+class DevCluster:
+    slurm_user = "slurm"
+    munge_user = "munge"
+    rest_user = "slurmrest"  # slurmrestd refuses root and the SlurmUser
+    users: tuple[str, ...] = ("sltest1", "sltest2", "sltest3")
+    partition = "debug"
+
+    def __init__(
+        self,
+        state_dir: Path = Path("/var/lib/slurmlink/dev-cluster"),
+        *,
+        cpus: int = 16,
+        rest_port: int = 6820,
+        ctld_port: int = 6817,
+        slurmd_port: int = 6818,
+        node_name: str = "node1",
+        timeout: float = 60.0,
+    ) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.cpus = cpus
+        self.rest_port = rest_port
+        self.ctld_port = ctld_port
+        self.slurmd_port = slurmd_port
+        self.node_name = node_name
+        self.timeout = timeout  # deadline for each wait in up()/down()
+
+    # ---- layout -------------------------------------------------------------------------------------
+
+    @property
+    def conf_path(self) -> Path:
+        return self.state_dir / "etc" / "slurm.conf"
+
+    @property
+    def jwt_key_path(self) -> Path:
+        return self.state_dir / "etc" / "jwt_hs256.key"
+
+    @property
+    def munge_dir(self) -> Path:
+        return self.state_dir / "munge"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.munge_dir / "munge.socket"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    @property
+    def jobcomp_path(self) -> Path:
+        return self.log_dir / "jobcomp.txt"
+
+    @property
+    def job_root(self) -> Path:
+        return self.state_dir / "jobs"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment to add for SLURM commands (sbatch, squeue, ...) aimed at this cluster."""
+        return {"SLURM_CONF": str(self.conf_path)}
+
+    def log_path(self, daemon: str) -> Path:
+        return self.log_dir / f"{daemon}.log"
+
+    def log_tail(self, daemon: str, lines: int = 30) -> str:
+        try:
+            text = self.log_path(daemon).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _pid_file(self, daemon: str) -> Path:
+        return self.state_dir / "run" / f"{daemon}.pid"
+
+    # ---- status -------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, int | None]:
+        """Daemon name -> PID if that daemon of this cluster is alive, else None."""
+        return {name: self._alive_pid(name) for name in DAEMONS}
+
+    def _alive_pid(self, daemon: str) -> int | None:
+        try:
+            pid = int(self._pid_file(daemon).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _is_alive(pid, daemon, self._identity_arg(daemon)) else None
+
+    def _identity_arg(self, daemon: str) -> str:
+        # An argument only this cluster's daemon has, so a reused PID is not taken for ours.
+        return f"--socket={self.munge_socket}" if daemon == "munged" else str(self.conf_path)
+
+    # ---- up -----------------------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start whatever is not running and wait until jobs can run and slurmrestd answers."""
+        _require_root()
+        self._prepare_ancestors()
+        with self._lock():
+            self._ensure_users()
+            fresh_keys = self._prepare_dirs_and_keys()
+            conf_changed = self._write_conf()
+            running = self.status()
+            if fresh_keys:
+                self._stop(DAEMONS, running)
+            elif conf_changed:
+                self._stop(SLURM_DAEMONS, running)
+            self._start_missing()
+
+    def _start_missing(self) -> None:
+        if self._alive_pid("munged") is None:
+            self._spawn("munged", self._munged_argv(), self.munge_user)
+        self._wait_until("munged to answer", self._munge_up, ["munged"])
+
+        if self._alive_pid("slurmctld") is None:
+            self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf_path)], self.slurm_user)
+        self._wait_until("slurmctld to answer", self._ctld_up, ["munged", "slurmctld"])
+
+        if self._alive_pid("slurmd") is None:
+            argv = ["slurmd", "-D", "-N", self.node_name, "-f", str(self.conf_path)]
+            self._spawn("slurmd", argv, None)
+        self._wait_until(f"node {self.node_name} to be idle", self._node_ready, SLURM_DAEMONS[:2])
+
+        if self._alive_pid("slurmrestd") is None:
+            argv = ["slurmrestd", "-f", str(self.conf_path), "-a", "rest_auth/jwt"]
+            argv += ["-s", ",".join(f"openapi/{v}" for v in REST_VERSIONS), f"127.0.0.1:{self.rest_port}"]
+            self._spawn("slurmrestd", argv, self.rest_user, {"SLURM_JWT": "daemon"})
+        self._wait_until("slurmrestd to answer a ping", self._rest_up, DAEMONS)
+
+    def _munged_argv(self) -> list[str]:
+        d = self.munge_dir
+        return [
+            "munged",
+            "--foreground",
+            f"--key-file={d / 'munge.key'}",
+            f"--socket={self.munge_socket}",
+            f"--pid-file={d / 'munged.pid'}",
+            f"--seed-file={d / 'munged.seed'}",
+            "--log-file=/dev/null",  # it logs to stderr in the foreground, which goes to our log file
+        ]
+
+    def _ensure_users(self) -> None:
+        if not _user_exists(self.rest_user):
+            _run(["useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin", self.rest_user])
+        for user in self.users:
+            if not _user_exists(user):
+                _run(["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", user])
+            if pwd.getpwnam(user).pw_uid < 1000:
+                raise DevClusterError(f"test user {user} has uid < 1000; remove it or pick other users")
+        for user in (self.slurm_user, self.munge_user):
+            if not _user_exists(user):
+                raise DevClusterError(f"user {user!r} is missing: are the SLURM packages installed?")
+
+    def _prepare_ancestors(self) -> None:
+        """Every directory above the state dir must let slurm, munge and the job users through."""
+        for ancestor in reversed(self.state_dir.parents):
+            if not ancestor.exists():
+                ancestor.mkdir(mode=0o755)
+                ancestor.chmod(0o755)  # whatever the umask
+            elif not ancestor.stat().st_mode & stat.S_IXOTH:
+                raise DevClusterError(
+                    f"{ancestor} is not traversable by other users (slurm, munge, job users); "
+                    f"`chmod o+x {ancestor}` or choose another state directory"
+                )
+
+    def _prepare_dirs_and_keys(self) -> bool:
+        """Create the layout with the owners each daemon needs; True if a key had to be made."""
+        layout = {
+            self.state_dir: ("root", 0o755),
+            self.state_dir / "etc": ("root", 0o755),
+            self.state_dir / "run": ("root", 0o755),
+            self.munge_dir: (self.munge_user, 0o755),  # the socket inside must be reachable by all
+            self.log_dir: (self.slurm_user, 0o755),  # slurmctld writes the jobcomp file here
+            self.state_dir / "ctld": (self.slurm_user, 0o700),
+            self.state_dir / "slurmd": ("root", 0o755),
+            self.job_root: ("root", 0o711),  # per-pod dirs below; users must not list each other's
+        }
+        for path, (owner, mode) in layout.items():
+            path.mkdir(exist_ok=True)
+            _chown(path, owner)
+            path.chmod(mode)
+        made = _ensure_key(self.munge_dir / "munge.key", 1024, self.munge_user, 0o400)
+        return _ensure_key(self.jwt_key_path, 32, self.slurm_user, 0o600) or made
+
+    def _write_conf(self) -> bool:
+        """Write slurm.conf; True if it differs from what was there."""
+        text = self._render_conf()
+        try:
+            if self.conf_path.read_text() == text:
+                return False
+        except FileNotFoundError:
+            pass
+        tmp = self.conf_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        tmp.replace(self.conf_path)
+        return True
+
+    def _render_conf(self) -> str:
+        s = self.state_dir
+        host = socket.gethostname().split(".")[0]  # slurmctld only runs where its host name matches
+        return f"""\
+# Written by `slurmlink dev-cluster up`; rewritten (and the daemons restarted) when it changes.
+ClusterName=slurmlink
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={self.ctld_port}
+SlurmdPort={self.slurmd_port}
+SlurmUser={self.slurm_user}
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={self.munge_socket}
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key={self.jwt_key_path}
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
+StateSaveLocation={s / "ctld"}
+SlurmctldPidFile={s / "ctld" / "slurmctld.pid"}
+SlurmdSpoolDir={s / "slurmd"}
+SlurmdPidFile={s / "slurmd" / "slurmd.pid"}
+# Logs go to stderr (-D), which up() sends to {self.log_dir}; nothing to syslog.
+SlurmctldDebug=info
+SlurmctldSyslogDebug=quiet
+SlurmdDebug=info
+SlurmdSyslogDebug=quiet
+MailProg=/bin/true
+# No cgroup delegation here.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+SwitchType=switch/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+# No slurmdbd: finished jobs stay in squeue for a day, and jobcomp keeps a line per job for good.
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={self.jobcomp_path}
+MinJobAge=86400
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,default_queue_depth=200
+ReturnToService=2
+KillWait=5
+InactiveLimit=0
+SlurmctldTimeout=30
+SlurmdTimeout=60
+MessageTimeout=10
+# More CPUs than the machine has, so that many small jobs run at once.
+SlurmdParameters=config_overrides
+NodeName={self.node_name} NodeAddr=127.0.0.1 NodeHostname=localhost CPUs={self.cpus} \
+RealMemory={_real_memory_mb()} State=UNKNOWN
+PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+    # ---- down ---------------------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Cancel active jobs (so no job process outlives the cluster), then stop the daemons."""
+        _require_root()
+        if not self.state_dir.exists():
+            return
+        with self._lock():
+            running = self.status()
+            if running["slurmctld"] and running["slurmd"]:
+                self._cancel_active_jobs()
+            self._stop(DAEMONS, running)
+
+    def _active_jobs(self) -> list[str]:
+        out = _run(["squeue", "-h", "-o", "%A"], env=self.env, check=False)
+        return out.split() if out is not None else []
+
+    def _cancel_active_jobs(self) -> None:
+        jobs = self._active_jobs()
+        if jobs:
+            _run(["scancel", *jobs], env=self.env, check=False)
+            self._wait_until("active jobs to end", lambda: not self._active_jobs(), SLURM_DAEMONS[:2])
+
+    def _stop(self, daemons: Sequence[str], running: dict[str, int | None]) -> None:
+        for name in reversed(DAEMONS):  # dependants first
+            pid = running.get(name)
+            if name in daemons and pid is not None:
+                self._terminate(name, pid)
+                self._pid_file(name).unlink(missing_ok=True)
+
+    def _terminate(self, name: str, pid: int) -> None:
+        """SIGTERM, wait; SIGKILL if it lingers; wait again."""
+        identity = self._identity_arg(name)
+
+        def gone() -> bool:
+            return not _is_alive(pid, name, identity)
+
+        for sig, grace in ((signal.SIGTERM, self.timeout / 4), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if _wait_for(gone, grace):
+                return
+        raise DevClusterError(f"{name} (pid {pid}) did not exit", {name: self.log_tail(name)})
+
+    # ---- helpers ------------------------------------------------------------------------------------
+
+    def token(self, user: str, lifespan: int = 600) -> str:
+        """A JWT for `user` that slurmctld accepts (the SlurmUser's token may act for anyone)."""
+        now = int(time.time())
+        return hs256_jwt({"sun": user, "iat": now, "exp": now + lifespan}, self.jwt_key_path.read_bytes())
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Two `up`s at once (two test sessions, a user and a test) must not start daemons twice.
+        self.state_dir.mkdir(exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def _spawn(self, name: str, argv: list[str], user: str | None, env: dict[str, str] | None = None) -> None:
+        """Start a daemon in the foreground of its own session, output to its log, PID recorded."""
+        full_env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", **self.env, **(env or {})}
+        uid = gid = groups = None
+        if user is not None:
+            pw = pwd.getpwnam(user)
+            uid, gid, groups = pw.pw_uid, pw.pw_gid, os.getgrouplist(user, pw.pw_gid)
+            full_env["HOME"] = pw.pw_dir
+        with open(self.log_path(name), "wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=self.state_dir,
+                start_new_session=True,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+        _children[proc.pid] = proc
+        self._pid_file(name).write_text(f"{proc.pid}\n")
+
+    def _wait_until(self, what: str, check: Callable[[], bool], watch: Sequence[str]) -> None:
+        """Poll `check` until true; fail early with its log if a daemon in `watch` dies meanwhile."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if check():
+                return
+            dead = [name for name in watch if self._alive_pid(name) is None]
+            if dead:
+                raise DevClusterError(
+                    f"{', '.join(dead)} exited while waiting for {what}", {n: self.log_tail(n) for n in dead}
+                )
+            if time.monotonic() > deadline:
+                raise DevClusterError(
+                    f"timed out after {self.timeout:.0f}s waiting for {what}",
+                    {n: self.log_tail(n) for n in watch},
+                )
+            time.sleep(POLL)
+
+    def _munge_up(self) -> bool:
+        # A socket file alone may be left from a killed munged: ask for a credential.
+        return _run(["munge", "-n", "-S", str(self.munge_socket)], check=False) is not None
+
+    def _ctld_up(self) -> bool:
+        out = _run(["scontrol", "ping"], env=self.env, check=False)
+        return out is not None and "is UP" in out
+
+    def _node_ready(self) -> bool:
+        out = _run(["sinfo", "-h", "-N", "-n", self.node_name, "-o", "%T"], env=self.env, check=False)
+        # Left-over jobs from an earlier run may keep the node busy: that is ready too.
+        return out is not None and out.strip() in ("idle", "mixed", "allocated")
+
+    def _rest_up(self) -> bool:
+        headers = {"X-SLURM-USER-NAME": self.slurm_user, "X-SLURM-USER-TOKEN": self.token(self.slurm_user)}
+        try:
+            resp = httpx.get(f"{self.rest_url}/slurm/{REST_VERSIONS[0]}/ping/", headers=headers, timeout=5)
+            body = resp.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        if resp.status_code != 200 or body.get("errors"):
+            return False
+        return any(p.get("ping") == "UP" for p in body.get("pings") or [])
+
+
+# ---- module helpers ---------------------------------------------------------------------------------
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise DevClusterError("the dev cluster needs root (it creates users and starts slurmd as root)")
+
+
+def _is_alive(pid: int, name: str, identity_arg: str) -> bool:
+    """True if `pid` is a live (not zombie) `name` process whose command line has `identity_arg`."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and Path(argv[0].decode()).name == name and identity_arg.encode() in argv
+
+
+def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL)
+    return True
+
+
+def _run(argv: list[str], *, env: dict[str, str] | None = None, check: bool = True) -> str | None:
+    """Run a short command; its stdout, or None if it failed and `check` is off."""
+    full_env = {**os.environ, **(env or {})}
+    try:
+        proc = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=30)  # noqa: S603
+    except subprocess.TimeoutExpired as exc:
+        if check:
+            raise DevClusterError(f"`{' '.join(argv)}` timed out") from exc
+        return None
+    if proc.returncode != 0:
+        if check:
+            raise DevClusterError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        return None
+    return proc.stdout
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _chown(path: Path, user: str) -> None:
+    pw = pwd.getpwnam(user)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _ensure_key(path: Path, size: int, owner: str, mode: int) -> bool:
+    """Create a random key file if missing (True), and fix its owner and mode either way."""
+    made = not path.exists()
+    if made:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(size))
+    _chown(path, owner)
+    path.chmod(mode)
+    return made
+
+
+def _real_memory_mb() -> int:
+    """The machine's memory as slurmd sees it, less headroom for the OS and the daemons."""
+    out = _run(["slurmd", "-C"]) or ""
+    match = re.search(r"RealMemory=(\d+)", out)
+    if not match:
+        raise DevClusterError(f"cannot read RealMemory from `slurmd -C`: {out.strip()!r}")
+    real = int(match.group(1))
+    return max(real - 1024, real // 2)

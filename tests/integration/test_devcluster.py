@@ -1,0 +1,127 @@
+"""The dev cluster against itself: a real SLURM that runs jobs as the test users, by CLI and by REST."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from slurmlink.devcluster import DevCluster
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
+    """Poll `probe` until it returns something other than None, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (value := probe()) is None:
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def user_dir(cluster: DevCluster, user: str) -> Path:
+    """A fresh directory under the job root that `user` owns (sbatch output goes there)."""
+    path = cluster.job_root / f"test-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    shutil.chown(path, user, user)
+    return path
+
+
+def test_status_reports_all_daemons_alive(slurm_cluster: DevCluster) -> None:
+    status = slurm_cluster.status()
+    assert set(status) == {"munged", "slurmctld", "slurmd", "slurmrestd"}
+    for name, pid in status.items():
+        assert pid is not None, f"{name} is not running"
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(name.encode())
+
+
+def test_up_is_idempotent(slurm_cluster: DevCluster) -> None:
+    before = slurm_cluster.status()
+    slurm_cluster.up()
+    assert slurm_cluster.status() == before
+
+
+def test_sbatch_runs_as_the_submitting_user(slurm_cluster: DevCluster) -> None:
+    workdir = user_dir(slurm_cluster, "sltest1")
+    env = {**os.environ, **slurm_cluster.env}
+    sbatch = [
+        "sbatch",
+        "--parsable",
+        "-J",
+        "devcluster-cli",
+        "-D",
+        str(workdir),
+        "-o",
+        str(workdir / "out.txt"),
+    ]
+    submit = ["runuser", "-u", "sltest1", "--", *sbatch, "--wrap", "id -un"]
+    job_id = subprocess.run(submit, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    assert job_id.isdigit()
+
+    def finished() -> str | None:
+        squeue = ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T %u"]
+        out = subprocess.run(squeue, env=env, check=True, capture_output=True, text=True).stdout.strip()
+        return out if out.split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None
+
+    assert wait_for(f"job {job_id} to finish", finished) == "COMPLETED sltest1"
+    assert (workdir / "out.txt").read_text() == "sltest1\n"
+
+    def jobcomp_line() -> str | None:
+        text = slurm_cluster.jobcomp_path.read_text()
+        return next((line for line in text.splitlines() if line.startswith(f"JobId={job_id} ")), None)
+
+    line = wait_for(f"job {job_id} in the jobcomp file", jobcomp_line)
+    assert re.search(r"\bUserId=sltest1\(\d+\)", line)
+    assert "JobState=COMPLETED" in line
+    shutil.rmtree(workdir)
+
+
+def test_rest_submit_with_slurmuser_token_runs_as_named_user(slurm_cluster: DevCluster) -> None:
+    workdir = user_dir(slurm_cluster, "sltest2")
+    token = slurm_cluster.token(slurm_cluster.slurm_user)  # the SlurmUser may act for anyone
+    headers = {"X-SLURM-USER-NAME": "sltest2", "X-SLURM-USER-TOKEN": token}
+    body = {
+        "script": "#!/bin/bash\nid -un\n",
+        "job": {
+            "name": "devcluster-rest",
+            "partition": slurm_cluster.partition,
+            "current_working_directory": str(workdir),
+            "standard_output": str(workdir / "out.txt"),
+            "environment": {"PATH": "/usr/bin:/bin"},
+        },
+    }
+    base_url = f"{slurm_cluster.rest_url}/slurm/v0.0.38"
+    with httpx.Client(base_url=base_url, headers=headers, timeout=10) as http:
+        resp = http.post("/job/submit", json=body)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["errors"] == []
+        job_id = resp.json()["job_id"]
+
+        def finished() -> dict[str, object] | None:
+            job: dict[str, object] = http.get(f"/job/{job_id}").json()["jobs"][0]
+            return job if job["job_state"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None
+
+        job = wait_for(f"job {job_id} to finish", finished)
+    assert (job["job_state"], job["user_name"]) == ("COMPLETED", "sltest2")
+    assert (workdir / "out.txt").read_text() == "sltest2\n"
+    shutil.rmtree(workdir)
+
+
+def test_stale_pid_files_are_not_taken_for_daemons(tmp_path: Path) -> None:
+    # A recorded PID that is gone, or now belongs to another process, means "not running".
+    cluster = DevCluster(tmp_path / "state")
+    run = tmp_path / "state" / "run"
+    run.mkdir(parents=True)
+    (run / "slurmctld.pid").write_text(f"{os.getpid()}\n")
+    (run / "slurmd.pid").write_text("999999999\n")
+    (run / "munged.pid").write_text("garbage\n")
+    assert cluster.status() == dict.fromkeys(("munged", "slurmctld", "slurmd", "slurmrestd"))
