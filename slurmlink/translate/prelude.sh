@@ -9,6 +9,11 @@ sl_file() { mkdir -p -- "$(dirname -- "$1")" && base64 -d > "$1" && chmod "$2" -
 # sl_link MOUNT-ROOT DESTINATION SOURCE : the host runtime's stand-in for a bind mount
 sl_link() { mkdir -p -- "$1$(dirname -- "$2")" && ln -sfn -- "$3" "$1$2" || sl_fail "cannot link $2"; }
 
+# SLURM's job variables (SLURM_JOB_ID, SLURM_CPUS_PER_TASK, ...) are the only ones a container inherits.
+sl_slurm_env() { local v; sl_keep=(); for v in "${!SLURM_@}"; do sl_keep+=("$v=${!v}"); done; }
+# sl_env DIR NAME=VALUE... ARGV... : a host-runtime container, with a clean environment, started in DIR
+sl_env() { local dir=$1; shift; sl_slurm_env; exec env -i -C "$dir" "${sl_keep[@]}" "$@"; }
+
 # sl_wait PID : wait until PID really ended (a trapped signal interrupts `wait`); status in sl_rc
 sl_wait() {
   while :; do
@@ -76,7 +81,8 @@ sl_bwrap() {
     done
   done < <(printf '%s\n' "${under[@]-}" | awk -F/ '{ print NF "\t" $0 }' | sort -k1,1n -k2 | uniq | cut -f2-)
   args+=(--dev /dev --proc /proc --tmpfs /tmp)
-  exec env -i "${env[@]}" "$exe" "${args[@]}" "${mounts[@]}" --chdir "$wd" -- "$@"
+  sl_slurm_env
+  exec env -i "${sl_keep[@]}" "${env[@]}" "$exe" "${args[@]}" "${mounts[@]}" --chdir "$wd" -- "$@"
 }
 
 sl_children=()

@@ -11,9 +11,10 @@ from slurmlink.translate.volumes import Mount
 RUNTIMES = ("host", "bwrap", "apptainer", "singularity")
 HOST_MOUNTS_DIR = "mounts"  # the host runtime's stand-in for mounts: <workdir>/mounts/<mountPath>
 
-# `exec "$0" "$@"` runs the argv as given, even when argv[0] contains "=" (which `env` would take for
-# a variable). The string is constant; the argv reaches sh as separate, uninterpreted arguments.
-_EXEC_ARGV = ("/bin/sh", "-c", 'exec "$0" "$@"')
+# `exec "$0" "$@"` runs an argv whose first word contains "=" (which `env` would take for a variable).
+# The string is constant; the argv reaches sh as separate, uninterpreted arguments. Only used then,
+# because sh drops environment variables whose names are not shell identifiers.
+_EXEC_ARGV = ["/bin/sh", "-c", 'exec "$0" "$@"']
 
 
 def _absolute(source: str, workdir: str) -> str:
@@ -33,8 +34,8 @@ def container_command(
     base_env = {"PATH": site.path, "HOSTNAME": hostname}
     if runtime == "host":
         full_env = {**base_env, "HOME": workdir, "SLURMLINK_MOUNTS": f"{workdir}/{HOST_MOUNTS_DIR}", **env}
-        return ["env", "-i", "-C", working_dir or workdir, *(f"{k}={v}" for k, v in full_env.items()),
-                *_EXEC_ARGV, *command, *args]
+        return ["sl_env", working_dir or workdir, *(f"{k}={v}" for k, v in full_env.items()),
+                *(_EXEC_ARGV if "=" in command[0] else []), *command, *args]
     if runtime == "bwrap":
         rootfs = site.bwrap.images.get(image, site.bwrap.default_rootfs)
         if rootfs is None:

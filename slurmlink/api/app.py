@@ -1,0 +1,175 @@
+"""`slurmlink api`: the interLink-compatible HTTP API (both the VK-facing and the plugin-facing surface).
+
+Routes stay thin: parsing with the wire types, then PodService. Like interLink's Go server, each route
+takes any of the methods its peers use (GET with a body included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from slurmlink.api import metrics
+from slurmlink.api.config import ApiConfig
+from slurmlink.api.service import NotFound, NotReady, PodService
+from slurmlink.interlink.types import (
+    CreateStruct, WireError, dump_wire, parse_create, parse_log_request, parse_pods,
+)
+from slurmlink.slurm.base import SchedulerBackend, SlurmError
+from slurmlink.translate.errors import PodRejected
+
+log = logging.getLogger(__name__)
+ANY_METHOD = ["GET", "POST", "PUT", "DELETE"]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
+    service = PodService(config, backend)
+    token = _read_token(config.auth.bearer_token_file)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        recovery = asyncio.create_task(service.recover())
+        poller = asyncio.create_task(_after(recovery, service.poller.run()))
+        yield
+        for task in (recovery, poller):
+            task.cancel()
+        await service.close()
+        await backend.close()
+
+    app = FastAPI(title="slurmlink api", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.service = service
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Handler) -> Response:
+        route = request.url.path
+        if token is not None and route not in ("/healthz", "/metrics"):
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                metrics.REQUESTS.labels(route, 401).inc()
+                return PlainTextResponse("missing or wrong bearer token\n", status_code=401,
+                                         headers={"WWW-Authenticate": "Bearer"})
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("request %s failed", route)
+            response = PlainTextResponse("internal error\n", status_code=500)
+        metrics.REQUESTS.labels(route if route in KNOWN_ROUTES else "other", response.status_code).inc()
+        return response
+
+    @app.api_route("/create", methods=ANY_METHOD)
+    async def create(request: Request) -> Response:
+        parsed = parse_create(await _json(request))
+        job_id = await service.create(parsed)
+        return JSONResponse(CreateStruct(pod_uid=parsed.uid, pod_jid=job_id).to_wire())
+
+    @app.api_route("/delete", methods=ANY_METHOD)
+    async def delete(request: Request) -> Response:
+        pods = parse_pods(await _json(request))
+        if not pods:
+            raise WireError("body: a pod is required")
+        messages = [await service.delete(pod) for pod in pods]
+        return PlainTextResponse("\n".join(messages) + "\n")
+
+    @app.api_route("/status", methods=ANY_METHOD)
+    async def status(request: Request) -> Response:
+        pods = parse_pods(await _json(request, allow_empty=True))
+        if not pods:  # interLink's ping to its plugin: `/status` with `[]`
+            return JSONResponse((await service.ping()).to_wire())
+        return JSONResponse(dump_wire(service.statuses(pods)))
+
+    @app.api_route("/getLogs", methods=ANY_METHOD)
+    async def get_logs(request: Request) -> Response:
+        query = parse_log_request(await _json(request))
+        stream = await service.logs(query)
+        return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
+
+    @app.api_route("/pinglink", methods=ANY_METHOD)
+    async def pinglink(request: Request) -> Response:
+        return JSONResponse((await service.ping()).to_wire())
+
+    @app.api_route("/updateCache", methods=ANY_METHOD)
+    async def update_cache(request: Request) -> Response:
+        pods = parse_pods(await _json(request, allow_empty=True))
+        service.statuses(pods)  # records the newest pod objects; no SLURM call
+        return PlainTextResponse("Updated cache")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        poller = service.poller
+        healthy = service.recovered.is_set() and not poller.last_error
+        body = {"recovered": service.recovered.is_set(), "last_poll": poller.last_success,
+                "last_error": poller.last_error, "pods": len(service.registry.entries)}
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    _install_error_handlers(app)
+    return app
+
+
+KNOWN_ROUTES = frozenset({"/create", "/delete", "/status", "/getLogs", "/pinglink", "/updateCache", "/healthz",
+                          "/metrics"})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        return PlainTextResponse(message.rstrip("\n") + "\n", status_code=status, headers=headers)
+
+    @app.exception_handler(WireError)
+    async def bad_request(request: Request, exc: WireError) -> Response:
+        return text(400, f"bad request: {exc}")
+
+    @app.exception_handler(PodRejected)
+    async def invalid_pod(request: Request, exc: PodRejected) -> Response:
+        return text(422, f"invalid pod: {exc.message}")
+
+    @app.exception_handler(NotReady)
+    async def not_ready(request: Request, exc: NotReady) -> Response:
+        return text(503, str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return text(404, str(exc))
+
+    @app.exception_handler(SlurmError)
+    async def slurm_failed(request: Request, exc: SlurmError) -> Response:
+        return text(503 if exc.transient else 502, f"SLURM: {exc.message}", {"Retry-After": "5"} if exc.transient else None)
+
+
+async def _json(request: Request, allow_empty: bool = False) -> Any:
+    body = await request.body()
+    if not body.strip():
+        if allow_empty:
+            return []
+        raise WireError("body: a JSON body is required")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WireError(f"body: not valid JSON ({exc})") from exc
+
+
+async def _after(first: asyncio.Task[None], then: Awaitable[None]) -> None:
+    await first
+    await then
+
+
+def _read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    token = Path(path).read_text().strip()
+    if not token:
+        raise ValueError(f"{path}: the bearer token file is empty")
+    return token

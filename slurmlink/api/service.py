@@ -1,0 +1,241 @@
+"""What the API does with pods, independent of HTTP: create, delete, status, logs, capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from slurmlink.api import logs, metrics
+from slurmlink.api.config import ApiConfig
+from slurmlink.api.poller import StatusPoller
+from slurmlink.api.registry import PodEntry, Registry
+from slurmlink.interlink.types import (
+    CreateRequest, LogStruct, PingResponse, PodStatus, ResourcesResponse,
+)
+from slurmlink.slurm.base import JobInfo, SchedulerBackend, SlurmError
+from slurmlink.translate.errors import PodRejected
+from slurmlink.translate.podspec import container_names, pod_ref
+from slurmlink.translate.script import build_job
+from slurmlink.translate.site import SiteConfig
+from slurmlink.translate.status import container_statuses, rejected_statuses
+
+log = logging.getLogger(__name__)
+RECOVERY_WAIT_SECONDS = 30.0
+KILL_MARGIN_SECONDS = 5.0  # after the grace period, before the job is killed outright
+
+
+class NotReady(Exception):
+    """The API cannot act yet (SLURM unreachable or state not recovered): the caller should retry."""
+
+
+class NotFound(Exception):
+    pass
+
+
+class PodService:
+    def __init__(self, config: ApiConfig, backend: SchedulerBackend, registry: Registry | None = None) -> None:
+        self.config = config
+        self.backend = backend
+        self.registry = registry or Registry()
+        self.site: SiteConfig = config.site.to_site()
+        self.poller = StatusPoller(self.registry, backend, config.poll_interval)
+        self.recovered = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- start-up ----------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Learn every pod SLURM runs for us before accepting creates, so none is submitted twice."""
+        delay = 0.5
+        while True:
+            try:
+                await self.poller.poll_once()
+                self.recovered.set()
+                return
+            except SlurmError as exc:
+                log.warning("cannot recover state from SLURM yet: %s", exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _wait_recovered(self) -> None:
+        try:
+            await asyncio.wait_for(self.recovered.wait(), RECOVERY_WAIT_SECONDS)
+        except TimeoutError as exc:
+            raise NotReady("slurmlink has not yet recovered its state from SLURM; retry") from exc
+
+    # --- create ------------------------------------------------------------------------------------
+
+    def user_for(self, namespace: str) -> str:
+        user = self.config.users.namespaces.get(namespace) or self.config.users.default
+        if not user:
+            raise PodRejected(f"no local account is configured for namespace {namespace}", "NoAccountMapping")
+        return user
+
+    async def create(self, request: CreateRequest) -> str:
+        """Submit the pod's job, once. Returns the job id ("" when the pod was rejected)."""
+        await self._wait_recovered()
+        ref = pod_ref(request.pod)
+        async with self.registry.lock(ref.uid):
+            entry = self.registry.get(ref.uid)
+            if entry is not None and (entry.job_id or entry.rejected):
+                entry.pod = request.pod
+                return entry.job_id  # the same pod twice is one job
+            entry = PodEntry(uid=ref.uid, namespace=ref.namespace, name=ref.name, pod=request.pod)
+            try:
+                entry.user = self.user_for(ref.namespace)
+                entry.workdir = f"{self.config.job_root.rstrip('/')}/{ref.namespace}-{ref.uid}"
+                projected = {str(m.get("metadata", {}).get("name")): dict(m.get("data") or {})
+                             for m in request.projected}
+                job = build_job(request.pod, workdir=entry.workdir, site=self.site, configmaps=request.configmaps,
+                                secrets=request.secrets, projected=projected)
+                entry.job_id = await self.backend.submit(job, entry.user)
+            except PodRejected as exc:
+                entry.rejected = (exc.reason, exc.message)
+                metrics.SUBMITS.labels("rejected").inc()
+                log.info("pod %s/%s rejected: %s", ref.namespace, ref.name, exc.message)
+            except SlurmError as exc:
+                if exc.transient:
+                    metrics.SUBMITS.labels("transient").inc()
+                    raise NotReady(f"SLURM is unavailable: {exc.message}") from exc
+                entry.rejected = ("SlurmRejected", exc.message)
+                metrics.SUBMITS.labels("rejected").inc()
+                log.info("SLURM rejected pod %s/%s: %s", ref.namespace, ref.name, exc.message)
+            else:
+                metrics.SUBMITS.labels("submitted").inc()
+                entry.job = JobInfo(job_id=entry.job_id, name=job.name, user=entry.user, state="PENDING",
+                                    workdir=entry.workdir)
+                log.info("pod %s/%s is SLURM job %s as %s", ref.namespace, ref.name, entry.job_id, entry.user)
+            self.registry.entries[ref.uid] = entry
+            self.poller.wake()
+            return entry.job_id
+
+    # --- delete ------------------------------------------------------------------------------------
+
+    async def delete(self, pod: dict[str, Any]) -> str:
+        await self._wait_recovered()
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        async with self.registry.lock(uid):
+            entry = self.registry.get(uid)
+            if entry is None:
+                return "no such pod"
+            entry.deleting = True
+            if entry.job_id and not entry.finished:
+                state = entry.job.state if entry.job else "PENDING"
+                if state == "PENDING":
+                    await self.backend.cancel(entry.job_id, entry.user)
+                else:
+                    # SIGTERM to every process of the job; the job script gives its containers the grace period.
+                    await self.backend.cancel(entry.job_id, entry.user, signal="TERM")
+                    grace = _grace(pod, entry)
+                    self._spawn(self._kill_later(entry, grace + KILL_MARGIN_SECONDS))
+            self.poller.wake()
+            return f"job {entry.job_id or 'none'} cancelled"
+
+    async def _kill_later(self, entry: PodEntry, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not entry.finished:
+            try:
+                await self.backend.cancel(entry.job_id, entry.user)
+            except SlurmError as exc:
+                log.warning("final cancel of job %s failed: %s", entry.job_id, exc.message)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- status ------------------------------------------------------------------------------------
+
+    def statuses(self, pods: list[dict[str, Any]]) -> list[PodStatus]:
+        """Served from the poller's cache: no SLURM call here, however many pods are asked for."""
+        result = []
+        for pod in pods:
+            meta = pod.get("metadata") or {}
+            uid = str(meta.get("uid") or "")
+            entry = self.registry.get(uid)
+            if entry is not None and pod.get("spec"):
+                entry.pod = pod
+            result.append(self.status_of(entry, pod))
+        return result
+
+    def status_of(self, entry: PodEntry | None, pod: dict[str, Any]) -> PodStatus:
+        meta = pod.get("metadata") or {}
+        if entry is None:
+            waiting = {"waiting": {"reason": "JobNotFound", "message": "slurmlink has no job for this pod"}}
+            names = container_names(pod)[1] if pod.get("spec") else []
+            return PodStatus(name=str(meta.get("name", "")), uid=str(meta.get("uid", "")),
+                             namespace=str(meta.get("namespace", "")),
+                             containers=[{"name": n, "state": waiting, "ready": False, "restartCount": 0}
+                                         for n in names])
+        spec_pod = entry.pod or (pod if pod.get("spec") else _pod_from_records(entry))
+        if entry.rejected:
+            containers, inits = rejected_statuses(spec_pod, *entry.rejected)
+        else:
+            containers, inits = container_statuses(spec_pod, entry.job, entry.records)
+        return PodStatus(name=entry.name, uid=entry.uid, namespace=entry.namespace, jid=entry.job_id,
+                         containers=containers, init_containers=inits)
+
+    # --- logs --------------------------------------------------------------------------------------
+
+    async def logs(self, request: LogStruct) -> AsyncIterator[bytes]:
+        entry = self.registry.get(request.pod_uid)
+        if entry is None:
+            raise NotFound(f"no pod with uid {request.pod_uid}")
+        names = set(entry.records)
+        if entry.pod:
+            inits, apps = container_names(entry.pod)
+            names.update(inits + apps)
+        if request.container_name not in names:
+            raise NotFound(f"pod {entry.namespace}/{entry.name} has no container {request.container_name}")
+        if not entry.workdir or entry.rejected:
+            return _once(b"")
+        container = request.container_name
+
+        async def read(offset: int) -> bytes:
+            return await self.backend.read_log(entry.workdir, entry.user, container, offset)
+
+        whole = await read(0)
+        selected = logs.select(whole, request.opts, entry.records.get(container))
+        if not request.opts.follow:
+            return _once(selected)
+        record_done = lambda: entry.finished or (  # noqa: E731
+            (r := entry.records.get(container)) is not None and r.exit_code is not None)
+        return logs.follow(read, selected, len(whole), request.opts.limit_bytes, record_done,
+                           self.config.log_follow_interval)
+
+    # --- capacity ----------------------------------------------------------------------------------
+
+    async def ping(self) -> PingResponse:
+        capacity = await self.backend.capacity()
+        if capacity.cpus <= 0 and capacity.memory_mb <= 0:
+            # A real cluster with nothing free is possible, but say so rather than silently draining.
+            log.warning("SLURM reports no free CPUs and no free memory")
+        return PingResponse(status="ok", resources=ResourcesResponse(
+            cpu=str(capacity.cpus), memory=f"{capacity.memory_mb}Mi", pods=str(max(capacity.cpus, 1) * 10),
+        ))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
+
+
+def _grace(pod: dict[str, Any], entry: PodEntry) -> float:
+    meta = pod.get("metadata") or {}
+    for value in (meta.get("deletionGracePeriodSeconds"),
+                  ((entry.pod or {}).get("spec") or {}).get("terminationGracePeriodSeconds")):
+        if isinstance(value, int) and value >= 0:
+            return float(value)
+    return 30.0
+
+
+def _pod_from_records(entry: PodEntry) -> dict[str, Any]:
+    """A pod recovered from SLURM alone (no caller has sent it since a restart): its containers by record."""
+    return {"metadata": {"name": entry.name, "namespace": entry.namespace, "uid": entry.uid},
+            "spec": {"containers": [{"name": name} for name in sorted(entry.records)] or [{"name": "main"}]}}

@@ -1,0 +1,119 @@
+"""The one entry point: `slurmlink api|vk|proxy|run|get|logs|delete|demo|dev-cluster`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from slurmlink.config import ConfigError, load_config
+from slurmlink.devcluster.commands import app as dev_cluster_app
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Run Kubernetes pods as SLURM jobs, authorised by EGI Check-in.")
+app.add_typer(dev_cluster_app, name="dev-cluster", help="A real single-node SLURM on this machine.")
+console = Console(stderr=True)
+
+ApiUrl = Annotated[str, typer.Option("--api", envvar="SLURMLINK_API_URL", help="URL of slurmlink api.")]
+TokenOpt = Annotated[str | None, typer.Option("--token-file", envvar="SLURMLINK_API_TOKEN_FILE",
+                                              help="File with the API's bearer token.")]
+
+
+def _token(path: str | None) -> str | None:
+    return Path(path).read_text().strip() if path else None
+
+
+@app.command()
+def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLURMLINK_API_CONFIG",
+                                                    help="YAML configuration file.")] = None,
+        log_level: str = "info") -> None:
+    """Serve the interLink-compatible API (mode 2: submits with sbatch at the site)."""
+    import uvicorn
+
+    from slurmlink.api.app import create_app
+    from slurmlink.api.backends import make_backend
+    from slurmlink.api.config import ApiConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_config(ApiConfig, config)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    application = create_app(settings, make_backend(settings))
+    uvicorn.run(application, host=settings.listen.host, port=settings.listen.port, log_level=log_level,
+                access_log=False)
+
+
+@app.command()
+def run(manifests: Annotated[list[Path], typer.Argument(help="Pod manifest, plus ConfigMap/Secret files.")],
+        api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None,
+        timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0) -> None:
+    """Send a pod to the API, follow its state, then print its logs. Exit code 0 if it succeeded."""
+    from slurmlink.runner import run_pod
+
+    phase = asyncio.run(run_pod(manifests, api_url, _token(token_file), timeout, console))
+    raise typer.Exit(0 if phase == "Succeeded" else 1)
+
+
+def _pod_ref(namespace: str, uid: str, name: str) -> dict[str, object]:
+    return {"metadata": {"namespace": namespace, "uid": uid, "name": name or uid}}
+
+
+@app.command()
+def get(uid: str, namespace: str = "default", name: str = "", api_url: ApiUrl = "http://127.0.0.1:3000",
+        token_file: TokenOpt = None) -> None:
+    """Show a pod's status as the API reports it."""
+    from slurmlink.runner import get_pod
+
+    asyncio.run(get_pod(_pod_ref(namespace, uid, name), api_url, _token(token_file), console))
+
+
+@app.command()
+def logs(uid: str, container: Annotated[str, typer.Option("--container", "-c")], namespace: str = "default",
+         follow: Annotated[bool, typer.Option("--follow", "-f")] = False, tail: int = 0,
+         api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None) -> None:
+    """Print (or follow) a container's log."""
+    from slurmlink.runner import print_logs
+
+    asyncio.run(print_logs(_pod_ref(namespace, uid, ""), container, follow, tail, api_url, _token(token_file)))
+
+
+@app.command()
+def delete(uid: str, namespace: str = "default", api_url: ApiUrl = "http://127.0.0.1:3000",
+           token_file: TokenOpt = None) -> None:
+    """Delete a pod: its job is cancelled (SIGTERM, then SIGKILL after the grace period)."""
+    from slurmlink.client import InterlinkClient
+
+    async def go() -> str:
+        async with InterlinkClient(api_url, _token(token_file)) as client:
+            return await client.delete(_pod_ref(namespace, uid, ""))
+
+    console.print(asyncio.run(go()).strip())
+
+
+@app.command()
+def demo(pod: Annotated[Path | None, typer.Argument(help="Pod manifest (default: a hello-world pod).")] = None,
+         port: int = 3000) -> None:
+    """Start a local SLURM and `slurmlink api`, run an example pod end to end, stop the API."""
+    from slurmlink.demo import run_demo
+
+    raise typer.Exit(run_demo(pod, port, console))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

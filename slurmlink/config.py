@@ -1,0 +1,59 @@
+"""Configuration files: one YAML file per service, overridden by SLURMLINK_* environment variables.
+
+`SLURMLINK_POLL_INTERVAL=5` sets `poll_interval`; a double underscore goes one level down:
+`SLURMLINK_SITE__PARTITION=gpu` sets `site.partition`. Values are parsed as YAML (so `true`, `5`, `[a, b]`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
+ENV_PREFIX = "SLURMLINK_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming the file and key."""
+
+
+def _set(target: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        target = target.setdefault(key, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{ENV_PREFIX}{'__'.join(keys).upper()}: {key} is not a section")
+    target[keys[-1]] = value
+
+
+def load_config(model: type[Model], path: str | Path | None, environ: Mapping[str, str] | None = None) -> Model:
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = str(path) if path else "defaults"
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded or {}
+    fields = set(model.model_fields)
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+        if keys[0] not in fields:
+            continue  # variables of other services or of the CLI
+        _set(data, keys, yaml.safe_load(raw) if raw else raw)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from exc

@@ -1,0 +1,40 @@
+"""SLURM's commands, one module each: the argv to run and the parsing of what it prints, side by side.
+
+Shared here: the field separator and the readers of values several commands print the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+# Between output fields: the ASCII unit separator, which no job name, comment or path of ours holds
+# (comments of other users' jobs may well hold "|" or spaces).
+SEP = "\x1f"
+# Times as seconds since the epoch: no time zone to guess, no locale.
+TIME_ENV = {"SLURM_TIME_FORMAT": "%s"}
+
+# States after which a job never runs again: its exit code and end time are final.
+FINAL_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+    "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
+})  # fmt: skip
+
+
+def epoch(text: str) -> datetime | None:
+    """A time printed under SLURM_TIME_FORMAT=%s; None for "N/A", "NONE", "Unknown", "0" and the like."""
+    text = text.strip()
+    if not text.isdigit() or int(text) == 0:
+        return None
+    return datetime.fromtimestamp(int(text), UTC)
+
+
+def base_state(text: str) -> str:
+    """ "CANCELLED by 1001" (sacct) -> "CANCELLED"; "" stays "" (the caller decides)."""
+    words = text.strip().split()
+    return words[0].rstrip("+").upper() if words else ""
+
+
+def none_if_null(text: str) -> str:
+    """SLURM prints unset strings as "(null)" and an absent reason as "None"."""
+    text = text.strip()
+    return "" if text in ("(null)", "None", "N/A") else text

@@ -1,0 +1,95 @@
+"""sacct: the final state of jobs the controller has forgotten, from accounting, in one call.
+
+Without slurmdbd (the dev cluster, some small sites) sacct refuses with "Slurm accounting storage is
+disabled": that is AccountingDisabled, which the backend remembers so later calls cost nothing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from slurmlink.slurm.base import JobInfo, SlurmError
+from slurmlink.slurm.commands import FINAL_STATES, SEP, TIME_ENV, base_state, epoch, none_if_null
+from slurmlink.slurm.runner import CommandResult, error_from
+
+FIELDS = (
+    "JobID",
+    "JobName",
+    "User",
+    "State",
+    "Reason",
+    "ExitCode",
+    "Submit",
+    "Start",
+    "End",
+    "WorkDir",
+    "Comment",
+)
+ENV = TIME_ENV
+_DISABLED = re.compile(
+    r"accounting storage is disabled|not running a supported accounting_storage plugin"
+    r"|accounting_storage/none",
+    re.IGNORECASE,
+)
+_JOB_ID = re.compile(r"^\d+(_\d+)?$")
+
+
+class AccountingDisabled(SlurmError):
+    """This cluster keeps no accounting: there is no later record of a job than squeue's."""
+
+
+def argv(job_ids: list[str], sacct: str = "sacct") -> list[str]:
+    for job_id in job_ids:
+        if not _JOB_ID.match(job_id):
+            raise SlurmError(f"not a job id: {job_id!r}")
+    # -X: the allocation only, not its steps; -a: every user's jobs (when we may see them).
+    return [
+        sacct, "-X", "-a", "-n", "-P", f"--delimiter={SEP}", f"--format={','.join(FIELDS)}",
+        f"--jobs={','.join(job_ids)}",
+    ]  # fmt: skip
+
+
+def exit_code(text: str) -> tuple[int | None, int | None]:
+    """sacct's "3:0" is exit code 3, "0:15" is signal 15."""
+    code, _, sig = text.strip().partition(":")
+    if not code.isdigit():
+        return None, None
+    if sig.isdigit() and int(sig):
+        return None, int(sig)
+    return int(code), None
+
+
+def parse_line(line: str) -> JobInfo | None:
+    parts = line.split(SEP, len(FIELDS) - 1)
+    if len(parts) != len(FIELDS) or not parts[0].strip():
+        return None
+    job_id, name, user, state, reason, code, submit, start, end, workdir, comment = parts
+    state = base_state(state)
+    exit_, signal = exit_code(code) if state in FINAL_STATES else (None, None)
+    return JobInfo(
+        job_id=job_id.strip(),
+        name=name,
+        user=user.strip(),
+        state=state,
+        reason=none_if_null(reason),
+        exit_code=exit_,
+        signal=signal,
+        submit_time=epoch(submit),
+        start_time=epoch(start) if state != "PENDING" else None,
+        end_time=epoch(end) if state in FINAL_STATES else None,
+        workdir=none_if_null(workdir),
+        comment=none_if_null(comment),
+    )
+
+
+def parse(result: CommandResult) -> dict[str, JobInfo]:
+    """Jobs by id. Raises AccountingDisabled, or SlurmError with sacct's message."""
+    if _DISABLED.search(result.err) or _DISABLED.search(result.out):
+        raise AccountingDisabled("SLURM accounting is not enabled on this cluster")
+    if not result.ok:
+        raise error_from(result, "sacct")
+    lines = [line for line in result.out.splitlines() if line.strip()]
+    jobs = [job for job in map(parse_line, lines) if job is not None]
+    if lines and not jobs:
+        raise SlurmError(f"cannot read sacct's output (first line: {lines[0][:200]!r})")
+    return {job.job_id: job for job in jobs}
