@@ -23,7 +23,9 @@ class ApiError(Exception):
 
 def load_manifests(paths: Iterable[str | Path]) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """One Pod plus the ConfigMaps and Secrets it uses, from YAML files (several documents allowed)."""
-    pods, configmaps, secrets = [], [], []
+    pods: list[dict[str, Any]] = []
+    configmaps: list[dict[str, Any]] = []
+    secrets: list[dict[str, Any]] = []
     for path in paths:
         for doc in yaml.safe_load_all(Path(path).read_text()):
             if not doc:
@@ -81,8 +83,9 @@ class InterlinkClient:
                 "ContainerName": container,
                 "Opts": {"Tail": tail, "Bytes": limit_bytes, "Follow": follow, "Timestamps": False,
                          "Previous": False, "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z"}}
-        async with self.http.stream("GET", "/getLogs", content=json.dumps(body),
-                                    timeout=httpx.Timeout(30.0, read=None) if follow else httpx.USE_CLIENT_DEFAULT) as response:
+        # A followed log may stay quiet for long: no read timeout then.
+        timeout = httpx.Timeout(30.0, read=None) if follow else httpx.USE_CLIENT_DEFAULT
+        async with self.http.stream("GET", "/getLogs", content=json.dumps(body), timeout=timeout) as response:
             if response.status_code != 200:
                 raise ApiError(response.status_code, (await response.aread()).decode(errors="replace").strip())
             async for chunk in response.aiter_bytes():

@@ -23,7 +23,13 @@ from slurmlink.api import metrics
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import NotFound, NotReady, PodService
 from slurmlink.interlink.types import (
-    CreateStruct, WireError, dump_wire, parse_create, parse_log_request, parse_pods,
+    CreateStruct,
+    WireError,
+    WireModel,
+    dump_wire,
+    parse_create,
+    parse_log_request,
+    parse_pods,
 )
 from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.translate.errors import PodRejected
@@ -86,7 +92,7 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
         pods = parse_pods(await _json(request, allow_empty=True))
         if not pods:  # interLink's ping to its plugin: `/status` with `[]`
             return JSONResponse((await service.ping()).to_wire())
-        return JSONResponse(dump_wire(service.statuses(pods)))
+        return JSONResponse(dump_wire(list[WireModel](service.statuses(pods))))
 
     @app.api_route("/getLogs", methods=ANY_METHOD)
     async def get_logs(request: Request) -> Response:
@@ -146,7 +152,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SlurmError)
     async def slurm_failed(request: Request, exc: SlurmError) -> Response:
-        return text(503 if exc.transient else 502, f"SLURM: {exc.message}", {"Retry-After": "5"} if exc.transient else None)
+        if exc.transient:
+            return text(503, f"SLURM: {exc.message}", {"Retry-After": "5"})
+        return text(502, f"SLURM: {exc.message}")
 
 
 async def _json(request: Request, allow_empty: bool = False) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,16 +46,16 @@ class BwrapConfig(Strict):
 class SiteSection(Strict):
     runtime: Literal["host", "bwrap", "apptainer", "singularity"] = "host"
     partition: str | None = None
-    default_cpus: int = Field(1, ge=1)
-    default_memory_mb: int = Field(2048, ge=16)
+    default_cpus: Annotated[int, Field(ge=1)] = 1
+    default_memory_mb: Annotated[int, Field(ge=16)] = 2048
     default_time_minutes: int | None = None
     gres: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu": "gpu", "amd.com/gpu": "gpu"})
     allowed_options: list[str] = Field(default_factory=lambda: sorted(site_model.DEFAULT_ALLOWED_OPTIONS))
     allow_pre_exec: bool = False
     host_path_prefixes: list[str] = Field(default_factory=list)
     path: str = "/usr/local/bin:/usr/bin:/bin"
-    max_restarts: int = Field(3, ge=0)
-    restart_backoff_seconds: int = Field(10, ge=0)
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    restart_backoff_seconds: Annotated[int, Field(ge=0)] = 10
     apptainer: ApptainerConfig = Field(default_factory=ApptainerConfig)
     bwrap: BwrapConfig = Field(default_factory=BwrapConfig)
 

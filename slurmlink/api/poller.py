@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -40,10 +41,8 @@ class StatusPoller:
             except Exception:  # a bug must not stop status updates for good
                 log.exception("status poll crashed")
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
-            except TimeoutError:
-                pass
 
     async def poll_once(self) -> None:
         started = time.monotonic()

@@ -12,7 +12,11 @@ from slurmlink.api.config import ApiConfig
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
 from slurmlink.interlink.types import (
-    CreateRequest, LogStruct, PingResponse, PodStatus, ResourcesResponse,
+    CreateRequest,
+    LogStruct,
+    PingResponse,
+    PodStatus,
+    ResourcesResponse,
 )
 from slurmlink.slurm.base import JobInfo, SchedulerBackend, SlurmError
 from slurmlink.translate.errors import PodRejected

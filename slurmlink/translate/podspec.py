@@ -89,7 +89,7 @@ def validate_containers(pod: Mapping[str, Any]) -> None:
         seen.add(name)
 
 
-def annotations(pod: Mapping[str, Any]) -> dict[str, str]:
+def pod_annotations(pod: Mapping[str, Any]) -> dict[str, str]:
     meta = as_dict(pod.get("metadata"), "metadata")
     return {str(k): str(v) for k, v in as_dict(meta.get("annotations"), "metadata.annotations").items()}
 

@@ -22,7 +22,14 @@ from slurmlink.translate.errors import PodRejected
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.layout import JOB_OUT, POD_FILE
 from slurmlink.translate.podspec import (
-    Resources, annotations, app_containers, as_dict, as_str, effective_resources, init_containers, pod_ref,
+    Resources,
+    app_containers,
+    as_dict,
+    as_str,
+    effective_resources,
+    init_containers,
+    pod_annotations,
+    pod_ref,
     validate_containers,
 )
 from slurmlink.translate.runtime import HOST_MOUNTS_DIR, container_command
@@ -51,13 +58,14 @@ def build_job(
     validate_containers(pod)
     workdir = absolute_path(workdir, "workdir")
     spec = as_dict(pod.get("spec"), "spec")
-    notes = annotations(pod)
+    notes = pod_annotations(pod)
     objects = Objects(configmaps or [], secrets or [])
     plan = plan_volumes(pod, objects, projected or {}, site)
     runtime = notes.get(RUNTIME_ANNOTATION, site.runtime)
     options = flags.parse_flags(notes.get(flags.FLAGS_ANNOTATION, ""), site)
 
-    grace = _non_negative(spec.get("terminationGracePeriodSeconds"), DEFAULT_GRACE_SECONDS, "terminationGracePeriodSeconds")
+    grace = _non_negative(spec.get("terminationGracePeriodSeconds"), DEFAULT_GRACE_SECONDS,
+                          "terminationGracePeriodSeconds") or 0
     deadline = _non_negative(spec.get("activeDeadlineSeconds"), None, "activeDeadlineSeconds")
     policy = str(spec.get("restartPolicy") or "Always")
     # A batch job that succeeded is done: Always restarts like OnFailure (see docs/pods.md).
@@ -90,10 +98,11 @@ def build_job(
         for container in containers:
             env = container_env(container, pod, objects)
             command, args = container_argv(container, env)
+            working_dir = container.get("workingDir")
             argv = container_command(
                 runtime=runtime, site=site, workdir=workdir, hostname=hostname,
                 image=str(container.get("image") or ""), command=command, args=args, env=env,
-                working_dir=absolute_path(container["workingDir"], "workingDir") if container.get("workingDir") else None,
+                working_dir=absolute_path(working_dir, "workingDir") if working_dir else None,
                 mounts=plan.mounts[container["name"]],
             )
             call = " ".join(quote(a) for a in ["sl_run", container["name"], run_policy, "--", *argv])

@@ -10,7 +10,7 @@ FORBIDDEN_OPTIONS = frozenset({
     "--uid", "--gid", "--export", "--export-file", "--get-user-env", "--chdir", "--output", "--error",
     "--input", "--job-name", "--comment", "--wrap", "--container", "--container-id", "--parsable",
     "--wait", "--test-only", "--array", "--dependency", "--kill-on-invalid-dep", "--requeue",
-    "--no-requeue", "--open-mode", "--chdir", "--propagate", "--uid", "--burst-buffer-file", "--bbf",
+    "--no-requeue", "--open-mode", "--propagate", "--burst-buffer-file", "--bbf",
 })
 
 DEFAULT_ALLOWED_OPTIONS = frozenset({

@@ -95,7 +95,9 @@ def container_statuses(
     return [status(c) for c in app_containers(pod)], [status(c) for c in init_containers(pod)]
 
 
-def rejected_statuses(pod: Mapping[str, Any], reason: str, message: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def rejected_statuses(
+    pod: Mapping[str, Any], reason: str, message: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Statuses of a pod that never became a job: every container terminated with the reason."""
 
     def status(container: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,5 +133,5 @@ def pod_phase(containers: list[dict[str, Any]], init_containers_: list[dict[str,
         return Phase("Succeeded", "Completed")
     if any("running" in s or "terminated" in s for s in states):
         return Phase("Running")
-    waiting = next((s["waiting"] for s in states if "waiting" in s), {})
+    waiting: dict[str, Any] = next((s["waiting"] for s in states if "waiting" in s), {})
     return Phase("Pending", waiting.get("reason", ""), waiting.get("message", ""))

@@ -47,7 +47,8 @@ def relative_path(path: Any, what: str) -> str:
 
 def absolute_path(path: Any, what: str) -> str:
     text = as_str(path, what)
-    if not text.startswith("/") or ".." in text.split("/") or posixpath.normpath(text) != text.rstrip("/") or "\n" in text:
+    normal = text.startswith("/") and ".." not in text.split("/") and posixpath.normpath(text) == text.rstrip("/")
+    if not normal or "\n" in text:
         raise PodRejected(f"{what}: {text!r} must be a normalised absolute path")
     return posixpath.normpath(text)
 
@@ -131,7 +132,8 @@ def plan_volumes(pod: Mapping[str, Any], objects: Objects, projected: dict[str, 
             plan.sources[name] = path
         else:
             kinds = sorted(k for k in volume if k != "name")
-            raise PodRejected(f"{what}: volume type {', '.join(kinds) or 'none'} is not supported", "VolumeNotSupported")
+            raise PodRejected(f"{what}: volume type {', '.join(kinds) or 'none'} is not supported",
+                              "VolumeNotSupported")
     for container in init_containers(pod) + app_containers(pod):
         plan.mounts[container["name"]] = _mounts(container, plan.sources)
     return plan
