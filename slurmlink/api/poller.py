@@ -10,7 +10,7 @@ import time
 from slurmlink import JOB_NAME_PREFIX
 from slurmlink.api import metrics
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.slurm.base import JobInfo, SchedulerBackend, SlurmError
+from slurmlink.slurm.base import ContainerRecord, JobInfo, SchedulerBackend, SlurmError
 from slurmlink.translate.status import is_finished
 
 log = logging.getLogger(__name__)
@@ -50,47 +50,50 @@ class StatusPoller:
         adopted = self.registry.adopt(jobs)
         if adopted:
             log.info("adopted %d pods from SLURM", len(adopted))
+        news: dict[str, JobInfo | None] = {}
         missing: list[PodEntry] = []
         for entry in list(self.registry.entries.values()):
             if not entry.job_id or entry.rejected:
                 continue
             job = jobs.get(JOB_NAME_PREFIX + entry.uid)
             if job is not None and job.job_id == entry.job_id:
-                entry.job = job
+                news[entry.uid] = job
             elif not entry.finished:
                 missing.append(entry)
-        if missing:
-            await self._resolve_missing(missing)
-        await asyncio.gather(*(self._read_records(e) for e in list(self.registry.entries.values())
-                               if self._records_wanted(e)))
+        if missing:  # jobs that left the controller's memory: ask accounting, once for all of them
+            finished = await self.backend.finished([e.job_id for e in missing])
+            for entry in missing:
+                news[entry.uid] = finished.get(entry.job_id)
+        entries = [e for e in self.registry.entries.values() if e.uid in news]
+        wanted = [e for e in entries if _records_wanted(e, news[e.uid])]
+        records = await asyncio.gather(*(self._read_records(e) for e in wanted))
+        # Job state and container records change together, with no await in between: a status served
+        # meanwhile never pairs a finished job with records read while it was still running.
+        fresh = {e.uid: r for e, r in zip(wanted, records, strict=True) if r is not None}
+        for entry in entries:
+            job = news[entry.uid]
+            if entry.uid in fresh:
+                entry.records = fresh[entry.uid]
+                entry.records_final = is_finished(job)
+            entry.job = job if job is not None else _job_from_records(entry)
         self.last_success, self.last_error = time.time(), ""
         metrics.POLL_SECONDS.observe(time.monotonic() - started)
         metrics.PODS.set(len(self.registry.entries))
 
-    async def _resolve_missing(self, missing: list[PodEntry]) -> None:
-        """Jobs that left the controller's memory: accounting first, then the job's own records."""
-        finished = await self.backend.finished([e.job_id for e in missing])
-        for entry in missing:
-            entry.job = finished.get(entry.job_id)
-            if entry.job is None:
-                await self._read_records(entry)
-                entry.job = _job_from_records(entry)
-
-    @staticmethod
-    def _records_wanted(entry: PodEntry) -> bool:
-        if entry.job is None or entry.records_final or entry.rejected:
-            return False
-        return entry.job.state != "PENDING"
-
-    async def _read_records(self, entry: PodEntry) -> None:
+    async def _read_records(self, entry: PodEntry) -> dict[str, ContainerRecord] | None:
         async with self._reads:
             try:
-                entry.records = await self.backend.containers(entry.workdir, entry.user)
+                return await self.backend.containers(entry.workdir, entry.user)
             except SlurmError as exc:
                 log.warning("cannot read container records of %s: %s", entry.uid, exc.message)
-                return
-        # Once SLURM says the job ended, what the job wrote is complete: no need to read it again.
-        entry.records_final = is_finished(entry.job)
+                return None
+
+
+def _records_wanted(entry: PodEntry, job: JobInfo | None) -> bool:
+    """Records change only while a job runs; once it ended they are read one last time."""
+    if entry.records_final:
+        return False
+    return job is None or job.state != "PENDING"
 
 
 def _job_from_records(entry: PodEntry) -> JobInfo:

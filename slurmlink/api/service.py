@@ -126,14 +126,15 @@ class PodService:
                 return "no such pod"
             entry.deleting = True
             if entry.job_id and not entry.finished:
-                state = entry.job.state if entry.job else "PENDING"
-                if state == "PENDING":
+                # Our cached state may be a poll old, so ask SLURM rather than trust it: SIGTERM to the job
+                # script, which stops its containers within the grace period...
+                try:
+                    await self.backend.cancel(entry.job_id, entry.user, signal="TERM")
+                except SlurmError:
+                    # ...unless the job has not started: SLURM cannot signal a pending job, only cancel it.
                     await self.backend.cancel(entry.job_id, entry.user)
                 else:
-                    # SIGTERM to every process of the job; the job script gives its containers the grace period.
-                    await self.backend.cancel(entry.job_id, entry.user, signal="TERM")
-                    grace = _grace(pod, entry)
-                    self._spawn(self._kill_later(entry, grace + KILL_MARGIN_SECONDS))
+                    self._spawn(self._kill_later(entry, _grace(pod, entry) + KILL_MARGIN_SECONDS))
             self.poller.wake()
             return f"job {entry.job_id or 'none'} cancelled"
 

@@ -23,11 +23,19 @@ sl_wait() {
   done
 }
 
+# sl_signal SIG PID : signal a container. bwrap passes no signal on (and would SIGKILL its child when it
+# dies), so a bwrap container's own processes get the signal instead.
+sl_signal() {
+  local comm=""
+  read -r comm < "/proc/$2/comm" 2>/dev/null
+  if [ "$comm" = bwrap ]; then pkill "-$1" -P "$2"; else kill "-$1" "$2"; fi 2>/dev/null
+}
+
 # sl_run NAME POLICY -- ARGV... : run one container, restarting it as the policy says, and record it
 sl_run() {
   local name=$1 policy=$2 restarts=0 child
   shift 3
-  trap 'sl_interrupted=1; sl_stopping=1; kill -TERM "$child" 2>/dev/null
+  trap 'sl_interrupted=1; sl_stopping=1; sl_signal TERM "$child"
         (sleep "$sl_grace"; kill -KILL "$child" 2>/dev/null) &' TERM
   while :; do
     sl_put "$name.started" "$(sl_now)"

@@ -111,7 +111,8 @@ def build_job(
                 lines.append(f"{call} & sl_children=($!); sl_wait $!; sl_children=()")
                 lines.append('[ "$sl_rc" = 0 ] && [ "$sl_stopping" = 0 ] || exit "$sl_rc"')
             else:
-                lines.append(f"{call} & sl_children+=($!)")
+                # A stop that arrived while earlier containers were starting must not start this one.
+                lines.append(f'[ "$sl_stopping" = 0 ] || exit 143; {call} & sl_children+=($!)')
     lines += [
         "sl_status=0",
         'for sl_pid in "${sl_children[@]}"; do sl_wait "$sl_pid"; [ "$sl_status" != 0 ] || sl_status=$sl_rc; done',

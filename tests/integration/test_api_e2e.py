@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +202,60 @@ def test_ping_reports_real_capacity(client: Client) -> None:
     body = client.http.post("/pinglink").json()
     assert int(body["resources"]["cpu"]) > 0
     assert body["resources"]["memory"].endswith("Mi") and int(body["resources"]["memory"][:-2]) > 0
+
+
+def test_on_failure_restarts_a_failing_container_inside_the_job(client: Client) -> None:
+    mount = [{"name": "state", "mountPath": "/state"}]
+    # Fails on its first run, succeeds on its second.
+    script = "if [ -e /state/tried ]; then echo second; else touch /state/tried; echo first; exit 1; fi"
+    pod = make_pod([sh(script, volumeMounts=mount)], restartPolicy="OnFailure",
+                   volumes=[{"name": "state", "emptyDir": {}}])
+    client.submit(pod)
+    phase, status = client.finish(pod)
+    assert phase.phase == "Succeeded"
+    assert status.containers[0]["restartCount"] == 1
+    assert client.logs(pod, "main") == b"first\nsecond\n"
+
+
+def test_slurmlink_run_command(api: ApiProcess, tmp_path: Path) -> None:
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: cli-run}\n"
+        "spec:\n  restartPolicy: Never\n  containers:\n"
+        "  - {name: main, image: debian, command: [sh, -c, 'echo from the cli; cat /c/k'],\n"
+        "     volumeMounts: [{name: c, mountPath: /c}]}\n"
+        "  volumes: [{name: c, configMap: {name: cm}}]\n"
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {k: value}\n")
+    done = subprocess.run([sys.executable, "-m", "slurmlink.cli", "run", str(manifest), "--api", api.url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "from the cli\nvalue" in done.stdout
+    assert "Succeeded" in done.stderr
+
+
+def test_sigterm_reaches_the_container_on_delete(client: Client) -> None:
+    script = "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 0.1; done"
+    pod = make_pod([sh(script)], terminationGracePeriodSeconds=10)
+    client.submit(pod)
+    wait_until(lambda: client.logs(pod, "main") == b"ready\n", 60, "the container to start")
+    client.delete(pod)
+    phase, status = client.finish(pod, timeout=60)
+    assert client.logs(pod, "main") == b"ready\ngot TERM\n"
+    assert terminated(status, "main")["exitCode"] == 0
+
+
+def test_grace_period_ends_with_sigkill(client: Client) -> None:
+    pod = make_pod([sh("trap '' TERM; echo ready; while :; do sleep 0.1; done")], terminationGracePeriodSeconds=2)
+    client.submit(pod)
+    wait_until(lambda: client.logs(pod, "main") == b"ready\n", 60, "the container to start")
+    client.delete(pod)
+    phase, status = client.finish(pod, timeout=60)
+    assert terminated(status, "main")["exitCode"] == 137  # SIGKILL after the grace period
+
+
+def test_request_over_the_site_limit_fails_with_slurms_message(client: Client) -> None:
+    pod = make_pod([sh("true", resources={"limits": {"memory": "4000Ti"}})])
+    client.submit(pod)
+    phase, _ = client.finish(pod, timeout=30)
+    assert phase.phase == "Failed"
+    assert "memory specification" in phase.message.lower()

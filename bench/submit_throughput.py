@@ -1,0 +1,388 @@
+"""Submission throughput and latency of `slurmlink api` against raw `sbatch`, measured in the same run.
+
+Usage (as root, from the repository): .venv/bin/python bench/submit_throughput.py [--pods 500] [--concurrency 8]
+
+Raw baseline: for each pod the BatchJob that `build_job` makes, its workdir made like the cli backend makes
+it (under job_root, owned by the user, 0700, a copy of the script) and then `runuser -u USER -- sbatch
+<the backend's own argv>` with the script on stdin. Raw jobs are named `rawsbatch-<uid>` (as long as
+`slurmlink-<uid>`) so that the API never adopts them. The API runs only during its own phases, so the
+baseline pays nothing for its background polls. See bench/README.md. Not a test: nothing passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import functools
+import json
+import os
+import platform
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from slurmlink.devcluster import DevCluster
+from slurmlink.slurm.commands import FINAL_STATES, sbatch
+from slurmlink.translate.job import BatchJob
+from slurmlink.translate.script import build_job
+from slurmlink.translate.site import SiteConfig
+
+NAMESPACE = "slbench"  # bench jobs have the comment "slbench/<pod name>": how they are told from others
+RAW_PREFIX = "rawsbatch-"
+ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
+STARTED_STATES = {"RUNNING", "COMPLETING", "COMPLETED"}
+PATH = "/usr/local/bin:/usr/bin:/bin"  # the cli backend's defaults
+RUNUSER = "/usr/sbin/runuser"
+TICK = 0.02  # latency polling period, both ways
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Call `check` every `interval` (a period, not a pause between calls) until it returns something truthy."""
+    start = time.perf_counter()
+    for tick in range(1, sys.maxsize):
+        if result := check():
+            return result
+        if time.perf_counter() - start > timeout:
+            break
+        time.sleep(max(0.0, start + tick * interval - time.perf_counter()))
+    raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def make_pod() -> dict[str, Any]:
+    uid = str(uuid.uuid4())
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"b-{uid[:8]}", "namespace": NAMESPACE, "uid": uid},
+            "spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}
+
+
+class Slurm:
+    """SLURM commands against the dev cluster, in the clean environment the cli backend gives them."""
+
+    def __init__(self, cluster: DevCluster, user: str) -> None:
+        self.cluster, self.user, self.account = cluster, user, pwd.getpwnam(user)
+        self.env = {"PATH": PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", **cluster.env}
+        self.sbatch = shutil.which("sbatch", path=PATH) or "sbatch"
+
+    def run(self, argv: list[str], stdin: str | None = None, timeout: float = 60) -> str:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=self.env, timeout=timeout)
+        if proc.returncode != 0:
+            raise BenchError(f"`{' '.join(argv[:4])} ...` failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def raw_job(self, pod: dict[str, Any]) -> BatchJob:
+        workdir = f"{self.cluster.job_root}/{NAMESPACE}-{pod['metadata']['uid']}"
+        job = build_job(pod, workdir=workdir, site=SiteConfig(runtime="host"))
+        return dataclasses.replace(job, name=RAW_PREFIX + pod["metadata"]["uid"])
+
+    def submit(self, job: BatchJob) -> str:
+        """What the cli backend does for one pod, minus the API: the workdir, then sbatch as the user."""
+        os.mkdir(job.workdir, 0o700)
+        os.chown(job.workdir, self.account.pw_uid, self.account.pw_gid)
+        os.chmod(job.workdir, 0o700)
+        fd = os.open(f"{job.workdir}/job.sh", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            os.fchown(fd, self.account.pw_uid, self.account.pw_gid)
+            fh.write(job.script)
+        out = self.run([RUNUSER, "-u", self.user, "--", *sbatch.argv(job, self.sbatch)], stdin=job.script)
+        return out.strip().split(";")[0]
+
+    def state(self, job_id: str) -> str:
+        # `-t all`: without it, `squeue -j` hides a job that already COMPLETED.
+        return self.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"]).strip()
+
+    def active(self, bench_only: bool) -> list[str]:
+        out = self.run(["squeue", "-h", "-a", "-t", ACTIVE_STATES, "-o", "%i|%u|%k"])
+        rows = [line.split("|", 2) for line in out.splitlines() if line]
+        return [r[0] for r in rows if not bench_only or (r[1] == self.user and r[2].startswith(NAMESPACE + "/"))]
+
+    def drain(self, timeout: float = 120) -> None:
+        """Cancel the bench's jobs still in the queue (scancel as root) and wait until none is active."""
+        ids = self.active(bench_only=True)
+        for i in range(0, len(ids), 200):
+            subprocess.run(["scancel", *ids[i:i + 200]], env=self.env, capture_output=True, timeout=60)
+        wait_until(lambda: not self.active(bench_only=True), timeout, "the bench's jobs to leave the queue", 0.2)
+
+
+class Api:
+    """One `slurmlink api` process on loopback (a context manager: stopped by its PID on exit)."""
+
+    def __init__(self, cluster: DevCluster, user: str, poll_interval: float, tmp: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{port}"
+        config = {"listen": {"host": "127.0.0.1", "port": port}, "cli": {"slurm_conf": str(cluster.conf_path)},
+                  "job_root": str(cluster.job_root), "poll_interval": poll_interval,
+                  "users": {"default": user}, "site": {"runtime": "host"}}
+        config_path, self.log_path = tmp / f"api-{port}.yaml", tmp / f"api-{port}.log"
+        config_path.write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURMLINK_")} | {"PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "slurmlink.cli", "api", "--config", str(config_path)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until(self.healthy, 90, f"slurmlink api (pid {self.proc.pid}) to answer /healthz with 200", 0.2)
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        died = self.proc.poll() is not None
+        self.stop()
+        if exc_type is not None and died:
+            self.check_alive()  # whatever failed, the API's death is the news: raise with its log tail
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+            raise BenchError(f"slurmlink api exited with status {self.proc.returncode}; log tail:\n{tail}")
+
+    def healthy(self) -> bool:
+        self.check_alive()
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def counters(self) -> dict[str, float]:
+        """SLURM commands the API ran and its submit results, from /metrics: {"sbatch": 500.0, ...}."""
+        self.check_alive()
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(httpx.get(f"{self.url}/metrics", timeout=10).text):
+            for sample in family.samples:
+                if sample.name == "slurmlink_slurm_commands_total":
+                    found[sample.labels["command"]] = sample.value
+                elif sample.name == "slurmlink_api_submits_total":
+                    found[f"submits_{sample.labels['result']}"] = sample.value
+        return found
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def create(self, client: httpx.Client, pod: dict[str, Any]) -> str:
+        r = client.post("/create", content=create_body(pod))
+        if r.status_code != 200 or not r.json().get("PodJID"):
+            self.check_alive()
+            raise BenchError(f"/create failed: {r.status_code} {r.text.strip()[:300]}")
+        return str(r.json()["PodJID"])
+
+
+def create_body(pod: dict[str, Any]) -> str:
+    return json.dumps({"pod": pod, "configmaps": [], "secrets": [], "projectedvolumesmaps": [], "jobscriptURL": ""})
+
+
+async def api_throughput(api: Api, pods: list[dict[str, Any]], concurrency: int) -> tuple[float, list[str]]:
+    todo, errors = list(pods), []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=api.url, timeout=120, limits=limits) as client:
+        async def worker() -> None:
+            while todo:
+                try:
+                    r = await client.post("/create", content=create_body(todo.pop()))
+                except httpx.HTTPError as exc:
+                    api.check_alive()
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if r.status_code != 200 or not r.json().get("PodJID"):
+                    errors.append(f"{r.status_code}: {r.text.strip()[:200]}")
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - start, errors
+
+
+def raw_throughput(slurm: Slurm, jobs: list[BatchJob], concurrency: int) -> tuple[float, list[str]]:
+    def one(job: BatchJob) -> str:
+        try:
+            slurm.submit(job)
+            return ""
+        except (BenchError, OSError, subprocess.TimeoutExpired) as exc:
+            return str(exc)
+    with ThreadPoolExecutor(concurrency) as pool:
+        start = time.perf_counter()
+        errors = [e for e in pool.map(one, jobs) if e]
+        return time.perf_counter() - start, errors
+
+
+def latency_samples(slurm: Slurm, n: int, submit: Callable[[dict[str, Any]], str],
+                    started: Callable[[dict[str, Any], str], bool]) -> list[float]:
+    """n pods one after another: seconds from submission until `started`; each job ends before the next."""
+    samples = []
+    for _ in range(n):
+        pod = make_pod()
+        start = time.perf_counter()
+        job_id = submit(pod)
+        wait_until(functools.partial(started, pod, job_id), 60, f"job {job_id} to be seen running", TICK)
+        samples.append(time.perf_counter() - start)
+        wait_until(lambda: slurm.state(job_id) in FINAL_STATES, 60, f"job {job_id} to end")  # noqa: B023
+    return samples
+
+
+def api_started(client: httpx.Client, pod: dict[str, Any], job_id: str) -> bool:
+    response = client.request("GET", "/status", content=json.dumps([pod]))
+    response.raise_for_status()
+    [status] = response.json()
+    return any("running" in c["state"] or "terminated" in c["state"] for c in status["containers"])
+
+
+def percentiles(samples: list[float]) -> dict[str, Any]:
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50_ms": round(q[49] * 1000, 1), "p95_ms": round(q[94] * 1000, 1), "n": len(samples)}
+
+
+def counted(api: Api, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
+    """`work()`, and how much the API's /metrics counters grew meanwhile."""
+    before = api.counters()
+    result = work()
+    return result, {k: v - before.get(k, 0.0) for k, v in api.counters().items()}
+
+
+def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
+    config = slurm.run(["scontrol", "show", "config"]).splitlines()
+    max_jobs = int(next(line.split("=")[1] for line in config if line.startswith("MaxJobCount")))
+    held = len(slurm.run(["squeue", "-h", "-a", "-t", "all", "-o", "%i"]).split())
+    if held + planned > max_jobs:
+        raise BenchError(f"slurmctld holds {held} jobs (finished ones stay MinJobAge, a day on the dev cluster); "
+                         f"{planned} more would pass MaxJobCount={max_jobs}: wait, or `dev-cluster down` and `up`")
+    return {"jobs_held_by_slurmctld": held, "max_job_count": max_jobs}
+
+
+def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, concurrency: int,
+               tmp: Path) -> dict[str, Any]:
+    phases: list[dict[str, Any]] = []
+    for i, kind in enumerate(order, 1):
+        pods = [make_pod() for _ in range(n)]
+        extra: dict[str, Any] = {}
+        if kind == "raw":
+            t0 = time.perf_counter()
+            jobs = [slurm.raw_job(p) for p in pods]  # translation is not timed for raw: reported per pod
+            extra["build_job_ms_per_pod"] = round((time.perf_counter() - t0) * 1000 / n, 3)
+            seconds, errors = raw_throughput(slurm, jobs, concurrency)
+        else:
+            with Api(cluster, slurm.user, 0.5, tmp) as api:
+                (seconds, errors), extra["api_counters"] = counted(
+                    api, lambda: asyncio.run(api_throughput(api, pods, concurrency)))  # noqa: B023
+        ok = n - len(errors)
+        if not ok:
+            raise BenchError(f"every submission of phase {i} ({kind}) failed, e.g. {errors[0]}")
+        phases.append({"phase": i, "kind": kind, "jobs": ok, "errors": len(errors), "first_errors": errors[:3],
+                       "seconds": round(seconds, 3), "jobs_per_s": round(ok / seconds, 1), **extra})
+        print(f"  phase {i} {kind:3}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s"
+              + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
+        slurm.drain()
+    result: dict[str, Any] = {"phases": phases}
+    for kind in sorted(set(order)):
+        mine = [p for p in phases if p["kind"] == kind]
+        result[f"{kind}_jobs_per_s"] = round(sum(p["jobs"] for p in mine) / sum(p["seconds"] for p in mine), 1)
+    if {"raw", "api"} <= set(order):
+        result["ratio_api_over_raw"] = round(result["api_jobs_per_s"] / result["raw_jobs_per_s"], 3)
+    return result
+
+
+def latency(cluster: DevCluster, slurm: Slurm, n: int, intervals: list[float], tmp: Path) -> dict[str, Any]:
+    raw = percentiles(latency_samples(slurm, n, lambda pod: slurm.submit(slurm.raw_job(pod)),
+                                      lambda pod, job_id: slurm.state(job_id) in STARTED_STATES))
+    result: dict[str, Any] = {"raw": raw}
+    for interval in intervals:
+        with Api(cluster, slurm.user, interval, tmp) as api, httpx.Client(base_url=api.url, timeout=60) as client:
+            samples, counters = counted(api, lambda: latency_samples(  # noqa: B023
+                slurm, n, functools.partial(api.create, client), functools.partial(api_started, client)))
+        result[f"api_poll_{interval:g}s"] = {**percentiles(samples), "api_counters": counters}
+    for stats in list(result.values())[1:]:
+        stats |= {f"ratio_{p}": round(stats[f"{p}_ms"] / raw[f"{p}_ms"], 2) for p in ("p50", "p95")}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pods", type=int, default=500, help="pods per throughput phase")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency-pods", type=int, default=40)
+    parser.add_argument("--order", default="raw,api,api,raw", help="throughput phases, in order")
+    parser.add_argument("--latency-poll-intervals", default="0.5,0.2", help="API poll_interval of each latency run")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "submit_throughput.json")
+    args = parser.parse_args()
+    order = args.order.split(",")
+    intervals = [float(x) for x in args.latency_poll_intervals.split(",") if x]
+    wall = time.perf_counter()
+    cluster = DevCluster()
+    cluster.up()
+    slurm = Slurm(cluster, cluster.users[0])
+    planned = args.pods * len(order) + args.latency_pods * (1 + len(intervals))
+    report: dict[str, Any] = {
+        "machine": {"nproc": os.cpu_count(), "slurm": slurm.run(["sbatch", "--version"]).strip(),
+                    "python": platform.python_version(), "kernel": platform.release(),
+                    "loadavg_at_start": os.getloadavg(), "cluster_cpus": cluster.cpus, **preflight(slurm, planned)},
+        "parameters": {"pods": args.pods, "concurrency": args.concurrency, "latency_pods": args.latency_pods,
+                       "order": order, "throughput_api_poll_interval": 0.5, "latency_poll_intervals": intervals,
+                       "latency_tick_s": TICK, "user": slurm.user}}
+    tmp = Path(tempfile.mkdtemp(prefix="slurmlink-bench-"))
+    try:
+        slurm.drain()
+        report["throughput"] = throughput(cluster, slurm, order, args.pods, args.concurrency, tmp)
+        report["foreign_active_jobs_before_latency"] = len(slurm.active(bench_only=False))
+        report["latency"] = latency(cluster, slurm, args.latency_pods, intervals, tmp)
+    finally:
+        slurm.drain()
+        for workdir in cluster.job_root.glob(f"{NAMESPACE}-*"):  # the bench's own pod directories only
+            shutil.rmtree(workdir, ignore_errors=True)
+    report |= {"wall_seconds": round(time.perf_counter() - wall, 1), "api_logs": str(tmp)}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"\nJSON: {args.json}   API logs: {tmp}   (the dev cluster is left up)")
+
+
+def print_table(report: dict[str, Any]) -> None:
+    m, p, t = report["machine"], report["parameters"], report["throughput"]
+    print(f"\n{m['slurm']}, {m['nproc']} cores, load {m['loadavg_at_start'][0]:.2f} at start; {p['pods']} pods "
+          f"per phase ({','.join(p['order'])}), concurrency {p['concurrency']}")
+    print(f"{'throughput (submissions)':<40}{'jobs/s':>10}")
+    rows = [("raw sbatch (runuser)", "raw_jobs_per_s"), ("slurmlink api /create", "api_jobs_per_s"),
+            ("ratio api/raw", "ratio_api_over_raw")]
+    for label, key in rows:
+        if key in t:
+            print(f"  {label:<38}{t[key]:>10.3g}" if key.startswith("ratio") else f"  {label:<38}{t[key]:>10.1f}")
+    print(f"{'latency to running':<40}{'p50 ms':>10}{'p95 ms':>10}{'x raw p50':>11}{'x raw p95':>11}")
+    for name, s in report["latency"].items():
+        label = "raw sbatch -> squeue" if name == "raw" else f"api /create -> /status (poll {name[9:]})"
+        ratios = f"{s['ratio_p50']:>11.2f}{s['ratio_p95']:>11.2f}" if "ratio_p50" in s else ""
+        print(f"  {label:<38}{s['p50_ms']:>10.1f}{s['p95_ms']:>10.1f}{ratios}")
+    print(f"wall time {report['wall_seconds']:.1f}s")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchError as exc:
+        sys.exit(f"bench failed: {exc}")
