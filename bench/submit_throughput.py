@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -50,6 +51,9 @@ STARTED_STATES = {"RUNNING", "COMPLETING", "COMPLETED"}
 PATH = "/usr/local/bin:/usr/bin:/bin"  # the cli backend's defaults
 RUNUSER = "/usr/sbin/runuser"
 TICK = 0.02  # latency polling period, both ways
+# slurmctld starts jobs on a once-a-second background pass: submissions one after another lock onto its phase
+# (a steady 0.4 s or 0.9 s, depending on the loop's own period), so each waits a random 0-1 s first.
+JITTER_S = 1.0
 T = TypeVar("T")
 
 
@@ -112,6 +116,10 @@ class Slurm:
         # `-t all`: without it, `squeue -j` hides a job that already COMPLETED.
         return self.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"]).strip()
 
+    def held(self) -> int:
+        """Jobs slurmctld holds, finished ones included: what every API poll's squeue reads."""
+        return len(self.run(["squeue", "-h", "-a", "-t", "all", "-o", "%i"]).split())
+
     def active(self, bench_only: bool) -> list[str]:
         out = self.run(["squeue", "-h", "-a", "-t", ACTIVE_STATES, "-o", "%i|%u|%k"])
         rows = [line.split("|", 2) for line in out.splitlines() if line]
@@ -135,7 +143,8 @@ class Api:
         self.url = f"http://127.0.0.1:{port}"
         config = {"listen": {"host": "127.0.0.1", "port": port}, "cli": {"slurm_conf": str(cluster.conf_path)},
                   "job_root": str(cluster.job_root), "poll_interval": poll_interval,
-                  "users": {"default": user}, "site": {"runtime": "host"}}
+                  "users": {"default": user}, "site": {"runtime": "host"},
+                  "auth": {"allow_unauthenticated": True}}
         config_path, self.log_path = tmp / f"api-{port}.yaml", tmp / f"api-{port}.log"
         config_path.write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLURMLINK_")} | {"PYTHONUNBUFFERED": "1"}
@@ -237,9 +246,10 @@ def raw_throughput(slurm: Slurm, jobs: list[BatchJob], concurrency: int) -> tupl
 def latency_samples(slurm: Slurm, n: int, submit: Callable[[dict[str, Any]], str],
                     started: Callable[[dict[str, Any], str], bool]) -> list[float]:
     """n pods one after another: seconds from submission until `started`; each job ends before the next."""
-    samples = []
+    samples, rng = [], random.Random(1)  # noqa: S311 - the same pauses in every run
     for _ in range(n):
         pod = make_pod()
+        time.sleep(rng.uniform(0, JITTER_S))
         start = time.perf_counter()
         job_id = submit(pod)
         wait_until(functools.partial(started, pod, job_id), 60, f"job {job_id} to be seen running", TICK)
@@ -257,7 +267,15 @@ def api_started(client: httpx.Client, pod: dict[str, Any], job_id: str) -> bool:
 
 def percentiles(samples: list[float]) -> dict[str, Any]:
     q = statistics.quantiles(samples, n=100, method="inclusive")
-    return {"p50_ms": round(q[49] * 1000, 1), "p95_ms": round(q[94] * 1000, 1), "n": len(samples)}
+    return {"p50_ms": round(q[49] * 1000, 1), "p95_ms": round(q[94] * 1000, 1), "n": len(samples),
+            "samples_ms": [round(x * 1000, 1) for x in samples]}
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # idle and iowait are not busy
 
 
 def counted(api: Api, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
@@ -270,10 +288,10 @@ def counted(api: Api, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
 def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
     config = slurm.run(["scontrol", "show", "config"]).splitlines()
     max_jobs = int(next(line.split("=")[1] for line in config if line.startswith("MaxJobCount")))
-    held = len(slurm.run(["squeue", "-h", "-a", "-t", "all", "-o", "%i"]).split())
+    held = slurm.held()
     if held + planned > max_jobs:
-        raise BenchError(f"slurmctld holds {held} jobs (finished ones stay MinJobAge, a day on the dev cluster); "
-                         f"{planned} more would pass MaxJobCount={max_jobs}: wait, or `dev-cluster down` and `up`")
+        raise BenchError(f"slurmctld holds {held} jobs (finished ones stay for MinJobAge, a day on the dev cluster, "
+                         f"restarts or not); {planned} more would pass MaxJobCount={max_jobs}: wait, or fewer --pods")
     return {"jobs_held_by_slurmctld": held, "max_job_count": max_jobs}
 
 
@@ -282,17 +300,23 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
     phases: list[dict[str, Any]] = []
     for i, kind in enumerate(order, 1):
         pods = [make_pod() for _ in range(n)]
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"jobs_held_at_start": slurm.held()}
         if kind == "raw":
             t0 = time.perf_counter()
             jobs = [slurm.raw_job(p) for p in pods]  # translation is not timed for raw: reported per pod
             extra["build_job_ms_per_pod"] = round((time.perf_counter() - t0) * 1000 / n, 3)
+            cpu0 = cpu_seconds()
             seconds, errors = raw_throughput(slurm, jobs, concurrency)
+            cpu1 = cpu_seconds()
         else:
-            with Api(cluster, slurm.user, 0.5, tmp) as api:
+            with Api(cluster, slurm.user, 0.5, tmp) as api:  # its start-up (adopting every job) is not counted
+                cpu0 = cpu_seconds()
                 (seconds, errors), extra["api_counters"] = counted(
                     api, lambda: asyncio.run(api_throughput(api, pods, concurrency)))  # noqa: B023
+                cpu1 = cpu_seconds()
+        busy, total = (end - start for end, start in zip(cpu1, cpu0, strict=True))
         ok = n - len(errors)
+        extra |= {"machine_cpu_busy_pct": round(100 * busy / total, 1), "cpu_ms_per_job": round(1000 * busy / n, 1)}
         if not ok:
             raise BenchError(f"every submission of phase {i} ({kind}) failed, e.g. {errors[0]}")
         phases.append({"phase": i, "kind": kind, "jobs": ok, "errors": len(errors), "first_errors": errors[:3],

@@ -46,7 +46,11 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from exc
-    application = create_app(settings, make_backend(settings))
+    try:
+        application = create_app(settings, make_backend(settings))
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from exc
     uvicorn.run(application, host=settings.listen.host, port=settings.listen.port, log_level=log_level,
                 access_log=False)
 

@@ -30,6 +30,7 @@ def api_config(cluster: DevCluster, port: int, user: str) -> dict[str, object]:
         "job_root": str(cluster.job_root),
         "poll_interval": 1.0,
         "users": {"default": user},
+        "auth": {"allow_unauthenticated": True},  # loopback, for the demo only
         # Containers run rootless under bubblewrap, over this machine's own root filesystem as "image".
         "site": {"runtime": "bwrap" if shutil.which("bwrap") else "host"},
     }

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slurmlink.api import metrics
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import NotFound, NotReady, PodService
+from slurmlink.config import ConfigError
 from slurmlink.interlink.types import (
     CreateStruct,
     WireError,
@@ -42,6 +43,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
     service = PodService(config, backend)
     token = _read_token(config.auth.bearer_token_file)
+    if token is None and not config.auth.allow_unauthenticated:
+        raise ConfigError("auth.bearer_token_file is not set: every caller could submit as every mapped account. "
+                          "Set it, or set auth.allow_unauthenticated: true on a machine where that is acceptable")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

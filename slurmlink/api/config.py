@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from slurmlink.identity.config import IdentityConfig
 from slurmlink.translate import site as site_model
 
 
@@ -75,7 +76,10 @@ class SiteSection(Strict):
 class AuthConfig(Strict):
     """How callers of the API (the virtual kubelet) authenticate."""
 
-    bearer_token_file: str | None = None  # None: no authentication (only sensible on loopback or a socket)
+    bearer_token_file: str | None = None
+    # Without a token, any local user of the host could submit as any mapped account through a root API:
+    # serving without one must be asked for explicitly (a single-user laptop, the tests, the demo).
+    allow_unauthenticated: bool = False
 
 
 class ApiConfig(Strict):
@@ -88,3 +92,5 @@ class ApiConfig(Strict):
     site: SiteSection = Field(default_factory=SiteSection)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     log_follow_interval: float = Field(1.0, gt=0)  # how often a followed log is read for new bytes
+    # Check-in identity: each pod's own token decides who its job runs as (then `users` is not used).
+    identity: IdentityConfig | None = None

@@ -1,13 +1,20 @@
-"""Container logs for `/getLogs`: selection (pure) and following (reads the log as it grows)."""
+"""Container logs for `/getLogs`: tail, limit and follow over a log read in chunks.
+
+Logs are kept byte for byte without per-line times, so `since` drops a log that ended before that
+moment and keeps one still being written; `timestamps` is not supported (see docs/configuration.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from slurmlink.interlink.types import ContainerLogOpts
 from slurmlink.slurm.base import ContainerRecord
+
+Reader = Callable[[int], Awaitable[bytes]]  # bytes of the log from an offset; b"" at its end
 
 
 def since_of(opts: ContainerLogOpts, now: datetime | None = None) -> datetime | None:
@@ -18,39 +25,56 @@ def since_of(opts: ContainerLogOpts, now: datetime | None = None) -> datetime | 
     return None
 
 
-def select(data: bytes, opts: ContainerLogOpts, record: ContainerRecord | None) -> bytes:
-    """Apply tail and limit to a whole log. Logs carry no per-line times (they are byte-exact), so
-    `since` drops a log that ended before that moment and keeps one that was still being written."""
+def ended_before_since(opts: ContainerLogOpts, record: ContainerRecord | None) -> bool:
     since = since_of(opts)
-    if since and record and record.finished_at and record.finished_at < since:
-        return b""
+    return bool(since and record and record.finished_at and record.finished_at < since)
+
+
+class Tail:
+    """The last `lines` lines of a stream, keeping no more than that in memory."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines: deque[bytes] = deque(maxlen=lines)
+        self.partial = b""
+
+    def feed(self, chunk: bytes) -> None:
+        parts = (self.partial + chunk).split(b"\n")
+        self.partial = parts.pop()
+        self.lines.extend(part + b"\n" for part in parts)
+
+    def result(self) -> bytes:
+        lines = list(self.lines) + ([self.partial] if self.partial else [])
+        return b"".join(lines[-self.lines.maxlen:] if self.lines.maxlen else lines)
+
+
+async def stream(read: Reader, opts: ContainerLogOpts, record: ContainerRecord | None,
+                 finished: Callable[[], bool], interval: float) -> AsyncIterator[bytes]:
+    """The log as `kubectl logs` asks for it; with `follow`, new bytes until the container ended."""
+    if ended_before_since(opts, record):
+        return
+    limit, sent, offset = opts.limit_bytes, 0, 0
+
+    def clip(chunk: bytes) -> bytes:
+        return chunk[: limit - sent] if limit else chunk
+
     if opts.tail:
-        lines = data.splitlines(keepends=True)
-        data = b"".join(lines[-opts.tail:])
-    if opts.limit_bytes:
-        data = data[: opts.limit_bytes]
-    return data
-
-
-async def follow(
-    read: Callable[[int], asyncio.Future[bytes] | object], first: bytes, offset: int, limit: int,
-    finished: Callable[[], bool], interval: float,
-) -> AsyncIterator[bytes]:
-    """Yield `first`, then new bytes as they appear, until the container ended and all is read."""
-    sent = 0
-    chunk = first
-    while True:
+        tail = Tail(opts.tail)
+        while chunk := await read(offset):
+            offset += len(chunk)
+            tail.feed(chunk)
+        first = clip(tail.result())
+        sent += len(first)
+        if first:
+            yield first
+    while not (limit and sent >= limit):
+        done = finished()  # decided before the read, so bytes written just before the end are not lost
+        chunk = await read(offset)
         if chunk:
-            if limit:
-                chunk = chunk[: limit - sent]
+            offset += len(chunk)
+            chunk = clip(chunk)
             sent += len(chunk)
             yield chunk
-            if limit and sent >= limit:
-                return
-        done = finished()  # decided before the read, so bytes written just before the end are not lost
-        chunk = await read(offset)  # type: ignore[misc]
-        offset += len(chunk)
-        if not chunk:
-            if done:
-                return
-            await asyncio.sleep(interval)
+            continue
+        if done or not opts.follow:
+            return
+        await asyncio.sleep(interval)

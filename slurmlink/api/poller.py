@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from slurmlink import JOB_NAME_PREFIX
 from slurmlink.api import metrics
@@ -15,24 +16,30 @@ from slurmlink.translate.status import is_finished
 
 log = logging.getLogger(__name__)
 RECORD_READS_AT_ONCE = 32  # file reads, not SLURM calls, but still bounded
+MIN_GAP_FRACTION = 0.25
+DELETED_RETENTION_SECONDS = 600.0  # polls are at least this fraction of the interval apart
 
 
 class StatusPoller:
-    def __init__(self, registry: Registry, backend: SchedulerBackend, interval: float) -> None:
+    def __init__(self, registry: Registry, backend: SchedulerBackend, interval: float,
+                 workdir_for: Callable[[str, str], str]) -> None:
         self.registry = registry
         self.backend = backend
         self.interval = interval
+        self.workdir_for = workdir_for  # (namespace, uid) -> the pod's directory
         self._reads = asyncio.Semaphore(RECORD_READS_AT_ONCE)
+        self._refused: set[str] = set()  # job ids named like ours that are not our pods' jobs
         self.last_success = 0.0
         self.last_error = ""
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
-        """Poll now rather than at the next interval (after a submit or a cancel)."""
+        """Poll soon rather than at the next interval (after a submit or a cancel)."""
         self._wake.set()
 
     async def run(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 await self.poll_once()
             except SlurmError as exc:  # keep the last known states; pods must not flip on a hiccup
@@ -40,23 +47,26 @@ class StatusPoller:
                 log.warning("status poll failed: %s", exc.message)
             except Exception:  # a bug must not stop status updates for good
                 log.exception("status poll crashed")
-            self._wake.clear()
+            # A burst of wake-ups (many creates) costs one poll per MIN_GAP_FRACTION of the interval,
+            # not one per create.
+            await asyncio.sleep(max(0.0, self.interval * MIN_GAP_FRACTION - (time.monotonic() - started)))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), self.interval * (1 - MIN_GAP_FRACTION))
+            self._wake.clear()
 
     async def poll_once(self) -> None:
-        started = time.monotonic()
+        snapshot = time.monotonic()
         jobs = await self.backend.jobs()
-        adopted = self.registry.adopt(jobs)
-        if adopted:
-            log.info("adopted %d pods from SLURM", len(adopted))
+        by_id = {job.job_id: job for job in jobs}
+        await self._adopt(jobs)
         news: dict[str, JobInfo | None] = {}
         missing: list[PodEntry] = []
         for entry in list(self.registry.entries.values()):
-            if not entry.job_id or entry.rejected:
+            # Pods created after the snapshot was taken are not in it, and not missing.
+            if not entry.job_id or entry.rejected or entry.created > snapshot:
                 continue
-            job = jobs.get(JOB_NAME_PREFIX + entry.uid)
-            if job is not None and job.job_id == entry.job_id:
+            job = by_id.get(entry.job_id)  # by id: anyone can name a job like ours
+            if job is not None:
                 news[entry.uid] = job
             elif not entry.finished:
                 missing.append(entry)
@@ -76,9 +86,37 @@ class StatusPoller:
                 entry.records = fresh[entry.uid]
                 entry.records_final = is_finished(job)
             entry.job = job if job is not None else _job_from_records(entry)
+            if entry.deleting and entry.finished and entry.records_final:
+                # Deleted and done: kept a while for callers that confirm the end, then forgotten.
+                entry.forget_after = entry.forget_after or time.monotonic() + DELETED_RETENTION_SECONDS
+        for entry in list(self.registry.entries.values()):
+            if entry.forget_after and time.monotonic() > entry.forget_after:
+                self.registry.forget(entry.uid)
+                self._refused.add(entry.job_id)  # SLURM's memory of the job must not bring it back
         self.last_success, self.last_error = time.time(), ""
-        metrics.POLL_SECONDS.observe(time.monotonic() - started)
+        metrics.POLL_SECONDS.observe(time.monotonic() - snapshot)
         metrics.PODS.set(len(self.registry.entries))
+
+    async def _adopt(self, jobs: list[JobInfo]) -> None:
+        """Learn the pods of jobs we do not know (after a restart), if they really are our pods' jobs."""
+        known = {e.job_id for e in self.registry.entries.values()}
+        candidates = sorted((j for j in jobs if j.job_id not in known and j.job_id not in self._refused),
+                            key=lambda j: int(j.job_id.split("_")[0]) if j.job_id[:1].isdigit() else 0)
+        for job in candidates:  # oldest first: the job slurmlink submitted comes before any copy
+            uid = job.name[len(JOB_NAME_PREFIX):]
+            if uid in self.registry.entries:
+                self._refused.add(job.job_id)
+                continue
+            namespace, _, name = job.comment.partition("/")
+            workdir = self.workdir_for(namespace, uid)
+            if job.workdir != workdir or await self.backend.workdir_owner(workdir) != job.user:
+                self._refused.add(job.job_id)
+                log.warning("job %s of %s is named like a slurmlink pod's but is not one: ignored",
+                            job.job_id, job.user)
+                continue
+            self.registry.entries[uid] = PodEntry(uid=uid, namespace=namespace, name=name, user=job.user,
+                                                  workdir=workdir, job_id=job.job_id, job=job, created=0.0)
+            log.info("adopted pod %s/%s (job %s) from SLURM", namespace, name, job.job_id)
 
     async def _read_records(self, entry: PodEntry) -> dict[str, ContainerRecord] | None:
         async with self._reads:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from slurmlink import JOB_NAME_PREFIX
 from slurmlink.slurm.base import ContainerRecord, JobInfo
 from slurmlink.translate.status import is_finished
 
@@ -25,6 +25,8 @@ class PodEntry:
     rejected: tuple[str, str] | None = None  # (reason, message) when the pod never became a job
     deleting: bool = False
     records_final: bool = False  # the job ended and every container's record was read after that
+    created: float = field(default_factory=time.monotonic)  # polls that began earlier do not judge it
+    forget_after: float = 0.0  # once deleted and finished: when to drop it (monotonic time)
 
     @property
     def finished(self) -> bool:
@@ -45,17 +47,6 @@ class Registry:
 
     def forget(self, uid: str) -> None:
         self.entries.pop(uid, None)
-        self._locks.pop(uid, None)
-
-    def adopt(self, jobs: dict[str, JobInfo]) -> list[str]:
-        """Learn the pods of SLURM's jobs that we do not know (after a restart). Returns their uids."""
-        adopted = []
-        for name, job in jobs.items():
-            uid = name[len(JOB_NAME_PREFIX):]
-            entry = self.entries.get(uid)
-            if entry is None:
-                namespace, _, pod_name = job.comment.partition("/")
-                self.entries[uid] = PodEntry(uid=uid, namespace=namespace, name=pod_name, user=job.user,
-                                             workdir=job.workdir, job_id=job.job_id, job=job)
-                adopted.append(uid)
-        return adopted
+        lock = self._locks.get(uid)
+        if lock is not None and not lock.locked():
+            del self._locks[uid]

@@ -7,10 +7,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from slurmlink import JOB_NAME_PREFIX
 from slurmlink.api import logs, metrics
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
+from slurmlink.identity.authorizer import AccessDenied, Authorizer
+from slurmlink.identity.pod_token import access_token
+from slurmlink.identity.tokens import TokenValidator
 from slurmlink.interlink.types import (
     CreateRequest,
     LogStruct,
@@ -20,6 +24,7 @@ from slurmlink.interlink.types import (
 )
 from slurmlink.slurm.base import JobInfo, SchedulerBackend, SlurmError
 from slurmlink.translate.errors import PodRejected
+from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import container_names, pod_ref
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
@@ -44,9 +49,13 @@ class PodService:
         self.backend = backend
         self.registry = registry or Registry()
         self.site: SiteConfig = config.site.to_site()
-        self.poller = StatusPoller(self.registry, backend, config.poll_interval)
+        self.poller = StatusPoller(self.registry, backend, config.poll_interval, self.workdir_for)
         self.recovered = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Pods whose sbatch failed in a way that may still have made a job (a timeout): look before
+        # submitting again, so that a retry cannot make a second job.
+        self._uncertain: set[str] = set()
+        self.authorizer = _authorizer(config)
 
     # --- start-up ----------------------------------------------------------------------------------
 
@@ -71,6 +80,9 @@ class PodService:
 
     # --- create ------------------------------------------------------------------------------------
 
+    def workdir_for(self, namespace: str, uid: str) -> str:
+        return f"{self.config.job_root.rstrip('/')}/{namespace}-{uid}"
+
     def user_for(self, namespace: str) -> str:
         user = self.config.users.namespaces.get(namespace) or self.config.users.default
         if not user:
@@ -88,12 +100,11 @@ class PodService:
                 return entry.job_id  # the same pod twice is one job
             entry = PodEntry(uid=ref.uid, namespace=ref.namespace, name=ref.name, pod=request.pod)
             try:
-                entry.user = self.user_for(ref.namespace)
-                entry.workdir = f"{self.config.job_root.rstrip('/')}/{ref.namespace}-{ref.uid}"
-                projected = {str(m.get("metadata", {}).get("name")): dict(m.get("data") or {})
-                             for m in request.projected}
-                job = build_job(request.pod, workdir=entry.workdir, site=self.site, configmaps=request.configmaps,
-                                secrets=request.secrets, projected=projected)
+                entry.user = await self._account_for(request)
+                if ref.uid in self._uncertain and await self._found_after_uncertain_submit(entry):
+                    return entry.job_id
+                entry.workdir = self.workdir_for(ref.namespace, ref.uid)
+                job = self._translate(request, entry.workdir)
                 entry.job_id = await self.backend.submit(job, entry.user)
             except PodRejected as exc:
                 entry.rejected = (exc.reason, exc.message)
@@ -102,6 +113,7 @@ class PodService:
             except SlurmError as exc:
                 if exc.transient:
                     metrics.SUBMITS.labels("transient").inc()
+                    self._uncertain.add(ref.uid)
                     raise NotReady(f"SLURM is unavailable: {exc.message}") from exc
                 entry.rejected = ("SlurmRejected", exc.message)
                 metrics.SUBMITS.labels("rejected").inc()
@@ -115,26 +127,69 @@ class PodService:
             self.poller.wake()
             return entry.job_id
 
+    async def _account_for(self, request: CreateRequest) -> str:
+        """Who the job runs as: the pod's own Check-in identity when identity is configured."""
+        if self.authorizer is None:
+            return self.user_for(request.namespace)
+        token = access_token(request.pod, request.secrets)
+        try:
+            grant = await self.authorizer.authorize(token, action="create",
+                                                    client=f"pod {request.namespace}/{request.name}")
+        except AccessDenied as exc:
+            if exc.transient:
+                raise NotReady(exc.message) from exc
+            raise PodRejected(exc.message, exc.reason) from exc
+        return grant.username
+
+    def _translate(self, request: CreateRequest, workdir: str) -> BatchJob:
+        projected = {str((m.get("metadata") or {}).get("name")): dict(m.get("data") or {})
+                     for m in request.projected}
+        try:
+            return build_job(request.pod, workdir=workdir, site=self.site, configmaps=request.configmaps,
+                             secrets=request.secrets, projected=projected)
+        except PodRejected:
+            raise
+        except Exception as exc:  # a malformed pod must end Failed with a reason, not Pending forever
+            log.warning("cannot translate pod %s: %r", request.uid, exc)
+            raise PodRejected(f"the pod cannot be translated into a job: {exc!r}", "InvalidPod") from exc
+
+    async def _found_after_uncertain_submit(self, entry: PodEntry) -> bool:
+        """After an sbatch that may have made a job, find that job before submitting again."""
+        try:
+            jobs = await self.backend.jobs()
+        except SlurmError as exc:
+            raise NotReady(f"SLURM is unavailable: {exc.message}") from exc
+        self._uncertain.discard(entry.uid)
+        workdir = self.workdir_for(entry.namespace, entry.uid)
+        user = entry.user
+        for job in jobs:
+            if job.name == JOB_NAME_PREFIX + entry.uid and job.user == user and job.workdir == workdir:
+                entry.user, entry.workdir, entry.job_id, entry.job = user, workdir, job.job_id, job
+                self.registry.entries[entry.uid] = entry
+                log.info("pod %s/%s: found job %s of an earlier, uncertain submission",
+                         entry.namespace, entry.name, job.job_id)
+                return True
+        return False
+
     # --- delete ------------------------------------------------------------------------------------
 
     async def delete(self, pod: dict[str, Any]) -> str:
         await self._wait_recovered()
         uid = str((pod.get("metadata") or {}).get("uid") or "")
+        if self.registry.get(uid) is None:
+            return "no such pod"
         async with self.registry.lock(uid):
             entry = self.registry.get(uid)
             if entry is None:
                 return "no such pod"
             entry.deleting = True
-            if entry.job_id and not entry.finished:
-                # Our cached state may be a poll old, so ask SLURM rather than trust it: SIGTERM to the job
-                # script, which stops its containers within the grace period...
-                try:
-                    await self.backend.cancel(entry.job_id, entry.user, signal="TERM")
-                except SlurmError:
-                    # ...unless the job has not started: SLURM cannot signal a pending job, only cancel it.
-                    await self.backend.cancel(entry.job_id, entry.user)
-                else:
-                    self._spawn(self._kill_later(entry, _grace(pod, entry) + KILL_MARGIN_SECONDS))
+            # Even a job we believe finished: our view may be a poll old, and scancel of an ended job is a no-op.
+            if entry.job_id:
+                # Our cached state may be a poll old, so SLURM decides: a pending job is cancelled; a running
+                # one gets SIGTERM to its script, which stops the containers within the grace period.
+                await self.backend.cancel(entry.job_id, entry.user, only_state="PENDING")
+                await self.backend.cancel(entry.job_id, entry.user, signal="TERM", only_state="RUNNING")
+                self._spawn(self._kill_later(entry, _grace(pod, entry) + KILL_MARGIN_SECONDS))
             self.poller.wake()
             return f"job {entry.job_id or 'none'} cancelled"
 
@@ -201,13 +256,11 @@ class PodService:
         async def read(offset: int) -> bytes:
             return await self.backend.read_log(entry.workdir, entry.user, container, offset)
 
-        whole = await read(0)
-        selected = logs.select(whole, request.opts, entry.records.get(container))
-        if not request.opts.follow:
-            return _once(selected)
-        record_done = lambda: entry.finished or (  # noqa: E731
-            (r := entry.records.get(container)) is not None and r.exit_code is not None)
-        return logs.follow(read, selected, len(whole), request.opts.limit_bytes, record_done,
+        def ended() -> bool:
+            record = entry.records.get(container)
+            return entry.finished or (record is not None and record.exit_code is not None)
+
+        return logs.stream(read, request.opts, entry.records.get(container), ended,
                            self.config.log_follow_interval)
 
     # --- capacity ----------------------------------------------------------------------------------
@@ -224,11 +277,20 @@ class PodService:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self.authorizer is not None:
+            await self.authorizer.aclose()
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     if data:
         yield data
+
+
+def _authorizer(config: ApiConfig) -> Authorizer | None:
+    if config.identity is None:
+        return None
+    validator = TokenValidator([issuer.build() for issuer in config.identity.issuers])
+    return Authorizer(validator, config.identity.build_policy(), config.identity.build_mapper())
 
 
 def _grace(pod: dict[str, Any], entry: PodEntry) -> float:

@@ -295,11 +295,13 @@ MpiDefault=none
 SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
-# No slurmdbd: finished jobs stay in squeue for a day, and jobcomp keeps a line per job for good.
+# No slurmdbd: finished jobs stay in squeue for 15 minutes (then slurmlink reads the job's own exit
+# records), and jobcomp keeps a line per job for good. Longer would fill MaxJobCount during benchmarks
+# and make every squeue slower.
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc={self.jobcomp_path}
-MinJobAge=86400
+MinJobAge=900
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,default_queue_depth=200
 ReturnToService=2
 KillWait=5

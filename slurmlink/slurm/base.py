@@ -79,16 +79,21 @@ class SchedulerBackend(abc.ABC):
         """Submit `job` as `user`; return the job id. Prepares the job's working directory."""
 
     @abc.abstractmethod
-    async def jobs(self) -> dict[str, JobInfo]:
-        """All slurmlink jobs SLURM still knows, keyed by job name. One SLURM query, whatever the count."""
+    async def jobs(self) -> list[JobInfo]:
+        """All jobs named like slurmlink's (of any user) that SLURM still knows. One SLURM query."""
+
+    @abc.abstractmethod
+    async def workdir_owner(self, workdir: str) -> str | None:
+        """The user owning a pod directory that slurmlink created, None if it did not create it."""
 
     @abc.abstractmethod
     async def finished(self, job_ids: list[str]) -> dict[str, JobInfo]:
         """Final state of jobs that left the controller's memory (accounting); one query for all."""
 
     @abc.abstractmethod
-    async def cancel(self, job_id: str, user: str, signal: str | None = None) -> None:
-        """Cancel a job as `user`; with `signal`, only signal the batch script (graceful stop)."""
+    async def cancel(self, job_id: str, user: str, signal: str | None = None, only_state: str | None = None) -> None:
+        """Cancel a job as `user`; with `signal`, only signal the batch script (graceful stop);
+        with `only_state`, do nothing unless the job is in that state (PENDING, RUNNING)."""
 
     @abc.abstractmethod
     async def containers(self, workdir: str, user: str) -> dict[str, ContainerRecord]:

@@ -74,11 +74,28 @@ class CliBackend(SchedulerBackend):
         )
         return sbatch.parse(result)
 
-    async def jobs(self) -> dict[str, JobInfo]:
+    async def jobs(self) -> list[JobInfo]:
         result = await self.runner.run(squeue.argv(self.bin["squeue"]), env=squeue.ENV)
         if not result.ok:
             raise error_from(result, "squeue")
-        return squeue.by_name(squeue.parse(result.out), JOB_NAME_PREFIX)
+        return squeue.parse(result.out, JOB_NAME_PREFIX)
+
+    async def workdir_owner(self, workdir: str) -> str | None:
+        """Owner of a pod directory slurmlink created under job_root, or None if there is none.
+
+        Only the service can create directories in job_root, so a job whose user owns the directory
+        of its pod is that pod's job; anyone can name a job `slurmlink-<uid>`, nobody else can do this."""
+        def owner() -> str | None:
+            path = os.path.normpath(workdir)
+            if os.path.dirname(path) != self.configured_root:
+                return None
+            try:
+                info = os.lstat(os.path.join(self.root, os.path.basename(path)))
+                return pwd.getpwuid(info.st_uid).pw_name if stat.S_ISDIR(info.st_mode) else None
+            except (OSError, KeyError):
+                return None
+
+        return await asyncio.to_thread(owner)
 
     async def finished(self, job_ids: list[str]) -> dict[str, JobInfo]:
         """Jobs by id, as accounting recorded them; {} (and no command) when the site keeps none."""
@@ -93,9 +110,9 @@ class CliBackend(SchedulerBackend):
         self.accounting = True
         return found
 
-    async def cancel(self, job_id: str, user: str, signal: str | None = None) -> None:
+    async def cancel(self, job_id: str, user: str, signal: str | None = None, only_state: str | None = None) -> None:
         self._account(user)
-        argv = scancel.argv(job_id, signal, self.bin["scancel"])
+        argv = scancel.argv(job_id, signal, self.bin["scancel"], only_state)
         scancel.parse(await self.runner.run(argv, user=user))
 
     async def capacity(self) -> Capacity:

@@ -102,6 +102,8 @@ def _resource_field(container: Mapping[str, Any], ref: Mapping[str, Any]) -> str
         return "0"
     value = parse_quantity(section[name], resource)
     divisor = parse_quantity(ref.get("divisor") or "1", "divisor")
+    if divisor == 0:
+        raise PodRejected(f"resourceFieldRef {resource}: divisor must not be 0", "CreateContainerConfigError")
     return str(int(-(-value // divisor)))  # ceil, as the kubelet rounds up
 
 

@@ -44,5 +44,10 @@ def parse_flags(text: str, site: SiteConfig) -> dict[str, str | None]:
         if not has_value and name not in _NO_VALUE and index < len(words) and not words[index].startswith("-"):
             value, has_value = words[index], "="
             index += 1
+        if not has_value and name not in _NO_VALUE:
+            # A bare option would take the next argument sbatch sees as its value: ours.
+            raise PodRejected(f"annotation {FLAGS_ANNOTATION}: option {name} needs a value", "InvalidFlags")
+        if name in _NO_VALUE and has_value:
+            raise PodRejected(f"annotation {FLAGS_ANNOTATION}: option {name} takes no value", "InvalidFlags")
         options[name] = value if has_value else None
     return options

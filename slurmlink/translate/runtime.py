@@ -26,6 +26,8 @@ def container_command(
     args: list[str], env: Mapping[str, str], working_dir: str | None, mounts: list[Mount],
 ) -> list[str]:
     """The argv for `sl_run`: each item will be shell-quoted by the script builder."""
+    if image.startswith("-"):
+        raise PodRejected(f"image {image!r} must not start with '-'", "InvalidImageName")
     if runtime in ("apptainer", "singularity"):
         return _apptainer(site, workdir, image, command, args, env, working_dir, mounts)
     if not command:

@@ -91,7 +91,9 @@ def build_job(
         # The site chose to run this text as shell, as the user, before the containers: it is the user's own.
         lines += ["# pre-exec (enabled by the site)", "(", as_str(notes[PRE_EXEC_ANNOTATION], "pre-exec"), ")"]
     if deadline is not None:
-        lines.append(f"( trap : TERM; sleep {deadline}; : > status/.deadline; kill -TERM $$ ) & sl_watchdog=$!")
+        # The watchdog ends with the job: stopped (TERM) it takes its sleep along and does nothing.
+        lines.append(f"( sleep {deadline} & s=$!; trap 'kill $s; exit 0' TERM; wait $s "
+                     "&& { : > status/.deadline; kill -TERM $$; } ) & sl_watchdog=$!")
 
     hostname = ref.name[:63]
     for kind, containers in (("init", init_containers(pod)), ("app", app_containers(pod))):

@@ -47,7 +47,8 @@ def relative_path(path: Any, what: str) -> str:
 
 def absolute_path(path: Any, what: str) -> str:
     text = as_str(path, what)
-    normal = text.startswith("/") and ".." not in text.split("/") and posixpath.normpath(text) == text.rstrip("/")
+    normal = (text.startswith("/") and not text.startswith("//") and ".." not in text.split("/")
+              and posixpath.normpath(text) == text.rstrip("/"))
     if not normal or "\n" in text:
         raise PodRejected(f"{what}: {text!r} must be a normalised absolute path")
     return posixpath.normpath(text)

@@ -97,6 +97,7 @@ def api_config(cluster: DevCluster, port: int, **overrides: Any) -> dict[str, An
         "log_follow_interval": 0.2,
         "users": {"default": cluster.users[0], "namespaces": {"team-b": cluster.users[1]}},
         "site": {"runtime": "bwrap", "restart_backoff_seconds": 1},
+        "auth": {"allow_unauthenticated": True},
     }
     config.update(overrides)
     return config

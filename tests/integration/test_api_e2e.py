@@ -104,7 +104,10 @@ def test_failing_init_container_stops_the_pod(client: Client) -> None:
     assert phase.phase == "Failed"
     assert terminated(status, "setup")["exitCode"] == 5
     assert client.logs(pod, "setup") == b"broken\n"
-    assert "before this container ran" in terminated(status, "main")["message"]
+    # The pod is Failed as soon as the init container failed; once the job has ended, the app container
+    # that never ran says so (so that any virtual kubelet sees every container ended).
+    main = wait_until(lambda: terminated(client.status(pod), "main"), 30, "the job to end")
+    assert "before this container ran" in main["message"]
     assert client.logs(pod, "main") == b""
 
 

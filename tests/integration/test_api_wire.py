@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +130,12 @@ def test_callers_must_present_the_bearer_token(guarded_api: ApiProcess) -> None:
     assert httpx.post(f"{url}/pinglink", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.post(f"{url}/pinglink", headers={"Authorization": "Bearer vk-secret-token"}).status_code == 200
     assert httpx.get(f"{url}/healthz").status_code == 200  # probes need no token
+
+
+def test_refuses_to_serve_without_a_token_unless_asked(tmp_path: Path) -> None:
+    config = tmp_path / "api.yaml"
+    config.write_text("job_root: /tmp\nusers: {default: sltest1}\n")
+    done = subprocess.run([sys.executable, "-m", "slurmlink.cli", "api", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "auth.bearer_token_file is not set" in done.stderr

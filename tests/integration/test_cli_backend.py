@@ -76,7 +76,7 @@ async def wait_for(check: Callable[[], Awaitable[T | None]], what: str, timeout:
 
 async def wait_state(backend: CliBackend, name: str, states: set[str], timeout: float = 60) -> JobInfo:
     async def check() -> JobInfo | None:
-        job = (await backend.jobs()).get(name)
+        job = next((j for j in await backend.jobs() if j.name == name), None)
         return job if job is not None and job.state in states else None
 
     return await wait_for(check, f"job {name} to reach {states}", timeout)
@@ -92,7 +92,7 @@ def test_submit_runs_as_the_user_and_reports_its_containers(
     async def scenario() -> None:
         job_id = await backend.submit(job, user)
         assert job_id.isdigit()
-        seen = (await backend.jobs())[job.name]
+        [seen] = [j for j in await backend.jobs() if j.name == job.name]
         assert (seen.job_id, seen.user, seen.comment) == (job_id, user, job.comment)
         done = await wait_state(backend, job.name, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
         assert done.state == "COMPLETED", await backend.read_log(job.workdir, user, "c1")
@@ -180,7 +180,7 @@ def test_one_status_interval_costs_one_squeue_for_50_jobs(
         try:
             before = dict(backend.runner.counts)
             started = time.perf_counter()
-            found = await backend.jobs()
+            found = {j.name: j for j in await backend.jobs()}
             elapsed = time.perf_counter() - started
             assert {j.name for j in jobs} <= set(found)
             assert all(found[j.name].state == "PENDING" for j in jobs)

@@ -118,21 +118,6 @@ def test_squeue_skips_a_broken_line_among_good_ones() -> None:
     assert {j.job_id for j in jobs} == {"4", "5", "6", "2", "37", "38", "8"}
 
 
-def test_squeue_by_name_filters_prefix_and_prefers_active_then_newest() -> None:
-    line = "{id}\x1fslurmlink-a\x1fu\x1f{state}\x1fNone\x1f0\x1f1\x1f2\x1f3\x1f/w\x1fns/p"
-    jobs = squeue.parse(
-        "\n".join([
-            line.format(id=10, state="COMPLETED"), line.format(id=12, state="PENDING"),
-            line.format(id=11, state="FAILED"),
-        ]) + "\n" + SQUEUE_OUT
-    )  # fmt: skip
-    found = squeue.by_name(jobs, "slurmlink-")
-    assert set(found) == {"slurmlink-a", "slurmlink-pend ing"}
-    assert found["slurmlink-a"].job_id == "12"
-    done = squeue.by_name([j for j in jobs if j.job_id != "12"], "slurmlink-")
-    assert done["slurmlink-a"].job_id == "11"
-
-
 def test_wait_status_and_times() -> None:
     assert squeue.decode_wait_status(768) == (3, None)
     assert squeue.decode_wait_status(0) == (0, None)
@@ -209,6 +194,9 @@ def test_sbatch_errors_carry_slurms_words(stderr: str, message: str, transient: 
 def test_scancel_argv() -> None:
     assert scancel.argv("42") == ["scancel", "42"]
     assert scancel.argv("42", "TERM", "/bin/scancel") == ["/bin/scancel", "--signal=TERM", "--batch", "42"]
+    assert scancel.argv("42", "TERM", only_state="RUNNING") == [
+        "scancel", "--signal=TERM", "--batch", "--state=RUNNING", "42"]
+    assert scancel.argv("42", only_state="PENDING") == ["scancel", "--state=PENDING", "42"]
     for bad_id in ("-u", "42 43", "", "1,2"):
         with pytest.raises(SlurmError):
             scancel.argv(bad_id)

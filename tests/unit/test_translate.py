@@ -58,7 +58,8 @@ def test_flags_annotation_allowed_and_structured() -> None:
 
 
 @pytest.mark.parametrize("flags", ["--uid=0", "--export=ALL", "-u 0", "--chdir=/", "--output=/etc/x",
-                                   "--wrap=id", "--get-user-env", "--job-name=x", "rm -rf /"])
+                                   "--wrap=id", "--get-user-env", "--job-name=x", "rm -rf /", "--account",
+                                   "-A", "--qos --account=x", "--exclusive=x"])
 def test_flags_annotation_refuses_dangerous_options(flags: str) -> None:
     p = pod()
     p["metadata"]["annotations"] = {"slurm-job.vk.io/flags": flags}
@@ -87,6 +88,12 @@ def test_pre_exec_needs_the_site() -> None:
      'secret "nope" not found'),
     ({"containers": [{"name": "c"}]}, "cannot run an image's default entrypoint"),
     ({"terminationGracePeriodSeconds": -1}, "non-negative"),
+    ({"containers": [{"name": "c", "image": "--bind=/etc:/mnt://x", "command": ["x"]}]}, "must not start with '-'"),
+    ({"volumes": [{"name": "v", "emptyDir": {}}],
+      "containers": [{"name": "c", "command": ["x"], "volumeMounts": [{"name": "v", "mountPath": "//x"}]}]},
+     "normalised absolute path"),
+    ({"containers": [{"name": "c", "command": ["x"], "env": [{"name": "A", "valueFrom": {"resourceFieldRef": {
+        "resource": "limits.cpu", "divisor": "0"}}}], "resources": {"limits": {"cpu": "1"}}}]}, "divisor"),
 ])
 def test_unrunnable_pods_are_refused_with_a_reason(change: dict[str, Any], message: str) -> None:
     with pytest.raises(PodRejected) as err:

@@ -13,15 +13,20 @@ _SIGNAL = re.compile(r"^(SIG)?[A-Z][A-Z0-9+]*$|^\d{1,2}$", re.IGNORECASE)
 _GONE = re.compile(r"already completing or completed|invalid job id specified", re.IGNORECASE)
 
 
-def argv(job_id: str, signal: str | None = None, scancel: str = "scancel") -> list[str]:
+def argv(job_id: str, signal: str | None = None, scancel: str = "scancel", only_state: str | None = None) -> list[str]:
     if not _JOB_ID.match(job_id):
         raise SlurmError(f"not a job id: {job_id!r}")
+    # --state: act only on a job in that state. Signalling a pending job is refused with "try again
+    # later", which scancel retries until it times out; a state filter makes it a quick no-op.
+    state = [f"--state={only_state}"] if only_state else []
+    if only_state and not only_state.isalpha():
+        raise SlurmError(f"not a job state: {only_state!r}")
     if signal is None:
-        return [scancel, job_id]
+        return [scancel, *state, job_id]
     if not _SIGNAL.match(signal):
         raise SlurmError(f"not a signal: {signal!r}")
     # --batch: only the batch script, which traps the signal and stops its containers itself.
-    return [scancel, f"--signal={signal}", "--batch", job_id]
+    return [scancel, f"--signal={signal}", "--batch", *state, job_id]
 
 
 def parse(result: CommandResult) -> None:

@@ -1,0 +1,233 @@
+"""Authorisation policy over AARC-G002 entitlements (`eduperson_entitlement`, as EGI Check-in releases them).
+
+A Check-in VO membership arrives as `urn:mace:egi.eu:group:<vo>[:<subgroup>...]:role=<role>#aai.egi.eu`.
+`aarc_entitlement` parses these, but its `satisfies()` ignores the `#authority` and lets subgroup membership
+count for the parent group, so matching is done here on the parsed parts: namespace, group, subgroups, role and
+authority are each compared explicitly. Anything that does not parse is skipped, never trusted, never a crash.
+
+A `Decision` names the VO that let the caller in and carries that VO's settings (for example which mapping
+strategies or which service account apply), so the mapper never has to re-derive the VO from claims.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import aarc_entitlement
+
+log = logging.getLogger(__name__)
+
+EMPTY_SETTINGS: Mapping[str, Any] = MappingProxyType({})
+DEFAULT_AUTHORITY = "aai.egi.eu"
+DEFAULT_NAMESPACE = "urn:mace:egi.eu"
+# AARC-G002: an entitlement without `role=` states plain membership, i.e. the `member` role.
+IMPLICIT_ROLE = "member"
+
+Match = Literal["any", "all"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of a policy check. `reason` is a sentence for people (pod events, audit log)."""
+
+    allowed: bool
+    reason: str
+    vo: str | None = None
+    vo_settings: Mapping[str, Any] = field(default_factory=lambda: EMPTY_SETTINGS, compare=False)
+
+
+@dataclass(frozen=True)
+class VoRule:
+    """One VO the site admits. `roles=None` means the policy's default roles; `settings` travel to the mapper."""
+
+    name: str
+    roles: tuple[str, ...] | None = None
+    settings: Mapping[str, Any] = field(default_factory=lambda: EMPTY_SETTINGS, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or ":" in self.name or "#" in self.name:
+            raise ValueError(f"VO name {self.name!r} is not a bare group name (give e.g. 'vo.example.org')")
+        if self.roles is not None and not self.roles:
+            raise ValueError(f"VO {self.name}: roles cannot be an empty list (omit it for the default)")
+        # A read-only copy: the same mapping is shared by every Decision for this VO.
+        object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+
+
+@dataclass(frozen=True)
+class _Entitlement:
+    """The parts of one group entitlement that the policy compares."""
+
+    namespace: str
+    group: str
+    subgroups: tuple[str, ...]
+    role: str
+    authority: str | None
+
+
+@dataclass(frozen=True)
+class EntitlementPolicy:
+    """Who may use the site.
+
+    vos: admitted VOs, in priority order (with match `any` the first one the caller belongs to wins).
+    match: `any` VO is enough, or `all` of them are required (then the first VO's settings apply).
+    roles: roles required in a VO, all of them (Check-in always also releases `role=member`).
+    subgroups_count: whether membership of `vo:sub` alone counts as membership of `vo`.
+    authority / namespace: the only `#authority` and URN namespace trusted (Check-in's by default).
+    assurance: values required in `eduperson_assurance`, compared exactly (list every acceptable value: a
+    higher REFEDS/EGI level is not assumed to imply a lower one); `assurance_match` says any or all.
+    """
+
+    vos: tuple[VoRule, ...]
+    match: Match = "any"
+    roles: tuple[str, ...] = (IMPLICIT_ROLE,)
+    subgroups_count: bool = False
+    authority: str = DEFAULT_AUTHORITY
+    namespace: str = DEFAULT_NAMESPACE
+    assurance: tuple[str, ...] = ()
+    assurance_match: Match = "any"
+    entitlement_claim: str = "eduperson_entitlement"
+    assurance_claim: str = "eduperson_assurance"
+
+    def __post_init__(self) -> None:
+        # Deny by default: an empty VO list would otherwise read as "nobody" in one place and "everyone" in another.
+        if not self.vos:
+            raise ValueError("the entitlement policy needs at least one VO")
+        names = [v.name for v in self.vos]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"VO listed twice in the entitlement policy: {twice}")
+        if self.match not in ("any", "all") or self.assurance_match not in ("any", "all"):
+            raise ValueError("match and assurance_match must be 'any' or 'all'")
+        if not self.roles:
+            raise ValueError("roles cannot be empty (the default is ['member'])")
+        if not self.authority or not self.namespace.startswith("urn:"):
+            raise ValueError("authority must be set and namespace must look like 'urn:mace:egi.eu'")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EntitlementPolicy:
+        """Build from configuration: `vos` items are a VO name or `{name, roles?, settings?}`."""
+        raw_vos = data.get("vos")
+        if not isinstance(raw_vos, list):
+            raise ValueError("entitlement policy: 'vos' must be a list")
+        vos: list[VoRule] = []
+        for item in raw_vos:
+            if isinstance(item, str):
+                vos.append(VoRule(item))
+            elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                roles = item.get("roles")
+                vos.append(VoRule(item["name"], _str_tuple(roles, "roles") if roles is not None else None,
+                                  dict(item.get("settings") or {})))
+            else:
+                raise ValueError(f"entitlement policy: VO entry {item!r} needs a name")
+        kwargs: dict[str, Any] = {}
+        for key in ("match", "subgroups_count", "authority", "namespace", "assurance_match",
+                    "entitlement_claim", "assurance_claim"):
+            if key in data:
+                kwargs[key] = data[key]
+        for key in ("roles", "assurance"):
+            if key in data:
+                kwargs[key] = _str_tuple(data[key], key)
+        return cls(vos=tuple(vos), **kwargs)
+
+    def decide(self, claims: Mapping[str, Any]) -> Decision:
+        entitlements = _parse_entitlements(claim_values(claims, self.entitlement_claim))
+        results = [(rule, self._check_vo(rule, entitlements)) for rule in self.vos]
+        passed = [(rule, why) for rule, (ok, why) in results if ok]
+        failed = [why for _, (ok, why) in results if not ok]
+        if self.match == "all" and failed:
+            return Decision(False, "; ".join(failed))
+        if not passed:
+            return Decision(False, "; ".join(failed))
+        rule, why = passed[0]
+        if self.match == "all":
+            why = "; ".join(w for _, w in passed)
+        missing = self._missing_assurance(claims)
+        if missing:
+            return Decision(False, missing, rule.name, rule.settings)
+        return Decision(True, why, rule.name, rule.settings)
+
+    def _check_vo(self, rule: VoRule, entitlements: Sequence[_Entitlement]) -> tuple[bool, str]:
+        vo = rule.name
+        roles = set(rule.roles or self.roles)
+        mine = [e for e in entitlements if e.namespace == self.namespace and e.group == vo]
+        trusted = [e for e in mine if e.authority == self.authority]
+        # Roles are only combined within one group path: a manager of vo:sub is not a manager of vo.
+        held: dict[tuple[str, ...], set[str]] = {}
+        for e in trusted:
+            held.setdefault(e.subgroups, set()).add(e.role)
+        if roles <= held.get((), set()):
+            return True, f"member of {vo}"
+        if self.subgroups_count:
+            for path, path_roles in held.items():
+                if path and roles <= path_roles:
+                    return True, f"member of {vo} through subgroup {':'.join((vo, *path))}"
+        # Denied: say the most specific thing that went wrong.
+        foreign = sorted({e.authority or "" for e in mine if e.authority != self.authority})
+        if foreign and not trusted:
+            shown = ", ".join(a or "(none)" for a in foreign)
+            return False, f"entitlement for {vo} has authority {shown}, expected {self.authority}"
+        if () in held:
+            lacking = ", ".join(sorted(roles - held[()]))
+            return False, f"member of {vo} but without role {lacking}"
+        if held:
+            if self.subgroups_count:
+                return False, f"no subgroup of {vo} grants role {', '.join(sorted(roles))}"
+            return False, f"only a member of a subgroup of {vo}"
+        return False, f"not a member of {vo}"
+
+    def _missing_assurance(self, claims: Mapping[str, Any]) -> str | None:
+        if not self.assurance:
+            return None
+        have = set(claim_values(claims, self.assurance_claim))
+        if self.assurance_match == "any":
+            if have.isdisjoint(self.assurance):
+                return f"assurance {' or '.join(self.assurance)} required"
+            return None
+        lacking = [a for a in self.assurance if a not in have]
+        return f"assurance {' and '.join(lacking)} required" if lacking else None
+
+
+def claim_values(claims: Mapping[str, Any], name: str) -> list[str]:
+    """A multi-valued claim as a list of strings: OPs send a list, a single string, or nothing."""
+    value = claims.get(name)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def _parse_entitlements(values: Iterable[str]) -> list[_Entitlement]:
+    parsed: list[_Entitlement] = []
+    skipped = 0
+    for raw in values:
+        try:
+            ent = aarc_entitlement.G002(raw, strict=False)
+        except aarc_entitlement.Error:
+            skipped += 1
+            continue
+        subgroups = tuple(ent.subgroups or ())
+        # aarc_entitlement reads `vo:role=#auth` as subgroup "role="; such a value is malformed, not a subgroup.
+        if any("=" in s for s in subgroups):
+            skipped += 1
+            continue
+        namespace = ":".join(("urn", ent.namespace_id, ent.delegated_namespace, *(ent.subnamespaces or ())))
+        parsed.append(_Entitlement(namespace, ent.group, subgroups, ent.role or IMPLICIT_ROLE, ent.group_authority))
+    if skipped:
+        # Counted, not echoed: the values are the caller's data and may be long or hostile.
+        log.debug("skipped %d entitlement value(s) that are not AARC-G002 group entitlements", skipped)
+    return parsed
+
+
+def _str_tuple(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"entitlement policy: '{key}' must be a string or a list of strings")

@@ -1,0 +1,36 @@
+"""The user's Check-in access token, travelling with the pod in a Secret the pod names."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+from slurmlink.translate.errors import PodRejected
+
+TOKEN_SECRET_ANNOTATION = "slurmlink.io/token-secret"  # noqa: S105 - a name, not a secret
+ACCESS_TOKEN_KEY = "access_token"  # noqa: S105 - a key name
+
+
+def access_token(pod: Mapping[str, Any], secrets: list[dict[str, Any]]) -> str:
+    """The access token from the Secret named by the pod's annotation; PodRejected says what is missing."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    name = annotations.get(TOKEN_SECRET_ANNOTATION)
+    if not name:
+        raise PodRejected(f"the pod names no token Secret: set the annotation {TOKEN_SECRET_ANNOTATION} to the "
+                          f"name of a Secret holding your Check-in access token under {ACCESS_TOKEN_KEY!r}",
+                          "NoToken")
+    secret = next((s for s in secrets if (s.get("metadata") or {}).get("name") == name), None)
+    if secret is None:
+        raise PodRejected(f"the token Secret {name!r} was not sent with the pod", "NoToken")
+    string_data = secret.get("stringData") or {}
+    if ACCESS_TOKEN_KEY in string_data:
+        return str(string_data[ACCESS_TOKEN_KEY]).strip()
+    encoded = (secret.get("data") or {}).get(ACCESS_TOKEN_KEY)
+    if not encoded:
+        raise PodRejected(f"the token Secret {name!r} has no key {ACCESS_TOKEN_KEY!r}", "NoToken")
+    try:
+        return base64.b64decode(encoded, validate=True).decode().strip()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise PodRejected(f"the token Secret {name!r}: {ACCESS_TOKEN_KEY!r} is not base64 text", "NoToken") from exc
