@@ -12,7 +12,7 @@ from slurmlink.config import ConfigError, load_config
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("name", ["api-mode2.yaml", "api-dev.yaml"])
+@pytest.mark.parametrize("name", ["api-mode2.yaml", "api-dev.yaml", "api-mode2-checkin.yaml"])
 def test_examples_load(name: str) -> None:
     config = load_config(ApiConfig, EXAMPLES / name, environ={})
     assert config.site.to_site().runtime in ("apptainer", "bwrap")
