@@ -5,7 +5,10 @@ Shared here: the field separator and the readers of values several commands prin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+from slurmlink.slurm.base import JobInfo
 
 # Between output fields: the ASCII unit separator, which no job name, comment or path of ours holds
 # (comments of other users' jobs may well hold "|" or spaces).
@@ -38,3 +41,27 @@ def none_if_null(text: str) -> str:
     """SLURM prints unset strings as "(null)" and an absent reason as "None"."""
     text = text.strip()
     return "" if text in ("(null)", "None", "N/A") else text
+
+
+def job_info(parts: list[str], decode_exit: Callable[[str], tuple[int | None, int | None]]) -> JobInfo:
+    """A JobInfo from the fields squeue and sacct both print, in the same order: id, name, user, state,
+    reason, exit code, submit, start, end, work dir, comment. The exit code's format is each one's own."""
+    job_id, name, user, state, reason, code, submit, start, end, workdir, comment = parts
+    state = base_state(state)
+    final = state in FINAL_STATES
+    exit_code, signal = decode_exit(code) if final else (None, None)
+    return JobInfo(
+        job_id=job_id.strip(),
+        name=name,
+        user=user.strip(),
+        state=state,
+        reason=none_if_null(reason),
+        exit_code=exit_code,
+        signal=signal,
+        submit_time=epoch(submit),
+        # A pending job's start and end are forecasts, a running job's end is its time limit.
+        start_time=epoch(start) if state != "PENDING" else None,
+        end_time=epoch(end) if final else None,
+        workdir=none_if_null(workdir),
+        comment=none_if_null(comment),
+    )

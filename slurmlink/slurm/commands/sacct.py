@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from slurmlink.slurm.base import JobInfo, SlurmError
-from slurmlink.slurm.commands import FINAL_STATES, SEP, TIME_ENV, base_state, epoch, none_if_null
+from slurmlink.slurm.commands import SEP, TIME_ENV, job_info
 from slurmlink.slurm.runner import CommandResult, error_from
 
 FIELDS = (
@@ -63,23 +63,7 @@ def parse_line(line: str) -> JobInfo | None:
     parts = line.split(SEP, len(FIELDS) - 1)
     if len(parts) != len(FIELDS) or not parts[0].strip():
         return None
-    job_id, name, user, state, reason, code, submit, start, end, workdir, comment = parts
-    state = base_state(state)
-    exit_, signal = exit_code(code) if state in FINAL_STATES else (None, None)
-    return JobInfo(
-        job_id=job_id.strip(),
-        name=name,
-        user=user.strip(),
-        state=state,
-        reason=none_if_null(reason),
-        exit_code=exit_,
-        signal=signal,
-        submit_time=epoch(submit),
-        start_time=epoch(start) if state != "PENDING" else None,
-        end_time=epoch(end) if state in FINAL_STATES else None,
-        workdir=none_if_null(workdir),
-        comment=none_if_null(comment),
-    )
+    return job_info(parts, exit_code)
 
 
 def parse(result: CommandResult) -> dict[str, JobInfo]:

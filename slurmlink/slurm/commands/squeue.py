@@ -8,7 +8,7 @@ a separator inside it could not shift the other fields.
 from __future__ import annotations
 
 from slurmlink.slurm.base import JobInfo, SlurmError
-from slurmlink.slurm.commands import FINAL_STATES, SEP, TIME_ENV, base_state, epoch, none_if_null
+from slurmlink.slurm.commands import SEP, TIME_ENV, job_info
 
 FIELDS = (
     "JobID", "Name", "UserName", "State", "Reason", "exit_code", "SubmitTime", "StartTime", "EndTime",
@@ -39,25 +39,7 @@ def parse_line(line: str) -> JobInfo | None:
     parts = line.split(SEP, len(FIELDS) - 1)
     if len(parts) != len(FIELDS) or not parts[0].strip() or not parts[5].strip().isdigit():
         return None
-    job_id, name, user, state, reason, raw_exit, submit, start, end, workdir, comment = parts
-    state = base_state(state)
-    final = state in FINAL_STATES
-    exit_code, signal = decode_wait_status(int(raw_exit)) if final else (None, None)
-    return JobInfo(
-        job_id=job_id.strip(),
-        name=name,
-        user=user.strip(),
-        state=state,
-        reason=none_if_null(reason),
-        exit_code=exit_code,
-        signal=signal,
-        submit_time=epoch(submit),
-        # A pending job's start and end are forecasts, a running job's end is its time limit.
-        start_time=epoch(start) if state != "PENDING" else None,
-        end_time=epoch(end) if final else None,
-        workdir=none_if_null(workdir),
-        comment=none_if_null(comment),
-    )
+    return job_info(parts, lambda raw: decode_wait_status(int(raw)))
 
 
 def parse(output: str, prefix: str = "") -> list[JobInfo]:
