@@ -123,8 +123,9 @@ class PodService:
                 entry.job = JobInfo(job_id=entry.job_id, name=job.name, user=entry.user, state="PENDING",
                                     workdir=entry.workdir)
                 log.info("pod %s/%s is SLURM job %s as %s", ref.namespace, ref.name, entry.job_id, entry.user)
+            # No early poll: the entry already says PENDING, and a burst of creates must not become a burst
+            # of squeue calls (each lists every job of the cluster).
             self.registry.entries[ref.uid] = entry
-            self.poller.wake()
             return entry.job_id
 
     async def _account_for(self, request: CreateRequest) -> str:
