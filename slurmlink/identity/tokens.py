@@ -256,6 +256,13 @@ class TokenValidator:
     def issuers(self) -> list[IssuerConfig]:
         return [s.cfg for s in self._states.values()]
 
+    async def token_endpoint(self, issuer: str) -> str:
+        """The token endpoint of a pinned issuer (from its discovery document); TokenRejected otherwise."""
+        state = self._states.get(issuer)
+        if state is None:
+            raise TokenRejected("unknown_issuer", f"Issuer {_show(issuer)} is not pinned.")
+        return await self._endpoint(state, "token_endpoint", "issuer_unavailable")
+
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
