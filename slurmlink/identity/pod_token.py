@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from slurmlink.translate.env import object_data
 from slurmlink.translate.errors import PodRejected
 
 TOKEN_SECRET_ANNOTATION = "slurmlink.io/token-secret"  # noqa: S105 - a name, not a secret
@@ -24,13 +23,11 @@ def access_token(pod: Mapping[str, Any], secrets: list[dict[str, Any]]) -> str:
     secret = next((s for s in secrets if (s.get("metadata") or {}).get("name") == name), None)
     if secret is None:
         raise PodRejected(f"the token Secret {name!r} was not sent with the pod", "NoToken")
-    string_data = secret.get("stringData") or {}
-    if ACCESS_TOKEN_KEY in string_data:
-        return str(string_data[ACCESS_TOKEN_KEY]).strip()
-    encoded = (secret.get("data") or {}).get(ACCESS_TOKEN_KEY)
-    if not encoded:
-        raise PodRejected(f"the token Secret {name!r} has no key {ACCESS_TOKEN_KEY!r}", "NoToken")
+    value = object_data({**secret, "kind": "Secret"}, f"token Secret {name!r}").get(ACCESS_TOKEN_KEY, b"")
     try:
-        return base64.b64decode(encoded, validate=True).decode().strip()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise PodRejected(f"the token Secret {name!r}: {ACCESS_TOKEN_KEY!r} is not base64 text", "NoToken") from exc
+        token = value.decode().strip()
+    except UnicodeDecodeError as exc:
+        raise PodRejected(f"the token Secret {name!r}: {ACCESS_TOKEN_KEY!r} is not text", "NoToken") from exc
+    if not token:
+        raise PodRejected(f"the token Secret {name!r} has no key {ACCESS_TOKEN_KEY!r}", "NoToken")
+    return token

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from slurmlink.identity.tokens import TokenRejected, TokenValidator
+from slurmlink.translate.env import object_data
 
 REFRESH_MARGIN_SECONDS = 300.0
 
@@ -38,13 +39,9 @@ class Credentials:
 
     @classmethod
     def from_secret(cls, secret: Mapping[str, Any]) -> Credentials:
-        values: dict[str, str] = {}
-        for key, raw in (secret.get("data") or {}).items():
-            try:
-                values[key] = base64.b64decode(raw, validate=True).decode().strip()
-            except (binascii.Error, UnicodeDecodeError, ValueError):
-                continue
-        values.update({k: str(v).strip() for k, v in (secret.get("stringData") or {}).items()})
+        """From the pod's token Secret (PodRejected if it is not a valid Secret)."""
+        data = object_data({**secret, "kind": "Secret"}, "token Secret")
+        values = {key: raw.decode(errors="replace").strip() for key, raw in data.items()}
         return cls(values.get("access_token", ""), values.get("refresh_token") or None,
                    values.get("client_id") or None, values.get("client_secret") or None)
 
