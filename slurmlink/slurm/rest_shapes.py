@@ -1,0 +1,146 @@
+"""The SLURM REST API's JSON, version by version (v0.0.38 of Debian 12's 22.05 up to v0.0.44).
+
+Pure functions: a BatchJob becomes a submit body in the shape one API version takes, and job lists,
+submit replies and errors of any of these versions are read into backend-neutral types. What changed:
+
+| change | versions |
+|---|---|
+| `job.environment` a dict / a list of "K=V" | <= v0.0.38 / >= v0.0.39 |
+| numbers plain / `{"set", "infinite", "number"}` (plain still accepted on input) | <= v0.0.38 / >= v0.0.39 |
+| `script` at the top level / inside `job` | <= v0.0.40 / >= v0.0.41 |
+| `job_state` a string / a list of flags, base state first | <= v0.0.39 / >= v0.0.40 |
+| `exit_code` the raw wait status / `{"status", "return_code", "signal"}` | v0.0.38 / >= v0.0.39 |
+| errors `{error, error_number}` / `{description, error_number, error, source}` | v0.0.38 / >= v0.0.40 |
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from slurmlink.slurm.base import JobInfo, SlurmError
+from slurmlink.translate.job import BatchJob
+
+SUPPORTED = tuple(f"v0.0.{n}" for n in range(38, 45))
+_SUBMIT_PATH = re.compile(r"^/slurm/(v0\.0\.\d+)/job/submit/?$")
+
+# sbatch options the flags annotation may give -> the job field of the REST API that means the same.
+OPTION_FIELDS = {
+    "--account": "account", "--qos": "qos", "--constraint": "constraints", "--nodes": "nodes",
+    "--ntasks": "tasks", "--ntasks-per-node": "tasks_per_node", "--reservation": "reservation",
+    "--licenses": "licenses", "--nice": "nice", "--mem-per-cpu": "memory_per_cpu", "--gpus": "gpus",
+    "--gpus-per-node": "gpus_per_node", "--time-min": "time_minimum", "--mail-type": "mail_type",
+}
+
+
+def number(version: str) -> int:
+    return int(version.rsplit(".", 1)[1])
+
+
+def detect_version(spec: dict[str, Any]) -> str:
+    """The newest API version both slurmrestd (from its OpenAPI document) and slurmlink support."""
+    offered = {m.group(1) for path in (spec.get("paths") or {}) if (m := _SUBMIT_PATH.match(path))}
+    usable = sorted((v for v in offered if v in SUPPORTED), key=number)
+    if not usable:
+        raise SlurmError(f"slurmrestd offers no API version slurmlink supports (it offers {sorted(offered)})")
+    return usable[-1]
+
+
+def submit_body(job: BatchJob, version: str, environment: dict[str, str]) -> dict[str, Any]:
+    if version not in SUPPORTED:
+        raise SlurmError(f"SLURM REST API {version} is not supported (supported: {', '.join(SUPPORTED)})")
+    fields: dict[str, Any] = {
+        "name": job.name, "comment": job.comment, "current_working_directory": job.workdir,
+        "standard_output": job.stdout, "standard_error": job.stdout, "cpus_per_task": job.cpus_per_task,
+        "memory_per_node": job.memory_mb, "tasks": 1,
+    }
+    if job.time_limit_minutes is not None:
+        fields["time_limit"] = job.time_limit_minutes
+    if job.partition:
+        fields["partition"] = job.partition
+    if job.gres and number(version) <= 38:
+        fields["gres"] = job.gres
+    elif job.gres:
+        fields["tres_per_node"] = ",".join(f"gres/{g}" for g in job.gres.split(","))
+    for option in job.extra_options:
+        name, _, value = option.partition("=")
+        if name not in OPTION_FIELDS:
+            raise SlurmError(f"option {name} cannot be given through the SLURM REST API")
+        fields[OPTION_FIELDS[name]] = value or True
+    env = {**job.environment, **environment}
+    fields["environment"] = env if number(version) <= 38 else [f"{k}={v}" for k, v in env.items()]
+    if number(version) >= 41:
+        return {"job": {**fields, "script": job.script}}
+    return {"script": job.script, "job": fields}
+
+
+def errors(body: dict[str, Any]) -> list[str]:
+    """SLURM's error messages in a reply (whatever its HTTP status: slurmrestd puts them in the body)."""
+    found = []
+    for error in body.get("errors") or []:
+        if isinstance(error, dict):
+            text = error.get("description") or error.get("error") or ""
+            code = error.get("error_number") or error.get("errno")
+            found.append(f"{text} (error {code})" if code else str(text))
+        else:
+            found.append(str(error))
+    return [e for e in found if e]
+
+
+def parse_submit(body: dict[str, Any]) -> str:
+    """The new job's id. A reply may carry a job id and errors at once (e.g. a held job): the job exists."""
+    job_id = body.get("job_id")
+    if isinstance(job_id, int) or (isinstance(job_id, str) and job_id.isdigit()):
+        return str(job_id)
+    raise SlurmError("; ".join(errors(body)) or "slurmrestd accepted no job and gave no reason")
+
+
+def _value(raw: Any) -> Any:
+    """A plain value, or the `number` of a {set, infinite, number} struct (None when unset or infinite)."""
+    if isinstance(raw, dict) and "number" in raw:
+        return raw["number"] if raw.get("set", True) and not raw.get("infinite", False) else None
+    return raw
+
+
+def _time(raw: Any) -> datetime | None:
+    value = _value(raw)
+    return datetime.fromtimestamp(value, UTC) if isinstance(value, int) and value > 0 else None
+
+
+def _state(raw: Any) -> str:
+    if isinstance(raw, list):
+        return str(raw[0]) if raw else "UNKNOWN"
+    return str(raw or "UNKNOWN")
+
+
+def _exit(raw: Any) -> tuple[int | None, int | None]:
+    """(return code, signal) from a raw wait status (v0.0.38) or an exit-code object (later)."""
+    if isinstance(raw, int):
+        return (raw >> 8, None) if raw & 0x7F == 0 else (None, raw & 0x7F)
+    if isinstance(raw, dict):
+        signal = _value((raw.get("signal") or {}).get("id")) if isinstance(raw.get("signal"), dict) else None
+        return _value(raw.get("return_code")), signal or None
+    return None, None
+
+
+def parse_jobs(body: dict[str, Any], prefix: str = "") -> list[JobInfo]:
+    """Jobs of a `/jobs` or `/job/{id}` reply whose name starts with `prefix`."""
+    jobs = []
+    for raw in body.get("jobs") or []:
+        name = str(raw.get("name") or "")
+        if not name.startswith(prefix):
+            continue
+        state = _state(raw.get("job_state"))
+        finished = state not in ("PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING")
+        code, signal = _exit(raw.get("exit_code")) if finished else (None, None)
+        reason = str(raw.get("state_reason") or "")
+        jobs.append(JobInfo(
+            job_id=str(raw.get("job_id")), name=name, user=str(raw.get("user_name") or ""), state=state,
+            reason="" if reason == "None" else reason, exit_code=code, signal=signal,
+            submit_time=_time(raw.get("submit_time")),
+            start_time=_time(raw.get("start_time")) if state != "PENDING" else None,
+            end_time=_time(raw.get("end_time")) if finished else None,
+            workdir=str(raw.get("current_working_directory") or ""), comment=str(raw.get("comment") or ""),
+        ))
+    return jobs

@@ -1,0 +1,43 @@
+"""The REST shapes against the real slurmrestd (v0.0.38, JWT auth) of the test SLURM."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+
+from slurmlink.devcluster import DevCluster
+from slurmlink.slurm.rest_shapes import detect_version, parse_jobs, parse_submit, submit_body
+from slurmlink.translate.script import build_job
+from slurmlink.translate.site import SiteConfig
+from tests.integration.conftest import wait_until
+
+
+def test_submit_and_follow_a_job_through_slurmrestd(slurm_cluster: DevCluster) -> None:
+    user = slurm_cluster.users[0]
+    # As the SlurmUser, acting for the user: what the proxy does.
+    headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": slurm_cluster.token("slurm")}
+    http = httpx.Client(base_url=slurm_cluster.rest_url, headers=headers, timeout=30)
+    version = detect_version(http.get("/openapi/v3").json())
+    assert version == "v0.0.38"
+    workdir = f"/tmp/slurmlink-rest-{os.getpid()}-{time.time_ns()}"
+    pod = {"metadata": {"name": "rest", "namespace": "ns", "uid": f"rest-{time.time_ns()}"},
+           "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "command": ["sh", "-c", "exit 3"]}]}}
+    job = build_job(pod, workdir=workdir, site=SiteConfig())
+    os.makedirs(workdir)
+    os.chown(workdir, *(lambda p: (p.pw_uid, p.pw_gid))(__import__("pwd").getpwnam(user)))
+    reply = http.post(f"/slurm/{version}/job/submit", json=submit_body(job, version, {"PATH": "/usr/bin:/bin"}))
+    job_id = parse_submit(reply.json())
+
+    def finished() -> object:
+        [info] = parse_jobs(http.get(f"/slurm/{version}/job/{job_id}").json())
+        return info if info.state not in ("PENDING", "RUNNING", "COMPLETING") else None
+
+    info = wait_until(finished, 60, "the job to end")
+    assert (info.user, info.state, info.exit_code, info.name) == (user, "FAILED", 3, job.name)
+    with open(f"{workdir}/status/c.exit") as exit_file:
+        assert exit_file.read().strip() == "3"
+    # Nothing changed since a moment to come: a 304 with no body, what an unchanged queue costs.
+    unchanged = http.get(f"/slurm/{version}/jobs", params={"update_time": int(time.time()) + 3600})
+    assert (unchanged.status_code, unchanged.content) == (304, b"")
