@@ -36,7 +36,7 @@ def test_options_without_a_rest_field_are_refused() -> None:
 
 
 def test_version_detection() -> None:
-    spec = {"paths": {"/slurm/v0.0.36/job/submit": {}, "/slurm/v0.0.38/job/submit": {}, "/slurm/v0.0.99/job/submit": {}}}
+    spec = {"paths": {f"/slurm/v0.0.{n}/job/submit": {} for n in (36, 38, 99)}}
     assert detect_version(spec) == "v0.0.38"
     with pytest.raises(SlurmError, match="offers no API version"):
         detect_version({"paths": {"/slurm/v0.0.35/job/submit": {}}})
