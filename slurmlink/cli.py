@@ -56,6 +56,27 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
 
 
 @app.command()
+def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLINK_PROXY_CONFIG",
+                                               help="YAML configuration file.")],
+          log_level: str = "info") -> None:
+    """Serve the Check-in-enabled SLURM REST API (mode 1): an authorising, user-mapping proxy to slurmrestd."""
+    import uvicorn
+
+    from slurmlink.proxy import create_app
+    from slurmlink.proxy.app import uvicorn_options
+    from slurmlink.proxy.config import ProxyConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_config(ProxyConfig, config)
+        application = create_app(settings)
+    except (ConfigError, ValueError, OSError) as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    uvicorn.run(application, **{**uvicorn_options(settings), "log_level": log_level, "access_log": False})
+
+
+@app.command()
 def run(manifests: Annotated[list[Path], typer.Argument(help="Pod manifest, plus ConfigMap/Secret files.")],
         api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None,
         timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0) -> None:

@@ -38,3 +38,10 @@ def test_bad_value_names_the_key(tmp_path: Path) -> None:
     path.write_text("site: {default_memory_mb: 1}\n")
     with pytest.raises(ConfigError, match="site.default_memory_mb"):
         load_config(ApiConfig, path, environ={})
+
+
+def test_proxy_example_loads() -> None:
+    from slurmlink.proxy.config import ProxyConfig
+
+    config = load_config(ProxyConfig, EXAMPLES / "proxy.yaml", environ={})
+    assert config.upstream == "http://127.0.0.1:6820" and not config.allow_slurmdb

@@ -1,0 +1,283 @@
+"""The proxy service: authenticate (Check-in), authorise (policy + VO), map, then forward to slurmrestd
+as the mapped user with the SlurmUser token. See slurmlink/proxy/config.py for the options."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from slurmlink.identity.authorizer import AccessDenied, Authorizer
+from slurmlink.identity.tokens import TokenValidator
+from slurmlink.proxy import headers as header_rules
+from slurmlink.proxy import policy
+from slurmlink.proxy.config import ProxyConfig
+from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+
+log = logging.getLogger("slurmlink.proxy")
+
+NEVER_MAPPED = frozenset({"root"})
+PASSED_BACK = ("content-type", "content-encoding", "last-modified", "etag", "cache-control")
+
+
+def _error(status: int, error: str, reason: str, *, retry_after: int | None = None,
+           rule: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "reason": reason}
+    if rule is not None:
+        body["rule"] = rule
+    extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if status == 401:
+        extra = {**(extra or {}), "WWW-Authenticate": 'Bearer realm="slurmlink"'}
+    return JSONResponse(body, status_code=status, headers=extra)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RateLimiter:
+    """A token bucket per key (the mapped user); bounded in memory."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 10_000) -> None:
+        self.rate, self.burst, self.max_keys = rate, burst, max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None, *, consume: bool = True) -> float:
+        """0 when allowed, otherwise the seconds until a request would be allowed.
+        With consume=False only look (is the bucket empty?)."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0 if consume else 0.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("slurmlink_proxy_requests_total", "Requests through the proxy",
+                                ["route", "status", "decision"], registry=self.registry)
+        self.upstream_seconds = Histogram("slurmlink_proxy_upstream_seconds",
+                                          "Time until slurmrestd answered (headers)", ["route"],
+                                          registry=self.registry)
+
+
+class ProxyService:
+    def __init__(self, config: ProxyConfig, authorizer: Authorizer | None = None) -> None:
+        self.config = config
+        self.authorizer = authorizer or _authorizer(config)
+        self.slurm_token = SlurmTokenSource(slurm_user=config.slurm_user, jwt_key_file=config.jwt_key_file,
+                                            token_file=config.token_file, lifespan=config.token_lifespan_seconds)
+        self.limiter = RateLimiter(config.rate_limit.requests_per_second, config.rate_limit.burst)
+        failures = config.auth_failure_limit
+        self.failures = RateLimiter(failures.requests_per_second, failures.burst) if failures else None
+        self.metrics = Metrics()
+        self.upstream = config.upstream.rstrip("/")
+        self.http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=config.max_upstream_connections,
+                                max_keepalive_connections=config.max_upstream_connections),
+            timeout=httpx.Timeout(config.upstream_timeout_seconds, connect=config.upstream_connect_timeout_seconds),
+            follow_redirects=False, trust_env=False)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.authorizer.aclose()
+
+    # --- the proxied requests -------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        route, decision, response = await self._handle(request)
+        self.metrics.requests.labels(route, str(response.status_code), decision).inc()
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request) -> tuple[str, str, Response]:
+        scope = request.scope
+        method = request.method
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        path = raw_path.decode("latin-1")
+        query = scope.get("query_string", b"").decode("latin-1")
+        client = scope["client"][0] if scope.get("client") else ""
+        verdict = policy.decide(method, path, query, allow_slurmdb=self.config.allow_slurmdb)
+        if not verdict.allowed:
+            log.info("refused %r %r from %s: policy %s", method[:20], path[:200], client, verdict.rule)
+            return verdict.route, "policy", _error(
+                403, "Forbidden", f"refused by the proxy's allow-list: {verdict.message}", rule=verdict.rule)
+        route = verdict.rule
+
+        wait = self.failures.take(client, consume=False) if self.failures else 0.0
+        if wait > 0:
+            return route, "rate-limited", _error(
+                429, "TooManyFailures", "too many refused tokens from this address; wait before trying again",
+                retry_after=max(1, int(wait + 0.999)))
+        authorization = [v for k, v in request.headers.items() if k == "authorization"]
+        scheme, _, token = authorization[0].strip().partition(" ") if len(authorization) == 1 else ("", "", "")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            why = ("send exactly one 'Authorization: Bearer <Check-in access token>' header"
+                   if authorization else "no 'Authorization: Bearer <Check-in access token>' header")
+            self._failed(client)
+            return route, "unauthenticated", _error(401, "Unauthorized", why)
+        try:
+            grant = await self.authorizer.authorize(token, action=f"{method} {path}", client=client)
+        except AccessDenied as exc:
+            if exc.transient:
+                return route, "unavailable", _error(503, exc.reason, exc.message, retry_after=10)
+            self._failed(client)
+            return route, "unauthorized", _error(401, exc.reason, exc.message)
+        user = grant.username
+        if user in NEVER_MAPPED or user == self.config.slurm_user:  # defence in depth: identity refuses these too
+            return route, "unauthorized", _error(403, "Forbidden", f"requests may not run as {user}")
+
+        wait = self.limiter.take(user)
+        if wait > 0:
+            return route, "rate-limited", _error(
+                429, "TooManyRequests", f"more than {self.config.rate_limit.requests_per_second:g} requests/s "
+                f"for {user}; slow down", retry_after=max(1, int(wait + 0.999)))
+
+        try:
+            body = await self._read_body(request)
+        except BodyTooLarge:
+            return route, "too-large", _error(
+                413, "PayloadTooLarge", f"the request body exceeds {self.config.max_body_bytes} bytes")
+
+        try:
+            slurm_token = self.slurm_token.token()
+        except SlurmTokenError as exc:
+            log.error("no SlurmUser token: %s", exc)
+            return route, "unavailable", _error(503, "ProxyMisconfigured", "the proxy has no SlurmUser token",
+                                                retry_after=30)
+        outgoing = header_rules.upstream_headers(request.headers.items(), user=user, token=slurm_token)
+        outgoing.append(("Accept-Encoding", "identity"))  # relay bytes as they are
+        url = self.upstream + path + (f"?{query}" if query else "")
+        try:
+            upstream_request = self.http.build_request(method, url, headers=outgoing, content=body)
+        except httpx.InvalidURL:
+            return route, "policy", _error(400, "BadRequest", "the query string is not valid")
+        started = time.monotonic()
+        try:
+            upstream = await self.http.send(upstream_request, stream=True)
+        except (httpx.TimeoutException, httpx.PoolTimeout) as exc:
+            log.warning("slurmrestd timed out for %s %s as %s: %s", method, path, user, type(exc).__name__)
+            return route, "upstream-timeout", _error(
+                503, "UpstreamUnavailable", "slurmrestd did not answer in time; try again later", retry_after=5)
+        except httpx.HTTPError as exc:
+            log.warning("slurmrestd unreachable for %s %s: %s", method, path, type(exc).__name__)
+            return route, "upstream-error", _error(
+                502, "UpstreamUnreachable", f"slurmrestd is unreachable: {type(exc).__name__}")
+        finally:
+            self.metrics.upstream_seconds.labels(route).observe(time.monotonic() - started)
+        log.info("%s %s from %s as %s -> %d", method, path, client, user, upstream.status_code)
+        passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK}
+        return route, "allowed", StreamingResponse(
+            _relay(upstream), status_code=upstream.status_code, headers=passed,
+            background=BackgroundTask(upstream.aclose))
+
+    def _failed(self, client: str) -> None:
+        if self.failures is not None:
+            self.failures.take(client)
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # --- own endpoints --------------------------------------------------------------------------------------
+    async def healthz(self) -> Response:
+        try:
+            token = self.slurm_token.token()
+        except SlurmTokenError as exc:
+            return JSONResponse({"status": "unhealthy", "reason": str(exc)}, status_code=503)
+        url = f"{self.upstream}/slurm/{self.config.api_version}/ping/"
+        try:
+            answer = await self.http.get(url, headers={header_rules.USER_NAME: self.config.slurm_user,
+                                                       header_rules.USER_TOKEN: token}, timeout=5.0)
+            data = answer.json() if answer.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError) as exc:
+            return JSONResponse({"status": "unhealthy", "reason": f"slurmrestd is unreachable: {type(exc).__name__}"},
+                                status_code=503)
+        errors = data.get("errors") if isinstance(data, dict) else None
+        if answer.status_code != 200 or errors:
+            return JSONResponse({"status": "unhealthy", "reason": f"slurmrestd ping answered {answer.status_code}",
+                                 "errors": errors or []}, status_code=503)
+        return JSONResponse({"status": "ok", "pings": data.get("pings", [])})
+
+    def metrics_response(self) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """The upstream body as it arrives; the upstream connection goes back to the pool even if the client left."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as exc:
+        log.warning("slurmrestd broke off a response: %s", type(exc).__name__)
+    finally:
+        await upstream.aclose()
+
+
+def _authorizer(config: ProxyConfig) -> Authorizer:
+    validator = TokenValidator([issuer.build() for issuer in config.identity.issuers])
+    return Authorizer(validator, config.identity.build_policy(), config.identity.build_mapper())
+
+
+def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> FastAPI:
+    """The proxy as an ASGI app; serve it with uvicorn (TLS from config.tls, see `uvicorn_options`)."""
+    service = ProxyService(config, authorizer)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await service.aclose()
+
+    app = FastAPI(title="slurmlink proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.proxy = service
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return await service.healthz()
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return service.metrics_response()
+
+    app.router.default = service  # everything else goes through the policy, auth and forwarding
+    return app
+
+
+def uvicorn_options(config: ProxyConfig) -> dict[str, Any]:
+    """Keyword arguments for uvicorn.run(create_app(config), **uvicorn_options(config))."""
+    options: dict[str, Any] = {"host": config.listen.host, "port": config.listen.port,
+                               "proxy_headers": False, "server_header": False, "log_level": "info"}
+    if config.tls is not None:
+        options.update(ssl_certfile=config.tls.cert_file, ssl_keyfile=config.tls.key_file)
+    return options

@@ -1,0 +1,76 @@
+"""Configuration of `slurmlink proxy` (one YAML file, `SLURMLINK_*` overrides via slurmlink.config.load_config).
+
+    listen: {host: 127.0.0.1, port: 8443}
+    upstream: http://127.0.0.1:6820          # slurmrestd (plain HTTP on loopback or a private network)
+    identity: {...}                          # see slurmlink.identity.config.IdentityConfig
+    slurm_user: slurm                        # the SlurmUser the proxy speaks for
+    jwt_key_file: /var/spool/slurm/jwt_hs256.key   # either: mint short HS256 SlurmUser tokens
+    # token_file: /run/slurmlink/slurm.token       # or: a token the site rotates (re-read on change)
+    token_lifespan_seconds: 300
+    max_body_bytes: 1048576
+    upstream_timeout_seconds: 30
+    max_upstream_connections: 32
+    rate_limit: {requests_per_second: 10, burst: 20}   # per mapped user
+    auth_failure_limit: null                 # e.g. {requests_per_second: 1, burst: 30}: refused tokens per address
+    allow_slurmdb: false                     # read-only /slurmdb job queries
+    tls: {cert_file: ..., key_file: ...}     # optional; terminate TLS here (TLS >= 1.3 recommended)
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from slurmlink.identity.config import IdentityConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenSection(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=0, le=65535)
+
+
+class TlsSection(Strict):
+    cert_file: str
+    key_file: str
+
+
+class RateLimitSection(Strict):
+    requests_per_second: float = Field(default=10.0, gt=0)  # sustained, per mapped user
+    burst: int = Field(default=20, ge=1)
+
+
+class ProxyConfig(Strict):
+    listen: ListenSection = Field(default_factory=lambda: ListenSection())
+    upstream: str = "http://127.0.0.1:6820"
+    identity: IdentityConfig
+    slurm_user: str = "slurm"
+    jwt_key_file: str | None = None
+    token_file: str | None = None
+    token_lifespan_seconds: int = Field(default=300, ge=30, le=86400)
+    api_version: str = "v0.0.38"  # used by /healthz to ping slurmrestd
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    upstream_timeout_seconds: float = Field(default=30.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_upstream_connections: int = Field(default=32, ge=1)
+    rate_limit: RateLimitSection = Field(default_factory=lambda: RateLimitSection())
+    # refused tokens per client address: past the burst, the address gets 429 without its token being looked at.
+    # Off by default: in mode 1 one `slurmlink api` forwards every user's token from one address, and one user's
+    # expired tokens would then lock out everyone behind it. Turn it on where clients are people.
+    auth_failure_limit: RateLimitSection | None = None
+    allow_slurmdb: bool = False
+    tls: TlsSection | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ProxyConfig:
+        if (self.jwt_key_file is None) == (self.token_file is None):
+            raise ValueError("give exactly one of jwt_key_file and token_file (the SlurmUser token)")
+        if not re.fullmatch(r"https?://[^/?#]+/?", self.upstream):
+            raise ValueError("upstream must be http(s)://host[:port] of slurmrestd, without a path")
+        if not re.fullmatch(r"v0\.0\.\d+", self.api_version):
+            raise ValueError("api_version looks like v0.0.38")
+        return self
