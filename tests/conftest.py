@@ -12,13 +12,16 @@ from slurmlink.devcluster import DevCluster, DevClusterError
 
 # Ports apart from the default dev cluster (6817/6818/6820), so both can run at once.
 TEST_STATE_DIR = Path(os.environ.get("SLURMLINK_TEST_STATE_DIR", "/var/lib/slurmlink/test-cluster"))
+# "rest,ctld,slurmd": lets two test sessions (say, two developers on one machine) each have their own SLURM.
+_PORTS = os.environ.get("SLURMLINK_TEST_PORTS", "6821,6917,6918")
+REST_PORT, CTLD_PORT, SLURMD_PORT = (int(port) for port in _PORTS.split(","))
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[DevCluster]:
     if os.geteuid() != 0:
         pytest.skip("needs root: the SLURM tests start a real SLURM")
-    cluster = DevCluster(TEST_STATE_DIR, rest_port=6821, ctld_port=6917, slurmd_port=6918)
+    cluster = DevCluster(TEST_STATE_DIR, rest_port=REST_PORT, ctld_port=CTLD_PORT, slurmd_port=SLURMD_PORT)
     was_up = all(cluster.status().values())
     try:
         cluster.up()
