@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from slurmlink.api.config import ApiConfig
+from slurmlink.identity.tokens import TokenValidator
 from slurmlink.slurm.base import SchedulerBackend
 from slurmlink.slurm.cli import CliBackend, CliConfig
+from slurmlink.slurm.rest import RestBackend, RestConfig
 
 
 def make_backend(config: ApiConfig) -> SchedulerBackend:
+    if config.backend == "rest" and config.rest is not None:
+        rest = config.rest
+        issuers = [issuer.build() for issuer in rest.refresh_issuers]
+        return RestBackend(
+            RestConfig(url=rest.url, api_version=rest.api_version, service_token_file=rest.service_token_file,
+                       timeout_seconds=rest.timeout_seconds, max_connections=rest.max_connections,
+                       verify=rest.ca_file or True, partition=config.site.partition),
+            validator=TokenValidator(issuers) if issuers else None)
     env = {"SLURM_CONF": config.cli.slurm_conf} if config.cli.slurm_conf else {}
     return CliBackend(CliConfig(job_root=config.job_root, bin_dir=config.cli.bin_dir or "", env=env,
                                 timeout_seconds=config.cli.timeout_seconds, partition=config.site.partition))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from slurmlink.identity.config import IdentityConfig
+from slurmlink.identity.config import IdentityConfig, IssuerSection
+from slurmlink.slurm.rest_shapes import SUPPORTED
 from slurmlink.translate import site as site_model
 
 
@@ -23,6 +24,26 @@ class CliBackendConfig(Strict):
     slurm_conf: str | None = None  # SLURM_CONF for the commands; None uses the system's slurm.conf
     bin_dir: str | None = None  # where sbatch & co live; None searches PATH
     timeout_seconds: float = 30.0
+
+
+class RestBackendConfig(Strict):
+    """Mode 1: the site's `slurmlink proxy` (or a slurmrestd that takes Check-in tokens)."""
+
+    url: str  # e.g. https://hpc.example.org:8443
+    api_version: str = "auto"  # v0.0.38 .. v0.0.44, or "auto" (from slurmrestd's /openapi/v3)
+    service_token_file: str | None = None  # the API's own Check-in token (see docs/mode1.md)
+    ca_file: str | None = None  # the proxy's CA; None: the system's
+    timeout_seconds: float = Field(30.0, gt=0)
+    max_connections: int = Field(16, ge=1)
+    # Issuers a pod's refresh token may be sent to (for pods that outlive their access token).
+    refresh_issuers: list[IssuerSection] = Field(default_factory=list)
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if value != "auto" and value not in SUPPORTED:
+            raise ValueError(f"api_version must be auto or one of {', '.join(SUPPORTED)}")
+        return value
 
 
 class UsersConfig(Strict):
@@ -84,8 +105,9 @@ class AuthConfig(Strict):
 
 class ApiConfig(Strict):
     listen: ListenConfig = Field(default_factory=ListenConfig)
-    backend: Literal["cli"] = "cli"
+    backend: Literal["cli", "rest"] = "cli"  # cli: sbatch & co at the site (mode 2); rest: the proxy (mode 1)
     cli: CliBackendConfig = Field(default_factory=CliBackendConfig)
+    rest: RestBackendConfig | None = None
     job_root: str = "/var/lib/slurmlink/jobs"  # per-pod working directories, on a filesystem the nodes share
     poll_interval: float = Field(2.0, gt=0)  # seconds between the batched SLURM queries
     users: UsersConfig = Field(default_factory=UsersConfig)
@@ -94,3 +116,11 @@ class ApiConfig(Strict):
     log_follow_interval: float = Field(1.0, gt=0)  # how often a followed log is read for new bytes
     # Check-in identity: each pod's own token decides who its job runs as (then `users` is not used).
     identity: IdentityConfig | None = None
+
+    @model_validator(mode="after")
+    def _backend_configured(self) -> ApiConfig:
+        if self.backend == "rest" and self.rest is None:
+            raise ValueError("backend rest needs a `rest:` section (at least its url)")
+        if self.backend == "rest" and self.identity is not None:
+            raise ValueError("with backend rest the site's proxy maps tokens to accounts: drop `identity:`")
+        return self

@@ -61,6 +61,7 @@ class StatusPoller:
         await self._adopt(jobs)
         news: dict[str, JobInfo | None] = {}
         missing: list[PodEntry] = []
+        blind = self.backend.blind_to()
         for entry in list(self.registry.entries.values()):
             # Pods created after the snapshot was taken are not in it, and not missing.
             if not entry.job_id or entry.rejected or entry.created > snapshot:
@@ -68,7 +69,7 @@ class StatusPoller:
             job = by_id.get(entry.job_id)  # by id: anyone can name a job like ours
             if job is not None:
                 news[entry.uid] = job
-            elif not entry.finished:
+            elif not entry.finished and entry.user not in blind:
                 missing.append(entry)
         if missing:  # jobs that left the controller's memory: ask accounting, once for all of them
             finished = await self.backend.finished([e.job_id for e in missing])
@@ -109,7 +110,7 @@ class StatusPoller:
                 continue
             namespace, _, name = job.comment.partition("/")
             workdir = self.workdir_for(namespace, uid)
-            if job.workdir != workdir or await self.backend.workdir_owner(workdir) != job.user:
+            if job.workdir != workdir or await self.backend.workdir_owner(workdir, job.job_id) != job.user:
                 self._refused.add(job.job_id)
                 log.warning("job %s of %s is named like a slurmlink pod's but is not one: ignored",
                             job.job_id, job.user)
@@ -121,7 +122,7 @@ class StatusPoller:
     async def _read_records(self, entry: PodEntry) -> dict[str, ContainerRecord] | None:
         async with self._reads:
             try:
-                return await self.backend.containers(entry.workdir, entry.user)
+                return await self.backend.containers(entry.workdir, entry.user, entry.job_id)
             except SlurmError as exc:
                 log.warning("cannot read container records of %s: %s", entry.uid, exc.message)
                 return None

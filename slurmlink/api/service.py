@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from slurmlink import JOB_NAME_PREFIX
@@ -13,7 +15,8 @@ from slurmlink.api.config import ApiConfig
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
-from slurmlink.identity.pod_token import access_token
+from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, access_token, token_secret
+from slurmlink.identity.refresh import Credentials
 from slurmlink.identity.tokens import TokenValidator
 from slurmlink.interlink.types import (
     CreateRequest,
@@ -56,6 +59,7 @@ class PodService:
         # submitting again, so that a retry cannot make a second job.
         self._uncertain: set[str] = set()
         self.authorizer = _authorizer(config)
+        self.started_at = time.time()
 
     # --- start-up ----------------------------------------------------------------------------------
 
@@ -101,7 +105,8 @@ class PodService:
             entry = PodEntry(uid=ref.uid, namespace=ref.namespace, name=ref.name, pod=request.pod)
             try:
                 entry.user = await self._account_for(request)
-                if ref.uid in self._uncertain and await self._found_after_uncertain_submit(entry):
+                if (ref.uid in self._uncertain or self._maybe_submitted_before_start(request.pod)) \
+                        and await self._found_after_uncertain_submit(entry):
                     return entry.job_id
                 entry.workdir = self.workdir_for(ref.namespace, ref.uid)
                 job = self._translate(request, entry.workdir)
@@ -129,7 +134,10 @@ class PodService:
             return entry.job_id
 
     async def _account_for(self, request: CreateRequest) -> str:
-        """Who the job runs as: the pod's own Check-in identity when identity is configured."""
+        """Who the job runs as: the pod's own Check-in identity when identity is configured, or (mode 1)
+        the account the site's proxy maps the pod's token to."""
+        if self.config.backend == "rest":
+            return await self._account_at_site(request)
         if self.authorizer is None:
             return self.user_for(request.namespace)
         token = access_token(request.pod, request.secrets)
@@ -142,6 +150,20 @@ class PodService:
             raise PodRejected(exc.message, exc.reason) from exc
         return grant.username
 
+    async def _account_at_site(self, request: CreateRequest) -> str:
+        credentials = Credentials.from_secret(token_secret(request.pod, request.secrets))
+        if not credentials.access_token:
+            raise PodRejected(f"the token Secret has no key {ACCESS_TOKEN_KEY!r}", "NoToken")
+        try:
+            user = await self.backend.user_for_token(credentials)
+        except SlurmError as exc:
+            if exc.transient:
+                raise NotReady(f"the site's proxy is unavailable: {exc.message}") from exc
+            raise PodRejected(f"the site refused the pod's token: {exc.message}", "TokenRefused") from exc
+        if not user:
+            raise PodRejected("the backend does not map tokens to accounts", "NoAccountMapping")
+        return user
+
     def _translate(self, request: CreateRequest, workdir: str) -> BatchJob:
         projected = {str((m.get("metadata") or {}).get("name")): dict(m.get("data") or {})
                      for m in request.projected}
@@ -153,6 +175,17 @@ class PodService:
         except Exception as exc:  # a malformed pod must end Failed with a reason, not Pending forever
             log.warning("cannot translate pod %s: %r", request.uid, exc)
             raise PodRejected(f"the pod cannot be translated into a job: {exc!r}", "InvalidPod") from exc
+
+    def _maybe_submitted_before_start(self, pod: dict[str, Any]) -> bool:
+        """In mode 1 a restarted API cannot list every user's jobs without a service identity, so a pod
+        older than this process may have a job already: it is looked for (with the pod's own token)."""
+        if self.config.backend != "rest":
+            return False  # mode 2 recovered every job before accepting creates
+        created = (pod.get("metadata") or {}).get("creationTimestamp")
+        try:
+            return datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp() < self.started_at
+        except ValueError:
+            return True  # unknown age: looking costs one list call, a second job would cost more
 
     async def _found_after_uncertain_submit(self, entry: PodEntry) -> bool:
         """After an sbatch that may have made a job, find that job before submitting again."""
@@ -255,7 +288,7 @@ class PodService:
         container = request.container_name
 
         async def read(offset: int) -> bytes:
-            return await self.backend.read_log(entry.workdir, entry.user, container, offset)
+            return await self.backend.read_log(entry.workdir, entry.user, container, offset, entry.job_id)
 
         def ended() -> bool:
             record = entry.records.get(container)

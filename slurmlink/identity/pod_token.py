@@ -12,8 +12,8 @@ TOKEN_SECRET_ANNOTATION = "slurmlink.io/token-secret"  # noqa: S105 - a name, no
 ACCESS_TOKEN_KEY = "access_token"  # noqa: S105 - a key name
 
 
-def access_token(pod: Mapping[str, Any], secrets: list[dict[str, Any]]) -> str:
-    """The access token from the Secret named by the pod's annotation; PodRejected says what is missing."""
+def token_secret(pod: Mapping[str, Any], secrets: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Secret the pod's annotation names, as sent with the pod; PodRejected says what is missing."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     name = annotations.get(TOKEN_SECRET_ANNOTATION)
     if not name:
@@ -23,6 +23,13 @@ def access_token(pod: Mapping[str, Any], secrets: list[dict[str, Any]]) -> str:
     secret = next((s for s in secrets if (s.get("metadata") or {}).get("name") == name), None)
     if secret is None:
         raise PodRejected(f"the token Secret {name!r} was not sent with the pod", "NoToken")
+    return secret
+
+
+def access_token(pod: Mapping[str, Any], secrets: list[dict[str, Any]]) -> str:
+    """The access token from the Secret named by the pod's annotation; PodRejected says what is missing."""
+    secret = token_secret(pod, secrets)
+    name = (secret.get("metadata") or {}).get("name")
     value = object_data({**secret, "kind": "Secret"}, f"token Secret {name!r}").get(ACCESS_TOKEN_KEY, b"")
     try:
         token = value.decode().strip()

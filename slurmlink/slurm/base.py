@@ -10,6 +10,7 @@ import abc
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from slurmlink.identity.refresh import Credentials
 from slurmlink.translate.job import BatchJob
 
 
@@ -83,8 +84,8 @@ class SchedulerBackend(abc.ABC):
         """All jobs named like slurmlink's (of any user) that SLURM still knows. One SLURM query."""
 
     @abc.abstractmethod
-    async def workdir_owner(self, workdir: str) -> str | None:
-        """The user owning a pod directory that slurmlink created, None if it did not create it."""
+    async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
+        """The user owning the pod directory of job `job_id`, None if slurmlink did not make it for that job."""
 
     @abc.abstractmethod
     async def finished(self, job_ids: list[str]) -> dict[str, JobInfo]:
@@ -96,16 +97,27 @@ class SchedulerBackend(abc.ABC):
         with `only_state`, do nothing unless the job is in that state (PENDING, RUNNING)."""
 
     @abc.abstractmethod
-    async def containers(self, workdir: str, user: str) -> dict[str, ContainerRecord]:
+    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
         """Per-container records the job script wrote in `workdir`."""
 
     @abc.abstractmethod
-    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0) -> bytes:
+    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
+                       job_id: str = "") -> bytes:
         """Bytes of a container's log from `offset` (b"" when there is nothing yet)."""
 
     @abc.abstractmethod
     async def capacity(self) -> Capacity:
         """Free capacity of the site right now."""
+
+    async def user_for_token(self, credentials: Credentials) -> str | None:
+        """For backends that act with each pod's own token (REST): the local account it maps to, and the
+        credential is kept for that account. None for backends that are told the account (CLI)."""
+        return None
+
+    def blind_to(self) -> frozenset[str]:
+        """Users whose jobs the last `jobs()` could not see (no usable credential): their pods keep their
+        last known state instead of being taken for finished."""
+        return frozenset()
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

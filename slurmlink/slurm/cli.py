@@ -80,7 +80,7 @@ class CliBackend(SchedulerBackend):
             raise error_from(result, "squeue")
         return squeue.parse(result.out, JOB_NAME_PREFIX)
 
-    async def workdir_owner(self, workdir: str) -> str | None:
+    async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
         """Owner of a pod directory slurmlink created under job_root, or None if there is none.
 
         Only the service can create directories in job_root, so a job whose user owns the directory
@@ -123,12 +123,13 @@ class CliBackend(SchedulerBackend):
 
     # ---- the pod's directory --------------------------------------------------------------------------
 
-    async def containers(self, workdir: str, user: str) -> dict[str, ContainerRecord]:
+    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
         account = self._account(user)
         files = await asyncio.to_thread(self._read_status, workdir, account)
         return layout.container_records(files)
 
-    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0) -> bytes:
+    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
+                       job_id: str = "") -> bytes:
         """Up to `max_log_chunk_bytes` from `offset`; call again from the new offset for more."""
         if not container or "/" in container or container.startswith(".") or "\0" in container:
             raise SlurmError(f"not a container name: {container!r}")

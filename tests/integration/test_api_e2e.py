@@ -1,4 +1,6 @@
-"""Pods end to end through `slurmlink api` (HTTP) on the real local SLURM, mode 2 (sbatch at the site)."""
+"""Pods end to end through `slurmlink api` (HTTP) on the real local SLURM, in both modes: mode 2 (sbatch at
+the site) and mode 1 (the REST backend through `slurmlink proxy` with each pod's Check-in token). The same
+pods must give the same statuses and logs either way."""
 
 from __future__ import annotations
 
@@ -13,15 +15,18 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.translate.env import expand
 from tests.integration.conftest import ApiProcess, wait_until
+from tests.integration.mode1 import mode1  # noqa: F401 - the mode-1 stack, a fixture
 from tests.integration.pods import Client, exit_codes, make_pod, squeue_jobs, terminated
 
 HOSTILE = ["quote ' and \"double\"", "new\nline", "$(touch /tmp/slurmlink-pwned)", "`id`", "a; id",
            "ünïcödé ✓ 中文", "$HOME ${PATH} $$ \\n", "--", ""]
 
 
-@pytest.fixture(scope="module")
-def client(api: ApiProcess) -> Client:
-    return Client(api.url)
+@pytest.fixture(scope="module", params=["mode2", "mode1"])
+def client(request: pytest.FixtureRequest) -> Client:
+    if request.param == "mode2":
+        return Client(request.getfixturevalue("api").url)
+    return request.getfixturevalue("mode1").client()
 
 
 def sh(script: str, name: str = "main", **extra: object) -> dict[str, object]:

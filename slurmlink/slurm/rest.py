@@ -1,0 +1,348 @@
+"""The `rest` backend (mode 1): slurmlink's API runs outside the site and acts through `slurmlink proxy`
+with each pod's own Check-in token (docs/mode1.md).
+
+- Submit and cancel go to slurmrestd's job endpoints, status to its job list, container records and logs
+  to the proxy's `/slurmlink/v1/` extensions (slurmrestd cannot read files).
+- Status costs one list call per interval per identity, and a queue that did not change since the
+  last call costs a `304` (`update_time`). With a service identity configured, that is one call in all.
+- A pod's token is kept fresh from its refresh token when it has one (identity.refresh). When a user's
+  token can no longer be used, the service identity takes over what the proxy lets it do: reading
+  status and logs, and cancelling jobs that were submitted through the proxy. Without one, that user's
+  pods keep their last known state (`blind_to`) rather than being taken for finished.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import httpx
+
+from slurmlink import JOB_NAME_PREFIX
+from slurmlink.identity.refresh import Credentials, TokenSource, unverified_claims
+from slurmlink.identity.tokens import TokenValidator
+from slurmlink.slurm import rest_shapes
+from slurmlink.slurm.base import Capacity, ContainerRecord, JobInfo, SchedulerBackend, SlurmError
+from slurmlink.slurm.commands import sbatch
+from slurmlink.translate import layout
+from slurmlink.translate.job import BatchJob
+
+EXTENSIONS = "/slurmlink/v1"
+TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+# SLURM's communication errors (slurmctld down or busy) are worth a retry; its other errors are answers.
+TRANSIENT_SLURM_ERRORS = range(1000, 1100)
+# Nothing left to cancel: deleting a pod twice, or after its job ended, is not an error.
+GONE_ERRORS = frozenset({2017, 2021})  # invalid job id; already completing or completed
+TOKEN_MARGIN_SECONDS = 30.0  # a token this close to its expiry is not sent any more
+
+
+@dataclass(frozen=True)
+class RestConfig:
+    url: str  # the proxy, e.g. https://hpc.example.org:8443
+    api_version: str = "auto"  # "auto": the newest version slurmrestd's OpenAPI document offers
+    service_token_file: str | None = None  # the API's own Check-in token, rotated by the site (see docs)
+    timeout_seconds: float = 30.0
+    submit_timeout_seconds: float = 60.0
+    max_connections: int = 16
+    verify: str | bool = True  # CA bundle file, or True for the system's
+    partition: str | None = None  # capacity of this partition only
+    max_log_chunk_bytes: int = 16 * 1024 * 1024
+
+
+class Credential(Protocol):
+    problem: str
+
+    async def token(self) -> str: ...
+
+    def expires_at(self) -> float | None: ...
+
+
+class FixedToken:
+    """A token without a refresh token: used until it expires."""
+
+    def __init__(self, token: str) -> None:
+        self.credentials = Credentials(token)
+        self.problem = ""
+
+    async def token(self) -> str:
+        return self.credentials.access_token
+
+    def expires_at(self) -> float | None:
+        exp = unverified_claims(self.credentials.access_token).get("exp")
+        return float(exp) if isinstance(exp, int | float) else None
+
+
+class FileToken:
+    """The service identity's token, re-read whenever the site rotates the file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.problem = ""
+        self._seen: tuple[float, str] | None = None
+
+    async def token(self) -> str:
+        try:
+            mtime = os.stat(self.path).st_mtime
+            if self._seen is None or self._seen[0] != mtime:
+                with open(self.path, encoding="utf-8") as fh:
+                    self._seen = (mtime, fh.read().strip())
+            self.problem = ""
+        except OSError as exc:
+            self.problem = f"cannot read the service token {self.path}: {exc.strerror}"
+            if self._seen is None:
+                return ""
+        return self._seen[1] if self._seen else ""
+
+    def expires_at(self) -> float | None:
+        exp = unverified_claims(self._seen[1]).get("exp") if self._seen else None
+        return float(exp) if isinstance(exp, int | float) else None
+
+
+def usable(credential: Credential, now: float | None = None) -> bool:
+    expires = credential.expires_at()
+    return expires is None or expires - (time.time() if now is None else now) > TOKEN_MARGIN_SECONDS
+
+
+@dataclass
+class _Listing:
+    """The last job list one identity got, and when: a `304` reuses it."""
+
+    jobs: list[JobInfo] = field(default_factory=list)
+    since: int | None = None
+
+
+class RestBackend(SchedulerBackend):
+    def __init__(self, config: RestConfig, *, validator: TokenValidator | None = None,
+                 http: httpx.AsyncClient | None = None) -> None:
+        self.config = config
+        self.http = http or httpx.AsyncClient(
+            base_url=config.url.rstrip("/"), verify=config.verify, trust_env=False, follow_redirects=False,
+            timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)),
+            limits=httpx.Limits(max_connections=config.max_connections,
+                                max_keepalive_connections=config.max_connections))
+        self.validator = validator  # pins the issuers a refresh token may be sent to; None: no refreshing
+        self.service = FileToken(config.service_token_file) if config.service_token_file else None
+        self.credentials: dict[str, Credential] = {}  # local user -> the freshest credential of their pods
+        self.version = "" if config.api_version == "auto" else config.api_version
+        self._listings: dict[str, _Listing] = {}
+        self._blind: frozenset[str] = frozenset()
+        self.calls = 0  # HTTP requests made, for the benchmarks
+
+    # ---- identities ------------------------------------------------------------------------------------
+
+    async def user_for_token(self, credentials: Credentials) -> str | None:
+        """The local account the proxy maps a pod's token to; the credential is kept for that user."""
+        credential: Credential
+        if credentials.refresh_token and self.validator is not None:
+            credential = TokenSource(credentials, self.validator, self.http)
+        else:
+            credential = FixedToken(credentials.access_token)
+        body = _json(await self._call("GET", f"{EXTENSIONS}/whoami", await credential.token()), "whoami")
+        user = str(body.get("user") or "")
+        if not user or body.get("role", "user") != "user":
+            raise SlurmError("the proxy mapped the pod's token to no user account")
+        held = self.credentials.get(user)
+        if held is None or not usable(held) or (credential.expires_at() or 0) >= (held.expires_at() or 0):
+            self.credentials[user] = credential
+        return user
+
+    async def _token_for(self, user: str, *, service_may: bool) -> str:
+        """`user`'s own token while it lasts; then, where the proxy allows it, the service identity's."""
+        credential = self.credentials.get(user)
+        if credential is not None:
+            token = await credential.token()  # refreshes when it can
+            if usable(credential):
+                return token
+        if service_may and self.service is not None:
+            token = await self.service.token()
+            if token:
+                return token
+        why = credential.problem if credential is not None and credential.problem else "it expired"
+        raise SlurmError(f"no usable Check-in token for {user}: {why}", transient=True)
+
+    def blind_to(self) -> frozenset[str]:
+        return self._blind
+
+    # ---- HTTP ------------------------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, token: str, *, params: Mapping[str, Any] | None = None,
+                    body: Any = None, timeout: float | None = None) -> httpx.Response:
+        """One request; SlurmError (transient when worth retrying) for anything but an answer."""
+        self.calls += 1
+        try:
+            response = await self.http.request(
+                method, path, params=params, json=body, headers={"Authorization": f"Bearer {token}"},
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except httpx.TimeoutException as exc:
+            raise SlurmError(f"{method} {path}: no answer in time ({type(exc).__name__})", transient=True) from exc
+        except httpx.HTTPError as exc:
+            raise SlurmError(f"{method} {path}: {type(exc).__name__}: {exc}", transient=True) from exc
+        if response.status_code in TRANSIENT_STATUS:
+            raise SlurmError(f"{method} {path}: {_reason(response)}", transient=True)
+        if response.status_code in (401, 403, 404, 413):  # the proxy's refusals carry a reason
+            raise SlurmError(_reason(response))
+        return response
+
+    async def _slurm(self, method: str, path: str, token: str, **kwargs: Any) -> dict[str, Any]:
+        """A slurmrestd call whose `errors` are read whatever the HTTP status (slurmrestd puts them there)."""
+        version = await self._api_version(token)
+        response = await self._call(method, f"/slurm/{version}/{path}", token, **kwargs)
+        body = _json(response, path)
+        problems = rest_shapes.errors(body)
+        codes = {e.get("error_number") or e.get("error_code") for e in body.get("errors") or [] if isinstance(e, dict)}
+        if problems and not body.get("job_id"):
+            if codes <= GONE_ERRORS and method == "DELETE":
+                return body
+            transient = any(isinstance(c, int) and c in TRANSIENT_SLURM_ERRORS for c in codes)
+            raise SlurmError("; ".join(problems), transient=transient)
+        if response.status_code >= 400 and not body.get("job_id"):
+            raise SlurmError(f"{method} {path}: HTTP {response.status_code}")
+        return body
+
+    async def _api_version(self, token: str) -> str:
+        if not self.version:
+            response = await self._call("GET", "/openapi/v3", token)
+            self.version = rest_shapes.detect_version(_json(response, "/openapi/v3"))
+        return self.version
+
+    # ---- jobs ------------------------------------------------------------------------------------------
+
+    async def submit(self, job: BatchJob, user: str) -> str:
+        token = await self._token_for(user, service_may=False)
+        # slurmd cannot open an output file in a directory that does not exist yet; the script opens it.
+        job = replace(job, stdout="/dev/null")
+        body = rest_shapes.submit_body(job, await self._api_version(token), sbatch.environment(job))
+        answer = await self._slurm("POST", "job/submit", token, body=body,
+                                   timeout=self.config.submit_timeout_seconds)
+        return rest_shapes.parse_submit(answer)
+
+    async def jobs(self) -> list[JobInfo]:
+        """One list call per identity (just the service's when there is one); unchanged lists cost a 304."""
+        identities: dict[str, str] = {}
+        blind = set()
+        if self.service is not None and (token := await self.service.token()):
+            identities["service"] = token
+        else:
+            for user in list(self.credentials):
+                try:
+                    identities[f"user:{user}"] = await self._token_for(user, service_may=False)
+                except SlurmError:
+                    blind.add(user)
+        found: dict[str, JobInfo] = {}
+        for key, token in identities.items():
+            for job in await self._listing(key, token):
+                found.setdefault(job.job_id, job)
+        self._blind = frozenset(blind)
+        return list(found.values())
+
+    async def _listing(self, key: str, token: str) -> list[JobInfo]:
+        listing = self._listings.setdefault(key, _Listing())
+        params = {"update_time": listing.since} if listing.since is not None else None
+        asked_at = int(time.time()) - 1  # seconds resolution: anything changed in this second is listed again
+        version = await self._api_version(token)
+        response = await self._call("GET", f"/slurm/{version}/jobs", token, params=params)
+        if response.status_code == 304:
+            return listing.jobs
+        body = _json(response, "jobs")
+        if rest_shapes.errors(body):
+            raise SlurmError("; ".join(rest_shapes.errors(body)), transient=True)
+        listing.jobs, listing.since = rest_shapes.parse_jobs(body, JOB_NAME_PREFIX), asked_at
+        return listing.jobs
+
+    async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
+        """The owner of `job_id`'s directory as the proxy checked it (needs the service identity)."""
+        if self.service is None or not job_id:
+            return None
+        try:
+            body = await self._job_files(job_id, await self.service.token())
+        except SlurmError:
+            return None
+        return str(body.get("user") or "") or None if body.get("workdir") == workdir else None
+
+    async def finished(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        # Jobs that left slurmctld's memory are judged by the exit records their pods left (the poller
+        # reads them through the proxy), which say more than accounting does: one exit code per container.
+        return {}
+
+    async def cancel(self, job_id: str, user: str, signal: str | None = None, only_state: str | None = None) -> None:
+        if not job_id.isdigit():
+            raise SlurmError(f"not a job id: {job_id!r}")
+        token = await self._token_for(user, service_may=True)
+        if only_state is not None:
+            # slurmrestd has no state filter: look first. A job that moves on meanwhile is caught by the
+            # delete flow's later steps (TERM for a running job, then the final cancel).
+            jobs = rest_shapes.parse_jobs(await self._slurm("GET", f"job/{job_id}", token))
+            if not jobs or jobs[0].state != only_state:
+                return
+        params = {"signal": signal} if signal else None
+        await self._slurm("DELETE", f"job/{job_id}", token, params=params)
+
+    async def capacity(self) -> Capacity:
+        """Free CPUs and memory as the proxy sums them up (it does not show users the nodes themselves)."""
+        params = {"partition": self.config.partition} if self.config.partition else None
+        body = _json(await self._call("GET", f"{EXTENSIONS}/capacity", await self._any_token(), params=params),
+                     "capacity")
+        gpus = body.get("gpus") if isinstance(body.get("gpus"), dict) else {}
+        return Capacity(cpus=int(body.get("cpus") or 0), memory_mb=int(body.get("memory_mb") or 0),
+                        gpus={str(k): int(v) for k, v in gpus.items()})
+
+    async def _any_token(self) -> str:
+        if self.service is not None and (token := await self.service.token()):
+            return token
+        for user in list(self.credentials):
+            try:
+                return await self._token_for(user, service_may=False)
+            except SlurmError:
+                continue
+        raise SlurmError("no Check-in token to ask SLURM with yet (no pods, no service identity)", transient=True)
+
+    # ---- the pod's directory, through the proxy's extensions -----------------------------------------------
+
+    async def _job_files(self, job_id: str, token: str) -> dict[str, Any]:
+        return _json(await self._call("GET", f"{EXTENSIONS}/jobs/{job_id}/status", token), "job status")
+
+    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
+        body = await self._job_files(job_id, await self._token_for(user, service_may=True))
+        files = body.get("files") or {}
+        return layout.container_records({str(k): str(v) for k, v in files.items()})
+
+    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
+                       job_id: str = "") -> bytes:
+        if not container or "/" in container or container.startswith(".") or "\0" in container:
+            raise SlurmError(f"not a container name: {container!r}")
+        token = await self._token_for(user, service_may=True)
+        response = await self._call("GET", f"{EXTENSIONS}/jobs/{job_id}/logs/{container}", token,
+                                    params={"offset": offset, "limit_bytes": self.config.max_log_chunk_bytes})
+        if response.status_code != 200:
+            raise SlurmError(f"reading the log of {container}: {_reason(response)}")
+        return response.content
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def _json(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise SlurmError(f"{what}: HTTP {response.status_code} without a JSON body", transient=True) from None
+    if not isinstance(body, dict):
+        raise SlurmError(f"{what}: the answer is not a JSON object", transient=True)
+    return body
+
+
+def _reason(response: httpx.Response) -> str:
+    """The proxy's `{"error", "reason"}`, or slurmrestd's errors, or the status line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if body.get("reason"):
+            return f"{body.get('error') or response.status_code}: {body['reason']}"
+        if rest_shapes.errors(body):
+            return "; ".join(rest_shapes.errors(body))
+    return f"HTTP {response.status_code} {response.reason_phrase}"

@@ -1,0 +1,166 @@
+"""Mode 1 for the tests: `slurmlink api --backend rest` → `slurmlink proxy` → the test SLURM's slurmrestd.
+
+Every part is a real process on loopback except EGI Check-in (tests/checkin_standin.py). Pods carry a
+token Secret like users' pods do; the proxy maps the token's subject to a local account.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from slurmlink.devcluster import DevCluster
+from slurmlink.identity.pod_token import TOKEN_SECRET_ANNOTATION
+from tests.checkin_standin import CheckinStandin
+from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until
+from tests.integration.pods import Client
+
+VO = "vo.example.org"
+TOKEN_SECRET = "checkin-token"  # noqa: S105 - a Secret's name
+
+
+class ProxyProcess:
+    """One `slurmlink proxy` process; `kill()` is kill -9, `start()` brings it back on the same port."""
+
+    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+        self.port = int(config["listen"]["port"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = workdir / "proxy.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "proxy.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "slurmlink.cli", "proxy", "--config", str(self.config_path), "--log-level",
+             "warning"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_until(self.listening, 60, "slurmlink proxy to listen")
+
+    def listening(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"slurmlink proxy exited:\n{self.log_path.read_text()[-3000:]}")
+        try:
+            httpx.get(f"{self.url}/metrics", timeout=2)
+            return True
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class TokenClient(Client):
+    """Sends each pod with its user's Check-in token in a Secret, chosen by namespace."""
+
+    def __init__(self, url: str, tokens: dict[str, str]) -> None:
+        super().__init__(url)
+        self.tokens = tokens  # namespace -> access token
+
+    def create(self, pod: dict[str, Any], configmaps: list[Any] | None = None,
+               secrets: list[Any] | None = None) -> httpx.Response:
+        meta = pod["metadata"]
+        if meta["namespace"] in self.tokens:
+            meta.setdefault("annotations", {}).setdefault(TOKEN_SECRET_ANNOTATION, TOKEN_SECRET)
+            secrets = [token_secret(self.tokens[meta["namespace"]], meta["namespace"]), *(secrets or [])]
+        return super().create(pod, configmaps, secrets)
+
+
+def token_secret(token: str, namespace: str = "default", **extra: str) -> dict[str, Any]:
+    data = {"access_token": token, **extra}
+    return {"metadata": {"name": TOKEN_SECRET, "namespace": namespace}, "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+@dataclass
+class Mode1:
+    checkin: CheckinStandin
+    proxy: ProxyProcess
+    api: ApiProcess
+    subjects: dict[str, str]  # alice, bob, service -> Check-in subject
+    accounts: dict[str, str]  # alice, bob -> local account
+    job_root: Path
+    service_token_file: Path
+
+    def client(self) -> TokenClient:
+        return TokenClient(self.api.url, {"default": self.checkin.mint(self.subjects["alice"]),
+                                          "team-b": self.checkin.mint(self.subjects["bob"])})
+
+
+def sticky_job_root(cluster: DevCluster) -> Path:
+    """Where mode-1 jobs make their own directories: like /tmp, but nobody may list it."""
+    root = cluster.state_dir / "jobs-mode1"
+    root.mkdir(exist_ok=True)
+    os.chown(root, 0, 0)
+    root.chmod(0o1733)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mode1(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mode1]:
+    work = tmp_path_factory.mktemp("mode1")
+    checkin = CheckinStandin().start()
+    subjects = {who: checkin.new_subject() for who in ("alice", "bob", "service")}
+    accounts = {"alice": slurm_cluster.users[0], "bob": slurm_cluster.users[1]}
+    users_file = work / "users.txt"
+    users_file.write_text("".join(f"{checkin.issuer} {subjects[who]} {account}\n" for who, account in accounts.items()))
+    job_root = sticky_job_root(slurm_cluster)
+    proxy = ProxyProcess({
+        "listen": {"host": "127.0.0.1", "port": free_port()},
+        "upstream": slurm_cluster.rest_url,
+        "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [VO]},
+                     "mapping": [{"static": {"path": str(users_file)}}],
+                     "accounts": {"slurm_user": slurm_cluster.slurm_user}},
+        "slurm_user": slurm_cluster.slurm_user,
+        "jwt_key_file": str(slurm_cluster.jwt_key_path),
+        "rate_limit": {"requests_per_second": 1000, "burst": 1000},
+        "files": {"job_root": str(job_root)},
+        "service_identities": [{"issuer": checkin.issuer, "subject": subjects["service"],
+                                "account": slurm_cluster.users[2]}],
+        "state_dir": str(work / "proxy-state"),
+    }, work)
+    proxy.start()
+    service_token_file = work / "service.token"
+    service_token_file.write_text(checkin.mint(subjects["service"], lifetime=7200))
+    service_token_file.chmod(0o600)
+    config = api_config(slurm_cluster, free_port(), backend="rest", job_root=str(job_root),
+                        rest={"url": proxy.url, "api_version": "auto", "service_token_file": str(service_token_file),
+                              "refresh_issuers": [{"issuer": checkin.issuer}]})
+    api = ApiProcess(config, work)
+    api.start()
+    yield Mode1(checkin, proxy, api, subjects, accounts, job_root, service_token_file)
+    api.stop()
+    proxy.stop()
+    checkin.stop()
+
+
+def with_config(mode1: Mode1, work: Path, **rest: Any) -> ApiProcess:
+    """A second API process of this stack with other `rest` options."""
+    config = copy.deepcopy(yaml.safe_load(mode1.api.config_path.read_text()))
+    config["listen"]["port"] = free_port()
+    config["rest"].update(rest)
+    config["rest"] = {k: v for k, v in config["rest"].items() if v is not None}
+    return ApiProcess(config, work)
