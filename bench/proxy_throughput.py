@@ -1,0 +1,413 @@
+"""Job submission through `slurmlink proxy` against straight to slurmrestd, measured in the same run (issue 4).
+
+Usage (as root, from the repository): .venv/bin/python bench/proxy_throughput.py [--jobs 500] [--clients 8] [--json]
+
+Both ways, `--clients` concurrent keep-alive httpx clients POST the same trivial job (`#!/bin/bash\\ntrue`) as
+the same user to `/slurm/v0.0.38/job/submit`:
+- direct: to slurmrestd, with X-SLURM-USER-NAME and an HS256 token of the user minted from the cluster's key;
+- proxy: to `slurmlink proxy` (its own process, uvicorn on loopback) with the user's Check-in access token as
+  bearer; the Check-in stand-in (tests/checkin_standin.py) is the issuer and a static map names the user.
+The phases alternate (ABBA by default) and every phase starts with none of the bench's jobs left in the queue.
+See bench/README.md. Not a test: nothing passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the Check-in stand-in lives in tests/, which is not installed
+
+import httpx  # noqa: E402
+import yaml  # noqa: E402
+
+from slurmlink.devcluster import DevCluster  # noqa: E402
+from slurmlink.slurm.rest_shapes import submit_body  # noqa: E402
+from slurmlink.translate.job import BatchJob  # noqa: E402
+from tests.checkin_standin import CheckinStandin  # noqa: E402
+
+API_VERSION = "v0.0.38"  # Debian 12's slurmrestd (22.05)
+SUBMIT_PATH = f"/slurm/{API_VERSION}/job/submit"
+PING_PATH = f"/slurm/{API_VERSION}/ping/"
+JOB_NAME = "slbench-proxy"  # every job of this bench has this name: how its jobs are told from others
+VO = "vo.example.org"  # the stand-in's users are members of it by default
+ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
+MODES = ("direct", "proxy")
+DEFAULT_JSON = REPO / "bench" / "results" / "proxy_throughput.json"
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def job_payload() -> bytes:
+    """One small submit body, the same for every request both ways."""
+    job = BatchJob(name=JOB_NAME, comment="slbench/proxy", workdir="/tmp", script="#!/bin/bash\ntrue",
+                   stdout="/dev/null", cpus_per_task=1, memory_mb=16, time_limit_minutes=1)
+    return json.dumps(submit_body(job, API_VERSION, {"PATH": "/usr/bin:/bin"})).encode()
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads) so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # idle and iowait are not busy
+
+
+class CpuMeter:
+    """CPU seconds that named processes (and the whole machine) spend between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def snapshot(self) -> dict[str, float]:
+        busy, total = machine_cpu_seconds()
+        return {"machine_busy": busy, "machine_total": total,
+                **{name: cpu_seconds_of(pid) for name, pid in self.pids.items()}}
+
+    def spent(self, before: dict[str, float], requests: int) -> dict[str, Any]:
+        after = self.snapshot()
+        delta = {k: after[k] - before[k] for k in after}
+        per_request = {name: round(1000 * delta[name] / requests, 3) for name in self.pids}
+        return {"cpu_ms_per_request": per_request,
+                "machine_busy_pct": round(100 * delta["machine_busy"] / delta["machine_total"], 1)}
+
+
+class Slurm:
+    """The few SLURM commands the bench needs, run as root against the dev cluster."""
+
+    def __init__(self, cluster: DevCluster, user: str) -> None:
+        self.user = user
+        self.env = {**os.environ, **cluster.env}
+
+    def run(self, *argv: str) -> str:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=60)
+        if proc.returncode != 0:
+            raise BenchError(f"`{' '.join(argv[:4])}` failed ({proc.returncode}): {proc.stderr.strip()}")
+        return proc.stdout
+
+    def config_value(self, key: str) -> str:
+        lines = self.run("scontrol", "show", "config").splitlines()
+        return next(line.split("=", 1)[1].strip() for line in lines if line.split("=", 1)[0].strip() == key)
+
+    def held(self) -> int:
+        """Jobs slurmctld holds, finished ones included (they count towards MaxJobCount until MinJobAge)."""
+        return len(self.run("squeue", "-h", "-a", "-t", "all", "-o", "%i").split())
+
+    def active(self, bench_only: bool) -> int:
+        mine = ["-u", self.user, "-n", JOB_NAME] if bench_only else []
+        return len(self.run("squeue", "-h", "-a", "-t", ACTIVE_STATES, *mine, "-o", "%i").split())
+
+    def drain(self, timeout: float = 180) -> None:
+        """Cancel the bench's jobs (scancel as root) and wait until none of them is in the queue."""
+        self.run("scancel", "-u", self.user, "-n", JOB_NAME)
+        wait_until(lambda: self.active(bench_only=True) == 0, timeout, "the bench's jobs to leave the queue", 0.2)
+
+
+class ProxyProcess:
+    """`slurmlink proxy` in its own process on loopback (a context manager: stopped by its PID on exit)."""
+
+    def __init__(self, cluster: DevCluster, checkin: CheckinStandin, subject: str, user: str, tmp: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        users_file, config_file, self.log_path = tmp / "users.txt", tmp / "proxy.yaml", tmp / "proxy.log"
+        users_file.write_text(f"{checkin.issuer} {subject} {user}\n")
+        config_file.write_text(yaml.safe_dump(proxy_config(cluster, checkin, users_file, port)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURMLINK_")} | {"PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "slurmlink.cli", "proxy", "--config", str(config_file)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            wait_until(self.healthy, 60, f"slurmlink proxy (pid {self.proc.pid}) to answer /healthz with 200", 0.2)
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> ProxyProcess:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        died = self.proc.poll() is not None
+        self.stop()
+        if exc_type is not None and died:
+            self.check_alive()  # whatever failed, the proxy's death is the news: raise with its log tail
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+            raise BenchError(f"slurmlink proxy exited with status {self.proc.returncode}; log tail:\n{tail}")
+
+    def healthy(self) -> bool:
+        self.check_alive()
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def proxy_config(cluster: DevCluster, checkin: CheckinStandin, users_file: Path, port: int) -> dict[str, Any]:
+    """The proxy's defaults, except the per-user rate limit (10/s would measure the limiter, not the proxy)."""
+    return {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "upstream": cluster.rest_url,
+        "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [VO]},
+                     "mapping": [{"static": {"path": str(users_file)}}],
+                     "accounts": {"slurm_user": cluster.slurm_user}},
+        "slurm_user": cluster.slurm_user,
+        "jwt_key_file": str(cluster.jwt_key_path),
+        "rate_limit": {"requests_per_second": 100_000, "burst": 100_000},
+    }
+
+
+def submit_error(response: httpx.Response) -> str:
+    """Empty when the job was accepted; otherwise what went wrong, short."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code == 200 and isinstance(body, dict) and body.get("job_id") and not body.get("errors"):
+        return ""
+    return f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+
+
+async def submit_all(client: httpx.AsyncClient, tickets: Iterator[int], payload: bytes,
+                     latencies: list[float], errors: list[str]) -> None:
+    """One client: submit while tickets last, one request at a time, timing each."""
+    for _ in tickets:
+        start = time.perf_counter()
+        try:
+            response = await client.post(SUBMIT_PATH, content=payload)
+            error = submit_error(response)
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        latencies.append(time.perf_counter() - start)
+        if error:
+            errors.append(error)
+
+
+async def timed_submissions(url: str, headers: dict[str, str], payload: bytes, jobs: int, clients: int,
+                            meter: CpuMeter) -> tuple[float, list[float], list[str], dict[str, Any]]:
+    """`jobs` submissions by `clients` concurrent keep-alive clients: (seconds, latencies, errors, CPU spent)."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)  # one connection per client
+    pool = [httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits, trust_env=False)
+            for _ in range(clients)]
+    try:
+        for answer in await asyncio.gather(*(c.get(PING_PATH) for c in pool)):  # connect before the clock
+            if answer.status_code != 200:
+                raise BenchError(f"warm-up ping to {url} answered {answer.status_code}: {answer.text[:200]}")
+        tickets = iter(range(jobs))  # shared: each client takes the next ticket
+        latencies: list[float] = []
+        errors: list[str] = []
+        cpu_before, start = meter.snapshot(), time.perf_counter()
+        await asyncio.gather(*(submit_all(c, tickets, payload, latencies, errors) for c in pool))
+        seconds = time.perf_counter() - start
+        return seconds, latencies, errors, meter.spent(cpu_before, jobs)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in pool))
+
+
+def percentiles_ms(samples: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50_ms": round(q[49] * 1000, 2), "p95_ms": round(q[94] * 1000, 2)}
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run_phases(order: list[str], jobs: int, clients: int, targets: dict[str, tuple[str, dict[str, str]]],
+               slurm: Slurm, meter: CpuMeter) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """Each phase: an empty queue, then its share of `jobs` submitted the phase's way, then cancel and drain."""
+    modes = list(dict.fromkeys(order))
+    shares = {mode: iter(split(jobs, order.count(mode))) for mode in modes}
+    payload = job_payload()
+    phases: list[dict[str, Any]] = []
+    latencies: dict[str, list[float]] = {mode: [] for mode in modes}
+    for number, mode in enumerate(order, 1):
+        n = next(shares[mode])
+        url, headers = targets[mode]
+        at_start = {"jobs_held_at_start": slurm.held(), "active_jobs_at_start": slurm.active(bench_only=False)}
+        seconds, samples, errors, cpu = asyncio.run(timed_submissions(url, headers, payload, n, clients, meter))
+        ok = n - len(errors)
+        if not ok:
+            raise BenchError(f"every submission of phase {number} ({mode}) failed, e.g. {errors[0]}")
+        latencies[mode] += samples
+        phases.append({"phase": number, "mode": mode, "jobs": ok, "errors": len(errors), "first_errors": errors[:3],
+                       "seconds": round(seconds, 3), "jobs_per_s": round(ok / seconds, 1),
+                       **percentiles_ms(samples), **at_start, **cpu})
+        print(f"  phase {number} {mode:6}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s, "
+              f"p50 {phases[-1]['p50_ms']:.1f} ms, p95 {phases[-1]['p95_ms']:.1f} ms"
+              + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
+        slurm.drain()
+    return phases, latencies
+
+
+def summarize(phases: list[dict[str, Any]], latencies: dict[str, list[float]]) -> dict[str, Any]:
+    """Per mode over all its phases, then proxy against direct."""
+    summary: dict[str, Any] = {}
+    for mode, samples in latencies.items():
+        mine = [p for p in phases if p["mode"] == mode]
+        ok, seconds = sum(p["jobs"] for p in mine), sum(p["seconds"] for p in mine)
+        cpu = {name: round(sum(p["cpu_ms_per_request"][name] * p["jobs"] for p in mine) / ok, 3)
+               for name in mine[0]["cpu_ms_per_request"]}
+        summary[mode] = {"jobs": ok, "errors": sum(p["errors"] for p in mine), "seconds": round(seconds, 3),
+                         "jobs_per_s": round(ok / seconds, 1), **percentiles_ms(samples), "cpu_ms_per_request": cpu}
+    if set(MODES) <= set(summary):
+        direct, proxy = summary["direct"], summary["proxy"]
+        summary["ratio_proxy_over_direct"] = {k: round(proxy[k] / direct[k], 3)
+                                              for k in ("jobs_per_s", "p50_ms", "p95_ms")}
+        summary["added_latency_ms"] = {k: round(proxy[k] - direct[k], 2) for k in ("p50_ms", "p95_ms")}
+        summary["proxy_cpu_ms_per_request"] = proxy["cpu_ms_per_request"]["proxy"]
+    return summary
+
+
+def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
+    """Refuse to start if the run's jobs would push slurmctld past MaxJobCount (sbatch then sleeps and retries)."""
+    max_jobs, min_age, held = int(slurm.config_value("MaxJobCount")), slurm.config_value("MinJobAge"), slurm.held()
+    if held + planned > max_jobs:
+        raise BenchError(f"slurmctld holds {held} jobs (finished and cancelled ones stay for MinJobAge={min_age}); "
+                         f"{planned} more would pass MaxJobCount={max_jobs}: wait, or ask for fewer --jobs")
+    return {"jobs_held_by_slurmctld": held, "max_job_count": max_jobs, "min_job_age": min_age}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=500, help="jobs per mode, split over that mode's phases")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
+    parser.add_argument("--order", default="direct,proxy,proxy,direct", help="phases, in order")
+    parser.add_argument("--json", type=Path, nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
+                        help=f"write the results as JSON (default path {DEFAULT_JSON.relative_to(REPO)})")
+    args = parser.parse_args()
+    args.order = args.order.split(",")
+    if not set(args.order) <= set(MODES) or args.jobs < 2 * len(args.order) or args.clients < 1:
+        parser.error(f"--order takes {' and '.join(MODES)}; --jobs must allow 2 per phase; --clients >= 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    wall = time.perf_counter()
+    cluster = DevCluster()
+    was_down = not any(cluster.status().values())
+    cluster.up()
+    try:
+        report = measure(cluster, args)
+    finally:
+        if was_down:
+            cluster.down()
+    report["wall_seconds"] = round(time.perf_counter() - wall, 1)
+    report["dev_cluster"] = "stopped again (it was down)" if was_down else "left up (it was up)"
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"\nproxy log: {report['proxy_log']}   dev cluster {report['dev_cluster']}"
+          + (f"   JSON: {args.json}" if args.json else ""))
+
+
+def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
+    user = cluster.users[0]
+    slurm = Slurm(cluster, user)
+    report: dict[str, Any] = {
+        "machine": {"nproc": os.cpu_count(), "slurm": slurm.run("sbatch", "--version").strip(),
+                    "python": platform.python_version(), "loadavg_at_start": os.getloadavg(),
+                    "cluster_cpus": cluster.cpus, **preflight(slurm, args.jobs * len(set(args.order)))},
+        "parameters": {"jobs_per_mode": args.jobs, "clients": args.clients, "order": args.order, "user": user,
+                       "api_version": API_VERSION, "payload_bytes": len(job_payload())}}
+    tmp = Path(tempfile.mkdtemp(prefix="slurmlink-proxy-bench-"))
+    report["proxy_log"] = str(tmp / "proxy.log")
+    slurm.drain()
+    with CheckinStandin() as checkin:
+        subject = checkin.new_subject()
+        with ProxyProcess(cluster, checkin, subject, user, tmp) as proxy:
+            targets = {"direct": (cluster.rest_url, {"X-SLURM-USER-NAME": user,
+                                                     "X-SLURM-USER-TOKEN": cluster.token(user, lifespan=3600),
+                                                     "Content-Type": "application/json"}),
+                       "proxy": (proxy.url, {"Authorization": f"Bearer {checkin.mint(subject)}",
+                                             "Content-Type": "application/json"})}
+            daemons = cluster.status()
+            meter = CpuMeter({"proxy": proxy.pid, "slurmrestd": daemons["slurmrestd"] or 0,
+                              "slurmctld": daemons["slurmctld"] or 0, "bench_clients": os.getpid()})
+            try:
+                phases, latencies = run_phases(args.order, args.jobs, args.clients, targets, slurm, meter)
+            finally:
+                slurm.drain()
+            proxy.check_alive()
+        report["checkin_calls"] = {e: checkin.count(e) for e in ("discovery", "certs", "userinfo")}
+    report["phases"] = phases
+    report["summary"] = summarize(phases, latencies)
+    return report
+
+
+def print_table(report: dict[str, Any]) -> None:
+    m, p, s = report["machine"], report["parameters"], report["summary"]
+    print(f"\n{m['slurm']}, {m['nproc']} cores, load {m['loadavg_at_start'][0]:.2f} at start; {p['jobs_per_mode']} "
+          f"jobs per mode in phases {','.join(p['order'])}, {p['clients']} clients, user {p['user']}")
+    print(f"{'':<22}{'jobs/s':>9}{'p50 ms':>9}{'p95 ms':>9}   CPU ms/request: proxy, slurmrestd, slurmctld, clients")
+    for mode in (x for x in MODES if x in s):
+        cpu = s[mode]["cpu_ms_per_request"]
+        print(f"  {mode:<20}{s[mode]['jobs_per_s']:>9.1f}{s[mode]['p50_ms']:>9.1f}{s[mode]['p95_ms']:>9.1f}   "
+              f"{cpu['proxy']:.2f}, {cpu['slurmrestd']:.2f}, {cpu['slurmctld']:.2f}, {cpu['bench_clients']:.2f}")
+    if "ratio_proxy_over_direct" in s:
+        r, added = s["ratio_proxy_over_direct"], s["added_latency_ms"]
+        print(f"  {'ratio proxy/direct':<20}{r['jobs_per_s']:>9.3f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}")
+        print(f"  {'added (proxy-direct)':<20}{'':>9}{added['p50_ms']:>+9.1f}{added['p95_ms']:>+9.1f}   "
+              f"proxy CPU {s['proxy_cpu_ms_per_request']:.2f} ms/request")
+    errors = sum(ph["errors"] for ph in report["phases"])
+    print(f"errors {errors}; wall time {report['wall_seconds']:.1f}s")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchError as exc:
+        sys.exit(f"bench failed: {exc}")
