@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ class TokenClient(Client):
     def create(self, pod: dict[str, Any], configmaps: list[Any] | None = None,
                secrets: list[Any] | None = None) -> httpx.Response:
         meta = pod["metadata"]
+        # As the apiserver would: a restarted API tells pods it may have submitted from newer ones by this.
+        meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         if meta["namespace"] in self.tokens:
             meta.setdefault("annotations", {}).setdefault(TOKEN_SECRET_ANNOTATION, TOKEN_SECRET)
             secrets = [token_secret(self.tokens[meta["namespace"]], meta["namespace"]), *(secrets or [])]
@@ -119,8 +122,8 @@ def sticky_job_root(cluster: DevCluster) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def mode1(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mode1]:
+@pytest.fixture(scope="module", name="mode1")
+def mode1_fixture(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mode1]:
     work = tmp_path_factory.mktemp("mode1")
     checkin = CheckinStandin().start()
     subjects = {who: checkin.new_subject() for who in ("alice", "bob", "service")}
