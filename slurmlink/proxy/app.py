@@ -1,9 +1,13 @@
 """The proxy service: authenticate (Check-in), authorise (policy + VO), map, then forward to slurmrestd
-as the mapped user with the SlurmUser token. See slurmlink/proxy/config.py for the options."""
+as the mapped user with the SlurmUser token, or answer a `/slurmlink/v1/` extension itself.
+See slurmlink/proxy/config.py for the options."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -18,28 +22,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from slurmlink import JOB_NAME_PREFIX
+from slurmlink.identity import audit
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
 from slurmlink.identity.tokens import TokenValidator
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
+from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
+from slurmlink.proxy.errors import error_response
+from slurmlink.proxy.extensions import Extensions
+from slurmlink.proxy.joblookup import JobLookup
+from slurmlink.proxy.ledger import Ledger
+from slurmlink.proxy.roles import SERVICE, SERVICE_SCOPE, Caller, ServiceAccess, ServiceIdentity, service_access
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 
 log = logging.getLogger("slurmlink.proxy")
 
 NEVER_MAPPED = frozenset({"root"})
 PASSED_BACK = ("content-type", "content-encoding", "last-modified", "etag", "cache-control")
-
-
-def _error(status: int, error: str, reason: str, *, retry_after: int | None = None,
-           rule: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": error, "reason": reason}
-    if rule is not None:
-        body["rule"] = rule
-    extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    if status == 401:
-        extra = {**(extra or {}), "WWW-Authenticate": 'Bearer realm="slurmlink"'}
-    return JSONResponse(body, status_code=status, headers=extra)
+MAX_SUBMIT_RESPONSE_BYTES = 1024 * 1024  # submit answers are small; they are buffered to fill the ledger
+_JOB_ID_IN_PATH = re.compile(r"/job/([0-9]+)/?\Z")
+_error = error_response
 
 
 class BodyTooLarge(Exception):
@@ -96,6 +100,11 @@ class ProxyService:
                                 max_keepalive_connections=config.max_upstream_connections),
             timeout=httpx.Timeout(config.upstream_timeout_seconds, connect=config.upstream_connect_timeout_seconds),
             follow_redirects=False, trust_env=False)
+        services = tuple(ServiceIdentity(s.issuer, s.subject, s.account) for s in config.service_identities)
+        self.callers = CallerIdentifier(self.authorizer, services)
+        self.ledger = Ledger(config.state_dir) if config.state_dir is not None else None
+        self.extensions = Extensions(config.files, JobLookup(self.http, self.upstream, config.api_version),
+                                     self.ledger, self.slurm_token.token)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -138,21 +147,31 @@ class ProxyService:
             self._failed(client)
             return route, "unauthenticated", _error(401, "Unauthorized", why)
         try:
-            grant = await self.authorizer.authorize(token, action=f"{method} {path}", client=client)
+            caller = await self.callers.identify(token, action=f"{method} {path}", client=client)
         except AccessDenied as exc:
             if exc.transient:
                 return route, "unavailable", _error(503, exc.reason, exc.message, retry_after=10)
             self._failed(client)
             return route, "unauthorized", _error(401, exc.reason, exc.message)
-        user = grant.username
+        user = caller.user
         if user in NEVER_MAPPED or user == self.config.slurm_user:  # defence in depth: identity refuses these too
             return route, "unauthorized", _error(403, "Forbidden", f"requests may not run as {user}")
 
-        wait = self.limiter.take(user)
+        bucket = user if caller.role != SERVICE else f"service:{caller.subject}"
+        wait = self.limiter.take(bucket)
         if wait > 0:
             return route, "rate-limited", _error(
                 429, "TooManyRequests", f"more than {self.config.rate_limit.requests_per_second:g} requests/s "
                 f"for {user}; slow down", retry_after=max(1, int(wait + 0.999)))
+
+        if caller.role == SERVICE:
+            account = self._service_account(caller, method, path, route)
+            if isinstance(account, Response):
+                return route, "service-scope", account
+            user = account  # the job's owner for a ledger job, else the service identity's own account
+        if verdict.extension:
+            answer = await self.extensions.handle(route, caller, path, query)
+            return route, "allowed" if answer.status_code < 400 else "refused", answer
 
         try:
             body = await self._read_body(request)
@@ -188,9 +207,47 @@ class ProxyService:
             self.metrics.upstream_seconds.labels(route).observe(time.monotonic() - started)
         log.info("%s %s from %s as %s -> %d", method, path, client, user, upstream.status_code)
         passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK}
+        if route == policy.SUBMIT and self.ledger is not None and caller.role != SERVICE:
+            submit_answer = await _buffered(upstream)
+            if submit_answer is not None:
+                await self._record_submission(user, body, upstream.status_code, submit_answer)
+                return route, "allowed", Response(submit_answer, status_code=upstream.status_code, headers=passed)
+            return route, "upstream-error", _error(502, "UpstreamError", "slurmrestd's submit answer was too "
+                                                   "large or broken off; look for the job before submitting again")
         return route, "allowed", StreamingResponse(
             _relay(upstream), status_code=upstream.status_code, headers=passed,
             background=BackgroundTask(upstream.aclose))
+
+    def _service_account(self, caller: Caller, method: str, path: str, route: str) -> Response | str:
+        """The account a service identity's request runs as, or the refusal."""
+        access = service_access(method, route)
+        if access is ServiceAccess.AS_ACCOUNT:
+            return caller.user
+        if access is ServiceAccess.AS_JOB_OWNER:
+            match = _JOB_ID_IN_PATH.search(path) if route == policy.JOB else None
+            if match is None:  # the extensions check the ledger themselves
+                return caller.user
+            entry = self.ledger.get(match.group(1)) if self.ledger is not None else None
+            if entry is not None:
+                return entry.user
+            why = f"job {match.group(1)} was not submitted through this proxy: {SERVICE_SCOPE}"
+        else:
+            why = SERVICE_SCOPE
+        audit.record(action=f"{method} {path}", allowed=False, reason=why, issuer=caller.issuer,
+                     subject=caller.subject, mapped_user=caller.user, role=SERVICE)
+        return _error(403, "Forbidden", why, rule="service-scope")
+
+    async def _record_submission(self, user: str, request_body: bytes, status: int, answer: bytes) -> None:
+        """Put a slurmlink job submitted through the proxy in the ledger (what a service identity may touch)."""
+        assert self.ledger is not None
+        submitted = _submitted(request_body, status, answer)
+        if submitted is None:
+            return
+        job_id, name, workdir = submitted
+        try:
+            await asyncio.to_thread(self.ledger.record, job_id, user, name, workdir)
+        except OSError as exc:  # the job exists: failing the answer would only make the client submit twice
+            log.error("could not record job %s in the ledger %s: %s", job_id, self.ledger.path, exc)
 
     def _failed(self, client: str) -> None:
         if self.failures is not None:
@@ -232,6 +289,47 @@ class ProxyService:
 
     def metrics_response(self) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _buffered(upstream: httpx.Response) -> bytes | None:
+    """The whole (small) upstream body, or None when it is too large or broken off."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in upstream.aiter_raw():
+            size += len(chunk)
+            if size > MAX_SUBMIT_RESPONSE_BYTES:
+                return None
+            chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        log.warning("slurmrestd broke off a submit answer: %s", type(exc).__name__)
+        return None
+    finally:
+        await upstream.aclose()
+    return b"".join(chunks)
+
+
+def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, str, str] | None:
+    """(job id, name, workdir) of a successful submission of a slurmlink job, else None. Pure."""
+    if not 200 <= status < 300:
+        return None
+    try:
+        request, response = json.loads(request_body), json.loads(answer)
+    except ValueError:
+        return None
+    job_id = response.get("job_id") if isinstance(response, dict) else None
+    if isinstance(job_id, bool) or not isinstance(job_id, int | str) or not str(job_id).isdigit() \
+            or int(job_id) == 0:
+        return None
+    job: Any = request.get("job") if isinstance(request, dict) else None
+    if not isinstance(job, dict) and isinstance(request, dict) and isinstance(request.get("jobs"), list):
+        job = request["jobs"][0] if request["jobs"] else None  # newer versions: a list of heterogeneous parts
+    if not isinstance(job, dict):
+        return None
+    name, workdir = job.get("name"), job.get("current_working_directory")
+    if not isinstance(name, str) or not name.startswith(JOB_NAME_PREFIX):
+        return None
+    return str(job_id), name, workdir if isinstance(workdir, str) else ""
 
 
 async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:

@@ -14,6 +14,9 @@
     auth_failure_limit: null                 # e.g. {requests_per_second: 1, burst: 30}: refused tokens per address
     allow_slurmdb: false                     # read-only /slurmdb job queries
     tls: {cert_file: ..., key_file: ...}     # optional; terminate TLS here (TLS >= 1.3 recommended)
+    files: {job_root: /path, max_chunk_bytes: 16777216}   # optional: the /slurmlink/v1/ file extensions
+    service_identities: [{issuer: https://..., subject: <sub>, account: <local account>}]   # optional
+    state_dir: /var/lib/slurmlink/proxy      # the submission ledger; required with service_identities
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slurmlink.identity.config import IdentityConfig
+from slurmlink.identity.tokens import CHECKIN_PRESETS
 
 
 class Strict(BaseModel):
@@ -42,6 +46,28 @@ class TlsSection(Strict):
 class RateLimitSection(Strict):
     requests_per_second: float = Field(default=10.0, gt=0)  # sustained, per mapped user
     burst: int = Field(default=20, ge=1)
+
+
+class FilesSection(Strict):
+    """Where users' pod directories are (direct children of job_root), for the status and log extensions."""
+
+    job_root: str
+    max_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=1)  # most log bytes one answer/read carries
+    follow_poll_seconds: float = Field(default=0.5, gt=0)  # how often a followed log is read for new bytes
+
+    @model_validator(mode="after")
+    def _absolute(self) -> FilesSection:
+        if not self.job_root.startswith("/") or self.job_root.rstrip("/") == "":
+            raise ValueError("files.job_root must be an absolute path below /")
+        return self
+
+
+class ServiceIdentitySection(Strict):
+    """The Check-in client identity of a `slurmlink api` (its own token: `sub` and `iss` match exactly)."""
+
+    issuer: str
+    subject: str = Field(min_length=1)
+    account: str = Field(min_length=1)  # local account the read-only calls run as
 
 
 class ProxyConfig(Strict):
@@ -64,6 +90,9 @@ class ProxyConfig(Strict):
     auth_failure_limit: RateLimitSection | None = None
     allow_slurmdb: bool = False
     tls: TlsSection | None = None
+    files: FilesSection | None = None
+    service_identities: list[ServiceIdentitySection] = Field(default_factory=list)
+    state_dir: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ProxyConfig:
@@ -73,4 +102,17 @@ class ProxyConfig(Strict):
             raise ValueError("upstream must be http(s)://host[:port] of slurmrestd, without a path")
         if not re.fullmatch(r"v0\.0\.\d+", self.api_version):
             raise ValueError("api_version looks like v0.0.38")
+        self._check_service_identities()
         return self
+
+    def _check_service_identities(self) -> None:
+        if not self.service_identities:
+            return
+        if self.state_dir is None:
+            raise ValueError("service_identities need state_dir (the ledger of jobs submitted through the proxy)")
+        pinned = {section.issuer or CHECKIN_PRESETS.get(section.preset or "", "") for section in self.identity.issuers}
+        for service in self.service_identities:
+            if service.issuer not in pinned:
+                raise ValueError(f"service identity issuer {service.issuer!r} is not one of identity.issuers")
+            if service.account in ("root", self.slurm_user, self.identity.accounts.slurm_user):
+                raise ValueError(f"a service identity may not run as {service.account!r}")

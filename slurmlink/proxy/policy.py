@@ -19,13 +19,15 @@ class Rule:
     methods: frozenset[str]
     pattern: re.Pattern[str]
     slurmdb: bool = False
+    extension: bool = False  # answered by the proxy itself (slurmlink.proxy.extensions), not forwarded
 
 
-def _rule(methods: str, template: str, *, slurmdb: bool = False) -> Rule:
+def _rule(methods: str, template: str, *, slurmdb: bool = False, extension: bool = False) -> Rule:
     regex = re.escape(template).replace(r"\{v\}", VERSION).replace(r"\{id\}", r"[0-9]{1,12}")
-    regex = regex.replace(r"/\?", "/?")
+    # a container name is one path segment; the extension decodes and checks it like the cli backend does
+    regex = regex.replace(r"/\?", "/?").replace(r"\{container\}", r"[^/]{1,253}")
     name = f"{methods} {template.replace('/?', '/')}"
-    return Rule(name, frozenset(methods.split("|")), re.compile(rf"\A{regex}\Z"), slurmdb)
+    return Rule(name, frozenset(methods.split("|")), re.compile(rf"\A{regex}\Z"), slurmdb, extension)
 
 
 RULES: tuple[Rule, ...] = (
@@ -37,7 +39,15 @@ RULES: tuple[Rule, ...] = (
     _rule("GET", "/openapi/v3"),
     _rule("GET", "/slurmdb/{v}/job/{id}/?", slurmdb=True),
     _rule("GET", "/slurmdb/{v}/jobs/?", slurmdb=True),
+    _rule("GET", "/slurmlink/v1/whoami", extension=True),
+    _rule("GET", "/slurmlink/v1/jobs/{id}/status", extension=True),
+    _rule("GET", "/slurmlink/v1/jobs/{id}/logs/{container}", extension=True),
 )
+SUBMIT = "POST /slurm/{v}/job/submit/"
+JOB = "GET|DELETE /slurm/{v}/job/{id}/"
+WHOAMI = "GET /slurmlink/v1/whoami"
+STATUS = "GET /slurmlink/v1/jobs/{id}/status"
+LOGS = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
 
 _ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 
@@ -47,6 +57,7 @@ class PolicyDecision:
     allowed: bool
     rule: str  # the allow rule that matched, or the name of the rule that refused
     message: str = ""
+    extension: bool = False
 
     @property
     def route(self) -> str:
@@ -83,7 +94,7 @@ def decide(method: str, path: str, query: str = "", *, allow_slurmdb: bool = Fal
             continue
         if rule.slurmdb and not allow_slurmdb:
             return _deny("slurmdb-disabled", "/slurmdb queries are not enabled on this proxy (allow_slurmdb)")
-        return PolicyDecision(True, rule.name)
+        return PolicyDecision(True, rule.name, extension=rule.extension)
     if path_matched:
         return _deny("method-not-allowed", f"{method} is not allowed on this path")
     return _deny("path-not-allowed", f"{method} {path} is not on the proxy's allow-list")

@@ -1,0 +1,29 @@
+"""The proxy's own answers when it refuses or fails: `{"error": <CamelCase>, "reason": <sentence>}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+
+class Refusal(Exception):
+    """Raised below the HTTP layer; becomes `error_response(...)` with the same fields."""
+
+    def __init__(self, status: int, error: str, reason: str, *, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.error, self.reason, self.retry_after = status, error, reason, retry_after
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.error, self.reason, retry_after=self.retry_after)
+
+
+def error_response(status: int, error: str, reason: str, *, retry_after: int | None = None,
+                   rule: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "reason": reason}
+    if rule is not None:
+        body["rule"] = rule
+    extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    if status == 401:
+        extra = {**(extra or {}), "WWW-Authenticate": 'Bearer realm="slurmlink"'}
+    return JSONResponse(body, status_code=status, headers=extra)

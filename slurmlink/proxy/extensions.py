@@ -1,0 +1,118 @@
+"""The proxy's own endpoints under `/slurmlink/v1/` (what slurmrestd cannot do: read files at the site).
+
+    GET /slurmlink/v1/whoami                          {"user", "subject", "issuer", "role"}
+    GET /slurmlink/v1/jobs/{id}/status                {"job_id", "user", "workdir", "files": {name: text}}
+    GET /slurmlink/v1/jobs/{id}/logs/{container}      the log's bytes (offset, limit_bytes, tail_lines, follow)
+
+They are reached after the same allow-list, authentication, authorisation, mapping and rate limit as
+forwarded requests (slurmlink.proxy.app); who may read which directory is slurmlink.proxy.poddir's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from collections.abc import Callable
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from slurmlink.proxy import policy
+from slurmlink.proxy.config import FilesSection
+from slurmlink.proxy.errors import Refusal
+from slurmlink.proxy.joblookup import JobLookup
+from slurmlink.proxy.ledger import Ledger
+from slurmlink.proxy.logstream import LogReader, parse_query
+from slurmlink.proxy.poddir import PodDir, locate
+from slurmlink.proxy.roles import Caller
+from slurmlink.proxy.slurm_token import SlurmTokenError
+from slurmlink.slurm.base import SlurmError
+from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile, check_container_name
+
+log = logging.getLogger("slurmlink.proxy")
+LOG_SIZE_HEADER = "X-Slurmlink-Log-Size"
+
+
+class Extensions:
+    def __init__(self, files: FilesSection | None, lookup: JobLookup, ledger: Ledger | None,
+                 slurm_token: Callable[[], str]) -> None:
+        self.files = PodFiles(files.job_root) if files is not None else None
+        self.reader = LogReader(self.files, files.max_chunk_bytes, files.follow_poll_seconds) \
+            if self.files is not None and files is not None else None
+        self.lookup = lookup
+        self.ledger = ledger
+        self.slurm_token = slurm_token  # raises SlurmTokenError; the app turns that into a 503
+
+    async def handle(self, rule: str, caller: Caller, path: str, query: str) -> Response:
+        try:
+            if rule == policy.WHOAMI:
+                return whoami(caller)
+            segments = path.split("/")  # "", "slurmlink", "v1", "jobs", id, "status" | "logs", container
+            job_id = segments[4]
+            if rule == policy.STATUS:
+                return await self.status(caller, job_id)
+            return await self.logs(caller, job_id, urllib.parse.unquote(segments[6], errors="strict"), query)
+        except Refusal as refusal:
+            return refusal.response()
+        except UnicodeDecodeError:
+            return Refusal(400, "BadRequest", "the container name is not UTF-8").response()
+        except SlurmTokenError as exc:
+            log.error("no SlurmUser token: %s", exc)
+            return Refusal(503, "ProxyMisconfigured", "the proxy has no SlurmUser token", retry_after=30).response()
+
+    async def _pod(self, caller: Caller, job_id: str) -> tuple[PodFiles, PodDir]:
+        if self.files is None:
+            raise Refusal(404, "NotFound", "this proxy does not serve job files (no `files` section configured)")
+        pod = await locate(job_id, caller, ledger=self.ledger, lookup=self.lookup, token=self.slurm_token(),
+                           files=self.files)
+        return self.files, pod
+
+    async def status(self, caller: Caller, job_id: str) -> Response:
+        files, pod = await self._pod(caller, job_id)
+        try:
+            found = await asyncio.to_thread(files.read_status, pod.workdir, pod.uid, owned_dirs=True)
+        except SlurmError as exc:
+            raise _file_refusal(exc, job_id) from None
+        return JSONResponse({"job_id": job_id, "user": pod.owner, "workdir": pod.workdir, "files": found})
+
+    async def logs(self, caller: Caller, job_id: str, container: str, query: str) -> Response:
+        try:
+            check_container_name(container)
+        except SlurmError as exc:
+            raise Refusal(400, "BadRequest", exc.message) from None
+        wanted = parse_query(query)
+        _, pod = await self._pod(caller, job_id)
+        assert self.reader is not None  # there whenever files are
+        try:
+            first = await self.reader.once(pod, container, wanted)
+        except SlurmError as exc:
+            raise _file_refusal(exc, job_id) from None
+        if not wanted.follow:
+            return Response(first.data, media_type="application/octet-stream",
+                            headers={LOG_SIZE_HEADER: str(first.size)})
+
+        async def job_ended() -> bool:
+            try:
+                job = await self.lookup.job(job_id, as_user=pod.owner, token=self.slurm_token())
+            except Refusal as refusal:
+                return refusal.status == 404
+            except Exception:  # noqa: BLE001 - no SlurmUser token for a moment: keep following
+                return False
+            return job.ended
+
+        return StreamingResponse(self.reader.follow(pod, container, wanted, first, job_ended),
+                                 media_type="application/octet-stream")
+
+
+def whoami(caller: Caller) -> Response:
+    return JSONResponse({"user": caller.user, "subject": caller.subject, "issuer": caller.issuer,
+                         "role": caller.role})
+
+
+def _file_refusal(exc: SlurmError, job_id: str) -> Refusal:
+    if isinstance(exc, UnsafePodFile):
+        return Refusal(403, "Forbidden", f"the files of job {job_id} are refused: {exc.message} (the proxy follows "
+                       "no symlink and reads only the job owner's own directories and regular files)")
+    log.error("reading the files of job %s failed: %s", job_id, exc.message)
+    return Refusal(500, "FilesUnreadable", f"the proxy cannot read the files of job {job_id}: {exc.message} "
+                   "(it needs root or CAP_DAC_READ_SEARCH)")
