@@ -72,14 +72,15 @@ class Chunk:
 
 
 def read_chunk(files: PodFiles, pod: PodDir, container: str, query: LogQuery, start: int | None,
-               limit: int) -> Chunk:
-    """One bounded read (blocking): from `start`, or where the query says when `start` is None."""
+               limit: int, window: int) -> Chunk:
+    """One bounded read (blocking): from `start`, or where the query says when `start` is None. A tail is
+    looked for in the last `window` bytes; `limit` then counts from its first line, as kubectl's does."""
     with files.open_log(pod.workdir, pod.uid, container, owned_dirs=True) as fd:
         if fd is None:
             return Chunk(b"", 0, start or 0)
         size = os.fstat(fd).st_size
         if start is None:
-            start = tail_offset(fd, query.tail_lines, size, limit) if query.tail_lines is not None else query.offset
+            start = tail_offset(fd, query.tail_lines, size, window) if query.tail_lines is not None else query.offset
         data = pread_all(fd, limit, start)
         return Chunk(data, size, start + len(data))
 
@@ -94,7 +95,8 @@ class LogReader:
         return min(self.max_chunk, query.limit_bytes - sent)
 
     async def once(self, pod: PodDir, container: str, query: LogQuery) -> Chunk:
-        return await asyncio.to_thread(read_chunk, self.files, pod, container, query, None, self._limit(query))
+        return await asyncio.to_thread(read_chunk, self.files, pod, container, query, None, self._limit(query),
+                                       self.max_chunk)
 
     async def follow(self, pod: PodDir, container: str, query: LogQuery, first: Chunk,
                      job_ended: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
@@ -122,7 +124,7 @@ class LogReader:
                 done = await job_ended()
                 next_check = loop.time() + ENDED_CHECK_SECONDS
             chunk = await asyncio.to_thread(read_chunk, self.files, pod, container, query, position,
-                                            self._limit(query, sent))
+                                            self._limit(query, sent), self.max_chunk)
             if chunk.data:
                 sent, position = sent + len(chunk.data), chunk.end
                 yield chunk.data

@@ -7,70 +7,34 @@ written on a raw socket: HTTP clients normalise them away.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from slurmlink.devcluster import DevCluster
-from slurmlink.proxy import ProxyConfig, create_app
+from slurmlink.proxy import ProxyConfig
 from tests.checkin_standin import CheckinStandin, new_key
-from tests.integration.conftest import free_port, wait_until
-
-VO = "vo.example.org"
-V = "v0.0.38"
-MAX_BODY = 64 * 1024
-
-
-class ProxyServer:
-    """The proxy app served by uvicorn in a thread of this process, on a free loopback port."""
-
-    def __init__(self, config: ProxyConfig) -> None:
-        self.config = config
-        self.app = create_app(config)
-        self.port = config.listen.port
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> ProxyServer:
-        self.thread.start()
-        wait_until(lambda: self.server.started, 20, "the proxy to listen")
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-
-
-def proxy_config(cluster: DevCluster, checkin: CheckinStandin, users_file: Path, **overrides: Any) -> ProxyConfig:
-    data: dict[str, Any] = {
-        "listen": {"host": "127.0.0.1", "port": free_port()},
-        "upstream": cluster.rest_url,
-        "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [VO]},
-                     "mapping": [{"static": {"path": str(users_file)}}],
-                     "accounts": {"slurm_user": cluster.slurm_user}},
-        "slurm_user": cluster.slurm_user,
-        "jwt_key_file": str(cluster.jwt_key_path),
-        "max_body_bytes": MAX_BODY,
-        "upstream_timeout_seconds": 20,
-        "rate_limit": {"requests_per_second": 1000, "burst": 1000},
-    }
-    data.update(overrides)
-    return ProxyConfig.model_validate(data)
+from tests.integration.conftest import free_port
+from tests.integration.proxy_fixtures import (
+    MAX_BODY,
+    VO,
+    ProxyServer,
+    V,
+    bearer,
+    job_ids,
+    job_state,
+    proxy_config,
+    raw_request,
+    submit_body,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,55 +67,6 @@ def proxy(slurm_cluster: DevCluster, checkin: CheckinStandin, users_file: Path) 
     server = ProxyServer(proxy_config(slurm_cluster, checkin, users_file)).start()
     yield server
     server.stop()
-
-
-def submit_body(name: str, script: str = "#!/bin/bash\nid -un", pad: int = 0) -> dict[str, Any]:
-    env = {"PATH": "/usr/bin:/bin"}
-    if pad:
-        env["PAD"] = "x" * pad
-    return {"script": script, "job": {"name": name, "current_working_directory": "/tmp", "environment": env,
-                                      "standard_output": "/dev/null", "time_limit": 10}}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def job_ids(cluster: DevCluster) -> set[str]:
-    out = subprocess.run(["squeue", "-h", "-a", "--states=all", "-o", "%i"], env={**os.environ, **cluster.env},
-                         capture_output=True, text=True, check=True, timeout=30).stdout
-    return set(out.split())
-
-
-def job_state(cluster: DevCluster, job_id: str) -> tuple[str, str]:
-    out = subprocess.run(["squeue", "-h", "-a", "--states=all", "-j", job_id, "-o", "%T|%u"],
-                         env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=30).stdout
-    state, _, user = out.strip().partition("|")
-    return state, user
-
-
-def raw_request(port: int, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b"",
-                *, chunked: bool = False) -> tuple[int, dict[str, str], bytes]:
-    """One request written byte for byte (no normalisation of target or headers); `Connection: close`."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Connection: close"]
-    if chunked:
-        lines.append("Transfer-Encoding: chunked")
-    elif body or method in ("POST", "PUT", "PATCH"):
-        lines.append(f"Content-Length: {len(body)}")
-    lines += [f"{name}: {value}" for name, value in headers]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    if chunked:
-        size = 8192
-        body = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
-                        for i in range(0, len(body), size)) + b"0\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        # the proxy may answer (413) and close before reading it all; the answer is still there
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            sock.sendall(head + body)
-        response = http.client.HTTPResponse(sock, method=method)
-        response.begin()
-        data = response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, data
 
 
 # --- the sentinel: a job of bob's that no refused request may touch ------------------------------------------
@@ -561,7 +476,6 @@ def test_config_needs_one_slurm_token_source() -> None:
 def test_slurmlink_proxy_command_serves(slurm_cluster: DevCluster, checkin: CheckinStandin, users_file: Path,
                                         people: dict[str, str], tmp_path: Path) -> None:
     """`slurmlink proxy -c file` as its own process: configuration file in, a working proxy out."""
-    import subprocess
     import sys
 
     import yaml
