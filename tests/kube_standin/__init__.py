@@ -1,0 +1,35 @@
+"""A stand-in for kube-apiserver, for tests. It is NOT a Kubernetes apiserver; it imitates one.
+
+No real kube-apiserver can run on our CI machines, so this one is served for real (HTTPS with a CA generated at
+start, or plain HTTP for debugging) by uvicorn on a free loopback port, with an in-memory store, and was made to
+behave like the real apiserver (v1.36) on what a kubelet and kubectl use, per `shared/reference/kubernetes.md`:
+
+- discovery: /version, /api, /api/v1, /apis, /apis/<group>[/v1], aggregated discovery (apidiscovery.k8s.io/v2),
+  a minimal OpenAPI v3 (so `kubectl apply` validates server-side); /openapi/v2 is 404, as optional.
+- types: namespaces, nodes (+status), pods (+status, +log, +binding), bindings, configmaps, secrets,
+  serviceaccounts (+token, TokenRequest), events (core/v1 and events.k8s.io/v1, one storage), leases
+  (coordination.k8s.io/v1), certificatesigningrequests (+approval, +status).
+- one global resourceVersion; create sets uid, creationTimestamp, generateName suffixes; defaulting as the real
+  one (pods: Pending status, restartPolicy, terminationGracePeriodSeconds 30, dnsPolicy, schedulerName, default
+  tolerations, QoS, the ServiceAccount admission and its kube-api-access volume).
+- list with label selectors (equality and set-based), field selectors per type (unknown labels refused), limit and
+  continue; watch from a resourceVersion, 410 Expired when too old, bookmarks, timeoutSeconds, sendInitialEvents.
+- PUT with a stale resourceVersion → 409; status subresources separate from the main resource; JSON patch, merge
+  patch, strategic merge patch (merge keys of the lists kubelets touch); Time in whole seconds, MicroTime checked.
+- graceful pod deletion (deletionTimestamp + deletionGracePeriodSeconds, removed on a grace-0 delete, uid
+  preconditions), unbound or finished pods deleted at once, finalizers honoured.
+- pods/log proxied to the node's kubelet endpoint over HTTPS with a kubelet-client certificate.
+- auth: bearer tokens (a static admin token, ServiceAccount tokens) and client certificates of its CA.
+
+It deliberately does not do: authorization (RBAC, Node authorizer, NodeRestriction), admission webhooks,
+managedFields and true server-side apply (apply-patch is approximated by strategic merge), protobuf, quantity
+normalisation, reading past resourceVersions (lists always answer the current state), exec/attach/port-forward,
+controllers (but for a small scheduler, the namespace cleanup and the default ServiceAccount/kube-root-ca.crt).
+
+Fault injection for tests: `drop_watches()`, `expire_next_watches(n)`, `compact()`, `latency`.
+Use: `with KubeStandin() as kube: ...` then point clients at `kube.kubeconfig`; or `python -m tests.kube_standin`.
+"""
+
+from .server import KubeStandin
+
+__all__ = ["KubeStandin"]
