@@ -56,6 +56,9 @@ class Store:
     def __init__(self, history_limit: int = 500, first_rv: int = 1000) -> None:
         self._lock = threading.RLock()
         self._rv = first_rv
+        # Revisions before the first are "compacted" from the start: watching from, say, "1" is 410 as on a real
+        # cluster, whose early revisions etcd compacted long ago.
+        self._first_rv = first_rv
         self._objects: dict[str, dict[Key, dict[str, Any]]] = {}
         self._history_limit = history_limit
         self._history: dict[str, deque[Change]] = {}
@@ -144,7 +147,7 @@ class Store:
                 backlog = [Change(int(obj["metadata"]["resourceVersion"]), "ADDED", store_key, obj, None)
                            for obj in items]
             else:
-                oldest = self._compacted.get(store_key, 0)
+                oldest = self._compacted.get(store_key, self._first_rv)
                 if since < oldest:
                     raise TooOld(since, oldest + 1)
                 backlog = [change for change in self._history.get(store_key, ())

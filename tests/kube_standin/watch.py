@@ -98,12 +98,16 @@ def open_watch(registry: Registry, rtype: ResourceType, namespace: str, params: 
                     yield _line(kind, shape(change.obj))
             if initial_events:
                 yield _line("BOOKMARK", _bookmark(rtype, start_rv, initial_end=True))
+            # The real watch cache sends a bookmark every interval and one ~2 s before the timeout ends the watch.
+            pre_timeout = deadline - 2.0
             while (remaining := deadline - loop.time()) > 0:
                 wait = min(remaining, bookmark_interval) if bookmarks else remaining
+                if bookmarks and loop.time() < pre_timeout:
+                    wait = min(wait, pre_timeout - loop.time())
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), wait)
                 except TimeoutError:
-                    if bookmarks:
+                    if bookmarks and loop.time() < deadline:
                         registry.store.bookmark(watcher)
                     continue
                 if item == "close":
