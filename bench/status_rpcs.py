@@ -158,6 +158,7 @@ def main() -> None:
         "slurm_user": cluster.slurm_user, "jwt_key_file": str(cluster.jwt_key_path),
         "rate_limit": {"requests_per_second": 100000, "burst": 100000},
         "files": {"job_root": str(sticky_job_root(cluster))},
+        "signals": {"slurm_conf": str(cluster.conf_path)},
         "service_identities": [{"issuer": checkin.issuer, "subject": service, "account": cluster.users[2]}],
         "state_dir": str(work / "mode1" / "proxy-state"),
     }, work / "mode1")

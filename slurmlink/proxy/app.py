@@ -35,6 +35,7 @@ from slurmlink.proxy.extensions import Extensions
 from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.roles import SERVICE, SERVICE_SCOPE, Caller, ServiceAccess, ServiceIdentity, service_access
+from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 
 log = logging.getLogger("slurmlink.proxy")
@@ -103,8 +104,9 @@ class ProxyService:
         services = tuple(ServiceIdentity(s.issuer, s.subject, s.account) for s in config.service_identities)
         self.callers = CallerIdentifier(self.authorizer, services)
         self.ledger = Ledger(config.state_dir) if config.state_dir is not None else None
+        signaller = BatchSignaller(config.signals, self.slurm_token.token_as) if config.signals else None
         self.extensions = Extensions(config.files, JobLookup(self.http, self.upstream, config.api_version),
-                                     self.ledger, self.slurm_token.token)
+                                     self.ledger, self.slurm_token.token, signaller)
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -48,6 +48,16 @@ class RateLimitSection(Strict):
     burst: int = Field(default=20, ge=1)
 
 
+class SignalsSection(Strict):
+    """Signalling only a job's batch script (graceful stop): slurmrestd before v0.0.40 signals every process of
+    the job, so the proxy runs `scancel --batch` with a token of the job's owner (SLURM_JWT; needs AuthAltTypes
+    auth/jwt in slurm.conf)."""
+
+    scancel: str = "scancel"
+    slurm_conf: str | None = None  # SLURM_CONF for scancel; None: the system's
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
 class FilesSection(Strict):
     """Where users' pod directories are (direct children of job_root), for the status and log extensions."""
 
@@ -91,6 +101,7 @@ class ProxyConfig(Strict):
     allow_slurmdb: bool = False
     tls: TlsSection | None = None
     files: FilesSection | None = None
+    signals: SignalsSection | None = None  # POST /slurmlink/v1/jobs/{id}/signal (graceful stop on v0.0.38)
     service_identities: list[ServiceIdentitySection] = Field(default_factory=list)
     state_dir: str | None = None
 

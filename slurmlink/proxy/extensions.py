@@ -1,8 +1,10 @@
 """The proxy's own endpoints under `/slurmlink/v1/` (what slurmrestd cannot do: read files at the site).
 
     GET /slurmlink/v1/whoami                          {"user", "subject", "issuer", "role"}
+    GET /slurmlink/v1/capacity[?partition=P]          {"cpus", "memory_mb", "gpus": {name: n}}, free now
     GET /slurmlink/v1/jobs/{id}/status                {"job_id", "user", "workdir", "files": {name: text}}
     GET /slurmlink/v1/jobs/{id}/logs/{container}      the log's bytes (offset, limit_bytes, tail_lines, follow)
+    POST /slurmlink/v1/jobs/{id}/signal?signal=TERM   signal the batch script of a running job (graceful stop)
 
 They are reached after the same allow-list, authentication, authorisation, mapping and rate limit as
 forwarded requests (slurmlink.proxy.app); who may read which directory is slurmlink.proxy.poddir's job.
@@ -18,13 +20,15 @@ from collections.abc import Callable
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from slurmlink.proxy import policy
+from slurmlink.proxy.capacity import free_capacity
 from slurmlink.proxy.config import FilesSection
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.logstream import LogReader, parse_query
-from slurmlink.proxy.poddir import PodDir, locate
+from slurmlink.proxy.poddir import PodDir, locate, owner_of
 from slurmlink.proxy.roles import Caller
+from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile, check_container_name
@@ -35,22 +39,27 @@ LOG_SIZE_HEADER = "X-Slurmlink-Log-Size"
 
 class Extensions:
     def __init__(self, files: FilesSection | None, lookup: JobLookup, ledger: Ledger | None,
-                 slurm_token: Callable[[], str]) -> None:
+                 slurm_token: Callable[[], str], signaller: BatchSignaller | None = None) -> None:
         self.files = PodFiles(files.job_root) if files is not None else None
         self.reader = LogReader(self.files, files.max_chunk_bytes, files.follow_poll_seconds) \
             if self.files is not None and files is not None else None
         self.lookup = lookup
         self.ledger = ledger
         self.slurm_token = slurm_token  # raises SlurmTokenError; the app turns that into a 503
+        self.signaller = signaller
 
     async def handle(self, rule: str, caller: Caller, path: str, query: str) -> Response:
         try:
             if rule == policy.WHOAMI:
                 return whoami(caller)
+            if rule == policy.CAPACITY:
+                return await self.capacity(caller, query)
             segments = path.split("/")  # "", "slurmlink", "v1", "jobs", id, "status" | "logs", container
             job_id = segments[4]
             if rule == policy.STATUS:
                 return await self.status(caller, job_id)
+            if rule == policy.SIGNAL:
+                return await self.signal(caller, job_id, query)
             return await self.logs(caller, job_id, urllib.parse.unquote(segments[6], errors="strict"), query)
         except Refusal as refusal:
             return refusal.response()
@@ -59,6 +68,25 @@ class Extensions:
         except SlurmTokenError as exc:
             log.error("no SlurmUser token: %s", exc)
             return Refusal(503, "ProxyMisconfigured", "the proxy has no SlurmUser token", retry_after=30).response()
+
+    async def capacity(self, caller: Caller, query: str) -> Response:
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        if set(params) - {"partition"} or len(params.get("partition", [])) > 1:
+            raise Refusal(400, "BadRequest", "capacity takes one query parameter: partition")
+        partition = params.get("partition", [""])[0] or None
+        url = f"{self.lookup.upstream}/slurm/{self.lookup.api_version}/nodes"
+        return JSONResponse(await free_capacity(self.lookup.http, url, as_user=caller.user,
+                                                token=self.slurm_token(), partition=partition))
+
+    async def signal(self, caller: Caller, job_id: str, query: str) -> Response:
+        if self.signaller is None:
+            raise Refusal(404, "NotFound", "this proxy does not signal batch scripts (no `signals` section configured)")
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        if set(params) != {"signal"} or len(params["signal"]) != 1:
+            raise Refusal(400, "BadRequest", "signal takes exactly one query parameter: signal (e.g. TERM)")
+        owner, _ = await owner_of(job_id, caller, ledger=self.ledger, lookup=self.lookup, token=self.slurm_token())
+        await self.signaller.signal(job_id, owner, params["signal"][0])
+        return JSONResponse({"job_id": job_id, "signal": params["signal"][0], "user": owner})
 
     async def _pod(self, caller: Caller, job_id: str) -> tuple[PodFiles, PodDir]:
         if self.files is None:

@@ -49,8 +49,9 @@ def local_uid(job_id: str, owner: str) -> int:
     return uid
 
 
-async def locate(job_id: str, caller: Caller, *, ledger: Ledger | None, lookup: JobLookup, token: str,
-                 files: PodFiles) -> PodDir:
+async def owner_of(job_id: str, caller: Caller, *, ledger: Ledger | None, lookup: JobLookup,
+                   token: str) -> tuple[str, str]:
+    """(owner, workdir) of a job the caller may act on (Refusal otherwise)."""
     entry = ledger.get(job_id) if ledger is not None else None
     if entry is not None:
         owner, workdir = entry.user, entry.workdir
@@ -60,5 +61,11 @@ async def locate(job_id: str, caller: Caller, *, ledger: Ledger | None, lookup: 
         job = await lookup.job(job_id, as_user=caller.user, token=token)
         owner, workdir = job.user, job.workdir
     check_owner(job_id, owner, caller)
+    return owner, workdir
+
+
+async def locate(job_id: str, caller: Caller, *, ledger: Ledger | None, lookup: JobLookup, token: str,
+                 files: PodFiles) -> PodDir:
+    owner, workdir = await owner_of(job_id, caller, ledger=ledger, lookup=lookup, token=token)
     check_workdir(job_id, workdir, files)
     return PodDir(job_id, owner, local_uid(job_id, owner), workdir)

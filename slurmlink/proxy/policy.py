@@ -40,14 +40,18 @@ RULES: tuple[Rule, ...] = (
     _rule("GET", "/slurmdb/{v}/job/{id}/?", slurmdb=True),
     _rule("GET", "/slurmdb/{v}/jobs/?", slurmdb=True),
     _rule("GET", "/slurmlink/v1/whoami", extension=True),
+    _rule("GET", "/slurmlink/v1/capacity", extension=True),
     _rule("GET", "/slurmlink/v1/jobs/{id}/status", extension=True),
     _rule("GET", "/slurmlink/v1/jobs/{id}/logs/{container}", extension=True),
+    _rule("POST", "/slurmlink/v1/jobs/{id}/signal", extension=True),
 )
 SUBMIT = "POST /slurm/{v}/job/submit/"
 JOB = "GET|DELETE /slurm/{v}/job/{id}/"
 WHOAMI = "GET /slurmlink/v1/whoami"
+CAPACITY = "GET /slurmlink/v1/capacity"
 STATUS = "GET /slurmlink/v1/jobs/{id}/status"
 LOGS = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
+SIGNAL = "POST /slurmlink/v1/jobs/{id}/signal"
 
 _ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 

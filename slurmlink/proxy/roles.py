@@ -44,10 +44,11 @@ class ServiceAccess(enum.Enum):
     REFUSED = "refused"
 
 
-SERVICE_SCOPE = ("a service identity may only read the queue (ping, diag, jobs, job/{id}, /openapi/v3, whoami) "
-                 "and read the files of or cancel jobs that were submitted through this proxy")
+SERVICE_SCOPE = ("a service identity may only read the queue (ping, diag, jobs, job/{id}, /openapi/v3, whoami, "
+                 "capacity) "
+                 "and read the files of, signal or cancel jobs that were submitted through this proxy")
 _READ_ONLY = frozenset({"GET /slurm/{v}/ping/", "GET /slurm/{v}/diag/", "GET /slurm/{v}/jobs/", "GET /openapi/v3",
-                        policy.WHOAMI})
+                        policy.WHOAMI, policy.CAPACITY})
 
 
 def service_access(method: str, rule: str) -> ServiceAccess:
@@ -55,6 +56,6 @@ def service_access(method: str, rule: str) -> ServiceAccess:
     method = method.upper()
     if rule in _READ_ONLY or (rule == policy.JOB and method == "GET"):
         return ServiceAccess.AS_ACCOUNT
-    if rule in (policy.STATUS, policy.LOGS) or (rule == policy.JOB and method == "DELETE"):
+    if rule in (policy.STATUS, policy.LOGS, policy.SIGNAL) or (rule == policy.JOB and method == "DELETE"):
         return ServiceAccess.AS_JOB_OWNER
     return ServiceAccess.REFUSED

@@ -32,6 +32,18 @@ class SlurmTokenSource:
     def token(self) -> str:
         return self._minted() if self._key_file is not None else self._from_file()
 
+    def token_as(self, user: str, lifespan: int = 60) -> str:
+        """A short token of `user` for SLURM's commands (SLURM_JWT), when the proxy has the key; otherwise the
+        SlurmUser token (the proxy has checked the caller may act on the job before it asks)."""
+        if self._key_file is None:
+            return self._from_file()
+        try:
+            key = self._key_file.read_bytes()
+        except OSError as exc:
+            raise SlurmTokenError(f"cannot read the JWT key {self._key_file}: {exc.strerror}") from exc
+        issued = int(self._clock())
+        return jwt.encode({"sun": user, "iat": issued, "exp": issued + lifespan}, key, algorithm="HS256")
+
     def _minted(self) -> str:
         now = self._clock()
         if self._token and now < self._expires - self._lifespan / 3:  # renew with a third of its life left

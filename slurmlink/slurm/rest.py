@@ -13,6 +13,7 @@ with each pod's own Check-in token (docs/mode1.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from slurmlink.slurm.commands import sbatch
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
 
+log = logging.getLogger(__name__)
 EXTENSIONS = "/slurmlink/v1"
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 # SLURM's communication errors (slurmctld down or busy) are worth a retry; its other errors are answers.
@@ -129,6 +131,7 @@ class RestBackend(SchedulerBackend):
         self.version = "" if config.api_version == "auto" else config.api_version
         self._listings: dict[str, _Listing] = {}
         self._blind: frozenset[str] = frozenset()
+        self._proxy_signals: bool | None = None  # does the proxy signal job scripts alone (None: not asked yet)
         self.calls = 0  # HTTP requests made, for the benchmarks
 
     # ---- identities ------------------------------------------------------------------------------------
@@ -214,7 +217,10 @@ class RestBackend(SchedulerBackend):
         token = await self._token_for(user, service_may=False)
         # slurmd cannot open an output file in a directory that does not exist yet; the script opens it.
         job = replace(job, stdout="/dev/null")
-        body = rest_shapes.submit_body(job, await self._api_version(token), sbatch.environment(job))
+        # slurmrestd refuses a job without environment (v0.0.38: "environment must be set"); the job script
+        # sets each container's environment itself, so one harmless variable is enough.
+        environment = sbatch.environment(job) or {"SLURMLINK_SUBMITTED_BY": "rest"}
+        body = rest_shapes.submit_body(job, await self._api_version(token), environment)
         answer = await self._slurm("POST", "job/submit", token, body=body,
                                    timeout=self.config.submit_timeout_seconds)
         return rest_shapes.parse_submit(answer)
@@ -271,6 +277,8 @@ class RestBackend(SchedulerBackend):
         if not job_id.isdigit():
             raise SlurmError(f"not a job id: {job_id!r}")
         token = await self._token_for(user, service_may=True)
+        if signal is not None and only_state == "RUNNING" and await self._signal_batch_script(job_id, signal, token):
+            return
         if only_state is not None:
             # slurmrestd has no state filter: look first. A job that moves on meanwhile is caught by the
             # delete flow's later steps (TERM for a running job, then the final cancel).
@@ -279,6 +287,30 @@ class RestBackend(SchedulerBackend):
                 return
         params = {"signal": signal} if signal else None
         await self._slurm("DELETE", f"job/{job_id}", token, params=params)
+
+    async def _signal_batch_script(self, job_id: str, signal: str, token: str) -> bool:
+        """Signal only the job script (a graceful stop), as scancel --batch does in mode 2. From v0.0.40
+        slurmrestd can (flags=BATCH_JOB); before, the proxy does it. False: it cannot be done here, and the
+        caller signals the whole job instead (every process of the job gets the signal)."""
+        version = await self._api_version(token)
+        if rest_shapes.number(version) >= 40:
+            jobs = rest_shapes.parse_jobs(await self._slurm("GET", f"job/{job_id}", token))
+            if jobs and jobs[0].state == "RUNNING":
+                await self._slurm("DELETE", f"job/{job_id}", token, params={"signal": signal, "flags": "BATCH_JOB"})
+            return True
+        if self._proxy_signals is False:
+            return False
+        try:
+            await self._call("POST", f"{EXTENSIONS}/jobs/{job_id}/signal", token, params={"signal": signal})
+        except SlurmError as exc:
+            if exc.transient or "signals" not in exc.message:
+                raise
+            self._proxy_signals = False  # this proxy has no `signals` section
+            log.warning("the proxy cannot signal job scripts alone: a deleted pod's every process gets SIG%s "
+                        "and SLURM ends the job after KillWait (%s)", signal, exc.message)
+            return False
+        self._proxy_signals = True
+        return True
 
     async def capacity(self) -> Capacity:
         """Free CPUs and memory as the proxy sums them up (it does not show users the nodes themselves)."""

@@ -141,6 +141,7 @@ def mode1_fixture(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFa
         "jwt_key_file": str(slurm_cluster.jwt_key_path),
         "rate_limit": {"requests_per_second": 1000, "burst": 1000},
         "files": {"job_root": str(job_root)},
+        "signals": {"slurm_conf": str(slurm_cluster.conf_path)},
         "service_identities": [{"issuer": checkin.issuer, "subject": subjects["service"],
                                 "account": slurm_cluster.users[2]}],
         "state_dir": str(work / "proxy-state"),

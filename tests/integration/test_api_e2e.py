@@ -265,5 +265,6 @@ def test_request_over_the_site_limit_fails_with_slurms_message(client: Client) -
     pod = make_pod([sh("true", resources={"limits": {"memory": "4000Ti"}})])
     client.submit(pod)
     phase, _ = client.finish(pod, timeout=30)
-    assert phase.phase == "Failed"
-    assert "memory specification" in phase.message.lower()
+    assert (phase.phase, phase.reason) == ("Failed", "SlurmRejected")
+    # SLURM's own words, which depend on the door: sbatch's and slurmrestd's checks differ.
+    assert any(said in phase.message.lower() for said in ("memory specification", "requested node configuration"))

@@ -19,6 +19,9 @@ from tests.integration.mode1 import Mode1, TokenClient, mode1_fixture, token_sec
 from tests.integration.pods import Client, exit_codes, make_pod, squeue_jobs, terminated
 
 
+JOB_LIST = "GET /slurm/{v}/jobs/"
+
+
 def sh(script: str, **extra: object) -> dict[str, object]:
     return {"name": "main", "command": ["sh", "-c", script], **extra}
 
@@ -31,11 +34,11 @@ def jobs_named(cluster: DevCluster, pod: dict[str, object]) -> list[list[str]]:
     return squeue_jobs(env_of(cluster), f"slurmlink-{pod['metadata']['uid']}")  # type: ignore[index]
 
 
-def proxy_requests(mode1: Mode1, route_part: str) -> dict[str, float]:
-    """The proxy's request counts on routes containing `route_part`, by HTTP status."""
+def proxy_requests(mode1: Mode1, route: str) -> dict[str, float]:
+    """The proxy's request counts on one route, by HTTP status."""
     counts: dict[str, float] = {}
     for line in httpx.get(f"{mode1.proxy.url}/metrics", timeout=5).text.splitlines():
-        if line.startswith("slurmlink_proxy_requests_total{") and route_part in line:
+        if line.startswith("slurmlink_proxy_requests_total{") and f'route="{route}"' in line:
             status = re.search(r'status="(\d+)"', line)
             if status:
                 counts[status.group(1)] = counts.get(status.group(1), 0) + float(line.rsplit(" ", 1)[1])
@@ -71,16 +74,16 @@ def test_status_is_one_list_call_per_interval_and_304_while_nothing_changes(mode
     pods = [make_pod([sh("sleep 2")]) for _ in range(20)]
     for pod in pods:
         client.submit(pod)
-    before = sum(proxy_requests(mode1, "/jobs/").values())
+    before = sum(proxy_requests(mode1, JOB_LIST).values())
     polls_before = mode1.api.metric("slurmlink_api_poll_seconds_count")
     for pod in pods:
         assert client.finish(pod)[0].phase == "Succeeded"
     time.sleep(3)  # a quiet queue: these polls must cost 304s
-    lists = sum(proxy_requests(mode1, "/jobs/").values()) - before
+    lists = sum(proxy_requests(mode1, JOB_LIST).values()) - before
     polls = mode1.api.metric("slurmlink_api_poll_seconds_count") - polls_before
     # One list call per poll (the service identity sees every job), whatever the number of pods.
     assert 0 < lists <= polls + 1, (lists, polls)
-    assert proxy_requests(mode1, "/jobs/").get("304", 0) > 0
+    assert proxy_requests(mode1, JOB_LIST).get("304", 0) > 0
 
 
 def test_slurmrestd_down_pods_keep_their_state_and_resume(mode1: Mode1, slurm_cluster: DevCluster) -> None:

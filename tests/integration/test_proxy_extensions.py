@@ -47,6 +47,7 @@ class World:
             "service_identities": [{"issuer": self.checkin.issuer, "subject": self.subjects["service"],
                                     "account": self.cluster.users[2]}],
             "state_dir": str(self.state_dir),
+            "signals": {"slurm_conf": str(self.cluster.conf_path)},
         }
         options.update(overrides)
         return proxy_config(self.cluster, self.checkin, self.users_file, **options)
@@ -367,3 +368,51 @@ def test_the_ledger_survives_a_restart_and_a_torn_line(world: World, finished_jo
     lines = ledger.read_bytes().splitlines()
     assert all(line.startswith(b"{") and line.endswith(b"}") for line in lines)
     assert not any(b'"77"' in line for line in lines)
+
+
+# --- signalling only the batch script (graceful stop) ----------------------------------------------------------
+
+TRAPPING = "trap 'echo got TERM > logs/main.log; echo 0 > status/main.exit; exit 0' TERM\necho up > logs/main.log\n" \
+           "sleep 600 & wait"
+
+
+def signal(proxy: ProxyServer, token: str, job_id: str, sig: str = "TERM") -> httpx.Response:
+    return httpx.post(f"{proxy.url}/slurmlink/v1/jobs/{job_id}/signal", params={"signal": sig},
+                      headers=bearer(token), timeout=30)
+
+
+def test_the_owner_signals_only_the_batch_script(world: World, proxy: ProxyServer) -> None:
+    workdir = new_workdir(world)
+    job_id = submit(proxy, world.token("alice"), pod_script(workdir, TRAPPING), workdir)
+    wait_file(f"{workdir}/logs/main.log")
+    wait_until(lambda: job_state(world.cluster, job_id)[0] == "RUNNING", 30, "the job to run")
+    answer = signal(proxy, world.token("alice"), job_id)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"job_id": job_id, "signal": "TERM", "user": world.cluster.users[0]}
+    wait_file(f"{workdir}/status/main.exit")
+    # The script's trap ran and it ended by itself: COMPLETED, not cancelled.
+    wait_until(lambda: job_state(world.cluster, job_id)[0] == "COMPLETED", 30, "the job to complete")
+    assert Path(workdir, "logs", "main.log").read_text() == "got TERM\n"
+
+
+def test_signals_to_other_users_jobs_and_outside_the_ledger_are_refused(world: World, proxy: ProxyServer,
+                                                                        bobs_job: tuple[str, str]) -> None:
+    job_id, _ = bobs_job
+    assert_refused(signal(proxy, world.token("alice"), job_id), 403, "belongs to another user")
+    assert_refused(signal(proxy, world.token("bob"), job_id, "TERM; id"), 400, "not a signal")
+    assert job_state(world.cluster, job_id) == ("RUNNING", world.cluster.users[1])
+    workdir = new_workdir(world)
+    plain = submit(proxy, world.token("bob"), pod_script(workdir, "sleep 600"), workdir, name="plain-signal")
+    try:
+        assert_refused(signal(proxy, world.token("service"), plain), 403, "not submitted through this proxy")
+        assert job_state(world.cluster, plain)[0] in ("PENDING", "RUNNING")
+    finally:
+        httpx.delete(f"{proxy.url}/slurm/{V}/job/{plain}", headers=bearer(world.token("bob")), timeout=30)
+
+
+def test_signals_are_404_without_a_signals_section(world: World, finished_job: tuple[str, str]) -> None:
+    server = ProxyServer(world.config(signals=None)).start()
+    try:
+        assert_refused(signal(server, world.token("alice"), finished_job[0]), 404, "no `signals` section")
+    finally:
+        server.stop()
