@@ -37,7 +37,7 @@ class TooOld(Exception):
         self.requested, self.oldest = requested, oldest
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: watchers live in a set
 class Watcher:
     store_key: str
     namespace: str
