@@ -57,6 +57,7 @@ async def _body(request: Request) -> Any:
         return None
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type not in ("application/json", "", "*/*"):
+        # Protobuf bodies (kubectl's typed writes: create configmap/secret, certificate approve) are not decoded.
         raise StatusError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted "
                           f"media types include: application/json, application/yaml (got {content_type})")
     try:

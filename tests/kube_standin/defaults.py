@@ -55,6 +55,14 @@ DEFAULT_TOLERATIONS = (
 )
 
 
+def readd_default_tolerations(pod: dict[str, Any]) -> None:
+    tolerations = pod["spec"].setdefault("tolerations", [])
+    for default in DEFAULT_TOLERATIONS:
+        if not any(t.get("key") == default["key"] and t.get("effect") in (None, "", "NoExecute")
+                   for t in tolerations):
+            tolerations.append(dict(default))
+
+
 def default_pod(pod: dict[str, Any]) -> None:
     spec = pod.setdefault("spec", {})
     spec.setdefault("restartPolicy", "Always")
@@ -69,11 +77,7 @@ def default_pod(pod: dict[str, Any]) -> None:
         _default_container(container)
     for volume in spec.get("volumes") or []:
         _default_volume(volume)
-    tolerations = spec.setdefault("tolerations", [])
-    for default in DEFAULT_TOLERATIONS:
-        if not any(t.get("key") == default["key"] and t.get("effect") in (None, "", "NoExecute")
-                   for t in tolerations):
-            tolerations.append(dict(default))
+    readd_default_tolerations(pod)
     # PrepareForCreate: a new pod's status is reset to Pending with its QoS class, whatever the client sent.
     pod["status"] = {"phase": "Pending", "qosClass": qos_class(pod)}
     pod["metadata"]["generation"] = 1

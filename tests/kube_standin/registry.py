@@ -18,7 +18,7 @@ import yaml
 from . import csr as csrs
 from . import events
 from .admission import admit_pod, random_suffix
-from .defaults import DEFAULTERS
+from .defaults import DEFAULTERS, readd_default_tolerations
 from .errors import (
     STALE,
     StatusError,
@@ -290,6 +290,7 @@ class Registry:
         if problems:
             raise invalid(rtype.kind, rtype.group, current["metadata"]["name"], problems)
         if rtype.kind == "Pod":
+            readd_default_tolerations(new)  # DefaultTolerationSeconds admits updates too, not only creates
             validate_pod_update(new, current)
             if new.get("spec") != current.get("spec"):
                 new["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
