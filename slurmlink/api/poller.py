@@ -11,11 +11,10 @@ from collections.abc import Callable
 from slurmlink import JOB_NAME_PREFIX
 from slurmlink.api import metrics
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.slurm.base import ContainerRecord, JobInfo, SchedulerBackend, SlurmError
+from slurmlink.slurm.base import JobInfo, PodDirectory, SchedulerBackend, SlurmError
 from slurmlink.translate.status import is_finished
 
 log = logging.getLogger(__name__)
-RECORD_READS_AT_ONCE = 32  # file reads, not SLURM calls, but still bounded
 MIN_GAP_FRACTION = 0.25
 DELETED_RETENTION_SECONDS = 600.0  # polls are at least this fraction of the interval apart
 
@@ -27,7 +26,6 @@ class StatusPoller:
         self.backend = backend
         self.interval = interval
         self.workdir_for = workdir_for  # (namespace, uid) -> the pod's directory
-        self._reads = asyncio.Semaphore(RECORD_READS_AT_ONCE)
         self._refused: set[str] = set()  # job ids named like ours that are not our pods' jobs
         self.last_success = 0.0
         self.last_error = ""
@@ -77,10 +75,10 @@ class StatusPoller:
                 news[entry.uid] = finished.get(entry.job_id)
         entries = [e for e in self.registry.entries.values() if e.uid in news]
         wanted = [e for e in entries if _records_wanted(e, news[e.uid])]
-        records = await asyncio.gather(*(self._read_records(e) for e in wanted))
+        found = await self.backend.containers_of([PodDirectory(e.workdir, e.user, e.job_id) for e in wanted])
         # Job state and container records change together, with no await in between: a status served
         # meanwhile never pairs a finished job with records read while it was still running.
-        fresh = {e.uid: r for e, r in zip(wanted, records, strict=True) if r is not None}
+        fresh = {e.uid: found[e.job_id] for e in wanted if e.job_id in found}
         for entry in entries:
             job = news[entry.uid]
             if entry.uid in fresh:
@@ -118,14 +116,6 @@ class StatusPoller:
             self.registry.entries[uid] = PodEntry(uid=uid, namespace=namespace, name=name, user=job.user,
                                                   workdir=workdir, job_id=job.job_id, job=job, created=0.0)
             log.info("adopted pod %s/%s (job %s) from SLURM", namespace, name, job.job_id)
-
-    async def _read_records(self, entry: PodEntry) -> dict[str, ContainerRecord] | None:
-        async with self._reads:
-            try:
-                return await self.backend.containers(entry.workdir, entry.user, entry.job_id)
-            except SlurmError as exc:
-                log.warning("cannot read container records of %s: %s", entry.uid, exc.message)
-                return None
 
 
 def _records_wanted(entry: PodEntry, job: JobInfo | None) -> bool:

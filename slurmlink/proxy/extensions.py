@@ -3,6 +3,7 @@
     GET /slurmlink/v1/whoami                          {"user", "subject", "issuer", "role"}
     GET /slurmlink/v1/capacity[?partition=P]          {"cpus", "memory_mb", "gpus": {name: n}}, free now
     GET /slurmlink/v1/jobs/{id}/status                {"job_id", "user", "workdir", "files": {name: text}}
+    GET /slurmlink/v1/statuses?jobs=1,2,3             {"jobs": {id: {"user", "workdir", "files"} | {"error", "reason"}}}
     GET /slurmlink/v1/jobs/{id}/logs/{container}      the log's bytes (offset, limit_bytes, tail_lines, follow)
     POST /slurmlink/v1/jobs/{id}/signal?signal=TERM   signal the batch script of a running job (graceful stop)
 
@@ -35,6 +36,7 @@ from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile, check_container_na
 
 log = logging.getLogger("slurmlink.proxy")
 LOG_SIZE_HEADER = "X-Slurmlink-Log-Size"
+MAX_JOBS_PER_STATUSES = 500
 
 
 class Extensions:
@@ -54,6 +56,8 @@ class Extensions:
                 return whoami(caller)
             if rule == policy.CAPACITY:
                 return await self.capacity(caller, query)
+            if rule == policy.STATUSES:
+                return await self.statuses(caller, query)
             segments = path.split("/")  # "", "slurmlink", "v1", "jobs", id, "status" | "logs", container
             job_id = segments[4]
             if rule == policy.STATUS:
@@ -102,6 +106,35 @@ class Extensions:
         except SlurmError as exc:
             raise _file_refusal(exc, job_id) from None
         return JSONResponse({"job_id": job_id, "user": pod.owner, "workdir": pod.workdir, "files": found})
+
+    async def statuses(self, caller: Caller, query: str) -> Response:
+        """The status files of many jobs in one answer (one request per poll instead of one per pod); each
+        job is checked on its own, and a refused one carries its refusal instead of files."""
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        ids = params.get("jobs", [""])[0].split(",") if set(params) == {"jobs"} and len(params["jobs"]) == 1 else []
+        if not ids or len(ids) > MAX_JOBS_PER_STATUSES or not all(i.isdigit() and len(i) <= 12 for i in ids):
+            raise Refusal(400, "BadRequest", f"statuses takes jobs=<id>,<id>,... (at most {MAX_JOBS_PER_STATUSES})")
+        answers: dict[str, dict[str, object]] = {}
+        located: list[PodDir] = []
+        for job_id in dict.fromkeys(ids):
+            try:
+                located.append((await self._pod(caller, job_id))[1])
+            except Refusal as refusal:
+                answers[job_id] = {"error": refusal.error, "reason": refusal.reason}
+        files = self.files
+
+        def read_all() -> None:
+            for pod in located:
+                assert files is not None  # a job was located, so files are configured
+                try:
+                    found = files.read_status(pod.workdir, pod.uid, owned_dirs=True)
+                    answers[pod.job_id] = {"user": pod.owner, "workdir": pod.workdir, "files": found}
+                except SlurmError as exc:
+                    refusal = _file_refusal(exc, pod.job_id)
+                    answers[pod.job_id] = {"error": refusal.error, "reason": refusal.reason}
+
+        await asyncio.to_thread(read_all)
+        return JSONResponse({"jobs": answers})
 
     async def logs(self, caller: Caller, job_id: str, container: str, query: str) -> Response:
         try:

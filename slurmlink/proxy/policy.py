@@ -42,6 +42,7 @@ RULES: tuple[Rule, ...] = (
     _rule("GET", "/slurmlink/v1/whoami", extension=True),
     _rule("GET", "/slurmlink/v1/capacity", extension=True),
     _rule("GET", "/slurmlink/v1/jobs/{id}/status", extension=True),
+    _rule("GET", "/slurmlink/v1/statuses", extension=True),
     _rule("GET", "/slurmlink/v1/jobs/{id}/logs/{container}", extension=True),
     _rule("POST", "/slurmlink/v1/jobs/{id}/signal", extension=True),
 )
@@ -50,6 +51,7 @@ JOB = "GET|DELETE /slurm/{v}/job/{id}/"
 WHOAMI = "GET /slurmlink/v1/whoami"
 CAPACITY = "GET /slurmlink/v1/capacity"
 STATUS = "GET /slurmlink/v1/jobs/{id}/status"
+STATUSES = "GET /slurmlink/v1/statuses"
 LOGS = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
 SIGNAL = "POST /slurmlink/v1/jobs/{id}/signal"
 

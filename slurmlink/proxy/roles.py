@@ -51,11 +51,14 @@ _READ_ONLY = frozenset({"GET /slurm/{v}/ping/", "GET /slurm/{v}/diag/", "GET /sl
                         policy.WHOAMI, policy.CAPACITY})
 
 
+_OWNERS_ONLY = frozenset({policy.STATUS, policy.STATUSES, policy.LOGS, policy.SIGNAL})
+
+
 def service_access(method: str, rule: str) -> ServiceAccess:
     """What a service identity may do with an allowed request (`rule` is the matched policy rule)."""
     method = method.upper()
     if rule in _READ_ONLY or (rule == policy.JOB and method == "GET"):
         return ServiceAccess.AS_ACCOUNT
-    if rule in (policy.STATUS, policy.LOGS, policy.SIGNAL) or (rule == policy.JOB and method == "DELETE"):
+    if rule in _OWNERS_ONLY or (rule == policy.JOB and method == "DELETE"):
         return ServiceAccess.AS_JOB_OWNER
     return ServiceAccess.REFUSED

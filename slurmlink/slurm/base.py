@@ -7,11 +7,16 @@ Each method takes the local user the call is made for; the backend decides how t
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from slurmlink.identity.refresh import Credentials
 from slurmlink.translate.job import BatchJob
+
+log = logging.getLogger(__name__)
+RECORD_READS_AT_ONCE = 32  # file reads, not SLURM calls, but still bounded
 
 
 class SlurmError(Exception):
@@ -52,6 +57,15 @@ class ContainerRecord:
     exit_code: int | None = None
     reason: str = ""  # "DeadlineExceeded", "Killed" (deleted), "" otherwise
     restarts: int = 0
+
+
+@dataclass(frozen=True)
+class PodDirectory:
+    """Where one pod's job keeps its files, and whose they are."""
+
+    workdir: str
+    user: str
+    job_id: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,22 @@ class SchedulerBackend(abc.ABC):
     @abc.abstractmethod
     async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
         """Per-container records the job script wrote in `workdir`."""
+
+    async def containers_of(self, pods: list[PodDirectory]) -> dict[str, dict[str, ContainerRecord]]:
+        """The records of many pods at once, by job id; a pod whose records cannot be read now is left out
+        (and logged). Backends that can read many in one request override this."""
+        reads = asyncio.Semaphore(RECORD_READS_AT_ONCE)
+
+        async def read(pod: PodDirectory) -> dict[str, ContainerRecord] | None:
+            async with reads:
+                try:
+                    return await self.containers(pod.workdir, pod.user, pod.job_id)
+                except SlurmError as exc:
+                    log.warning("cannot read the container records of job %s: %s", pod.job_id, exc.message)
+                    return None
+
+        found = await asyncio.gather(*(read(pod) for pod in pods))
+        return {pod.job_id: records for pod, records in zip(pods, found, strict=True) if records is not None}
 
     @abc.abstractmethod
     async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,

@@ -26,7 +26,7 @@ from slurmlink import JOB_NAME_PREFIX
 from slurmlink.identity.refresh import Credentials, TokenSource, unverified_claims
 from slurmlink.identity.tokens import TokenValidator
 from slurmlink.slurm import rest_shapes
-from slurmlink.slurm.base import Capacity, ContainerRecord, JobInfo, SchedulerBackend, SlurmError
+from slurmlink.slurm.base import Capacity, ContainerRecord, JobInfo, PodDirectory, SchedulerBackend, SlurmError
 from slurmlink.slurm.commands import sbatch
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
@@ -39,6 +39,7 @@ TRANSIENT_SLURM_ERRORS = range(1000, 1100)
 # Nothing left to cancel: deleting a pod twice, or after its job ended, is not an error.
 GONE_ERRORS = frozenset({2017, 2021})  # invalid job id; already completing or completed
 TOKEN_MARGIN_SECONDS = 30.0  # a token this close to its expiry is not sent any more
+STATUSES_PER_CALL = 500  # the proxy's limit per /statuses request
 
 
 @dataclass(frozen=True)
@@ -340,6 +341,35 @@ class RestBackend(SchedulerBackend):
         body = await self._job_files(job_id, await self._token_for(user, service_may=True))
         files = body.get("files") or {}
         return layout.container_records({str(k): str(v) for k, v in files.items()})
+
+    async def containers_of(self, pods: list[PodDirectory]) -> dict[str, dict[str, ContainerRecord]]:
+        """One request per identity (and per STATUSES_PER_CALL pods), not one per pod."""
+        groups: dict[str, list[PodDirectory]] = {}
+        for pod in pods:
+            try:
+                groups.setdefault(await self._token_for(pod.user, service_may=True), []).append(pod)
+            except SlurmError as exc:
+                log.warning("cannot read the container records of job %s: %s", pod.job_id, exc.message)
+        found: dict[str, dict[str, ContainerRecord]] = {}
+        for token, group in groups.items():
+            for start in range(0, len(group), STATUSES_PER_CALL):
+                chunk = group[start:start + STATUSES_PER_CALL]
+                try:
+                    response = await self._call("GET", f"{EXTENSIONS}/statuses", token,
+                                                params={"jobs": ",".join(p.job_id for p in chunk)})
+                    answers = _json(response, "statuses").get("jobs") or {}
+                except SlurmError as exc:
+                    log.warning("cannot read the container records of %d pods: %s", len(chunk), exc.message)
+                    continue
+                for pod in chunk:
+                    answer = answers.get(pod.job_id) if isinstance(answers, dict) else None
+                    if isinstance(answer, dict) and isinstance(answer.get("files"), dict):
+                        files = {str(k): str(v) for k, v in answer["files"].items()}
+                        found[pod.job_id] = layout.container_records(files)
+                    else:
+                        why = answer.get("reason") if isinstance(answer, dict) else "no answer"
+                        log.warning("cannot read the container records of job %s: %s", pod.job_id, why)
+        return found
 
     async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
                        job_id: str = "") -> bytes:

@@ -18,8 +18,9 @@ from tests.integration.conftest import ApiProcess, wait_until
 from tests.integration.mode1 import Mode1, TokenClient, mode1_fixture, token_secret, with_config  # noqa: F401
 from tests.integration.pods import Client, exit_codes, make_pod, squeue_jobs, terminated
 
-
 JOB_LIST = "GET /slurm/{v}/jobs/"
+STATUSES = "GET /slurmlink/v1/statuses"
+ONE_STATUS = "GET /slurmlink/v1/jobs/{id}/status"
 
 
 def sh(script: str, **extra: object) -> dict[str, object]:
@@ -74,15 +75,18 @@ def test_status_is_one_list_call_per_interval_and_304_while_nothing_changes(mode
     pods = [make_pod([sh("sleep 2")]) for _ in range(20)]
     for pod in pods:
         client.submit(pod)
-    before = sum(proxy_requests(mode1, JOB_LIST).values())
+    before = {route: sum(proxy_requests(mode1, route).values()) for route in (JOB_LIST, STATUSES, ONE_STATUS)}
     polls_before = mode1.api.metric("slurmlink_api_poll_seconds_count")
     for pod in pods:
         assert client.finish(pod)[0].phase == "Succeeded"
     time.sleep(3)  # a quiet queue: these polls must cost 304s
-    lists = sum(proxy_requests(mode1, JOB_LIST).values()) - before
+    calls = {route: sum(proxy_requests(mode1, route).values()) - before[route] for route in before}
     polls = mode1.api.metric("slurmlink_api_poll_seconds_count") - polls_before
-    # One list call per poll (the service identity sees every job), whatever the number of pods.
-    assert 0 < lists <= polls + 1, (lists, polls)
+    # One list call per poll (the service identity sees every job), and the container records of all the
+    # running pods in one more request, whatever the number of pods.
+    assert 0 < calls[JOB_LIST] <= polls + 1, (calls, polls)
+    assert 0 < calls[STATUSES] <= polls + 1, (calls, polls)
+    assert calls[ONE_STATUS] == 0
     assert proxy_requests(mode1, JOB_LIST).get("304", 0) > 0
 
 

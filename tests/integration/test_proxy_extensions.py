@@ -370,6 +370,21 @@ def test_the_ledger_survives_a_restart_and_a_torn_line(world: World, finished_jo
     assert not any(b'"77"' in line for line in lines)
 
 
+def test_statuses_of_many_jobs_in_one_request(world: World, proxy: ProxyServer, finished_job: tuple[str, str],
+                                              bobs_job: tuple[str, str]) -> None:
+    mine, theirs = finished_job[0], bobs_job[0]
+    answer = get(proxy, world.token("alice"), "/slurmlink/v1/statuses", jobs=f"{mine},{theirs},999999999")
+    assert answer.status_code == 200, answer.text
+    jobs = answer.json()["jobs"]
+    assert jobs[mine]["user"] == world.cluster.users[0] and jobs[mine]["files"]["main.exit"] == "0\n"
+    assert jobs[theirs]["error"] == "Forbidden" and "files" not in jobs[theirs]  # bob's stay bob's
+    assert jobs["999999999"]["error"] == "NotFound"
+    for bad in ("", "1,,2", "1;id", ",".join(["1"] * 501)):
+        assert_refused(get(proxy, world.token("alice"), "/slurmlink/v1/statuses", jobs=bad), 400, "jobs=")
+    service = get(proxy, world.token("service"), "/slurmlink/v1/statuses", jobs=f"{mine},{theirs}")
+    assert service.json()["jobs"][theirs]["user"] == world.cluster.users[1]  # both in the ledger
+
+
 # --- signalling only the batch script (graceful stop) ----------------------------------------------------------
 
 TRAPPING = "trap 'echo got TERM > logs/main.log; echo 0 > status/main.exit; exit 0' TERM\necho up > logs/main.log\n" \
