@@ -38,7 +38,7 @@ import httpx  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from tests.checkin_standin import CheckinStandin  # noqa: E402
 from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until  # noqa: E402
-from tests.integration.mode1 import VO, ProxyProcess, TokenClient, sticky_job_root  # noqa: E402
+from tests.integration.mode1 import ProxyProcess, TokenClient, proxy_settings, sticky_job_root  # noqa: E402
 from tests.integration.pods import Client, make_pod  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "status_rpcs.json"
@@ -150,18 +150,8 @@ def main() -> None:
     (work / "mode1").mkdir()
     users_file = work / "mode1" / "users.txt"
     users_file.write_text(f"{checkin.issuer} {subject} {user}\n")
-    proxy = ProxyProcess({
-        "listen": {"host": "127.0.0.1", "port": free_port()}, "upstream": cluster.rest_url,
-        "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [VO]},
-                     "mapping": [{"static": {"path": str(users_file)}}],
-                     "accounts": {"slurm_user": cluster.slurm_user}},
-        "slurm_user": cluster.slurm_user, "jwt_key_file": str(cluster.jwt_key_path),
-        "rate_limit": {"requests_per_second": 100000, "burst": 100000},
-        "files": {"job_root": str(sticky_job_root(cluster))},
-        "signals": {"slurm_conf": str(cluster.conf_path)},
-        "service_identities": [{"issuer": checkin.issuer, "subject": service, "account": cluster.users[2]}],
-        "state_dir": str(work / "mode1" / "proxy-state"),
-    }, work / "mode1")
+    proxy = ProxyProcess(proxy_settings(cluster, checkin, users_file, sticky_job_root(cluster), service,
+                                        work / "mode1" / "proxy-state"), work / "mode1")
     proxy.start()
     token_file = work / "mode1" / "service.token"
     token_file.write_text(checkin.mint(service, lifetime=7200))

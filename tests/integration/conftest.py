@@ -38,31 +38,35 @@ def wait_until(check: Any, timeout: float, what: str, interval: float = 0.2) -> 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-class ApiProcess:
-    """One `slurmlink api` process; `kill()` is kill -9, `start()` brings it back on the same port."""
+class ServiceProcess:
+    """One slurmlink service (`slurmlink <command> --config <yaml>`) as a process of its own; `kill()` is
+    kill -9, `start()` brings it back on the same port."""
+
+    command = ""
+    ready_path = "/healthz"  # answers 200 once the service is ready
 
     def __init__(self, config: dict[str, Any], workdir: Path) -> None:
         self.config = config
         self.port = int(config["listen"]["port"])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config_path = workdir / "api.yaml"
+        self.config_path = workdir / f"{self.command}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / "api.log"
+        self.log_path = workdir / f"{self.command}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "slurmlink.cli", "api", "--config", str(self.config_path)],
+            [sys.executable, "-m", "slurmlink.cli", self.command, "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_until(self.healthy, 60, "slurmlink api to become healthy")
+        wait_until(self.healthy, 60, f"slurmlink {self.command} to become ready")
 
     def healthy(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"slurmlink api exited:\n{self.log_path.read_text()[-3000:]}")
+            raise AssertionError(f"slurmlink {self.command} exited:\n{self.log_path.read_text()[-3000:]}")
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -78,6 +82,10 @@ class ApiProcess:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class ApiProcess(ServiceProcess):
+    command = "api"
 
     def metric(self, name: str) -> float:
         """Sum of a Prometheus metric's samples (over all labels)."""

@@ -9,9 +9,6 @@ from __future__ import annotations
 import base64
 import copy
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,53 +22,17 @@ import yaml
 from slurmlink.devcluster import DevCluster
 from slurmlink.identity.pod_token import TOKEN_SECRET_ANNOTATION
 from tests.checkin_standin import CheckinStandin
-from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until
+from tests.integration.conftest import ApiProcess, ServiceProcess, api_config, free_port
 from tests.integration.pods import Client
+from tests.integration.proxy_fixtures import proxy_config
 
 VO = "vo.example.org"
 TOKEN_SECRET = "checkin-token"  # noqa: S105 - a Secret's name
 
 
-class ProxyProcess:
-    """One `slurmlink proxy` process; `kill()` is kill -9, `start()` brings it back on the same port."""
-
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
-        self.port = int(config["listen"]["port"])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config_path = workdir / "proxy.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / "proxy.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "slurmlink.cli", "proxy", "--config", str(self.config_path), "--log-level",
-             "warning"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_until(self.listening, 60, "slurmlink proxy to listen")
-
-    def listening(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"slurmlink proxy exited:\n{self.log_path.read_text()[-3000:]}")
-        try:
-            httpx.get(f"{self.url}/metrics", timeout=2)
-            return True
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+class ProxyProcess(ServiceProcess):
+    command = "proxy"
+    ready_path = "/metrics"  # /healthz also needs slurmrestd, which some tests stop on purpose
 
 
 class TokenClient(Client):
@@ -131,21 +92,8 @@ def mode1_fixture(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFa
     users_file = work / "users.txt"
     users_file.write_text("".join(f"{checkin.issuer} {subjects[who]} {account}\n" for who, account in accounts.items()))
     job_root = sticky_job_root(slurm_cluster)
-    proxy = ProxyProcess({
-        "listen": {"host": "127.0.0.1", "port": free_port()},
-        "upstream": slurm_cluster.rest_url,
-        "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [VO]},
-                     "mapping": [{"static": {"path": str(users_file)}}],
-                     "accounts": {"slurm_user": slurm_cluster.slurm_user}},
-        "slurm_user": slurm_cluster.slurm_user,
-        "jwt_key_file": str(slurm_cluster.jwt_key_path),
-        "rate_limit": {"requests_per_second": 1000, "burst": 1000},
-        "files": {"job_root": str(job_root)},
-        "signals": {"slurm_conf": str(slurm_cluster.conf_path)},
-        "service_identities": [{"issuer": checkin.issuer, "subject": subjects["service"],
-                                "account": slurm_cluster.users[2]}],
-        "state_dir": str(work / "proxy-state"),
-    }, work)
+    proxy = ProxyProcess(proxy_settings(slurm_cluster, checkin, users_file, job_root, subjects["service"],
+                                        work / "proxy-state"), work)
     proxy.start()
     service_token_file = work / "service.token"
     service_token_file.write_text(checkin.mint(subjects["service"], lifetime=7200))
@@ -159,6 +107,17 @@ def mode1_fixture(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFa
     api.stop()
     proxy.stop()
     checkin.stop()
+
+
+def proxy_settings(cluster: DevCluster, checkin: CheckinStandin, users_file: Path, job_root: Path,
+                   service_subject: str, state_dir: Path) -> dict[str, Any]:
+    """A mode-1 proxy: Check-in stand-in, static map, files and signals extensions, one service identity."""
+    config = proxy_config(
+        cluster, checkin, users_file, rate_limit={"requests_per_second": 100000, "burst": 100000},
+        files={"job_root": str(job_root)}, signals={"slurm_conf": str(cluster.conf_path)},
+        service_identities=[{"issuer": checkin.issuer, "subject": service_subject, "account": cluster.users[2]}],
+        state_dir=str(state_dir))
+    return config.model_dump(mode="json", exclude_none=True)
 
 
 def with_config(mode1: Mode1, work: Path, **rest: Any) -> ApiProcess:
