@@ -145,8 +145,8 @@ async def _resource(services: Services, request: Request, caller: Caller) -> Res
                                       params.get("includeObject", "Metadata")))
         return _json(listed)
     if info.verb == "get" and sub == "log":
-        content_type, body = await open_log(registry, services.kubelet, ns, name, params)
-        return StreamingResponse(body, media_type=content_type)
+        content_type, log_stream = await open_log(registry, services.kubelet, ns, name, params)
+        return StreamingResponse(log_stream, media_type=content_type)
     if info.verb == "get":
         obj = registry.get(rtype, ns, name)
         if tables.wants_table(accept):
@@ -161,7 +161,8 @@ async def _resource(services: Services, request: Request, caller: Caller) -> Res
         pod = name if sub == "binding" else (body.get("metadata") or {}).get("name", "")
         return _json(bind(registry, ns, pod, body["target"]["name"], (body.get("metadata") or {}).get("uid")), 201)
     if info.verb == "create" and sub == "token":
-        return _json(services.issuer.token_request(registry.store, ns, name, body or {}), 201)
+        request_body = body if isinstance(body, dict) else {}
+        return _json(services.issuer.token_request(registry.store, ns, name, request_body), 201)
     if info.verb == "create":
         return _json(registry.create(rtype, ns, body, caller, dry_run), 201)
     if info.verb == "update":

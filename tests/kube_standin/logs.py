@@ -1,4 +1,4 @@
-"""`pods/{name}/log`, proxied to the node's kubelet endpoint the way the real apiserver does it.
+"""`pods/{name}/log`, proxied to the node's kubelet endpoint the way the real apiserver does it (kubernetes.md).
 
 The real one: picks the container (the only one, or refuses with the list of names), finds the pod's node, dials
 the node address by preference of type (here InternalIP first, configurable) at

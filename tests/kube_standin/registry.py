@@ -129,7 +129,7 @@ class Registry:
         labels = label_matcher(params.get("labelSelector"))
         translate = events.field_label_to_core if _is_events_v1(rtype) else (lambda label: label)
         fields = field_matcher(params.get("fieldSelector"), rtype, translate)
-        items, rv = self.store.list(rtype.store_key, namespace if rtype.namespaced else "")
+        items, rv = self.store.snapshot(rtype.store_key, namespace if rtype.namespaced else "")
         return [item for item in items if labels(item) and fields(item)], rv
 
     def list(self, rtype: ResourceType, namespace: str, params: dict[str, str]) -> dict[str, Any]:
@@ -199,7 +199,8 @@ class Registry:
         return self.present(rtype, stored)
 
     def _populate_namespace(self, namespace: str) -> None:
-        # What kube-controller-manager adds to every namespace: the "default" ServiceAccount and the cluster CA.
+        # What kube-controller-manager adds to every namespace: the "default" ServiceAccount and the cluster CA
+        # (kubernetes.md: a bare apiserver has no "default" account, and pod creation is then Forbidden).
         system = Caller("system:kube-controller-manager")
         sa = {"metadata": {"name": "default", "namespace": namespace}}
         cm = {"metadata": {"name": "kube-root-ca.crt", "namespace": namespace},
@@ -232,7 +233,7 @@ class Registry:
             raise invalid(rtype.kind, rtype.group, name, [("metadata.resourceVersion",
                                                            "Invalid value: 0x0: must be specified for an update")])
         if rv and rv != current_rv:
-            raise conflict(rtype.group, rtype.plural, name, STALE)  # optimistic concurrency: stale RV → 409
+            raise conflict(rtype.group, rtype.plural, name, STALE)  # kubernetes.md: PUT with a stale RV → 409
         uid = obj["metadata"].get("uid")
         if uid and uid != current["metadata"]["uid"]:
             raise conflict(rtype.group, rtype.plural, name, f"Precondition failed: UID in precondition: {uid}, "
@@ -257,7 +258,7 @@ class Registry:
                  ) -> dict[str, Any]:
         """The object to store: what the request may change on this (sub)resource, the rest as stored."""
         if subresource in ("status", "approval"):
-            # A status subresource changes status only: spec and metadata stay as stored.
+            # kubernetes.md: the status subresource ignores spec and metadata changes.
             new = copy.deepcopy(current)
             status = copy.deepcopy(obj.get("status") or {})
             if subresource == "approval":
@@ -281,7 +282,7 @@ class Registry:
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         new["metadata"].pop("managedFields", None)
         if rtype.has_status:
-            # The main resource ignores status changes.
+            # kubernetes.md: the main resource ignores status.
             if "status" in current:
                 new["status"] = copy.deepcopy(current["status"])
             else:
@@ -396,7 +397,11 @@ class Registry:
 
     @staticmethod
     def _grace_period(rtype: ResourceType, pod: dict[str, Any], requested: Any) -> int | None:
-        """Seconds of graceful deletion still to run, or None to delete now (pods only, as CheckGracefulDelete)."""
+        """Seconds of graceful deletion still to run, or None to delete now (pods only, as CheckGracefulDelete).
+
+        kubernetes.md: deleting a bound pod sets deletionTimestamp + deletionGracePeriodSeconds; it stays until a
+        DELETE with gracePeriodSeconds=0 (and the uid precondition) confirms it.
+        """
         if rtype.kind != "Pod":
             return None
         meta = pod["metadata"]
@@ -460,7 +465,7 @@ class Registry:
         # The namespace controller's work, done at once: remove the content, then the namespace.
         for other in TYPES:
             if other.namespaced and not other.storage or other.kind == "Event" and not other.group:
-                for item in self.store.list(other.store_key, name)[0]:
+                for item in self.store.snapshot(other.store_key, name)[0]:
                     self.store.remove(other.store_key, name, item["metadata"]["name"])
         self.store.remove(rtype.store_key, "", name)
         return self.present(rtype, stored)

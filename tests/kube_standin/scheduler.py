@@ -68,7 +68,7 @@ def _tolerates(tolerations: list[dict[str, Any]], taint: dict[str, Any]) -> bool
 
 
 def _expression_holds(labels: dict[str, str], expression: dict[str, Any]) -> bool:
-    key, op, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+    key, op, values = str(expression.get("key")), expression.get("operator"), expression.get("values") or []
     if op == "In":
         return labels.get(key) in values
     if op == "NotIn":
@@ -138,8 +138,8 @@ class Scheduler:
                     log.exception("scheduling pass failed")
 
     def schedule_pending(self) -> None:
-        pods, _ = self.registry.store.list("/pods")
-        nodes, _ = self.registry.store.list("/nodes")
+        pods, _ = self.registry.store.snapshot("/pods")
+        nodes, _ = self.registry.store.snapshot("/nodes")
         load: dict[str, int] = {}
         for pod in pods:
             node = (pod.get("spec") or {}).get("nodeName")

@@ -51,7 +51,7 @@ class KubeStandin:
                  scheduler: bool = True, history_limit: int = 500, bookmark_interval: float = 10.0,
                  kubelet_ca: Path | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="kube-standin-") if workdir is None else None
-        self.workdir = Path(self._tmp.name) if self._tmp else workdir  # type: ignore[union-attr]
+        self.workdir: Path = Path(self._tmp.name) if self._tmp is not None else workdir  # type: ignore[assignment]
         self.tls, self.host, self._port = tls, host, port
         self.admin_token = admin_token
         self.ca = CertificateAuthority()
@@ -64,6 +64,7 @@ class KubeStandin:
         # The apiserver's own client identity towards kubelets (--kubelet-client-certificate).
         kubelet_client = self.ca.issue_client("kube-apiserver-kubelet-client", ("kubeadm:cluster-admins",))
         cert, key = self.ca.write(pki, "apiserver-kubelet-client", kubelet_client)
+        assert key is not None
         self.scheduler = Scheduler(self.registry)
         self.scheduler.enabled = scheduler
         self._services = Services(

@@ -76,7 +76,7 @@ class Store:
         with self._lock:
             return self._objects.get(store_key, {}).get((namespace, name))
 
-    def list(self, store_key: str, namespace: str = "") -> tuple[list[dict[str, Any]], int]:
+    def snapshot(self, store_key: str, namespace: str = "") -> tuple[list[dict[str, Any]], int]:
         """Objects sorted by (namespace, name) as etcd keys sort, with the revision of the snapshot."""
         with self._lock:
             objects = self._objects.get(store_key, {})
@@ -138,12 +138,14 @@ class Store:
               ) -> tuple[Watcher, list[Change], int]:
         """Register a watcher and return what it must send first, with the revision it starts at.
 
+        kubernetes.md: a watch from a list's RV resumes there; one from a forgotten RV answers 410 Gone.
+
         since=None: the current objects as ADDED (the "get state and start at most recent" watch);
         since=N: the changes after N, or TooOld when the history no longer reaches back that far.
         """
         with self._lock:
             if since is None:
-                items = self.list(store_key, namespace)[0]
+                items = self.snapshot(store_key, namespace)[0]
                 backlog = [Change(int(obj["metadata"]["resourceVersion"]), "ADDED", store_key, obj, None)
                            for obj in items]
             else:

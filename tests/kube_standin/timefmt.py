@@ -1,4 +1,5 @@
-"""metav1.Time and metav1.MicroTime on the wire, as the real apiserver decodes and re-encodes them.
+"""metav1.Time and metav1.MicroTime on the wire, as the real apiserver decodes and re-encodes them (kubernetes.md:
+the MicroTime trap).
 
 - Time (creationTimestamp, condition times, ...) parses any RFC 3339 and is stored and served in whole seconds, UTC.
 - MicroTime (Lease renewTime/acquireTime, Event eventTime) must be `YYYY-MM-DDTHH:MM:SS.ffffffZ`-shaped: Go parses it

@@ -97,7 +97,10 @@ _POD_UPDATE_MESSAGE = ("Forbidden: pod updates may not change fields other than 
 
 
 def validate_pod_update(new: dict[str, Any], old: dict[str, Any]) -> None:
-    """Pod specs are immutable but for images, activeDeadlineSeconds and added tolerations (nodeName included)."""
+    """Pod specs are immutable but for images, activeDeadlineSeconds and added tolerations.
+
+    kubernetes.md: changing spec.nodeName of a bound pod → 422 (this rule covers it).
+    """
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
     allowed = {**old_spec, "activeDeadlineSeconds": new_spec.get("activeDeadlineSeconds"),
                "tolerations": new_spec.get("tolerations")}
