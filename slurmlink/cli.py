@@ -77,6 +77,25 @@ def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLI
 
 
 @app.command()
+def vk(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLURMLINK_VK_CONFIG",
+                                                   help="YAML configuration file.")] = None,
+       log_level: str = "info") -> None:
+    """Run the virtual kubelet: a Kubernetes node whose pods become jobs through an interLink API."""
+    from slurmlink.vk.config import VkConfig
+    from slurmlink.vk.service import run as run_vk
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2"):  # one line per request would drown the rest
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = load_config(VkConfig, config)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    asyncio.run(run_vk(settings))
+
+
+@app.command()
 def run(manifests: Annotated[list[Path], typer.Argument(help="Pod manifest, plus ConfigMap/Secret files.")],
         api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None,
         timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0) -> None:

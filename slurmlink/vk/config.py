@@ -1,0 +1,95 @@
+"""Configuration of `slurmlink vk` (see docs/vk.md and examples/vk.yaml)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+UPSTREAM_TAINT_KEY = "virtual-node.interlink/no-schedule"
+# Labels a node may not set on itself (NodeRestriction): refused here rather than by the apiserver at start.
+_FORBIDDEN_LABEL_PREFIXES = ("node-role.kubernetes.io/", "node-restriction.kubernetes.io/")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
+
+class TaintConfig(Strict):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class CapacityConfig(Strict):
+    """What the node offers until the API's ping reports real numbers (Kubernetes quantities)."""
+
+    cpu: str = "100"
+    memory: str = "3000Gi"
+    pods: str = "1000"
+
+
+class NodeConfig(Strict):
+    name: str = "slurmlink"
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[TaintConfig] = Field(default_factory=list)  # added to the upstream taint, at creation only
+    internal_ip: str = "127.0.0.1"  # the address the apiserver dials for `kubectl logs`
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+
+    @field_validator("labels")
+    @classmethod
+    def _allowed_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            if key.startswith(_FORBIDDEN_LABEL_PREFIXES) or key == "kubernetes.io/role":
+                raise ValueError(f"label {key!r}: a node may not set it on itself (NodeRestriction)")
+        return labels
+
+
+class KubeConfigSection(Strict):
+    kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or the in-cluster service account
+    context: str | None = None
+    timeout_seconds: float = Field(15.0, gt=0)
+
+
+class InterlinkApiConfig(Strict):
+    url: str = "http://127.0.0.1:3000"
+    token_file: str | None = None  # bearer token, re-read on every request (it may be rotated)
+    ca_file: str | None = None
+    # slurmlink's API answers many pods per /status call; upstream interLink expects one pod per call.
+    batch_status: bool = True
+    timeout_seconds: float = Field(30.0, gt=0)
+
+
+class KubeletConfig(Strict):
+    """The kubelet HTTPS endpoint the apiserver dials for `kubectl logs`."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - the apiserver must reach it
+    port: int = Field(10250, ge=0, le=65535)  # 0: a free port (tests)
+    cert_file: str | None = None  # both None: a self-signed certificate is made at start
+    key_file: str | None = None
+    client_ca_file: str | None = None  # when set, callers must present a client certificate it signed
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> KubeletConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("kubelet.cert_file and kubelet.key_file go together")
+        return self
+
+
+class VkConfig(Strict):
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    kube: KubeConfigSection = Field(default_factory=KubeConfigSection)
+    api: InterlinkApiConfig = Field(default_factory=InterlinkApiConfig)
+    kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
+    workers: int = Field(8, ge=1)  # pods handled at once; one pod is only ever handled by one worker
+    status_interval: float = Field(5.0, gt=0)  # seconds between status rounds
+    ping_interval: float = Field(5.0, gt=0)  # seconds between pings of the API (node Ready follows them)
+    lease_duration_seconds: int = Field(40, ge=10)
+    node_status_interval: float = Field(60.0, gt=0)  # node status is re-sent at least this often
+    missing_reference_timeout: float = Field(300.0, ge=0)  # a pod waits this long for its ConfigMaps/Secrets
+    token_expiration_seconds: int = Field(86400, ge=600)  # ServiceAccount tokens of projected volumes
+    watch_timeout_seconds: int = Field(300, ge=10)  # the apiserver ends each watch after this; we resume
+
+    @property
+    def lease_renew_interval(self) -> float:
+        return self.lease_duration_seconds / 4

@@ -1,0 +1,115 @@
+"""Keep the Node registered and its status true: ping the interLink API, follow it with Ready within one
+ping interval, publish capacity, re-register if someone deletes the node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.types import PatchType
+
+from slurmlink.vk import metrics, nodespec
+from slurmlink.vk.config import VkConfig
+from slurmlink.vk.interlink import ApiCallError, InterlinkApi
+from slurmlink.vk.kube import Node, status_code
+from slurmlink.vk.times import k8s_time
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+
+
+class NodeKeeper:
+    def __init__(self, config: VkConfig, kube: AsyncClient, api: InterlinkApi, kubelet_port: int) -> None:
+        self.config = config
+        self.kube = kube
+        self.api = api
+        self.kubelet_port = kubelet_port
+        self.capacity: dict[str, str] = config.node.capacity.model_dump()
+        self.health = nodespec.Health(False, "not pinged yet")
+        self.uid = ""
+        self.registered = asyncio.Event()
+        self._conditions: list[Obj] = []
+        self._last_sent: tuple[Any, ...] | None = None
+        self._last_sent_at = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.config.node.name
+
+    async def ping(self) -> None:
+        """One ping: updates health and capacity (never to a zero or garbage value)."""
+        try:
+            async with asyncio.timeout(min(self.config.api.timeout_seconds, max(self.config.ping_interval, 2.0))):
+                ping, raw = await self.api.ping()
+        except (ApiCallError, TimeoutError) as exc:
+            self.health = nodespec.Health(False, str(exc) or "timed out")
+            metrics.API_REACHABLE.set(0)
+            return
+        verdict = nodespec.judge_capacity(ping, raw, self.capacity)
+        for problem in verdict.problems:
+            log.warning("node capacity: %s", problem)
+        self.capacity = verdict.capacity
+        self.health = nodespec.Health(True, "", tuple(verdict.problems))
+        metrics.API_REACHABLE.set(1)
+
+    def _status(self) -> Obj:
+        self._conditions = nodespec.conditions(self.health, self._conditions, k8s_time())
+        return nodespec.node_status(self.config, self.capacity, self._conditions, self.kubelet_port)
+
+    async def register(self) -> None:
+        """Create the node (with its taints), or adopt the existing one; then send its status."""
+        await self.ping()
+        status = self._status()
+        try:
+            node = await self.kube.create(Node(nodespec.node_body(self.config, status)))
+            log.info("registered node %s", self.name)
+        except ApiError as exc:
+            if status_code(exc) != 409:
+                raise
+            # Ours from an earlier run: labels may be refreshed, taints may not (NodeRestriction).
+            node = await self.kube.patch(Node, self.name, {"metadata": {"labels": nodespec.labels(self.config)}},
+                                         patch_type=PatchType.MERGE)
+            self._conditions = list(((node.get("status") or {}).get("conditions")) or [])
+            log.info("adopted existing node %s", self.name)
+        self.uid = str(node["metadata"]["uid"])
+        await self._send(force=True)
+        self.registered.set()
+
+    async def _send(self, force: bool = False) -> None:
+        status = self._status()
+        # Compare without heartbeat stamps: a change is sent at once, sameness only every node_status_interval.
+        fingerprint = (tuple((c["type"], c["status"], c["reason"], c["message"]) for c in status["conditions"]),
+                       tuple(sorted(status["capacity"].items())))
+        due = time.monotonic() - self._last_sent_at >= self.config.node_status_interval
+        if not force and fingerprint == self._last_sent and not due:
+            return
+        try:
+            await self.kube.patch(Node.Status, self.name, {"status": status}, patch_type=PatchType.STRATEGIC)
+        except ApiError as exc:
+            if status_code(exc) == 404:
+                log.warning("node %s was deleted; registering it again", self.name)
+                self.registered.clear()
+                await self.register()
+                return
+            raise
+        self._last_sent, self._last_sent_at = fingerprint, time.monotonic()
+
+    async def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                if not self.registered.is_set():
+                    await self.register()
+                await asyncio.sleep(self.config.ping_interval)
+                await self.ping()
+                await self._send()
+                delay = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the apiserver is away: keep trying, never die
+                log.warning("node status of %s: %s", self.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)

@@ -1,0 +1,120 @@
+"""`slurmlink vk`: the parts started together in one event loop, stopped together on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+import tempfile
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from slurmlink.vk.config import VkConfig
+from slurmlink.vk.controller import PodController
+from slurmlink.vk.events import EventRecorder
+from slurmlink.vk.interlink import InterlinkApi
+from slurmlink.vk.kube import make_client
+from slurmlink.vk.kubelet import build_app
+from slurmlink.vk.lease import LeaseKeeper
+from slurmlink.vk.node import NodeKeeper
+from slurmlink.vk.statusround import StatusRounds
+from slurmlink.vk.tls import self_signed
+from slurmlink.vk.watch import PodWatcher
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn inside our loop: the vk handles signals itself, for all its parts at once."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+def _listen(config: VkConfig) -> socket.socket:
+    # Bound before the node is registered, so that a port of 0 (tests) is known for daemonEndpoints.
+    family = socket.AF_INET6 if ":" in config.kubelet.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.kubelet.host, config.kubelet.port))
+    return sock
+
+
+def _certificate(config: VkConfig, scratch: Path) -> tuple[str, str]:
+    if config.kubelet.cert_file and config.kubelet.key_file:
+        return config.kubelet.cert_file, config.kubelet.key_file
+    cert, key = self_signed(scratch, config.node.name, [config.node.internal_ip])
+    log.info("kubelet endpoint: self-signed certificate (set kubelet.cert_file/key_file for a real one)")
+    return str(cert), str(key)
+
+
+async def run(config: VkConfig) -> None:
+    kube = make_client(config.kube)
+    api = InterlinkApi(config.api)
+    sock = _listen(config)
+    port = int(sock.getsockname()[1])
+    scratch = tempfile.TemporaryDirectory(prefix="slurmlink-vk-")
+    cert, key = _certificate(config, Path(scratch.name))
+
+    node = NodeKeeper(config, kube, api, port)
+    controller = PodController(config, kube, api, EventRecorder(kube, config.node.name))
+    watcher = PodWatcher(kube, config.node.name, config.watch_timeout_seconds, controller.observe,
+                         controller.vanish, controller.known)
+    rounds = StatusRounds(config, api, controller)
+    lease = LeaseKeeper(kube, config.node.name, config.lease_duration_seconds, config.lease_renew_interval)
+
+    def healthy() -> bool:
+        return node.registered.is_set() and controller.adopted.is_set()
+
+    tls: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
+    if config.kubelet.client_ca_file:  # only the apiserver (a client certificate this CA signed) may ask
+        tls.update(ssl_ca_certs=config.kubelet.client_ca_file, ssl_cert_reqs=ssl.CERT_REQUIRED)
+    server = _Server(uvicorn.Config(build_app(controller, api, healthy), log_level="warning", access_log=False,
+                                    lifespan="off", timeout_graceful_shutdown=2, **tls))
+
+    async def start_pods() -> None:
+        await node.registered.wait()
+        lease.node_uid = node.uid
+        await watcher.synced.wait()
+        await rounds.adopt()
+
+    async def start_lease() -> None:
+        await node.registered.wait()
+        lease.node_uid = node.uid
+        await lease.run()
+
+    parts: list[Coroutine[Any, Any, None]] = [
+        server.serve(sockets=[sock]), node.run(), start_lease(), watcher.run(), start_pods(), rounds.run(),
+        *(controller.worker() for _ in range(config.workers))]
+    stop = asyncio.Event()
+
+    async def guarded(part: Coroutine[Any, Any, None]) -> None:
+        try:
+            await part
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # each part retries what it can; one that gives up stops the vk, loudly
+            log.exception("a part of the vk failed; stopping")
+            stop.set()
+
+    tasks = [asyncio.create_task(guarded(part)) for part in parts]
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("slurmlink vk: node %s, kubelet endpoint https://%s:%d, interLink API %s", config.node.name,
+             config.node.internal_ip, port, config.api.url)
+    await stop.wait()
+    server.should_exit = True
+    for task in tasks[1:]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await api.close()
+    await kube.close()
+    scratch.cleanup()

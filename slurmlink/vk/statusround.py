@@ -1,0 +1,111 @@
+"""Status rounds: every interval, the API is asked about every pod still running, in one batched `/status`
+call (slurmlink's API), or one call per pod (upstream interLink). Answers are handed to the workers.
+
+Adoption at start is the same call over every unfinished pod of the node: the pods the API already has are
+marked submitted, so a restarted vk never creates a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from slurmlink.interlink.types import PodStatus
+from slurmlink.vk import metrics, podstatus
+from slurmlink.vk.config import VkConfig
+from slurmlink.vk.controller import PodController
+from slurmlink.vk.interlink import ApiCallError, InterlinkApi
+from slurmlink.vk.state import PodState
+
+log = logging.getLogger(__name__)
+PER_POD_CONCURRENCY = 8  # upstream mode: calls in flight at once
+
+
+class StatusRounds:
+    def __init__(self, config: VkConfig, api: InterlinkApi, controller: PodController) -> None:
+        self.config, self.api, self.controller = config, api, controller
+        self.last_error = ""
+
+    async def _ask(self, states: list[PodState]) -> dict[str, PodStatus]:
+        if self.config.api.batch_status:
+            answers = await self.api.statuses([s.ref() for s in states])
+            metrics.API_CALLS.labels("/status", "ok").inc()
+        else:
+            gate = asyncio.Semaphore(PER_POD_CONCURRENCY)
+
+            async def one(state: PodState) -> list[PodStatus]:
+                async with gate:
+                    result = await self.api.statuses([state.pod])  # upstream needs the whole pod
+                    metrics.API_CALLS.labels("/status", "ok").inc()
+                    return result
+            answers = [s for part in await asyncio.gather(*(one(s) for s in states)) for s in part]
+        return {a.uid: a for a in answers}
+
+    async def adopt(self) -> None:
+        """Learn which of the node's pods the API already has; retried until the API answers."""
+        delay = 1.0
+        while True:
+            candidates = [s for s in self.controller.pods.values() if not s.gone and not s.finished]
+            for state in candidates:
+                state.send_full = True
+            try:
+                answers = await self._ask(candidates) if candidates else {}
+                break
+            except ApiCallError as exc:
+                metrics.API_CALLS.labels("/status", "error").inc()
+                log.warning("cannot ask the API which pods it has (%s); retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+        adopted = 0
+        for state in candidates:
+            remote = answers.get(state.uid)
+            if podstatus.known_to_api(remote):
+                assert remote is not None
+                state.submitted, state.job_id = True, remote.jid
+                self._take(state, remote)
+                adopted += 1
+        log.info("adopted %d of %d unfinished pods the API already has", adopted, len(candidates))
+        self.controller.adopted.set()
+
+    def _take(self, state: PodState, remote: PodStatus) -> None:
+        if not podstatus.matches_spec(state.pod, remote):
+            state.send_full = True  # the API lost the spec (e.g. restarted): send it, trust the next answer
+            return
+        state.send_full = False
+        if remote.jid:
+            state.job_id = remote.jid
+        if state.remote is None or state.remote.to_wire() != remote.to_wire():
+            state.remote, state.remote_changed = remote, True
+            self.controller.queue.add(state.uid)
+        elif state.deleting:
+            self.controller.queue.add(state.uid)
+
+    async def round(self) -> None:
+        states = [s for s in self.controller.pods.values() if s.submitted and not s.gone and not s.finished]
+        if not states:
+            return
+        started = time.monotonic()
+        try:
+            answers = await self._ask(states)
+        except ApiCallError as exc:
+            metrics.API_CALLS.labels("/status", "error").inc()
+            if str(exc) != self.last_error:
+                log.warning("status round failed: %s", exc)
+            self.last_error = str(exc)
+            return
+        self.last_error = ""
+        for state in states:
+            remote = answers.get(state.uid)
+            if remote is not None:
+                self._take(state, remote)
+            elif state.deleting:  # upstream forgets a deleted pod: nothing more to wait for
+                state.remote = None
+                self.controller.queue.add(state.uid)
+        metrics.STATUS_ROUND.observe(time.monotonic() - started)
+
+    async def run(self) -> None:
+        await self.controller.adopted.wait()
+        while True:
+            await asyncio.sleep(self.config.status_interval)
+            await self.round()
