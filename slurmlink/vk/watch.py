@@ -89,6 +89,8 @@ class PodWatcher:
                     log.info("pod watch: revision %s is gone; relisting", revision)
                     metrics.WATCH_RESTARTS.labels("gone").inc()
                     revision = None
+                    await asyncio.sleep(min(delay, 1.0))  # a server that keeps answering 410 is not hammered
+                    delay = min(delay * 2, 10.0)
                     continue
                 metrics.WATCH_RESTARTS.labels("error").inc()
                 log.warning("pod watch broke (%s); resuming from revision %s", exc or type(exc).__name__, revision)

@@ -154,6 +154,9 @@ class Chain:
     def wait_gone(self, name: str, timeout: float = 60, namespace: str = "default") -> None:
         wait_until(lambda: self.pod(name, namespace) is None, timeout, f"pod {name} to go away")
 
+    def api_metrics(self) -> str:
+        return httpx.get(f"{self.api.url}/metrics", timeout=5).text
+
     def jobs(self, uid: str) -> list[list[str]]:
         """(job id, state, user) of every SLURM job of the pod: one, never two."""
         return squeue_jobs(self.cluster.env, f"slurmlink-{uid}")

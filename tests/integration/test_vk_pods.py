@@ -1,0 +1,87 @@
+# ruff: noqa: F811 - the `chain` fixture is imported and then named as a parameter
+"""What the vk sends with a pod (ConfigMaps, Secrets, projected volumes), how it waits for missing ones, and
+that status costs one batched API call per interval however many pods run."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+from tests.integration.conftest import wait_until
+from tests.integration.vk_harness import Chain, chain, pod_manifest  # noqa: F401
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _waiting_reason(chain: Chain, name: str) -> str:
+    statuses = ((chain.pod(name) or {}).get("status") or {}).get("containerStatuses") or []
+    return str(((statuses[0].get("state") or {}).get("waiting") or {}).get("reason", "")) if statuses else ""
+
+
+def test_pod_waits_for_a_missing_configmap_then_runs(chain: Chain) -> None:
+    container = {"name": "main", "image": "debian", "command": ["sh", "-c", "echo $GREETING; cat /run/creds/key"],
+                 "env": [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "late-config",
+                                                                                "key": "greeting"}}}],
+                 "volumeMounts": [{"name": "creds", "mountPath": "/run/creds"}]}
+    chain.apply(pod_manifest("refs-late", "", containers=[container],
+                             volumes=[{"name": "creds", "secret": {"secretName": "late-secret"}}]))
+    wait_until(lambda: _waiting_reason(chain, "refs-late") == "CreateContainerConfigError", 15,
+               "the pod to say what it waits for")
+    assert 'configmap "late-config" not found' in chain.kubectl("describe", "pod", "refs-late").stdout
+    chain.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late-config"},
+                 "data": {"greeting": "hello from a configmap"}},
+                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "late-secret"},
+                 "data": {"key": base64.b64encode(b"s3cret\n").decode()}})
+    pod = chain.wait_phase("refs-late", ("Succeeded", "Failed"))
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert chain.kubectl("logs", "refs-late").stdout == "hello from a configmap\ns3cret\n"
+
+
+def test_pod_fails_when_a_reference_never_appears(chain: Chain) -> None:
+    container = {"name": "main", "image": "debian", "command": ["true"],
+                 "envFrom": [{"configMapRef": {"name": "never-there"}}]}
+    chain.apply(pod_manifest("refs-never", "", containers=[container]))
+    pod = chain.wait_phase("refs-never", ("Failed",), timeout=30)  # missing_reference_timeout is 6 s here
+    assert pod["status"]["reason"] == "CreateContainerConfigError"
+    assert "never-there" in pod["status"]["message"]
+    assert chain.jobs(pod["metadata"]["uid"]) == []
+
+
+def test_projected_volume_with_token_ca_and_downward_api(chain: Chain) -> None:
+    script = "test -s /run/sa/token && grep -q 'BEGIN CERTIFICATE' /run/sa/ca.crt && cat /run/sa/namespace"
+    container = {"name": "main", "image": "debian", "command": ["sh", "-c", script],
+                 "volumeMounts": [{"name": "api", "mountPath": "/run/sa", "readOnly": True}]}
+    volume = {"name": "api", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
+    chain.apply(pod_manifest("projected", "", containers=[container], volumes=[volume]))
+    pod = chain.wait_phase("projected", ("Succeeded", "Failed"))
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert chain.kubectl("logs", "projected").stdout == "default"
+
+
+def test_status_is_one_batched_call_per_interval(chain: Chain) -> None:
+    names = [f"batch-{i}" for i in range(5)]
+    chain.apply(*(pod_manifest(name, "sleep 4") for name in names))
+    for name in names:
+        chain.wait_phase(name, ("Running",), timeout=30)
+    before, started = chain.api.metric("slurmlink_api_requests_total"), time.monotonic()
+    before_status = _status_calls(chain)
+    time.sleep(2.0)
+    calls, elapsed = _status_calls(chain) - before_status, time.monotonic() - started
+    # interval 0.5 s: about four rounds of one call each, where one call per pod would be twenty
+    assert 1 <= calls <= elapsed / 0.5 + 2, (calls, elapsed)
+    assert chain.api.metric("slurmlink_api_requests_total") - before >= calls
+    for name in names:
+        assert chain.wait_phase(name, ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
+
+
+def _status_calls(chain: Chain) -> float:
+    total = 0.0
+    for line in chain.api_metrics().splitlines():
+        if line.startswith("slurmlink_api_requests_total{") and 'route="/status"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
