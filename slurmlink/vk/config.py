@@ -48,7 +48,7 @@ class NodeConfig(Strict):
 class KubeConfigSection(Strict):
     kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or the in-cluster service account
     context: str | None = None
-    timeout_seconds: float = Field(15.0, gt=0)
+    timeout_seconds: float = Field(default=15.0, gt=0)
 
 
 class InterlinkApiConfig(Strict):
@@ -57,14 +57,14 @@ class InterlinkApiConfig(Strict):
     ca_file: str | None = None
     # slurmlink's API answers many pods per /status call; upstream interLink expects one pod per call.
     batch_status: bool = True
-    timeout_seconds: float = Field(30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 class KubeletConfig(Strict):
     """The kubelet HTTPS endpoint the apiserver dials for `kubectl logs`."""
 
     host: str = "0.0.0.0"  # noqa: S104 - the apiserver must reach it
-    port: int = Field(10250, ge=0, le=65535)  # 0: a free port (tests)
+    port: int = Field(default=10250, ge=0, le=65535)  # 0: a free port (tests)
     cert_file: str | None = None  # both None: a self-signed certificate is made at start
     key_file: str | None = None
     client_ca_file: str | None = None  # when set, callers must present a client certificate it signed
@@ -81,14 +81,14 @@ class VkConfig(Strict):
     kube: KubeConfigSection = Field(default_factory=KubeConfigSection)
     api: InterlinkApiConfig = Field(default_factory=InterlinkApiConfig)
     kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
-    workers: int = Field(8, ge=1)  # pods handled at once; one pod is only ever handled by one worker
-    status_interval: float = Field(5.0, gt=0)  # seconds between status rounds
-    ping_interval: float = Field(5.0, gt=0)  # seconds between pings of the API (node Ready follows them)
-    lease_duration_seconds: int = Field(40, ge=10)
-    node_status_interval: float = Field(60.0, gt=0)  # node status is re-sent at least this often
-    missing_reference_timeout: float = Field(300.0, ge=0)  # a pod waits this long for its ConfigMaps/Secrets
-    token_expiration_seconds: int = Field(86400, ge=600)  # ServiceAccount tokens of projected volumes
-    watch_timeout_seconds: int = Field(300, ge=10)  # the apiserver ends each watch after this; we resume
+    workers: int = Field(default=8, ge=1)  # pods handled at once; one pod is only ever handled by one worker
+    status_interval: float = Field(default=5.0, gt=0)  # seconds between status rounds
+    ping_interval: float = Field(default=5.0, gt=0)  # seconds between pings of the API (node Ready follows them)
+    lease_duration_seconds: int = Field(default=40, ge=10)
+    node_status_interval: float = Field(default=60.0, gt=0)  # node status is re-sent at least this often
+    missing_reference_timeout: float = Field(default=300.0, ge=0)  # a pod waits this long for its ConfigMaps/Secrets
+    token_expiration_seconds: int = Field(default=86400, ge=600)  # ServiceAccount tokens of projected volumes
+    watch_timeout_seconds: int = Field(default=300, ge=10)  # the apiserver ends each watch after this; we resume
 
     @property
     def lease_renew_interval(self) -> float:

@@ -32,7 +32,7 @@ class EventRecorder:
 
     async def emit(self, pod: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
         try:
-            await self.kube.create(Event(event_body(pod, self.node, reason, message, kind)))
+            await self.kube.create(Event.from_dict(event_body(pod, self.node, reason, message, kind)))
         except Exception as exc:  # an event is a courtesy: never let it block the pod
             log.warning("event %s for pod %s/%s: %s", reason, pod["metadata"]["namespace"], pod["metadata"]["name"],
                         exc)

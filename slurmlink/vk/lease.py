@@ -41,7 +41,7 @@ class LeaseKeeper:
         except ApiError as exc:
             if status_code(exc) != 404:
                 raise
-            await self.kube.create(Lease(lease_body(self.node, self.node_uid, self.duration, renew)))
+            await self.kube.create(Lease.from_dict(lease_body(self.node, self.node_uid, self.duration, renew)))
         metrics.LEASE_RENEWALS.inc()
 
     async def run(self) -> None:

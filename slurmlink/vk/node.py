@@ -64,7 +64,7 @@ class NodeKeeper:
         await self.ping()
         status = self._status()
         try:
-            node = await self.kube.create(Node(nodespec.node_body(self.config, status)))
+            node = await self.kube.create(Node.from_dict(nodespec.node_body(self.config, status)))
             log.info("registered node %s", self.name)
         except ApiError as exc:
             if status_code(exc) != 409:

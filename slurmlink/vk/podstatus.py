@@ -57,7 +57,7 @@ def _condition(kind: str, status: str, previous: dict[str, Obj], now: str, reaso
 
 
 def _terminated_ok(status: Obj) -> bool:
-    terminated = (status.get("state") or {}).get("terminated")
+    terminated = (status.get("state") or {}).get("terminated") or {}
     return bool(terminated) and terminated.get("exitCode") == 0
 
 

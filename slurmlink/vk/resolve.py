@@ -103,7 +103,8 @@ class Resolver:
         """The `/create` body (interLink's PodCreateRequests); MissingReference when a required object is absent."""
         namespace = str(pod["metadata"]["namespace"])
         refs = references(pod)
-        configmaps, secrets = [], []
+        configmaps: list[Obj] = []
+        secrets: list[Obj] = []
         for kind, name in refs.all():
             obj = await self._get(kind, namespace, name, refs.is_required(kind, name))
             if obj is not None:

@@ -41,11 +41,8 @@ class PodWatcher:
         self.on_pod, self.on_gone, self.known = on_pod, on_gone, known
         self.synced = asyncio.Event()  # the first list is in
 
-    def _fields(self) -> dict[str, str]:
-        return {"spec.nodeName": self.node}
-
     async def relist(self) -> str:
-        listing = self.kube.list(Pod, namespace="*", fields=self._fields())
+        listing = self.kube.list(Pod, namespace="*", fields={"spec.nodeName": self.node})
         seen: set[str] = set()
         async for pod in listing:
             obj = dict(pod)
@@ -70,7 +67,7 @@ class PodWatcher:
                 # lightkube reopens a watch the server ended cleanly; the outer timeout also recycles one a
                 # broken network left silent.
                 async with asyncio.timeout(self.server_timeout + 30):
-                    async for kind, obj in self.kube.watch(Pod, namespace="*", fields=self._fields(),
+                    async for kind, obj in self.kube.watch(Pod, namespace="*", fields={"spec.nodeName": self.node},
                                                            resource_version=revision or None,
                                                            server_timeout=self.server_timeout, on_error=_raise):
                         pod = dict(obj)

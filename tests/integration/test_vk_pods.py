@@ -85,3 +85,28 @@ def _status_calls(chain: Chain) -> float:
         if line.startswith("slurmlink_api_requests_total{") and 'route="/status"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def test_per_pod_status_calls_for_upstream_interlink(chain: Chain) -> None:
+    """api.batch_status false (upstream interLink): a second node whose vk asks about one pod per call."""
+    from tests.integration.vk_harness import VkProcess, node_kubeconfig, vk_config
+
+    name = "slurmlink-per-pod"
+    workdir = chain.workdir / "per-pod"
+    workdir.mkdir()
+    config = vk_config(node_kubeconfig(chain.standin, workdir / "kubeconfig", name), chain.api.url,
+                       api={"url": chain.api.url, "batch_status": False})
+    config["node"]["name"] = name
+    second = VkProcess(config, workdir)
+    second.start()
+    try:
+        manifests = [pod_manifest(f"per-pod-{i}", f"exit {i}") for i in range(2)]
+        for manifest in manifests:
+            manifest["spec"]["nodeSelector"] = {"kubernetes.io/hostname": name}
+        chain.apply(*manifests)
+        ended = [chain.wait_phase(f"per-pod-{i}", ("Succeeded", "Failed")) for i in range(2)]
+        assert [pod["status"]["phase"] for pod in ended] == ["Succeeded", "Failed"]
+        assert {pod["spec"]["nodeName"] for pod in ended} == {name}
+        assert second.metric("slurmlink_vk_api_calls_total", route="/status", outcome="ok") >= 2
+    finally:
+        second.stop()
