@@ -79,8 +79,11 @@ class StatusPoller:
         # Job state and container records change together, with no await in between: a status served
         # meanwhile never pairs a finished job with records read while it was still running.
         fresh = {e.uid: found[e.job_id] for e in wanted if e.job_id in found}
+        unread = {e.uid for e in wanted if e.job_id not in found}
         for entry in entries:
             job = news[entry.uid]
+            if job is None and entry.uid in unread:
+                continue  # gone from SLURM, records unreadable for now: judge it when they can be read
             if entry.uid in fresh:
                 entry.records = fresh[entry.uid]
                 entry.records_final = is_finished(job)
@@ -92,6 +95,7 @@ class StatusPoller:
             if entry.forget_after and time.monotonic() > entry.forget_after:
                 self.registry.forget(entry.uid)
                 self._refused.add(entry.job_id)  # SLURM's memory of the job must not bring it back
+        self.backend.keep_users({e.user for e in self.registry.entries.values()})
         self.last_success, self.last_error = time.time(), ""
         metrics.POLL_SECONDS.observe(time.monotonic() - snapshot)
         metrics.PODS.set(len(self.registry.entries))
@@ -108,7 +112,12 @@ class StatusPoller:
                 continue
             namespace, _, name = job.comment.partition("/")
             workdir = self.workdir_for(namespace, uid)
-            if job.workdir != workdir or await self.backend.workdir_owner(workdir, job.job_id) != job.user:
+            try:
+                owner = await self.backend.workdir_owner(workdir, job.job_id) if job.workdir == workdir else None
+            except SlurmError as exc:
+                log.info("cannot check job %s yet: %s", job.job_id, exc.message)
+                continue  # asked again at the next poll
+            if owner != job.user:
                 self._refused.add(job.job_id)
                 log.warning("job %s of %s is named like a slurmlink pod's but is not one: ignored",
                             job.job_id, job.user)

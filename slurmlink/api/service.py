@@ -36,6 +36,7 @@ from slurmlink.translate.status import container_statuses, rejected_statuses
 log = logging.getLogger(__name__)
 RECOVERY_WAIT_SECONDS = 30.0
 KILL_MARGIN_SECONDS = 5.0  # after the grace period, before the job is killed outright
+CLOCK_SKEW_SECONDS = 60.0  # how far the apiserver's clock may be ahead of ours
 
 
 class NotReady(Exception):
@@ -101,12 +102,15 @@ class PodService:
             entry = self.registry.get(ref.uid)
             if entry is not None and (entry.job_id or entry.rejected):
                 entry.pod = request.pod
+                if self.config.backend == "rest" and not entry.rejected:
+                    await self._refresh_credentials(request)
                 return entry.job_id  # the same pod twice is one job
             entry = PodEntry(uid=ref.uid, namespace=ref.namespace, name=ref.name, pod=request.pod)
             try:
                 entry.user = await self._account_for(request)
-                if (ref.uid in self._uncertain or self._maybe_submitted_before_start(request.pod)) \
-                        and await self._found_after_uncertain_submit(entry):
+                uncertain = ref.uid in self._uncertain
+                if (uncertain or self._maybe_submitted_before_start(request.pod)) \
+                        and await self._found_after_uncertain_submit(entry, fresh=uncertain):
                     return entry.job_id
                 entry.workdir = self.workdir_for(ref.namespace, ref.uid)
                 job = self._translate(request, entry.workdir)
@@ -150,6 +154,14 @@ class PodService:
             raise PodRejected(exc.message, exc.reason) from exc
         return grant.username
 
+    async def _refresh_credentials(self, request: CreateRequest) -> None:
+        """A pod sent again may carry an updated token Secret (the way a user revives an expired token)."""
+        try:
+            await self._account_at_site(request)
+        except (PodRejected, NotReady) as exc:
+            log.info("pod %s/%s sent again with a token that cannot be used: %s", request.namespace,
+                     request.name, exc)
+
     async def _account_at_site(self, request: CreateRequest) -> str:
         credentials = Credentials.from_secret(token_secret(request.pod, request.secrets))
         if not credentials.access_token:
@@ -183,14 +195,17 @@ class PodService:
             return False  # mode 2 recovered every job before accepting creates
         created = (pod.get("metadata") or {}).get("creationTimestamp")
         try:
-            return datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp() < self.started_at
+            created_at = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+            # the apiserver's clock may be ahead of ours
+            return created_at < self.started_at + CLOCK_SKEW_SECONDS
         except ValueError:
             return True  # unknown age: looking costs one list call, a second job would cost more
 
-    async def _found_after_uncertain_submit(self, entry: PodEntry) -> bool:
-        """After an sbatch that may have made a job, find that job before submitting again."""
+    async def _found_after_uncertain_submit(self, entry: PodEntry, *, fresh: bool) -> bool:
+        """After an sbatch that may have made a job, find that job before submitting again (`fresh`: from
+        SLURM itself, not from a cached list the new job may be missing from)."""
         try:
-            jobs = await self.backend.jobs()
+            jobs = await self.backend.jobs(fresh=fresh)
         except SlurmError as exc:
             raise NotReady(f"SLURM is unavailable: {exc.message}") from exc
         self._uncertain.discard(entry.uid)

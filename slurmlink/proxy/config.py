@@ -113,6 +113,9 @@ class ProxyConfig(Strict):
             raise ValueError("upstream must be http(s)://host[:port] of slurmrestd, without a path")
         if not re.fullmatch(r"v0\.0\.\d+", self.api_version):
             raise ValueError("api_version looks like v0.0.38")
+        if self.signals is not None and self.jwt_key_file is None:
+            # scancel would act as the SlurmUser, for whom SLURM checks nothing: only a token of the owner
+            raise ValueError("signals need jwt_key_file: scancel runs with a token of the job's owner")
         self._check_service_identities()
         return self
 

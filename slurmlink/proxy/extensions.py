@@ -37,6 +37,7 @@ from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile, check_container_na
 log = logging.getLogger("slurmlink.proxy")
 LOG_SIZE_HEADER = "X-Slurmlink-Log-Size"
 MAX_JOBS_PER_STATUSES = 500
+MAX_LOOKUPS_PER_STATUSES = 20
 
 
 class Extensions:
@@ -89,6 +90,9 @@ class Extensions:
         if set(params) != {"signal"} or len(params["signal"]) != 1:
             raise Refusal(400, "BadRequest", "signal takes exactly one query parameter: signal (e.g. TERM)")
         owner, _ = await owner_of(job_id, caller, ledger=self.ledger, lookup=self.lookup, token=self.slurm_token())
+        # SLURM's word, not only the ledger's: a job id SLURM has given out again is someone else's job.
+        if (await self.lookup.job(job_id, as_user=owner, token=self.slurm_token())).user != owner:
+            raise Refusal(403, "Forbidden", f"job {job_id} no longer belongs to {owner}")
         await self.signaller.signal(job_id, owner, params["signal"][0])
         return JSONResponse({"job_id": job_id, "signal": params["signal"][0], "user": owner})
 
@@ -116,7 +120,14 @@ class Extensions:
             raise Refusal(400, "BadRequest", f"statuses takes jobs=<id>,<id>,... (at most {MAX_JOBS_PER_STATUSES})")
         answers: dict[str, dict[str, object]] = {}
         located: list[PodDir] = []
+        lookups = 0  # jobs outside the ledger cost slurmrestd a request each: bounded per answer
         for job_id in dict.fromkeys(ids):
+            in_ledger = self.ledger is not None and self.ledger.get(job_id) is not None
+            if not in_ledger and lookups >= MAX_LOOKUPS_PER_STATUSES:
+                answers[job_id] = {"error": "TooManyLookups", "reason": f"at most {MAX_LOOKUPS_PER_STATUSES} jobs "
+                                   "not submitted through this proxy per request; ask again for the others"}
+                continue
+            lookups += 0 if in_ledger else 1
             try:
                 located.append((await self._pod(caller, job_id))[1])
             except Refusal as refusal:

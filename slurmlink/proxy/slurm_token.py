@@ -33,10 +33,9 @@ class SlurmTokenSource:
         return self._minted() if self._key_file is not None else self._from_file()
 
     def token_as(self, user: str, lifespan: int = 60) -> str:
-        """A short token of `user` for SLURM's commands (SLURM_JWT), when the proxy has the key; otherwise the
-        SlurmUser token (the proxy has checked the caller may act on the job before it asks)."""
+        """A short token of `user` for SLURM's commands (SLURM_JWT); needs the key (never the SlurmUser's)."""
         if self._key_file is None:
-            return self._from_file()
+            raise SlurmTokenError("tokens of users need jwt_key_file")
         try:
             key = self._key_file.read_bytes()
         except OSError as exc:

@@ -94,8 +94,9 @@ class SchedulerBackend(abc.ABC):
         """Submit `job` as `user`; return the job id. Prepares the job's working directory."""
 
     @abc.abstractmethod
-    async def jobs(self) -> list[JobInfo]:
-        """All jobs named like slurmlink's (of any user) that SLURM still knows. One SLURM query."""
+    async def jobs(self, *, fresh: bool = False) -> list[JobInfo]:
+        """All jobs named like slurmlink's (of any user) that SLURM still knows. One SLURM query.
+        `fresh`: no cached answer (before deciding that a job does not exist)."""
 
     @abc.abstractmethod
     async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
@@ -143,6 +144,9 @@ class SchedulerBackend(abc.ABC):
         """For backends that act with each pod's own token (REST): the local account it maps to, and the
         credential is kept for that account. None for backends that are told the account (CLI)."""
         return None
+
+    def keep_users(self, users: set[str]) -> None:  # noqa: B027 - optional hook
+        """The users who still have pods: a backend may forget what it holds for the others."""
 
     def blind_to(self) -> frozenset[str]:
         """Users whose jobs the last `jobs()` could not see (no usable credential): their pods keep their

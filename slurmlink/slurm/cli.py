@@ -72,7 +72,7 @@ class CliBackend(SchedulerBackend):
         )
         return sbatch.parse(result)
 
-    async def jobs(self) -> list[JobInfo]:
+    async def jobs(self, *, fresh: bool = False) -> list[JobInfo]:
         result = await self.runner.run(squeue.argv(self.bin["squeue"]), env=squeue.ENV)
         if not result.ok:
             raise error_from(result, "squeue")

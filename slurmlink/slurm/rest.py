@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
@@ -34,11 +35,14 @@ from slurmlink.translate.job import BatchJob
 log = logging.getLogger(__name__)
 EXTENSIONS = "/slurmlink/v1"
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
-# SLURM's communication errors (slurmctld down or busy) are worth a retry; its other errors are answers.
-TRANSIENT_SLURM_ERRORS = range(1000, 1100)
+# SLURM's communication errors (slurmctld down, restarting or busy; sockets) are worth a retry; its other
+# errors are answers. 5005 is also what 22.05 says for a refused SlurmUser token: a site problem, not the pod's.
+TRANSIENT_SLURM_ERRORS = frozenset({11, *range(1000, 1100), *range(1800, 1806), *range(5000, 5006)})
 # Nothing left to cancel: deleting a pod twice, or after its job ended, is not an error.
 GONE_ERRORS = frozenset({2017, 2021})  # invalid job id; already completing or completed
-TOKEN_MARGIN_SECONDS = 30.0  # a token this close to its expiry is not sent any more
+SKEW_ALLOWANCE_SECONDS = 30  # without the site's Date header: how far this host's clock may be ahead
+TOKEN_MARGIN_SECONDS = 30.0
+CREDENTIAL_GRACE_SECONDS = 600.0  # a token this close to its expiry is not sent any more
 STATUSES_PER_CALL = 500  # the proxy's limit per /statuses request
 
 
@@ -53,6 +57,14 @@ class RestConfig:
     verify: str | bool = True  # CA bundle file, or True for the system's
     partition: str | None = None  # capacity of this partition only
     max_log_chunk_bytes: int = 16 * 1024 * 1024
+
+
+class Refused(SlurmError):
+    """The proxy refused the request (401, 403, 404, 413), with its reason."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Credential(Protocol):
@@ -84,14 +96,15 @@ class FileToken:
     def __init__(self, path: str) -> None:
         self.path = path
         self.problem = ""
-        self._seen: tuple[float, str] | None = None
+        self._seen: tuple[tuple[int, int, int], str] | None = None
 
     async def token(self) -> str:
         try:
-            mtime = os.stat(self.path).st_mtime
-            if self._seen is None or self._seen[0] != mtime:
+            info = os.stat(self.path)
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)  # a rewrite in place changes the size or time
+            if self._seen is None or self._seen[0] != stamp:
                 with open(self.path, encoding="utf-8") as fh:
-                    self._seen = (mtime, fh.read().strip())
+                    self._seen = (stamp, fh.read().strip())
             self.problem = ""
         except OSError as exc:
             self.problem = f"cannot read the service token {self.path}: {exc.strerror}"
@@ -127,8 +140,11 @@ class RestBackend(SchedulerBackend):
             limits=httpx.Limits(max_connections=config.max_connections,
                                 max_keepalive_connections=config.max_connections))
         self.validator = validator  # pins the issuers a refresh token may be sent to; None: no refreshing
+        # Refreshes go to Check-in, not to the site: the system's CAs, not the site's CA file.
+        self.issuer_http = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=10.0)
         self.service = FileToken(config.service_token_file) if config.service_token_file else None
         self.credentials: dict[str, Credential] = {}  # local user -> the freshest credential of their pods
+        self._signed_in: dict[str, float] = {}  # local user -> when a pod's token last named them (monotonic)
         self.version = "" if config.api_version == "auto" else config.api_version
         self._listings: dict[str, _Listing] = {}
         self._blind: frozenset[str] = frozenset()
@@ -141,17 +157,27 @@ class RestBackend(SchedulerBackend):
         """The local account the proxy maps a pod's token to; the credential is kept for that user."""
         credential: Credential
         if credentials.refresh_token and self.validator is not None:
-            credential = TokenSource(credentials, self.validator, self.http)
+            credential = TokenSource(credentials, self.validator, self.issuer_http)
         else:
             credential = FixedToken(credentials.access_token)
         body = _json(await self._call("GET", f"{EXTENSIONS}/whoami", await credential.token()), "whoami")
         user = str(body.get("user") or "")
         if not user or body.get("role", "user") != "user":
             raise SlurmError("the proxy mapped the pod's token to no user account")
-        held = self.credentials.get(user)
-        if held is None or not usable(held) or (credential.expires_at() or 0) >= (held.expires_at() or 0):
+        if _better(credential, self.credentials.get(user)):
             self.credentials[user] = credential
+        self._signed_in[user] = time.monotonic()
         return user
+
+    def keep_users(self, users: set[str]) -> None:
+        """Forget the credentials (and listings) of users who have no pod any more (not those who just
+        signed in: their pod may be on its way into the registry)."""
+        settled = time.monotonic() - CREDENTIAL_GRACE_SECONDS
+        for user in set(self.credentials) - users:
+            if self._signed_in.get(user, 0.0) < settled:
+                del self.credentials[user]
+                self._signed_in.pop(user, None)
+                self._listings.pop(f"user:{user}", None)
 
     async def _token_for(self, user: str, *, service_may: bool) -> str:
         """`user`'s own token while it lasts; then, where the proxy allows it, the service identity's."""
@@ -187,19 +213,22 @@ class RestBackend(SchedulerBackend):
         if response.status_code in TRANSIENT_STATUS:
             raise SlurmError(f"{method} {path}: {_reason(response)}", transient=True)
         if response.status_code in (401, 403, 404, 413):  # the proxy's refusals carry a reason
-            raise SlurmError(_reason(response))
+            raise Refused(response.status_code, _reason(response))
         return response
 
-    async def _slurm(self, method: str, path: str, token: str, **kwargs: Any) -> dict[str, Any]:
-        """A slurmrestd call whose `errors` are read whatever the HTTP status (slurmrestd puts them there)."""
+    async def _slurm(self, method: str, path: str, token: str, *, gone_ok: bool = False,
+                     **kwargs: Any) -> dict[str, Any]:
+        """A slurmrestd call whose `errors` are read whatever the HTTP status (slurmrestd puts them there).
+        With `gone_ok`, "no such job (any more)" is an answer, not an error."""
         version = await self._api_version(token)
         response = await self._call(method, f"/slurm/{version}/{path}", token, **kwargs)
         body = _json(response, path)
         problems = rest_shapes.errors(body)
-        codes = {e.get("error_number") or e.get("error_code") for e in body.get("errors") or [] if isinstance(e, dict)}
+        codes = {e.get("error_number") or e.get("errno") or e.get("error_code")
+                 for e in body.get("errors") or [] if isinstance(e, dict)}
         if problems and not body.get("job_id"):
-            if codes <= GONE_ERRORS and method == "DELETE":
-                return body
+            if gone_ok and codes and codes <= GONE_ERRORS:
+                return {}
             transient = any(isinstance(c, int) and c in TRANSIENT_SLURM_ERRORS for c in codes)
             raise SlurmError("; ".join(problems), transient=transient)
         if response.status_code >= 400 and not body.get("job_id"):
@@ -226,29 +255,36 @@ class RestBackend(SchedulerBackend):
                                    timeout=self.config.submit_timeout_seconds)
         return rest_shapes.parse_submit(answer)
 
-    async def jobs(self) -> list[JobInfo]:
-        """One list call per identity (just the service's when there is one); unchanged lists cost a 304."""
-        identities: dict[str, str] = {}
-        blind = set()
-        if self.service is not None and (token := await self.service.token()):
-            identities["service"] = token
-        else:
-            for user in list(self.credentials):
-                try:
-                    identities[f"user:{user}"] = await self._token_for(user, service_may=False)
-                except SlurmError:
-                    blind.add(user)
+    async def jobs(self, *, fresh: bool = False) -> list[JobInfo]:
+        """One list call per identity (just the service's when there is one); unchanged lists cost a 304.
+        A user whose token cannot list (expired, refused) is `blind_to`, and does not stop the others."""
         found: dict[str, JobInfo] = {}
-        for key, token in identities.items():
-            for job in await self._listing(key, token):
+        if self.service is not None and (token := await self.service.token()):
+            try:
+                found = {job.job_id: job for job in await self._listing("service", token, fresh)}
+                self._blind = frozenset()
+                return list(found.values())
+            except SlurmError as exc:  # e.g. the service token expired: the users' own tokens still work
+                log.warning("the service identity cannot list jobs (%s); listing with users' tokens", exc.message)
+        blind: set[str] = set()
+        errors: list[SlurmError] = []
+        for user in list(self.credentials):
+            try:
+                jobs = await self._listing(f"user:{user}", await self._token_for(user, service_may=False), fresh)
+            except SlurmError as exc:
+                blind.add(user)
+                errors.append(exc)
+                continue
+            for job in jobs:
                 found.setdefault(job.job_id, job)
+        if errors and len(blind) == len(self.credentials) and any(e.transient for e in errors):
+            raise errors[0]  # nobody could list: the site is down, not the users' tokens
         self._blind = frozenset(blind)
         return list(found.values())
 
-    async def _listing(self, key: str, token: str) -> list[JobInfo]:
+    async def _listing(self, key: str, token: str, fresh: bool = False) -> list[JobInfo]:
         listing = self._listings.setdefault(key, _Listing())
-        params = {"update_time": listing.since} if listing.since is not None else None
-        asked_at = int(time.time()) - 1  # seconds resolution: anything changed in this second is listed again
+        params = {"update_time": listing.since} if listing.since is not None and not fresh else None
         version = await self._api_version(token)
         response = await self._call("GET", f"/slurm/{version}/jobs", token, params=params)
         if response.status_code == 304:
@@ -256,7 +292,7 @@ class RestBackend(SchedulerBackend):
         body = _json(response, "jobs")
         if rest_shapes.errors(body):
             raise SlurmError("; ".join(rest_shapes.errors(body)), transient=True)
-        listing.jobs, listing.since = rest_shapes.parse_jobs(body, JOB_NAME_PREFIX), asked_at
+        listing.jobs, listing.since = rest_shapes.parse_jobs(body, JOB_NAME_PREFIX), _site_time(response)
         return listing.jobs
 
     async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
@@ -265,7 +301,9 @@ class RestBackend(SchedulerBackend):
             return None
         try:
             body = await self._job_files(job_id, await self.service.token())
-        except SlurmError:
+        except SlurmError as exc:
+            if exc.transient:
+                raise  # not now: the poller asks again at the next interval
             return None
         return str(body.get("user") or "") or None if body.get("workdir") == workdir else None
 
@@ -283,11 +321,11 @@ class RestBackend(SchedulerBackend):
         if only_state is not None:
             # slurmrestd has no state filter: look first. A job that moves on meanwhile is caught by the
             # delete flow's later steps (TERM for a running job, then the final cancel).
-            jobs = rest_shapes.parse_jobs(await self._slurm("GET", f"job/{job_id}", token))
+            jobs = rest_shapes.parse_jobs(await self._slurm("GET", f"job/{job_id}", token, gone_ok=True))
             if not jobs or jobs[0].state != only_state:
                 return
         params = {"signal": signal} if signal else None
-        await self._slurm("DELETE", f"job/{job_id}", token, params=params)
+        await self._slurm("DELETE", f"job/{job_id}", token, gone_ok=True, params=params)
 
     async def _signal_batch_script(self, job_id: str, signal: str, token: str) -> bool:
         """Signal only the job script (a graceful stop), as scancel --batch does in mode 2. From v0.0.40
@@ -295,17 +333,20 @@ class RestBackend(SchedulerBackend):
         caller signals the whole job instead (every process of the job gets the signal)."""
         version = await self._api_version(token)
         if rest_shapes.number(version) >= 40:
-            jobs = rest_shapes.parse_jobs(await self._slurm("GET", f"job/{job_id}", token))
+            jobs = rest_shapes.parse_jobs(await self._slurm("GET", f"job/{job_id}", token, gone_ok=True))
             if jobs and jobs[0].state == "RUNNING":
-                await self._slurm("DELETE", f"job/{job_id}", token, params={"signal": signal, "flags": "BATCH_JOB"})
+                await self._slurm("DELETE", f"job/{job_id}", token, gone_ok=True,
+                                  params={"signal": signal, "flags": "BATCH_JOB"})
             return True
         if self._proxy_signals is False:
             return False
         try:
             await self._call("POST", f"{EXTENSIONS}/jobs/{job_id}/signal", token, params={"signal": signal})
-        except SlurmError as exc:
-            if exc.transient or "signals" not in exc.message:
+        except Refused as exc:
+            if exc.status != 404:
                 raise
+            if "signals" not in exc.message:
+                return True  # SLURM no longer knows the job: nothing to signal
             self._proxy_signals = False  # this proxy has no `signals` section
             log.warning("the proxy cannot signal job scripts alone: a deleted pod's every process gets SIG%s "
                         "and SLURM ends the job after KillWait (%s)", signal, exc.message)
@@ -384,6 +425,26 @@ class RestBackend(SchedulerBackend):
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.issuer_http.aclose()
+
+
+def _site_time(response: httpx.Response) -> int:
+    """When the answer was made, by the site's clock (its Date header), a second early: `update_time` is
+    compared with slurmctld's clock, and this host's clock may be off."""
+    try:
+        return int(parsedate_to_datetime(response.headers["date"]).timestamp()) - 1
+    except (KeyError, TypeError, ValueError):
+        return int(time.time()) - SKEW_ALLOWANCE_SECONDS
+
+
+def _better(new: Credential, held: Credential | None) -> bool:
+    """Keep a refreshable credential over one that is not; otherwise the one that lasts longer."""
+    if held is None or not usable(held):
+        return True
+    refreshable = isinstance(new, TokenSource), isinstance(held, TokenSource)
+    if refreshable[0] != refreshable[1]:
+        return refreshable[0]
+    return (new.expires_at() or 0) >= (held.expires_at() or 0)
 
 
 def _json(response: httpx.Response, what: str) -> dict[str, Any]:

@@ -4,10 +4,12 @@ sl_now() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }
 # status files are replaced atomically so a reader never sees half a value
 sl_put() { printf '%s\n' "$2" > "status/.$1.$BASHPID" && mv -f -- "status/.$1.$BASHPID" "status/$1"; }
 sl_fail() { echo "slurmlink: $*" >&2; exit 121; }
+# sl_dir PATH : the directory part of PATH, kept exact ($(...) alone would drop trailing newlines of a name)
+sl_dir() { sl_d=$(dirname -- "$1"; echo .); sl_d=${sl_d%$'\n.'}; }
 # sl_file PATH MODE <<base64 : one file of a volume
-sl_file() { mkdir -p -- "$(dirname -- "$1")" && base64 -d > "$1" && chmod "$2" -- "$1" || sl_fail "cannot write $1"; }
+sl_file() { sl_dir "$1" && mkdir -p -- "$sl_d" && base64 -d > "$1" && chmod "$2" -- "$1" || sl_fail "cannot write $1"; }
 # sl_link MOUNT-ROOT DESTINATION SOURCE : the host runtime's stand-in for a bind mount
-sl_link() { mkdir -p -- "$1$(dirname -- "$2")" && ln -sfn -- "$3" "$1$2" || sl_fail "cannot link $2"; }
+sl_link() { sl_dir "$2" && mkdir -p -- "$1$sl_d" && ln -sfn -- "$3" "$1$2" || sl_fail "cannot link $2"; }
 
 # SLURM's job variables (SLURM_JOB_ID, SLURM_CPUS_PER_TASK, ...) are the only ones a container inherits.
 sl_slurm_env() { local v; sl_keep=(); for v in "${!SLURM_@}"; do sl_keep+=("$v=${!v}"); done; }
@@ -59,6 +61,23 @@ sl_run() {
 }
 
 # sl_bwrap EXE ROOTFS CHDIR HOSTNAME NENV ENV... NMOUNTS (SRC DST RO)... -- ARGV... : a rootless container.
+# sl_resolve ROOT PATH : PATH with the symlinks of ROOT's tree followed inside ROOT, into sl_r (a Debian
+# root has /var/run -> /run: a mount point below it must be made below /run, not over the link)
+sl_resolve() {
+  local root=${1%/} rest=$2 done="" part link hops=0
+  while [ -n "$rest" ]; do
+    rest=${rest#/}; part=${rest%%/*}
+    if [ "$part" = "$rest" ]; then rest=""; else rest=/${rest#*/}; fi
+    case $part in "" | .) continue ;; ..) done=${done%/*}; continue ;; esac
+    if [ -L "$root$done/$part" ] && [ $((hops += 1)) -le 40 ]; then
+      link=$(readlink -- "$root$done/$part"; echo .); link=${link%$'\n.'}
+      case $link in /*) done=""; rest=$link$rest ;; *) rest=/$link$rest ;; esac
+    else
+      done=$done/$part
+    fi
+  done
+  sl_r=${done:-/}
+}
 # A mount point missing from the read-only root is made on a tmpfs "underlay" that re-binds what the
 # directory held, the way container runtimes add mount points to an image they may not change.
 sl_bwrap() {
@@ -68,11 +87,11 @@ sl_bwrap() {
   for ((i = 0; i < n; i++)); do env+=("$1"); shift; done
   n=$1; shift
   for ((i = 0; i < n; i++)); do
-    src=$1 dst=$2 ro=$3; shift 3
+    src=$1 ro=$3; sl_resolve "$root" "$2"; dst=$sl_r; shift 3
     if [ "$ro" = ro ]; then mounts+=(--ro-bind "$src" "$dst"); else mounts+=(--bind "$src" "$dst"); fi
     case $dst in /tmp/* | /dev/* | /proc/*) continue ;; esac
     parent=$dst
-    while [ ! -e "$root$parent" ]; do parent=$(dirname -- "$parent"); done
+    while [ ! -e "$root$parent" ]; do sl_dir "$parent"; parent=$sl_d; done
     [ "$parent" != "$dst" ] && under+=("$parent")
   done
   shift  # the "--"

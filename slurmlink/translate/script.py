@@ -79,7 +79,9 @@ def build_job(
         # Submitted through the REST API nobody prepared the directory: the job makes it (the job root is
         # then world-writable with the sticky bit), and refuses one that someone else made first.
         f"mkdir -m 0700 -- {quote(workdir)} 2>/dev/null",
-        f"cd -- {quote(workdir)} || {{ echo 'slurmlink: cannot enter the pod directory' >&2; exit 120; }}",
+        # a symlink planted in a shared job root must not lead the job into another directory
+        f"[ ! -L {quote(workdir)} ] || {{ echo 'slurmlink: the pod directory is a symlink' >&2; exit 120; }}",
+        f"cd -P -- {quote(workdir)} || {{ echo 'slurmlink: cannot enter the pod directory' >&2; exit 120; }}",
         "[ -O . ] || { echo 'slurmlink: the pod directory belongs to someone else' >&2; exit 120; }",
         # slurmrestd cannot create the output file in a directory that did not exist yet: open it here.
         f"[ -e {JOB_OUT} ] || exec >{JOB_OUT} 2>&1",

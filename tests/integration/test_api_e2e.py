@@ -75,6 +75,20 @@ def test_configmap_and_secret_volumes(client: Client) -> None:
     assert client.logs(pod, "main") == b"hello ' $(x)\ns3cr3t\n600\nnested\n"
 
 
+def test_a_volume_below_a_symlinked_directory_of_the_image(client: Client) -> None:
+    # Every Kubernetes pod has one: the ServiceAccount token at /var/run/secrets/..., and /var/run is a
+    # symlink to /run in Debian's root (the bwrap image of these tests).
+    mount = "/var/run/secrets/kubernetes.io/serviceaccount"
+    pod = make_pod([sh(f"cat {mount}/token", volumeMounts=[{"name": "sa", "mountPath": mount, "readOnly": True}])],
+                   volumes=[{"name": "sa", "secret": {"secretName": "sa-token"}}])
+    secret = {"metadata": {"name": "sa-token", "namespace": "default"},
+              "data": {"token": base64.b64encode(b"eyJhbGciOi...").decode()}}
+    client.submit(pod, secrets=[secret])
+    phase, _ = client.finish(pod)
+    assert phase.phase == "Succeeded", phase
+    assert client.logs(pod, "main") == b"eyJhbGciOi..."
+
+
 def test_empty_dir_shared_by_two_parallel_containers(client: Client) -> None:
     # Each waits for the other's file: both must run at the same time and share the directory.
     mount = [{"name": "shared", "mountPath": "/shared"}]

@@ -3,6 +3,7 @@ batched status with 304s, slurmrestd or the proxy going away, tokens that expire
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -13,6 +14,8 @@ from pathlib import Path
 import httpx
 
 from slurmlink.devcluster import DevCluster
+from slurmlink.identity.refresh import Credentials
+from slurmlink.slurm.rest import RestBackend, RestConfig
 from tests.checkin_standin import DEFAULT_CLIENT
 from tests.integration.conftest import ApiProcess, wait_until
 from tests.integration.mode1 import Mode1, TokenClient, mode1_fixture, token_secret, with_config  # noqa: F401
@@ -202,3 +205,17 @@ def test_killed_api_recovers_every_pod_without_a_second_job(mode1: Mode1, slurm_
             assert len(jobs_named(slurm_cluster, pod)) == 1
     finally:
         restarted.stop()
+
+
+def test_cancelling_what_slurm_no_longer_knows_is_not_an_error(mode1: Mode1) -> None:
+    async def scenario() -> None:
+        backend = RestBackend(RestConfig(url=mode1.proxy.url))
+        try:
+            user = await backend.user_for_token(Credentials(mode1.checkin.mint(mode1.subjects["alice"])))
+            assert user == mode1.accounts["alice"]
+            for only_state, signal_name in ((None, None), ("PENDING", None), ("RUNNING", "TERM")):
+                await backend.cancel("99999999", user, signal_name, only_state)  # SLURM: invalid job id
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())
