@@ -66,7 +66,8 @@ class VkProcess:
         if self.process.poll() is not None:
             raise AssertionError(f"slurmlink vk exited:\n{self.log_text()[-3000:]}")
         try:
-            return httpx.get(f"https://127.0.0.1:{self.port}/healthz", verify=False, timeout=2)  # noqa: S501 - self-signed.status_code == 200
+            answer = httpx.get(f"https://127.0.0.1:{self.port}/healthz", verify=False, timeout=2)  # noqa: S501
+            return answer.status_code == 200  # (self-signed certificate)
         except httpx.HTTPError:
             return False
 
