@@ -18,10 +18,11 @@ _KINDS = {"ConfigMap": ConfigMap, "Secret": Secret}
 
 
 class MissingReference(Exception):
-    """A required object does not exist (yet): the pod waits, then fails after a timeout."""
+    """A required object does not exist (yet), or the node may not read it: the pod waits, then fails after a
+    timeout."""
 
-    def __init__(self, kind: str, name: str, detail: str = "") -> None:
-        text = f'{kind.lower()} "{name}" not found'
+    def __init__(self, kind: str, name: str, detail: str = "", *, what: str = "not found") -> None:
+        text = f'{kind.lower()} "{name}" {what}'
         super().__init__(f"{text}: {detail}" if detail else text)
         self.kind, self.name = kind, name
 
@@ -92,6 +93,11 @@ class Resolver:
         try:
             obj = await self.kube.get(_KINDS[kind], name, namespace=namespace)
         except ApiError as exc:
+            if status_code(exc) == 403 and required:
+                # The Node authorizer lets a node read only what pods bound to it reference in their spec.
+                raise MissingReference(kind, name, "reference it in the pod's spec (e.g. as a volume) or give the "
+                                       "node's identity read access to it", what="may not be read by this node") \
+                    from None
             if status_code(exc) != 404:
                 raise
             if required:
