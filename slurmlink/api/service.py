@@ -115,6 +115,9 @@ class PodService:
                 entry.workdir = self.workdir_for(ref.namespace, ref.uid)
                 job = self._translate(request, entry.workdir)
                 entry.job_id = await self.backend.submit(job, entry.user)
+                # A poll whose job list was taken before the job existed must not judge it (and take it
+                # for gone): polls only judge entries that existed when they began.
+                entry.created = time.monotonic()
             except PodRejected as exc:
                 entry.rejected = (exc.reason, exc.message)
                 metrics.SUBMITS.labels("rejected").inc()
