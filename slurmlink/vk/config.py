@@ -34,6 +34,7 @@ class NodeConfig(Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[TaintConfig] = Field(default_factory=list)  # added to the upstream taint, at creation only
     internal_ip: str = "127.0.0.1"  # the address the apiserver dials for `kubectl logs`
+    hostname: str | None = None  # the node's Hostname address (default: its name); a DNS SAN of a CSR certificate
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
 
     @field_validator("labels")
@@ -60,19 +61,42 @@ class InterlinkApiConfig(Strict):
     timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+class CsrConfig(Strict):
+    """`kubelet.tls: csr`: the serving certificate is requested from the cluster's kubelet-serving signer."""
+
+    # Key and issued certificate (PEM, mode 0600), so a restart reuses a valid certificate without a new
+    # approval; None: kept in memory only.
+    state_file: str | None = None
+    expiration_seconds: int | None = Field(default=None, ge=600)  # asked of the signer; None: its default
+    renew_fraction: float = Field(default=0.8, gt=0, lt=1)  # renew once this part of the lifetime has passed
+    approval_timeout_seconds: float = Field(default=900.0, gt=0)  # then give up on that CSR and ask anew
+
+
+TlsMode = Literal["files", "self-signed", "csr"]
+
+
 class KubeletConfig(Strict):
     """The kubelet HTTPS endpoint the apiserver dials for `kubectl logs`."""
 
     host: str = "0.0.0.0"  # noqa: S104 - the apiserver must reach it
     port: int = Field(default=10250, ge=0, le=65535)  # 0: a free port (tests)
-    cert_file: str | None = None  # both None: a self-signed certificate is made at start
+    # Where the serving certificate comes from; unset: `files` when cert_file is set, else `self-signed`.
+    tls: TlsMode | None = None
+    cert_file: str | None = None
     key_file: str | None = None
     client_ca_file: str | None = None  # when set, callers must present a client certificate it signed
+    csr: CsrConfig = Field(default_factory=CsrConfig)
 
     @model_validator(mode="after")
-    def _both_or_neither(self) -> KubeletConfig:
+    def _consistent(self) -> KubeletConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("kubelet.cert_file and kubelet.key_file go together")
+        if self.tls is None:
+            self.tls = "files" if self.cert_file else "self-signed"
+        elif self.tls == "files" and not self.cert_file:
+            raise ValueError("kubelet.tls: files needs kubelet.cert_file and kubelet.key_file")
+        elif self.tls != "files" and self.cert_file:
+            raise ValueError(f"kubelet.tls: {self.tls} does not use kubelet.cert_file/key_file; remove them")
         return self
 
 

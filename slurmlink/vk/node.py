@@ -32,6 +32,7 @@ class NodeKeeper:
         self.uid = ""
         self.registered = asyncio.Event()
         self._conditions: list[Obj] = []
+        self.extra_conditions: dict[str, tuple[str, str, str]] = {}  # set by other parts; sent with the next ping
         self._last_sent: tuple[Any, ...] | None = None
         self._last_sent_at = 0.0
 
@@ -56,8 +57,11 @@ class NodeKeeper:
         metrics.API_REACHABLE.set(1)
 
     def _status(self) -> Obj:
-        self._conditions = nodespec.conditions(self.health, self._conditions, k8s_time())
+        self._conditions = nodespec.conditions(self.health, self._conditions, k8s_time(), self.extra_conditions)
         return nodespec.node_status(self.config, self.capacity, self._conditions, self.kubelet_port)
+
+    def set_condition(self, kind: str, status: str, reason: str, message: str) -> None:
+        self.extra_conditions[kind] = (status, reason, message)
 
     async def register(self) -> None:
         """Create the node (with its taints), or adopt the existing one; then send its status."""

@@ -69,8 +69,10 @@ class Health:
     capacity_problems: tuple[str, ...] = ()
 
 
-def conditions(health: Health, previous: list[Obj], stamp: str) -> list[Obj]:
-    """Ready and InterLinkReachable. lastTransitionTime moves only when a condition's status changes."""
+def conditions(health: Health, previous: list[Obj], stamp: str,
+               extra: dict[str, tuple[str, str, str]] | None = None) -> list[Obj]:
+    """Ready, InterLinkReachable, and `extra` ({type: (status, reason, message)}, e.g. the serving
+    certificate's). lastTransitionTime moves only when a condition's status changes."""
     if health.reachable:
         ready = ("True", "KubeletReady", "slurmlink vk is posting ready status; its interLink API answers")
         if health.capacity_problems:
@@ -82,7 +84,7 @@ def conditions(health: Health, previous: list[Obj], stamp: str) -> list[Obj]:
         reach = ("False", "PingFailed", health.detail)
     before = {c.get("type"): c for c in previous}
     out = []
-    for kind, (status, reason, message) in (("Ready", ready), (REACHABLE, reach)):
+    for kind, (status, reason, message) in (("Ready", ready), (REACHABLE, reach), *(extra or {}).items()):
         old = before.get(kind) or {}
         moved = old.get("status") != status or not old.get("lastTransitionTime")
         out.append({"type": kind, "status": status, "reason": reason, "message": message,
@@ -108,7 +110,7 @@ def node_status(config: VkConfig, capacity: dict[str, str], node_conditions: lis
     return {
         "capacity": dict(capacity), "allocatable": dict(capacity), "conditions": node_conditions,
         "addresses": [{"type": "InternalIP", "address": config.node.internal_ip},
-                      {"type": "Hostname", "address": config.node.name}],
+                      {"type": "Hostname", "address": config.node.hostname or config.node.name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {"kubeletVersion": f"v1.30.0-slurmlink-{__version__}", "kubeProxyVersion": "",
                      "operatingSystem": "linux", "architecture": "amd64", "containerRuntimeVersion": "slurm://",

@@ -17,6 +17,8 @@ import uvicorn
 
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.controller import PodController
+from slurmlink.vk.csr import CONDITION, KubeCsrApi, ServingCertificates
+from slurmlink.vk.csrspec import serving_hosts
 from slurmlink.vk.events import EventRecorder
 from slurmlink.vk.interlink import InterlinkApi
 from slurmlink.vk.kube import make_client
@@ -24,7 +26,7 @@ from slurmlink.vk.kubelet import build_app
 from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
 from slurmlink.vk.statusround import StatusRounds
-from slurmlink.vk.tls import self_signed
+from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.watch import PodWatcher
 
 log = logging.getLogger(__name__)
@@ -47,12 +49,20 @@ def _listen(config: VkConfig) -> socket.socket:
     return sock
 
 
-def _certificate(config: VkConfig, scratch: Path) -> tuple[str, str]:
-    if config.kubelet.cert_file and config.kubelet.key_file:
-        return config.kubelet.cert_file, config.kubelet.key_file
-    cert, key = self_signed(scratch, config.node.name, [config.node.internal_ip])
-    log.info("kubelet endpoint: self-signed certificate (set kubelet.cert_file/key_file for a real one)")
-    return str(cert), str(key)
+def _initial_certificate(config: VkConfig, scratch: Path) -> tuple[str, str]:
+    """The certificate the endpoint starts with: the configured files, else a self-signed one (which `csr`
+    replaces once the cluster's signer issues one)."""
+    kubelet = config.kubelet
+    if kubelet.tls == "files":
+        assert kubelet.cert_file and kubelet.key_file
+        return kubelet.cert_file, kubelet.key_file
+    cert_pem, key = self_signed_pem(config.node.name, serving_hosts(config.node.internal_ip, config.node.hostname))
+    cert, key_path = scratch / "self-signed.crt", scratch / "self-signed.key"
+    cert.write_bytes(cert_pem)
+    write_private(key_path, key)
+    if kubelet.tls == "self-signed":
+        log.info("kubelet endpoint: self-signed certificate (kubelet.tls: files or csr for a verifiable one)")
+    return str(cert), str(key_path)
 
 
 async def run(config: VkConfig) -> None:
@@ -61,7 +71,7 @@ async def run(config: VkConfig) -> None:
     sock = _listen(config)
     port = int(sock.getsockname()[1])
     scratch = tempfile.TemporaryDirectory(prefix="slurmlink-vk-")
-    cert, key = _certificate(config, Path(scratch.name))
+    cert, key = _initial_certificate(config, Path(scratch.name))
 
     node = NodeKeeper(config, kube, api, port)
     controller = PodController(config, kube, api, EventRecorder(kube, config.node.name))
@@ -76,8 +86,18 @@ async def run(config: VkConfig) -> None:
     tls: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
     if config.kubelet.client_ca_file:  # only the apiserver (a client certificate this CA signed) may ask
         tls.update(ssl_ca_certs=config.kubelet.client_ca_file, ssl_cert_reqs=ssl.CERT_REQUIRED)
-    server = _Server(uvicorn.Config(build_app(controller, api, healthy), log_level="warning", access_log=False,
-                                    lifespan="off", timeout_graceful_shutdown=2, **tls))
+    server_config = uvicorn.Config(build_app(controller, api, healthy), log_level="warning", access_log=False,
+                                   lifespan="off", timeout_graceful_shutdown=2, **tls)
+    server_config.load()  # builds the SSLContext now, so that a CSR certificate can be swapped into it later
+    assert server_config.ssl is not None
+    server = _Server(server_config)
+    certificates = None
+    if config.kubelet.tls == "csr":
+        serving = ServingContext(server_config.ssl, Path(scratch.name))
+        certificates = ServingCertificates(
+            config.node.name, serving_hosts(config.node.internal_ip, config.node.hostname), config.kubelet.csr,
+            KubeCsrApi(kube), serving, lambda *condition: node.set_condition(CONDITION, *condition))
+        certificates.restore()
 
     async def start_pods() -> None:
         await node.registered.wait()
@@ -93,6 +113,8 @@ async def run(config: VkConfig) -> None:
     parts: list[Coroutine[Any, Any, None]] = [
         server.serve(sockets=[sock]), node.run(), start_lease(), watcher.run(), start_pods(), rounds.run(),
         *(controller.worker() for _ in range(config.workers))]
+    if certificates is not None:
+        parts.append(certificates.run())
     stop = asyncio.Event()
 
     async def guarded(part: Coroutine[Any, Any, None]) -> None:
