@@ -170,8 +170,8 @@ def test_serving_certificate_through_a_csr(tmp_path: Path, fake_api: str) -> Non
                                  csr={"state_file": str(state), "expiration_seconds": 3600})
         vk = MtlsVk(config, tmp_path, client)
         started = time.monotonic()
-        vk.start()  # /healthz answers before any approval: a self-signed certificate meanwhile
         try:
+            vk.start()  # /healthz answers before any approval: a self-signed certificate meanwhile
             assert vk.process is not None
             pid = vk.process.pid
 
