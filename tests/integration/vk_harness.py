@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -177,18 +178,24 @@ def pod_manifest(name: str, script: str, *, containers: list[dict[str, Any]] | N
     return body
 
 
-@pytest.fixture(scope="session")
-def chain(slurm_cluster: DevCluster, api: ApiProcess, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Chain]:
-    workdir = tmp_path_factory.mktemp("vk")
+@contextlib.contextmanager
+def open_chain(cluster: DevCluster, api: ApiProcess, workdir: Path) -> Iterator[Chain]:
+    """A stand-in and a vk of their own in front of `api`; the vk is stopped on exit (the API is not)."""
     with KubeStandin(workdir / "standin", bookmark_interval=1.0) as standin:
         kubeconfig = node_kubeconfig(standin, workdir / "node.kubeconfig", NODE)
         vk = VkProcess(vk_config(kubeconfig, api.url), workdir)
         vk.start()
         try:
-            yield Chain(standin, vk, api, slurm_cluster, workdir)
+            yield Chain(standin, vk, api, cluster, workdir)
         finally:
             vk.stop()
+
+
+@pytest.fixture(scope="session")
+def chain(slurm_cluster: DevCluster, api: ApiProcess, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Chain]:
+    with open_chain(slurm_cluster, api, tmp_path_factory.mktemp("vk")) as opened:
+        yield opened
 
 
 def ready(chain: Chain) -> bool:
