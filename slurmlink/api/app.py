@@ -19,9 +19,9 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from slurmlink.api import metrics
+from slurmlink.api import metrics, projected
 from slurmlink.api.config import ApiConfig
-from slurmlink.api.service import NotFound, NotReady, PodService
+from slurmlink.api.service import Conflict, NotFound, NotReady, PodService
 from slurmlink.config import ConfigError
 from slurmlink.interlink.types import (
     CreateStruct,
@@ -32,7 +32,7 @@ from slurmlink.interlink.types import (
     parse_log_request,
     parse_pods,
 )
-from slurmlink.slurm.base import SchedulerBackend, SlurmError
+from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
 from slurmlink.translate.errors import PodRejected
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,12 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
         service.statuses(pods)  # records the newest pod objects; no SLURM call
         return PlainTextResponse("Updated cache")
 
+    @app.post(projected.ROUTE)
+    async def write_projected(request: Request) -> Response:
+        # slurmlink's own route (not interLink's wire): refreshed ServiceAccount tokens of a running pod
+        written = await service.write_projected(projected.parse_body(await _json(request)))
+        return JSONResponse({"written": written})
+
     @app.get("/healthz")
     async def healthz() -> Response:
         poller = service.poller
@@ -131,7 +137,7 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
 
 
 KNOWN_ROUTES = frozenset({"/create", "/delete", "/status", "/getLogs", "/pinglink", "/updateCache", "/healthz",
-                          "/metrics"})
+                          "/metrics", projected.ROUTE})
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -152,7 +158,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
-        return text(404, str(exc))
+        return text(404, str(exc), {projected.UNKNOWN_POD_HEADER: "1"})
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> Response:
+        return text(409, str(exc))
+
+    @app.exception_handler(Unsupported)
+    async def unsupported(request: Request, exc: Unsupported) -> Response:
+        return text(501, f"not supported: {exc.message}")
 
     @app.exception_handler(SlurmError)
     async def slurm_failed(request: Request, exc: SlurmError) -> Response:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from slurmlink import JOB_NAME_PREFIX
-from slurmlink.api import logs, metrics
+from slurmlink.api import logs, metrics, projected
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
@@ -25,7 +25,7 @@ from slurmlink.interlink.types import (
     PodStatus,
     ResourcesResponse,
 )
-from slurmlink.slurm.base import JobInfo, SchedulerBackend, SlurmError
+from slurmlink.slurm.base import JobInfo, SchedulerBackend, SlurmError, Unsupported
 from slurmlink.translate.errors import PodRejected
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import container_names, pod_ref
@@ -45,6 +45,10 @@ class NotReady(Exception):
 
 class NotFound(Exception):
     pass
+
+
+class Conflict(Exception):
+    """The pod is known but not in a state for this request (e.g. its job does not run): 409."""
 
 
 class PodService:
@@ -314,6 +318,32 @@ class PodService:
 
         return logs.stream(read, request.opts, entry.records.get(container), ended,
                            self.config.log_follow_interval)
+
+    # --- projected volumes -------------------------------------------------------------------------
+
+    async def write_projected(self, request: projected.ProjectedWrite) -> int:
+        """Replace token files of a running pod's projected volumes; returns how many were written."""
+        entry = self.registry.get(request.pod_uid)
+        if entry is None:
+            raise NotFound(f"no pod with uid {request.pod_uid}")
+        if entry.pod is None or not entry.pod.get("spec"):
+            # after a restart the API knows the job before the vk sends the pod again: the caller retries
+            raise Conflict(f"pod {entry.namespace}/{entry.name}: its spec is not known yet; retry")
+        files = projected.allowed_files(entry.pod, request)  # checked before the job's state: 400 beats 409
+        running = entry.job is not None and entry.job.state == "RUNNING"
+        if not running or entry.deleting or entry.finished or not entry.workdir:
+            state = entry.job.state if entry.job else "no job"
+            raise Conflict(f"pod {entry.namespace}/{entry.name} is not running ({state})")
+        try:
+            await self.backend.write_volume_files(entry.workdir, entry.user, files, entry.job_id)
+        except Unsupported:
+            raise
+        except SlurmError as exc:
+            if exc.transient:
+                raise NotReady(exc.message) from exc
+            raise Conflict(f"pod {entry.namespace}/{entry.name}: {exc.message}") from exc
+        log.info("pod %s/%s: refreshed %d projected file(s)", entry.namespace, entry.name, len(files))
+        return len(files)
 
     # --- capacity ----------------------------------------------------------------------------------
 

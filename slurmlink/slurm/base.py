@@ -29,6 +29,19 @@ class SlurmError(Exception):
         self.transient = transient
 
 
+class Unsupported(SlurmError):
+    """The backend cannot do this at all (not a failure of SLURM): the API answers 501."""
+
+
+@dataclass(frozen=True)
+class VolumeFile:
+    """A file of a pod's volume to replace while its job runs (a refreshed ServiceAccount token)."""
+
+    path: str  # relative to the pod's working directory: volumes/<volume>/<path>, already validated
+    mode: int
+    data: bytes
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """What SLURM says about one job, in backend-neutral terms."""
@@ -139,6 +152,11 @@ class SchedulerBackend(abc.ABC):
     @abc.abstractmethod
     async def capacity(self) -> Capacity:
         """Free capacity of the site right now."""
+
+    async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
+        """Atomically replace existing files of a running pod's volumes, as `user`'s files (a reader in the
+        job sees the old or the new content, never a partial one)."""
+        raise Unsupported("this backend cannot write files of a running pod")
 
     async def user_for_token(self, credentials: Credentials) -> str | None:
         """For backends that act with each pod's own token (REST): the local account it maps to, and the

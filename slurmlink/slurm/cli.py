@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from slurmlink import JOB_NAME_PREFIX
-from slurmlink.slurm.base import Capacity, ContainerRecord, JobInfo, SchedulerBackend, SlurmError
+from slurmlink.slurm.base import Capacity, ContainerRecord, JobInfo, SchedulerBackend, SlurmError, VolumeFile
 from slurmlink.slurm.commands import sacct, sbatch, scancel, sinfo, squeue
 from slurmlink.slurm.podfiles import PodFiles, check_container_name
 from slurmlink.slurm.runner import DEFAULT_PATH, Runner, error_from
@@ -135,6 +135,16 @@ class CliBackend(SchedulerBackend):
         account = self._account(user)
         return await asyncio.to_thread(self.files.read_log, workdir, account.pw_uid, container, offset,
                                        self.config.max_log_chunk_bytes)
+
+    async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
+        """Replace files of the pod's volumes (safe walk from the job root, the user's directories only)."""
+        account = self._account(user)
+
+        def write() -> None:
+            for file in files:
+                self.files.replace_file(workdir, file.path, account.pw_uid, account.pw_gid, file.mode, file.data)
+
+        await asyncio.to_thread(write)
 
     def _account(self, user: str) -> pwd.struct_passwd:
         """The local account `user`: must exist, is never root, and is ours unless we are root."""

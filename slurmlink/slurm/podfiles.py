@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import pwd
+import secrets
 import stat
 from collections.abc import Iterator
 
@@ -160,6 +161,46 @@ class PodFiles:
                 return pread_all(fd, limit, offset)
             except OSError as exc:
                 raise _error(exc, f"cannot read the log of {container}") from exc
+
+
+    # ---- writing (projected token refresh) --------------------------------------------------------------------
+
+    def replace_file(self, workdir: str, relative: str, uid: int, gid: int, mode: int, data: bytes) -> None:
+        """Atomically replace `relative` (below `workdir`), an existing regular file of `uid`, by `data`.
+
+        Every directory from the pod's down must belong to `uid` (a user's directory, never one of the
+        service's), the old file must be the user's regular file, and the new one is written under a fresh
+        name with O_EXCL|O_NOFOLLOW in that same directory, then renamed over the old: a reader opens either
+        the old or the new content, and a bind-mounted directory shows the new file at once."""
+        parent, _, name = relative.rpartition("/")
+        if uid == 0:
+            raise UnsafePodFile("slurmlink never writes pod files as root")
+        if not name or name.startswith(".") or any(p in ("", ".", "..") for p in relative.split("/")):
+            raise SlurmError(f"not a file of the pod: {relative!r}")
+        target = os.path.join(workdir, parent) if parent else workdir
+        try:
+            with self.directory(target, owner_uid=uid) as fd:
+                old = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISREG(old.st_mode) or old.st_uid != uid:
+                    raise NotTheUsersFile(f"{name} is not a regular file of uid {uid}")
+                temp = f".{name}.{secrets.token_hex(6)}"
+                new = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+                try:
+                    with os.fdopen(new, "wb") as fh:
+                        os.fchown(new, uid, gid)
+                        os.fchmod(new, mode)  # whatever the umask
+                        fh.write(data)
+                        fh.flush()
+                        os.fsync(new)
+                    os.rename(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp, dir_fd=fd)
+                    raise
+        except FileNotFoundError as exc:
+            raise SlurmError(f"cannot replace {relative} of {workdir}: it does not exist (yet)") from exc
+        except OSError as exc:
+            raise _error(exc, f"cannot replace {relative} of {workdir}") from exc
 
 
 def _error(exc: OSError, what: str) -> SlurmError:

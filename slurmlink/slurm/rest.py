@@ -27,7 +27,16 @@ from slurmlink import JOB_NAME_PREFIX
 from slurmlink.identity.refresh import Credentials, TokenSource, unverified_claims
 from slurmlink.identity.tokens import TokenValidator
 from slurmlink.slurm import rest_shapes
-from slurmlink.slurm.base import Capacity, ContainerRecord, JobInfo, PodDirectory, SchedulerBackend, SlurmError
+from slurmlink.slurm.base import (
+    Capacity,
+    ContainerRecord,
+    JobInfo,
+    PodDirectory,
+    SchedulerBackend,
+    SlurmError,
+    Unsupported,
+    VolumeFile,
+)
 from slurmlink.slurm.commands import sbatch
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
@@ -422,6 +431,11 @@ class RestBackend(SchedulerBackend):
         if response.status_code != 200:
             raise SlurmError(f"reading the log of {container}: {_reason(response)}")
         return response.content
+
+    async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
+        # slurmrestd has no call that writes a file into a running job's directory, and the API in mode 1 runs
+        # away from the site's file system: projected tokens there live as long as they were issued for.
+        raise Unsupported("mode 1 (slurmrestd) cannot refresh files of a running pod")
 
     async def close(self) -> None:
         await self.http.aclose()

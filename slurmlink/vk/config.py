@@ -112,6 +112,10 @@ class VkConfig(Strict):
     node_status_interval: float = Field(default=60.0, gt=0)  # node status is re-sent at least this often
     missing_reference_timeout: float = Field(default=300.0, ge=0)  # a pod waits this long for its ConfigMaps/Secrets
     token_expiration_seconds: int = Field(default=86400, ge=600)  # ServiceAccount tokens of projected volumes
+    # Running pods get new tokens once this part of the old ones' lifetime has passed (as the kubelet does) ...
+    projected_token_refresh_fraction: float = Field(default=0.8, gt=0, lt=1)
+    # ... or every this many seconds, whatever the lifetime (tests, sites that want it); unset by default
+    projected_token_refresh_seconds: float | None = Field(default=None, gt=0)
     watch_timeout_seconds: int = Field(default=300, ge=10)  # the apiserver ends each watch after this; we resume
 
     @property

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from slurmlink.api import projected
 from slurmlink.interlink.types import (
     CreateStruct,
     LogStruct,
@@ -37,6 +38,10 @@ class ApiCallError(Exception):
     def transient(self) -> bool:
         """Worth retrying: unreachable, overloaded, or not ready yet. A 4xx is the pod's own problem."""
         return self.status == 0 or self.status >= 500 or self.status in (401, 403, 408, 429)
+
+
+class RouteUnsupported(ApiCallError):
+    """The API has no such route (upstream interLink) or cannot serve it (mode 1): do not ask it again."""
 
 
 class InterlinkApi:
@@ -77,6 +82,20 @@ class InterlinkApi:
             return parse_statuses(response.content)
         except WireError as exc:
             raise ApiCallError("/status", 502, f"unreadable answer: {exc}") from exc
+
+    async def write_projected(self, body: Obj) -> None:
+        """slurmlink's own route: new content for token files of a running pod's projected volumes."""
+        route = projected.ROUTE
+        try:
+            response = await self.http.post(route, content=json.dumps(body), headers=self._headers())
+        except httpx.HTTPError as exc:
+            raise ApiCallError(route, 0, str(exc) or type(exc).__name__) from exc
+        text = response.text.strip()[:2000]
+        if response.status_code == 501 or (response.status_code in (404, 405)
+                                           and projected.UNKNOWN_POD_HEADER not in response.headers):
+            raise RouteUnsupported(route, response.status_code, text)
+        if response.status_code != 200:
+            raise ApiCallError(route, response.status_code, text)
 
     async def ping(self) -> tuple[PingResponse | None, str]:
         """(the parsed capacity if the API sent one, the raw answer); raises ApiCallError when unreachable.

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
 from slurmlink.vk.kube import ConfigMap, Secret, request_token, status_code
 from slurmlink.vk.references import references
+from slurmlink.vk.tokentiming import expires_at
 
 Obj = dict[str, Any]
 _KINDS = {"ConfigMap": ConfigMap, "Secret": Secret}
@@ -88,6 +90,22 @@ class Resolver:
     def __init__(self, kube: AsyncClient, token_expiration_seconds: int) -> None:
         self.kube = kube
         self.token_expiration_seconds = token_expiration_seconds
+        # pod uid -> (when its tokens were issued, the earliest expiry), for the refresher (vk.tokenrefresh)
+        self.issued: dict[str, tuple[float, float]] = {}
+
+    async def issue_token(self, pod: Obj, audience: str | None) -> tuple[str, float]:
+        """A ServiceAccount token bound to the pod: (token, its expiry as wall-clock seconds)."""
+        meta = pod["metadata"]
+        account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        issued_at = time.time()
+        answer = await request_token(self.kube, str(meta["namespace"]), str(account), str(meta["name"]),
+                                     str(meta["uid"]), [audience] if audience else [], self.token_expiration_seconds)
+        return str((answer.get("status") or {}).get("token", "")), \
+            expires_at(answer, issued_at, self.token_expiration_seconds)
+
+    def _issued(self, uid: str, expires: float) -> None:
+        issued_at, earliest = self.issued.get(uid, (time.time(), expires))
+        self.issued[uid] = (issued_at, min(earliest, expires))  # the pod's tokens are refreshed together
 
     async def _get(self, kind: str, namespace: str, name: str, required: bool) -> Obj | None:
         try:
@@ -108,6 +126,7 @@ class Resolver:
     async def create_body(self, pod: Obj) -> Obj:
         """The `/create` body (interLink's PodCreateRequests); MissingReference when a required object is absent."""
         namespace = str(pod["metadata"]["namespace"])
+        self.issued.pop(str(pod["metadata"]["uid"]), None)  # a retried create issues new tokens
         refs = references(pod)
         configmaps: list[Obj] = []
         secrets: list[Obj] = []
@@ -130,11 +149,10 @@ class Resolver:
                 continue
             if isinstance(source.get("serviceAccountToken"), dict):
                 item = source["serviceAccountToken"]
-                account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
                 audience = item.get("audience")
-                answer = await request_token(self.kube, namespace, str(account), str(meta["name"]), str(meta["uid"]),
-                                             [audience] if audience else [], self.token_expiration_seconds)
-                files[str(item.get("path") or "token")] = str((answer.get("status") or {}).get("token", ""))
+                token, expires = await self.issue_token(pod, str(audience) if audience else None)
+                files[str(item.get("path") or "token")] = token
+                self._issued(str(meta["uid"]), expires)
             for key, kind in (("configMap", "ConfigMap"), ("secret", "Secret")):
                 if isinstance(source.get(key), dict):
                     item = source[key]

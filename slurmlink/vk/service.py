@@ -27,6 +27,7 @@ from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
 from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
+from slurmlink.vk.tokenrefresh import TokenRefresher
 from slurmlink.vk.watch import PodWatcher
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ async def run(config: VkConfig) -> None:
     watcher = PodWatcher(kube, config.node.name, config.watch_timeout_seconds, controller.observe,
                          controller.vanish, controller.known)
     rounds = StatusRounds(config, api, controller)
+    tokens = TokenRefresher(config, controller)
     lease = LeaseKeeper(kube, config.node.name, config.lease_duration_seconds, config.lease_renew_interval)
 
     def healthy() -> bool:
@@ -112,6 +114,7 @@ async def run(config: VkConfig) -> None:
 
     parts: list[Coroutine[Any, Any, None]] = [
         server.serve(sockets=[sock]), node.run(), start_lease(), watcher.run(), start_pods(), rounds.run(),
+        tokens.run(),
         *(controller.worker() for _ in range(config.workers))]
     if certificates is not None:
         parts.append(certificates.run())

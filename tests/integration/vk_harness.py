@@ -179,11 +179,12 @@ def pod_manifest(name: str, script: str, *, containers: list[dict[str, Any]] | N
 
 
 @contextlib.contextmanager
-def open_chain(cluster: DevCluster, api: ApiProcess, workdir: Path) -> Iterator[Chain]:
-    """A stand-in and a vk of their own in front of `api`; the vk is stopped on exit (the API is not)."""
+def open_chain(cluster: DevCluster, api: ApiProcess, workdir: Path, **overrides: Any) -> Iterator[Chain]:
+    """A stand-in and a vk of their own in front of `api`; the vk is stopped on exit (the API is not).
+    `overrides`: vk configuration keys."""
     with KubeStandin(workdir / "standin", bookmark_interval=1.0) as standin:
         kubeconfig = node_kubeconfig(standin, workdir / "node.kubeconfig", NODE)
-        vk = VkProcess(vk_config(kubeconfig, api.url), workdir)
+        vk = VkProcess(vk_config(kubeconfig, api.url, **overrides), workdir)
         vk.start()
         try:
             yield Chain(standin, vk, api, cluster, workdir)
