@@ -368,7 +368,8 @@ class RestBackend(SchedulerBackend):
         params = {"partition": self.config.partition} if self.config.partition else None
         body = _json(await self._call("GET", f"{EXTENSIONS}/capacity", await self._any_token(), params=params),
                      "capacity")
-        gpus = body.get("gpus") if isinstance(body.get("gpus"), dict) else {}
+        gpus = body.get("gpus")
+        gpus = gpus if isinstance(gpus, dict) else {}
         return Capacity(cpus=int(body.get("cpus") or 0), memory_mb=int(body.get("memory_mb") or 0),
                         gpus={str(k): int(v) for k, v in gpus.items()})
 
