@@ -198,8 +198,8 @@ class PodService:
     def _maybe_submitted_before_start(self, pod: dict[str, Any]) -> bool:
         """In mode 1 a restarted API cannot list every user's jobs without a service identity, so a pod
         older than this process may have a job already: it is looked for (with the pod's own token)."""
-        if self.config.backend != "rest":
-            return False  # mode 2 recovered every job before accepting creates
+        if self.backend.sees_all_jobs:
+            return False  # every job was recovered before creates were accepted
         created = (pod.get("metadata") or {}).get("creationTimestamp")
         try:
             created_at = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()

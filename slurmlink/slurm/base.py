@@ -102,6 +102,10 @@ class LogQuery:
 class SchedulerBackend(abc.ABC):
     """The SLURM operations slurmlink needs; every method has a timeout and raises SlurmError."""
 
+    # Whether `jobs()` lists every user's jobs without any pod's credential: then the first poll after a
+    # start finds every job an earlier instance submitted, and no pod needs to be looked for on its own.
+    sees_all_jobs = True
+
     @abc.abstractmethod
     async def submit(self, job: BatchJob, user: str) -> str:
         """Submit `job` as `user`; return the job id. Prepares the job's working directory."""

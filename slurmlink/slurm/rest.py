@@ -152,6 +152,7 @@ class RestBackend(SchedulerBackend):
         # Refreshes go to Check-in, not to the site: the system's CAs, not the site's CA file.
         self.issuer_http = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=10.0)
         self.service = FileToken(config.service_token_file) if config.service_token_file else None
+        self.sees_all_jobs = self.service is not None
         self.credentials: dict[str, Credential] = {}  # local user -> the freshest credential of their pods
         self._signed_in: dict[str, float] = {}  # local user -> when a pod's token last named them (monotonic)
         self.version = "" if config.api_version == "auto" else config.api_version

@@ -47,7 +47,7 @@ class ServiceProcess:
 
     def __init__(self, config: dict[str, Any], workdir: Path) -> None:
         self.config = config
-        self.port = int(config["listen"]["port"])
+        self.port = self.listen_port(config)
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / f"{self.command}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -61,14 +61,33 @@ class ServiceProcess:
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         wait_until(self.healthy, 60, f"slurmlink {self.command} to become ready")
 
+    @staticmethod
+    def listen_port(config: dict[str, Any]) -> int:
+        return int(config["listen"]["port"])
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", timeout=5)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
     def healthy(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"slurmlink {self.command} exited:\n{self.log_path.read_text()[-3000:]}")
+            raise AssertionError(f"slurmlink {self.command} exited:\n{self.log_text()[-3000:]}")
         try:
-            return httpx.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200
+            return self.get(self.ready_path).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a Prometheus metric's samples (over all labels, or those with these values)."""
+        total = 0.0
+        for line in self.get("/metrics").text.splitlines():
+            named = line.startswith(name + "{") or line.startswith(name + " ")
+            if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -86,14 +105,6 @@ class ServiceProcess:
 
 class ApiProcess(ServiceProcess):
     command = "api"
-
-    def metric(self, name: str) -> float:
-        """Sum of a Prometheus metric's samples (over all labels)."""
-        total = 0.0
-        for line in httpx.get(f"{self.url}/metrics", timeout=5).text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
 
 
 def api_config(cluster: DevCluster, port: int, **overrides: Any) -> dict[str, Any]:

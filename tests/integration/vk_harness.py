@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from slurmlink.devcluster import DevCluster
-from tests.integration.conftest import ApiProcess, free_port, wait_until
+from tests.integration.conftest import ApiProcess, ServiceProcess, free_port, wait_until
 from tests.integration.pods import squeue_jobs
 from tests.kube_standin import KubeStandin
 
@@ -44,60 +43,21 @@ def node_kubeconfig(standin: KubeStandin, path: Path, node: str) -> Path:
     return path
 
 
-class VkProcess:
+class VkProcess(ServiceProcess):
     """`slurmlink vk -c vk.yaml` as its own process; `kill()` is kill -9, `start()` brings it back."""
 
+    command = "vk"
+
     def __init__(self, config: dict[str, Any], workdir: Path) -> None:
-        self.config = config
-        self.port = int(config["kubelet"]["port"])
-        self.config_path = workdir / "vk.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.log_path = workdir / "vk.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(config, workdir)
+        self.url = f"https://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen([sys.executable, "-m", "slurmlink.cli", "vk", "-c", str(self.config_path)],
-                                        stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        wait_until(self.healthy, 30, "slurmlink vk to become ready")
-
-    def healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"slurmlink vk exited:\n{self.log_text()[-3000:]}")
-        try:
-            answer = httpx.get(f"https://127.0.0.1:{self.port}/healthz", verify=False, timeout=2)  # noqa: S501
-            return answer.status_code == 200  # (self-signed certificate)
-        except httpx.HTTPError:
-            return False
+    @staticmethod
+    def listen_port(config: dict[str, Any]) -> int:
+        return int(config["kubelet"]["port"])
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"https://127.0.0.1:{self.port}{path}", verify=False, timeout=5)  # noqa: S501
-
-    def metric(self, name: str, **labels: str) -> float:
-        total = 0.0
-        for line in self.get("/metrics").text.splitlines():
-            named = line.startswith(name + "{") or line.startswith(name + " ")
-            if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        return httpx.get(f"{self.url}{path}", verify=False, timeout=5)  # noqa: S501 - a self-signed certificate
 
 
 def vk_config(kubeconfig: Path, api_url: str, **overrides: Any) -> dict[str, Any]:
