@@ -56,11 +56,14 @@ class StatusPoller:
         snapshot = time.monotonic()
         jobs = await self.backend.jobs()
         by_id = {job.job_id: job for job in jobs}
-        await self._adopt(jobs)
+        # Adopted pods join the registry only below, with their job and records at once: a status served
+        # meanwhile must not show a finished job without the records that say how it ended.
+        adopted = await self._adopt(jobs)
+        pool = [*self.registry.entries.values(), *adopted.values()]
         news: dict[str, JobInfo | None] = {}
         missing: list[PodEntry] = []
         blind = self.backend.blind_to()
-        for entry in list(self.registry.entries.values()):
+        for entry in pool:
             # Pods created after the snapshot was taken are not in it, and not missing.
             if not entry.job_id or entry.rejected or entry.created > snapshot:
                 continue
@@ -73,13 +76,17 @@ class StatusPoller:
             finished = await self.backend.finished([e.job_id for e in missing])
             for entry in missing:
                 news[entry.uid] = finished.get(entry.job_id)
-        entries = [e for e in self.registry.entries.values() if e.uid in news]
+        entries = [e for e in pool if e.uid in news]
         wanted = [e for e in entries if _records_wanted(e, news[e.uid])]
         found = await self.backend.containers_of([PodDirectory(e.workdir, e.user, e.job_id) for e in wanted])
         # Job state and container records change together, with no await in between: a status served
         # meanwhile never pairs a finished job with records read while it was still running.
         fresh = {e.uid: found[e.job_id] for e in wanted if e.job_id in found}
         unread = {e.uid for e in wanted if e.job_id not in found}
+        for uid, entry in adopted.items():
+            if uid not in self.registry.entries and uid not in unread:  # (a create may have come meanwhile)
+                self.registry.entries[uid] = entry
+                log.info("adopted pod %s/%s (job %s) from SLURM", entry.namespace, entry.name, entry.job_id)
         for entry in entries:
             job = news[entry.uid]
             if job is None and entry.uid in unread:
@@ -100,14 +107,15 @@ class StatusPoller:
         metrics.POLL_SECONDS.observe(time.monotonic() - snapshot)
         metrics.PODS.set(len(self.registry.entries))
 
-    async def _adopt(self, jobs: list[JobInfo]) -> None:
-        """Learn the pods of jobs we do not know (after a restart), if they really are our pods' jobs."""
+    async def _adopt(self, jobs: list[JobInfo]) -> dict[str, PodEntry]:
+        """The pods of jobs we do not know (after a restart), if they really are our pods' jobs."""
+        adopted: dict[str, PodEntry] = {}
         known = {e.job_id for e in self.registry.entries.values()}
         candidates = sorted((j for j in jobs if j.job_id not in known and j.job_id not in self._refused),
                             key=lambda j: int(j.job_id.split("_")[0]) if j.job_id[:1].isdigit() else 0)
         for job in candidates:  # oldest first: the job slurmlink submitted comes before any copy
             uid = job.name[len(JOB_NAME_PREFIX):]
-            if uid in self.registry.entries:
+            if uid in self.registry.entries or uid in adopted:
                 self._refused.add(job.job_id)
                 continue
             namespace, _, name = job.comment.partition("/")
@@ -122,9 +130,9 @@ class StatusPoller:
                 log.warning("job %s of %s is named like a slurmlink pod's but is not one: ignored",
                             job.job_id, job.user)
                 continue
-            self.registry.entries[uid] = PodEntry(uid=uid, namespace=namespace, name=name, user=job.user,
-                                                  workdir=workdir, job_id=job.job_id, job=job, created=0.0)
-            log.info("adopted pod %s/%s (job %s) from SLURM", namespace, name, job.job_id)
+            adopted[uid] = PodEntry(uid=uid, namespace=namespace, name=name, user=job.user, workdir=workdir,
+                                    job_id=job.job_id, created=0.0)
+        return adopted
 
 
 def _records_wanted(entry: PodEntry, job: JobInfo | None) -> bool:
