@@ -64,6 +64,7 @@ class FilesSection(Strict):
     job_root: str
     max_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=1)  # most log bytes one answer/read carries
     follow_poll_seconds: float = Field(default=0.5, gt=0)  # how often a followed log is read for new bytes
+    max_follows_per_user: int = Field(default=16, ge=1)  # open log follows at once (each polls the disk)
 
     @model_validator(mode="after")
     def _absolute(self) -> FilesSection:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -50,6 +50,8 @@ class Extensions:
         self.ledger = ledger
         self.slurm_token = slurm_token  # raises SlurmTokenError; the app turns that into a 503
         self.signaller = signaller
+        self.max_follows = files.max_follows_per_user if files is not None else 0
+        self.follows: dict[str, int] = {}  # caller's account -> log follows open now
 
     async def handle(self, rule: str, caller: Caller, path: str, query: str) -> Response:
         try:
@@ -153,6 +155,9 @@ class Extensions:
         except SlurmError as exc:
             raise Refusal(400, "BadRequest", exc.message) from None
         wanted = parse_query(query)
+        if wanted.follow and self.follows.get(caller.user, 0) >= self.max_follows:
+            raise Refusal(429, "TooManyFollows", f"{caller.user} already follows {self.max_follows} logs; close one "
+                          "or read without follow", retry_after=5)
         _, pod = await self._pod(caller, job_id)
         assert self.reader is not None  # there whenever files are
         try:
@@ -172,8 +177,20 @@ class Extensions:
                 return False
             return job.ended
 
-        return StreamingResponse(self.reader.follow(pod, container, wanted, first, job_ended),
+        return StreamingResponse(self._counted(caller.user, self.reader.follow(pod, container, wanted, first,
+                                                                               job_ended)),
                                  media_type="application/octet-stream")
+
+    async def _counted(self, user: str, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`stream`, counted among `user`'s open follows while it lasts (however it ends)."""
+        self.follows[user] = self.follows.get(user, 0) + 1
+        try:
+            async for data in stream:
+                yield data
+        finally:
+            self.follows[user] -= 1
+            if not self.follows[user]:
+                del self.follows[user]
 
 
 def whoami(caller: Caller) -> Response:

@@ -431,3 +431,29 @@ def test_signals_are_404_without_a_signals_section(world: World, finished_job: t
         assert_refused(signal(server, world.token("alice"), finished_job[0]), 404, "no `signals` section")
     finally:
         server.stop()
+
+
+def test_open_follows_per_user_are_bounded(world: World, bobs_job: tuple[str, str]) -> None:
+    server = ProxyServer(world.config(files={"job_root": str(world.job_root), "max_follows_per_user": 1,
+                                             "follow_poll_seconds": 0.2})).start()
+    job_id, _ = bobs_job
+    url = f"{server.url}/slurmlink/v1/jobs/{job_id}/logs/main"
+    try:
+        with httpx.Client(timeout=30) as client:
+            with client.stream("GET", url, params={"follow": "true"}, headers=bearer(world.token("bob"))) as first:
+                assert first.status_code == 200
+                chunks = first.iter_bytes()  # kept: a dropped iterator would close the stream
+                assert next(chunks) == b"secret\n"  # the follow is open and counted
+                second = client.get(url, params={"follow": "true"}, headers=bearer(world.token("bob")))
+                assert_refused(second, 429, "already follows 1 logs")
+                assert second.headers["retry-after"] == "5"
+                assert client.get(url, headers=bearer(world.token("bob"))).content == b"secret\n"  # no follow: fine
+            # the first one closed: following works again
+            wait_until(lambda: _follow_opens(client, url, world.token("bob")), 10, "a follow to be allowed again")
+    finally:
+        server.stop()
+
+
+def _follow_opens(client: httpx.Client, url: str, token: str) -> bool:
+    with client.stream("GET", url, params={"follow": "true"}, headers=bearer(token)) as answer:
+        return answer.status_code == 200
