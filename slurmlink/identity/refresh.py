@@ -55,6 +55,12 @@ def unverified_claims(token: str) -> dict[str, Any]:
         return {}
 
 
+def token_expiry(token: str) -> float | None:
+    """A JWT's `exp`, NOT verified (to know when to stop sending or start refreshing it), or None."""
+    exp = unverified_claims(token).get("exp")
+    return float(exp) if isinstance(exp, int | float) else None
+
+
 class TokenSource:
     def __init__(self, credentials: Credentials, validator: TokenValidator, http: httpx.AsyncClient,
                  *, margin: float = REFRESH_MARGIN_SECONDS, clock: Callable[[], float] = time.time,
@@ -76,8 +82,7 @@ class TokenSource:
             self.problem = ""
 
     def expires_at(self) -> float | None:
-        exp = unverified_claims(self.credentials.access_token).get("exp")
-        return float(exp) if isinstance(exp, int | float) else None
+        return token_expiry(self.credentials.access_token)
 
     async def token(self) -> str:
         """An access token that is valid for at least `margin` more seconds when that can be had."""

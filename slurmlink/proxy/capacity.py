@@ -12,6 +12,7 @@ import httpx
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.errors import Refusal
 from slurmlink.slurm.commands.sinfo import gpus, usable
+from slurmlink.slurm.rest_shapes import plain_value
 
 
 async def free_capacity(http: httpx.AsyncClient, url: str, *, as_user: str, token: str,
@@ -55,7 +56,6 @@ def _state_words(node: dict[str, Any]) -> str:
     return "+".join(words).lower()
 
 
-def _number(value: Any) -> int:
-    if isinstance(value, dict):  # {"set", "infinite", "number"} from v0.0.39 on
-        value = value.get("number") if value.get("set", True) and not value.get("infinite") else 0
+def _number(raw: Any) -> int:
+    value = plain_value(raw)  # a plain int, or {"set", "infinite", "number"} from v0.0.39 on
     return value if isinstance(value, int) and value > 0 else 0

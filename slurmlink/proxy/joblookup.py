@@ -9,6 +9,7 @@ import httpx
 
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.errors import Refusal
+from slurmlink.slurm import rest_shapes
 
 INVALID_JOB_ID = 2017  # SLURM's "Invalid job id specified": it does not know the job (any more)
 # Base states in which a job will write nothing more.
@@ -53,18 +54,11 @@ def _parse(job_id: str, status: int, body: Any) -> SlurmJob:
     body = body if isinstance(body, dict) else {}
     errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
     jobs = [j for j in body.get("jobs") or [] if isinstance(j, dict) and str(j.get("job_id")) == job_id]
-    if any(e.get("error_number") == INVALID_JOB_ID for e in errors) or (status == 200 and not errors and not jobs):
+    if INVALID_JOB_ID in rest_shapes.error_codes(body) or (status == 200 and not errors and not jobs):
         raise Refusal(404, "NotFound", f"job {job_id} is not known to SLURM (any more)")
     if status != 200 or errors or not jobs:
         said = "; ".join(str(e.get("description") or e.get("error") or "") for e in errors) or f"HTTP {status}"
         raise Refusal(502, "UpstreamError", f"slurmrestd could not look up job {job_id}: {said}"[:300])
     job = jobs[0]
     return SlurmJob(job_id, str(job.get("user_name") or ""), str(job.get("current_working_directory") or ""),
-                    _base_state(job.get("job_state")))
-
-
-def _base_state(value: Any) -> str:
-    # a string up to v0.0.39, a list of flags (base state first) from v0.0.40
-    if isinstance(value, list):
-        value = value[0] if value else ""
-    return str(value or "").upper()
+                    rest_shapes.base_state(job.get("job_state")).upper())

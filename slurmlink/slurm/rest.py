@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import httpx
 
 from slurmlink import JOB_NAME_PREFIX
-from slurmlink.identity.refresh import Credentials, TokenSource, unverified_claims
+from slurmlink.identity.refresh import Credentials, TokenSource, token_expiry
 from slurmlink.identity.tokens import TokenValidator
 from slurmlink.slurm import rest_shapes
 from slurmlink.slurm.base import (
@@ -95,8 +95,7 @@ class FixedToken:
         return self.credentials.access_token
 
     def expires_at(self) -> float | None:
-        exp = unverified_claims(self.credentials.access_token).get("exp")
-        return float(exp) if isinstance(exp, int | float) else None
+        return token_expiry(self.credentials.access_token)
 
 
 class FileToken:
@@ -122,8 +121,7 @@ class FileToken:
         return self._seen[1] if self._seen else ""
 
     def expires_at(self) -> float | None:
-        exp = unverified_claims(self._seen[1]).get("exp") if self._seen else None
-        return float(exp) if isinstance(exp, int | float) else None
+        return token_expiry(self._seen[1]) if self._seen else None
 
 
 def usable(credential: Credential, now: float | None = None) -> bool:
@@ -234,12 +232,11 @@ class RestBackend(SchedulerBackend):
         response = await self._call(method, f"/slurm/{version}/{path}", token, **kwargs)
         body = _json(response, path)
         problems = rest_shapes.errors(body)
-        codes = {e.get("error_number") or e.get("errno") or e.get("error_code")
-                 for e in body.get("errors") or [] if isinstance(e, dict)}
+        codes = rest_shapes.error_codes(body)
         if problems and not body.get("job_id"):
             if gone_ok and codes and codes <= GONE_ERRORS:
                 return {}
-            transient = any(isinstance(c, int) and c in TRANSIENT_SLURM_ERRORS for c in codes)
+            transient = any(c in TRANSIENT_SLURM_ERRORS for c in codes)
             raise SlurmError("; ".join(problems), transient=transient)
         if response.status_code >= 400 and not body.get("job_id"):
             raise SlurmError(f"{method} {path}: HTTP {response.status_code}")

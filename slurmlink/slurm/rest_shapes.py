@@ -88,6 +88,13 @@ def errors(body: dict[str, Any]) -> list[str]:
     return [e for e in found if e]
 
 
+def error_codes(body: dict[str, Any]) -> set[int]:
+    """SLURM's error numbers in a reply (the key differs between versions)."""
+    codes = {e.get("error_number") or e.get("errno") or e.get("error_code")
+             for e in body.get("errors") or [] if isinstance(e, dict)}
+    return {c for c in codes if isinstance(c, int)}
+
+
 def parse_submit(body: dict[str, Any]) -> str:
     """The new job's id. A reply may carry a job id and errors at once (e.g. a held job): the job exists."""
     job_id = body.get("job_id")
@@ -96,7 +103,7 @@ def parse_submit(body: dict[str, Any]) -> str:
     raise SlurmError("; ".join(errors(body)) or "slurmrestd accepted no job and gave no reason")
 
 
-def _value(raw: Any) -> Any:
+def plain_value(raw: Any) -> Any:
     """A plain value, or the `number` of a {set, infinite, number} struct (None when unset or infinite)."""
     if isinstance(raw, dict) and "number" in raw:
         return raw["number"] if raw.get("set", True) and not raw.get("infinite", False) else None
@@ -104,11 +111,12 @@ def _value(raw: Any) -> Any:
 
 
 def _time(raw: Any) -> datetime | None:
-    value = _value(raw)
+    value = plain_value(raw)
     return datetime.fromtimestamp(value, UTC) if isinstance(value, int) and value > 0 else None
 
 
-def _state(raw: Any) -> str:
+def base_state(raw: Any) -> str:
+    """The base state from a `job_state` string (<= v0.0.39) or list of flags, base state first (>= v0.0.40)."""
     if isinstance(raw, list):
         return str(raw[0]) if raw else "UNKNOWN"
     return str(raw or "UNKNOWN")
@@ -119,8 +127,8 @@ def _exit(raw: Any) -> tuple[int | None, int | None]:
     if isinstance(raw, int):
         return (raw >> 8, None) if raw & 0x7F == 0 else (None, raw & 0x7F)
     if isinstance(raw, dict):
-        signal = _value((raw.get("signal") or {}).get("id")) if isinstance(raw.get("signal"), dict) else None
-        return _value(raw.get("return_code")), signal or None
+        signal = plain_value((raw.get("signal") or {}).get("id")) if isinstance(raw.get("signal"), dict) else None
+        return plain_value(raw.get("return_code")), signal or None
     return None, None
 
 
@@ -131,7 +139,7 @@ def parse_jobs(body: dict[str, Any], prefix: str = "") -> list[JobInfo]:
         name = str(raw.get("name") or "")
         if not name.startswith(prefix):
             continue
-        state = _state(raw.get("job_state"))
+        state = base_state(raw.get("job_state"))
         finished = state not in ("PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING")
         code, signal = _exit(raw.get("exit_code")) if finished else (None, None)
         reason = str(raw.get("state_reason") or "")

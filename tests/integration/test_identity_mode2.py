@@ -9,26 +9,11 @@ import pytest
 
 from slurmlink.devcluster import DevCluster
 from tests.checkin_standin import CheckinStandin, new_key
+from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
 from tests.integration.conftest import ApiProcess, api_config, free_port
 from tests.integration.pods import Client, make_pod, squeue_jobs
 
 VO = "vo.example.org"
-
-
-@pytest.fixture(scope="module")
-def checkin() -> Iterator[CheckinStandin]:
-    server = CheckinStandin().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def people(checkin: CheckinStandin) -> dict[str, str]:
-    """Check-in subjects: two members of the VO, one of another VO, one member nobody mapped."""
-    subjects = {name: checkin.new_subject() for name in ("alice", "bob", "eve", "nomap")}
-    checkin.set_user(subjects["eve"], eduperson_entitlement=[
-        "urn:mace:egi.eu:group:vo.other.org:role=member#aai.egi.eu"])
-    return subjects
 
 
 @pytest.fixture(scope="module")

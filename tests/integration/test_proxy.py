@@ -22,6 +22,7 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy import ProxyConfig
 from tests.checkin_standin import CheckinStandin, new_key
+from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
 from tests.integration.conftest import free_port
 from tests.integration.proxy_fixtures import (
     MAX_BODY,
@@ -35,21 +36,6 @@ from tests.integration.proxy_fixtures import (
     raw_request,
     submit_body,
 )
-
-
-@pytest.fixture(scope="module")
-def checkin() -> Iterator[CheckinStandin]:
-    server = CheckinStandin().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def people(checkin: CheckinStandin) -> dict[str, str]:
-    subjects = {name: checkin.new_subject() for name in ("alice", "bob", "eve", "nomap")}
-    checkin.set_user(subjects["eve"], eduperson_entitlement=[
-        "urn:mace:egi.eu:group:vo.other.org:role=member#aai.egi.eu"])
-    return subjects
 
 
 @pytest.fixture(scope="module")
