@@ -157,7 +157,6 @@ class RestBackend(SchedulerBackend):
         self._listings: dict[str, _Listing] = {}
         self._blind: frozenset[str] = frozenset()
         self._proxy_signals: bool | None = None  # does the proxy signal job scripts alone (None: not asked yet)
-        self.calls = 0  # HTTP requests made, for the benchmarks
 
     # ---- identities ------------------------------------------------------------------------------------
 
@@ -209,7 +208,6 @@ class RestBackend(SchedulerBackend):
     async def _call(self, method: str, path: str, token: str, *, params: Mapping[str, Any] | None = None,
                     body: Any = None, timeout: float | None = None) -> httpx.Response:
         """One request; SlurmError (transient when worth retrying) for anything but an answer."""
-        self.calls += 1
         try:
             response = await self.http.request(
                 method, path, params=params, json=body, headers={"Authorization": f"Bearer {token}"},
