@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slurmlink.api import metrics, projected
 from slurmlink.api.config import ApiConfig
-from slurmlink.api.service import Conflict, NotFound, NotReady, PodService
+from slurmlink.api.service import BadRequest, Conflict, NotFound, NotReady, PodService
 from slurmlink.config import ConfigError
 from slurmlink.interlink.types import (
     CreateStruct,
@@ -159,6 +159,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
         return text(404, str(exc), {projected.UNKNOWN_POD_HEADER: "1"})
+
+    @app.exception_handler(BadRequest)
+    async def cannot_answer(request: Request, exc: BadRequest) -> Response:
+        return text(400, str(exc))
 
     @app.exception_handler(Conflict)
     async def conflict(request: Request, exc: Conflict) -> Response:

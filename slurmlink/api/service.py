@@ -47,6 +47,10 @@ class NotFound(Exception):
     pass
 
 
+class BadRequest(Exception):
+    """A request that cannot be answered as asked (e.g. the previous log of a container never restarted): 400."""
+
+
 class Conflict(Exception):
     """The pod is known but not in a state for this request (e.g. its job does not run): 409."""
 
@@ -305,19 +309,27 @@ class PodService:
             names.update(inits + apps)
         if request.container_name not in names:
             raise NotFound(f"pod {entry.namespace}/{entry.name} has no container {request.container_name}")
+        container = request.container_name
+        record = entry.records.get(container)
+        previous = request.opts.previous
+        if previous and (record is None or not record.restarts):
+            # the kubelet's words when a container has not been restarted
+            raise BadRequest(f'previous terminated container "{container}" in pod "{entry.name}" not found')
         if not entry.workdir or entry.rejected:
             return _once(b"")
-        container = request.container_name
+        restarts = record.restarts if record else 0
 
         async def read(offset: int) -> bytes:
-            return await self.backend.read_log(entry.workdir, entry.user, container, offset, entry.job_id)
+            return await self.backend.read_log(entry.workdir, entry.user, container, offset, entry.job_id,
+                                               previous=previous)
 
         def ended() -> bool:
-            record = entry.records.get(container)
-            return entry.finished or (record is not None and record.exit_code is not None)
+            now = entry.records.get(container)
+            # a restart ends the followed instance (its log becomes the previous one), as with the kubelet
+            return previous or entry.finished or (now is not None and (now.exit_code is not None
+                                                                      or now.restarts != restarts))
 
-        return logs.stream(read, request.opts, entry.records.get(container), ended,
-                           self.config.log_follow_interval)
+        return logs.stream(read, request.opts, record, ended, self.config.log_follow_interval)
 
     # --- projected volumes -------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ class LogQuery:
     limit_bytes: int | None = None
     tail_lines: int | None = None  # when set, the last K lines instead of `offset`
     follow: bool = False
+    previous: bool = False  # the log of the instance before the container's last restart
 
 
 def parse_query(query: str) -> LogQuery:
@@ -40,19 +41,22 @@ def parse_query(query: str) -> LogQuery:
         raise Refusal(400, "BadRequest", "the query string is not valid") from None
     values: dict[str, str] = {}
     for key, value in pairs:
-        if key not in ("offset", "limit_bytes", "tail_lines", "follow"):
+        if key not in ("offset", "limit_bytes", "tail_lines", "follow", "previous"):
             raise Refusal(400, "BadRequest", f"unknown parameter {key[:40]!r}: use offset, limit_bytes, "
-                          "tail_lines, follow")
+                          "tail_lines, follow, previous")
         if key in values:
             raise Refusal(400, "BadRequest", f"parameter {key} given twice")
         values[key] = value
-    if values.get("follow", "false") not in ("true", "false"):
-        raise Refusal(400, "BadRequest", "follow is true or false")
+    for flag in ("follow", "previous"):
+        if values.get(flag, "false") not in ("true", "false"):
+            raise Refusal(400, "BadRequest", f"{flag} is true or false")
+    if values.get("follow") == "true" and values.get("previous") == "true":
+        raise Refusal(400, "BadRequest", "the previous instance's log has ended: follow it without previous")
     limit = _number(values, "limit_bytes")
     if limit == 0:
         raise Refusal(400, "BadRequest", "limit_bytes must be at least 1")
     return LogQuery(offset=_number(values, "offset") or 0, limit_bytes=limit, tail_lines=_number(values, "tail_lines"),
-                    follow=values.get("follow") == "true")
+                    follow=values.get("follow") == "true", previous=values.get("previous") == "true")
 
 
 def _number(values: dict[str, str], key: str) -> int | None:
@@ -75,7 +79,7 @@ def read_chunk(files: PodFiles, pod: PodDir, container: str, query: LogQuery, st
                limit: int, window: int) -> Chunk:
     """One bounded read (blocking): from `start`, or where the query says when `start` is None. A tail is
     looked for in the last `window` bytes; `limit` then counts from its first line, as kubectl's does."""
-    with files.open_log(pod.workdir, pod.uid, container, owned_dirs=True) as fd:
+    with files.open_log(pod.workdir, pod.uid, container, owned_dirs=True, previous=query.previous) as fd:
         if fd is None:
             return Chunk(b"", 0, start or 0)
         size = os.fstat(fd).st_size

@@ -70,6 +70,31 @@ class ContainerRecord:
     exit_code: int | None = None
     reason: str = ""  # "DeadlineExceeded", "Killed" (deleted), "" otherwise
     restarts: int = 0
+    # Probes (None: the container has none that decides it, so running means started and ready)
+    ready: bool | None = None  # the readiness verdict of the job's prober
+    startup: bool | None = None  # whether the startup probe succeeded
+    last: LastTermination | None = None  # how the previous instance ended (restarted containers)
+    notes: tuple[ContainerNote, ...] = ()  # the last probe/hook notes, for Events (oldest first)
+
+
+@dataclass(frozen=True)
+class LastTermination:
+    """The previous instance of a restarted container (Kubernetes' `lastState.terminated`)."""
+
+    exit_code: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ContainerNote:
+    """Something the job noticed about a container that Kubernetes reports as an Event
+    (`Unhealthy`, `Killing`, `FailedPostStartHook`, ...); `seq` grows with every note of the container."""
+
+    seq: int
+    type: str  # Normal | Warning
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -150,8 +175,9 @@ class SchedulerBackend(abc.ABC):
 
     @abc.abstractmethod
     async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
-                       job_id: str = "") -> bytes:
-        """Bytes of a container's log from `offset` (b"" when there is nothing yet)."""
+                       job_id: str = "", previous: bool = False) -> bytes:
+        """Bytes of a container's log from `offset` (b"" when there is nothing yet); with `previous`, of the
+        instance that ended at the container's last restart."""
 
     @abc.abstractmethod
     async def capacity(self) -> Capacity:

@@ -127,14 +127,14 @@ class CliBackend(SchedulerBackend):
         return layout.container_records(files)
 
     async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
-                       job_id: str = "") -> bytes:
+                       job_id: str = "", previous: bool = False) -> bytes:
         """Up to `max_log_chunk_bytes` from `offset`; call again from the new offset for more."""
         check_container_name(container)
         if offset < 0:
             raise SlurmError(f"negative log offset {offset}")
         account = self._account(user)
         return await asyncio.to_thread(self.files.read_log, workdir, account.pw_uid, container, offset,
-                                       self.config.max_log_chunk_bytes)
+                                       self.config.max_log_chunk_bytes, previous=previous)
 
     async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
         """Replace files of the pod's volumes (safe walk from the job root, the user's directories only)."""

@@ -134,13 +134,15 @@ class PodFiles:
             return False
 
     @contextlib.contextmanager
-    def open_log(self, workdir: str, uid: int, container: str, *, owned_dirs: bool = False) -> Iterator[int | None]:
-        """A descriptor of logs/<container>.log, or None when nothing was logged yet."""
+    def open_log(self, workdir: str, uid: int, container: str, *, owned_dirs: bool = False,
+                 previous: bool = False) -> Iterator[int | None]:
+        """A descriptor of logs/<container>.log (with `previous`, the log of the instance before the last
+        restart), or None when there is none."""
         check_container_name(container)
         try:
             with self.directory(os.path.join(workdir, layout.LOGS_DIR),
                                 owner_uid=uid if owned_dirs else None) as dir_fd:
-                fd = self.open_owned(dir_fd, f"{container}.log", uid)
+                fd = self.open_owned(dir_fd, layout.log_name(container, previous), uid)
         except FileNotFoundError:
             yield None
             return
@@ -152,9 +154,9 @@ class PodFiles:
             os.close(fd)
 
     def read_log(self, workdir: str, uid: int, container: str, offset: int, limit: int, *,
-                 owned_dirs: bool = False) -> bytes:
+                 owned_dirs: bool = False, previous: bool = False) -> bytes:
         """Up to `limit` bytes of the container's log from `offset` (b"" when there is none yet)."""
-        with self.open_log(workdir, uid, container, owned_dirs=owned_dirs) as fd:
+        with self.open_log(workdir, uid, container, owned_dirs=owned_dirs, previous=previous) as fd:
             if fd is None:
                 return b""
             try:

@@ -419,12 +419,13 @@ class RestBackend(SchedulerBackend):
         return found
 
     async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
-                       job_id: str = "") -> bytes:
+                       job_id: str = "", previous: bool = False) -> bytes:
         if not container or "/" in container or container.startswith(".") or "\0" in container:
             raise SlurmError(f"not a container name: {container!r}")
         token = await self._token_for(user, service_may=True)
         response = await self._call("GET", f"{EXTENSIONS}/jobs/{job_id}/logs/{container}", token,
-                                    params={"offset": offset, "limit_bytes": self.config.max_log_chunk_bytes})
+                                    params={"offset": offset, "limit_bytes": self.config.max_log_chunk_bytes,
+                                            **({"previous": "true"} if previous else {})})
         if response.status_code != 200:
             raise SlurmError(f"reading the log of {container}: {_reason(response)}")
         return response.content

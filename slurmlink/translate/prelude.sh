@@ -33,32 +33,257 @@ sl_signal() {
   if [ "$comm" = bwrap ]; then pkill "-$1" -P "$2"; else kill "-$1" "$2"; fi 2>/dev/null
 }
 
-# sl_run NAME POLICY -- ARGV... : run one container, restarting it as the policy says, and record it
+# sl_run NAME POLICY [SPEC]... -- ARGV... : run one container, restarting it as the policy says, and record
+# it. SPECs are its probes and hooks (slurmlink/translate/probes.py); they run beside it (sl_prober, sl_stop).
 sl_run() {
-  local name=$1 policy=$2 restarts=0 child
-  shift 3
-  trap 'sl_interrupted=1; sl_stopping=1; sl_signal TERM "$child"
-        (sleep "$sl_grace"; kill -KILL "$child" 2>/dev/null) &' TERM
+  local name=$1 policy=$2 restarts=0 child="" prober="" stopper="" rc started unhealthy
+  shift 2
+  sl_name=$name sl_policy=$policy
+  sl_specs "$@"; shift "$sl_shift"
+  trap 'sl_interrupted=1; sl_stopping=1; sl_kill_tree TERM "$prober"; sl_stop "$child" "$sl_grace" &' TERM
   while :; do
-    sl_put "$name.started" "$(sl_now)"
+    rm -f -- "status/.$name.unhealthy"
+    [ "${#sl_pr_startup[@]}" = 0 ] || sl_put "$name.startup" false
+    [ "${#sl_pr_startup[@]}${#sl_pr_readiness[@]}" = 00 ] || sl_put "$name.ready" false
+    started=$(sl_now)
     "$@" >>"logs/$name.log" 2>&1 </dev/null &
     child=$!
-    sl_wait "$child"
-    if [ "$sl_rc" != 0 ] && [ "$policy" = OnFailure ] && [ "$sl_stopping" = 0 ] \
-       && [ ! -e status/.deadline ] && [ "$restarts" -lt "$sl_max_restarts" ]; then
+    if [ "${#sl_pa_poststart[@]}" -gt 0 ] && [ "$sl_stopping" = 0 ] && ! sl_hook poststart -; then
+      # the kubelet kills a container whose postStart hook failed, and restarts it as the policy says
+      : > "status/.$name.unhealthy"
+      sl_stop "$child" "$sl_grace" & stopper=$!
+    fi
+    sl_put "$name.started" "$started"
+    if [ ! -e "status/.$name.unhealthy" ] && [ "$sl_stopping" = 0 ]; then sl_prober "$child" & prober=$!; fi
+    sl_wait "$child"; rc=$sl_rc
+    sl_kill_tree TERM "$prober"; sl_kill_tree TERM "$stopper"
+    prober="" stopper=""
+    unhealthy=0; [ ! -e "status/.$name.unhealthy" ] || unhealthy=1
+    # OnFailure restarts a failed container; a liveness/startup/postStart kill restarts it unless Never
+    if { { [ "$rc" != 0 ] && [ "$policy" = OnFailure ]; } || { [ "$unhealthy" = 1 ] && [ "$policy" != Never ]; }; } \
+       && [ "$sl_stopping" = 0 ] && [ ! -e status/.deadline ] && [ "$restarts" -lt "$sl_max_restarts" ]; then
       restarts=$((restarts + 1))
+      sl_put "$name.last" "$rc $started $(sl_now)"
+      # `kubectl logs --previous` reads the instance that ended; the new one starts a new log
+      mv -f -- "logs/$name.log" "logs/$name.previous.log" 2>/dev/null
+      rm -f -- "status/$name.started"
       sl_put "$name.restarts" "$restarts"
-      sleep "$((sl_backoff * restarts))"
-      continue
+      sleep "$((sl_backoff * restarts))" & sl_wait $!
+      [ "$sl_stopping" = 0 ] && continue
     fi
     break
   done
+  sl_rc=$rc
+  [ -e "status/$name.started" ] || sl_put "$name.started" "$started"
   sl_put "$name.finished" "$(sl_now)"
   if [ -e status/.deadline ]; then sl_put "$name.reason" DeadlineExceeded
   elif [ "$sl_stopping" = 1 ]; then sl_put "$name.reason" Killed; fi
   sl_put "$name.exit" "$sl_rc"
   return "$sl_rc"
 }
+
+# --- probes and lifecycle hooks (Kubernetes semantics; see docs/pods.md) ---
+# sl_specs SPEC... -- : sl_run's probe/hook words into sl_pr_KIND (settings) and sl_pa_KIND (the check's argv);
+# sl_shift is how many words were read. KIND is one of a fixed list, never a word from the pod.
+sl_specs() {
+  sl_pr_startup=() sl_pr_liveness=() sl_pr_readiness=() sl_pr_poststart=() sl_pr_prestop=()
+  sl_pa_startup=() sl_pa_liveness=() sl_pa_readiness=() sl_pa_poststart=() sl_pa_prestop=()
+  sl_shift=0
+  while [ "$1" != -- ]; do
+    local what=$1 kind=$2 n
+    case $what:$kind in
+      probe:startup | probe:liveness | probe:readiness) ;;
+      hook:poststart | hook:prestop) ;;
+      *) sl_fail "unknown probe or hook $what $kind" ;;
+    esac
+    local -n settings=sl_pr_$kind argv=sl_pa_$kind
+    if [ "$what" = probe ]; then settings=("${@:3:7}"); n=${10}; shift 10; sl_shift=$((sl_shift + 10))
+    else settings=("$3"); n=$4; shift 4; sl_shift=$((sl_shift + 4)); fi
+    argv=("${@:1:n}"); shift "$n"; sl_shift=$((sl_shift + n))
+    unset -n settings argv
+  done
+  sl_shift=$((sl_shift + 1))
+}
+
+# sl_kill_tree SIG PID : signal PID and every process below it
+sl_kill_tree() {
+  local c
+  [ -n "$2" ] || return 0
+  for c in $(pgrep -P "$2" 2>/dev/null); do sl_kill_tree "$1" "$c"; done
+  kill "-$1" "$2" 2>/dev/null
+  return 0
+}
+
+# sl_check TIMEOUT ARGV... : run one check; its status in sl_rc, the start of its output in sl_out, and
+# sl_timedout=1 when it was killed after TIMEOUT seconds ("-": no limit)
+sl_check() {
+  local limit=$1 pid watchdog out="status/.$sl_name.out.$BASHPID"
+  shift
+  "$@" >"$out" 2>&1 </dev/null &
+  pid=$!
+  sl_timedout=0 watchdog=""
+  if [ "$limit" != - ]; then
+    ( sleep "$limit"; sl_kill_tree KILL "$pid" ) >/dev/null 2>&1 &
+    watchdog=$!
+  fi
+  sl_wait "$pid"
+  if [ -n "$watchdog" ]; then
+    if kill -0 "$watchdog" 2>/dev/null; then sl_kill_tree TERM "$watchdog"; else sl_timedout=1; fi
+  fi
+  sl_out=$(head -c 1024 -- "$out" 2>/dev/null); rm -f -- "$out"
+  sl_out=${sl_out//[$'\t\r\n']/ }
+  if [ "$sl_timedout" = 1 ]; then sl_rc=1; sl_out="timed out after ${limit}s"; fi
+}
+
+# sl_note TYPE REASON MESSAGE : one line of status/NAME.events ("SEQ<tab>TYPE<tab>REASON<tab>MESSAGE"; the last
+# 8 are kept); the vk turns the lines it has not seen yet into Kubernetes Events
+sl_note() {
+  local file="status/$sl_name.events" last="" seq=0 message=${3//[$'\t\r\n']/ }
+  (
+    flock 9 2>/dev/null
+    [ ! -s "$file" ] || last=$(tail -n 1 -- "$file")
+    seq=${last%%$'\t'*}
+    case $seq in '' | *[!0-9]*) seq=0 ;; esac
+    { [ ! -s "$file" ] || tail -n 7 -- "$file"
+      printf '%s\t%s\t%s\t%s\n' "$((seq + 1))" "$1" "$2" "${message:0:400}"; } > "status/.$sl_name.events.$BASHPID"
+    mv -f -- "status/.$sl_name.events.$BASHPID" "$file"
+  ) 9>>"status/.$sl_name.lock"
+}
+
+# sl_hook KIND TIMEOUT : the container's KIND hook, once; a failure is noted (FailedPostStartHook, ...)
+sl_hook() {
+  local -n settings=sl_pr_$1 argv=sl_pa_$1
+  local label=Exec what
+  sl_check "$2" "${argv[@]}"
+  [ "$sl_rc" != 0 ] || return 0
+  case ${settings[0]} in http) label=HTTP ;; sleep) label=Sleep ;; esac
+  what="exited with $sl_rc"; [ "${settings[0]}" = exec ] || what=$sl_out
+  case $1 in
+    poststart) sl_note Warning FailedPostStartHook "$label lifecycle hook for Container \"$sl_name\" failed - error: $what, message: \"$sl_out\"" ;;
+    prestop) sl_note Warning FailedPreStopHook "$label lifecycle hook for Container \"$sl_name\" failed - error: $what, message: \"$sl_out\"" ;;
+  esac
+  return 1
+}
+
+# sl_stop CHILD GRACE : stop a container as the kubelet does: its preStop hook first (within the grace
+# period), then SIGTERM, then SIGKILL when the grace period is over (at least 2 s after SIGTERM)
+sl_stop() {
+  local child=$1 grace=$2 start=$SECONDS left
+  [ -n "$child" ] || return 0
+  [ "${#sl_pa_prestop[@]}" = 0 ] || sl_hook prestop "$grace"
+  left=$((grace - (SECONDS - start)))
+  [ "${#sl_pa_prestop[@]}" = 0 ] || [ "$left" -ge 2 ] || left=2
+  sl_signal TERM "$child"
+  sleep "$left"
+  kill -KILL "$child" 2>/dev/null
+  return 0
+}
+
+# sl_probe KIND CHILD : one probe of the container, as the kubelet runs it; returns 0 once a startup probe
+# succeeded, 1 after it killed the container (liveness, startup); a readiness probe only writes NAME.ready.
+# A check that cannot run here (status 2 of sl_http/sl_grpc: no client for it) "errors": like the kubelet,
+# the probe's result then stays what it was (not ready; never killed; not started).
+sl_probe() {
+  local kind=$1 child=$2 ok=0 bad=0 errored=0 ready="" label message
+  local -n settings=sl_pr_$1 argv=sl_pa_$1
+  local action=${settings[0]} delay=${settings[1]} period=${settings[2]} timeout=${settings[3]}
+  local need_ok=${settings[4]} need_bad=${settings[5]} grace=${settings[6]}
+  label=${kind^}
+  sleep "$delay"
+  while kill -0 "$child" 2>/dev/null; do
+    sl_check "$timeout" "${argv[@]}"
+    if [ "$sl_rc" = 0 ]; then
+      ok=$((ok + 1)) bad=0
+      if [ "$ok" -ge "$need_ok" ]; then
+        [ "$kind" != startup ] || return 0
+        [ "$kind" != readiness ] || [ "$ready" = true ] || { ready=true; sl_put "$sl_name.ready" true; }
+      fi
+    elif [ "$action" != exec ] && [ "$sl_rc" = 2 ]; then
+      [ "$errored" = 1 ] || sl_note Warning Unhealthy "$label probe errored: $sl_out"
+      errored=1
+    else
+      bad=$((bad + 1)) ok=0
+      sl_note Warning Unhealthy "$label probe failed: $sl_out"
+      if [ "$bad" -ge "$need_bad" ]; then
+        if [ "$kind" = readiness ]; then
+          [ "$ready" = false ] || { ready=false; sl_put "$sl_name.ready" false; }
+        else
+          : > "status/.$sl_name.unhealthy"
+          message="Container $sl_name failed $kind probe"
+          [ "$sl_policy" = Never ] || message="$message, will be restarted"
+          sl_note Normal Killing "$message"
+          sl_stop "$child" "$grace"
+          return 1
+        fi
+      fi
+    fi
+    sleep "$period"
+  done
+  return 1
+}
+
+# sl_prober CHILD : the container's probes, in the background; the startup probe gates the others
+sl_prober() {
+  trap - TERM
+  if [ "${#sl_pr_startup[@]}" -gt 0 ]; then
+    sl_probe startup "$1" || return 0
+    sl_put "$sl_name.startup" true
+  fi
+  if [ "${#sl_pr_readiness[@]}" -gt 0 ]; then sl_probe readiness "$1" &
+  elif [ "${#sl_pr_startup[@]}" -gt 0 ]; then sl_put "$sl_name.ready" true; fi
+  [ "${#sl_pr_liveness[@]}" = 0 ] || sl_probe liveness "$1" &
+  wait
+}
+
+# sl_http SCHEME HOST PORT PATH NHEADERS (NAME VALUE)... : an httpGet check; 0 for a 2xx/3xx answer.
+# HTTP goes through bash's /dev/tcp (no client needed on the node); HTTPS needs curl (2 without it).
+sl_http() {
+  local scheme=$1 host=$2 port=$3 path=$4 n=$5 i line code extra="" ua="kube-probe/slurmlink" accept="*/*"
+  local hostport=$host:$port url
+  [ "$port" != 80 ] || [ "$scheme" != HTTP ] || hostport=$host
+  url="${scheme,,}://$host:$port$path"
+  shift 5
+  local -a names=() values=()
+  for ((i = 0; i < n; i++)); do names+=("$1"); values+=("$2"); shift 2; done
+  if [ "$scheme" = HTTPS ]; then
+    command -v curl >/dev/null || { echo "HTTPS probes need curl on the compute node"; return 2; }
+    local -a args=(-k -s -o /dev/null -w '%{http_code}' -A "$ua" -H "Accept: $accept")
+    for ((i = 0; i < n; i++)); do args+=(-H "${names[i]}: ${values[i]}"); done
+    code=$(curl "${args[@]}" -- "$url") || { echo "Get \"$url\": connection failed"; return 1; }
+  else
+    for ((i = 0; i < n; i++)); do
+      case ${names[i],,} in host) hostport=${values[i]} ;; user-agent) ua=${values[i]} ;; accept) accept=${values[i]} ;;
+        *) extra+="${names[i]}: ${values[i]}"$'\r\n' ;; esac
+    done
+    { exec 3<>"/dev/tcp/$host/$port"; } 2>/dev/null \
+      || { echo "Get \"$url\": dial tcp $host:$port: connect: connection refused"; return 1; }
+    printf 'GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: %s\r\n%sConnection: close\r\n\r\n' \
+      "$path" "$hostport" "$ua" "$accept" "$extra" >&3
+    IFS= read -r line <&3
+    read -r -t 1 -N 10240 _ <&3  # the start of the body, like the kubelet (closing early resets the server)
+    exec 3<&-
+    code=${line#* }; code=${code%% *}
+  fi
+  case $code in
+    [23][0-9][0-9]) return 0 ;;
+    [0-9][0-9][0-9]) echo "HTTP probe failed with statuscode: $code"; return 1 ;;
+    *) echo "Get \"$url\": no HTTP answer"; return 1 ;;
+  esac
+}
+
+# sl_tcp HOST PORT : a tcpSocket check, through bash's /dev/tcp
+sl_tcp() {
+  { exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || { echo "dial tcp $1:$2: connect: connection refused"; return 1; }
+  exec 3<&-
+}
+
+# sl_grpc PORT SERVICE : a grpc check, with grpc_health_probe when the node has it (2 without it)
+sl_grpc() {
+  command -v grpc_health_probe >/dev/null \
+    || { echo "grpc probes need grpc_health_probe on the compute node, which it lacks"; return 2; }
+  grpc_health_probe "-addr=127.0.0.1:$1" ${2:+"-service=$2"} || return 1
+}
+# --- end of probes and hooks ---
 
 # sl_bwrap EXE ROOTFS CHDIR HOSTNAME NENV ENV... NMOUNTS (SRC DST RO)... -- ARGV... : a rootless container.
 # sl_resolve ROOT PATH : PATH with the symlinks of ROOT's tree followed inside ROOT, into sl_r (a Debian

@@ -16,7 +16,7 @@ from shlex import quote
 from typing import Any
 
 from slurmlink import JOB_NAME_PREFIX
-from slurmlink.translate import flags, quantity
+from slurmlink.translate import flags, probes, quantity
 from slurmlink.translate.env import Objects, container_argv, container_env
 from slurmlink.translate.errors import PodRejected
 from slurmlink.translate.job import BatchJob
@@ -109,13 +109,21 @@ def build_job(
             env = container_env(container, pod, objects)
             command, args = container_argv(container, env)
             working_dir = container.get("workingDir")
-            argv = container_command(
-                runtime=runtime, site=site, workdir=workdir, hostname=hostname,
-                image=str(container.get("image") or ""), command=command, args=args, env=env,
-                working_dir=absolute_path(working_dir, "workingDir") if working_dir else None,
-                mounts=plan.mounts[container["name"]],
-            )
-            call = " ".join(quote(a) for a in ["sl_run", container["name"], run_policy, "--", *argv])
+
+            def runtime_argv(command: list[str], args: list[str], container: dict[str, Any] = container,
+                             env: dict[str, str] = env, working_dir: Any = working_dir) -> list[str]:
+                return container_command(
+                    runtime=runtime, site=site, workdir=workdir, hostname=hostname,
+                    image=str(container.get("image") or ""), command=command, args=args, env=env,
+                    working_dir=absolute_path(working_dir, "workingDir") if working_dir else None,
+                    mounts=plan.mounts[container["name"]],
+                )
+
+            argv = runtime_argv(command, args)
+            # probes and hooks run with the container's own runtime, image, environment and mounts
+            checks = probes.container_words(container, env, grace, lambda cmd: runtime_argv(cmd, []),
+                                            init=kind == "init")
+            call = " ".join(quote(a) for a in ["sl_run", container["name"], run_policy, *checks, "--", *argv])
             if kind == "init":
                 # In order; the first failure ends the pod (after its restarts, if any).
                 lines.append(f"{call} & sl_children=($!); sl_wait $!; sl_children=()")

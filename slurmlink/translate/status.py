@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from slurmlink.slurm.base import ContainerRecord, JobInfo
 from slurmlink.translate.podspec import app_containers, init_containers
 
+# The job's probe and hook notes ride in each container status under this key, from the API to the vk, which
+# turns them into Events and leaves the key out of what it writes to Kubernetes.
+NOTES_KEY = "slurmlinkNotes"
 FINISHED_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
     "PREEMPTED", "SPECIAL_EXIT", "REVOKED",
@@ -59,7 +62,9 @@ def _container_state(record: ContainerRecord | None, job: JobInfo | None) -> tup
         return _terminated(record.exit_code, reason, "", record.started_at, record.finished_at), False
     if record is not None and record.started_at is not None:
         if not finished:
-            return {"running": {"startedAt": rfc3339(record.started_at)}}, True
+            # a startup probe gates `started`, and readiness needs both (no probe: running is ready)
+            ready = record.startup is not False and record.ready is not False
+            return {"running": {"startedAt": rfc3339(record.started_at)}}, ready
         # The job ended while the container ran: SLURM killed it (time limit, cancel, node failure).
         code = 128 + job.signal if job.signal else (job.exit_code or 137)
         reason = _STATE_REASONS.get(job.state, "Error")
@@ -70,6 +75,9 @@ def _container_state(record: ContainerRecord | None, job: JobInfo | None) -> tup
         message = f"SLURM job {job.job_id} ended {job.state}{': ' + detail if detail else ''} before this container ran"
         code = job.exit_code or 1
         return _terminated(code, _STATE_REASONS.get(job.state, "NotStarted"), message, None, job.end_time), False
+    if record is not None and record.restarts and not finished:
+        return {"waiting": {"reason": "CrashLoopBackOff",
+                            "message": f"back-off restarting failed container {record.name}"}}, False
     if job.state == "PENDING":
         detail = _slurm_reason(job) or "Pending"
         return {"waiting": {"reason": detail, "message": f"SLURM job {job.job_id} is pending: {detail}"}}, False
@@ -86,13 +94,22 @@ def container_statuses(
         record = records.get(name)
         state, ready = _container_state(record, job)
         return {
-            "name": name, "state": state, "lastState": {}, "ready": ready,
+            "name": name, "state": state, "lastState": _last_state(record), "ready": ready,
             "restartCount": record.restarts if record else 0, "image": str(container.get("image") or ""),
-            "imageID": "", "started": "running" in state,
+            "imageID": "", "started": "running" in state and (record is None or record.startup is not False),
             **({"containerID": f"slurm://{job.job_id}/{name}"} if job else {}),
+            **({NOTES_KEY: [asdict(n) for n in record.notes]} if record and record.notes else {}),
         }
 
     return [status(c) for c in app_containers(pod)], [status(c) for c in init_containers(pod)]
+
+
+def _last_state(record: ContainerRecord | None) -> dict[str, Any]:
+    if record is None or record.last is None:
+        return {}
+    last = record.last
+    return _terminated(last.exit_code, "Completed" if last.exit_code == 0 else "Error", "", last.started_at,
+                       last.finished_at)
 
 
 def rejected_statuses(
@@ -131,7 +148,9 @@ def pod_phase(containers: list[dict[str, Any]], init_containers_: list[dict[str,
                 failed[0].get("reason", "Error")
             return Phase("Failed", reason, failed[0].get("message", ""))
         return Phase("Succeeded", "Completed")
-    if any("running" in s or "terminated" in s for s in states):
+    # a container waiting to be restarted has run: the pod stays Running, as with the kubelet
+    restarting = any((s.get("lastState") or {}).get("terminated") for s in containers)
+    if restarting or any("running" in s or "terminated" in s for s in states):
         return Phase("Running")
     waiting: dict[str, Any] = next((s["waiting"] for s in states if "waiting" in s), {})
     return Phase("Pending", waiting.get("reason", ""), waiting.get("message", ""))

@@ -105,6 +105,8 @@ class PodController:
         elif state.remote is not None and state.remote_changed:
             await self._patch(state, podstatus.from_remote(state.pod, state.remote, self._host_ip(), k8s_time()))
             state.remote_changed = False
+            for note in podstatus.container_events(state.remote, state.notes_seen):
+                await self.events.emit(state.pod, note.reason, note.message, note.type)
 
     def _host_ip(self) -> str:
         return self.config.node.internal_ip

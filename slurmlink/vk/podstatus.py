@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slurmlink.interlink.types import PodStatus
-from slurmlink.translate.status import Phase, pod_phase, rejected_statuses
+from slurmlink.translate.status import NOTES_KEY, Phase, pod_phase, rejected_statuses
 
 Obj = dict[str, Any]
 # A node may not write pod metadata (NodeRestriction): the job id goes into a condition of our own.
@@ -205,3 +205,34 @@ def transition_events(old_phase: str, new: Desired, job_id: str) -> list[EventNo
         detail = ": ".join(p for p in (new.phase.reason, new.phase.message) if p)
         notes.append(EventNote("Failed", f"{job} failed{': ' + detail if detail else ''}", "Warning"))
     return notes
+
+
+def _notes(remote: PodStatus) -> dict[str, list[Obj]]:
+    out: dict[str, list[Obj]] = {}
+    for status in remote.containers + remote.init_containers:
+        notes = status.get(NOTES_KEY)
+        if isinstance(notes, list):
+            out[str(status.get("name"))] = [n for n in notes if isinstance(n, dict) and isinstance(n.get("seq"), int)]
+    return out
+
+
+def notes_seen(remote: PodStatus) -> dict[str, int]:
+    """The newest note of each container: what a vk that (re)starts takes as already told."""
+    return {name: max((n["seq"] for n in notes), default=0) for name, notes in _notes(remote).items()}
+
+
+def container_events(remote: PodStatus, seen: dict[str, int]) -> list[EventNote]:
+    """Events for the probe and hook notes the job wrote since `seen` (updated in place); notes alike in
+    reason and message within one answer become one Event, like the kubelet's event aggregation."""
+    events: list[EventNote] = []
+    for name, notes in _notes(remote).items():
+        fresh = [n for n in notes if n["seq"] > seen.get(name, 0)]
+        if not fresh:
+            continue
+        seen[name] = max(n["seq"] for n in fresh)
+        for note in fresh:
+            event = EventNote(str(note.get("reason") or "Unhealthy"), str(note.get("message") or ""),
+                              "Warning" if note.get("type") == "Warning" else "Normal")
+            if event not in events:
+                events.append(event)
+    return events

@@ -31,6 +31,7 @@ class PodState:
     last_warning: str = ""  # the last warning event, not repeated while it stays the same
     retries: int = 0  # consecutive failed attempts of the current step, for backoff
     delete_sent: bool = False
+    notes_seen: dict[str, int] = field(default_factory=dict)  # per container: the newest probe/hook note told
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

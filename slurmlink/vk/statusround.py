@@ -63,6 +63,7 @@ class StatusRounds:
             if podstatus.known_to_api(remote):
                 assert remote is not None
                 state.submitted, state.job_id = True, remote.jid
+                state.notes_seen = podstatus.notes_seen(remote)  # told before this vk started
                 self._take(state, remote)
                 adopted += 1
         log.info("adopted %d of %d unfinished pods the API already has", adopted, len(candidates))
