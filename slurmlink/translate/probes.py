@@ -34,7 +34,7 @@ DEFAULT_HOST = "127.0.0.1"  # the pod's IP: the job shares the compute node's ne
 _HOST = re.compile(r"^[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}$")  # a name or an IP: it becomes /dev/tcp/HOST/PORT
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token
 _PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13})$")
-_PATH_SAFE = "/?&=%:@!$'()*+,;-._~#[]"  # kept as they are in a request target; the rest is percent-encoded
+PATH_SAFE = "/?&=%:@!$'()*+,;-._~#[]"  # kept as they are in a request target; the rest is percent-encoded
 
 ExecArgv = Callable[[list[str]], list[str]]  # a command -> the runtime's argv running it like the container
 
@@ -129,7 +129,7 @@ def _handler(spec: dict[str, Any], allowed: tuple[str, ...], where: str, contain
     if scheme not in ("HTTP", "HTTPS"):
         raise PodRejected(f"{where}.httpGet.scheme must be HTTP or HTTPS", "InvalidProbe")
     path = as_str(body.get("path") or "/", f"{where}.httpGet.path")
-    path = urllib.parse.quote(path if path.startswith("/") else "/" + path, safe=_PATH_SAFE)
+    path = urllib.parse.quote(path if path.startswith("/") else "/" + path, safe=PATH_SAFE)
     headers: list[str] = []
     for i, header in enumerate(as_list(body.get("httpHeaders"), f"{where}.httpGet.httpHeaders")):
         header = as_dict(header, f"{where}.httpGet.httpHeaders[{i}]")

@@ -122,7 +122,8 @@ def test_the_script_passes_probes_through_the_container_runtime() -> None:
     script = build_job(pod, workdir="/jobs/x", site=SiteConfig(runtime="bwrap")).script
     line = next(x for x in script.splitlines() if x.startswith("[ \"$sl_stopping\" = 0 ] || exit 143; sl_run"))
     assert "probe liveness exec 0 10 1 1 3 7 " in line
-    assert line.count("sl_bwrap") == 2 and "-- check -- sl_bwrap" in line and line.endswith("-- serve & sl_children+=($!)")
+    assert line.count("sl_bwrap") == 2 and "-- check -- sl_bwrap" in line
+    assert line.endswith("-- serve & sl_children+=($!)")
 
 
 # --- the job's files -> records ----------------------------------------------------------------------------

@@ -9,15 +9,18 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slurmlink.translate.env import expand
+from slurmlink.translate.probes import PATH_SAFE
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 
@@ -90,3 +93,76 @@ def test_hostile_fields_reach_the_container_exactly(args: list[str], env: list[t
     for name, value in expected_env.items():
         assert report["env"][name] == value
     assert {k: bytes.fromhex(v) for k, v in report["files"].items()} == files
+
+
+# --- probes and lifecycle hooks ------------------------------------------------------------------------------
+
+# The container: a one-request HTTP server that keeps the raw request, then waits for the hook's and the
+# exec probe's reports (written by ARGV_REPORT) before it exits.
+SERVER = r"""
+import os, socket, sys, time
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+conn, _ = server.accept()
+data = b""
+while b"\r\n\r\n" not in data:
+    chunk = conn.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+open("request.bin", "wb").write(data)
+conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+conn.close()
+deadline = time.time() + 30
+while not (os.path.exists("hook.json") and os.path.exists("probe.json")) and time.time() < deadline:
+    time.sleep(0.05)
+"""
+ARGV_REPORT = "import json, sys; json.dump(sys.argv[2:], open(sys.argv[1], 'w'))"
+header_values = hostile.map(lambda s: s.replace("\r", "").replace("\n", ""))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@settings(max_examples=int(os.environ.get("SLURMLINK_HOSTILE_PROBE_EXAMPLES", "25")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(probe_args=st.lists(hostile, max_size=4), hook_args=st.lists(hostile, max_size=4), path=hostile,
+       header=header_values, env_value=hostile)
+def test_hostile_probe_and_hook_fields_reach_their_programs_exactly(
+        probe_args: list[str], hook_args: list[str], path: str, header: str, env_value: str) -> None:
+    port = _free_port()
+    pod = {
+        "metadata": {"name": "hostile", "namespace": "default", "uid": "11111111-2222"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "c", "image": "ignored", "command": [sys.executable, "-c", SERVER, str(port)],
+            "env": [{"name": "HOSTILE", "value": env_value}],
+            "readinessProbe": {"exec": {"command": [sys.executable, "-c", ARGV_REPORT, "probe.json", *probe_args,
+                                                    "$(HOSTILE)"]}, "periodSeconds": 1, "timeoutSeconds": 10},
+            "livenessProbe": {"httpGet": {"port": port, "path": path, "httpHeaders": [
+                {"name": "X-Hostile", "value": header}]}, "periodSeconds": 1, "timeoutSeconds": 10,
+                "failureThreshold": 1000},
+            "lifecycle": {"postStart": {"exec": {"command": [sys.executable, "-c", ARGV_REPORT, "hook.json",
+                                                             *hook_args]}}},
+        }]},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) / "pod"
+        workdir.mkdir()
+        job = build_job(pod, workdir=str(workdir), site=SiteConfig(runtime="host"))
+        done = subprocess.run(["bash", "-c", job.script], cwd=tmp, capture_output=True, timeout=60,
+                              env={"PATH": os.environ["PATH"]})
+        assert done.returncode == 0, done.stderr.decode(errors="replace") + (workdir / "logs/c.log").read_text()
+        assert not list(Path(tmp).rglob("CANARY")), "injected text was executed"
+        probe_argv = json.loads((workdir / "probe.json").read_text())
+        hook_argv = json.loads((workdir / "hook.json").read_text())
+        request = (workdir / "request.bin").read_bytes()
+
+    # the kubelet expands $(VAR) in probe commands, never in hook commands
+    assert probe_argv == [expand(a, {"HOSTILE": env_value}) for a in [*probe_args, "$(HOSTILE)"]]
+    assert hook_argv == hook_args
+    request_line, *headers = request.split(b"\r\n")
+    target = quote(path if path.startswith("/") else "/" + path, safe=PATH_SAFE)
+    assert request_line == f"GET {target} HTTP/1.1".encode()
+    assert f"X-Hostile: {header}".encode() in headers
