@@ -236,7 +236,10 @@ def test_on_failure_restarts_a_failing_container_inside_the_job(client: Client) 
     phase, status = client.finish(pod)
     assert phase.phase == "Succeeded"
     assert status.containers[0]["restartCount"] == 1
-    assert client.logs(pod, "main") == b"first\nsecond\n"
+    assert status.containers[0]["lastState"]["terminated"]["exitCode"] == 1
+    # as with the kubelet: the log is the current instance's, --previous the one before the restart
+    assert client.logs(pod, "main") == b"second\n"
+    assert client.logs(pod, "main", Previous=True) == b"first\n"
 
 
 def test_slurmlink_run_command(api: ApiProcess, tmp_path: Path) -> None:
