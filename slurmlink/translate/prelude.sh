@@ -138,6 +138,7 @@ sl_check() {
 # sl_note TYPE REASON MESSAGE : one line of status/NAME.events ("SEQ<tab>TYPE<tab>REASON<tab>MESSAGE"; the last
 # 8 are kept); the vk turns the lines it has not seen yet into Kubernetes Events
 sl_note() {
+  local LC_ALL=C  # lengths in bytes: the readers take 4 KiB of a status file
   local file="status/$sl_name.events" last="" seq=0 message=${3//[$'\t\r\n']/ }
   (
     flock 9 2>/dev/null
@@ -145,7 +146,7 @@ sl_note() {
     seq=${last%%$'\t'*}
     case $seq in '' | *[!0-9]*) seq=0 ;; esac
     { [ ! -s "$file" ] || tail -n 7 -- "$file"
-      printf '%s\t%s\t%s\t%s\n' "$((seq + 1))" "$1" "$2" "${message:0:400}"; } > "status/.$sl_name.events.$BASHPID"
+      printf '%s\t%s\t%s\t%s\n' "$((seq + 1))" "$1" "$2" "${message:0:300}"; } > "status/.$sl_name.events.$BASHPID"
     mv -f -- "status/.$sl_name.events.$BASHPID" "$file"
   ) 9>>"status/.$sl_name.lock"
 }
@@ -153,14 +154,16 @@ sl_note() {
 # sl_hook KIND TIMEOUT : the container's KIND hook, once; a failure is noted (FailedPostStartHook, ...)
 sl_hook() {
   local -n settings=sl_pr_$1 argv=sl_pa_$1
-  local label=Exec what
+  local label=Exec what output
   sl_check "$2" "${argv[@]}"
   [ "$sl_rc" != 0 ] || return 0
   case ${settings[0]} in http) label=HTTP ;; sleep) label=Sleep ;; esac
-  what="exited with $sl_rc"; [ "${settings[0]}" = exec ] || what=$sl_out
+  what="exited with $sl_rc" output=$sl_out
+  [ "${settings[0]}" = exec ] && [ "$sl_timedout" = 0 ] || { what=$sl_out output=""; }
+  what="$label lifecycle hook for Container \"$sl_name\" failed - error: $what, message: \"$output\""
   case $1 in
-    poststart) sl_note Warning FailedPostStartHook "$label lifecycle hook for Container \"$sl_name\" failed - error: $what, message: \"$sl_out\"" ;;
-    prestop) sl_note Warning FailedPreStopHook "$label lifecycle hook for Container \"$sl_name\" failed - error: $what, message: \"$sl_out\"" ;;
+    poststart) sl_note Warning FailedPostStartHook "$what" ;;
+    prestop) sl_note Warning FailedPreStopHook "$what" ;;
   esac
   return 1
 }
@@ -169,7 +172,7 @@ sl_hook() {
 # period), then SIGTERM, then SIGKILL when the grace period is over (at least 2 s after SIGTERM)
 sl_stop() {
   local child=$1 grace=$2 start=$SECONDS left
-  [ -n "$child" ] || return 0
+  [ -n "$child" ] && kill -0 "$child" 2>/dev/null || return 0  # e.g. deleted while waiting to restart
   [ "${#sl_pa_prestop[@]}" = 0 ] || sl_hook prestop "$grace"
   left=$((grace - (SECONDS - start)))
   [ "${#sl_pa_prestop[@]}" = 0 ] || [ "$left" -ge 2 ] || left=2
