@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from typing import Any
 from slurmlink.translate import layout
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
+from tests.integration.conftest import free_port
+from tests.kube_standin.pki import CertificateAuthority
 
 # The container waits (at most 30 s) until the job has noted something about it, then ends.
 WAIT_FOR_A_NOTE = "for i in $(seq 300); do [ -s status/c.events ] && exit 0; sleep 0.1; done; exit 1"
@@ -27,11 +30,11 @@ def pod(container: dict[str, Any], **spec: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def job(p: dict[str, Any]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def job(p: dict[str, Any], path: str | None = None) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "pod"
         script = build_job(p, workdir=str(workdir), site=SiteConfig(runtime="host")).script
-        process = subprocess.Popen(["bash", "-c", script], cwd=tmp, env={"PATH": os.environ["PATH"]},
+        process = subprocess.Popen(["bash", "-c", script], cwd=tmp, env={"PATH": path or os.environ["PATH"]},
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             yield process, workdir
@@ -89,3 +92,73 @@ def test_pre_stop_gets_at_most_the_grace_period_before_sigterm() -> None:
         assert not (workdir / "hook-ended").exists()  # cut off when the grace period was spent
     assert notes == [("FailedPreStopHook", 'Exec lifecycle hook for Container "c" failed - error: timed out after '
                                           '2s, message: ""')]
+
+
+def test_grpc_probes_use_grpc_health_probe_when_the_node_has_it(tmp_path: Path) -> None:
+    # This machine has no grpc_health_probe: a stand-in with its name and exit codes (0 = SERVING) shows the
+    # call the job makes. Without it, the probe errors (tests/integration/test_probes_e2e.py).
+    tool = tmp_path / "bin" / "grpc_health_probe"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\necho "$@" > grpc-args\nexit 0\n')
+    tool.chmod(0o755)
+    container = {"command": ["sh", "-c", "for i in $(seq 300); do grep -q true status/c.ready && exit 0; "
+                                         "sleep 0.1; done; exit 1"],
+                 "readinessProbe": {"grpc": {"port": 50051, "service": "my.Service"}, "periodSeconds": 1}}
+    with job(pod(container), path=f"{tool.parent}:{os.environ['PATH']}") as (process, workdir):
+        assert process.wait(60) == 0
+        assert (workdir / "grpc-args").read_text() == "-addr=127.0.0.1:50051 -service=my.Service\n"
+        assert record(workdir).notes == ()
+
+
+HTTPS_SERVER = r"""
+import http.server, os, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        open("seen", "w").write(self.path + " " + self.headers.get("X-Probe", ""))
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[2], sys.argv[3])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.timeout = 0.2
+for _ in range(300):
+    server.handle_request()
+    if open("status/c.ready").read().strip() == "true":
+        sys.exit(0)
+sys.exit(1)
+"""
+
+
+def test_https_probes_go_through_curl_without_verifying_the_certificate(tmp_path: Path) -> None:
+    issued = CertificateAuthority().issue_server(["127.0.0.1"])  # signed by a CA the probe does not know
+    (tmp_path / "cert.pem").write_bytes(issued.cert_pem)
+    (tmp_path / "key.pem").write_bytes(issued.key_pem)
+    port = free_port()
+    probe = {"httpGet": {"scheme": "HTTPS", "port": port, "path": "/healthz",
+                         "httpHeaders": [{"name": "X-Probe", "value": "yes"}]}, "periodSeconds": 1}
+    container = {"command": [sys.executable, "-c", HTTPS_SERVER, str(port), str(tmp_path / "cert.pem"),
+                             str(tmp_path / "key.pem")], "readinessProbe": probe}
+    with job(pod(container)) as (process, workdir):
+        assert process.wait(60) == 0, (workdir / "logs" / "c.log").read_text()
+        assert (workdir / "seen").read_text() == "/healthz yes"
+
+
+def test_https_probes_error_without_curl(tmp_path: Path) -> None:
+    # every tool of the machine but curl
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in ("/usr/local/bin", "/usr/bin", "/bin"):
+        for name in os.listdir(directory):
+            if name != "curl" and not (bin_dir / name).exists():
+                (bin_dir / name).symlink_to(os.path.join(directory, name))
+    probe = {"httpGet": {"scheme": "HTTPS", "port": free_port()}, "periodSeconds": 1}
+    with job(pod({"command": ["sh", "-c", WAIT_FOR_A_NOTE], "readinessProbe": probe}), path=str(bin_dir)) \
+            as (process, workdir):
+        assert process.wait(60) == 0
+        done = record(workdir)
+    assert [(n.reason, n.message) for n in done.notes] == [
+        ("Unhealthy", "Readiness probe errored: HTTPS probes need curl on the compute node")]
+    assert done.ready is False  # an errored probe keeps its result: not ready

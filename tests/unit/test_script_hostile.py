@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from slurmlink.translate.env import expand
 from slurmlink.translate.probes import PATH_SAFE
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
+from tests.integration.conftest import free_port
 
 REPORT = r"""
 import json, os, sys
@@ -120,19 +120,13 @@ ARGV_REPORT = "import json, sys; json.dump(sys.argv[2:], open(sys.argv[1], 'w'))
 header_values = hostile.map(lambda s: s.replace("\r", "").replace("\n", ""))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @settings(max_examples=int(os.environ.get("SLURMLINK_HOSTILE_PROBE_EXAMPLES", "25")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(probe_args=st.lists(hostile, max_size=4), hook_args=st.lists(hostile, max_size=4), path=hostile,
        header=header_values, env_value=hostile)
 def test_hostile_probe_and_hook_fields_reach_their_programs_exactly(
         probe_args: list[str], hook_args: list[str], path: str, header: str, env_value: str) -> None:
-    port = _free_port()
+    port = free_port()
     pod = {
         "metadata": {"name": "hostile", "namespace": "default", "uid": "11111111-2222"},
         "spec": {"restartPolicy": "Never", "containers": [{
