@@ -154,7 +154,8 @@ def test_hostile_probe_and_hook_fields_reach_their_programs_exactly(
         request = (workdir / "request.bin").read_bytes()
 
     # the kubelet expands $(VAR) in probe commands, never in hook commands
-    assert probe_argv == [expand(a, {"HOSTILE": env_value}) for a in [*probe_args, "$(HOSTILE)"]]
+    container_env = {"HOSTILE": expand(env_value, {})}  # the env value is expanded first, as the kubelet does
+    assert probe_argv == [expand(a, container_env) for a in [*probe_args, "$(HOSTILE)"]]
     assert hook_argv == hook_args
     request_line, *headers = request.split(b"\r\n")
     target = quote(path if path.startswith("/") else "/" + path, safe=PATH_SAFE)
