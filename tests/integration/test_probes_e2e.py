@@ -177,7 +177,8 @@ def test_a_failed_post_start_hook_kills_the_container(site: Site) -> None:
     phase, status = site.client.finish(pod, timeout=60)
     [main] = status.containers
     assert phase.phase == "Failed"
-    assert main["restartCount"] == 0 and terminated(status, "main")["exitCode"] == 137
+    # killed: SIGTERM (the hook may fail before the shell ignores it) or SIGKILL after the grace period
+    assert main["restartCount"] == 0 and terminated(status, "main")["exitCode"] in (137, 143)
     [(reason, message)] = notes(main)
     assert reason == "FailedPostStartHook"
     assert message.startswith('HTTP lifecycle hook for Container "main" failed - error: Get "http://127.0.0.1:')
