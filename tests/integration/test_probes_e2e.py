@@ -95,7 +95,8 @@ def test_liveness_failure_restarts_the_container_and_keeps_the_previous_log(site
     # The first instance removes the file its liveness probe checks; the second keeps it and ends well.
     script = ("n=$(cat /state/runs 2>/dev/null || echo 0); echo $((n + 1)) > /state/runs; echo run $n; "
               "if [ $n = 0 ]; then " + SLEEPER + "; fi; touch /state/alive; sleep 2; echo done")
-    probe = {"exec": {"command": ["test", "-e", "/state/alive"]}, "failureThreshold": 2, **FAST}
+    probe = {"exec": {"command": ["test", "-e", "/state/alive"]}, "failureThreshold": 2, "initialDelaySeconds": 1,
+             **FAST}
     pod = make_pod([sh(script, livenessProbe=probe, **STATE)], volumes=STATE_VOLUME, restartPolicy="Always",
                    terminationGracePeriodSeconds=3)
     site.client.submit(pod)
@@ -113,7 +114,8 @@ def test_liveness_failure_restarts_the_container_and_keeps_the_previous_log(site
 
 
 def test_liveness_failure_with_restart_policy_never_ends_the_container(site: Site) -> None:
-    probe = {"tcpSocket": {"port": free_port()}, "failureThreshold": 1, **FAST}
+    # the delay lets the shell ignore SIGTERM before the first check fails
+    probe = {"tcpSocket": {"port": free_port()}, "failureThreshold": 1, "initialDelaySeconds": 2, **FAST}
     pod = make_pod([sh("trap '' TERM; while :; do sleep 0.2; done", livenessProbe=probe)],
                    terminationGracePeriodSeconds=1)
     site.client.submit(pod)
