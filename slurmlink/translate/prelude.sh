@@ -40,7 +40,7 @@ sl_run() {
   shift 2
   sl_name=$name sl_policy=$policy
   sl_specs "$@"; shift "$sl_shift"
-  trap 'sl_interrupted=1; sl_stopping=1; sl_kill_tree TERM "$prober"; sl_stop "$child" "$sl_grace" &' TERM
+  trap 'sl_interrupted=1; sl_stopping=1; sl_kill_tree TERM "$prober"; sl_stop "$child" "$sl_grace" & stopper=$!' TERM
   while :; do
     rm -f -- "status/.$name.unhealthy"
     [ "${#sl_pr_startup[@]}" = 0 ] || sl_put "$name.startup" false
@@ -56,6 +56,7 @@ sl_run() {
     sl_put "$name.started" "$started"
     if [ ! -e "status/.$name.unhealthy" ] && [ "$sl_stopping" = 0 ]; then sl_prober "$child" & prober=$!; fi
     sl_wait "$child"; rc=$sl_rc
+    # the container ended: its probes stop, and a pending SIGKILL must not hit a process that reuses its pid
     sl_kill_tree TERM "$prober"; sl_kill_tree TERM "$stopper"
     prober="" stopper=""
     unhealthy=0; [ ! -e "status/.$name.unhealthy" ] || unhealthy=1
@@ -82,7 +83,7 @@ sl_run() {
   return "$sl_rc"
 }
 
-# --- probes and lifecycle hooks (Kubernetes semantics; see docs/pods.md) ---
+# --- probes and lifecycle hooks (Kubernetes semantics; see docs/probes.md) ---
 # sl_specs SPEC... -- : sl_run's probe/hook words into sl_pr_KIND (settings) and sl_pa_KIND (the check's argv);
 # sl_shift is how many words were read. KIND is one of a fixed list, never a word from the pod.
 sl_specs() {
