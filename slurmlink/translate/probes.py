@@ -95,8 +95,7 @@ def _seconds(spec: Mapping[str, Any], key: str, default: int, where: str) -> int
 
 def _handler(spec: dict[str, Any], allowed: tuple[str, ...], where: str, container: Mapping[str, Any],
              env: Mapping[str, str], exec_argv: ExecArgv, *, probe: bool) -> tuple[str, list[str]]:
-    given = [h for h in (*PROBE_HANDLERS, *HOOK_HANDLERS, "tcpSocket") if spec.get(h) is not None]
-    given = list(dict.fromkeys(given))
+    given = [h for h in dict.fromkeys((*PROBE_HANDLERS, *HOOK_HANDLERS)) if spec.get(h) is not None]
     if not given:
         raise PodRejected(f"{where} must specify a handler type ({', '.join(allowed)})", "InvalidProbe")
     if len(given) > 1:
