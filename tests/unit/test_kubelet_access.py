@@ -24,7 +24,7 @@ from slurmlink.vk.kubeletaccess import (
     is_clean,
     request_attributes,
 )
-from slurmlink.vk.kubeletauth import KubeletAuth
+from slurmlink.vk.kubeletauth import KubeletAuth, ReviewFailed
 from tests.integration.vk_harness import node_kubeconfig
 from tests.kube_standin import KubeStandin
 
@@ -222,5 +222,21 @@ def test_decisions_are_cached_per_identity_and_attributes(standin: KubeStandin) 
         assert await always.refused(Identity("nobody"), logs) is None
         await auth.kube.close()
         await always.kube.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_apiserver_out_of_reach_refuses_and_caches_nothing(tmp_path: Path) -> None:
+    with KubeStandin(tmp_path / "standin") as gone:
+        kubeconfig = node_kubeconfig(gone, tmp_path / "node.kubeconfig", NODE)
+    clock = Clock()
+
+    async def scenario() -> None:
+        auth = KubeletAuth(KubeletConfig(), NODE, make_client(KubeConfigSection(kubeconfig=str(kubeconfig))), clock)
+        assert await auth.authenticate(None, "Bearer tok") is None  # 401, not anonymous, not a pass
+        with pytest.raises(ReviewFailed):
+            await auth.refused(Identity("ann"), request_attributes("GET", "/containerLogs/a/b/c", NODE))
+        assert len(auth._tokens) == 0 and len(auth._decisions) == 0
+        await auth.kube.close()
 
     asyncio.run(scenario())
