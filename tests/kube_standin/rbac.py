@@ -13,9 +13,11 @@ import threading
 from dataclasses import dataclass
 
 # The ClusterRoles a real cluster has that the tests rely on (rules as in kube-apiserver's bootstrap policy).
-KUBELET_API_ADMIN = (("get", "list", "watch", "proxy"), ("nodes",)), \
+KUBELET_API_ADMIN = (
+    (("get", "list", "watch", "proxy"), ("nodes",)),
     (("*",), ("nodes/proxy", "nodes/log", "nodes/stats", "nodes/metrics", "nodes/spec", "nodes/configz",
-              "nodes/healthz", "nodes/pods"))
+              "nodes/healthz", "nodes/pods")),
+)
 REVIEWS = (("authentication.k8s.io", "tokenreviews"), ("authorization.k8s.io", "subjectaccessreviews"))
 
 
