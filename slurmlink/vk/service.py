@@ -23,6 +23,7 @@ from slurmlink.vk.events import EventRecorder
 from slurmlink.vk.interlink import InterlinkApi
 from slurmlink.vk.kube import make_client
 from slurmlink.vk.kubelet import build_app
+from slurmlink.vk.kubeletauth import KubeletAuth, KubeletGuard, PeerCertProtocol
 from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
 from slurmlink.vk.statusround import StatusRounds
@@ -86,9 +87,16 @@ async def run(config: VkConfig) -> None:
         return node.registered.is_set() and controller.adopted.is_set()
 
     tls: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
-    if config.kubelet.client_ca_file:  # only the apiserver (a client certificate this CA signed) may ask
-        tls.update(ssl_ca_certs=config.kubelet.client_ca_file, ssl_cert_reqs=ssl.CERT_REQUIRED)
-    server_config = uvicorn.Config(build_app(controller, api, healthy), log_level="warning", access_log=False,
+    client_ca = config.kubelet.authentication.x509.client_ca_file
+    if client_ca:  # asked for, not required: bearer-token callers come without one; a foreign one fails TLS
+        tls.update(ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL)
+    else:
+        log.warning("kubelet endpoint: no kubelet.authentication.x509.client_ca_file, so the apiserver's "
+                    "kubelet-client certificate is not accepted and `kubectl logs` gets 401")
+    open_paths = frozenset() if config.kubelet.authenticate_healthz else frozenset({"/healthz"})
+    guarded_app = KubeletGuard(build_app(controller, api, healthy), KubeletAuth(config.kubelet, config.node.name, kube),
+                               open_paths)
+    server_config = uvicorn.Config(guarded_app, log_level="warning", access_log=False, http=PeerCertProtocol,
                                    lifespan="off", timeout_graceful_shutdown=2, **tls)
     server_config.load()  # builds the SSLContext now, so that a CSR certificate can be swapped into it later
     assert server_config.ssl is not None

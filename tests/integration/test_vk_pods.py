@@ -94,10 +94,10 @@ def test_per_pod_status_calls_for_upstream_interlink(chain: Chain) -> None:
     name = "slurmlink-per-pod"
     workdir = chain.workdir / "per-pod"
     workdir.mkdir()
-    config = vk_config(node_kubeconfig(chain.standin, workdir / "kubeconfig", name), chain.api.url,
+    config = vk_config(chain.standin, node_kubeconfig(chain.standin, workdir / "kubeconfig", name), chain.api.url,
                        api={"url": chain.api.url, "batch_status": False})
     config["node"]["name"] = name
-    second = VkProcess(config, workdir)
+    second = VkProcess(config, workdir, chain.standin.kubelet_client_cert)
     second.start()
     try:
         manifests = [pod_manifest(f"per-pod-{i}", f"exit {i}") for i in range(2)]

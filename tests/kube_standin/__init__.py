@@ -20,8 +20,11 @@ behave like the real apiserver (v1.36) on what a kubelet and kubectl use, per `s
   preconditions), unbound or finished pods deleted at once, finalizers honoured.
 - pods/log proxied to the node's kubelet endpoint over HTTPS with a kubelet-client certificate.
 - auth: bearer tokens (a static admin token, ServiceAccount tokens) and client certificates of its CA.
+- TokenReview and SubjectAccessReview (a kubelet's webhook authn/authz), answered from a minimal RBAC-like grant
+  table (rbac.py) seeded as a kubeadm cluster: admins, the apiserver's kubelet client, nodes may send reviews.
 
-It deliberately does not do: authorization (RBAC, Node authorizer, NodeRestriction), admission webhooks,
+It deliberately does not do: authorization of ordinary requests (the grant table answers reviews only: no RBAC
+on other verbs, no Node authorizer, no NodeRestriction), roles and bindings as objects, admission webhooks,
 managedFields and true server-side apply (apply-patch is approximated by strategic merge), protobuf, quantity
 normalisation, reading past resourceVersions (lists always answer the current state), exec/attach/port-forward,
 controllers (but for a small scheduler, the namespace cleanup and the default ServiceAccount/kube-root-ca.crt).

@@ -15,11 +15,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import discovery, tables
+from . import discovery, reviews, tables
 from .auth import Authenticator
 from .errors import StatusError, bad_request, method_not_supported, path_not_found
 from .faults import Faults
 from .logs import KubeletClient, open_log
+from .rbac import Grants
 from .registry import Caller, Registry
 from .request_info import RequestInfo, parse
 from .resources import GROUPS, ResourceType, lookup
@@ -39,6 +40,7 @@ class Services:
     faults: Faults
     kubelet: KubeletClient
     scheduler: Scheduler
+    grants: Grants  # consulted by SubjectAccessReviews only
     address: str  # host:port, for /api's serverAddressByClientCIDRs
     bookmark_interval: float = 10.0
 
@@ -160,6 +162,11 @@ async def _resource(services: Services, request: Request, caller: Caller) -> Res
             raise bad_request("a Binding needs target.name")
         pod = name if sub == "binding" else (body.get("metadata") or {}).get("name", "")
         return _json(bind(registry, ns, pod, body["target"]["name"], (body.get("metadata") or {}).get("uid")), 201)
+    if info.verb == "create" and rtype.plural in ("tokenreviews", "subjectaccessreviews"):
+        reviews.may_create(services.grants, caller, rtype.group, rtype.plural)
+        if rtype.plural == "tokenreviews":
+            return _json(reviews.token_review(services.authenticator, body), 201)
+        return _json(reviews.subject_access_review(services.grants, body), 201)
     if info.verb == "create" and sub == "token":
         request_body = body if isinstance(body, dict) else {}
         return _json(services.issuer.token_request(registry.store, ns, name, request_body), 201)

@@ -23,6 +23,7 @@ from .auth import AUTHENTICATED, Authenticator
 from .faults import Faults
 from .logs import KubeletClient
 from .pki import CertificateAuthority
+from .rbac import Grants, cluster_defaults
 from .registry import Caller, Registry
 from .resources import by_kind, lookup
 from .scheduler import Scheduler
@@ -65,11 +66,14 @@ class KubeStandin:
         kubelet_client = self.ca.issue_client("kube-apiserver-kubelet-client", ("kubeadm:cluster-admins",))
         cert, key = self.ca.write(pki, "apiserver-kubelet-client", kubelet_client)
         assert key is not None
+        self.kubelet_client_cert = (cert, key)
+        self.grants = cluster_defaults(Grants())
+        self.authenticator = Authenticator(self.store, self.issuer, {admin_token: ADMIN})
         self.scheduler = Scheduler(self.registry)
         self.scheduler.enabled = scheduler
         self._services = Services(
             registry=self.registry, issuer=self.issuer, faults=self.faults, scheduler=self.scheduler,
-            authenticator=Authenticator(self.store, self.issuer, {admin_token: ADMIN}),
+            authenticator=self.authenticator, grants=self.grants,
             kubelet=KubeletClient(cert, key, kubelet_ca), address="", bookmark_interval=bookmark_interval)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -141,6 +145,15 @@ class KubeStandin:
                                   self.ca.issue_client(user, groups))
         assert key is not None
         return cert, key
+
+    def add_user_token(self, token: str, user: str, groups: tuple[str, ...] = ()) -> None:
+        """A static bearer token (as --token-auth-file) for `user`; it passes TokenReviews too."""
+        self.authenticator.tokens[token] = Caller(user, (*groups, AUTHENTICATED))
+
+    def grant(self, subject: str, verbs: tuple[str, ...], resources: tuple[str, ...], api_group: str = "",
+              names: tuple[str, ...] = ()) -> None:
+        """An RBAC-like grant that SubjectAccessReviews see: `grant("user:ann", ("get",), ("nodes/proxy",))`."""
+        self.grants.grant(subject, verbs, resources, api_group, names)
 
     def write_kubeconfig(self, path: Path, *, user: str = "token", namespace: str = "default") -> Path:
         """A kubeconfig with contexts `standin` (bearer token) and `standin-cert` (client cert); `user` picks."""
