@@ -148,6 +148,8 @@ async def _resource(services: Services, request: Request, caller: Caller) -> Res
         return _json(listed)
     if info.verb == "get" and sub == "log":
         content_type, log_stream = await open_log(registry, services.kubelet, ns, name, params)
+        if log_stream is None:
+            return Response(status_code=204)
         return StreamingResponse(log_stream, media_type=content_type)
     if info.verb == "get":
         obj = registry.get(rtype, ns, name)
