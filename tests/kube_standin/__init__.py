@@ -15,11 +15,14 @@ behave like the real apiserver (v1.36) on what a kubelet and kubectl use, per `s
 - list with label selectors (equality and set-based), field selectors per type (unknown labels refused), limit and
   continue; watch from a resourceVersion, 410 Expired when too old, bookmarks, timeoutSeconds, sendInitialEvents.
 - PUT with a stale resourceVersion → 409; status subresources separate from the main resource; JSON patch, merge
-  patch, strategic merge patch (merge keys of the lists kubelets touch); Time in whole seconds, MicroTime checked.
+  patch, strategic merge patch (merge keys of the lists kubelets touch; container status lists replaced whole);
+  Time in whole seconds, MicroTime checked; generateName checked as a name prefix (not for core/v1 Events).
 - graceful pod deletion (deletionTimestamp + deletionGracePeriodSeconds, removed on a grace-0 delete, uid
   preconditions), unbound or finished pods deleted at once, finalizers honoured.
-- pods/log proxied to the node's kubelet endpoint over HTTPS with a kubelet-client certificate.
-- auth: bearer tokens (a static admin token, ServiceAccount tokens) and client certificates of its CA.
+- pods/log proxied to the node's kubelet endpoint over HTTPS with a kubelet-client certificate (204 for a pod not
+  on a node yet; kubelet errors in the apiserver's words).
+- auth: bearer tokens (a static admin token, ServiceAccount tokens for the apiserver's audience) and client
+  certificates of its CA.
 - TokenReview and SubjectAccessReview (a kubelet's webhook authn/authz), answered from a minimal RBAC-like grant
   table (rbac.py) seeded as a kubeadm cluster: admins, the apiserver's kubelet client, nodes may send reviews.
 
