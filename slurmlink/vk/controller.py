@@ -164,6 +164,12 @@ class PodController:
     # --- status --------------------------------------------------------------------------------------
 
     async def _patch(self, state: PodState, desired: podstatus.Desired) -> None:
+        shown = str((state.pod.get("status") or {}).get("phase") or "")
+        if podstatus.stays_finished(shown, desired):
+            log.warning("pod %s/%s shows %s, set by someone else: not patching it to %s", state.namespace,
+                        state.name, shown, desired.phase.phase)
+            state.finished = desired.phase.phase in podstatus.TERMINAL  # the job is over too: nothing more to say
+            return
         fingerprint = podstatus.fingerprint(desired.status)
         if fingerprint in (state.last_patch, podstatus.fingerprint(state.pod.get("status") or {})):
             state.last_patch = fingerprint

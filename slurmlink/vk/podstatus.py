@@ -143,6 +143,13 @@ def waiting(pod: Obj, reason: str, message: str, host_ip: str, now: str) -> Desi
                    "", host_ip, now)
 
 
+def stays_finished(shown_phase: str, wanted: Desired) -> bool:
+    """Whether `wanted` would change the phase of a pod Kubernetes already shows finished (someone else finished
+    it). The apiserver accepts that, even back to Running; a kubelet never asks for it (kubernetes.md, "Seen on a
+    real kube-apiserver")."""
+    return shown_phase in TERMINAL and wanted.phase.phase != shown_phase
+
+
 def patch_body(status: Obj) -> Obj:
     """The pods/status strategic merge patch that makes the pod's status `status`.
 

@@ -128,7 +128,7 @@ def _reorder(items: list[Any], order: list[Any], merge_key: str | None) -> list[
 
 def merge_patch(original: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return _decoded(patch)  # a list is replaced whole, as by strategic merge
     result = copy.deepcopy(original) if isinstance(original, dict) else {}
     for key, value in patch.items():
         if value is None:

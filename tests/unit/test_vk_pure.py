@@ -175,6 +175,15 @@ def test_patch_body_sends_complete_container_lists() -> None:
     assert body["reason"] is None  # a Failed pod's reason must not outlive a retry
 
 
+def test_a_finished_pod_keeps_its_phase() -> None:
+    running = podstatus.desired(_pod("a"), [_running("a")], [], "1", "h", NOW)
+    done = podstatus.desired(_pod("a"), [_terminated("a", 0)], [], "1", "h", NOW)
+    assert podstatus.stays_finished("Failed", running) and podstatus.stays_finished("Succeeded", running)
+    assert podstatus.stays_finished("Failed", done)  # finished by someone else: not ours to change
+    assert not podstatus.stays_finished("Succeeded", done) and not podstatus.stays_finished("Running", running)
+    assert not podstatus.stays_finished("", running) and not podstatus.stays_finished("Pending", done)
+
+
 def test_fingerprint_ignores_times_but_not_states() -> None:
     a = podstatus.desired(_pod("a"), [_running("a")], [], "1", "h", NOW).status
     b = podstatus.desired(_pod("a"), [_running("a")], [], "1", "h", LATER).status
