@@ -19,9 +19,8 @@ from .auth import Authenticator
 from .errors import StatusError, invalid
 from .rbac import Grants
 from .registry import Caller
-from .tokens import ISSUER
+from .tokens import API_AUDIENCES
 
-API_AUDIENCES = (ISSUER,)  # --api-audiences: defaults to the service-account issuer
 _UNAUTHENTICATED = "[invalid bearer token, token lookup failed]"
 
 
@@ -46,7 +45,7 @@ def _token_caller(authenticator: Authenticator, token: str) -> Caller | None:
     # The token's own validity only: its audiences are checked against the review's, not the apiserver's.
     if token in authenticator.tokens:
         return authenticator.tokens[token]
-    verified = authenticator.issuer.verify(authenticator.store, token)
+    verified = authenticator.issuer.verify(authenticator.store, token, audiences=_token_audiences(token))
     return Caller(*verified) if verified is not None else None
 
 
