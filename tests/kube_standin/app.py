@@ -19,6 +19,7 @@ from . import discovery, tables
 from .auth import Authenticator
 from .errors import StatusError, bad_request, method_not_supported, path_not_found
 from .faults import Faults
+from .gc import GarbageCollector
 from .logs import KubeletClient, open_log
 from .registry import Caller, Registry
 from .request_info import RequestInfo, parse
@@ -41,6 +42,7 @@ class Services:
     scheduler: Scheduler
     address: str  # host:port, for /api's serverAddressByClientCIDRs
     bookmark_interval: float = 10.0
+    gc: GarbageCollector | None = None
 
 
 def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
@@ -201,11 +203,14 @@ def build_app(services: Services) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(services.scheduler.run())
+        tasks = [asyncio.create_task(services.scheduler.run())]
+        if services.gc is not None:
+            tasks.append(asyncio.create_task(services.gc.run()))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
     return Starlette(routes=[Route("/{path:path}", handle, methods=methods)], lifespan=lifespan)
