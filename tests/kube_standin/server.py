@@ -180,9 +180,10 @@ class KubeStandin:
         """End every open watch: cleanly (as on timeout) or by cutting the connection mid-stream."""
         return self.store.end_watches("abort" if abrupt else "close")
 
-    def expire_next_watches(self, count: int = 1) -> None:
-        """The next `count` watch requests answer 410 Expired, whatever resourceVersion they ask from."""
-        self.faults.expire_next_watches(count)
+    def expire_next_watches(self, count: int = 1, resource: str | None = None) -> None:
+        """The next `count` watch requests (of `resource`, e.g. "pods", or of any) answer 410 Expired, whatever
+        resourceVersion they ask from."""
+        self.faults.expire_next_watches(count, resource)
 
     def compact(self) -> None:
         """Forget the change history (an etcd compaction): watches from any older resourceVersion get 410."""
