@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from slurmlink import __version__
 from slurmlink.vk import nodespec
@@ -48,3 +51,14 @@ def test_node_watch_ignores_events_while_unregistered() -> None:
     watcher._judge("DELETED", "old")
     watcher._judge("ADDED", "new")
     assert lost == []
+
+
+def test_the_kubectl_example_targets_the_example_node() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    node = yaml.safe_load((examples / "vk.yaml").read_text())["node"]["name"]
+    pod = next(d for d in yaml.safe_load_all((examples / "kubectl-pod.yaml").read_text()) if d["kind"] == "Pod")
+    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/hostname": node}
+    assert {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"} in \
+        pod["spec"]["tolerations"]
+    secret = pod["metadata"]["annotations"]["slurmlink.io/token-secret"]
+    assert {"name": secret, "secret": {"secretName": secret}} in pod["spec"]["volumes"]
