@@ -70,6 +70,7 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         while True:
+            self.kick.clear()  # this renewal answers any kick until now
             try:
                 await self.renew()
                 wait = self.interval
@@ -80,4 +81,3 @@ class LeaseKeeper:
                 wait = min(self.interval, 2.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), wait)
-            self.kick.clear()
