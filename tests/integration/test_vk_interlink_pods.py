@@ -56,7 +56,7 @@ def _terminated(pod: dict) -> dict:
 def test_pod_with_interlinks_usual_annotations_runs_and_is_told_what_was_dropped(site_chain: Chain) -> None:
     manifest = pod_manifest("interlink-usual", "echo ran as a SLURM job")
     manifest["metadata"]["annotations"] = {
-        "slurm-job.vk.io/flags": "--job-name=test-pod-cfg -t 30 --ntasks=1 --nodes=1",
+        "slurm-job.vk.io/flags": "--job-name=test-pod-cfg -t 30 --ntasks=1 --nodes=1 --mem-per-cpu=200",
         "slurm-job.vk.io/pre-exec": "export IL_PRE_EXEC=1",
         "slurm-job.vk.io/singularity-options": "--nv",  # read by interLink's plugin only; ignored here
         "slurm-job.vk.io/image-root": "docker://",

@@ -88,3 +88,19 @@ def test_dropped_message_and_header_round_trip() -> None:
     message = dropped_message(dropped)
     assert "--job-name (slurmlink names the job slurmlink-<pod uid>" in message
     assert "--output (" in message and message.startswith("annotation slurm-job.vk.io/flags: dropped ")
+
+
+@pytest.mark.parametrize(("text", "limits", "mem", "per_cpu"), [
+    ("--mem-per-cpu=2000 --ntasks=1", {}, None, "--mem-per-cpu=2000"),  # interLink's docs' usual flags
+    ("--mem-per-cpu=2000", {"memory": "1Gi"}, "--mem=1024M", None),  # the pod's own memory wins
+    ("--mem-per-cpu=2000 --mem=3G", {}, "--mem=3072M", None),
+    ("", {}, "--mem=2048M", None)])
+def test_memory_is_either_a_total_or_per_cpu_never_both(text: str, limits: dict, mem: str | None,
+                                                        per_cpu: str | None) -> None:
+    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "annotations": {
+        "slurm-job.vk.io/flags": text}},
+        "spec": {"containers": [{"name": "c", "image": "img", "command": ["true"],
+                                 "resources": {"limits": limits}}]}}
+    args = argv(build_job(pod, workdir="/jobs/ns-u-1", site=SITE))
+    assert [a for a in args if a.startswith("--mem=")] == ([mem] if mem else [])
+    assert [a for a in args if a.startswith("--mem-per-cpu")] == ([per_cpu] if per_cpu else [])

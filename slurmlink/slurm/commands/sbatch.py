@@ -49,8 +49,9 @@ def argv(job: BatchJob, sbatch: str = "sbatch") -> list[str]:
     args = [sbatch, "--parsable", *extra]  # ours come after the extras: on a repeat, sbatch keeps the last
     args += [
         f"--job-name={job.name}", f"--comment={job.comment}", f"--chdir={job.workdir}",
-        f"--output={job.stdout}", f"--cpus-per-task={job.cpus_per_task}", f"--mem={job.memory_mb}M",
-        export_option(job),
+        f"--output={job.stdout}", f"--cpus-per-task={job.cpus_per_task}",
+        # none: the job's --mem-per-cpu (from the flags) says
+        *([f"--mem={job.memory_mb}M"] if job.memory_mb is not None else []), export_option(job),
     ]  # fmt: skip
     if job.time_limit_minutes is not None:
         args.append(f"--time={job.time_limit_minutes}")
