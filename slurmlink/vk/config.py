@@ -36,6 +36,8 @@ class NodeConfig(Strict):
     internal_ip: str = "127.0.0.1"  # the address the apiserver dials for `kubectl logs`
     hostname: str | None = None  # the node's Hostname address (default: its name); a DNS SAN of a CSR certificate
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    # status.nodeInfo.kubeletVersion; None: the apiserver's version (its /version) + "+slurmlink.<version>"
+    kubelet_version: str | None = None
 
     @field_validator("labels")
     @classmethod

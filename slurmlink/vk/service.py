@@ -26,6 +26,7 @@ from slurmlink.vk.kubelet import build_app
 from slurmlink.vk.kubeletauth import KubeletAuth, KubeletGuard, PeerCertProtocol
 from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
+from slurmlink.vk.nodewatch import NodeWatcher
 from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.tokenrefresh import TokenRefresher
@@ -81,7 +82,10 @@ async def run(config: VkConfig) -> None:
                          controller.vanish, controller.known)
     rounds = StatusRounds(config, api, controller)
     tokens = TokenRefresher(config, controller)
-    lease = LeaseKeeper(kube, config.node.name, config.lease_duration_seconds, config.lease_renew_interval)
+    lease = LeaseKeeper(kube, config.node.name, config.lease_duration_seconds, config.lease_renew_interval,
+                        node_uid=lambda: node.uid, check_node=node.check)
+    node.on_registered.append(lease.kick.set)
+    node_watch = NodeWatcher(kube, config.node.name, config.watch_timeout_seconds, lambda: node.uid, node.lost)
 
     def healthy() -> bool:
         return node.registered.is_set() and controller.adopted.is_set()
@@ -111,17 +115,16 @@ async def run(config: VkConfig) -> None:
 
     async def start_pods() -> None:
         await node.registered.wait()
-        lease.node_uid = node.uid
         await watcher.synced.wait()
         await rounds.adopt()
 
     async def start_lease() -> None:
         await node.registered.wait()
-        lease.node_uid = node.uid
         await lease.run()
 
     parts: list[Coroutine[Any, Any, None]] = [
-        server.serve(sockets=[sock]), node.run(), start_lease(), watcher.run(), start_pods(), rounds.run(),
+        server.serve(sockets=[sock]), node.run(), start_lease(), node_watch.run(), watcher.run(), start_pods(),
+        rounds.run(),
         tokens.run(),
         *(controller.worker() for _ in range(config.workers))]
     if certificates is not None:

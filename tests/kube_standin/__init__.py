@@ -30,9 +30,11 @@ It deliberately does not do: authorization of ordinary requests (the grant table
 on other verbs, no Node authorizer, no NodeRestriction), roles and bindings as objects, admission webhooks,
 managedFields and true server-side apply (apply-patch is approximated by strategic merge), protobuf, quantity
 normalisation, reading past resourceVersions (lists always answer the current state), exec/attach/port-forward,
-controllers (but for a small scheduler, the namespace cleanup and the default ServiceAccount/kube-root-ca.crt).
+controllers (but for a small scheduler, the namespace cleanup, the default ServiceAccount/kube-root-ca.crt, and
+the two garbage collectors a kubelet meets after `kubectl delete node`: owner references and orphaned pods, gc.py).
 
-Fault injection for tests: `drop_watches()`, `expire_next_watches(n)`, `compact()`, `latency`.
+Fault injection for tests: `drop_watches()`, `expire_next_watches(n)`, `compact()`, `latency`,
+`faults.refuse_node_reads(n)` (the Node authorizer's lag after a binding).
 Use: `with KubeStandin() as kube: ...` then point clients at `kube.kubeconfig`; or `python -m tests.kube_standin`.
 """
 

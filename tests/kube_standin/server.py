@@ -21,6 +21,7 @@ from . import csr as csrs
 from .app import Services, build_app
 from .auth import AUTHENTICATED, Authenticator
 from .faults import Faults
+from .gc import POD_GC_QUARANTINE, GarbageCollector
 from .logs import KubeletClient
 from .pki import CertificateAuthority
 from .rbac import Grants, cluster_defaults
@@ -50,7 +51,7 @@ class KubeStandin:
     def __init__(self, workdir: Path | None = None, *, tls: bool = True, host: str = "127.0.0.1", port: int = 0,
                  admin_token: str = "standin-admin-token",  # noqa: S107 (a test-only token)
                  scheduler: bool = True, history_limit: int = 500, bookmark_interval: float = 10.0,
-                 kubelet_ca: Path | None = None) -> None:
+                 kubelet_ca: Path | None = None, pod_gc_quarantine: float | None = POD_GC_QUARANTINE) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="kube-standin-") if workdir is None else None
         self.workdir: Path = Path(self._tmp.name) if self._tmp is not None else workdir  # type: ignore[assignment]
         self.tls, self.host, self._port = tls, host, port
@@ -71,10 +72,12 @@ class KubeStandin:
         self.authenticator = Authenticator(self.store, self.issuer, {admin_token: ADMIN})
         self.scheduler = Scheduler(self.registry)
         self.scheduler.enabled = scheduler
+        self.gc = GarbageCollector(self.registry, pod_gc_quarantine)
         self._services = Services(
             registry=self.registry, issuer=self.issuer, faults=self.faults, scheduler=self.scheduler,
             authenticator=self.authenticator, grants=self.grants,
-            kubelet=KubeletClient(cert, key, kubelet_ca), address="", bookmark_interval=bookmark_interval)
+            kubelet=KubeletClient(cert, key, kubelet_ca), address="", bookmark_interval=bookmark_interval,
+            gc=self.gc)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -190,9 +193,10 @@ class KubeStandin:
         """End every open watch: cleanly (as on timeout) or by cutting the connection mid-stream."""
         return self.store.end_watches("abort" if abrupt else "close")
 
-    def expire_next_watches(self, count: int = 1) -> None:
-        """The next `count` watch requests answer 410 Expired, whatever resourceVersion they ask from."""
-        self.faults.expire_next_watches(count)
+    def expire_next_watches(self, count: int = 1, resource: str | None = None) -> None:
+        """The next `count` watch requests (of `resource`, e.g. "pods", or of any) answer 410 Expired, whatever
+        resourceVersion they ask from."""
+        self.faults.expire_next_watches(count, resource)
 
     def compact(self) -> None:
         """Forget the change history (an etcd compaction): watches from any older resourceVersion get 410."""
