@@ -284,10 +284,10 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
     with KubeStandin(work / "standin", history_limit=max(500, 20 * args.pods)) as standin:
         standin.store.add_listener(timeline.on_change)
         try:
-            vk = VkProcess(vk_config(node_kubeconfig(standin, work / "node.kubeconfig", "slurmlink-test-node"),
+            vk = VkProcess(vk_config(standin, node_kubeconfig(standin, work / "node.kubeconfig", "slurmlink-test-node"),
                                      api.url, workers=args.workers, status_interval=args.interval,
                                      ping_interval=5.0, lease_duration_seconds=40, missing_reference_timeout=300,
-                                     watch_timeout_seconds=300), work)
+                                     watch_timeout_seconds=300), work, standin.kubelet_client_cert)
             vk.start()
             wait_node_ready(Chain(standin, vk, api, cluster, work), 30)
             report.update(measure(cluster, standin, api, vk, timeline, args))

@@ -35,6 +35,20 @@ def slurm_cluster() -> Iterator[DevCluster]:
         cluster.down()
 
 
+@pytest.fixture(scope="session")
+def test_users() -> tuple[str, ...]:
+    """The test users (sltest1..3, uid >= 1000), made as `slurmlink dev-cluster up` makes them, so tests
+    that map identities to them run on a fresh machine without a SLURM."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the test users are created with useradd")
+    cluster = DevCluster(TEST_STATE_DIR)
+    try:
+        cluster.ensure_users()
+    except DevClusterError as exc:
+        pytest.fail(f"the test users: {exc}", pytrace=False)
+    return cluster.users
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "slurm_cluster" in getattr(item, "fixturenames", ()):

@@ -33,6 +33,7 @@ from slurmlink.interlink.types import (
     parse_pods,
 )
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
+from slurmlink.translate import flags
 from slurmlink.translate.errors import PodRejected
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,9 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
     async def create(request: Request) -> Response:
         parsed = parse_create(await _json(request))
         job_id = await service.create(parsed)
-        return JSONResponse(CreateStruct(pod_uid=parsed.uid, pod_jid=job_id).to_wire())
+        dropped = service.dropped_flags(parsed.pod) if job_id else ()
+        headers = {flags.DROPPED_HEADER: flags.header_value(dropped)} if dropped else None
+        return JSONResponse(CreateStruct(pod_uid=parsed.uid, pod_jid=job_id).to_wire(), headers=headers)
 
     @app.api_route("/delete", methods=ANY_METHOD)
     async def delete(request: Request) -> Response:

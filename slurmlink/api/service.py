@@ -27,8 +27,9 @@ from slurmlink.interlink.types import (
 )
 from slurmlink.slurm.base import JobInfo, SchedulerBackend, SlurmError, Unsupported
 from slurmlink.translate.errors import PodRejected
+from slurmlink.translate.flags import FLAGS_ANNOTATION, classify_flags
 from slurmlink.translate.job import BatchJob
-from slurmlink.translate.podspec import container_names, pod_ref
+from slurmlink.translate.podspec import container_names, pod_annotations, pod_ref
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 from slurmlink.translate.status import container_statuses, rejected_statuses
@@ -147,6 +148,13 @@ class PodService:
             # of squeue calls (each lists every job of the cluster).
             self.registry.entries[ref.uid] = entry
             return entry.job_id
+
+    def dropped_flags(self, pod: dict[str, Any]) -> tuple[str, ...]:
+        """Options of the pod's flags annotation that slurmlink sets itself and so dropped (see flags.py)."""
+        try:
+            return classify_flags(pod_annotations(pod).get(FLAGS_ANNOTATION, ""), self.site).dropped
+        except PodRejected:
+            return ()
 
     async def _account_for(self, request: CreateRequest) -> str:
         """Who the job runs as: the pod's own Check-in identity when identity is configured, or (mode 1)

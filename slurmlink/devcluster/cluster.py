@@ -161,7 +161,7 @@ class DevCluster:
         _require_root()
         self._prepare_ancestors()
         with self._lock():
-            self._ensure_users()
+            self.ensure_users()
             fresh_keys = self._prepare_dirs_and_keys()
             conf_changed = self._write_conf()
             running = self.status()
@@ -203,7 +203,8 @@ class DevCluster:
             "--log-file=/dev/null",  # it logs to stderr in the foreground, which goes to our log file
         ]
 
-    def _ensure_users(self) -> None:
+    def ensure_users(self) -> None:
+        """The SLURM, munge, slurmrestd and test users, created when missing (root only)."""
         if not _user_exists(self.rest_user):
             _run(["useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin", self.rest_user])
         for user in self.users:

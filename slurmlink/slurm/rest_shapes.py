@@ -53,8 +53,10 @@ def submit_body(job: BatchJob, version: str, environment: dict[str, str]) -> dic
     fields: dict[str, Any] = {
         "name": job.name, "comment": job.comment, "current_working_directory": job.workdir,
         "standard_output": job.stdout, "standard_error": job.stdout, "cpus_per_task": job.cpus_per_task,
-        "memory_per_node": job.memory_mb, "tasks": 1,
+        "tasks": 1,
     }
+    if job.memory_mb is not None:  # else the job's --mem-per-cpu (memory_per_cpu) says
+        fields["memory_per_node"] = job.memory_mb
     if job.time_limit_minutes is not None:
         fields["time_limit"] = job.time_limit_minutes
     if job.partition:

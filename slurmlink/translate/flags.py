@@ -1,13 +1,25 @@
-"""The `slurm-job.vk.io/flags` annotation: extra sbatch options, only those the site allows."""
+"""The `slurm-job.vk.io/flags` annotation: extra sbatch options, only those the site allows.
+
+Each option is one of three kinds (site.py has the lists and the reasons):
+- owned by slurmlink (`--job-name`, `--output`, ...): dropped; the vk tells the pod in a Warning event;
+- forbidden (`--uid`, `--export`, `--wrap`, ...), or not in the site's `allowed_options`: the pod fails
+  (FlagNotAllowed);
+- allowed: passed on to the job.
+"""
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass, field
 
 from slurmlink.translate.errors import PodRejected
-from slurmlink.translate.site import FORBIDDEN_OPTIONS, SiteConfig
+from slurmlink.translate.site import FORBIDDEN_OPTIONS, OWNED_OPTIONS, SiteConfig
 
 FLAGS_ANNOTATION = "slurm-job.vk.io/flags"
+# slurmlink's API names the options it dropped in this header of its `/create` answer (an addition the upstream
+# wire ignores); the vk turns it into the pod's Warning event.
+DROPPED_HEADER = "X-Slurmlink-Dropped-Flags"
+DROPPED_REASON = "FlagsDropped"
 
 _SHORT = {"-A": "--account", "-q": "--qos", "-p": "--partition", "-C": "--constraint", "-N": "--nodes",
           "-n": "--ntasks", "-c": "--cpus-per-task", "-t": "--time", "-G": "--gpus", "-x": "--exclude",
@@ -18,15 +30,35 @@ _NO_VALUE = {"--exclusive", "--requeue", "--no-requeue", "--parsable", "--wait",
              "--get-user-env", "--kill-on-invalid-dep"}
 
 
-def parse_flags(text: str, site: SiteConfig) -> dict[str, str | None]:
-    """Options as {"--name": value or None}. shlex only splits words here: nothing is executed."""
+@dataclass(frozen=True)
+class Flags:
+    options: dict[str, str | None] = field(default_factory=dict)  # passed on: {"--name": value or None}
+    dropped: tuple[str, ...] = ()  # owned by slurmlink, in the order given (each once)
+
+
+def _words(text: str) -> list[str]:
     if "\x00" in text or "\n" in text.strip():
         raise PodRejected(f"annotation {FLAGS_ANNOTATION}: options must be on one line", "InvalidFlags")
     try:
-        words = shlex.split(text, comments=False)
+        return shlex.split(text, comments=False)  # shlex only splits words here: nothing is executed
     except ValueError as exc:
         raise PodRejected(f"annotation {FLAGS_ANNOTATION}: {exc}", "InvalidFlags") from exc
+
+
+def _refuse(name: str, site: SiteConfig) -> None:
+    if name in FORBIDDEN_OPTIONS:
+        raise PodRejected(f"annotation {FLAGS_ANNOTATION}: option {name} is not allowed: "
+                          f"{FORBIDDEN_OPTIONS[name]}", "FlagNotAllowed")
+    if name not in site.allowed_options:
+        raise PodRejected(f"annotation {FLAGS_ANNOTATION}: option {name} is not allowed at this site",
+                          "FlagNotAllowed")
+
+
+def classify_flags(text: str, site: SiteConfig) -> Flags:
+    """The options to pass on and the ones dropped; PodRejected for a refused option or bad syntax."""
+    words = _words(text)
     options: dict[str, str | None] = {}
+    dropped: list[str] = []
     index = 0
     while index < len(words):
         word = words[index]
@@ -38,16 +70,40 @@ def parse_flags(text: str, site: SiteConfig) -> dict[str, str | None]:
             has_value = "=" if value else ""
         else:
             raise PodRejected(f"annotation {FLAGS_ANNOTATION}: {word!r} is not an sbatch option", "InvalidFlags")
-        if name in FORBIDDEN_OPTIONS or name not in site.allowed_options:
-            raise PodRejected(f"annotation {FLAGS_ANNOTATION}: option {name} is not allowed at this site",
-                              "FlagNotAllowed")
+        owned = name in OWNED_OPTIONS
+        if not owned:
+            _refuse(name, site)
         if not has_value and name not in _NO_VALUE and index < len(words) and not words[index].startswith("-"):
             value, has_value = words[index], "="
             index += 1
+        if owned:
+            if name not in dropped:
+                dropped.append(name)
+            continue
         if not has_value and name not in _NO_VALUE:
             # A bare option would take the next argument sbatch sees as its value: ours.
             raise PodRejected(f"annotation {FLAGS_ANNOTATION}: option {name} needs a value", "InvalidFlags")
         if name in _NO_VALUE and has_value:
             raise PodRejected(f"annotation {FLAGS_ANNOTATION}: option {name} takes no value", "InvalidFlags")
         options[name] = value if has_value else None
-    return options
+    return Flags(options, tuple(dropped))
+
+
+def parse_flags(text: str, site: SiteConfig) -> dict[str, str | None]:
+    """The options to pass on, as {"--name": value or None}."""
+    return classify_flags(text, site).options
+
+
+def dropped_message(dropped: list[str] | tuple[str, ...]) -> str:
+    """The Warning event's text: each dropped option and why."""
+    parts = [f"{name} ({OWNED_OPTIONS.get(name, 'set by slurmlink')})" for name in dropped]
+    return f"annotation {FLAGS_ANNOTATION}: dropped {'; '.join(parts)}"
+
+
+def header_value(dropped: tuple[str, ...]) -> str:
+    return ",".join(dropped)
+
+
+def from_header(value: str | None) -> list[str]:
+    """The dropped options named in the API's header: known names only (it is another process's word)."""
+    return [name for name in (value or "").split(",") if name in OWNED_OPTIONS]

@@ -20,7 +20,7 @@ class BatchJob:
     script: str  # bash script; every value from the pod in it is quoted or base64-encoded
     stdout: str  # path of the job's own output (the script's trace, not container logs)
     cpus_per_task: int
-    memory_mb: int
+    memory_mb: int | None  # the job's memory; None when the flags annotation asks per CPU (--mem-per-cpu)
     time_limit_minutes: int | None = None
     gres: str | None = None  # e.g. "gpu:2"
     partition: str | None = None

@@ -307,16 +307,43 @@ sl_resolve() {
   done
   sl_r=${done:-/}
 }
+# sl_box_file PATH : where PATH of the container is on the host (through its binds, else in ROOT), into sl_h
+sl_box_file() {
+  local i; sl_resolve "$root" "$1"
+  for ((i = ${#bsrc[@]} - 1; i >= 0; i--)); do
+    case $sl_r in "${bdst[i]}" | "${bdst[i]}"/*) sl_h=${bsrc[i]}${sl_r#"${bdst[i]}"}; return ;; esac
+  done
+  case $sl_r in /tmp/*) sl_h=""; return ;; esac  # an empty tmpfs in the container
+  sl_h=${root%/}$sl_r
+}
+# sl_box_exec ARGV0 PATH WD : find ARGV0 as execvp will inside the container; 127 not found, 126 not executable
+# (bwrap itself exits 1 when its execvp fails; Kubernetes' runtimes answer 127/126)
+sl_box_exec() {
+  local dir
+  case $1 in /dev/* | /proc/*) return 0 ;; esac
+  if [[ $1 == */* ]]; then
+    if [[ $1 == /* ]]; then sl_box_file "$1"; else sl_box_file "$3/$1"; fi
+    [ -e "$sl_h" ] || return 127
+    [ -f "$sl_h" ] && [ -x "$sl_h" ] || return 126
+    return 0
+  fi
+  while IFS= read -r -d : dir; do
+    sl_box_file "${dir:-$3}/$1"
+    [ -f "$sl_h" ] && [ -x "$sl_h" ] && return 0
+  done <<< "$2:"
+  return 127
+}
 # A mount point missing from the read-only root is made on a tmpfs "underlay" that re-binds what the
 # directory held, the way container runtimes add mount points to an image they may not change.
 sl_bwrap() {
-  local exe=$1 root=$2 wd=$3 host=$4 n i src dst ro parent entry
-  local -a env=() args=() mounts=() under=()
+  local exe=$1 root=$2 wd=$3 host=$4 n i src dst ro parent entry path=/bin:/usr/bin
+  local -a env=() args=() mounts=() under=() bsrc=() bdst=()
   shift 4; n=$1; shift
-  for ((i = 0; i < n; i++)); do env+=("$1"); shift; done
+  for ((i = 0; i < n; i++)); do env+=("$1"); [[ $1 != PATH=* ]] || path=${1#PATH=}; shift; done
   n=$1; shift
   for ((i = 0; i < n; i++)); do
     src=$1 ro=$3; sl_resolve "$root" "$2"; dst=$sl_r; shift 3
+    bsrc+=("$src") bdst+=("$dst")
     if [ "$ro" = ro ]; then mounts+=(--ro-bind "$src" "$dst"); else mounts+=(--bind "$src" "$dst"); fi
     case $dst in /tmp/* | /dev/* | /proc/*) continue ;; esac
     parent=$dst
@@ -337,6 +364,11 @@ sl_bwrap() {
     done
   done < <(printf '%s\n' "${under[@]-}" | awk -F/ '{ print NF "\t" $0 }' | sort -k1,1n -k2 | uniq | cut -f2-)
   args+=(--dev /dev --proc /proc --tmpfs /tmp)
+  sl_box_exec "$1" "$path" "$wd"
+  case $? in
+    127) echo "slurmlink: exec: \"$1\": executable file not found in \$PATH" >&2; exit 127 ;;
+    126) echo "slurmlink: exec: \"$1\": permission denied" >&2; exit 126 ;;
+  esac
   sl_slurm_env
   exec env -i "${sl_keep[@]}" "${env[@]}" "$exe" "${args[@]}" "${mounts[@]}" --chdir "$wd" -- "$@"
 }

@@ -185,7 +185,11 @@ def _scheduling(res: Resources, options: dict[str, str | None], deadline: int | 
     """Pod resources win over the flags annotation, which wins over site defaults."""
     extra = dict(options)
     cpus = res.cpus or _pop_int(extra, "--cpus-per-task") or site.default_cpus
-    memory = res.memory_mb or _pop_memory(extra) or site.default_memory_mb
+    memory: int | None = res.memory_mb or _pop_memory(extra)
+    if memory is not None or "--mem-per-cpu" not in extra:
+        # sbatch takes --mem or --mem-per-cpu, not both: a total (the pod's, or --mem) wins over per CPU
+        extra.pop("--mem-per-cpu", None)
+        memory = memory or site.default_memory_mb
     gpus = {site.gres[k]: v for k, v in res.generic.items() if v}
     gres = ",".join(f"{name}:{n}" for name, n in sorted(gpus.items())) or extra.pop("--gres", None)
     time_limit = site.default_time_minutes

@@ -4,14 +4,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# sbatch options a pod may never set: they would change who runs the job, where its files go or what
-# environment it inherits, all of which slurmlink controls.
-FORBIDDEN_OPTIONS = frozenset({
-    "--uid", "--gid", "--export", "--export-file", "--get-user-env", "--chdir", "--output", "--error",
-    "--input", "--job-name", "--comment", "--wrap", "--container", "--container-id", "--parsable",
-    "--wait", "--test-only", "--array", "--dependency", "--kill-on-invalid-dep", "--requeue",
-    "--no-requeue", "--open-mode", "--propagate", "--burst-buffer-file", "--bbf",
-})
+# The `slurm-job.vk.io/flags` annotation is read in two steps (flags.py). Options slurmlink sets itself, where a
+# pod's own value would only be overridden or would break how slurmlink follows the job, are dropped with a
+# Warning event on the pod (interLink's own configuration puts --job-name there: such pods must run):
+OWNED_OPTIONS: dict[str, str] = {
+    "--job-name": "slurmlink names the job slurmlink-<pod uid>, which is how it finds the pod's job",
+    "--output": "the job's output is the pod's log, in the pod's directory",
+    "--error": "the job's errors are the pod's log, in the pod's directory",
+    "--input": "containers read no standard input",
+    "--open-mode": "slurmlink opens the job's output itself",
+    "--chdir": "the job runs in the pod's directory; a container's workingDir sets where it starts",
+    "--comment": "slurmlink records <namespace>/<pod> there",
+    "--parsable": "slurmlink reads sbatch's answer itself",
+    "--wait": "slurmlink follows the job itself; the submission must not block until the job ends",
+    "--propagate": "the job's limits are the site's, not those of the service that submits it",
+    "--kill-on-invalid-dep": "dependencies are refused, so it has no effect",
+}
+# ... and options that would change who runs the job, what environment it inherits, what it runs, or tie it to
+# other jobs, which the pod cannot be allowed, are refused, whatever the site allows: the pod fails with
+# FlagNotAllowed, naming the option and why.
+FORBIDDEN_OPTIONS: dict[str, str] = {
+    "--uid": "it would change who runs the job",
+    "--gid": "it would change who runs the job",
+    "--export": "the job's environment is the pod's",
+    "--export-file": "the job's environment is the pod's",
+    "--get-user-env": "the job's environment is the pod's",
+    "--wrap": "the job runs the pod's containers, not a command of its own",
+    "--container": "the pod's containers run in the site's runtime",
+    "--container-id": "the pod's containers run in the site's runtime",
+    "--array": "one pod is one job",
+    "--dependency": "a pod's job may not wait on other jobs",
+    "--test-only": "the pod would be reported as running while no job is submitted",
+    "--requeue": "restarts follow the pod's restartPolicy, inside the job",
+    "--no-requeue": "restarts follow the pod's restartPolicy, inside the job",
+    "--bb": "burst buffer stage-in/out acts outside the job",
+    "--bbf": "burst buffer stage-in/out acts outside the job",
+    "--burst-buffer-file": "burst buffer stage-in/out acts outside the job",
+}
+# Both lists: never passed on to sbatch, whatever a site lists in allowed_options.
+RESERVED_OPTIONS = frozenset(OWNED_OPTIONS) | frozenset(FORBIDDEN_OPTIONS)
 
 DEFAULT_ALLOWED_OPTIONS = frozenset({
     "--account", "--qos", "--partition", "--constraint", "--nodes", "--ntasks", "--ntasks-per-node",

@@ -36,6 +36,8 @@ class NodeConfig(Strict):
     internal_ip: str = "127.0.0.1"  # the address the apiserver dials for `kubectl logs`
     hostname: str | None = None  # the node's Hostname address (default: its name); a DNS SAN of a CSR certificate
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    # status.nodeInfo.kubeletVersion; None: the apiserver's version (its /version) + "+slurmlink.<version>"
+    kubelet_version: str | None = None
 
     @field_validator("labels")
     @classmethod
@@ -75,6 +77,39 @@ class CsrConfig(Strict):
 TlsMode = Literal["files", "self-signed", "csr"]
 
 
+class X509AuthConfig(Strict):
+    # The CA bundle whose client certificates are accepted (CN: user, O: groups): the cluster CA that signs the
+    # apiserver's kubelet-client certificate. Unset: client certificates are not asked for.
+    client_ca_file: str | None = None
+
+
+class WebhookAuthConfig(Strict):
+    """Bearer tokens, checked by a TokenReview sent to the apiserver (the kubelet's token webhook)."""
+
+    enabled: bool = True
+    cache_ttl_seconds: float = Field(default=120.0, ge=0)  # a token the apiserver accepted is trusted this long
+    cache_unauthenticated_ttl_seconds: float = Field(default=30.0, ge=0)  # and a refused one refused this long
+
+
+class AnonymousAuthConfig(Strict):
+    enabled: bool = False  # true: requests without credentials are system:anonymous (then authorised as such)
+
+
+class KubeletAuthenticationConfig(Strict):
+    x509: X509AuthConfig = Field(default_factory=X509AuthConfig)
+    webhook: WebhookAuthConfig = Field(default_factory=WebhookAuthConfig)
+    anonymous: AnonymousAuthConfig = Field(default_factory=AnonymousAuthConfig)
+
+
+class KubeletAuthorizationConfig(Strict):
+    """Webhook: every request is checked by a SubjectAccessReview on the node (nodes/proxy, nodes/log, ...);
+    AlwaysAllow: any authenticated caller may do anything. TTLs as the kubelet's defaults."""
+
+    mode: Literal["Webhook", "AlwaysAllow"] = "Webhook"
+    cache_authorized_ttl_seconds: float = Field(default=300.0, ge=0)
+    cache_unauthorized_ttl_seconds: float = Field(default=30.0, ge=0)
+
+
 class KubeletConfig(Strict):
     """The kubelet HTTPS endpoint the apiserver dials for `kubectl logs`."""
 
@@ -84,8 +119,12 @@ class KubeletConfig(Strict):
     tls: TlsMode | None = None
     cert_file: str | None = None
     key_file: str | None = None
-    client_ca_file: str | None = None  # when set, callers must present a client certificate it signed
+    client_ca_file: str | None = None  # the former key of authentication.x509.client_ca_file, still read
     csr: CsrConfig = Field(default_factory=CsrConfig)
+    authentication: KubeletAuthenticationConfig = Field(default_factory=KubeletAuthenticationConfig)
+    authorization: KubeletAuthorizationConfig = Field(default_factory=KubeletAuthorizationConfig)
+    # /healthz answers without credentials (probes and load balancers reach it); true: it is checked like the rest
+    authenticate_healthz: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> KubeletConfig:
@@ -97,6 +136,16 @@ class KubeletConfig(Strict):
             raise ValueError("kubelet.tls: files needs kubelet.cert_file and kubelet.key_file")
         elif self.tls != "files" and self.cert_file:
             raise ValueError(f"kubelet.tls: {self.tls} does not use kubelet.cert_file/key_file; remove them")
+        x509 = self.authentication.x509
+        if self.client_ca_file:
+            if x509.client_ca_file not in (None, self.client_ca_file):
+                raise ValueError("kubelet.client_ca_file and kubelet.authentication.x509.client_ca_file differ; "
+                                 "keep only the latter")
+            x509.client_ca_file = self.client_ca_file
+        authentication = self.authentication
+        if not (x509.client_ca_file or authentication.webhook.enabled or authentication.anonymous.enabled):
+            raise ValueError("kubelet.authentication: no caller could ever be authenticated; set "
+                             "x509.client_ca_file, webhook.enabled or anonymous.enabled")
         return self
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
+from slurmlink.translate import flags
 from slurmlink.vk import metrics, podstatus
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.events import EventRecorder
@@ -26,6 +27,10 @@ from slurmlink.vk.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 GONE_DELETE_ATTEMPTS = 5  # cancel attempts for a pod Kubernetes no longer has (force-deleted)
+# Right after a pod is bound, a real apiserver's Node authorizer may not know the binding yet and refuse the
+# pod's ConfigMaps, Secrets and TokenRequests (403) for a moment: retried quietly (3 s in all) before the pod
+# is told anything.
+AUTHORIZER_BACKOFF = (0.2, 0.4, 0.8, 1.6)
 
 
 class PodController:
@@ -123,6 +128,13 @@ class PodController:
         try:
             body = await self.resolver.create_body(state.pod)
         except MissingReference as exc:
+            if exc.forbidden and state.authorizer_retries < len(AUTHORIZER_BACKOFF):
+                delay = AUTHORIZER_BACKOFF[state.authorizer_retries]
+                state.authorizer_retries += 1
+                log.info("pod %s/%s: %s; retrying in %.1fs (the Node authorizer may not know the binding yet)",
+                         state.namespace, state.name, exc, delay)
+                self.queue.add_after(state.uid, delay)
+                return
             await self._hold(state, str(exc))
             return
         try:
@@ -143,6 +155,8 @@ class PodController:
         log.info("pod %s/%s submitted: job %s", state.namespace, state.name, created.pod_jid or "none")
         if created.pod_jid:
             await self.events.emit(state.pod, "Submitted", f"Submitted to SLURM as job {created.pod_jid}")
+        if created.dropped_flags:  # options slurmlink sets itself: the pod runs, and is told they were ignored
+            await self._warn(state, flags.DROPPED_REASON, flags.dropped_message(created.dropped_flags))
 
     async def _hold(self, state: PodState, message: str) -> None:
         """A required ConfigMap/Secret is missing: the pod waits, says why, and fails after the timeout."""
@@ -166,6 +180,12 @@ class PodController:
     # --- status --------------------------------------------------------------------------------------
 
     async def _patch(self, state: PodState, desired: podstatus.Desired) -> None:
+        shown = str((state.pod.get("status") or {}).get("phase") or "")
+        if podstatus.stays_finished(shown, desired):
+            log.warning("pod %s/%s shows %s, set by someone else: not patching it to %s", state.namespace,
+                        state.name, shown, desired.phase.phase)
+            state.finished = desired.phase.phase in podstatus.TERMINAL  # the job is over too: nothing more to say
+            return
         fingerprint = podstatus.fingerprint(desired.status)
         if fingerprint in (state.last_patch, podstatus.fingerprint(state.pod.get("status") or {})):
             state.last_patch = fingerprint

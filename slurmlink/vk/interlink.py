@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from slurmlink.interlink.types import (
     parse_ping,
     parse_statuses,
 )
+from slurmlink.translate import flags
 from slurmlink.vk.config import InterlinkApiConfig
 
 Obj = dict[str, Any]
@@ -38,6 +40,14 @@ class ApiCallError(Exception):
     def transient(self) -> bool:
         """Worth retrying: unreachable, overloaded, or not ready yet. A 4xx is the pod's own problem."""
         return self.status == 0 or self.status >= 500 or self.status in (401, 403, 408, 429)
+
+
+@dataclass(frozen=True)
+class Created:
+    """`/create`'s answer: the job id, and the flags slurmlink's API dropped (its header; none upstream)."""
+
+    pod_jid: str
+    dropped_flags: list[str] = field(default_factory=list)
 
 
 class RouteUnsupported(ApiCallError):
@@ -66,12 +76,13 @@ class InterlinkApi:
             raise ApiCallError(route, response.status_code, response.text.strip()[:2000])
         return response
 
-    async def create(self, body: Obj) -> CreateStruct:
+    async def create(self, body: Obj) -> Created:
         response = await self._call("POST", "/create", body)
         try:
-            return CreateStruct.from_wire(response.content)
+            answer = CreateStruct.from_wire(response.content)
         except WireError as exc:
             raise ApiCallError("/create", 502, f"unreadable answer: {exc}") from exc
+        return Created(answer.pod_jid, flags.from_header(response.headers.get(flags.DROPPED_HEADER)))
 
     async def delete(self, pod: Obj) -> str:
         return (await self._call("DELETE", "/delete", pod)).text

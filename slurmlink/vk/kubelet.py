@@ -1,5 +1,6 @@
 """The kubelet HTTPS endpoint the apiserver dials: `kubectl logs` (`/containerLogs/...`), `/healthz`,
-`/runningpods/`, `/metrics`. Logs are relayed from the interLink API's `/getLogs` as they stream."""
+`/runningpods/`, `/metrics`. Logs are relayed from the interLink API's `/getLogs` as they stream. Only requests
+that kubeletauth.KubeletGuard (wrapped around this app by the service) let through reach these routes."""
 
 from __future__ import annotations
 

@@ -10,3 +10,4 @@ STATUS_PATCHES = Counter("slurmlink_vk_pod_status_patches_total", "Pod status pa
 STATUS_ROUND = Histogram("slurmlink_vk_status_round_seconds", "Duration of one status round (all pods)")
 WATCH_RESTARTS = Counter("slurmlink_vk_watch_restarts_total", "Pod watch restarts", ["why"])
 QUEUE_DEPTH = Gauge("slurmlink_vk_queue_depth", "Pods waiting for a worker")
+KUBELET_REFUSED = Counter("slurmlink_vk_kubelet_refused_total", "Kubelet endpoint requests refused", ["code"])

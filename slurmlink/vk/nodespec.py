@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,13 +107,31 @@ def taints(config: VkConfig) -> list[Obj]:
     return [upstream, *extra]
 
 
-def node_status(config: VkConfig, capacity: dict[str, str], node_conditions: list[Obj], kubelet_port: int) -> Obj:
+# What the node reports when neither the configuration nor the apiserver's /version says better.
+FALLBACK_CLUSTER_VERSION = "v1.30.0"
+_SEMVER_CORE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+
+
+def kubelet_version(configured: str | None, apiserver_git_version: str | None) -> str:
+    """The node's kubeletVersion: the configured one as is; else the cluster's own version with slurmlink's as
+    semver build metadata (`v1.36.0+slurmlink.0.1.0`, the k3s form), so that version-skew checks and
+    `kubectl get nodes` see a kubelet of the cluster's version (build metadata does not change precedence)."""
+    if configured:
+        return configured
+    match = _SEMVER_CORE.match(apiserver_git_version or "")
+    core = f"v{match.group(1)}.{match.group(2)}.{match.group(3)}" if match else FALLBACK_CLUSTER_VERSION
+    return f"{core}+slurmlink.{__version__}"
+
+
+def node_status(config: VkConfig, capacity: dict[str, str], node_conditions: list[Obj], kubelet_port: int,
+                version: str = "") -> Obj:
     return {
         "capacity": dict(capacity), "allocatable": dict(capacity), "conditions": node_conditions,
         "addresses": [{"type": "InternalIP", "address": config.node.internal_ip},
                       {"type": "Hostname", "address": config.node.hostname or config.node.name}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
-        "nodeInfo": {"kubeletVersion": f"v1.30.0-slurmlink-{__version__}", "kubeProxyVersion": "",
+        "nodeInfo": {"kubeletVersion": version or kubelet_version(config.node.kubelet_version, None),
+                     "kubeProxyVersion": "",
                      "operatingSystem": "linux", "architecture": "amd64", "containerRuntimeVersion": "slurm://",
                      "osImage": "SLURM via interLink", "kernelVersion": "", "machineID": "", "systemUUID": "",
                      "bootID": ""},

@@ -143,21 +143,25 @@ def waiting(pod: Obj, reason: str, message: str, host_ip: str, now: str) -> Desi
                    "", host_ip, now)
 
 
-_STATE_KEYS = ("waiting", "running", "terminated")
-
-
-def _exclusive(state: Obj) -> Obj:
-    """A container state for a strategic merge patch: `state` is merged key by key, so the states a
-    container left must be deleted explicitly (null), or `waiting` would linger beside `terminated`."""
-    return {key: state.get(key) for key in _STATE_KEYS}
+def stays_finished(shown_phase: str, wanted: Desired) -> bool:
+    """Whether `wanted` would change the phase of a pod Kubernetes already shows finished (someone else finished
+    it). The apiserver accepts that, even back to Running; a kubelet never asks for it (kubernetes.md, "Seen on a
+    real kube-apiserver")."""
+    return shown_phase in TERMINAL and wanted.phase.phase != shown_phase
 
 
 def patch_body(status: Obj) -> Obj:
-    """The pods/status patch that makes the pod's status `status`."""
+    """The pods/status strategic merge patch that makes the pod's status `status`.
+
+    A real apiserver replaces `containerStatuses` and `initContainerStatuses` whole (they have no patch strategy),
+    so `status` carries every container, each with its one current state; `conditions` merge by type (ours are
+    all there); `hostIPs` merge by ip, so the list is marked to replace the stored one (a node address changed
+    between restarts must not linger beside the new one); a Failed pod's reason and message are deleted (null)
+    when the pod is retried.
+    """
     body = dict(status)
-    for key in ("containerStatuses", "initContainerStatuses"):
-        body[key] = [{**s, "state": _exclusive(s.get("state") or {}), "lastState": _exclusive(s.get("lastState") or {})}
-                     for s in status.get(key) or []]
+    if "hostIPs" in body:
+        body["hostIPs"] = [*body["hostIPs"], {"$patch": "replace"}]
     for key in ("reason", "message"):
         body.setdefault(key, None)
     return {"status": body}

@@ -21,12 +21,14 @@ _KINDS = {"ConfigMap": ConfigMap, "Secret": Secret}
 
 class MissingReference(Exception):
     """A required object does not exist (yet), or the node may not read it: the pod waits, then fails after a
-    timeout."""
+    timeout. `forbidden`: the apiserver refused (403); right after a pod is bound that is the Node authorizer
+    not knowing the binding yet, which the controller first retries quietly."""
 
-    def __init__(self, kind: str, name: str, detail: str = "", *, what: str = "not found") -> None:
+    def __init__(self, kind: str, name: str, detail: str = "", *, what: str = "not found",
+                 forbidden: bool = False) -> None:
         text = f'{kind.lower()} "{name}" {what}'
         super().__init__(f"{text}: {detail}" if detail else text)
-        self.kind, self.name = kind, name
+        self.kind, self.name, self.forbidden = kind, name, forbidden
 
 
 def _slim(obj: Obj) -> Obj:
@@ -98,8 +100,15 @@ class Resolver:
         meta = pod["metadata"]
         account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         issued_at = time.time()
-        answer = await request_token(self.kube, str(meta["namespace"]), str(account), str(meta["name"]),
-                                     str(meta["uid"]), [audience] if audience else [], self.token_expiration_seconds)
+        try:
+            answer = await request_token(self.kube, str(meta["namespace"]), str(account), str(meta["name"]),
+                                         str(meta["uid"]), [audience] if audience else [],
+                                         self.token_expiration_seconds)
+        except ApiError as exc:
+            if status_code(exc) == 403:  # the Node authorizer: no pod bound here uses this ServiceAccount (yet)
+                raise MissingReference("ServiceAccount", str(account), str(exc), what="token may not be requested "
+                                       "by this node", forbidden=True) from None
+            raise
         return str((answer.get("status") or {}).get("token", "")), \
             expires_at(answer, issued_at, self.token_expiration_seconds)
 
@@ -111,11 +120,11 @@ class Resolver:
         try:
             obj = await self.kube.get(_KINDS[kind], name, namespace=namespace)
         except ApiError as exc:
-            if status_code(exc) == 403 and required:
+            if status_code(exc) == 403:
                 # The Node authorizer lets a node read only what pods bound to it reference in their spec.
                 raise MissingReference(kind, name, "reference it in the pod's spec (e.g. as a volume) or give the "
-                                       "node's identity read access to it", what="may not be read by this node") \
-                    from None
+                                       "node's identity read access to it", what="may not be read by this node",
+                                       forbidden=True) from None
             if status_code(exc) != 404:
                 raise
             if required:

@@ -23,8 +23,10 @@ from slurmlink.vk.events import EventRecorder
 from slurmlink.vk.interlink import InterlinkApi
 from slurmlink.vk.kube import make_client
 from slurmlink.vk.kubelet import build_app
+from slurmlink.vk.kubeletauth import KubeletAuth, KubeletGuard, PeerCertProtocol
 from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
+from slurmlink.vk.nodewatch import NodeWatcher
 from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.tokenrefresh import TokenRefresher
@@ -80,15 +82,25 @@ async def run(config: VkConfig) -> None:
                          controller.vanish, controller.known)
     rounds = StatusRounds(config, api, controller)
     tokens = TokenRefresher(config, controller)
-    lease = LeaseKeeper(kube, config.node.name, config.lease_duration_seconds, config.lease_renew_interval)
+    lease = LeaseKeeper(kube, config.node.name, config.lease_duration_seconds, config.lease_renew_interval,
+                        node_uid=lambda: node.uid, check_node=node.check)
+    node.on_registered.append(lease.kick.set)
+    node_watch = NodeWatcher(kube, config.node.name, config.watch_timeout_seconds, lambda: node.uid, node.lost)
 
     def healthy() -> bool:
         return node.registered.is_set() and controller.adopted.is_set()
 
     tls: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
-    if config.kubelet.client_ca_file:  # only the apiserver (a client certificate this CA signed) may ask
-        tls.update(ssl_ca_certs=config.kubelet.client_ca_file, ssl_cert_reqs=ssl.CERT_REQUIRED)
-    server_config = uvicorn.Config(build_app(controller, api, healthy), log_level="warning", access_log=False,
+    client_ca = config.kubelet.authentication.x509.client_ca_file
+    if client_ca:  # asked for, not required: bearer-token callers come without one; a foreign one fails TLS
+        tls.update(ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL)
+    else:
+        log.warning("kubelet endpoint: no kubelet.authentication.x509.client_ca_file, so the apiserver's "
+                    "kubelet-client certificate is not accepted and `kubectl logs` gets 401")
+    open_paths = frozenset() if config.kubelet.authenticate_healthz else frozenset({"/healthz"})
+    guarded_app = KubeletGuard(build_app(controller, api, healthy), KubeletAuth(config.kubelet, config.node.name, kube),
+                               open_paths)
+    server_config = uvicorn.Config(guarded_app, log_level="warning", access_log=False, http=PeerCertProtocol,
                                    lifespan="off", timeout_graceful_shutdown=2, **tls)
     server_config.load()  # builds the SSLContext now, so that a CSR certificate can be swapped into it later
     assert server_config.ssl is not None
@@ -103,17 +115,16 @@ async def run(config: VkConfig) -> None:
 
     async def start_pods() -> None:
         await node.registered.wait()
-        lease.node_uid = node.uid
         await watcher.synced.wait()
         await rounds.adopt()
 
     async def start_lease() -> None:
         await node.registered.wait()
-        lease.node_uid = node.uid
         await lease.run()
 
     parts: list[Coroutine[Any, Any, None]] = [
-        server.serve(sockets=[sock]), node.run(), start_lease(), watcher.run(), start_pods(), rounds.run(),
+        server.serve(sockets=[sock]), node.run(), start_lease(), node_watch.run(), watcher.run(), start_pods(),
+        rounds.run(),
         tokens.run(),
         *(controller.worker() for _ in range(config.workers))]
     if certificates is not None:

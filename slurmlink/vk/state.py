@@ -30,6 +30,7 @@ class PodState:
     waiting_since: float | None = None  # when a missing reference first held the pod back
     last_warning: str = ""  # the last warning event, not repeated while it stays the same
     retries: int = 0  # consecutive failed attempts of the current step, for backoff
+    authorizer_retries: int = 0  # quiet retries of reads the Node authorizer refused (controller.py)
     delete_sent: bool = False
     notes_seen: dict[str, int] = field(default_factory=dict)  # per container: the newest probe/hook note told
     extra: dict[str, Any] = field(default_factory=dict)

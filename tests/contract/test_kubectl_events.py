@@ -25,8 +25,9 @@ def _core_event(ns: str, pod: Pod, reason: str, message: str) -> dict:
 
 
 def _events_v1(ns: str, pod: Pod, reason: str, note: str) -> dict:
+    # events.k8s.io/v1 checks generateName as a name prefix: "pod." would be refused, "pod-" is fine.
     return {"apiVersion": "events.k8s.io/v1", "kind": "Event",
-            "metadata": {"generateName": f"{pod.metadata.name}.", "namespace": ns},
+            "metadata": {"generateName": f"{pod.metadata.name}-", "namespace": ns},
             "eventTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": "slurmlink.io/vk", "reportingInstance": "contract", "action": "Submit",
             "reason": reason, "note": note, "type": "Normal",
@@ -53,12 +54,27 @@ def test_events_show_in_kubectl_describe(cluster: Cluster, kube: Client, ns: str
 def test_events_are_one_store_in_two_shapes(cluster: Cluster, kube: Client, ns: str) -> None:
     pod = kube.create(Pod.from_dict(pod_body("shapes", **NO_SCHEDULER)), namespace=ns)
     with cluster.raw() as http:
-        http.post(f"/apis/events.k8s.io/v1/namespaces/{ns}/events", json=_events_v1(ns, pod, "Shaped", "note"))
+        created = http.post(f"/apis/events.k8s.io/v1/namespaces/{ns}/events", json=_events_v1(ns, pod, "Shaped",
+                                                                                              "note"))
+        assert created.status_code == 201, created.text
         core = http.get(f"/api/v1/namespaces/{ns}/events",
                         params={"fieldSelector": "involvedObject.name=shapes,reason=Shaped"}).json()["items"]
     assert len(core) == 1
     assert core[0]["message"] == "note" and core[0]["involvedObject"]["uid"] == pod.metadata.uid
     assert core[0]["reportingComponent"] == "slurmlink.io/vk"
+
+
+def test_generate_name_is_a_name_prefix_only_for_events_v1(cluster: Cluster, kube: Client, ns: str) -> None:
+    pod = kube.create(Pod.from_dict(pod_body("dotted", **NO_SCHEDULER)), namespace=ns)
+    dotted = _events_v1(ns, pod, "Dotted", "note")
+    dotted["metadata"]["generateName"] = "dotted."
+    with cluster.raw() as http:
+        refused = http.post(f"/apis/events.k8s.io/v1/namespaces/{ns}/events", json=dotted)
+        legacy = http.post(f"/api/v1/namespaces/{ns}/events", json=_core_event(ns, pod, "Dotted", "note"))
+    assert refused.status_code == 422, refused.text
+    assert [c["field"] for c in refused.json()["details"]["causes"]] == ["metadata.generateName"]
+    assert legacy.status_code == 201, legacy.text
+    assert legacy.json()["metadata"]["name"].startswith("dotted.")
 
 
 def test_events_v1_requires_its_fields(cluster: Cluster, kube: Client, ns: str) -> None:

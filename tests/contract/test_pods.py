@@ -114,26 +114,41 @@ def test_bound_pod_cannot_move(kube: Client, ns: str, node: ContractNode) -> Non
     assert kube.get(Pod, "pinned", namespace=ns).spec.nodeName == pod.spec.nodeName
 
 
-def test_status_patch_merges_lists_by_key(kube: Client, ns: str, node: ContractNode) -> None:
-    kube.create(Pod.from_dict(pod_body("status", node=node.name, containers=("a", "b"))), namespace=ns)
-    first = {"status": {"phase": "Running", "conditions": [
-        {"type": "Ready", "status": "False"}, {"type": "Initialized", "status": "True"}],
-        "containerStatuses": [
-            {"name": "a", "ready": False, "restartCount": 0, "image": "busybox:1.36", "imageID": "",
-             "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}},
-            {"name": "b", "ready": False, "restartCount": 0, "image": "busybox:1.36", "imageID": "",
-             "state": {"waiting": {"reason": "ContainerCreating"}}}]}}
-    kube.patch(Pod.Status, "status", first, namespace=ns)
-    second = {"status": {"conditions": [{"type": "Ready", "status": "True"}],
-                         "containerStatuses": [{"name": "b", "ready": True,
-                                                "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}}]}}
-    pod = kube.patch(Pod.Status, "status", second, namespace=ns)
-    conditions = {c.type: c.status for c in pod.status.conditions}
-    assert conditions == {"Ready": "True", "Initialized": "True"}
-    statuses = {s.name: s for s in pod.status.containerStatuses}
-    assert statuses["a"].state.running is not None and not statuses["a"].ready
-    assert statuses["b"].ready and statuses["b"].state.running is not None
+def _running(name: str, ready: bool = False) -> dict:
+    return {"name": name, "ready": ready, "restartCount": 0, "image": "busybox:1.36", "imageID": "",
+            "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}
+
+
+def test_status_patch_merges_conditions_by_type(kube: Client, ns: str, node: ContractNode) -> None:
+    kube.create(Pod.from_dict(pod_body("conditions", node=node.name)), namespace=ns)
+    kube.patch(Pod.Status, "conditions", {"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "False"}, {"type": "Initialized", "status": "True"}]}}, namespace=ns)
+    pod = kube.patch(Pod.Status, "conditions", {"status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+                     namespace=ns)
+    assert {c.type: c.status for c in pod.status.conditions} == {"Ready": "True", "Initialized": "True"}
     assert pod.status.phase == "Running"
+
+
+def test_status_patch_replaces_container_statuses_whole(cluster: Cluster, kube: Client, ns: str,
+                                                        node: ContractNode) -> None:
+    # containerStatuses has no patch strategy (+listType=atomic): a kubelet must send the complete list.
+    kube.create(Pod.from_dict(pod_body("statuses", node=node.name, containers=("a", "b"))), namespace=ns)
+    kube.patch(Pod.Status, "statuses", {"status": {"phase": "Running",
+                                                   "containerStatuses": [_running("a"), _running("b")]}},
+               namespace=ns)
+    pod = kube.patch(Pod.Status, "statuses", {"status": {"containerStatuses": [_running("b", ready=True)]}},
+                     namespace=ns)
+    assert [(s.name, s.ready) for s in pod.status.containerStatuses] == [("b", True)]
+    # The element is replaced too: a state left as null is simply absent afterwards.
+    finished = {**_running("a"), "state": {"waiting": None, "running": None, "terminated": {
+        "exitCode": 0, "reason": "Completed", "startedAt": "2026-01-01T00:00:00Z",
+        "finishedAt": "2026-01-01T00:00:05Z"}}}
+    kube.patch(Pod.Status, "statuses", {"status": {"containerStatuses": [finished, _running("b", ready=True)]}},
+               namespace=ns)
+    with cluster.raw() as http:
+        stored = http.get(f"/api/v1/namespaces/{ns}/pods/statuses").json()["status"]["containerStatuses"]
+    assert [s["name"] for s in stored] == ["a", "b"]
+    assert list(stored[0]["state"]) == ["terminated"] and stored[0]["state"]["terminated"]["exitCode"] == 0
 
 
 def test_status_and_main_resource_are_separate(kube: Client, ns: str, node: ContractNode) -> None:
@@ -177,9 +192,17 @@ def test_times_are_stored_in_whole_seconds(kube: Client, ns: str, node: Contract
     assert stamp.microsecond == 0 and stamp.second == 5
 
 
-def test_finished_pod_stays_finished(kube: Client, ns: str, node: ContractNode) -> None:
+def test_apiserver_lets_a_finished_pod_run_again(kube: Client, ns: str, node: ContractNode) -> None:
+    # Only kubelets refuse to move a pod out of Succeeded/Failed; the apiserver's validation accepts it.
     kube.create(Pod.from_dict(pod_body("done", node=node.name, restartPolicy="Never")), namespace=ns)
     kube.patch(Pod.Status, "done", {"status": {"phase": "Succeeded"}}, namespace=ns)
+    assert kube.patch(Pod.Status, "done", {"status": {"phase": "Running"}}, namespace=ns).status.phase == "Running"
+
+
+def test_terminated_container_may_not_run_again_under_never(kube: Client, ns: str, node: ContractNode) -> None:
+    kube.create(Pod.from_dict(pod_body("once", node=node.name, restartPolicy="Never")), namespace=ns)
+    ended = {**_running("main"), "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+    kube.patch(Pod.Status, "once", {"status": {"phase": "Failed", "containerStatuses": [ended]}}, namespace=ns)
     with pytest.raises(ApiError) as back:
-        kube.patch(Pod.Status, "done", {"status": {"phase": "Running"}}, namespace=ns)
+        kube.patch(Pod.Status, "once", {"status": {"containerStatuses": [_running("main")]}}, namespace=ns)
     assert _error(back)["code"] == 422

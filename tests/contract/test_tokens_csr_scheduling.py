@@ -20,23 +20,33 @@ from tests.contract.conftest import KUBECTL, Cluster, ContractNode, pod_body, wa
 from tests.kube_standin import KubeStandin
 
 
+def _token_request(pod: Pod, audiences: list[str] | None, seconds: int = 600) -> dict:
+    spec: dict = {"expirationSeconds": seconds, "boundObjectRef": {
+        "kind": "Pod", "apiVersion": "v1", "name": pod.metadata.name, "uid": pod.metadata.uid}}
+    if audiences is not None:
+        spec["audiences"] = audiences
+    return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+
+
 def test_token_request_bound_to_a_pod(cluster: Cluster, kube: Client, ns: str, node: ContractNode) -> None:
     pod = kube.create(Pod.from_dict(pod_body("tokened", node=node.name)), namespace=ns)
-    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
-        "audiences": ["slurmlink-contract"], "expirationSeconds": 600,
-        "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "tokened", "uid": pod.metadata.uid}}}
+    path = f"/api/v1/namespaces/{ns}/serviceaccounts/default/token"
     with cluster.raw() as http:
-        answer = http.post(f"/api/v1/namespaces/{ns}/serviceaccounts/default/token", json=request)
+        answer = http.post(path, json=_token_request(pod, None))  # no audience: the apiserver's own
         assert answer.status_code == 201, answer.text
         status = answer.json()["status"]
         expires = dt.datetime.fromisoformat(status["expirationTimestamp"].replace("Z", "+00:00"))
         assert 500 < (expires - dt.datetime.now(dt.UTC)).total_seconds() <= 700
-        too_short = http.post(f"/api/v1/namespaces/{ns}/serviceaccounts/default/token",
-                              json={**request, "spec": {**request["spec"], "expirationSeconds": 60}})
-        assert too_short.status_code == 422
+        assert http.post(path, json=_token_request(pod, None, seconds=60)).status_code == 422
+        elsewhere = http.post(path, json=_token_request(pod, ["slurmlink-contract"]))
+        assert elsewhere.status_code == 201, elsewhere.text
+        assert elsewhere.json()["spec"]["audiences"] == ["slurmlink-contract"]
     with cluster.raw(token=status["token"]) as as_account:
         # Authenticated (the real one may then forbid it: RBAC); never 401.
         assert as_account.get(f"/api/v1/namespaces/{ns}/pods").status_code in (200, 403)
+    with cluster.raw(token=elsewhere.json()["status"]["token"]) as as_account:
+        # A token for another audience is for that service to verify: the apiserver does not accept it.
+        assert as_account.get(f"/api/v1/namespaces/{ns}/pods").status_code == 401
 
 
 def _csr_pem(common_name: str) -> tuple[bytes, ec.EllipticCurvePrivateKey]:

@@ -55,8 +55,9 @@ LINKED = [
     ("carol@egi.eu", "f:1c8e:carol", "sltest3"),  # Keycloak federated-user ids contain ':', which ALISE breaks on
 ]
 
-pytestmark = pytest.mark.skipif(os.environ.get("SLURMLINK_TEST_ALISE") == "skip",
-                                reason="SLURMLINK_TEST_ALISE=skip")
+pytestmark = [pytest.mark.skipif(os.environ.get("SLURMLINK_TEST_ALISE") == "skip",
+                                 reason="SLURMLINK_TEST_ALISE=skip"),
+              pytest.mark.usefixtures("test_users")]  # the linked accounts above must exist
 
 
 # ------------------------------------------------------------------------------------------------ venv

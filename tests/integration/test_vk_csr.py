@@ -86,29 +86,7 @@ def fake_api() -> Iterator[str]:
     thread.join(10)
 
 
-# --- the vk, with its endpoint demanding the apiserver's client certificate -------------------------------------
-
-class MtlsVk(VkProcess):
-    """The harness's vk process, but the test talks to the endpoint with a client certificate (the endpoint
-    has `client_ca_file`, as in production)."""
-
-    def __init__(self, config: dict[str, Any], workdir: Path, client: tuple[Path, Path]) -> None:
-        super().__init__(config, workdir)
-        self.client = client
-
-    def healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"slurmlink vk exited:\n{self.log_text()[-3000:]}")
-        try:
-            return self.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def get(self, path: str) -> httpx.Response:
-        # The certificate itself is checked apart (presented, verified_by); here only the client's counts.
-        return httpx.get(f"https://127.0.0.1:{self.port}{path}", verify=_client_context(self.client), timeout=5)
-
+# --- the vk's endpoint, seen with the apiserver's client certificate -----------------------------------------
 
 def _client_context(client: tuple[Path, Path]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -165,10 +143,11 @@ def test_serving_certificate_through_a_csr(tmp_path: Path, fake_api: str) -> Non
         kubeconfig = node_kubeconfig(standin, tmp_path / "node.kubeconfig", NODE)
         client = standin.issue_client_cert("kube-apiserver-kubelet-client")
         state = tmp_path / "vk-state" / "serving.pem"
-        config = vk_config(kubeconfig, fake_api)
+        config = vk_config(standin, kubeconfig, fake_api)
+        del config["kubelet"]["authentication"]  # the former key below must keep working
         config["kubelet"].update(tls="csr", client_ca_file=str(standin.ca_path),
                                  csr={"state_file": str(state), "expiration_seconds": 3600})
-        vk = MtlsVk(config, tmp_path, client)
+        vk = VkProcess(config, tmp_path, client)
         started = time.monotonic()
         try:
             vk.start()  # /healthz answers before any approval: a self-signed certificate meanwhile

@@ -41,7 +41,7 @@ def chain1(mode1: Mode1, slurm_cluster: DevCluster, tmp_path_factory: pytest.Tem
     workdir = tmp_path_factory.mktemp("vk-mode1")
     with KubeStandin(workdir / "standin", bookmark_interval=1.0) as standin:
         kubeconfig = node_kubeconfig(standin, workdir / "node.kubeconfig", NODE)
-        vk = VkProcess(vk_config(kubeconfig, mode1.api.url), workdir)
+        vk = VkProcess(vk_config(standin, kubeconfig, mode1.api.url), workdir, standin.kubelet_client_cert)
         vk.start()
         try:
             chain = Chain(standin, vk, mode1.api, slurm_cluster, workdir)

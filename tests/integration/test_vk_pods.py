@@ -94,10 +94,10 @@ def test_per_pod_status_calls_for_upstream_interlink(chain: Chain) -> None:
     name = "slurmlink-per-pod"
     workdir = chain.workdir / "per-pod"
     workdir.mkdir()
-    config = vk_config(node_kubeconfig(chain.standin, workdir / "kubeconfig", name), chain.api.url,
+    config = vk_config(chain.standin, node_kubeconfig(chain.standin, workdir / "kubeconfig", name), chain.api.url,
                        api={"url": chain.api.url, "batch_status": False})
     config["node"]["name"] = name
-    second = VkProcess(config, workdir)
+    second = VkProcess(config, workdir, chain.standin.kubelet_client_cert)
     second.start()
     try:
         manifests = [pod_manifest(f"per-pod-{i}", f"exit {i}") for i in range(2)]
@@ -110,3 +110,22 @@ def test_per_pod_status_calls_for_upstream_interlink(chain: Chain) -> None:
         assert second.metric("slurmlink_vk_api_calls_total", route="/status", outcome="ok") >= 2
     finally:
         second.stop()
+
+
+def test_a_pod_finished_by_someone_else_stays_finished(chain: Chain) -> None:
+    # The apiserver would accept Failed -> Running (kubernetes.md); a kubelet never sends it, nor may the vk.
+    sleeper = {"image": "docker.io/library/debian:bookworm"}
+    chain.apply(pod_manifest("finished-elsewhere", "", containers=[
+        {**sleeper, "name": "short", "command": ["sleep", "3"]},
+        {**sleeper, "name": "long", "command": ["sleep", "6"]}]))
+    pod = chain.wait_phase("finished-elsewhere", ("Running",), timeout=30)
+    with chain.standin.client() as http:
+        answer = http.patch("/api/v1/namespaces/default/pods/finished-elsewhere/status",
+                            headers={"Content-Type": "application/strategic-merge-patch+json"},
+                            json={"status": {"phase": "Failed", "reason": "Evicted", "message": "by a test"}})
+    assert answer.status_code == 200, answer.text
+    # The job goes on (nothing cancels it here) and ends well; its end is not reported over the Failed phase.
+    wait_until(lambda: "finished-elsewhere shows Failed, set by someone else: not patching it to Succeeded"
+               in chain.vk.log_text(), 40, "the vk to leave the finished pod as it is")
+    assert [state for _, state, _ in chain.jobs(pod["metadata"]["uid"])] == ["COMPLETED"]
+    assert chain.phase("finished-elsewhere") == "Failed"

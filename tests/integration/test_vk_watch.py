@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_pods_created_across_dropped_and_expired_watches_all_run(chain: Chain) -> None:
     gone_before = chain.vk.metric("slurmlink_vk_watch_restarts_total", why="gone")
-    chain.standin.expire_next_watches(2)
+    chain.standin.expire_next_watches(2, "pods")  # the pod watch's, not the node watch's
     chain.standin.drop_watches()
     chain.apply(pod_manifest("w-after-expiry", "echo one"))
     chain.standin.drop_watches(abrupt=True)
@@ -34,7 +34,7 @@ def test_pod_deleted_while_the_watch_was_down_is_cancelled(chain: Chain) -> None
     wait_until(lambda: [j for j in chain.jobs(uid) if j[1] == "RUNNING"], 20, "the job to run")
     # Every watch now answers 410 (the vk relists again and again), and the pod goes at once (grace 0):
     # no DELETED event reaches the vk; only the relist shows the pod is missing.
-    chain.standin.expire_next_watches(1000)
+    chain.standin.expire_next_watches(1000, "pods")
     chain.standin.drop_watches()
     try:
         chain.kubectl("delete", "pod", "w-vanishing", "--grace-period=0", "--force", "--wait=false")

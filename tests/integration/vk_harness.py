@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -43,30 +44,48 @@ def node_kubeconfig(standin: KubeStandin, path: Path, node: str) -> Path:
     return path
 
 
+def client_context(client: tuple[Path, Path] | None) -> ssl.SSLContext:
+    """TLS towards the vk's self-signed endpoint (not verified), presenting `client` (cert, key) if given."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if client is not None:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    return context
+
+
 class VkProcess(ServiceProcess):
-    """`slurmlink vk -c vk.yaml` as its own process; `kill()` is kill -9, `start()` brings it back."""
+    """`slurmlink vk -c vk.yaml` as its own process; `kill()` is kill -9, `start()` brings it back. `get()`
+    presents `client` (cert, key) to the kubelet endpoint: the stand-in's kubelet-client certificate, as the
+    apiserver would, so that /metrics and /containerLogs answer."""
 
     command = "vk"
 
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(self, config: dict[str, Any], workdir: Path, client: tuple[Path, Path] | None = None) -> None:
         super().__init__(config, workdir)
         self.url = f"https://127.0.0.1:{self.port}"
+        self.client = client
 
     @staticmethod
     def listen_port(config: dict[str, Any]) -> int:
         return int(config["kubelet"]["port"])
 
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", verify=False, timeout=5)  # noqa: S501 - a self-signed certificate
+    def get(self, path: str, headers: dict[str, str] | None = None,
+            client: tuple[Path, Path] | None | bool = True) -> httpx.Response:
+        """`client`: True for the process's own, None for no certificate, or another (cert, key)."""
+        chosen = self.client if client is True else client if isinstance(client, tuple) else None
+        return httpx.get(f"{self.url}{path}", verify=client_context(chosen), headers=headers, timeout=5)
 
 
-def vk_config(kubeconfig: Path, api_url: str, **overrides: Any) -> dict[str, Any]:
+def vk_config(standin: KubeStandin, kubeconfig: Path, api_url: str, **overrides: Any) -> dict[str, Any]:
+    """The tests' vk configuration; its kubelet endpoint accepts client certificates of the stand-in's CA and
+    leaves the rest to TokenReview and SubjectAccessReview (the defaults)."""
     config: dict[str, Any] = {
         "node": {"name": NODE, "labels": {"slurmlink.io/site": "test"}, "internal_ip": "127.0.0.1",
                  "taints": [{"key": "slurmlink.io/test", "value": "yes", "effect": "PreferNoSchedule"}]},
         "kube": {"kubeconfig": str(kubeconfig)},
         "api": {"url": api_url},
-        "kubelet": {"host": "127.0.0.1", "port": free_port()},
+        "kubelet": {"host": "127.0.0.1", "port": free_port(),
+                    "authentication": {"x509": {"client_ca_file": str(standin.ca_path)}}},
         "workers": 4, "status_interval": 0.5, "ping_interval": 0.5, "lease_duration_seconds": 10,
         "missing_reference_timeout": 6, "watch_timeout_seconds": 30,
     }
@@ -144,7 +163,7 @@ def open_chain(cluster: DevCluster, api: ApiProcess, workdir: Path, **overrides:
     `overrides`: vk configuration keys."""
     with KubeStandin(workdir / "standin", bookmark_interval=1.0) as standin:
         kubeconfig = node_kubeconfig(standin, workdir / "node.kubeconfig", NODE)
-        vk = VkProcess(vk_config(kubeconfig, api.url, **overrides), workdir)
+        vk = VkProcess(vk_config(standin, kubeconfig, api.url, **overrides), workdir, standin.kubelet_client_cert)
         vk.start()
         try:
             yield Chain(standin, vk, api, cluster, workdir)

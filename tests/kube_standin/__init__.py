@@ -15,18 +15,26 @@ behave like the real apiserver (v1.36) on what a kubelet and kubectl use, per `s
 - list with label selectors (equality and set-based), field selectors per type (unknown labels refused), limit and
   continue; watch from a resourceVersion, 410 Expired when too old, bookmarks, timeoutSeconds, sendInitialEvents.
 - PUT with a stale resourceVersion → 409; status subresources separate from the main resource; JSON patch, merge
-  patch, strategic merge patch (merge keys of the lists kubelets touch); Time in whole seconds, MicroTime checked.
+  patch, strategic merge patch (merge keys of the lists kubelets touch; container status lists replaced whole);
+  Time in whole seconds, MicroTime checked; generateName checked as a name prefix (not for core/v1 Events).
 - graceful pod deletion (deletionTimestamp + deletionGracePeriodSeconds, removed on a grace-0 delete, uid
   preconditions), unbound or finished pods deleted at once, finalizers honoured.
-- pods/log proxied to the node's kubelet endpoint over HTTPS with a kubelet-client certificate.
-- auth: bearer tokens (a static admin token, ServiceAccount tokens) and client certificates of its CA.
+- pods/log proxied to the node's kubelet endpoint over HTTPS with a kubelet-client certificate (204 for a pod not
+  on a node yet; kubelet errors in the apiserver's words).
+- auth: bearer tokens (a static admin token, ServiceAccount tokens for the apiserver's audience) and client
+  certificates of its CA.
+- TokenReview and SubjectAccessReview (a kubelet's webhook authn/authz), answered from a minimal RBAC-like grant
+  table (rbac.py) seeded as a kubeadm cluster: admins, the apiserver's kubelet client, nodes may send reviews.
 
-It deliberately does not do: authorization (RBAC, Node authorizer, NodeRestriction), admission webhooks,
+It deliberately does not do: authorization of ordinary requests (the grant table answers reviews only: no RBAC
+on other verbs, no Node authorizer, no NodeRestriction), roles and bindings as objects, admission webhooks,
 managedFields and true server-side apply (apply-patch is approximated by strategic merge), protobuf, quantity
 normalisation, reading past resourceVersions (lists always answer the current state), exec/attach/port-forward,
-controllers (but for a small scheduler, the namespace cleanup and the default ServiceAccount/kube-root-ca.crt).
+controllers (but for a small scheduler, the namespace cleanup, the default ServiceAccount/kube-root-ca.crt, and
+the two garbage collectors a kubelet meets after `kubectl delete node`: owner references and orphaned pods, gc.py).
 
-Fault injection for tests: `drop_watches()`, `expire_next_watches(n)`, `compact()`, `latency`.
+Fault injection for tests: `drop_watches()`, `expire_next_watches(n)`, `compact()`, `latency`,
+`faults.refuse_node_reads(n)` (the Node authorizer's lag after a binding).
 Use: `with KubeStandin() as kube: ...` then point clients at `kube.kubeconfig`; or `python -m tests.kube_standin`.
 """
 

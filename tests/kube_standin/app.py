@@ -15,11 +15,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import discovery, tables
+from . import discovery, reviews, tables
 from .auth import Authenticator
-from .errors import StatusError, bad_request, method_not_supported, path_not_found
+from .errors import StatusError, bad_request, forbidden, method_not_supported, path_not_found
 from .faults import Faults
+from .gc import GarbageCollector
 from .logs import KubeletClient, open_log
+from .rbac import Grants
 from .registry import Caller, Registry
 from .request_info import RequestInfo, parse
 from .resources import GROUPS, ResourceType, lookup
@@ -39,8 +41,10 @@ class Services:
     faults: Faults
     kubelet: KubeletClient
     scheduler: Scheduler
+    grants: Grants  # consulted by SubjectAccessReviews only
     address: str  # host:port, for /api's serverAddressByClientCIDRs
     bookmark_interval: float = 10.0
+    gc: GarbageCollector | None = None
 
 
 def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
@@ -115,6 +119,19 @@ def _delete_options(body: Any, params: dict[str, str]) -> dict[str, Any]:
     return options
 
 
+def _authorizer_lag(services: Services, caller: Caller, info: RequestInfo) -> None:
+    """The fault `refuse_node_reads`: a node's read of a pod's ConfigMap/Secret or TokenRequest refused, with
+    the Node authorizer's words."""
+    node = caller.user.removeprefix("system:node:")
+    reads = (info.verb == "get" and info.plural in ("configmaps", "secrets") and not info.subresource) or \
+        (info.verb == "create" and info.plural == "serviceaccounts" and info.subresource == "token")
+    if node != caller.user and reads and services.faults.take_node_read_refusal():
+        resource = f"{info.plural}/{info.subresource}" if info.subresource else info.plural
+        raise forbidden("", info.plural, info.name, f'User "{caller.user}" cannot {info.verb} resource "{resource}" '
+                        f'in API group "" in the namespace "{info.namespace}": no relationship found between '
+                        f"node '{node}' and this object")
+
+
 async def _resource(services: Services, request: Request, caller: Caller) -> Response:
     params = dict(request.query_params)
     info = parse(request.method, request.url.path, params.get("watch"))
@@ -122,6 +139,7 @@ async def _resource(services: Services, request: Request, caller: Caller) -> Res
     if rtype is None:
         raise path_not_found()
     _check_verb(rtype, info)
+    _authorizer_lag(services, caller, info)
     registry = services.registry
     dry_run = params.get("dryRun") == "All"
     accept = request.headers.get("accept", "")
@@ -146,6 +164,8 @@ async def _resource(services: Services, request: Request, caller: Caller) -> Res
         return _json(listed)
     if info.verb == "get" and sub == "log":
         content_type, log_stream = await open_log(registry, services.kubelet, ns, name, params)
+        if log_stream is None:
+            return Response(status_code=204)
         return StreamingResponse(log_stream, media_type=content_type)
     if info.verb == "get":
         obj = registry.get(rtype, ns, name)
@@ -160,6 +180,11 @@ async def _resource(services: Services, request: Request, caller: Caller) -> Res
             raise bad_request("a Binding needs target.name")
         pod = name if sub == "binding" else (body.get("metadata") or {}).get("name", "")
         return _json(bind(registry, ns, pod, body["target"]["name"], (body.get("metadata") or {}).get("uid")), 201)
+    if info.verb == "create" and rtype.plural in ("tokenreviews", "subjectaccessreviews"):
+        reviews.may_create(services.grants, caller, rtype.group, rtype.plural)
+        if rtype.plural == "tokenreviews":
+            return _json(reviews.token_review(services.authenticator, body), 201)
+        return _json(reviews.subject_access_review(services.grants, body), 201)
     if info.verb == "create" and sub == "token":
         request_body = body if isinstance(body, dict) else {}
         return _json(services.issuer.token_request(registry.store, ns, name, request_body), 201)
@@ -201,11 +226,14 @@ def build_app(services: Services) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(services.scheduler.run())
+        tasks = [asyncio.create_task(services.scheduler.run())]
+        if services.gc is not None:
+            tasks.append(asyncio.create_task(services.gc.run()))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
     return Starlette(routes=[Route("/{path:path}", handle, methods=methods)], lifespan=lifespan)

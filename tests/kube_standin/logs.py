@@ -4,12 +4,16 @@ The real one: picks the container (the only one, or refuses with the list of nam
 the node address by preference of type (here InternalIP first, configurable) at
 `status.daemonEndpoints.kubeletEndpoint.Port` (10250 when 0) over HTTPS with its kubelet-client certificate, without
 verifying the kubelet's certificate unless a kubelet CA is configured, requests
-`/containerLogs/{ns}/{pod}/{container}` with the log options as query, and streams the answer back. A kubelet
-error becomes a Status with the kubelet's code and text.
+`/containerLogs/{ns}/{pod}/{container}` with the log options as query, and streams the answer back. A pod with no
+node yet has an empty log (204, no body). A kubelet error becomes a Status the way the apiserver's
+GenericHttpResponseChecker makes it: 400 and 500 keep the kubelet's text, a 403 keeps it with the resource named
+after it, and the others (404 above all) get the apiserver's own words, e.g. "the server could not find the
+requested resource ( pods/log NAME)" (kubernetes.md, "Seen on a real kube-apiserver").
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -25,8 +29,18 @@ from .resources import by_kind
 
 FORWARDED = ("follow", "previous", "timestamps", "sinceSeconds", "sinceTime", "tailLines", "limitBytes")
 DEFAULT_KUBELET_PORT = 10250
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-            500: "InternalError", 503: "ServiceUnavailable"}
+# NewGenericServerResponse: code → (reason, message); None keeps the kubelet's text.
+_GENERIC: dict[int, tuple[str, str | None]] = {
+    401: ("Unauthorized", "the server has asked for the client to provide credentials"),
+    403: ("Forbidden", None), 404: ("NotFound", "the server could not find the requested resource"),
+    405: ("MethodNotAllowed", "the server does not allow this method on the requested resource"),
+    406: ("NotAcceptable", None), 409: ("Conflict", "the server reported a conflict"),
+    415: ("UnsupportedMediaType", None),
+    422: ("Invalid", "the server rejected our request due to an error in our request"),
+    429: ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
+    504: ("Timeout", "the server was unable to return a response in the time allotted, but may still be processing "
+                     "the request")}
 
 
 @dataclass
@@ -93,15 +107,33 @@ def _kubelet_location(node: dict[str, Any], preferred: tuple[str, ...]) -> tuple
     raise StatusError(500, "InternalError", f"no preferred addresses found; known addresses: {addresses}")
 
 
+def kubelet_error(code: int, text: str, pod: str) -> StatusError:
+    """The Status the apiserver answers for a kubelet's error answer `code` with body `text`."""
+    if code == 400:
+        return bad_request(text)
+    if code == 500:
+        return StatusError(500, "InternalError", f"Internal error occurred: {text}", {"causes": [{"message": text}]})
+    reason, message = _GENERIC.get(code, ("InternalError" if code >= 500 else "Unknown", ""))
+    if message is None:
+        message = text
+    elif not message:
+        message = (f"an error on the server ({json.dumps(text)}) has prevented the request from succeeding"
+                   if code >= 500 else f"the server responded with the status code {code} but did not return more "
+                                       "information")
+    # The verb is empty, hence the blank after the parenthesis.
+    return StatusError(code, reason, f"{message} ( pods/log {pod})", {"name": pod, "kind": "pods/log"})
+
+
 async def open_log(registry: Registry, kubelet: KubeletClient, namespace: str, name: str, params: dict[str, str]
-                   ) -> tuple[str, AsyncIterator[bytes]]:
-    """Connect to the kubelet and return (content type, body stream); errors raise a Status before any byte."""
+                   ) -> tuple[str, AsyncIterator[bytes] | None]:
+    """Connect to the kubelet and return (content type, body stream), no stream for a pod not on a node yet;
+    errors raise a Status before any byte."""
     pod = registry.current(by_kind("Pod"), namespace, name)
     container = _container(pod, params.get("container"))
     forwarded = _check_options(name, params)
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:
-        raise bad_request(f"pod {name} does not have a host assigned")
+        return "", None  # LogLocation gives no location: the answer is 204 with no body, not an error
     node = registry.store.get("/nodes", "", node_name)
     if node is None:
         raise not_found("", "nodes", node_name)
@@ -116,11 +148,10 @@ async def open_log(registry: Registry, kubelet: KubeletClient, namespace: str, n
         await client.aclose()
         raise StatusError(500, "InternalError", f'Get "{url}": {exc}') from None
     if response.status_code >= 300:
-        text = (await response.aread())[:1 << 20].decode(errors="replace").strip()
+        text = (await response.aread())[:50000].decode(errors="replace")  # maxReadLength; not trimmed
         await response.aclose()
         await client.aclose()
-        code = response.status_code
-        raise StatusError(code, _REASONS.get(code, "InternalError"), text or f"the kubelet answered {code}")
+        raise kubelet_error(response.status_code, text, name)
 
     async def body() -> AsyncIterator[bytes]:
         try:

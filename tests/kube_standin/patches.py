@@ -1,7 +1,11 @@
 """PATCH bodies: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and strategic merge patch.
 
-Strategic merge knows the merge keys of the lists kubelets and kubectl touch (the `patchMergeKey` tags of the
-Go types); every other list is replaced whole, as it is for lists without a patch strategy.
+Strategic merge knows the merge keys of the lists kubelets and kubectl touch (the `patchStrategy:"merge"` and
+`patchMergeKey` tags of the Go types); every other list is replaced whole, as it is for lists without a patch
+strategy. Pod `containerStatuses`, `initContainerStatuses` and `ephemeralContainerStatuses` have no patch strategy
+(`+listType=atomic`): a patch replaces them whole, never merges them by name (kubernetes.md, "Seen on a real
+kube-apiserver"). `hostIPs` is `+listType=atomic` too but keeps its `patchStrategy:"merge"` tag, which is what
+strategic merge reads: it merges by `ip`.
 """
 
 from __future__ import annotations
@@ -19,10 +23,8 @@ _MERGE_KEYS: dict[tuple[str, str], str] = {
     ("spec", "resourceClaims"): "name", ("spec", "schedulingGates"): "name",
     ("containers", "env"): "name", ("containers", "ports"): "containerPort",
     ("containers", "volumeMounts"): "mountPath", ("containers", "volumeDevices"): "devicePath",
-    ("status", "conditions"): "type", ("status", "containerStatuses"): "name",
-    ("status", "initContainerStatuses"): "name", ("status", "ephemeralContainerStatuses"): "name",
-    ("status", "podIPs"): "ip", ("status", "hostIPs"): "ip", ("status", "resourceClaimStatuses"): "name",
-    ("status", "addresses"): "type", ("status", "volumesAttached"): "name",
+    ("status", "conditions"): "type", ("status", "podIPs"): "ip", ("status", "hostIPs"): "ip",
+    ("status", "resourceClaimStatuses"): "name", ("status", "addresses"): "type",
 }
 # Lists of scalars whose patch strategy is "merge": the patch's items are added, not substituted.
 _MERGED_SCALAR_LISTS = {("metadata", "finalizers"), ("spec", "podCIDRs")}
@@ -74,6 +76,8 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], parent: str) -> 
                                                               if item not in (original.get(key) or [])]
         elif isinstance(value, dict):
             original[key] = _merge_map({}, value, parent=key) or {}
+        elif isinstance(value, list):
+            original[key] = _decoded(value)
         else:
             original[key] = copy.deepcopy(value)
     for field, order in orders.items():
@@ -83,6 +87,15 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], parent: str) -> 
         keep = set(patch["$retainKeys"])
         original = {key: value for key, value in original.items() if key in keep}
     return original
+
+
+def _decoded(value: Any) -> Any:
+    """A replaced value as the typed object stores it: a null member (a nil pointer, an omitted field) is gone."""
+    if isinstance(value, dict):
+        return {key: _decoded(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_decoded(item) for item in value]
+    return copy.deepcopy(value)
 
 
 def _merge_list(original: list[Any], patch: list[Any], merge_key: str, field: str) -> list[Any]:
@@ -115,7 +128,7 @@ def _reorder(items: list[Any], order: list[Any], merge_key: str | None) -> list[
 
 def merge_patch(original: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return _decoded(patch)  # a list is replaced whole, as by strategic merge
     result = copy.deepcopy(original) if isinstance(original, dict) else {}
     for key, value in patch.items():
         if value is None:

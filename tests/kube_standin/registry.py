@@ -301,12 +301,9 @@ class Registry:
 
     @staticmethod
     def _check_pod_status(new: dict[str, Any], old: dict[str, Any]) -> None:
+        # A finished pod may be patched back to Running: the apiserver accepts it, only kubelets refuse to do it
+        # (kubernetes.md, "Seen on a real kube-apiserver"). Container states are checked, as ValidatePodStatusUpdate.
         name = new["metadata"]["name"]
-        old_phase, new_phase = (old.get("status") or {}).get("phase"), new["status"].get("phase")
-        if old_phase in _TERMINAL and new_phase != old_phase:
-            # A pod that has finished stays finished.
-            raise invalid("Pod", "", name, [("status.phase", f"Forbidden: cannot transition from terminal phase "
-                                                             f"{old_phase} to {new_phase}")])
         policy = (old.get("spec") or {}).get("restartPolicy", "Always")
         if policy == "Always":
             return

@@ -73,6 +73,10 @@ TYPES: tuple[ResourceType, ...] = (
     ResourceType("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", False,
                  ("csr",), subresources={"status": READ_WRITE, "approval": READ_WRITE},
                  field_labels=("spec.signerName",), has_status=True),
+    # Reviews are asked, not stored: create only, answered at once (reviews.py).
+    ResourceType("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, verbs=("create",)),
+    ResourceType("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False,
+                 verbs=("create",)),
 )
 
 GROUPS: dict[str, list[ResourceType]] = {}

@@ -21,8 +21,10 @@ from . import csr as csrs
 from .app import Services, build_app
 from .auth import AUTHENTICATED, Authenticator
 from .faults import Faults
+from .gc import POD_GC_QUARANTINE, GarbageCollector
 from .logs import KubeletClient
 from .pki import CertificateAuthority
+from .rbac import Grants, cluster_defaults
 from .registry import Caller, Registry
 from .resources import by_kind, lookup
 from .scheduler import Scheduler
@@ -49,7 +51,7 @@ class KubeStandin:
     def __init__(self, workdir: Path | None = None, *, tls: bool = True, host: str = "127.0.0.1", port: int = 0,
                  admin_token: str = "standin-admin-token",  # noqa: S107 (a test-only token)
                  scheduler: bool = True, history_limit: int = 500, bookmark_interval: float = 10.0,
-                 kubelet_ca: Path | None = None) -> None:
+                 kubelet_ca: Path | None = None, pod_gc_quarantine: float | None = POD_GC_QUARANTINE) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="kube-standin-") if workdir is None else None
         self.workdir: Path = Path(self._tmp.name) if self._tmp is not None else workdir  # type: ignore[assignment]
         self.tls, self.host, self._port = tls, host, port
@@ -65,12 +67,17 @@ class KubeStandin:
         kubelet_client = self.ca.issue_client("kube-apiserver-kubelet-client", ("kubeadm:cluster-admins",))
         cert, key = self.ca.write(pki, "apiserver-kubelet-client", kubelet_client)
         assert key is not None
+        self.kubelet_client_cert = (cert, key)
+        self.grants = cluster_defaults(Grants())
+        self.authenticator = Authenticator(self.store, self.issuer, {admin_token: ADMIN})
         self.scheduler = Scheduler(self.registry)
         self.scheduler.enabled = scheduler
+        self.gc = GarbageCollector(self.registry, pod_gc_quarantine)
         self._services = Services(
             registry=self.registry, issuer=self.issuer, faults=self.faults, scheduler=self.scheduler,
-            authenticator=Authenticator(self.store, self.issuer, {admin_token: ADMIN}),
-            kubelet=KubeletClient(cert, key, kubelet_ca), address="", bookmark_interval=bookmark_interval)
+            authenticator=self.authenticator, grants=self.grants,
+            kubelet=KubeletClient(cert, key, kubelet_ca), address="", bookmark_interval=bookmark_interval,
+            gc=self.gc)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -142,6 +149,15 @@ class KubeStandin:
         assert key is not None
         return cert, key
 
+    def add_user_token(self, token: str, user: str, groups: tuple[str, ...] = ()) -> None:
+        """A static bearer token (as --token-auth-file) for `user`; it passes TokenReviews too."""
+        self.authenticator.tokens[token] = Caller(user, (*groups, AUTHENTICATED))
+
+    def grant(self, subject: str, verbs: tuple[str, ...], resources: tuple[str, ...], api_group: str = "",
+              names: tuple[str, ...] = ()) -> None:
+        """An RBAC-like grant that SubjectAccessReviews see: `grant("user:ann", ("get",), ("nodes/proxy",))`."""
+        self.grants.grant(subject, verbs, resources, api_group, names)
+
     def write_kubeconfig(self, path: Path, *, user: str = "token", namespace: str = "default") -> Path:
         """A kubeconfig with contexts `standin` (bearer token) and `standin-cert` (client cert); `user` picks."""
         cluster: dict[str, Any] = {"server": self.url}
@@ -177,9 +193,10 @@ class KubeStandin:
         """End every open watch: cleanly (as on timeout) or by cutting the connection mid-stream."""
         return self.store.end_watches("abort" if abrupt else "close")
 
-    def expire_next_watches(self, count: int = 1) -> None:
-        """The next `count` watch requests answer 410 Expired, whatever resourceVersion they ask from."""
-        self.faults.expire_next_watches(count)
+    def expire_next_watches(self, count: int = 1, resource: str | None = None) -> None:
+        """The next `count` watch requests (of `resource`, e.g. "pods", or of any) answer 410 Expired, whatever
+        resourceVersion they ask from."""
+        self.faults.expire_next_watches(count, resource)
 
     def compact(self) -> None:
         """Forget the change history (an etcd compaction): watches from any older resourceVersion get 410."""

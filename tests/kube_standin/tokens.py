@@ -14,6 +14,9 @@ from .store import Store
 from .timefmt import format_time, now
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+# --api-audiences (by default the issuer): a token for any other audience is for another service to verify, and the
+# apiserver answers it 401 (kubernetes.md, "Seen on a real kube-apiserver").
+API_AUDIENCES = (ISSUER,)
 MIN_EXPIRY = 600  # the real one refuses expirationSeconds under 10 minutes
 MAX_EXPIRY = 48 * 3600  # and caps it at --service-account-max-token-expiration (here 48 h)
 
@@ -67,11 +70,12 @@ class TokenIssuer:
                            f"not match the UID in record. The object might have been deleted and then recreated")
         return {"name": bound["name"], "uid": target["metadata"]["uid"]}
 
-    def verify(self, store: Store, token: str) -> tuple[str, tuple[str, ...]] | None:
-        """(user, groups) for a valid token whose account (and bound pod) still exist; else None."""
+    def verify(self, store: Store, token: str, audiences: tuple[str, ...] = API_AUDIENCES
+               ) -> tuple[str, tuple[str, ...]] | None:
+        """(user, groups) for a valid token, for one of `audiences`, whose account (and bound pod) still exist."""
         try:
             claims = jwt.decode(token, self._key.public_key(), algorithms=["RS256"], issuer=ISSUER,
-                                options={"verify_aud": False})
+                                audience=list(audiences))
         except jwt.PyJWTError:
             return None
         info = claims.get("kubernetes.io") or {}

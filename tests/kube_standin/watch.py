@@ -80,7 +80,7 @@ def open_watch(registry: Registry, rtype: ResourceType, namespace: str, params: 
     since = _start(params)
     if initial_events:
         since = None  # stream the current state first, then changes
-    if faults.take_watch_expiry():
+    if faults.take_watch_expiry(rtype.plural):
         return _error_stream(expired(f"too old resource version: {since or 0} ({registry.store.rv})"))
     loop = asyncio.get_running_loop()
     try:

@@ -9,8 +9,6 @@ import json
 import logging
 import os
 import pwd
-import shutil
-import subprocess
 import threading
 import urllib.parse
 from pathlib import Path
@@ -42,23 +40,9 @@ ISS = "https://aai.egi.eu/auth/realms/egi"
 SUB = "ef72aa@egi.eu"
 VO = "vo.example.org"
 ALLOW = Decision(True, f"member of {VO}", VO)
-TEST_USERS = ("sltest1", "sltest2", "sltest3")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def test_users() -> None:
-    """sltest1..3 must exist with uid >= 1000; created here when running as root, else the tests skip."""
-    for name in TEST_USERS:
-        try:
-            pwd.getpwnam(name)
-            continue
-        except KeyError:
-            pass
-        if os.geteuid() != 0 or shutil.which("useradd") is None:
-            pytest.skip(f"test user {name} is missing and cannot be created (needs root and useradd)")
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
-    for name in TEST_USERS:
-        assert pwd.getpwnam(name).pw_uid >= 1000, f"{name} must have uid >= 1000"
+pytestmark = pytest.mark.usefixtures("test_users")  # sltest1..3, from tests/conftest.py
 
 
 class Fixed(Strategy):

@@ -57,8 +57,8 @@ def test_flags_annotation_allowed_and_structured() -> None:
     assert j.extra_options == ("--qos=high", "--account=proj")
 
 
-@pytest.mark.parametrize("flags", ["--uid=0", "--export=ALL", "-u 0", "--chdir=/", "--output=/etc/x",
-                                   "--wrap=id", "--get-user-env", "--job-name=x", "rm -rf /", "--account",
+@pytest.mark.parametrize("flags", ["--uid=0", "--export=ALL", "-u 0", "--array=1-3", "--dependency=afterok:1",
+                                   "--wrap=id", "--get-user-env", "--expo=ALL", "rm -rf /", "--account",
                                    "-A", "--qos --account=x", "--exclusive=x"])
 def test_flags_annotation_refuses_dangerous_options(flags: str) -> None:
     p = pod()

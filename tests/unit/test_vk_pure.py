@@ -164,11 +164,24 @@ def test_condition_times_move_only_on_change() -> None:
     assert ready["lastTransitionTime"] == LATER
 
 
-def test_patch_body_deletes_the_states_a_container_left() -> None:
-    body = podstatus.patch_body(podstatus.desired(_pod("a"), [_terminated("a", 0)], [], "1", "h", NOW).status)
-    state = body["status"]["containerStatuses"][0]["state"]
-    assert state["waiting"] is None and state["running"] is None and state["terminated"]["exitCode"] == 0
-    assert body["status"]["reason"] is None  # a Failed pod's reason must not outlive a retry
+def test_patch_body_sends_complete_container_lists() -> None:
+    # The apiserver replaces these lists whole: every container, each with only its current state.
+    body = podstatus.patch_body(podstatus.desired(_pod("a", "b", inits=("i",)), [_terminated("a", 0), _running("b")],
+                                                  [_terminated("i", 0)], "1", "h", NOW).status)["status"]
+    assert [(s["name"], list(s["state"])) for s in body["containerStatuses"]] == [("a", ["terminated"]),
+                                                                                  ("b", ["running"])]
+    assert [(s["name"], list(s["state"])) for s in body["initContainerStatuses"]] == [("i", ["terminated"])]
+    assert body["hostIPs"] == [{"ip": "h"}, {"$patch": "replace"}]  # merged by ip otherwise
+    assert body["reason"] is None  # a Failed pod's reason must not outlive a retry
+
+
+def test_a_finished_pod_keeps_its_phase() -> None:
+    running = podstatus.desired(_pod("a"), [_running("a")], [], "1", "h", NOW)
+    done = podstatus.desired(_pod("a"), [_terminated("a", 0)], [], "1", "h", NOW)
+    assert podstatus.stays_finished("Failed", running) and podstatus.stays_finished("Succeeded", running)
+    assert podstatus.stays_finished("Failed", done)  # finished by someone else: not ours to change
+    assert not podstatus.stays_finished("Succeeded", done) and not podstatus.stays_finished("Running", running)
+    assert not podstatus.stays_finished("", running) and not podstatus.stays_finished("Pending", done)
 
 
 def test_fingerprint_ignores_times_but_not_states() -> None:

@@ -15,7 +15,7 @@ import re
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.runner import CommandResult, error_from, is_transient, slurm_message
 from slurmlink.translate.job import BatchJob
-from slurmlink.translate.site import FORBIDDEN_OPTIONS
+from slurmlink.translate.site import RESERVED_OPTIONS
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # sbatch reads SBATCH_* as options and SLURM_* are its own: a job's variables may set neither.
@@ -43,14 +43,15 @@ def argv(job: BatchJob, sbatch: str = "sbatch") -> list[str]:
     for option in job.extra_options:
         name = option.split("=", 1)[0]
         # getopt takes any unambiguous prefix ("--expo" is --export): refuse prefixes of forbidden ones too.
-        if not name.startswith("--") or any(f.startswith(name) for f in FORBIDDEN_OPTIONS) or "\n" in option:
+        if not name.startswith("--") or any(f.startswith(name) for f in RESERVED_OPTIONS) or "\n" in option:
             raise SlurmError(f"sbatch option {option!r} is not allowed")
         extra.append(option)
     args = [sbatch, "--parsable", *extra]  # ours come after the extras: on a repeat, sbatch keeps the last
     args += [
         f"--job-name={job.name}", f"--comment={job.comment}", f"--chdir={job.workdir}",
-        f"--output={job.stdout}", f"--cpus-per-task={job.cpus_per_task}", f"--mem={job.memory_mb}M",
-        export_option(job),
+        f"--output={job.stdout}", f"--cpus-per-task={job.cpus_per_task}",
+        # none: the job's --mem-per-cpu (from the flags) says
+        *([f"--mem={job.memory_mb}M"] if job.memory_mb is not None else []), export_option(job),
     ]  # fmt: skip
     if job.time_limit_minutes is not None:
         args.append(f"--time={job.time_limit_minutes}")
