@@ -122,11 +122,13 @@ def get(uid: str, namespace: str = "default", name: str = "", api_url: ApiUrl = 
 @app.command()
 def logs(uid: str, container: Annotated[str, typer.Option("--container", "-c")], namespace: str = "default",
          follow: Annotated[bool, typer.Option("--follow", "-f")] = False, tail: int = 0,
-         api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None) -> None:
+         previous: Annotated[bool, typer.Option("--previous", "-p", help="the instance before the last restart")]
+         = False, api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None) -> None:
     """Print (or follow) a container's log."""
     from slurmlink.runner import print_logs
 
-    asyncio.run(print_logs(_pod_ref(namespace, uid, ""), container, follow, tail, api_url, _token(token_file)))
+    asyncio.run(print_logs(_pod_ref(namespace, uid, ""), container, follow, tail, api_url, _token(token_file),
+                           previous))
 
 
 @app.command()

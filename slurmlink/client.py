@@ -77,12 +77,12 @@ class InterlinkClient:
         return dict((await self._call("POST", "/pinglink", None)).json())
 
     async def logs(self, pod: dict[str, Any], container: str, *, follow: bool = False, tail: int = 0,
-                   limit_bytes: int = 0) -> AsyncIterator[bytes]:
+                   limit_bytes: int = 0, previous: bool = False) -> AsyncIterator[bytes]:
         meta = pod["metadata"]
         body = {"Namespace": meta["namespace"], "PodUID": meta["uid"], "PodName": meta.get("name", ""),
                 "ContainerName": container,
                 "Opts": {"Tail": tail, "Bytes": limit_bytes, "Follow": follow, "Timestamps": False,
-                         "Previous": False, "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z"}}
+                         "Previous": previous, "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z"}}
         # A followed log may stay quiet for long: no read timeout then.
         timeout = httpx.Timeout(30.0, read=None) if follow else httpx.USE_CLIENT_DEFAULT
         async with self.http.stream("GET", "/getLogs", content=json.dumps(body), timeout=timeout) as response:

@@ -100,8 +100,8 @@ async def get_pod(pod: dict[str, Any], api_url: str, token: str | None, console:
 
 
 async def print_logs(pod: dict[str, Any], container: str, follow: bool, tail: int, api_url: str,
-                     token: str | None) -> None:
+                     token: str | None, previous: bool = False) -> None:
     async with InterlinkClient(api_url, token) as client:
-        async for chunk in client.logs(pod, container, follow=follow, tail=tail):
+        async for chunk in client.logs(pod, container, follow=follow, tail=tail, previous=previous):
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
