@@ -99,7 +99,7 @@ sl_specs() {
     esac
     local -n settings=sl_pr_$kind argv=sl_pa_$kind
     if [ "$what" = probe ]; then settings=("${@:3:7}"); n=${10}; shift 10; sl_shift=$((sl_shift + 10))
-    else settings=("$3"); n=$4; shift 4; sl_shift=$((sl_shift + 4)); fi
+    else settings=("$3" "$4"); n=$5; shift 5; sl_shift=$((sl_shift + 5)); fi
     argv=("${@:1:n}"); shift "$n"; sl_shift=$((sl_shift + n))
     unset -n settings argv
   done
@@ -157,11 +157,12 @@ sl_hook() {
   local -n settings=sl_pr_$1 argv=sl_pa_$1
   local label=Exec what output
   sl_check "$2" "${argv[@]}"
-  [ "$sl_rc" != 0 ] || return 0
+  # an HTTP hook that got any answer succeeded (the kubelet does not look at the status code of hooks)
+  [ "$sl_rc" != 0 ] && { [ "${settings[0]}" != http ] || [ "$sl_rc" != 3 ]; } || return 0
   case ${settings[0]} in http) label=HTTP ;; sleep) label=Sleep ;; esac
   what="exited with $sl_rc" output=$sl_out
   [ "${settings[0]}" = exec ] && [ "$sl_timedout" = 0 ] || { what=$sl_out output=""; }
-  what="$label lifecycle hook for Container \"$sl_name\" failed - error: $what, message: \"$output\""
+  what="$label lifecycle hook (${settings[1]}) for Container \"$sl_name\" failed - error: $what, message: \"$output\""
   case $1 in
     poststart) sl_note Warning FailedPostStartHook "$what" ;;
     prestop) sl_note Warning FailedPreStopHook "$what" ;;
@@ -239,7 +240,8 @@ sl_prober() {
   wait
 }
 
-# sl_http SCHEME HOST PORT PATH NHEADERS (NAME VALUE)... : an httpGet check; 0 for a 2xx/3xx answer.
+# sl_http SCHEME HOST PORT PATH NHEADERS (NAME VALUE)... : an httpGet check; 0 for a 2xx/3xx answer, 3 for
+# another answer, 1 for none.
 # HTTP goes through bash's /dev/tcp (no client needed on the node); HTTPS needs curl (2 without it).
 sl_http() {
   local scheme=$1 host=$2 port=$3 path=$4 n=$5 i line code extra="" ua="kube-probe/slurmlink" accept="*/*"
@@ -270,7 +272,7 @@ sl_http() {
   fi
   case $code in
     [23][0-9][0-9]) return 0 ;;
-    [0-9][0-9][0-9]) echo "HTTP probe failed with statuscode: $code"; return 1 ;;
+    [0-9][0-9][0-9]) echo "HTTP probe failed with statuscode: $code"; return 3 ;;
     *) echo "Get \"$url\": no HTTP answer"; return 1 ;;
   esac
 }

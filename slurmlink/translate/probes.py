@@ -4,9 +4,10 @@ Pure: the pod's probe and hook specs are validated with Kubernetes' defaults and
 flat argv that the script builder shell-quotes item by item, like every other value from the pod:
 
     probe KIND ACTION INITIAL PERIOD TIMEOUT SUCCESS FAILURE GRACE N ARGV(N)...
-    hook KIND ACTION N ARGV(N)...
+    hook KIND ACTION LABEL N ARGV(N)...
 
 KIND is startup|liveness|readiness (probes) or poststart|prestop (hooks); ACTION is exec|http|tcp|grpc|sleep;
+LABEL names a hook in its failure Event (the kubelet's words);
 ARGV is what the prelude runs for one check: the container runtime's command line for `exec` (the same
 image, environment and mounts as the container), else one of the prelude's own checks (`sl_http`, `sl_tcp`,
 `sl_grpc`, `sleep`).
@@ -55,10 +56,19 @@ def container_words(container: Mapping[str, Any], env: Mapping[str, str], grace:
     for field, kind in HOOKS.items():
         if lifecycle.get(field) is not None:
             where = f"container {name}: lifecycle.{field}"
-            action, argv = _handler(as_dict(lifecycle[field], where), HOOK_HANDLERS, where, container, env,
-                                    exec_argv, probe=False)
-            words += ["hook", kind, action, str(len(argv)), *argv]
+            hook = as_dict(lifecycle[field], where)
+            action, argv = _handler(hook, HOOK_HANDLERS, where, container, env, exec_argv, probe=False)
+            words += ["hook", kind, action, _hook_label(hook, action), str(len(argv)), *argv]
     return words
+
+
+def _hook_label(hook: dict[str, Any], action: str) -> str:
+    """What the kubelet names a hook by in its failure Event: the command, the path, the seconds."""
+    if action == "exec":
+        return "[" + " ".join(str(c) for c in hook["exec"].get("command") or []) + "]"
+    if action == "http":
+        return str(hook["httpGet"].get("path") or "")
+    return str(hook["sleep"].get("seconds"))
 
 
 def _probe(spec: dict[str, Any], kind: str, where: str, container: Mapping[str, Any], env: Mapping[str, str],

@@ -183,7 +183,8 @@ def test_a_failed_post_start_hook_kills_the_container(site: Site) -> None:
     assert main["restartCount"] == 0 and terminated(status, "main")["exitCode"] in (137, 143)
     [(reason, message)] = notes(main)
     assert reason == "FailedPostStartHook"
-    assert message.startswith('HTTP lifecycle hook for Container "main" failed - error: Get "http://127.0.0.1:')
+    assert message.startswith('HTTP lifecycle hook (/warm) for Container "main" failed - error: Get '
+                              '"http://127.0.0.1:')
 
 
 def _logs(site: Site, pod: dict[str, Any], container: str, **opts: Any) -> Any:

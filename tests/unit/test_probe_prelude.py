@@ -49,10 +49,10 @@ def record(workdir: Path) -> Any:
     return layout.container_records(files)["c"]
 
 
-def wait_for(path: Path, timeout: float = 30) -> None:
+def wait_for(path: Path, timeout: float = 30, containing: str = "") -> None:
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
+    while not (path.exists() and containing in path.read_text()):
+        assert time.monotonic() < deadline, f"{path} never appeared (with {containing!r})"
         time.sleep(0.05)
 
 
@@ -90,8 +90,9 @@ def test_pre_stop_gets_at_most_the_grace_period_before_sigterm() -> None:
         notes = [(n.reason, n.message) for n in record(workdir).notes]
         assert (workdir / "hook-began").exists() and (workdir / "got-term").exists()
         assert not (workdir / "hook-ended").exists()  # cut off when the grace period was spent
-    assert notes == [("FailedPreStopHook", 'Exec lifecycle hook for Container "c" failed - error: timed out after '
-                                          '2s, message: ""')]
+    assert notes == [("FailedPreStopHook", 'Exec lifecycle hook ([sh -c touch hook-began; sleep 30; touch '
+                                          'hook-ended]) for Container "c" failed - error: timed out after 2s, '
+                                          'message: ""')]
 
 
 def test_grpc_probes_use_grpc_health_probe_when_the_node_has_it(tmp_path: Path) -> None:
@@ -162,3 +163,33 @@ def test_https_probes_error_without_curl(tmp_path: Path) -> None:
     assert [(n.reason, n.message) for n in done.notes] == [
         ("Unhealthy", "Readiness probe errored: HTTPS probes need curl on the compute node")]
     assert done.ready is False  # an errored probe keeps its result: not ready
+
+
+ANSWERS_500 = r"""
+import http.server, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        open("paths", "a").write(self.path + "\n")
+        self.send_response(500)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_an_http_answer_fails_a_probe_by_its_status_but_not_a_hook() -> None:
+    port = free_port()
+    container = {"command": [sys.executable, "-c", ANSWERS_500, str(port)],
+                 "readinessProbe": {"httpGet": {"port": port, "path": "/ready"}, "periodSeconds": 1},
+                 "lifecycle": {"preStop": {"httpGet": {"port": port, "path": "/bye"}}}}
+    with job(pod(container, terminationGracePeriodSeconds=5)) as (process, workdir):
+        wait_for(workdir / "status" / "c.events", containing="statuscode: 500")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        notes = {(n.reason, n.message) for n in record(workdir).notes}
+        paths = (workdir / "paths").read_text().split()
+    assert ("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 500") in notes
+    assert not [reason for reason, _ in notes if reason != "Unhealthy"]
+    assert paths[-1] == "/bye"  # the preStop hook got its answer: a 500 is no hook failure for the kubelet

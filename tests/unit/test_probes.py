@@ -61,8 +61,10 @@ def test_every_probe_kind_and_handler() -> None:
 def test_hooks() -> None:
     lifecycle = {"postStart": {"httpGet": {"port": 80, "path": "/warm"}}, "preStop": {"sleep": {"seconds": 3}}}
     assert words({"lifecycle": lifecycle}) == [
-        "hook", "poststart", "http", "6", "sl_http", "HTTP", "127.0.0.1", "80", "/warm", "0",
-        "hook", "prestop", "sleep", "2", "sleep", "3"]
+        "hook", "poststart", "http", "/warm", "6", "sl_http", "HTTP", "127.0.0.1", "80", "/warm", "0",
+        "hook", "prestop", "sleep", "3", "2", "sleep", "3"]
+    exec_hook = words({"lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", "echo bye"]}}}})
+    assert exec_hook == ["hook", "prestop", "exec", "[sh -c echo bye]", "4", "RUNTIME", "sh", "-c", "echo bye"]
 
 
 def test_probe_commands_expand_variables_and_hook_commands_do_not() -> None:
