@@ -4,7 +4,8 @@ with each pod's own Check-in token (docs/mode1.md).
 - Submit and cancel go to slurmrestd's job endpoints, status to its job list, container records and logs
   to the proxy's `/slurmlink/v1/` extensions (slurmrestd cannot read files).
 - Status costs one list call per interval per identity, and a queue that did not change since the
-  last call costs a `304` (`update_time`). With a service identity configured, that is one call in all.
+  last call costs a `304` (`update_time`; v0.0.42 answers `200` with a warning instead, and v0.0.40 and
+  v0.0.41 refuse it, so those list in full). With a service identity configured, that is one call in all.
 - A pod's token is kept fresh from its refresh token when it has one (identity.refresh). When a user's
   token can no longer be used, the service identity takes over what the proxy lets it do: reading
   status and logs, and cancelling jobs that were submitted through the proxy. Without one, that user's
@@ -155,6 +156,7 @@ class RestBackend(SchedulerBackend):
         self._signed_in: dict[str, float] = {}  # local user -> when a pod's token last named them (monotonic)
         self.version = "" if config.api_version == "auto" else config.api_version
         self._listings: dict[str, _Listing] = {}
+        self._no_update_time: set[str] = set()  # API versions that refuse `jobs?update_time=`
         self._blind: frozenset[str] = frozenset()
         self._proxy_signals: bool | None = None  # does the proxy signal job scripts alone (None: not asked yet)
 
@@ -289,12 +291,21 @@ class RestBackend(SchedulerBackend):
 
     async def _listing(self, key: str, token: str, fresh: bool = False) -> list[JobInfo]:
         listing = self._listings.setdefault(key, _Listing())
-        params = {"update_time": listing.since} if listing.since is not None and not fresh else None
         version = await self._api_version(token)
+        since = listing.since if not fresh and version not in self._no_update_time else None
+        params = {"update_time": since} if since is not None else None
         response = await self._call("GET", f"/slurm/{version}/jobs", token, params=params)
         if response.status_code == 304:
             return listing.jobs
+        if since is not None and response.status_code == 422:
+            # v0.0.40 and v0.0.41 (SLURM 24.11) refuse a numeric update_time (errors 9202, 9000): list in full.
+            log.warning("slurmrestd %s refuses update_time (%s); listing every job each time instead",
+                        version, _reason(response))
+            self._no_update_time.add(version)
+            return await self._listing(key, token, fresh=True)
         body = _json(response, "jobs")
+        if since is not None and rest_shapes.unchanged_listing(response.status_code, body):
+            return listing.jobs
         if rest_shapes.errors(body):
             raise SlurmError("; ".join(rest_shapes.errors(body)), transient=True)
         listing.jobs, listing.since = rest_shapes.parse_jobs(body, JOB_NAME_PREFIX), _site_time(response)

@@ -11,6 +11,8 @@ submit replies and errors of any of these versions are read into backend-neutral
 | `job_state` a string / a list of flags, base state first | <= v0.0.39 / >= v0.0.40 |
 | `exit_code` the raw wait status / `{"status", "return_code", "signal"}` | v0.0.38 / >= v0.0.39 |
 | errors `{error, error_number}` / `{description, error_number, error, source}` | v0.0.38 / >= v0.0.40 |
+| `jobs?update_time=` with nothing changed: `304` / `200`, `jobs: []` and a warning | v0.0.38 / v0.0.42 |
+| `update_time` as a number taken / refused with `422` (errors 9202, 9000) | v0.0.38, v0.0.42 / v0.0.40, v0.0.41 |
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from slurmlink.slurm.base import JobInfo, SlurmError
 from slurmlink.translate.job import BatchJob
 
 SUPPORTED = tuple(f"v0.0.{n}" for n in range(38, 45))
+NO_CHANGES = "No job changes since update_time"  # v0.0.42's warning when nothing changed (24.11)
 _SUBMIT_PATH = re.compile(r"^/slurm/(v0\.0\.\d+)/job/submit/?$")
 
 # sbatch options the flags annotation may give -> the job field of the REST API that means the same.
@@ -93,6 +96,21 @@ def error_codes(body: dict[str, Any]) -> set[int]:
     codes = {e.get("error_number") or e.get("errno") or e.get("error_code")
              for e in body.get("errors") or [] if isinstance(e, dict)}
     return {c for c in codes if isinstance(c, int)}
+
+
+def warnings(body: dict[str, Any]) -> list[str]:
+    """SLURM's warning texts in a reply."""
+    found = [str(w.get("description") or "") if isinstance(w, dict) else str(w) for w in body.get("warnings") or []]
+    return [w for w in found if w]
+
+
+def unchanged_listing(status: int, body: dict[str, Any] | None) -> bool:
+    """Whether a `jobs?update_time=` answer means "nothing changed since": a `304` (<= v0.0.38), or a `200`
+    with no jobs and the warning saying so (v0.0.42 of 24.11) - never "every job is gone"."""
+    if status == 304:
+        return True
+    return (status == 200 and body is not None and not body.get("jobs")
+            and any(w.startswith(NO_CHANGES) for w in warnings(body)))
 
 
 def parse_submit(body: dict[str, Any]) -> str:
