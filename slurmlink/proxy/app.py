@@ -30,10 +30,11 @@ from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
 from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
-from slurmlink.proxy.errors import error_response
+from slurmlink.proxy.errors import Refusal, error_response
 from slurmlink.proxy.extensions import Extensions
 from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
+from slurmlink.proxy.ownership import job_to_change, require_owner
 from slurmlink.proxy.roles import SERVICE, SERVICE_SCOPE, Caller, ServiceAccess, ServiceIdentity, service_access
 from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
@@ -171,6 +172,10 @@ class ProxyService:
             if isinstance(account, Response):
                 return route, "service-scope", account
             user = account  # the job's owner for a ledger job, else the service identity's own account
+        if (change := job_to_change(method, route, path)) is not None:
+            refusal = await self._unless_owner(caller, user, method, path, *change)
+            if refusal is not None:
+                return route, "not-owner", refusal
         if verdict.extension:
             answer = await self.extensions.handle(route, caller, path, query)
             return route, "allowed" if answer.status_code < 400 else "refused", answer
@@ -238,6 +243,24 @@ class ProxyService:
         audit.record(action=f"{method} {path}", allowed=False, reason=why, issuer=caller.issuer,
                      subject=caller.subject, mapped_user=caller.user, role=SERVICE)
         return _error(403, "Forbidden", why, rule="service-scope")
+
+    async def _unless_owner(self, caller: Caller, user: str, method: str, path: str, version: str,
+                            job_id: str) -> Response | None:
+        """The refusal of a cancel or signal of a job `user` does not own (None: forward it)."""
+        try:
+            token = self.slurm_token.token()
+            await require_owner(job_id, version, user, lookup=self.extensions.lookup,
+                                slurm_user=self.config.slurm_user, token=token)
+        except SlurmTokenError as exc:
+            log.error("no SlurmUser token: %s", exc)
+            return _error(503, "ProxyMisconfigured", "the proxy has no SlurmUser token", retry_after=30)
+        except Refusal as refusal:
+            if refusal.status != 403:
+                return refusal.response()
+            audit.record(action=f"{method} {path}", allowed=False, reason=refusal.reason, issuer=caller.issuer,
+                         subject=caller.subject, mapped_user=user, role=caller.role, job_id=job_id)
+            return _error(403, refusal.error, refusal.reason, rule="job-owner")
+        return None
 
     async def _record_submission(self, user: str, request_body: bytes, status: int, answer: bytes) -> None:
         """Put a slurmlink job submitted through the proxy in the ledger (what a service identity may touch)."""

@@ -33,9 +33,10 @@ class JobLookup:
     def __init__(self, http: httpx.AsyncClient, upstream: str, api_version: str) -> None:
         self.http, self.upstream, self.api_version = http, upstream, api_version
 
-    async def job(self, job_id: str, *, as_user: str, token: str) -> SlurmJob:
-        """The job as `as_user` sees it; Refusal 404 when SLURM does not know it, 502/503 when it cannot say."""
-        url = f"{self.upstream}/slurm/{self.api_version}/job/{job_id}"
+    async def job(self, job_id: str, *, as_user: str, token: str, version: str | None = None) -> SlurmJob:
+        """The job as `as_user` sees it (through API `version`, by default the configured one); Refusal 404
+        when SLURM does not know it, 502/503 when it cannot say."""
+        url = f"{self.upstream}/slurm/{version or self.api_version}/job/{job_id}"
         try:
             answer = await self.http.get(url, headers={header_rules.USER_NAME: as_user,
                                                        header_rules.USER_TOKEN: token})
