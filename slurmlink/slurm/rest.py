@@ -4,8 +4,8 @@ with each pod's own Check-in token (docs/mode1.md).
 - Submit and cancel go to slurmrestd's job endpoints, status to its job list, container records and logs
   to the proxy's `/slurmlink/v1/` extensions (slurmrestd cannot read files).
 - Status costs one list call per interval per identity, and a queue that did not change since the
-  last call costs a `304` (`update_time`; v0.0.42 answers `200` with a warning instead, and v0.0.40 and
-  v0.0.41 refuse it, so those list in full). With a service identity configured, that is one call in all.
+  last call costs a `304` (`update_time`; v0.0.42 answers `200`, no jobs and a warning instead, and
+  v0.0.40 and v0.0.41 take it only as "now-N"). With a service identity configured, that is one call in all.
 - A pod's token is kept fresh from its refresh token when it has one (identity.refresh). When a user's
   token can no longer be used, the service identity takes over what the proxy lets it do: reading
   status and logs, and cancelling jobs that were submitted through the proxy. Without one, that user's
@@ -135,7 +135,8 @@ class _Listing:
     """The last job list one identity got, and when: a `304` reuses it."""
 
     jobs: list[JobInfo] = field(default_factory=list)
-    since: int | None = None
+    since: int | None = None  # when the site made it, by the site's clock (less a second)
+    at: float = 0.0  # when it came, by this host's monotonic clock
 
 
 class RestBackend(SchedulerBackend):
@@ -293,12 +294,15 @@ class RestBackend(SchedulerBackend):
         listing = self._listings.setdefault(key, _Listing())
         version = await self._api_version(token)
         since = listing.since if not fresh and version not in self._no_update_time else None
-        params = {"update_time": since} if since is not None else None
+        params = None
+        if since is not None:
+            params = {"update_time": rest_shapes.update_time(version, since, time.monotonic() - listing.at)}
+        asked = time.monotonic()
         response = await self._call("GET", f"/slurm/{version}/jobs", token, params=params)
         if response.status_code == 304:
             return listing.jobs
         if since is not None and response.status_code == 422:
-            # v0.0.40 and v0.0.41 (SLURM 24.11) refuse a numeric update_time (errors 9202, 9000): list in full.
+            # A slurmrestd that refuses our update_time (as v0.0.40/v0.0.41 do a plain number) lists in full.
             log.warning("slurmrestd %s refuses update_time (%s); listing every job each time instead",
                         version, _reason(response))
             self._no_update_time.add(version)
@@ -309,6 +313,7 @@ class RestBackend(SchedulerBackend):
         if rest_shapes.errors(body):
             raise SlurmError("; ".join(rest_shapes.errors(body)), transient=True)
         listing.jobs, listing.since = rest_shapes.parse_jobs(body, JOB_NAME_PREFIX), _site_time(response)
+        listing.at = asked
         return listing.jobs
 
     async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:

@@ -12,7 +12,7 @@ submit replies and errors of any of these versions are read into backend-neutral
 | `exit_code` the raw wait status / `{"status", "return_code", "signal"}` | v0.0.38 / >= v0.0.39 |
 | errors `{error, error_number}` / `{description, error_number, error, source}` | v0.0.38 / >= v0.0.40 |
 | `jobs?update_time=` with nothing changed: `304` / `200`, `jobs: []` and a warning | v0.0.38 / v0.0.42 |
-| `update_time` as a number taken / refused with `422` (errors 9202, 9000) | v0.0.38, v0.0.42 / v0.0.40, v0.0.41 |
+| `update_time` a number / only "now-N" (a number: `422`, errors 9202, 9000) | v0.0.38, v0.0.42 / v0.0.40, v0.0.41 |
 """
 
 from __future__ import annotations
@@ -111,6 +111,15 @@ def unchanged_listing(status: int, body: dict[str, Any] | None) -> bool:
         return True
     return (status == 200 and body is not None and not body.get("jobs")
             and any(w.startswith(NO_CHANGES) for w in warnings(body)))
+
+
+def update_time(version: str, since: int, elapsed: float) -> str:
+    """`update_time` for a listing `elapsed` seconds after one the site made at `since` (by its clock).
+    v0.0.40 and v0.0.41 of 24.11 read it with SLURM's time parser, which refuses a plain number; they
+    take "now-N" (seconds before the site's now: no clock or time zone of ours involved), with margin."""
+    if number(version) in (40, 41):
+        return f"now-{int(elapsed) + 2}"
+    return str(since)
 
 
 def parse_submit(body: dict[str, Any]) -> str:

@@ -2,8 +2,8 @@
 
 The answers replayed here are the ones measured live (issue 11): v0.0.42 says "nothing changed" with a
 `200`, `jobs: []` and a warning (never a `304`); v0.0.40 and v0.0.41 refuse a numeric `update_time` with
-`422` and errors 9202/9000; v0.0.38 (22.05) answers `304`. The live tests run the same paths against the
-real daemons (tests/integration); these pin the decisions without them.
+`422` and errors 9202/9000 but take SLURM's "now-N" form; v0.0.38 (22.05) answers `304`. The live tests
+run the same paths against the real daemons (tests/integration); these pin the decisions without them.
 """
 
 from __future__ import annotations
@@ -68,15 +68,21 @@ def test_v38_304_keeps_the_jobs() -> None:
     assert listings(b, 2) == [["7"], ["7"]]
 
 
-def test_v40_and_v41_list_in_full_once_update_time_is_refused() -> None:
+def test_v40_and_v41_send_update_time_as_now_minus_seconds() -> None:
     for version in ("v0.0.40", "v0.0.41"):
         seen: list[httpx.Request] = []
-        answers = [(200, RUNNING), (422, REFUSED), (200, RUNNING)]
-        b = backend(version, answers, seen)
-        assert listings(b, 3) == [["7"], ["7"], ["7"]]
-        sent = ["update_time" in r.url.params for r in seen]
-        # first full, then refused with update_time and repeated without; never sent again
-        assert sent == [False, True, False, False]
+        b = backend(version, [(200, RUNNING), (200, NO_CHANGES)], seen)
+        assert listings(b, 2) == [["7"], ["7"]]
+        sent = seen[1].url.params["update_time"]
+        assert sent.startswith("now-") and 2 <= int(sent[4:]) < 10
+
+
+def test_update_time_refused_means_full_listings_from_then_on() -> None:
+    seen: list[httpx.Request] = []
+    b = backend("v0.0.43", [(200, RUNNING), (422, REFUSED), (200, RUNNING)], seen)
+    assert listings(b, 3) == [["7"], ["7"], ["7"]]
+    # first full, then refused with update_time and repeated without; never sent again
+    assert ["update_time" in r.url.params for r in seen] == [False, True, False, False]
 
 
 def test_an_empty_list_without_the_warning_means_the_jobs_are_gone() -> None:
