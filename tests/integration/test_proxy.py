@@ -21,6 +21,7 @@ import pytest
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy import ProxyConfig
+from slurmlink.slurm import rest_shapes
 from tests.checkin_standin import CheckinStandin, new_key
 from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
 from tests.integration.conftest import free_port
@@ -117,10 +118,13 @@ def test_listing_ping_and_spec_pass(proxy: ProxyServer, ctx: Context) -> None:
         jobs = client.get(f"/slurm/{V}/jobs")
         assert jobs.status_code == 200 and "jobs" in jobs.json()
         assert client.get("/openapi/v3").status_code == 200
-        unchanged = client.get(f"/slurm/{V}/jobs", params={"update_time": int(time.time()) + 3600})
-        assert unchanged.status_code == 304 and unchanged.content == b""
+        # 22.05: 304, empty; 24.11's v0.0.42: 200, no jobs, a warning; v0.0.40/41 take "now-N" only
+        since = "now+3600" if rest_shapes.number(V) in (40, 41) else str(int(time.time()) + 3600)
+        unchanged = client.get(f"/slurm/{V}/jobs", params={"update_time": since})
+        body = unchanged.json() if unchanged.content else None
+        assert rest_shapes.unchanged_listing(unchanged.status_code, body), (unchanged.status_code, body)
         cancel = client.delete(f"/slurm/{V}/job/999999999", params={"signal": "SIGTERM"})
-        assert cancel.status_code == 500 and cancel.json()["errors"][0]["error_number"] == 2017
+        assert cancel.status_code in (404, 500) and cancel.json()["errors"][0]["error_number"] == 2017
 
 
 def test_healthz_and_metrics(proxy: ProxyServer, ctx: Context) -> None:
@@ -511,7 +515,7 @@ def test_slurmlink_proxy_command_serves(slurm_cluster: DevCluster, checkin: Chec
 
         wait_until(healthy, 30, "slurmlink proxy to answer")
         token = checkin.mint(people["alice"])
-        ping = httpx.get(f"{url}/slurm/v0.0.38/ping/", headers=bearer(token), timeout=10)
+        ping = httpx.get(f"{url}/slurm/{V}/ping/", headers=bearer(token), timeout=10)
         assert ping.status_code == 200 and ping.json()["pings"]
     finally:
         process.terminate()
