@@ -28,6 +28,7 @@ from slurmlink.identity.authorizer import AccessDenied, Authorizer
 from slurmlink.identity.tokens import TokenValidator
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
+from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
 from slurmlink.proxy.errors import Refusal, error_response
@@ -106,8 +107,12 @@ class ProxyService:
         self.callers = CallerIdentifier(self.authorizer, services)
         self.ledger = Ledger(config.state_dir) if config.state_dir is not None else None
         signaller = BatchSignaller(config.signals, self.slurm_token.token_as) if config.signals else None
-        self.extensions = Extensions(config.files, JobLookup(self.http, self.upstream, config.api_version),
+        self.api_version = ApiVersion(config.api_version, self.http, self.upstream, self._slurm_user_headers)
+        self.extensions = Extensions(config.files, JobLookup(self.http, self.upstream, self.api_version),
                                      self.ledger, self.slurm_token.token, signaller)
+
+    def _slurm_user_headers(self) -> dict[str, str]:
+        return {header_rules.USER_NAME: self.config.slurm_user, header_rules.USER_TOKEN: self.slurm_token.token()}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -295,22 +300,29 @@ class ProxyService:
     # --- own endpoints --------------------------------------------------------------------------------------
     async def healthz(self) -> Response:
         try:
-            token = self.slurm_token.token()
+            headers = self._slurm_user_headers()
         except SlurmTokenError as exc:
             return JSONResponse({"status": "unhealthy", "reason": str(exc)}, status_code=503)
-        url = f"{self.upstream}/slurm/{self.config.api_version}/ping/"
         try:
-            answer = await self.http.get(url, headers={header_rules.USER_NAME: self.config.slurm_user,
-                                                       header_rules.USER_TOKEN: token}, timeout=5.0)
+            version = await self.api_version.get()
+        except Refusal as refusal:
+            return JSONResponse({"status": "unhealthy", "reason": refusal.reason,
+                                 "offered": self.api_version.offered}, status_code=503)
+        try:
+            answer = await self.http.get(f"{self.upstream}/slurm/{version}/ping/", headers=headers, timeout=5.0)
             data = answer.json() if answer.status_code == 200 else {}
         except (httpx.HTTPError, ValueError) as exc:
+            self.api_version.forget()
             return JSONResponse({"status": "unhealthy", "reason": f"slurmrestd is unreachable: {type(exc).__name__}"},
                                 status_code=503)
+        if answer.status_code == 404:
+            self.api_version.forget()
         errors = data.get("errors") if isinstance(data, dict) else None
         if answer.status_code != 200 or errors:
-            return JSONResponse({"status": "unhealthy", "reason": f"slurmrestd ping answered {answer.status_code}",
-                                 "errors": errors or []}, status_code=503)
-        return JSONResponse({"status": "ok", "pings": data.get("pings", [])})
+            return JSONResponse({"status": "unhealthy", "reason": f"slurmrestd ping ({version}) answered "
+                                 f"{answer.status_code}", "errors": errors or []}, status_code=503)
+        return JSONResponse({"status": "ok", "api_version": version, "offered": self.api_version.offered,
+                             "pings": data.get("pings", [])})
 
     def metrics_response(self) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

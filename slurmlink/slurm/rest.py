@@ -218,7 +218,12 @@ class RestBackend(SchedulerBackend):
         except httpx.TimeoutException as exc:
             raise SlurmError(f"{method} {path}: no answer in time ({type(exc).__name__})", transient=True) from exc
         except httpx.HTTPError as exc:
+            self._forget_version()  # the site may come back with another SLURM
             raise SlurmError(f"{method} {path}: {type(exc).__name__}: {exc}", transient=True) from exc
+        if response.status_code == 404 and path.startswith("/slurm/") and not _has_json(response) \
+                and self._forget_version():
+            raise SlurmError(f"{method} {path}: slurmrestd no longer serves this API version; reading its "
+                             "versions again", transient=True)
         if response.status_code in TRANSIENT_STATUS:
             raise SlurmError(f"{method} {path}: {_reason(response)}", transient=True)
         if response.status_code in (401, 403, 404, 413):  # the proxy's refusals carry a reason
@@ -246,8 +251,18 @@ class RestBackend(SchedulerBackend):
     async def _api_version(self, token: str) -> str:
         if not self.version:
             response = await self._call("GET", "/openapi/v3", token)
-            self.version = rest_shapes.detect_version(_json(response, "/openapi/v3"))
+            spec = _json(response, "/openapi/v3")
+            self.version = rest_shapes.detect_version(spec)
+            log.info("slurmrestd offers %s; using %s", ", ".join(rest_shapes.offered_versions(spec)), self.version)
         return self.version
+
+    def _forget_version(self) -> bool:
+        """With `api_version: auto`, read slurmrestd's versions again at the next call; True if it did."""
+        if self.config.api_version != "auto" or not self.version:
+            return False
+        log.info("slurmrestd was unreachable or no longer serves %s: reading its API versions again", self.version)
+        self.version = ""
+        return True
 
     # ---- jobs ------------------------------------------------------------------------------------------
 
@@ -472,6 +487,14 @@ def _better(new: Credential, held: Credential | None) -> bool:
     if refreshable[0] != refreshable[1]:
         return refreshable[0]
     return (new.expires_at() or 0) >= (held.expires_at() or 0)
+
+
+def _has_json(response: httpx.Response) -> bool:
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
 
 
 def _json(response: httpx.Response, what: str) -> dict[str, Any]:

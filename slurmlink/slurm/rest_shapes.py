@@ -41,12 +41,18 @@ def number(version: str) -> int:
     return int(version.rsplit(".", 1)[1])
 
 
+def offered_versions(spec: dict[str, Any]) -> list[str]:
+    """The API versions slurmrestd's OpenAPI document offers (job submission among them), oldest first."""
+    offered = {m.group(1) for path in (spec.get("paths") or {}) if (m := _SUBMIT_PATH.match(path))}
+    return sorted(offered, key=number)
+
+
 def detect_version(spec: dict[str, Any]) -> str:
     """The newest API version both slurmrestd (from its OpenAPI document) and slurmlink support."""
-    offered = {m.group(1) for path in (spec.get("paths") or {}) if (m := _SUBMIT_PATH.match(path))}
-    usable = sorted((v for v in offered if v in SUPPORTED), key=number)
+    offered = offered_versions(spec)
+    usable = [v for v in offered if v in SUPPORTED]
     if not usable:
-        raise SlurmError(f"slurmrestd offers no API version slurmlink supports (it offers {sorted(offered)})")
+        raise SlurmError(f"slurmrestd offers no API version slurmlink supports (it offers {offered})")
     return usable[-1]
 
 
