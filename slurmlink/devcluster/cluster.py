@@ -201,6 +201,18 @@ class DevCluster:
                 self._stop(SLURM_DAEMONS, running)
             self._start_missing()
 
+    def restart_rest(self, versions: Sequence[str] | None = None) -> None:
+        """Restart slurmrestd serving `versions` (some of the release's; default all), as a site's SLURM
+        upgrade or downgrade would change what it offers under running clients."""
+        _require_root()
+        with self._lock():
+            pid = self._alive_pid("slurmrestd")
+            if pid is not None:
+                self._terminate("slurmrestd", pid)
+                self._pid_file("slurmrestd").unlink(missing_ok=True)
+            self.rest_versions = tuple(versions or REST_VERSIONS_OF[self.slurm])
+            self._start_missing()
+
     def _start_missing(self) -> None:
         if self._alive_pid("munged") is None:
             self._spawn("munged", self._munged_argv(), self.munge_user)

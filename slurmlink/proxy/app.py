@@ -107,7 +107,8 @@ class ProxyService:
         self.callers = CallerIdentifier(self.authorizer, services)
         self.ledger = Ledger(config.state_dir) if config.state_dir is not None else None
         signaller = BatchSignaller(config.signals, self.slurm_token.token_as) if config.signals else None
-        self.api_version = ApiVersion(config.api_version, self.http, self.upstream, self._slurm_user_headers)
+        self.api_version = ApiVersion(config.api_version, self.http, self.upstream, self._slurm_user_headers,
+                                      config.api_version_recheck_seconds)
         self.extensions = Extensions(config.files, JobLookup(self.http, self.upstream, self.api_version),
                                      self.ledger, self.slurm_token.token, signaller)
 

@@ -90,6 +90,7 @@ class ProxyConfig(Strict):
     token_file: str | None = None
     token_lifespan_seconds: int = Field(default=300, ge=30, le=86400)
     api_version: str = "auto"  # the proxy's own requests (/healthz, lookups); auto: the newest both speak
+    api_version_recheck_seconds: float = Field(default=300.0, gt=0)  # with auto: read slurmrestd's offer again
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     upstream_timeout_seconds: float = Field(default=30.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)

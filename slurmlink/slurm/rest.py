@@ -226,6 +226,8 @@ class RestBackend(SchedulerBackend):
                              "versions again", transient=True)
         if response.status_code in TRANSIENT_STATUS:
             raise SlurmError(f"{method} {path}: {_reason(response)}", transient=True)
+        if response.status_code == 404 and _from_slurmrestd(response):
+            return response  # 24.11: "no such job" is a 404 with SLURM's error 2017, an answer for _slurm
         if response.status_code in (401, 403, 404, 413):  # the proxy's refusals carry a reason
             raise Refused(response.status_code, _reason(response))
         return response
@@ -487,6 +489,15 @@ def _better(new: Credential, held: Credential | None) -> bool:
     if refreshable[0] != refreshable[1]:
         return refreshable[0]
     return (new.expires_at() or 0) >= (held.expires_at() or 0)
+
+
+def _from_slurmrestd(response: httpx.Response) -> bool:
+    """A JSON answer of slurmrestd with SLURM's errors in it (not a refusal of the proxy)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and bool(body.get("errors")) and "reason" not in body
 
 
 def _has_json(response: httpx.Response) -> bool:

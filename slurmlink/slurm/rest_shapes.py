@@ -89,7 +89,9 @@ def errors(body: dict[str, Any]) -> list[str]:
     found = []
     for error in body.get("errors") or []:
         if isinstance(error, dict):
-            text = error.get("description") or error.get("error") or ""
+            # 24.11 puts the cause in `error` beneath a generic `description` ("Batch job submission failed")
+            said = [str(error[k]) for k in ("description", "error") if error.get(k)]
+            text = ": ".join(dict.fromkeys(said))
             code = error.get("error_number") or error.get("errno")
             found.append(f"{text} (error {code})" if code else str(text))
         else:

@@ -96,3 +96,23 @@ def test_rest_backend_reads_the_versions_again_after_the_site_changed() -> None:
         return seen
 
     assert asyncio.run(go()) == ["v0.0.42", "v0.0.40", "v0.0.42"]
+
+
+def test_proxy_sees_added_versions_at_the_next_recheck() -> None:
+    site = Site(40)
+    http = httpx.AsyncClient(transport=httpx.MockTransport(site.handler))
+    versions = ApiVersion("auto", http, "http://site", dict, recheck_seconds=0.05)
+
+    async def go() -> list[str]:
+        seen = [await versions.get()]
+        site.numbers = (40, 41, 42)
+        seen.append(await versions.get())  # within the recheck interval: unchanged
+        await asyncio.sleep(0.06)
+        site.down = True  # a recheck that fails keeps what worked
+        seen.append(await versions.get())
+        site.down = False
+        await asyncio.sleep(0.06)
+        seen.append(await versions.get())
+        return seen
+
+    assert asyncio.run(go()) == ["v0.0.40", "v0.0.40", "v0.0.40", "v0.0.42"]
