@@ -38,8 +38,9 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from slurmlink.core.states import FINISHED_STATES
 from slurmlink.devcluster import DevCluster
-from slurmlink.slurm.commands import FINAL_STATES, sbatch
+from slurmlink.slurm.commands import sbatch
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
@@ -254,7 +255,7 @@ def latency_samples(slurm: Slurm, n: int, submit: Callable[[dict[str, Any]], str
         job_id = submit(pod)
         wait_until(functools.partial(started, pod, job_id), 60, f"job {job_id} to be seen running", TICK)
         samples.append(time.perf_counter() - start)
-        wait_until(lambda: slurm.state(job_id) in FINAL_STATES, 60, f"job {job_id} to end")  # noqa: B023
+        wait_until(lambda: slurm.state(job_id) in FINISHED_STATES, 60, f"job {job_id} to end")  # noqa: B023
     return samples
 
 

@@ -2,5 +2,3 @@
 
 __version__ = "0.1.0"
 
-# Job names carry the pod UID so that SLURM alone tells which job belongs to which pod.
-JOB_NAME_PREFIX = "slurmlink-"

@@ -23,6 +23,7 @@ from slurmlink.api import metrics, projected
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import BadRequest, Conflict, NotFound, NotReady, PodService
 from slurmlink.config import ConfigError
+from slurmlink.core.errors import PodRejected
 from slurmlink.interlink.types import (
     CreateStruct,
     WireError,
@@ -34,7 +35,6 @@ from slurmlink.interlink.types import (
 )
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
 from slurmlink.translate import flags
-from slurmlink.translate.errors import PodRejected
 
 log = logging.getLogger(__name__)
 ANY_METHOD = ["GET", "POST", "PUT", "DELETE"]

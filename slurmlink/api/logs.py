@@ -11,8 +11,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from slurmlink.core.records import ContainerRecord
 from slurmlink.interlink.types import ContainerLogOpts
-from slurmlink.slurm.base import ContainerRecord
 
 Reader = Callable[[int], Awaitable[bytes]]  # bytes of the log from an offset; b"" at its end
 

@@ -8,10 +8,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from slurmlink import JOB_NAME_PREFIX
 from slurmlink.api import metrics
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.slurm.base import JobInfo, PodDirectory, SchedulerBackend, SlurmError
+from slurmlink.core import naming
+from slurmlink.core.records import JobInfo, PodDirectory
+from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.translate.status import is_finished
 
 log = logging.getLogger(__name__)
@@ -114,11 +115,11 @@ class StatusPoller:
         candidates = sorted((j for j in jobs if j.job_id not in known and j.job_id not in self._refused),
                             key=lambda j: int(j.job_id.split("_")[0]) if j.job_id[:1].isdigit() else 0)
         for job in candidates:  # oldest first: the job slurmlink submitted comes before any copy
-            uid = job.name[len(JOB_NAME_PREFIX):]
+            uid = naming.uid_of(job.name)
             if uid in self.registry.entries or uid in adopted:
                 self._refused.add(job.job_id)
                 continue
-            namespace, _, name = job.comment.partition("/")
+            namespace, name = naming.pod_of(job.comment)
             workdir = self.workdir_for(namespace, uid)
             try:
                 owner = await self.backend.workdir_owner(workdir, job.job_id) if job.workdir == workdir else None
@@ -147,8 +148,8 @@ def _job_from_records(entry: PodEntry) -> JobInfo:
     known = entry.job
     if exits and all(code is not None for code in exits):
         failed = any(code != 0 for code in exits)
-        return JobInfo(job_id=entry.job_id, name=JOB_NAME_PREFIX + entry.uid, user=entry.user,
+        return JobInfo(job_id=entry.job_id, name=naming.job_name(entry.uid), user=entry.user,
                        state="FAILED" if failed else "COMPLETED", workdir=entry.workdir,
                        start_time=known.start_time if known else None, end_time=known.end_time if known else None)
-    return JobInfo(job_id=entry.job_id, name=JOB_NAME_PREFIX + entry.uid, user=entry.user, state="FAILED",
+    return JobInfo(job_id=entry.job_id, name=naming.job_name(entry.uid), user=entry.user, state="FAILED",
                    reason="the job is no longer known to SLURM and left no exit records", workdir=entry.workdir)

@@ -13,10 +13,10 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+from slurmlink.core.kube import DNS_LABEL
+from slurmlink.core.records import VolumeFile
 from slurmlink.interlink.types import WireError
-from slurmlink.slurm.base import VolumeFile
 from slurmlink.translate.layout import VOLUMES_DIR
-from slurmlink.translate.podspec import DNS_LABEL
 
 ROUTE = "/slurmlink/v1/projected"
 # On our 404s (unknown pod), so that a caller tells them from a server without the route (upstream interLink).

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from slurmlink.slurm.base import ContainerRecord, JobInfo
+from slurmlink.core.records import ContainerRecord, JobInfo
 from slurmlink.translate.status import is_finished
 
 

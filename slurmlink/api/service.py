@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from slurmlink import JOB_NAME_PREFIX
 from slurmlink.api import logs, metrics, projected
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.naming import job_name, pod_workdir
+from slurmlink.core.records import JobInfo
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
 from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, access_token, token_secret
 from slurmlink.identity.refresh import Credentials
@@ -25,8 +27,7 @@ from slurmlink.interlink.types import (
     PodStatus,
     ResourcesResponse,
 )
-from slurmlink.slurm.base import JobInfo, SchedulerBackend, SlurmError, Unsupported
-from slurmlink.translate.errors import PodRejected
+from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
 from slurmlink.translate.flags import FLAGS_ANNOTATION, classify_flags
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import container_names, pod_annotations, pod_ref
@@ -95,7 +96,7 @@ class PodService:
     # --- create ------------------------------------------------------------------------------------
 
     def workdir_for(self, namespace: str, uid: str) -> str:
-        return f"{self.config.job_root.rstrip('/')}/{namespace}-{uid}"
+        return pod_workdir(self.config.job_root, namespace, uid)
 
     def user_for(self, namespace: str) -> str:
         user = self.config.users.namespaces.get(namespace) or self.config.users.default
@@ -231,7 +232,7 @@ class PodService:
         workdir = self.workdir_for(entry.namespace, entry.uid)
         user = entry.user
         for job in jobs:
-            if job.name == JOB_NAME_PREFIX + entry.uid and job.user == user and job.workdir == workdir:
+            if job.name == job_name(entry.uid) and job.user == user and job.workdir == workdir:
                 entry.user, entry.workdir, entry.job_id, entry.job = user, workdir, job.job_id, job
                 self.registry.entries[entry.uid] = entry
                 log.info("pod %s/%s: found job %s of an earlier, uncertain submission",

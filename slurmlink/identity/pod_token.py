@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slurmlink.translate.env import object_data
-from slurmlink.translate.errors import PodRejected
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.kube import object_data
 
 TOKEN_SECRET_ANNOTATION = "slurmlink.io/token-secret"  # noqa: S105 - a name, not a secret
 ACCESS_TOKEN_KEY = "access_token"  # noqa: S105 - a key name

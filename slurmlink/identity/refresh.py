@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
+from slurmlink.core.kube import object_data
 from slurmlink.identity.tokens import TokenRejected, TokenValidator
-from slurmlink.translate.env import object_data
 
 REFRESH_MARGIN_SECONDS = 300.0
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from slurmlink import JOB_NAME_PREFIX
+from slurmlink.core.naming import is_job_name
 from slurmlink.identity import audit
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
 from slurmlink.identity.tokens import TokenValidator
@@ -365,7 +365,7 @@ def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, st
     if not isinstance(job, dict):
         return None
     name, workdir = job.get("name"), job.get("current_working_directory")
-    if not isinstance(name, str) or not name.startswith(JOB_NAME_PREFIX):
+    if not is_job_name(name):
         return None
     return str(job_id), name, workdir if isinstance(workdir, str) else ""
 

@@ -7,15 +7,13 @@ from typing import Any
 
 import httpx
 
+from slurmlink.core.states import is_finished
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.errors import Refusal
 from slurmlink.slurm import rest_shapes
 
 INVALID_JOB_ID = 2017  # SLURM's "Invalid job id specified": it does not know the job (any more)
-# Base states in which a job will write nothing more.
-ENDED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                          "BOOT_FAIL", "DEADLINE", "PREEMPTED", "SPECIAL_EXIT"})
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,7 @@ class SlurmJob:
 
     @property
     def ended(self) -> bool:
-        return self.state in ENDED_STATES
+        return is_finished(self.state)  # it will write nothing more
 
 
 class JobLookup:
@@ -67,4 +65,4 @@ def _parse(job_id: str, status: int, body: Any) -> SlurmJob:
         raise Refusal(502, "UpstreamError", f"slurmrestd could not look up job {job_id}: {said}"[:300])
     job = jobs[0]
     return SlurmJob(job_id, str(job.get("user_name") or ""), str(job.get("current_working_directory") or ""),
-                    rest_shapes.base_state(job.get("job_state")).upper())
+                    rest_shapes.job_state(job.get("job_state")))

@@ -17,8 +17,9 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from slurmlink import JOB_NAME_PREFIX
-from slurmlink.slurm.base import Capacity, ContainerRecord, JobInfo, SchedulerBackend, SlurmError, VolumeFile
+from slurmlink.core.naming import JOB_NAME_PREFIX
+from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, VolumeFile
+from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.slurm.commands import sacct, sbatch, scancel, sinfo, squeue
 from slurmlink.slurm.podfiles import PodFiles, check_container_name
 from slurmlink.slurm.runner import DEFAULT_PATH, Runner, error_from

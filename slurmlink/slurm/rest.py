@@ -24,20 +24,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from slurmlink import JOB_NAME_PREFIX
+from slurmlink.core.naming import JOB_NAME_PREFIX
+from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
 from slurmlink.identity.refresh import Credentials, TokenSource, token_expiry
 from slurmlink.identity.tokens import TokenValidator
 from slurmlink.slurm import rest_shapes
-from slurmlink.slurm.base import (
-    Capacity,
-    ContainerRecord,
-    JobInfo,
-    PodDirectory,
-    SchedulerBackend,
-    SlurmError,
-    Unsupported,
-    VolumeFile,
-)
+from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
 from slurmlink.slurm.commands import sbatch
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob

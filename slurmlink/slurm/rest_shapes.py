@@ -21,7 +21,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from slurmlink.slurm.base import JobInfo, SlurmError
+from slurmlink.core.records import JobInfo
+from slurmlink.core.states import base_state, decode_wait_status, is_finished
+from slurmlink.slurm.base import SlurmError
 from slurmlink.translate.job import BatchJob
 
 SUPPORTED = tuple(f"v0.0.{n}" for n in range(38, 45))
@@ -152,17 +154,15 @@ def _time(raw: Any) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if isinstance(value, int) and value > 0 else None
 
 
-def base_state(raw: Any) -> str:
+def job_state(raw: Any) -> str:
     """The base state from a `job_state` string (<= v0.0.39) or list of flags, base state first (>= v0.0.40)."""
-    if isinstance(raw, list):
-        return str(raw[0]) if raw else "UNKNOWN"
-    return str(raw or "UNKNOWN")
+    return base_state(raw or None)
 
 
 def _exit(raw: Any) -> tuple[int | None, int | None]:
     """(return code, signal) from a raw wait status (v0.0.38) or an exit-code object (later)."""
     if isinstance(raw, int):
-        return (raw >> 8, None) if raw & 0x7F == 0 else (None, raw & 0x7F)
+        return decode_wait_status(raw)
     if isinstance(raw, dict):
         signal = plain_value((raw.get("signal") or {}).get("id")) if isinstance(raw.get("signal"), dict) else None
         return plain_value(raw.get("return_code")), signal or None
@@ -176,8 +176,8 @@ def parse_jobs(body: dict[str, Any], prefix: str = "") -> list[JobInfo]:
         name = str(raw.get("name") or "")
         if not name.startswith(prefix):
             continue
-        state = base_state(raw.get("job_state"))
-        finished = state not in ("PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING")
+        state = job_state(raw.get("job_state"))
+        finished = is_finished(state)
         code, signal = _exit(raw.get("exit_code")) if finished else (None, None)
         reason = str(raw.get("state_reason") or "")
         jobs.append(JobInfo(

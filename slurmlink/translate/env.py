@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from slurmlink.translate.errors import PodRejected
-from slurmlink.translate.podspec import as_dict, as_list, as_str
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.kube import as_dict, as_list, as_str, object_data
 
 _REFERENCE = re.compile(r"\$\$|\$\(([^)]*)\)")
 
@@ -24,27 +22,6 @@ def expand(text: str, env: Mapping[str, str]) -> str:
         return env.get(name, match.group(0))
 
     return _REFERENCE.sub(replace, text)
-
-
-def object_data(obj: Mapping[str, Any], what: str) -> dict[str, bytes]:
-    """The data of a ConfigMap or Secret as bytes: Secret `data` and ConfigMap `binaryData` are base64."""
-    is_secret = obj.get("kind") == "Secret" or "stringData" in obj or "type" in obj
-    result: dict[str, bytes] = {}
-    for key, value in as_dict(obj.get("binaryData"), f"{what}.binaryData").items():
-        result[key] = _b64(value, f"{what}.binaryData.{key}")
-    for key, value in as_dict(obj.get("data"), f"{what}.data").items():
-        text = as_str(value, f"{what}.data.{key}")
-        result[key] = _b64(text, f"{what}.data.{key}") if is_secret else text.encode()
-    for key, value in as_dict(obj.get("stringData"), f"{what}.stringData").items():
-        result[key] = as_str(value, f"{what}.stringData.{key}").encode()
-    return result
-
-
-def _b64(value: Any, what: str) -> bytes:
-    try:
-        return base64.b64decode(as_str(value, what), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise PodRejected(f"{what} is not valid base64") from exc
 
 
 class Objects:
@@ -92,7 +69,7 @@ def _field(pod: Mapping[str, Any], path: str) -> str:
 
 
 def _resource_field(container: Mapping[str, Any], ref: Mapping[str, Any]) -> str:
-    from slurmlink.translate.quantity import parse_quantity
+    from slurmlink.core.quantity import parse_quantity
 
     resource = str(ref.get("resource", ""))
     kind, _, name = resource.partition(".")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from slurmlink.translate.errors import PodRejected
+from slurmlink.core.errors import PodRejected
 from slurmlink.translate.site import FORBIDDEN_OPTIONS, OWNED_OPTIONS, SiteConfig
 
 FLAGS_ANNOTATION = "slurm-job.vk.io/flags"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from slurmlink.slurm.base import ContainerNote, ContainerRecord, LastTermination
+from slurmlink.core.records import ContainerNote, ContainerRecord, LastTermination
 
 JOB_OUT = "job.out"
 POD_FILE = "pod.json"

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from slurmlink.translate import quantity
-from slurmlink.translate.errors import PodRejected
+from slurmlink.core import quantity
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.kube import DNS_LABEL, DNS_SUBDOMAIN, UID, as_dict, as_list, as_str
 from slurmlink.translate.site import SiteConfig
-
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
-
-
-def as_dict(value: Any, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise PodRejected(f"{what} must be an object")
-    return value
-
-
-def as_list(value: Any, what: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise PodRejected(f"{what} must be a list")
-    return value
-
-
-def as_str(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise PodRejected(f"{what} must be a string")
-    if "\x00" in value:
-        raise PodRejected(f"{what} contains a NUL byte")
-    return value
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.kube import as_dict, as_list, as_str
 from slurmlink.translate.env import expand
-from slurmlink.translate.errors import PodRejected
-from slurmlink.translate.podspec import as_dict, as_list, as_str
 
 # pod field -> the prelude's word
 PROBES = {"startupProbe": "startup", "livenessProbe": "liveness", "readinessProbe": "readiness"}

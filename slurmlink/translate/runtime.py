@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from slurmlink.translate.errors import PodRejected
+from slurmlink.core.errors import PodRejected
 from slurmlink.translate.site import SiteConfig
 from slurmlink.translate.volumes import Mount
 

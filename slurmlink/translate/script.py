@@ -15,17 +15,16 @@ from importlib import resources
 from shlex import quote
 from typing import Any
 
-from slurmlink import JOB_NAME_PREFIX
-from slurmlink.translate import flags, probes, quantity
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.kube import as_dict, as_str
+from slurmlink.core.naming import job_comment, job_name
+from slurmlink.translate import flags, probes
 from slurmlink.translate.env import Objects, container_argv, container_env
-from slurmlink.translate.errors import PodRejected
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.layout import JOB_OUT, POD_FILE
 from slurmlink.translate.podspec import (
     Resources,
     app_containers,
-    as_dict,
-    as_str,
     effective_resources,
     init_containers,
     pod_annotations,
@@ -139,8 +138,8 @@ def build_job(
     ]
     resources_ = effective_resources(pod, site)
     return BatchJob(
-        name=JOB_NAME_PREFIX + ref.uid,
-        comment=f"{ref.namespace}/{ref.name}",
+        name=job_name(ref.uid),
+        comment=job_comment(ref.namespace, ref.name),
         workdir=workdir,
         script="\n".join(lines) + "\n",
         stdout=f"{workdir}/{JOB_OUT}",
@@ -227,4 +226,3 @@ def _pop_memory(options: dict[str, str | None]) -> int | None:
     return max(1, math.ceil(int(number) * units[unit]))
 
 
-__all__ = ["build_job", "PodRejected", "quantity"]

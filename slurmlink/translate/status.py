@@ -7,16 +7,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from slurmlink.slurm.base import ContainerRecord, JobInfo
+from slurmlink.core.records import ContainerRecord, JobInfo
+from slurmlink.core.states import is_finished as job_finished
 from slurmlink.translate.podspec import app_containers, init_containers
 
 # The job's probe and hook notes ride in each container status under this key, from the API to the vk, which
 # turns them into Events and leaves the key out of what it writes to Kubernetes.
 NOTES_KEY = "slurmlinkNotes"
-FINISHED_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-    "PREEMPTED", "SPECIAL_EXIT", "REVOKED",
-})
 # Why a container ended, when SLURM ended the job around it.
 _STATE_REASONS = {
     "TIMEOUT": "DeadlineExceeded", "DEADLINE": "DeadlineExceeded", "OUT_OF_MEMORY": "OOMKilled",
@@ -33,7 +30,7 @@ def rfc3339(moment: datetime | None) -> str | None:
 
 
 def is_finished(job: JobInfo | None) -> bool:
-    return job is not None and job.state in FINISHED_STATES
+    return job is not None and job_finished(job.state)
 
 
 def _slurm_reason(job: JobInfo) -> str:

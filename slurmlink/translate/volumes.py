@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.kube import DNS_LABEL, as_dict, as_list, as_str
 from slurmlink.translate.env import Objects, _field, _resource_field
-from slurmlink.translate.errors import PodRejected
 from slurmlink.translate.layout import VOLUMES_DIR
-from slurmlink.translate.podspec import DNS_LABEL, app_containers, as_dict, as_list, as_str, init_containers
+from slurmlink.translate.podspec import app_containers, init_containers
 from slurmlink.translate.site import SiteConfig
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slurmlink import __version__
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.quantity import parse_quantity
 from slurmlink.interlink.types import PingResponse
-from slurmlink.translate.errors import PodRejected
-from slurmlink.translate.quantity import parse_quantity
 from slurmlink.vk.config import UPSTREAM_TAINT_KEY, VkConfig
 
 Obj = dict[str, Any]

@@ -14,9 +14,10 @@ from typing import TypeVar
 
 import pytest
 
-from slurmlink import JOB_NAME_PREFIX
+from slurmlink.core.naming import JOB_NAME_PREFIX
+from slurmlink.core.records import JobInfo
 from slurmlink.devcluster import DevCluster
-from slurmlink.slurm.base import JobInfo, SlurmError
+from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.cli import CliBackend, CliConfig
 from slurmlink.translate.job import BatchJob
 

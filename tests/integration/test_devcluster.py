@@ -15,8 +15,8 @@ from typing import TypeVar
 
 import httpx
 
+from slurmlink.core.states import base_state
 from slurmlink.devcluster import DevCluster
-from slurmlink.slurm.rest_shapes import base_state
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from slurmlink.core.errors import PodRejected
 from slurmlink.slurm.commands.sbatch import argv
-from slurmlink.translate.errors import PodRejected
 from slurmlink.translate.flags import classify_flags, dropped_message, from_header, header_value
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import FORBIDDEN_OPTIONS, OWNED_OPTIONS, SiteConfig

@@ -6,8 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from slurmlink.api.logs import Tail, stream
+from slurmlink.core.records import ContainerRecord
 from slurmlink.interlink.types import ContainerLogOpts
-from slurmlink.slurm.base import ContainerRecord
 
 
 def collect(data: bytes, chunk: int = 3, **opts: object) -> bytes:

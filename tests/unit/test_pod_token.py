@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
+from slurmlink.core.errors import PodRejected
 from slurmlink.identity.pod_token import access_token
-from slurmlink.translate.errors import PodRejected
 
 POD = {"metadata": {"name": "p", "annotations": {"slurmlink.io/token-secret": "tok"}}}
 

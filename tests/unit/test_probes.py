@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from slurmlink.core.errors import PodRejected
+from slurmlink.core.records import ContainerRecord, JobInfo, LastTermination
 from slurmlink.interlink.types import PodStatus
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.logstream import parse_query
-from slurmlink.slurm.base import ContainerRecord, JobInfo, LastTermination
 from slurmlink.translate import layout
-from slurmlink.translate.errors import PodRejected
 from slurmlink.translate.probes import container_words
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig

@@ -18,8 +18,9 @@ from slurmlink.api.app import create_app
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.projected import ROUTE, UNKNOWN_POD_HEADER, allowed_files, parse_body, token_files
 from slurmlink.api.registry import PodEntry
+from slurmlink.core.records import JobInfo, VolumeFile
 from slurmlink.interlink.types import PodStatus, WireError
-from slurmlink.slurm.base import JobInfo, SlurmError, Unsupported, VolumeFile
+from slurmlink.slurm.base import SlurmError, Unsupported
 from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile
 from slurmlink.slurm.rest import RestBackend, RestConfig
 from slurmlink.vk.config import VkConfig

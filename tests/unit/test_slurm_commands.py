@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from slurmlink.core import states
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.cli import CliBackend, CliConfig
 from slurmlink.slurm.commands import SEP, epoch, sacct, sbatch, scancel, sinfo, squeue
@@ -144,10 +145,10 @@ def test_squeue_skips_a_broken_line_among_good_ones() -> None:
 
 
 def test_wait_status_and_times() -> None:
-    assert squeue.decode_wait_status(768) == (3, None)
-    assert squeue.decode_wait_status(0) == (0, None)
-    assert squeue.decode_wait_status(15) == (None, 15)
-    assert squeue.decode_wait_status(9 | 0x80) == (None, 9)  # core dumped
+    assert states.decode_wait_status(768) == (3, None)
+    assert states.decode_wait_status(0) == (0, None)
+    assert states.decode_wait_status(15) == (None, 15)
+    assert states.decode_wait_status(9 | 0x80) == (None, 9)  # core dumped
     assert epoch("N/A") is None and epoch("NONE") is None and epoch("Unknown") is None and epoch("0") is None
     assert epoch("1795929871") == datetime.fromtimestamp(1795929871, UTC)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from slurmlink.translate.errors import PodRejected
+from slurmlink.core.errors import PodRejected
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from slurmlink.slurm.base import JobInfo
+from slurmlink.core.records import JobInfo
+from slurmlink.core.states import base_state, is_finished
 
 # Between output fields: the ASCII unit separator, which no job name, comment or path of ours holds
 # (comments of other users' jobs may well hold "|" or spaces).
@@ -16,11 +17,6 @@ SEP = "\x1f"
 # Times as seconds since the epoch: no time zone to guess, no locale.
 TIME_ENV = {"SLURM_TIME_FORMAT": "%s"}
 
-# States after which a job never runs again: its exit code and end time are final.
-FINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-    "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
-})  # fmt: skip
 
 
 def epoch(text: str) -> datetime | None:
@@ -29,12 +25,6 @@ def epoch(text: str) -> datetime | None:
     if not text.isdigit() or int(text) == 0:
         return None
     return datetime.fromtimestamp(int(text), UTC)
-
-
-def base_state(text: str) -> str:
-    """ "CANCELLED by 1001" (sacct) -> "CANCELLED"; "" stays "" (the caller decides)."""
-    words = text.strip().split()
-    return words[0].rstrip("+").upper() if words else ""
 
 
 def none_if_null(text: str) -> str:
@@ -48,7 +38,7 @@ def job_info(parts: list[str], decode_exit: Callable[[str], tuple[int | None, in
     reason, exit code, submit, start, end, work dir, comment. The exit code's format is each one's own."""
     job_id, name, user, state, reason, code, submit, start, end, workdir, comment = parts
     state = base_state(state)
-    final = state in FINAL_STATES
+    final = is_finished(state)
     exit_code, signal = decode_exit(code) if final else (None, None)
     return JobInfo(
         job_id=job_id.strip(),

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-from slurmlink.slurm.base import JobInfo, SlurmError
+from slurmlink.core.records import JobInfo
+from slurmlink.core.states import decode_code_signal
+from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.commands import SEP, TIME_ENV, job_info
 from slurmlink.slurm.runner import CommandResult, error_from
 
@@ -49,21 +51,11 @@ def argv(job_ids: list[str], sacct: str = "sacct") -> list[str]:
     ]  # fmt: skip
 
 
-def exit_code(text: str) -> tuple[int | None, int | None]:
-    """sacct's "3:0" is exit code 3, "0:15" is signal 15."""
-    code, _, sig = text.strip().partition(":")
-    if not code.isdigit():
-        return None, None
-    if sig.isdigit() and int(sig):
-        return None, int(sig)
-    return int(code), None
-
-
 def parse_line(line: str) -> JobInfo | None:
     parts = line.split(SEP, len(FIELDS) - 1)
     if len(parts) != len(FIELDS) or not parts[0].strip():
         return None
-    return job_info(parts, exit_code)
+    return job_info(parts, decode_code_signal)
 
 
 def parse(result: CommandResult) -> dict[str, JobInfo]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from slurmlink.slurm.base import Capacity, SlurmError
+from slurmlink.core.records import Capacity
+from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.commands import SEP
 
 FIELDS = ("NodeList", "StateComplete", "CPUsState", "Memory", "AllocMem", "Gres", "GresUsed")

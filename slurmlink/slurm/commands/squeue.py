@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 
-from slurmlink.slurm.base import JobInfo, SlurmError
-from slurmlink.slurm.commands import SEP, TIME_ENV, job_info, sacct
+from slurmlink.core.records import JobInfo
+from slurmlink.core.states import decode_exit_code
+from slurmlink.slurm.base import SlurmError
+from slurmlink.slurm.commands import SEP, TIME_ENV, job_info
 
 FIELDS = (
     "JobID", "Name", "UserName", "State", "Reason", "exit_code", "SubmitTime", "StartTime", "EndTime",
@@ -27,20 +29,6 @@ def format_option() -> str:
 def argv(squeue: str = "squeue") -> list[str]:
     # -a: hidden partitions too; --states=all: finished jobs the controller still remembers.
     return [squeue, "-h", "-a", "--states=all", "-O", format_option()]
-
-
-def decode_wait_status(status: int) -> tuple[int | None, int | None]:
-    """squeue's exit_code is the raw wait status: 768 is `exit 3`, 9 is SIGKILL."""
-    low = status & 0x7F
-    if low == 0:
-        return status >> 8, None
-    return None, low
-
-
-def decode_exit_code(raw: str) -> tuple[int | None, int | None]:
-    """22.05 prints the raw wait status ("768"); 24.11 prints "code:signal" as sacct does ("3:0", "0:9")."""
-    raw = raw.strip()
-    return sacct.exit_code(raw) if ":" in raw else decode_wait_status(int(raw))
 
 
 def parse_line(line: str) -> JobInfo | None:
