@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import yaml
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.interlink.types import PodStatus, parse_statuses
 
 
-class ApiError(Exception):
+class ApiError(SlurmlinkError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status

@@ -14,12 +14,16 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from slurmlink.core.errors import SlurmlinkError
+
 Model = TypeVar("Model", bound=BaseModel)
 ENV_PREFIX = "SLURMLINK_"
 
 
-class ConfigError(Exception):
+class ConfigError(SlurmlinkError):
     """A configuration problem, naming the file and key."""
+
+    default_reason = "InvalidConfig"
 
 
 def _set(target: dict[str, Any], keys: list[str], value: Any) -> None:

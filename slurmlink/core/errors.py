@@ -8,12 +8,13 @@ class SlurmlinkError(Exception):
     sentence a person can act on, `transient` whether trying again later may succeed."""
 
     default_reason = "Error"
+    default_transient = False
 
-    def __init__(self, message: str, reason: str = "", *, transient: bool = False) -> None:
+    def __init__(self, message: str, reason: str = "", *, transient: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
-        self.transient = transient
+        self.transient = self.default_transient if transient is None else transient
 
 
 class PodRejected(SlurmlinkError, ValueError):

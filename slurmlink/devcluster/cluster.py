@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.devcluster import rootfs
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "slurmrestd")  # start order; stopped in reverse
@@ -46,7 +47,7 @@ POLL = 0.05  # seconds between checks while waiting on a condition
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class DevClusterError(RuntimeError):
+class DevClusterError(SlurmlinkError, RuntimeError):
     """Starting or stopping the cluster failed; `logs` holds the tail of the relevant daemon logs."""
 
     def __init__(self, message: str, logs: dict[str, str] | None = None) -> None:

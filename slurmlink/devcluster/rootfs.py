@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from slurmlink.core.errors import SlurmlinkError
+
 CACHE = Path("/var/cache/slurmlink")
 RELEASES = ("24.11",)  # releases a root can be built for (scripts/build-slurm-root.sh)
 CLIENT_COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct", "srun", "sdiag", "sprio")
@@ -44,7 +46,7 @@ exec "$@"
 """
 
 
-class RootMissing(RuntimeError):
+class RootMissing(SlurmlinkError, RuntimeError):
     pass
 
 

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.identity import audit
 from slurmlink.identity.entitlements import Decision, EntitlementPolicy
 from slurmlink.identity.mapping import Mapper, MappingError, MappingResult
 from slurmlink.identity.tokens import Identity, TokenRejected, TokenValidator
 
 
-class AccessDenied(Exception):
+class AccessDenied(SlurmlinkError):
     """No access. `reason` is a CamelCase word for a pod status, `message` says why for a person;
     `transient` is true when trying again later may succeed (the issuer or ALISE did not answer)."""
 
     def __init__(self, reason: str, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.transient = transient
+        super().__init__(message, reason, transient=transient)
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,9 @@ class Authorizer:
         try:
             result = await self.mapper.map(identity.issuer, identity.user_key, identity.claims, decision)
         except MappingError as exc:
-            audit.record_for(identity, action=action, allowed=False, reason=exc.reason, client=client,
+            audit.record_for(identity, action=action, allowed=False, reason=exc.message, client=client,
                              vo=decision.vo)
-            raise AccessDenied("NoAccountMapping", exc.reason) from exc
+            raise AccessDenied("NoAccountMapping", exc.message) from exc
         audit.record_for(identity, action=action, allowed=True, reason=result.reason, client=client,
                          vo=decision.vo, mapped_user=result.username)
         return Grant(identity, decision, result)

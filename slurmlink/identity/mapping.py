@@ -35,6 +35,8 @@ from typing import Any, Literal
 import httpx
 import yaml
 
+from slurmlink.core.errors import SlurmlinkError
+
 from .entitlements import Decision
 from .pool import DEFAULT_POOL_URL, PoolExhausted, PoolStore
 
@@ -45,12 +47,10 @@ log = logging.getLogger(__name__)
 USERNAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 
 
-class MappingError(Exception):
-    """No account may be used for this request. `reason` is a sentence for the user and the audit log."""
+class MappingError(SlurmlinkError):
+    """No account may be used for this request. `message` is a sentence for the user and the audit log."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    default_reason = "NoAccountMapping"
 
 
 @dataclass(frozen=True)

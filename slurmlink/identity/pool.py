@@ -37,6 +37,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from slurmlink.core.errors import SlurmlinkError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_POOL_URL = "sqlite:////var/lib/slurmlink/pool.sqlite"
@@ -54,7 +56,7 @@ assignments = Table(
 )
 
 
-class PoolExhausted(Exception):
+class PoolExhausted(SlurmlinkError):
     """Every usable account of the pool is taken."""
 
 

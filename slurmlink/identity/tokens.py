@@ -37,6 +37,8 @@ import httpx
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
+from slurmlink.core.errors import SlurmlinkError
+
 log = logging.getLogger(__name__)
 
 CHECKIN_PRESETS: dict[str, str] = {
@@ -93,18 +95,15 @@ REASONS: Mapping[str, str] = MappingProxyType({
 TRANSIENT_REASONS = frozenset({"issuer_unavailable", "userinfo_failed", "introspection_failed", "internal_error"})
 
 
-class TokenRejected(Exception):
+class TokenRejected(SlurmlinkError):
     """The token does not authenticate anyone. `reason` is a short machine code (see `REASONS`), `message` a
     sentence a person can act on; neither ever contains the token."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-        self.message = message
+        super().__init__(message, reason, transient=reason in TRANSIENT_REASONS)
 
-    @property
-    def transient(self) -> bool:
-        return self.reason in TRANSIENT_REASONS
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
 
 
 @dataclass(frozen=True)

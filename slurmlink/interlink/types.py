@@ -34,13 +34,15 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from slurmlink.core.errors import SlurmlinkError
+
 Obj = dict[str, Any]
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # RFC 1123 label, used with fullmatch
 
 
-class WireError(ValueError):
+class WireError(SlurmlinkError, ValueError):
     """A request body that does not fit the wire format; the message names the bad field first."""
 
 

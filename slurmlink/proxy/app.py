@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.core.naming import is_job_name
 from slurmlink.identity import audit
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
@@ -49,8 +50,9 @@ _JOB_ID_IN_PATH = re.compile(r"/job/([0-9]+)/?\Z")
 _error = error_response
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(SlurmlinkError):
+    def __init__(self) -> None:
+        super().__init__("the request body is larger than the proxy accepts", "RequestTooLarge")
 
 
 class RateLimiter:
@@ -263,9 +265,9 @@ class ProxyService:
         except Refusal as refusal:
             if refusal.status != 403:
                 return refusal.response()
-            audit.record(action=f"{method} {path}", allowed=False, reason=refusal.reason, issuer=caller.issuer,
+            audit.record(action=f"{method} {path}", allowed=False, reason=refusal.message, issuer=caller.issuer,
                          subject=caller.subject, mapped_user=user, role=caller.role, job_id=job_id)
-            return _error(403, refusal.error, refusal.reason, rule="job-owner")
+            return _error(403, refusal.error, refusal.message, rule="job-owner")
         return None
 
     async def _record_submission(self, user: str, request_body: bytes, status: int, answer: bytes) -> None:
@@ -307,7 +309,7 @@ class ProxyService:
         try:
             version = await self.api_version.get()
         except Refusal as refusal:
-            return JSONResponse({"status": "unhealthy", "reason": refusal.reason,
+            return JSONResponse({"status": "unhealthy", "reason": refusal.message,
                                  "offered": self.api_version.offered}, status_code=503)
         try:
             answer = await self.http.get(f"{self.upstream}/slurm/{version}/ping/", headers=headers, timeout=5.0)

@@ -6,16 +6,19 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from slurmlink.core.errors import SlurmlinkError
 
-class Refusal(Exception):
-    """Raised below the HTTP layer; becomes `error_response(...)` with the same fields."""
+
+class Refusal(SlurmlinkError):
+    """Raised below the HTTP layer; becomes `error_response(...)` with the same fields: `error` (also the
+    `reason` of every slurmlink error) is the CamelCase word, `message` the sentence (the body's "reason")."""
 
     def __init__(self, status: int, error: str, reason: str, *, retry_after: int | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.error, self.reason, self.retry_after = status, error, reason, retry_after
+        super().__init__(reason, error, transient=status >= 500)
+        self.status, self.error, self.retry_after = status, error, retry_after
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.error, self.reason, retry_after=self.retry_after)
+        return error_response(self.status, self.error, self.message, retry_after=self.retry_after)
 
 
 def error_response(status: int, error: str, reason: str, *, retry_after: int | None = None,

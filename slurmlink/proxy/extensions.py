@@ -133,7 +133,7 @@ class Extensions:
             try:
                 located.append((await self._pod(caller, job_id))[1])
             except Refusal as refusal:
-                answers[job_id] = {"error": refusal.error, "reason": refusal.reason}
+                answers[job_id] = {"error": refusal.error, "reason": refusal.message}
         files = self.files
 
         def read_all() -> None:
@@ -144,7 +144,7 @@ class Extensions:
                     answers[pod.job_id] = {"user": pod.owner, "workdir": pod.workdir, "files": found}
                 except SlurmError as exc:
                     refusal = _file_refusal(exc, pod.job_id)
-                    answers[pod.job_id] = {"error": refusal.error, "reason": refusal.reason}
+                    answers[pod.job_id] = {"error": refusal.error, "reason": refusal.message}
 
         await asyncio.to_thread(read_all)
         return JSONResponse({"jobs": answers})

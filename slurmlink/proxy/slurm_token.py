@@ -9,8 +9,10 @@ from pathlib import Path
 
 import jwt
 
+from slurmlink.core.errors import SlurmlinkError
 
-class SlurmTokenError(Exception):
+
+class SlurmTokenError(SlurmlinkError):
     """No SlurmUser token can be had (key or token file missing/unreadable/empty)."""
 
 

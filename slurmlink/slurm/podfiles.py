@@ -16,6 +16,7 @@ import secrets
 import stat
 from collections.abc import Iterator
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.slurm.base import SlurmError
 from slurmlink.translate import layout
 
@@ -30,7 +31,7 @@ class UnsafePodFile(SlurmError):
     """A path below the job root is a symlink, not a directory/regular file, or belongs to someone else."""
 
 
-class NotTheUsersFile(PermissionError):
+class NotTheUsersFile(SlurmlinkError, PermissionError):
     """A file that is not a regular file of the user (a FIFO, a device, a hard link to another's file)."""
 
 

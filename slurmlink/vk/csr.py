@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lightkube import AsyncClient
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.vk import csrspec
 from slurmlink.vk.config import CsrConfig
 from slurmlink.vk.kube import Obj, raw, status_code
@@ -51,7 +52,7 @@ class KubeCsrApi:
         return await raw(self.kube, "GET", f"{CSR_PATH}/{name}")
 
 
-class CsrRefused(Exception):
+class CsrRefused(SlurmlinkError):
     """The CSR will not give a certificate: denied, failed, deleted, not approved in time, or unusable."""
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from slurmlink.api import projected
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.interlink.types import (
     CreateStruct,
     LogStruct,
@@ -27,19 +28,19 @@ from slurmlink.vk.config import InterlinkApiConfig
 Obj = dict[str, Any]
 
 
-class ApiCallError(Exception):
-    """The API answered something other than 200, or could not be reached (status 0)."""
+class ApiCallError(SlurmlinkError):
+    """The API answered something other than 200, or could not be reached (status 0). `transient`: worth
+    retrying (unreachable, overloaded, or not ready yet); a 4xx is the pod's own problem."""
+
+    default_reason = "ApiCallFailed"
 
     def __init__(self, route: str, status: int, message: str) -> None:
-        super().__init__(f"{route}: {'unreachable' if status == 0 else f'HTTP {status}'}: {message}")
+        super().__init__(message, transient=status == 0 or status >= 500 or status in (401, 403, 408, 429))
         self.route = route
         self.status = status
-        self.message = message
 
-    @property
-    def transient(self) -> bool:
-        """Worth retrying: unreachable, overloaded, or not ready yet. A 4xx is the pod's own problem."""
-        return self.status == 0 or self.status >= 500 or self.status in (401, 403, 408, 429)
+    def __str__(self) -> str:
+        return f"{self.route}: {'unreachable' if self.status == 0 else f'HTTP {self.status}'}: {self.message}"
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.interlink.types import ContainerLogOpts, LogStruct, WireError
 from slurmlink.vk.controller import PodController
 from slurmlink.vk.interlink import ApiCallError, InterlinkApi
 
 
-class BadQuery(ValueError):
+class BadQuery(SlurmlinkError, ValueError):
     pass
 
 

@@ -18,6 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.vk.config import KubeletConfig
 from slurmlink.vk.kube import Obj, raw
 from slurmlink.vk.kubeletaccess import (
@@ -40,7 +41,7 @@ SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 PEER_CERT = "peer_cert"
 
 
-class ReviewFailed(Exception):
+class ReviewFailed(SlurmlinkError):
     """The apiserver could not be asked: the request is refused (500), and nothing is cached."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from lightkube import ApiError, AsyncClient
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.vk.kube import ConfigMap, Secret, request_token, status_code
 from slurmlink.vk.references import references
 from slurmlink.vk.tokentiming import expires_at
@@ -19,7 +20,7 @@ Obj = dict[str, Any]
 _KINDS = {"ConfigMap": ConfigMap, "Secret": Secret}
 
 
-class MissingReference(Exception):
+class MissingReference(SlurmlinkError):
     """A required object does not exist (yet), or the node may not read it: the pod waits, then fails after a
     timeout. `forbidden`: the apiserver refused (403); right after a pod is bound that is the Node authorizer
     not knowing the binding yet, which the controller first retries quietly."""

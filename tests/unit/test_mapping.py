@@ -68,7 +68,7 @@ def run_map(mapper: Mapper, subject: str = SUB, claims: dict[str, Any] | None = 
 def map_error(mapper: Mapper, **kwargs: Any) -> str:
     with pytest.raises(MappingError) as info:
         run_map(mapper, **kwargs)
-    return info.value.reason
+    return info.value.message
 
 
 # ------------------------------------------------------------------------------------------------ chain
@@ -559,7 +559,7 @@ def test_alise_apikey_never_reaches_the_logs(caplog: pytest.LogCaptureFixture) -
             lookup(client(alise_transport(httpx.ConnectError("refused"))))
     assert "HTTP Request" in caplog.text  # httpx did log the request...
     assert APIKEY not in caplog.text  # ...without the key
-    assert APIKEY not in info.value.reason
+    assert APIKEY not in info.value.message
 
 
 def test_alise_check() -> None:
