@@ -135,10 +135,10 @@ def logs(uid: str, container: Annotated[str, typer.Option("--container", "-c")],
 def delete(uid: str, namespace: str = "default", api_url: ApiUrl = "http://127.0.0.1:3000",
            token_file: TokenOpt = None) -> None:
     """Delete a pod: its job is cancelled (SIGTERM, then SIGKILL after the grace period)."""
-    from slurmlink.client import InterlinkClient
+    from slurmlink.wire.client import InterlinkClient
 
     async def go() -> str:
-        async with InterlinkClient(api_url, _token(token_file)) as client:
+        async with InterlinkClient(api_url, token=_token(token_file)) as client:
             return await client.delete(_pod_ref(namespace, uid, ""))
 
     console.print(asyncio.run(go()).strip())

@@ -5,18 +5,42 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from slurmlink.client import ApiError, InterlinkClient, load_manifests
-from slurmlink.interlink.types import PodStatus
 from slurmlink.translate.status import pod_phase
+from slurmlink.wire.client import ApiCallError, InterlinkClient, create_body, log_request
+from slurmlink.wire.interlink import PodStatus
 
 POLL_SECONDS = 1.0
+
+
+def load_manifests(paths: Iterable[str | Path]) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One Pod plus the ConfigMaps and Secrets it uses, from YAML files (several documents allowed)."""
+    pods: list[dict[str, Any]] = []
+    configmaps: list[dict[str, Any]] = []
+    secrets: list[dict[str, Any]] = []
+    for path in paths:
+        for doc in yaml.safe_load_all(Path(path).read_text()):
+            if not doc:
+                continue
+            kind = doc.get("kind")
+            {"Pod": pods, "ConfigMap": configmaps, "Secret": secrets}.get(kind, []).append(doc)
+            if kind not in ("Pod", "ConfigMap", "Secret"):
+                raise ValueError(f"{path}: kind {kind!r} is not a Pod, ConfigMap or Secret")
+    if len(pods) != 1:
+        raise ValueError(f"expected exactly one Pod, found {len(pods)}")
+    pod = pods[0]
+    meta = pod.setdefault("metadata", {})
+    meta.setdefault("namespace", "default")
+    meta.setdefault("uid", str(uuid.uuid4()))
+    return pod, configmaps, secrets
 
 
 def describe_state(state: dict[str, Any]) -> str:
@@ -45,8 +69,8 @@ def status_table(status: PodStatus) -> Table:
 async def run_pod(paths: Iterable[Path], api_url: str, token: str | None, timeout: float, console: Console) -> str:
     pod, configmaps, secrets = load_manifests(paths)
     meta = pod["metadata"]
-    async with InterlinkClient(api_url, token) as client:
-        job_id = await client.create(pod, configmaps, secrets)
+    async with InterlinkClient(api_url, token=token) as client:
+        job_id = (await client.create(create_body(pod, configmaps, secrets))).pod_jid
         console.print(f"pod [bold]{meta['namespace']}/{meta['name']}[/] (uid {meta['uid']}) -> "
                       f"{'SLURM job ' + job_id if job_id else 'no job'}")
         phase = await watch(client, pod, timeout, console)
@@ -59,8 +83,8 @@ async def watch(client: InterlinkClient, pod: dict[str, Any], timeout: float, co
     last = None
     while True:
         try:
-            [status] = await client.status([pod])
-        except ApiError as exc:
+            [status] = await client.statuses([pod])
+        except ApiCallError as exc:
             if exc.status != 503:
                 raise
             console.print(f"[yellow]API not ready:[/] {exc.message}")
@@ -86,14 +110,15 @@ async def print_all_logs(client: InterlinkClient, pod: dict[str, Any]) -> None:
     for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         sys.stdout.write(f"--- logs of {container['name']} ---\n")
         sys.stdout.flush()
-        async for chunk in client.logs(pod, container["name"]):
-            sys.stdout.buffer.write(chunk)
+        async with client.logs(log_request(pod, container["name"])) as stream:
+            async for chunk in stream:
+                sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
 
 
 async def get_pod(pod: dict[str, Any], api_url: str, token: str | None, console: Console) -> None:
-    async with InterlinkClient(api_url, token) as client:
-        [status] = await client.status([pod])
+    async with InterlinkClient(api_url, token=token) as client:
+        [status] = await client.statuses([pod])
         phase = pod_phase(status.containers, status.init_containers)
         console.print(f"[bold]{phase.phase}[/] {phase.reason}")
         console.print(status_table(status))
@@ -101,7 +126,8 @@ async def get_pod(pod: dict[str, Any], api_url: str, token: str | None, console:
 
 async def print_logs(pod: dict[str, Any], container: str, follow: bool, tail: int, api_url: str,
                      token: str | None, previous: bool = False) -> None:
-    async with InterlinkClient(api_url, token) as client:
-        async for chunk in client.logs(pod, container, follow=follow, tail=tail, previous=previous):
+    query = log_request(pod, container, follow=follow, tail=tail, previous=previous)
+    async with InterlinkClient(api_url, token=token) as client, client.logs(query) as stream:
+        async for chunk in stream:
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()

@@ -19,22 +19,16 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from slurmlink.api import metrics, projected
+from slurmlink.api import metrics
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import BadRequest, Conflict, NotFound, NotReady, PodService
 from slurmlink.config import ConfigError
 from slurmlink.core.errors import PodRejected
-from slurmlink.interlink.types import (
-    CreateStruct,
-    WireError,
-    WireModel,
-    dump_wire,
-    parse_create,
-    parse_log_request,
-    parse_pods,
-)
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
-from slurmlink.translate import flags
+from slurmlink.wire import names
+from slurmlink.wire import projected as wire_projected
+from slurmlink.wire.gojson import WireError, WireModel, dump_wire
+from slurmlink.wire.interlink import CreateStruct, parse_create, parse_log_request, parse_pods
 
 log = logging.getLogger(__name__)
 ANY_METHOD = ["GET", "POST", "PUT", "DELETE"]
@@ -83,7 +77,7 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
         parsed = parse_create(await _json(request))
         job_id = await service.create(parsed)
         dropped = service.dropped_flags(parsed.pod) if job_id else ()
-        headers = {flags.DROPPED_HEADER: flags.header_value(dropped)} if dropped else None
+        headers = {names.DROPPED_FLAGS_HEADER: names.dropped_flags_value(dropped)} if dropped else None
         return JSONResponse(CreateStruct(pod_uid=parsed.uid, pod_jid=job_id).to_wire(), headers=headers)
 
     @app.api_route("/delete", methods=ANY_METHOD)
@@ -117,10 +111,10 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
         service.statuses(pods)  # records the newest pod objects; no SLURM call
         return PlainTextResponse("Updated cache")
 
-    @app.post(projected.ROUTE)
+    @app.post(names.PROJECTED_ROUTE)
     async def write_projected(request: Request) -> Response:
         # slurmlink's own route (not interLink's wire): refreshed ServiceAccount tokens of a running pod
-        written = await service.write_projected(projected.parse_body(await _json(request)))
+        written = await service.write_projected(wire_projected.parse_body(await _json(request)))
         return JSONResponse({"written": written})
 
     @app.get("/healthz")
@@ -140,7 +134,7 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
 
 
 KNOWN_ROUTES = frozenset({"/create", "/delete", "/status", "/getLogs", "/pinglink", "/updateCache", "/healthz",
-                          "/metrics", projected.ROUTE})
+                          "/metrics", names.PROJECTED_ROUTE})
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -161,7 +155,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
-        return text(404, str(exc), {projected.UNKNOWN_POD_HEADER: "1"})
+        return text(404, str(exc), {names.UNKNOWN_POD_HEADER: "1"})
 
     @app.exception_handler(BadRequest)
     async def cannot_answer(request: Request, exc: BadRequest) -> Response:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from slurmlink.core.records import ContainerRecord
-from slurmlink.interlink.types import ContainerLogOpts
+from slurmlink.wire.interlink import ContainerLogOpts
 
 Reader = Callable[[int], Awaitable[bytes]]  # bytes of the log from an offset; b"" at its end
 

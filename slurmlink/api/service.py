@@ -20,20 +20,16 @@ from slurmlink.identity.authorizer import AccessDenied, Authorizer
 from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, access_token, token_secret
 from slurmlink.identity.refresh import Credentials
 from slurmlink.identity.tokens import TokenValidator
-from slurmlink.interlink.types import (
-    CreateRequest,
-    LogStruct,
-    PingResponse,
-    PodStatus,
-    ResourcesResponse,
-)
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
-from slurmlink.translate.flags import FLAGS_ANNOTATION, classify_flags
+from slurmlink.translate.flags import classify_flags
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import container_names, pod_annotations, pod_ref
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 from slurmlink.translate.status import container_statuses, rejected_statuses
+from slurmlink.wire.interlink import CreateRequest, LogStruct, PingResponse, PodStatus, ResourcesResponse
+from slurmlink.wire.names import FLAGS_ANNOTATION
+from slurmlink.wire.projected import ProjectedWrite
 
 log = logging.getLogger(__name__)
 RECOVERY_WAIT_SECONDS = 30.0
@@ -348,7 +344,7 @@ class PodService:
 
     # --- projected volumes -------------------------------------------------------------------------
 
-    async def write_projected(self, request: projected.ProjectedWrite) -> int:
+    async def write_projected(self, request: ProjectedWrite) -> int:
         """Replace token files of a running pod's projected volumes; returns how many were written."""
         entry = self.registry.get(request.pod_uid)
         if entry is None:

@@ -19,7 +19,7 @@ UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 
 
 def is_dns_label(text: object) -> bool:
-    return isinstance(text, str) and DNS_LABEL.match(text) is not None
+    return isinstance(text, str) and DNS_LABEL.fullmatch(text) is not None  # fullmatch: "$" allows a final "\n"
 
 
 def as_dict(value: Any, what: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from typing import Any
 
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.kube import object_data
+from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
 
-TOKEN_SECRET_ANNOTATION = "slurmlink.io/token-secret"  # noqa: S105 - a name, not a secret
 ACCESS_TOKEN_KEY = "access_token"  # noqa: S105 - a key name
 
 

@@ -33,9 +33,9 @@ from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile, check_container_name
+from slurmlink.wire.names import LOG_SIZE_HEADER
 
 log = logging.getLogger("slurmlink.proxy")
-LOG_SIZE_HEADER = "X-Slurmlink-Log-Size"
 MAX_JOBS_PER_STATUSES = 500
 MAX_LOOKUPS_PER_STATUSES = 20
 

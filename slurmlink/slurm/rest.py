@@ -33,9 +33,9 @@ from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
 from slurmlink.slurm.commands import sbatch
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
+from slurmlink.wire.names import EXTENSIONS
 
 log = logging.getLogger(__name__)
-EXTENSIONS = "/slurmlink/v1"
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 # SLURM's communication errors (slurmctld down, restarting or busy; sockets) are worth a retry; its other
 # errors are answers. 5005 is also what 22.05 says for a refused SlurmUser token: a site problem, not the pod's.

@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 
 from slurmlink.core.errors import PodRejected
 from slurmlink.translate.site import FORBIDDEN_OPTIONS, OWNED_OPTIONS, SiteConfig
+from slurmlink.wire.names import FLAGS_ANNOTATION
 
-FLAGS_ANNOTATION = "slurm-job.vk.io/flags"
-# slurmlink's API names the options it dropped in this header of its `/create` answer (an addition the upstream
-# wire ignores); the vk turns it into the pod's Warning event.
-DROPPED_HEADER = "X-Slurmlink-Dropped-Flags"
 DROPPED_REASON = "FlagsDropped"
 
 _SHORT = {"-A": "--account", "-q": "--qos", "-p": "--partition", "-C": "--constraint", "-N": "--nodes",
@@ -100,10 +97,6 @@ def dropped_message(dropped: list[str] | tuple[str, ...]) -> str:
     return f"annotation {FLAGS_ANNOTATION}: dropped {'; '.join(parts)}"
 
 
-def header_value(dropped: tuple[str, ...]) -> str:
-    return ",".join(dropped)
-
-
-def from_header(value: str | None) -> list[str]:
-    """The dropped options named in the API's header: known names only (it is another process's word)."""
-    return [name for name in (value or "").split(",") if name in OWNED_OPTIONS]
+def owned_only(names: list[str]) -> list[str]:
+    """The dropped options another process named (the API's header): names slurmlink owns only."""
+    return [name for name in names if name in OWNED_OPTIONS]

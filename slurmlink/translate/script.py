@@ -34,9 +34,8 @@ from slurmlink.translate.podspec import (
 from slurmlink.translate.runtime import HOST_MOUNTS_DIR, container_command
 from slurmlink.translate.site import SiteConfig
 from slurmlink.translate.volumes import VolumePlan, absolute_path, plan_volumes
+from slurmlink.wire.names import FLAGS_ANNOTATION, PRE_EXEC_ANNOTATION, RUNTIME_ANNOTATION
 
-PRE_EXEC_ANNOTATION = "slurm-job.vk.io/pre-exec"
-RUNTIME_ANNOTATION = "slurmlink.io/runtime"
 # A here-document delimiter that base64 text can never contain ("_" is not in its alphabet).
 _EOF = "__SLURMLINK_EOF__"
 DEFAULT_GRACE_SECONDS = 30
@@ -61,7 +60,7 @@ def build_job(
     objects = Objects(configmaps or [], secrets or [])
     plan = plan_volumes(pod, objects, projected or {}, site)
     runtime = notes.get(RUNTIME_ANNOTATION, site.runtime)
-    options = flags.parse_flags(notes.get(flags.FLAGS_ANNOTATION, ""), site)
+    options = flags.parse_flags(notes.get(FLAGS_ANNOTATION, ""), site)
 
     grace = _non_negative(spec.get("terminationGracePeriodSeconds"), DEFAULT_GRACE_SECONDS,
                           "terminationGracePeriodSeconds") or 0
@@ -211,7 +210,7 @@ def _pop_int(options: dict[str, str | None], name: str) -> int | None:
     if value is None:
         return None
     if not value.isdigit():
-        raise PodRejected(f"annotation {flags.FLAGS_ANNOTATION}: {name} needs a number", "InvalidFlags")
+        raise PodRejected(f"annotation {FLAGS_ANNOTATION}: {name} needs a number", "InvalidFlags")
     return int(value)
 
 
@@ -222,7 +221,7 @@ def _pop_memory(options: dict[str, str | None]) -> int | None:
     units = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
     number, unit = (value[:-1], value[-1].upper()) if value[-1].upper() in units else (value, "M")
     if not number.isdigit():
-        raise PodRejected(f"annotation {flags.FLAGS_ANNOTATION}: --mem={value} is not a memory size", "InvalidFlags")
+        raise PodRejected(f"annotation {FLAGS_ANNOTATION}: --mem={value} is not a memory size", "InvalidFlags")
     return max(1, math.ceil(int(number) * units[unit]))
 
 

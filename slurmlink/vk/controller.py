@@ -17,12 +17,12 @@ from slurmlink.translate import flags
 from slurmlink.vk import metrics, podstatus
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.events import EventRecorder
-from slurmlink.vk.interlink import ApiCallError, InterlinkApi
 from slurmlink.vk.kube import Pod, confirm_pod_deletion, status_code
 from slurmlink.vk.resolve import MissingReference, Resolver
 from slurmlink.vk.state import PodState
 from slurmlink.vk.times import k8s_time
 from slurmlink.vk.workqueue import WorkQueue
+from slurmlink.wire.client import ApiCallError, InterlinkClient
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -34,7 +34,7 @@ AUTHORIZER_BACKOFF = (0.2, 0.4, 0.8, 1.6)
 
 
 class PodController:
-    def __init__(self, config: VkConfig, kube: AsyncClient, api: InterlinkApi, events: EventRecorder) -> None:
+    def __init__(self, config: VkConfig, kube: AsyncClient, api: InterlinkClient, events: EventRecorder) -> None:
         self.config = config
         self.kube = kube
         self.api = api
@@ -155,8 +155,9 @@ class PodController:
         log.info("pod %s/%s submitted: job %s", state.namespace, state.name, created.pod_jid or "none")
         if created.pod_jid:
             await self.events.emit(state.pod, "Submitted", f"Submitted to SLURM as job {created.pod_jid}")
-        if created.dropped_flags:  # options slurmlink sets itself: the pod runs, and is told they were ignored
-            await self._warn(state, flags.DROPPED_REASON, flags.dropped_message(created.dropped_flags))
+        dropped = flags.owned_only(created.dropped_flags)  # names slurmlink owns only: another process's word
+        if dropped:  # options slurmlink sets itself: the pod runs, and is told they were ignored
+            await self._warn(state, flags.DROPPED_REASON, flags.dropped_message(dropped))
 
     async def _hold(self, state: PodState, message: str) -> None:
         """A required ConfigMap/Secret is missing: the pod waits, says why, and fails after the timeout."""

@@ -17,9 +17,10 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from slurmlink.core.errors import SlurmlinkError
-from slurmlink.interlink.types import ContainerLogOpts, LogStruct, WireError
 from slurmlink.vk.controller import PodController
-from slurmlink.vk.interlink import ApiCallError, InterlinkApi
+from slurmlink.wire.client import ApiCallError, InterlinkClient
+from slurmlink.wire.gojson import WireError
+from slurmlink.wire.interlink import ContainerLogOpts, LogStruct
 
 
 class BadQuery(SlurmlinkError, ValueError):
@@ -73,7 +74,7 @@ async def _clipped(chunks: AsyncIterator[bytes], limit: int, close: Callable[[],
         await close()
 
 
-def build_app(controller: PodController, api: InterlinkApi, healthy: Callable[[], bool]) -> Starlette:
+def build_app(controller: PodController, api: InterlinkClient, healthy: Callable[[], bool]) -> Starlette:
     async def container_logs(request: Request) -> Response:
         namespace, name, container = (request.path_params[k] for k in ("namespace", "pod", "container"))
         state = controller.lookup(namespace, name)

@@ -16,16 +16,16 @@ from lightkube.types import PatchType
 
 from slurmlink.vk import metrics, nodespec
 from slurmlink.vk.config import VkConfig
-from slurmlink.vk.interlink import ApiCallError, InterlinkApi
 from slurmlink.vk.kube import Node, raw, status_code
 from slurmlink.vk.times import k8s_time
+from slurmlink.wire.client import ApiCallError, InterlinkClient
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 
 class NodeKeeper:
-    def __init__(self, config: VkConfig, kube: AsyncClient, api: InterlinkApi, kubelet_port: int) -> None:
+    def __init__(self, config: VkConfig, kube: AsyncClient, api: InterlinkClient, kubelet_port: int) -> None:
         self.config = config
         self.kube = kube
         self.api = api

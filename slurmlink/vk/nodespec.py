@@ -9,8 +9,9 @@ from typing import Any
 from slurmlink import __version__
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.quantity import parse_quantity
-from slurmlink.interlink.types import PingResponse
 from slurmlink.vk.config import UPSTREAM_TAINT_KEY, VkConfig
+from slurmlink.wire.interlink import PingResponse
+from slurmlink.wire.names import NODE_LABEL
 
 Obj = dict[str, Any]
 REACHABLE = "InterLinkReachable"
@@ -97,7 +98,7 @@ def conditions(health: Health, previous: list[Obj], stamp: str,
 def labels(config: VkConfig) -> dict[str, str]:
     name = config.node.name
     return {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "virtual-kubelet",
-            "virtual-node.interlink/type": "virtual-kubelet", "slurmlink.io/node": name,
+            "virtual-node.interlink/type": "virtual-kubelet", NODE_LABEL: name,
             "node.kubernetes.io/exclude-from-external-load-balancers": "true", **config.node.labels}
 
 

@@ -7,12 +7,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slurmlink.interlink.types import PodStatus
 from slurmlink.translate.status import NOTES_KEY, Phase, pod_phase, rejected_statuses
+from slurmlink.wire.interlink import PodStatus
+from slurmlink.wire.names import JOB_CONDITION
 
 Obj = dict[str, Any]
 # A node may not write pod metadata (NodeRestriction): the job id goes into a condition of our own.
-JOB_CONDITION = "slurmlink.io/SlurmJob"
 TERMINAL = ("Succeeded", "Failed")
 _CONDITION_ORDER = ("PodScheduled", "Initialized", "ContainersReady", "Ready", JOB_CONDITION)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slurmlink.identity.pod_token import TOKEN_SECRET_ANNOTATION
+from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
 
 Obj = dict[str, Any]
 

@@ -20,7 +20,6 @@ from slurmlink.vk.controller import PodController
 from slurmlink.vk.csr import CONDITION, KubeCsrApi, ServingCertificates
 from slurmlink.vk.csrspec import serving_hosts
 from slurmlink.vk.events import EventRecorder
-from slurmlink.vk.interlink import InterlinkApi
 from slurmlink.vk.kube import make_client
 from slurmlink.vk.kubelet import build_app
 from slurmlink.vk.kubeletauth import KubeletAuth, KubeletGuard, PeerCertProtocol
@@ -31,6 +30,7 @@ from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.tokenrefresh import TokenRefresher
 from slurmlink.vk.watch import PodWatcher
+from slurmlink.wire.client import InterlinkClient, token_file_reader
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ def _initial_certificate(config: VkConfig, scratch: Path) -> tuple[str, str]:
 
 async def run(config: VkConfig) -> None:
     kube = make_client(config.kube)
-    api = InterlinkApi(config.api)
+    api = InterlinkClient(config.api.url, token=token_file_reader(config.api.token_file),
+                          timeout=config.api.timeout_seconds, verify=config.api.ca_file or True)
     sock = _listen(config)
     port = int(sock.getsockname()[1])
     scratch = tempfile.TemporaryDirectory(prefix="slurmlink-vk-")

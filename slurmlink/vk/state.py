@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from slurmlink.interlink.types import PodStatus
 from slurmlink.vk.podstatus import TERMINAL
+from slurmlink.wire.interlink import PodStatus
 
 Obj = dict[str, Any]
 

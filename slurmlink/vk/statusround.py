@@ -11,19 +11,19 @@ import asyncio
 import logging
 import time
 
-from slurmlink.interlink.types import PodStatus
 from slurmlink.vk import metrics, podstatus
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.controller import PodController
-from slurmlink.vk.interlink import ApiCallError, InterlinkApi
 from slurmlink.vk.state import PodState
+from slurmlink.wire.client import ApiCallError, InterlinkClient
+from slurmlink.wire.interlink import PodStatus
 
 log = logging.getLogger(__name__)
 PER_POD_CONCURRENCY = 8  # upstream mode: calls in flight at once
 
 
 class StatusRounds:
-    def __init__(self, config: VkConfig, api: InterlinkApi, controller: PodController) -> None:
+    def __init__(self, config: VkConfig, api: InterlinkClient, controller: PodController) -> None:
         self.config, self.api, self.controller = config, api, controller
         self.last_error = ""
 

@@ -9,15 +9,15 @@ holds up the status rounds or the workers. Upstream interLink has no such route:
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.controller import PodController
-from slurmlink.vk.interlink import ApiCallError, RouteUnsupported
 from slurmlink.vk.state import PodState
 from slurmlink.vk.tokentiming import Schedule, refresh_due, retry_delay, token_sources
+from slurmlink.wire.client import ApiCallError, RouteUnsupported
+from slurmlink.wire.projected import ProjectedWrite
 
 log = logging.getLogger(__name__)
 IN_FLIGHT = 8  # pods refreshed at once
@@ -89,16 +89,16 @@ class TokenRefresher:
     async def _refresh_now(self, state: PodState) -> None:
         issued_at = time.time()
         try:
-            files, expires = [], float("inf")
+            files: list[tuple[str, str, bytes]] = []
+            expires = float("inf")
             for source in token_sources(state.pod):
                 token, expiry = await self.controller.resolver.issue_token(state.pod, source.audience)
-                files.append({"volume": source.volume, "path": source.path,
-                              "data": base64.b64encode(token.encode()).decode()})
+                files.append((source.volume, source.path, token.encode()))
                 expires = min(expires, expiry)
             if not files:
                 self.schedules.pop(state.uid, None)
                 return
-            await self.controller.api.write_projected({"pod_uid": state.uid, "files": files})
+            await self.controller.api.write_projected(ProjectedWrite(state.uid, files))
         except asyncio.CancelledError:
             raise
         except RouteUnsupported as exc:

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -42,15 +41,15 @@ class TokenClient(Client):
         super().__init__(url)
         self.tokens = tokens  # namespace -> access token
 
-    def create(self, pod: dict[str, Any], configmaps: list[Any] | None = None,
-               secrets: list[Any] | None = None) -> httpx.Response:
+    def objects(self, pod: dict[str, Any], configmaps: list[Any] | None,
+                secrets: list[Any] | None) -> tuple[list[Any] | None, list[Any] | None]:
         meta = pod["metadata"]
         # As the apiserver would: a restarted API tells pods it may have submitted from newer ones by this.
         meta.setdefault("creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         if meta["namespace"] in self.tokens:
             meta.setdefault("annotations", {}).setdefault(TOKEN_SECRET_ANNOTATION, TOKEN_SECRET)
             secrets = [token_secret(self.tokens[meta["namespace"]], meta["namespace"]), *(secrets or [])]
-        return super().create(pod, configmaps, secrets)
+        return configmaps, secrets
 
 
 def token_secret(token: str, namespace: str = "default", **extra: str) -> dict[str, Any]:

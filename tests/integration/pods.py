@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 
-from slurmlink.interlink.types import PodStatus, parse_statuses
 from slurmlink.translate.status import Phase, pod_phase
+from slurmlink.wire.client import InterlinkClient, create_body, log_request
+from slurmlink.wire.interlink import ContainerLogOpts, PodStatus
 from tests.integration.conftest import wait_until
+
+T = TypeVar("T")
 
 
 def make_pod(containers: list[dict[str, Any]], *, namespace: str = "default", name: str | None = None,
@@ -25,24 +30,38 @@ def make_pod(containers: list[dict[str, Any]], *, namespace: str = "default", na
 
 
 class Client:
+    """Tests' side of the API: the product's own interLink client (wire.client) for what a caller does, and
+    `http` (plain HTTP) for tests of the wire itself (malformed bodies, odd methods, raw answers)."""
+
     def __init__(self, url: str) -> None:
+        self.url = url
         self.http = httpx.Client(base_url=url, timeout=60)
+
+    def api(self, call: Callable[[InterlinkClient], Awaitable[T]]) -> T:
+        """One call through the interLink client (its own connection: each call runs in its own event loop)."""
+        async def go() -> T:
+            async with InterlinkClient(self.url, timeout=60) as client:
+                return await call(client)
+
+        return asyncio.run(go())
+
+    def objects(self, pod: dict[str, Any], configmaps: list[Any] | None,
+                secrets: list[Any] | None) -> tuple[list[Any] | None, list[Any] | None]:
+        """The objects sent with a pod (a subclass adds its own)."""
+        return configmaps, secrets
 
     def create(self, pod: dict[str, Any], configmaps: list[Any] | None = None,
                secrets: list[Any] | None = None) -> httpx.Response:
-        body = {"pod": pod, "configmaps": configmaps, "secrets": secrets, "projectedvolumesmaps": None,
-                "jobscriptURL": ""}
-        return self.http.post("/create", content=json.dumps(body))
+        """The raw answer to a `/create` (tests of refusals read its status and text)."""
+        return self.http.post("/create", content=json.dumps(create_body(pod, *self.objects(pod, configmaps, secrets))))
 
-    def submit(self, pod: dict[str, Any], **kw: Any) -> str:
-        response = self.create(pod, **kw)
-        assert response.status_code == 200, response.text
-        return str(response.json()["PodJID"])
+    def submit(self, pod: dict[str, Any], configmaps: list[Any] | None = None,
+               secrets: list[Any] | None = None) -> str:
+        body = create_body(pod, *self.objects(pod, configmaps, secrets))
+        return self.api(lambda client: client.create(body)).pod_jid
 
     def status(self, pod: dict[str, Any]) -> PodStatus:
-        response = self.http.request("GET", "/status", content=json.dumps([pod]))
-        assert response.status_code == 200, response.text
-        [status] = parse_statuses(response.json())
+        [status] = self.api(lambda client: client.statuses([pod]))
         return status
 
     def phase(self, pod: dict[str, Any]) -> Phase:
@@ -58,15 +77,18 @@ class Client:
         return phase, self.status(pod)
 
     def logs(self, pod: dict[str, Any], container: str, **opts: Any) -> bytes:
-        meta = pod["metadata"]
-        body = {"Namespace": meta["namespace"], "PodUID": meta["uid"], "PodName": meta["name"],
-                "ContainerName": container, "Opts": opts}
-        response = self.http.request("GET", "/getLogs", content=json.dumps(body))
-        assert response.status_code == 200, response.text
-        return response.content
+        """The whole log; `opts` in Go's spelling (Previous=True, Tail=2)."""
+        query = log_request(pod, container)
+        query.opts = ContainerLogOpts.from_wire(opts)
 
-    def delete(self, pod: dict[str, Any]) -> httpx.Response:
-        return self.http.request("DELETE", "/delete", content=json.dumps(pod))
+        async def read(client: InterlinkClient) -> bytes:
+            async with client.logs(query) as stream:
+                return b"".join([chunk async for chunk in stream])
+
+        return self.api(read)
+
+    def delete(self, pod: dict[str, Any]) -> str:
+        return self.api(lambda client: client.delete(pod))
 
 
 def exit_codes(status: PodStatus) -> dict[str, int | None]:

@@ -154,7 +154,7 @@ def test_delete_running_pod_cancels_job_and_leaves_no_process(client: Client, sl
     job_id = client.submit(pod)
     client.wait_phase(pod, ("Running",))
     wait_until(lambda: client.logs(pod, "main") == b"running\n", 30, "the container to start")
-    assert client.delete(pod).status_code == 200
+    client.delete(pod)  # ApiCallError unless the API answered 200
     env = {**os.environ, **slurm_cluster.env}
     # SIGTERM, then the job script ends itself after its containers stopped (or after the grace period).
     wait_until(lambda: [(j, s in ("FAILED", "CANCELLED"), u) for j, s, u in

@@ -156,7 +156,7 @@ def test_after_the_token_expires_the_service_identity_tracks_and_cancels(mode1: 
     phase, status = client.finish(finishing, timeout=60)
     assert phase.phase == "Succeeded" and exit_codes(status) == {"main": 0}
     assert client.logs(finishing, "main") == b"begun\ndone\n"
-    assert client.delete(lasting).status_code == 200
+    client.delete(lasting)  # ApiCallError unless the API answered 200
     phase, status = client.finish(lasting, timeout=60)
     assert phase.phase == "Failed" and terminated(status, "main")["reason"] == "Killed"
     [(_, state, user)] = jobs_named(slurm_cluster, lasting)

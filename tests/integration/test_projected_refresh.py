@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from slurmlink.api.projected import ROUTE, UNKNOWN_POD_HEADER
 from slurmlink.devcluster import DevCluster
+from slurmlink.wire.names import PROJECTED_ROUTE as ROUTE
+from slurmlink.wire.names import UNKNOWN_POD_HEADER
 from tests.integration.conftest import ApiProcess
 from tests.integration.pods import Client, make_pod
 from tests.integration.vk_harness import Chain, open_chain, pod_manifest

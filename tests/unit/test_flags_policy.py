@@ -7,9 +7,10 @@ import pytest
 
 from slurmlink.core.errors import PodRejected
 from slurmlink.slurm.commands.sbatch import argv
-from slurmlink.translate.flags import classify_flags, dropped_message, from_header, header_value
+from slurmlink.translate.flags import classify_flags, dropped_message, owned_only
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import FORBIDDEN_OPTIONS, OWNED_OPTIONS, SiteConfig
+from slurmlink.wire.names import dropped_flags, dropped_flags_value
 
 SITE = SiteConfig()
 
@@ -82,9 +83,9 @@ def test_the_job_keeps_slurmlinks_own_name_output_and_directory() -> None:
 
 def test_dropped_message_and_header_round_trip() -> None:
     dropped = ("--job-name", "--output")
-    assert from_header(header_value(dropped)) == list(dropped)
-    assert from_header("--job-name,--uid,bogus") == ["--job-name"]  # only names slurmlink owns
-    assert from_header(None) == []
+    assert owned_only(dropped_flags(dropped_flags_value(dropped))) == list(dropped)
+    assert owned_only(dropped_flags("--job-name,--uid,bogus")) == ["--job-name"]  # only names slurmlink owns
+    assert owned_only(dropped_flags(None)) == []
     message = dropped_message(dropped)
     assert "--job-name (slurmlink names the job slurmlink-<pod uid>" in message
     assert "--output (" in message and message.startswith("annotation slurm-job.vk.io/flags: dropped ")

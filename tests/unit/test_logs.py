@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from slurmlink.api.logs import Tail, stream
 from slurmlink.core.records import ContainerRecord
-from slurmlink.interlink.types import ContainerLogOpts
+from slurmlink.wire.interlink import ContainerLogOpts
 
 
 def collect(data: bytes, chunk: int = 3, **opts: object) -> bytes:

@@ -17,10 +17,10 @@ import asyncio
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import PodService
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo
-from slurmlink.interlink.types import parse_create
 from slurmlink.slurm.base import SchedulerBackend
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.status import pod_phase
+from slurmlink.wire.interlink import parse_create
 
 
 class OrderedSlurm(SchedulerBackend):

@@ -11,7 +11,6 @@ import pytest
 
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.records import ContainerRecord, JobInfo, LastTermination
-from slurmlink.interlink.types import PodStatus
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.logstream import parse_query
 from slurmlink.translate import layout
@@ -20,6 +19,7 @@ from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 from slurmlink.translate.status import NOTES_KEY, container_statuses, pod_phase
 from slurmlink.vk import podstatus
+from slurmlink.wire.interlink import PodStatus
 
 
 def run_as(cmd: list[str]) -> list[str]:

@@ -16,10 +16,9 @@ from fastapi.testclient import TestClient
 
 from slurmlink.api.app import create_app
 from slurmlink.api.config import ApiConfig
-from slurmlink.api.projected import ROUTE, UNKNOWN_POD_HEADER, allowed_files, parse_body, token_files
+from slurmlink.api.projected import allowed_files, token_files
 from slurmlink.api.registry import PodEntry
 from slurmlink.core.records import JobInfo, VolumeFile
-from slurmlink.interlink.types import PodStatus, WireError
 from slurmlink.slurm.base import SlurmError, Unsupported
 from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile
 from slurmlink.slurm.rest import RestBackend, RestConfig
@@ -27,6 +26,11 @@ from slurmlink.vk.config import VkConfig
 from slurmlink.vk.state import PodState
 from slurmlink.vk.tokenrefresh import TokenRefresher
 from slurmlink.vk.tokentiming import DAY, expires_at, refresh_due, retry_delay, token_sources
+from slurmlink.wire.gojson import WireError
+from slurmlink.wire.interlink import PodStatus
+from slurmlink.wire.names import PROJECTED_ROUTE as ROUTE
+from slurmlink.wire.names import UNKNOWN_POD_HEADER
+from slurmlink.wire.projected import parse_body
 
 NOBODY = 65534
 

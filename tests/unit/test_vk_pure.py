@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from slurmlink.config import ConfigError, load_config
-from slurmlink.interlink.types import PingResponse, PodStatus, parse_ping
 from slurmlink.vk import nodespec, podstatus
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.kubelet import BadQuery, log_options
 from slurmlink.vk.references import references
 from slurmlink.vk.times import micro_time
 from slurmlink.vk.workqueue import WorkQueue
+from slurmlink.wire.interlink import PingResponse, PodStatus, parse_ping
 
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:01:00Z"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.encoders import jsonable_encoder
 
-from slurmlink.interlink.types import (
-    GO_ZERO_TIME,
+from slurmlink.wire.gojson import GO_ZERO_TIME, WireError, dump_wire
+from slurmlink.wire.interlink import (
     ContainerLogOpts,
     CreateRequest,
     CreateStruct,
@@ -22,8 +22,6 @@ from slurmlink.interlink.types import (
     ResourcesResponse,
     RetrievedPodData,
     Taint,
-    WireError,
-    dump_wire,
     parse_create,
     parse_log_request,
     parse_ping,

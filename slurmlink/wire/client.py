@@ -1,9 +1,13 @@
-"""The vk's client of an interLink API (slurmlink's own, or upstream interLink): one method per route."""
+"""The one client of an interLink API (slurmlink's own, or upstream interLink): one method per route.
+
+Used by the vk, by the `slurmlink run/get/logs/delete` commands and by the tests. Every failure is an
+ApiCallError naming the route; status 0 means the API could not be reached.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,21 +15,22 @@ from typing import Any
 
 import httpx
 
-from slurmlink.api import projected
 from slurmlink.core.errors import SlurmlinkError
-from slurmlink.interlink.types import (
+from slurmlink.wire import names
+from slurmlink.wire.gojson import Obj, WireError
+from slurmlink.wire.interlink import (
+    ContainerLogOpts,
     CreateStruct,
     LogStruct,
     PingResponse,
+    PodCreateRequests,
     PodStatus,
-    WireError,
     parse_ping,
     parse_statuses,
 )
-from slurmlink.translate import flags
-from slurmlink.vk.config import InterlinkApiConfig
+from slurmlink.wire.projected import ProjectedWrite
 
-Obj = dict[str, Any]
+MAX_ERROR_TEXT = 2000
 
 
 class ApiCallError(SlurmlinkError):
@@ -43,47 +48,78 @@ class ApiCallError(SlurmlinkError):
         return f"{self.route}: {'unreachable' if self.status == 0 else f'HTTP {self.status}'}: {self.message}"
 
 
+class RouteUnsupported(ApiCallError):
+    """The API has no such route (upstream interLink) or cannot serve it (mode 1): do not ask it again."""
+
+
 @dataclass(frozen=True)
 class Created:
-    """`/create`'s answer: the job id, and the flags slurmlink's API dropped (its header; none upstream)."""
+    """`/create`'s answer: the job id, and the options slurmlink's API says it dropped (its header; none
+    upstream). The names are the API's word: the receiver keeps those it knows."""
 
     pod_jid: str
     dropped_flags: list[str] = field(default_factory=list)
 
 
-class RouteUnsupported(ApiCallError):
-    """The API has no such route (upstream interLink) or cannot serve it (mode 1): do not ask it again."""
+def create_body(pod: Obj, configmaps: list[Obj] | None = None, secrets: list[Obj] | None = None) -> Obj:
+    """A `/create` body as the Go virtual kubelet sends it."""
+    return PodCreateRequests(pod=pod, configmaps=configmaps or [], secrets=secrets or []).to_wire()
 
 
-class InterlinkApi:
-    def __init__(self, config: InterlinkApiConfig) -> None:
-        self.config = config
-        verify: Any = config.ca_file or True
-        self.http = httpx.AsyncClient(base_url=config.url, timeout=config.timeout_seconds, verify=verify,
-                                      limits=httpx.Limits(max_connections=32))
+def log_request(pod: Obj, container: str, *, follow: bool = False, tail: int = 0, limit_bytes: int = 0,
+                previous: bool = False) -> LogStruct:
+    meta = pod["metadata"]
+    return LogStruct(namespace=meta["namespace"], pod_uid=meta["uid"], pod_name=meta.get("name", ""),
+                     container_name=container,
+                     opts=ContainerLogOpts(tail=tail, limit_bytes=limit_bytes, follow=follow, previous=previous))
+
+
+def token_file_reader(path: str | None) -> Callable[[], str | None]:
+    """A bearer token read again for every request: a sidecar may rotate the file."""
+    return lambda: Path(path).read_text().strip() if path else None
+
+
+class InterlinkClient:
+    def __init__(self, url: str, *, token: str | Callable[[], str | None] | None = None, timeout: float = 30.0,
+                 verify: Any = True, max_connections: int = 32) -> None:
+        self.timeout = timeout
+        self._token = token if callable(token) else (lambda: token)
+        self.http = httpx.AsyncClient(base_url=url, timeout=timeout, verify=verify,
+                                      limits=httpx.Limits(max_connections=max_connections))
+
+    async def __aenter__(self) -> InterlinkClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        if self.config.token_file:  # re-read each time: a sidecar may rotate it
-            headers["Authorization"] = f"Bearer {Path(self.config.token_file).read_text().strip()}"
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    async def _call(self, method: str, route: str, body: Any) -> httpx.Response:
+    async def _send(self, method: str, route: str, body: Any) -> httpx.Response:
         try:
-            response = await self.http.request(method, route, content=json.dumps(body), headers=self._headers())
+            return await self.http.request(method, route, content=json.dumps(body), headers=self._headers())
         except httpx.HTTPError as exc:
             raise ApiCallError(route, 0, str(exc) or type(exc).__name__) from exc
+
+    async def _call(self, method: str, route: str, body: Any) -> httpx.Response:
+        response = await self._send(method, route, body)
         if response.status_code != 200:
-            raise ApiCallError(route, response.status_code, response.text.strip()[:2000])
+            raise ApiCallError(route, response.status_code, response.text.strip()[:MAX_ERROR_TEXT])
         return response
 
     async def create(self, body: Obj) -> Created:
+        """`body`: a PodCreateRequests as JSON (see create_body)."""
         response = await self._call("POST", "/create", body)
         try:
             answer = CreateStruct.from_wire(response.content)
         except WireError as exc:
             raise ApiCallError("/create", 502, f"unreadable answer: {exc}") from exc
-        return Created(answer.pod_jid, flags.from_header(response.headers.get(flags.DROPPED_HEADER)))
+        return Created(answer.pod_jid, names.dropped_flags(response.headers.get(names.DROPPED_FLAGS_HEADER)))
 
     async def delete(self, pod: Obj) -> str:
         return (await self._call("DELETE", "/delete", pod)).text
@@ -95,16 +131,13 @@ class InterlinkApi:
         except WireError as exc:
             raise ApiCallError("/status", 502, f"unreadable answer: {exc}") from exc
 
-    async def write_projected(self, body: Obj) -> None:
+    async def write_projected(self, request: ProjectedWrite) -> None:
         """slurmlink's own route: new content for token files of a running pod's projected volumes."""
-        route = projected.ROUTE
-        try:
-            response = await self.http.post(route, content=json.dumps(body), headers=self._headers())
-        except httpx.HTTPError as exc:
-            raise ApiCallError(route, 0, str(exc) or type(exc).__name__) from exc
-        text = response.text.strip()[:2000]
+        route = names.PROJECTED_ROUTE
+        response = await self._send("POST", route, request.to_wire())
+        text = response.text.strip()[:MAX_ERROR_TEXT]
         if response.status_code == 501 or (response.status_code in (404, 405)
-                                           and projected.UNKNOWN_POD_HEADER not in response.headers):
+                                           and names.UNKNOWN_POD_HEADER not in response.headers):
             raise RouteUnsupported(route, response.status_code, text)
         if response.status_code != 200:
             raise ApiCallError(route, response.status_code, text)
@@ -121,8 +154,7 @@ class InterlinkApi:
     @asynccontextmanager
     async def logs(self, query: LogStruct) -> AsyncIterator[AsyncIterator[bytes]]:
         """The log as a byte stream; a followed log may stay quiet for long, so no read timeout then."""
-        timeout = httpx.Timeout(self.config.timeout_seconds, read=None) if query.opts.follow else \
-            httpx.USE_CLIENT_DEFAULT
+        timeout = httpx.Timeout(self.timeout, read=None) if query.opts.follow else httpx.USE_CLIENT_DEFAULT
         request = self.http.build_request("GET", "/getLogs", content=json.dumps(query.to_wire()),
                                           headers=self._headers(), timeout=timeout)
         try:
@@ -132,7 +164,7 @@ class InterlinkApi:
         try:
             if response.status_code != 200:
                 text = (await response.aread()).decode(errors="replace").strip()
-                raise ApiCallError("/getLogs", response.status_code, text[:2000])
+                raise ApiCallError("/getLogs", response.status_code, text[:MAX_ERROR_TEXT])
             yield response.aiter_raw()
         finally:
             await response.aclose()

@@ -1,0 +1,42 @@
+"""slurmlink's own additions to the wire: its `/slurmlink/v1` routes, HTTP headers and pod annotations.
+
+Every process that speaks them imports them from here, so that no service imports another's module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# --- routes ---------------------------------------------------------------------------------------------
+
+EXTENSIONS = "/slurmlink/v1"  # the proxy's file and capacity extensions live below this prefix
+PROJECTED_ROUTE = f"{EXTENSIONS}/projected"  # the API: new token files of a running pod's projected volumes
+
+# --- headers --------------------------------------------------------------------------------------------
+
+# On the API's 404s (unknown pod), so that a caller tells them from a server without the route (upstream).
+UNKNOWN_POD_HEADER = "X-Slurmlink-Unknown-Pod"
+# The API names the sbatch options it dropped in this header of its `/create` answer (an addition the upstream
+# wire ignores); the vk turns it into the pod's Warning event.
+DROPPED_FLAGS_HEADER = "X-Slurmlink-Dropped-Flags"
+# The proxy's log extension: the size of the log file when the answer began.
+LOG_SIZE_HEADER = "X-Slurmlink-Log-Size"
+
+
+def dropped_flags_value(dropped: Iterable[str]) -> str:
+    return ",".join(dropped)
+
+
+def dropped_flags(value: str | None) -> list[str]:
+    """The option names in a DROPPED_FLAGS_HEADER (the receiver still checks them: another process's word)."""
+    return [name for name in (value or "").split(",") if name]
+
+
+# --- annotations and labels -----------------------------------------------------------------------------
+
+FLAGS_ANNOTATION = "slurm-job.vk.io/flags"  # interLink's SLURM plugin's: extra sbatch options
+PRE_EXEC_ANNOTATION = "slurm-job.vk.io/pre-exec"  # interLink's SLURM plugin's: a shell snippet (if the site allows)
+RUNTIME_ANNOTATION = "slurmlink.io/runtime"
+TOKEN_SECRET_ANNOTATION = "slurmlink.io/token-secret"  # noqa: S105 - a name, not a secret
+JOB_CONDITION = "slurmlink.io/SlurmJob"  # the pod condition carrying the job's id and state
+NODE_LABEL = "slurmlink.io/node"
