@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from slurmlink.api.config import ApiConfig
-from slurmlink.identity.tokens import TokenValidator
+from slurmlink.identity.oidc import TokenValidator
 from slurmlink.slurm.base import SchedulerBackend
 from slurmlink.slurm.cli import CliBackend, CliConfig
 from slurmlink.slurm.rest import RestBackend, RestConfig

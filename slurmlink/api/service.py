@@ -17,7 +17,7 @@ from slurmlink.api.registry import PodEntry, Registry
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
 from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, access_token, token_secret
 from slurmlink.identity.refresh import Credentials
-from slurmlink.identity.tokens import TokenValidator
+from slurmlink.identity.oidc import TokenValidator
 from slurmlink.interlink.types import (
     CreateRequest,
     LogStruct,

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slurmlink.identity import mapping as strategies
 from slurmlink.identity.entitlements import EntitlementPolicy
-from slurmlink.identity.tokens import IssuerConfig
+from slurmlink.identity.oidc import IssuerConfig
 
 
 class Strict(BaseModel):

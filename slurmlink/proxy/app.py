@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from slurmlink import JOB_NAME_PREFIX
 from slurmlink.identity import audit
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
-from slurmlink.identity.tokens import TokenValidator
+from slurmlink.identity.oidc import TokenValidator
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
 from slurmlink.proxy.callers import CallerIdentifier

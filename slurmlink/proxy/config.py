@@ -26,7 +26,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slurmlink.identity.config import IdentityConfig
-from slurmlink.identity.tokens import CHECKIN_PRESETS
+from slurmlink.identity.oidc import CHECKIN_PRESETS
 
 
 class Strict(BaseModel):
