@@ -107,32 +107,6 @@ class EntitlementPolicy:
         if not self.authority or not self.namespace.startswith("urn:"):
             raise ValueError("authority must be set and namespace must look like 'urn:mace:egi.eu'")
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EntitlementPolicy:
-        """Build from configuration: `vos` items are a VO name or `{name, roles?, settings?}`."""
-        raw_vos = data.get("vos")
-        if not isinstance(raw_vos, list):
-            raise ValueError("entitlement policy: 'vos' must be a list")
-        vos: list[VoRule] = []
-        for item in raw_vos:
-            if isinstance(item, str):
-                vos.append(VoRule(item))
-            elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                roles = item.get("roles")
-                vos.append(VoRule(item["name"], _str_tuple(roles, "roles") if roles is not None else None,
-                                  dict(item.get("settings") or {})))
-            else:
-                raise ValueError(f"entitlement policy: VO entry {item!r} needs a name")
-        kwargs: dict[str, Any] = {}
-        for key in ("match", "subgroups_count", "authority", "namespace", "assurance_match",
-                    "entitlement_claim", "assurance_claim"):
-            if key in data:
-                kwargs[key] = data[key]
-        for key in ("roles", "assurance"):
-            if key in data:
-                kwargs[key] = _str_tuple(data[key], key)
-        return cls(vos=tuple(vos), **kwargs)
-
     def decide(self, claims: Mapping[str, Any]) -> Decision:
         entitlements = _parse_entitlements(claim_values(claims, self.entitlement_claim))
         results = [(rule, self._check_vo(rule, entitlements)) for rule in self.vos]
@@ -224,10 +198,3 @@ def _parse_entitlements(values: Iterable[str]) -> list[_Entitlement]:
         log.debug("skipped %d entitlement value(s) that are not AARC-G002 group entitlements", skipped)
     return parsed
 
-
-def _str_tuple(value: Any, key: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise ValueError(f"entitlement policy: '{key}' must be a string or a list of strings")
