@@ -41,7 +41,7 @@ class TokenValidator:
 
     `clock` is wall-clock epoch seconds (token times are compared with it); `http` may be shared, it is then
     not closed here. Counters of HTTP calls made (`discovery_calls`, `jwks_calls`, `userinfo_calls`,
-    `introspection_calls`, sum `http_calls`) and `cache_hits` are plain attributes, for tests and metrics.
+    `introspection_calls`, sum `http_calls`) and `cache_hits` are there for tests and metrics.
     """
 
     def __init__(self, issuers: list[IssuerConfig], http: httpx.AsyncClient | None = None,
