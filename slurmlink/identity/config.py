@@ -20,17 +20,9 @@ read when the service starts (slurmlink.identity.build).
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slurmlink.identity.entitlements import (
-    DEFAULT_AUTHORITY,
-    DEFAULT_NAMESPACE,
-    IMPLICIT_ROLE,
-    EntitlementPolicy,
-    VoRule,
-)
+from slurmlink.identity.entitlements import PolicySection
 from slurmlink.identity.mapping import MappingStep
 from slurmlink.identity.oidc import CHECKIN_PRESETS, IssuerConfig
 
@@ -68,46 +60,6 @@ class IssuerSection(Strict):
         return IssuerConfig(issuer=self.url, audience=self.audience, leeway_seconds=self.leeway_seconds,
                             min_lifetime_seconds=self.min_lifetime_seconds, user_key_claim=self.user_key_claim,
                             client_id=self.client_id, client_secret=client_secret)
-
-
-class VoSection(Strict):
-    name: str
-    roles: str | list[str] | None = None  # None: the policy's roles
-    settings: dict[str, Any] = Field(default_factory=dict)  # for the mapper: `strategies`, `service_account`
-
-
-class PolicySection(Strict):
-    """See slurmlink.identity.entitlements.EntitlementPolicy for what each key means."""
-
-    vos: list[str | VoSection]
-    match: Literal["any", "all"] = "any"
-    roles: str | list[str] = Field(default_factory=lambda: [IMPLICIT_ROLE])
-    subgroups_count: bool = False
-    authority: str = DEFAULT_AUTHORITY
-    namespace: str = DEFAULT_NAMESPACE
-    assurance: str | list[str] = Field(default_factory=list)
-    assurance_match: Literal["any", "all"] = "any"
-    entitlement_claim: str = "eduperson_entitlement"
-    assurance_claim: str = "eduperson_assurance"
-
-    @model_validator(mode="after")
-    def _valid(self) -> PolicySection:
-        self.build()  # the policy's own checks (VO names, duplicates, roles, namespace)
-        return self
-
-    def build(self) -> EntitlementPolicy:
-        vos = tuple(VoRule(vo) if isinstance(vo, str) else
-                    VoRule(vo.name, _strings(vo.roles) if vo.roles is not None else None, vo.settings)
-                    for vo in self.vos)
-        return EntitlementPolicy(
-            vos=vos, match=self.match, roles=_strings(self.roles), subgroups_count=self.subgroups_count,
-            authority=self.authority, namespace=self.namespace, assurance=_strings(self.assurance),
-            assurance_match=self.assurance_match, entitlement_claim=self.entitlement_claim,
-            assurance_claim=self.assurance_claim)
-
-
-def _strings(value: str | list[str]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 class AccountsSection(Strict):

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import aarc_entitlement
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,11 @@ class EntitlementPolicy:
         if not self.authority or not self.namespace.startswith("urn:"):
             raise ValueError("authority must be set and namespace must look like 'urn:mace:egi.eu'")
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EntitlementPolicy:
+        """Build from configuration (ValueError if it is not a valid `policy:` section)."""
+        return PolicySection.model_validate(data).build()
+
     def decide(self, claims: Mapping[str, Any]) -> Decision:
         entitlements = _parse_entitlements(claim_values(claims, self.entitlement_claim))
         results = [(rule, self._check_vo(rule, entitlements)) for rule in self.vos]
@@ -163,6 +169,50 @@ class EntitlementPolicy:
             return None
         lacking = [a for a in self.assurance if a not in have]
         return f"assurance {' and '.join(lacking)} required" if lacking else None
+
+
+class VoSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    roles: str | list[str] | None = None  # None: the policy's roles
+    settings: dict[str, Any] = Field(default_factory=dict)  # for the mapper: `strategies`, `service_account`
+
+
+class PolicySection(BaseModel):
+    """The `policy:` section, checked when the file is loaded; see EntitlementPolicy for what each key means."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vos: list[str | VoSection]
+    match: Literal["any", "all"] = "any"
+    roles: str | list[str] = Field(default_factory=lambda: [IMPLICIT_ROLE])
+    subgroups_count: bool = False
+    authority: str = DEFAULT_AUTHORITY
+    namespace: str = DEFAULT_NAMESPACE
+    assurance: str | list[str] = Field(default_factory=list)
+    assurance_match: Literal["any", "all"] = "any"
+    entitlement_claim: str = "eduperson_entitlement"
+    assurance_claim: str = "eduperson_assurance"
+
+    @model_validator(mode="after")
+    def _valid(self) -> PolicySection:
+        self.build()  # the policy's own checks (VO names, duplicates, roles, namespace)
+        return self
+
+    def build(self) -> EntitlementPolicy:
+        vos = tuple(VoRule(vo) if isinstance(vo, str) else
+                    VoRule(vo.name, _strings(vo.roles) if vo.roles is not None else None, vo.settings)
+                    for vo in self.vos)
+        return EntitlementPolicy(
+            vos=vos, match=self.match, roles=_strings(self.roles), subgroups_count=self.subgroups_count,
+            authority=self.authority, namespace=self.namespace, assurance=_strings(self.assurance),
+            assurance_match=self.assurance_match, entitlement_claim=self.entitlement_claim,
+            assurance_claim=self.assurance_claim)
+
+
+def _strings(value: str | list[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def claim_values(claims: Mapping[str, Any], name: str) -> list[str]:
