@@ -97,3 +97,10 @@ def test_client_commands_name_an_unreadable_token_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.token"
     assert_one_line_error(slurmlink("get", "some-uid", "--token-file", str(missing)),
                           "--token-file (SLURMLINK_API_TOKEN_FILE)", str(missing))
+
+
+def test_vk_names_an_unusable_kubeconfig(tmp_path: Path) -> None:
+    missing = tmp_path / "missing-kubeconfig"
+    path = tmp_path / "vk.yaml"
+    path.write_text(yaml.safe_dump({"kube": {"kubeconfig": str(missing)}}))
+    assert_one_line_error(slurmlink("vk", "-c", str(path)), f"{path}: kube.kubeconfig", str(missing))
