@@ -109,7 +109,8 @@ def vk(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLU
 
 
 @app.command()
-def run(manifests: Annotated[list[Path], typer.Argument(help="Pod manifest, plus ConfigMap/Secret files.")],
+def run(manifests: Annotated[list[Path], typer.Argument(help="Pod manifest, plus ConfigMap/Secret files.",
+                                                        exists=True, dir_okay=False)],
         api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None,
         timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0) -> None:
     """Send a pod to the API, follow its state, then print its logs. Exit code 0 if it succeeded."""
@@ -156,7 +157,8 @@ def delete(uid: str, namespace: str = "default", api_url: ApiUrl = "http://127.0
 
 
 @app.command()
-def demo(pod: Annotated[Path | None, typer.Argument(help="Pod manifest (default: a hello-world pod).")] = None,
+def demo(pod: Annotated[Path | None, typer.Argument(help="Pod manifest (default: a hello-world pod).",
+                                                    exists=True, dir_okay=False)] = None,
          port: int = 3000) -> None:
     """Start a local SLURM and `slurmlink api`, run an example pod end to end, stop the API."""
     from slurmlink.demo import run_demo
