@@ -478,8 +478,10 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 return
             dead = [name for name in watch if self._alive_pid(name) is None]
             if dead:
-                raise DevClusterError(
-                    f"{', '.join(dead)} exited while waiting for {what}", {n: self.log_tail(n) for n in dead}
+                last = "; ".join(f"{n}: {self.log_tail(n, 1)}" for n in dead if self.log_tail(n, 1))
+                raise DevClusterError(  # the last log line in the message: test runs show no more
+                    f"{', '.join(dead)} exited while waiting for {what}" + (f" ({last})" if last else ""),
+                    {n: self.log_tail(n) for n in dead},
                 )
             if time.monotonic() > deadline:
                 raise DevClusterError(
