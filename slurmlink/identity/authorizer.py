@@ -8,7 +8,7 @@ from slurmlink.core.errors import SlurmlinkError
 from slurmlink.identity import audit
 from slurmlink.identity.entitlements import Decision, EntitlementPolicy
 from slurmlink.identity.mapping import Mapper, MappingError, MappingResult
-from slurmlink.identity.tokens import Identity, TokenRejected, TokenValidator
+from slurmlink.identity.oidc import Identity, TokenRejected, TokenValidator
 
 
 class AccessDenied(SlurmlinkError):

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from slurmlink.core.kube import object_data
-from slurmlink.identity.tokens import TokenRejected, TokenValidator
+from slurmlink.identity.oidc import TokenRejected, TokenValidator
 
 REFRESH_MARGIN_SECONDS = 300.0
 

@@ -26,8 +26,8 @@ import httpx
 
 from slurmlink.core.naming import JOB_NAME_PREFIX
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
+from slurmlink.identity.oidc import TokenValidator
 from slurmlink.identity.refresh import Credentials, TokenSource, token_expiry
-from slurmlink.identity.tokens import TokenValidator
 from slurmlink.slurm import rest_shapes
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
 from slurmlink.slurm.commands import sbatch

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, TOKEN_SECRET_ANNOTATION
+from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY
+from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
 from tests.integration.conftest import wait_until
 from tests.integration.mode1 import Mode1, mode1_fixture  # noqa: F401
 from tests.integration.vk_harness import (
