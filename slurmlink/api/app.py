@@ -21,7 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slurmlink.api import metrics
 from slurmlink.api.config import ApiConfig
-from slurmlink.api.service import BadRequest, Conflict, NotFound, NotReady, PodService
+from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
+from slurmlink.api.service import PodService
 from slurmlink.config import ConfigError
 from slurmlink.core.errors import PodRejected
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported

@@ -11,9 +11,10 @@ from typing import Any
 
 from slurmlink.api import logs, metrics, projected
 from slurmlink.api.config import ApiConfig
+from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.core.errors import PodRejected, SlurmlinkError
+from slurmlink.core.errors import PodRejected
 from slurmlink.core.naming import job_name, pod_workdir
 from slurmlink.core.records import JobInfo
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
@@ -35,28 +36,6 @@ log = logging.getLogger(__name__)
 RECOVERY_WAIT_SECONDS = 30.0
 KILL_MARGIN_SECONDS = 5.0  # after the grace period, before the job is killed outright
 CLOCK_SKEW_SECONDS = 60.0  # how far the apiserver's clock may be ahead of ours
-
-
-class NotReady(SlurmlinkError):
-    """The API cannot act yet (SLURM unreachable or state not recovered): the caller should retry."""
-
-    default_reason, default_transient = "NotReady", True
-
-
-class NotFound(SlurmlinkError):
-    default_reason = "NotFound"
-
-
-class BadRequest(SlurmlinkError):
-    """A request that cannot be answered as asked (e.g. the previous log of a container never restarted): 400."""
-
-    default_reason = "BadRequest"
-
-
-class Conflict(SlurmlinkError):
-    """The pod is known but not in a state for this request (e.g. its job does not run): 409."""
-
-    default_reason = "Conflict"
 
 
 class PodService:
