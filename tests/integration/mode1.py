@@ -99,7 +99,8 @@ def mode1_fixture(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFa
     service_token_file.write_text(checkin.mint(subjects["service"], lifetime=7200))
     service_token_file.chmod(0o600)
     config = api_config(slurm_cluster, free_port(), backend="rest", job_root=str(job_root),
-                        rest={"url": proxy.url, "api_version": "auto", "service_token_file": str(service_token_file),
+                        rest={"url": proxy.url, "api_version": os.environ.get("SLURMLINK_TEST_REST_VERSION") or "auto",
+                              "service_token_file": str(service_token_file),
                               "refresh_issuers": [{"issuer": checkin.issuer}]})
     api = ApiProcess(config, work)
     api.start()
@@ -114,7 +115,9 @@ def proxy_settings(cluster: DevCluster, checkin: CheckinStandin, users_file: Pat
     """A mode-1 proxy: Check-in stand-in, static map, files and signals extensions, one service identity."""
     config = proxy_config(
         cluster, checkin, users_file, rate_limit={"requests_per_second": 100000, "burst": 100000},
-        files={"job_root": str(job_root)}, signals={"slurm_conf": str(cluster.conf_path)},
+        files={"job_root": str(job_root)},
+        signals={"slurm_conf": str(cluster.conf_path),
+                 "scancel": str(cluster.bin_dir / "scancel") if cluster.bin_dir else "scancel"},
         service_identities=[{"issuer": checkin.issuer, "subject": service_subject, "account": cluster.users[2]}],
         state_dir=str(state_dir))
     return config.model_dump(mode="json", exclude_none=True)
