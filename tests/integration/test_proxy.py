@@ -469,7 +469,7 @@ def test_slurm_token_is_renewed_and_token_file_reread(tmp_path: Path) -> None:
 
 
 def test_rate_limiter_refills() -> None:
-    from slurmlink.proxy.app import RateLimiter
+    from slurmlink.proxy.ratelimit import RateLimiter
     limiter = RateLimiter(rate=2.0, burst=2)
     assert [limiter.take("a", now=0.0), limiter.take("a", now=0.0)] == [0.0, 0.0]
     assert limiter.take("a", now=0.0) == pytest.approx(0.5)
