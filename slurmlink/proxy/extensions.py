@@ -8,7 +8,9 @@
     POST /slurmlink/v1/jobs/{id}/signal?signal=TERM   signal the batch script of a running job (graceful stop)
 
 They are reached after the same allow-list, authentication, authorisation, mapping and rate limit as
-forwarded requests (slurmlink.proxy.app); who may read which directory is slurmlink.proxy.poddir's job.
+forwarded requests (slurmlink.proxy.gates); who may read which directory is slurmlink.proxy.poddir's job.
+A new route is a rule in policy.RULES (which also says what a service identity may do with it) and a
+handler here, named in `Extensions.routes`.
 """
 
 from __future__ import annotations
