@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from slurmlink.identity.authorizer import Authorizer
-from slurmlink.identity.tokens import TokenValidator
+from slurmlink.identity.build import build_authorizer
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.callers import CallerIdentifier
@@ -46,7 +46,7 @@ class Metrics:
 class ProxyService:
     def __init__(self, config: ProxyConfig, authorizer: Authorizer | None = None) -> None:
         self.config = config
-        self.authorizer = authorizer or _authorizer(config)
+        self.authorizer = authorizer or build_authorizer(config.identity)
         self.slurm_token = SlurmTokenSource(slurm_user=config.slurm_user, jwt_key_file=config.jwt_key_file,
                                             token_file=config.token_file, lifespan=config.token_lifespan_seconds)
         self.metrics = Metrics()
@@ -130,11 +130,6 @@ class ProxyService:
 
     def metrics_response(self) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _authorizer(config: ProxyConfig) -> Authorizer:
-    validator = TokenValidator([issuer.build() for issuer in config.identity.issuers])
-    return Authorizer(validator, config.identity.build_policy(), config.identity.build_mapper())
 
 
 def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> FastAPI:
