@@ -11,6 +11,7 @@ slurmrestd). Once every pod is known, the run waits `--intervals` poll intervals
 
     .venv/bin/python bench/status_rpcs.py            # as root; about 2 minutes
     .venv/bin/python bench/status_rpcs.py --pods 50 --intervals 5
+    .venv/bin/python bench/status_rpcs.py --slurm 24.11   # the 24.11 dev cluster (docs/dev-cluster.md)
 
 Results go to bench/results/status_rpcs.json (git-ignored). Check-in is the stand-in of the test tree.
 """
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO))  # the test helpers live in tests/, which is not i
 import httpx  # noqa: E402
 
 from slurmlink.devcluster import DevCluster  # noqa: E402
+from slurmlink.devcluster.cluster import REST_VERSIONS_OF, default_cluster  # noqa: E402
 from tests.checkin_standin import CheckinStandin  # noqa: E402
 from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until  # noqa: E402
 from tests.integration.mode1 import ProxyProcess, TokenClient, proxy_settings, sticky_job_root  # noqa: E402
@@ -125,12 +127,15 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=200)
     parser.add_argument("--intervals", type=int, default=10)
     parser.add_argument("--poll-interval", type=float, default=2.0)
+    parser.add_argument("--slurm", default="22.05", choices=sorted(REST_VERSIONS_OF),
+                        help="the release's default dev cluster (started if down)")
     args = parser.parse_args()
-    cluster = DevCluster()
+    cluster = default_cluster(args.slurm)
     cluster.up()
     user = cluster.users[0]
     work = Path(tempfile.mkdtemp(prefix="slurmlink-status-rpcs-"))
-    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "poll_interval": args.poll_interval}
+    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "poll_interval": args.poll_interval,
+                              "slurm": args.slurm}
     seconds = int(args.intervals * args.poll_interval * 3 + 120)
 
     config = api_config(cluster, free_port(), poll_interval=args.poll_interval, site={"runtime": "host"},
