@@ -56,7 +56,7 @@ def mariadbd_argv(datadir: Path, socket: Path, port: int, pid_file: Path) -> lis
     # A small buffer pool (the database holds a few hundred jobs); lock wait as SLURM's docs advise.
     return ["mariadbd", "--no-defaults", f"--datadir={datadir}", f"--socket={socket}", f"--port={port}",
             "--bind-address=127.0.0.1", "--skip-name-resolve", f"--pid-file={pid_file}",
-            "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=64M", "--innodb-lock-wait-timeout=900",
+            "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M", "--innodb-lock-wait-timeout=900",
             "--skip-log-bin"]
 
 
@@ -109,6 +109,8 @@ def slurm_conf_lines(*, dbd_port: int, munge_socket: Path) -> list[str]:
         f"AccountingStoragePass={munge_socket}",  # 22.05 finds munge's socket for slurmdbd only here
         # Jobs need an association (user, account, cluster), as on most sites.
         "AccountingStorageEnforce=associations",
+        # slurmlink's comment (namespace/name) kept in the database: what recovers a pod from accounting
+        "AccountingStoreFlags=job_comment",
     ]
 
 

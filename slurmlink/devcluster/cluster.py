@@ -723,16 +723,19 @@ def default_state_dir(slurm: str = HOST_RELEASE) -> Path:
 
 
 def default_ports(slurm: str = HOST_RELEASE) -> dict[str, int]:
-    """rest_port, ctld_port and slurmd_port of a release's default cluster (22.05: 6820, 6817, 6818)."""
+    """rest_port, ctld_port, slurmd_port, dbd_port and db_port of a release's default cluster
+    (22.05: 6820, 6817, 6818, 6819, 6816)."""
     offset = PORT_OFFSET[slurm]
-    return {"rest_port": 6820 + offset, "ctld_port": 6817 + offset, "slurmd_port": 6818 + offset}
+    return {"rest_port": 6820 + offset, "ctld_port": 6817 + offset, "slurmd_port": 6818 + offset,
+            "dbd_port": 6819 + offset, "db_port": 6816 + offset}
 
 
 def default_cluster(slurm: str = HOST_RELEASE) -> DevCluster:
     """The release's default dev cluster (what `slurmlink dev-cluster up --slurm RELEASE` starts)."""
     ports = default_ports(slurm)
     return DevCluster(default_state_dir(slurm), rest_port=ports["rest_port"], ctld_port=ports["ctld_port"],
-                      slurmd_port=ports["slurmd_port"], slurm=slurm)
+                      slurmd_port=ports["slurmd_port"], dbd_port=ports["dbd_port"], db_port=ports["db_port"],
+                      slurm=slurm)
 
 
 def _release_of(state_dir: Path) -> str:

@@ -24,6 +24,7 @@ from slurmlink.slurm.podfiles import PodFiles, check_container_name
 from slurmlink.slurm.runner import DEFAULT_PATH, Runner, error_from
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
+from slurmlink.translate.status import FINISHED_STATES
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "sinfo")
 SCRIPT_FILE = "job.sh"  # a copy of the submitted script, for people at the site
@@ -41,6 +42,9 @@ class CliConfig:
     partition: str | None = None  # count capacity in this partition only; None: all nodes
     max_log_chunk_bytes: int = 16 * 1024 * 1024  # read_log returns at most this much per call
     max_status_file_bytes: int = 4096
+    # At start, pods whose jobs ended over this many hours (and left squeue) are found in accounting, so a
+    # restarted service adopts them rather than running them again; 0: never (nothing without accounting).
+    accounting_lookback_hours: float = 24.0
 
 
 class CliBackend(SchedulerBackend):
@@ -54,6 +58,7 @@ class CliBackend(SchedulerBackend):
         self.root = self.files.root
         self.bin = {name: self._locate(name) for name in COMMANDS}
         self.accounting: bool | None = None  # None until sacct has told; False: never ask again
+        self._looked_back = False  # the first job list also holds what accounting has of the lookback
 
     def _locate(self, name: str) -> str:
         if self.config.bin_dir:
@@ -76,7 +81,27 @@ class CliBackend(SchedulerBackend):
         result = await self.runner.run(squeue.argv(self.bin["squeue"]), env=squeue.ENV)
         if not result.ok:
             raise error_from(result, "squeue")
-        return squeue.parse(result.out, JOB_NAME_PREFIX)
+        listed = squeue.parse(result.out, JOB_NAME_PREFIX)
+        if not self._looked_back:  # the service's first list, that it recovers its pods from
+            listed += await self._ended_while_away({job.job_id for job in listed})
+            self._looked_back = True
+        return listed
+
+    async def _ended_while_away(self, listed: set[str]) -> list[JobInfo]:
+        """Our pods' jobs that ended in the lookback window and that squeue no longer shows, from accounting
+        ([] without it): their pods were submitted before a restart, and must not run twice."""
+        seconds = int(self.config.accounting_lookback_hours * 3600)
+        if seconds <= 0 or self.accounting is False:
+            return []
+        result = await self.runner.run(sacct.recent_argv(seconds, self.bin["sacct"]), env=sacct.ENV)
+        try:
+            found = sacct.parse(result)
+        except sacct.AccountingDisabled:
+            self.accounting = False
+            return []
+        self.accounting = True
+        return [job for job in found.values() if job.job_id not in listed and job.state in FINISHED_STATES
+                and job.name.startswith(JOB_NAME_PREFIX)]
 
     async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
         """Owner of a pod directory slurmlink created under job_root, or None if there is none.

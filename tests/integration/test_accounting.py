@@ -106,3 +106,17 @@ def test_api_status_of_the_forgotten_job(old_job: OldJob) -> None:
     phase, status = client.finish(old_job.pod)
     assert (phase.phase, exit_codes(status)) == ("Failed", {"main": 3})
     assert status.jid == old_job.job_id
+
+
+def test_restarted_api_adopts_the_forgotten_job(old_job: OldJob) -> None:
+    """An API restarted after the job left squeue finds it in accounting (cli.accounting_lookback_hours):
+    it knows the pod before the virtual kubelet sends it again, and sending it again makes no second job."""
+    old_job.api.kill()
+    old_job.api.start()
+    client = Client(old_job.api.url)
+    status = client.status(old_job.pod)  # served only once the API recovered its pods from SLURM
+    assert status.jid == old_job.job_id
+    phase, status = client.finish(old_job.pod)
+    assert (phase.phase, exit_codes(status)) == ("Failed", {"main": 3})
+    assert client.submit(old_job.pod) == old_job.job_id
+    assert "adopted pod" in old_job.api.log_text()

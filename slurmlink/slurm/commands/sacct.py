@@ -49,6 +49,14 @@ def argv(job_ids: list[str], sacct: str = "sacct") -> list[str]:
     ]  # fmt: skip
 
 
+def recent_argv(seconds: int, sacct: str = "sacct") -> list[str]:
+    """Every user's jobs of the last `seconds` (the ones that started, ended or were queued in that time)."""
+    return [
+        sacct, "-X", "-a", "-n", "-P", f"--delimiter={SEP}", f"--format={','.join(FIELDS)}",
+        f"--starttime=now-{int(seconds)}", "--endtime=now",
+    ]  # fmt: skip
+
+
 def exit_code(text: str) -> tuple[int | None, int | None]:
     """sacct's "3:0" is exit code 3, "0:15" is signal 15."""
     code, _, sig = text.strip().partition(":")
