@@ -79,6 +79,7 @@ class DevCluster:
     rest_user = "slurmrest"  # slurmrestd refuses root and the SlurmUser
     users: tuple[str, ...] = ("sltest1", "sltest2", "sltest3")
     partition = "debug"
+    cluster_name = "slurmlink"  # ClusterName, and the cluster's name in accounting
 
     def __init__(
         self,
@@ -288,7 +289,7 @@ class DevCluster:
         if self._alive_pid("slurmdbd") is None:
             self._spawn("slurmdbd", ["slurmdbd", "-D"], self.slurm_user)
         self._wait_until("slurmdbd to answer", self._dbd_up, ["mariadbd", "slurmdbd"])
-        for args in acct.association_commands("slurmlink", self.accounts):
+        for args in acct.association_commands(self.cluster_name, self.accounts):
             # -i: what exists is left alone (sacctmgr then says "Nothing new added" and may exit 1)
             _run(self._sacctmgr(*args), env=self.env, check=False)
         missing = {(u, a) for a, users in self.accounts.items() for u in users} - set(self.associations())
@@ -298,8 +299,8 @@ class DevCluster:
 
     def associations(self) -> list[tuple[str, str]]:
         """(user, account) of every user association on this cluster (with accounting)."""
-        out = _run(self._sacctmgr("-n", "-P", "show", "associations", "cluster=slurmlink", "format=user,account"),
-                   env=self.env) or ""
+        argv = self._sacctmgr("-n", "-P", "show", "associations", f"cluster={self.cluster_name}", "format=user,account")
+        out = _run(argv, env=self.env) or ""
         return [(u, a) for u, _, a in (line.partition("|") for line in out.splitlines()) if u]
 
     def _sacctmgr(self, *args: str) -> list[str]:
@@ -421,7 +422,7 @@ class DevCluster:
         storage_text = "\n".join(storage)
         return f"""\
 # Written by `slurmlink dev-cluster up`; rewritten (and the daemons restarted) when it changes.
-ClusterName=slurmlink
+ClusterName={self.cluster_name}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={self.ctld_port}
 SlurmdPort={self.slurmd_port}
