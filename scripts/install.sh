@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what slurmlink and its tests need on a fresh Debian 12 machine, as root: SLURM, munge and
 # bubblewrap from Debian, then a virtualenv in .venv with slurmlink (editable) and its test/dev tools.
-# Safe to run again: it skips what is already there.
+# SLURMLINK_SLURM_VERSIONS=22.05,24.11 also builds a root filesystem with SLURM 24.11 (for
+# `slurmlink dev-cluster up --slurm 24.11` and the tests against it). Safe to run again: it skips what
+# is already there.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -64,4 +66,15 @@ else
   "${pip[@]}" install -qq -e '.[test,dev]' || die "pip install -e '.[test,dev]' failed"
   echo "$want" >"$stamp"
 fi
+# Other SLURM releases than the machine's own, only when asked (SLURMLINK_SLURM_VERSIONS=22.05,24.11):
+# each is a Debian root filesystem built once and cached (scripts/build-slurm-root.sh).
+IFS=, read -r -a releases <<<"${SLURMLINK_SLURM_VERSIONS:-22.05}"
+for release in "${releases[@]}"; do
+  case "$release" in
+    22.05|"") ;;
+    *) step "building (or reusing) the SLURM $release root"
+       root=$(bash scripts/build-slurm-root.sh "$release") || die "building the SLURM $release root failed"
+       step "SLURM $release root: $root" ;;
+  esac
+done
 step "done: run the tests with .venv/bin/python -m pytest -q"

@@ -1,4 +1,11 @@
-"""Shared fixtures. `slurm_cluster` is a real single-node SLURM, started once per test session."""
+"""Shared fixtures. `slurm_cluster` is a real single-node SLURM, started once per test session.
+
+It runs the machine's own SLURM (22.05), or with SLURMLINK_TEST_SLURM=24.11 that release from its Debian root
+(built by `SLURMLINK_SLURM_VERSIONS=22.05,24.11 bash scripts/install.sh`), so that a whole suite runs against
+either: give such a session its own SLURMLINK_TEST_STATE_DIR and SLURMLINK_TEST_PORTS. SLURMLINK_TEST_REST_VERSION
+picks the REST API version the tests speak (default: the release's newest). `slurm_cluster_2411` is a 24.11
+cluster beside it in the same session, for tests that need both (skipped when no 24.11 root was built).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +16,21 @@ from pathlib import Path
 import pytest
 
 from slurmlink.devcluster import DevCluster, DevClusterError
+from slurmlink.devcluster.cluster import HOST_RELEASE, REST_VERSIONS_OF
+from slurmlink.devcluster.rootfs import RootMissing, find_root
 
 # Ports apart from the default dev cluster (6817/6818/6820), so both can run at once.
 TEST_STATE_DIR = Path(os.environ.get("SLURMLINK_TEST_STATE_DIR", "/var/lib/slurmlink/test-cluster"))
 # "rest,ctld,slurmd": lets two test sessions (say, two developers on one machine) each have their own SLURM.
 _PORTS = os.environ.get("SLURMLINK_TEST_PORTS", "6821,6917,6918")
 REST_PORT, CTLD_PORT, SLURMD_PORT = (int(port) for port in _PORTS.split(","))
+TEST_SLURM = os.environ.get("SLURMLINK_TEST_SLURM", HOST_RELEASE)
+TEST_REST_VERSION = os.environ.get("SLURMLINK_TEST_REST_VERSION") or REST_VERSIONS_OF[TEST_SLURM][0]
+STATE_DIR_2411 = Path(os.environ.get("SLURMLINK_TEST_2411_STATE_DIR", "/var/lib/slurmlink/test-cluster-24.11"))
+PORTS_2411 = tuple(int(p) for p in os.environ.get("SLURMLINK_TEST_2411_PORTS", "6831,6927,6928").split(","))
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[DevCluster]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the SLURM tests start a real SLURM")
-    cluster = DevCluster(TEST_STATE_DIR, rest_port=REST_PORT, ctld_port=CTLD_PORT, slurmd_port=SLURMD_PORT)
+def _session_cluster(cluster: DevCluster) -> Iterator[DevCluster]:
     was_up = all(cluster.status().values())
     try:
         cluster.up()
@@ -29,10 +38,36 @@ def slurm_cluster() -> Iterator[DevCluster]:
         if not was_up:
             cluster.down()  # what did start would otherwise outlive the session
         tails = "\n".join(f"--- {name} log ---\n{tail}" for name, tail in exc.logs.items())
-        pytest.fail(f"the test SLURM did not come up: {exc}\n{tails}", pytrace=False)
+        pytest.fail(f"the test SLURM {cluster.slurm} did not come up: {exc}\n{tails}", pytrace=False)
     yield cluster
     if not was_up:  # leave a cluster someone else started running
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[DevCluster]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the SLURM tests start a real SLURM")
+    try:
+        cluster = DevCluster(TEST_STATE_DIR, rest_port=REST_PORT, ctld_port=CTLD_PORT, slurmd_port=SLURMD_PORT,
+                             slurm=TEST_SLURM)
+    except DevClusterError as exc:
+        pytest.fail(f"SLURMLINK_TEST_SLURM={TEST_SLURM}: {exc}", pytrace=False)
+    yield from _session_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_2411() -> Iterator[DevCluster]:
+    """SLURM 24.11 from its Debian root, beside `slurm_cluster` (its own state dir and ports)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the SLURM tests start a real SLURM")
+    try:
+        find_root("24.11")
+    except RootMissing as exc:
+        pytest.skip(str(exc))
+    rest, ctld, slurmd = PORTS_2411
+    yield from _session_cluster(DevCluster(STATE_DIR_2411, rest_port=rest, ctld_port=ctld, slurmd_port=slurmd,
+                                           slurm="24.11"))
 
 
 @pytest.fixture(scope="session")
@@ -51,5 +86,5 @@ def test_users() -> tuple[str, ...]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+        if {"slurm_cluster", "slurm_cluster_2411"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slurm)

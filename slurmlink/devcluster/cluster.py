@@ -1,6 +1,10 @@
 """A real single-node SLURM on this machine: munged, slurmctld, slurmd and slurmrestd run as background
 daemons under one state directory (config, keys, logs, pid records, spool), without systemd.
 
+The machine's own SLURM (22.05 on Debian 12) by default; another release (24.11) from a Debian root
+filesystem built once by scripts/build-slurm-root.sh (see rootfs.py). Both can run side by side on
+different ports and state directories.
+
 Needs root: it creates users, chowns files and starts slurmd as root.
 """
 
@@ -26,9 +30,14 @@ from pathlib import Path
 
 import httpx
 
+from slurmlink.devcluster import rootfs
+
 DAEMONS = ("munged", "slurmctld", "slurmd", "slurmrestd")  # start order; stopped in reverse
 SLURM_DAEMONS = DAEMONS[1:]
-REST_VERSIONS = ("v0.0.38", "v0.0.37", "v0.0.36")
+HOST_RELEASE = "22.05"  # the machine's own SLURM (Debian 12)
+# The REST API versions each release's slurmrestd serves here, newest first.
+REST_VERSIONS_OF = {HOST_RELEASE: ("v0.0.38", "v0.0.37", "v0.0.36"), "24.11": ("v0.0.42", "v0.0.41", "v0.0.40")}
+REST_VERSIONS = REST_VERSIONS_OF[HOST_RELEASE]
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLL = 0.05  # seconds between checks while waiting on a condition
 
@@ -76,7 +85,20 @@ class DevCluster:
         slurmd_port: int = 6818,
         node_name: str = "node1",
         timeout: float = 60.0,
+        slurm: str | None = None,
+        rest_versions: Sequence[str] | None = None,
     ) -> None:
+        state_dir = Path(state_dir).absolute()
+        slurm = slurm or _release_of(state_dir)  # a cluster that ran keeps its release (down, status)
+        if slurm not in REST_VERSIONS_OF:
+            raise DevClusterError(f"SLURM {slurm} is not one the dev cluster runs ({', '.join(REST_VERSIONS_OF)})")
+        self.slurm = slurm
+        try:
+            self.root = None if slurm == HOST_RELEASE else rootfs.find_root(slurm)
+        except rootfs.RootMissing as exc:
+            raise DevClusterError(str(exc)) from None
+        # slurmrestd serves these (a subset of the release's, e.g. to play a site that offers fewer)
+        self.rest_versions = tuple(rest_versions or REST_VERSIONS_OF[slurm])
         self.state_dir = Path(state_dir).absolute()
         self.cpus = cpus
         self.rest_port = rest_port
@@ -120,9 +142,17 @@ class DevCluster:
         return f"http://127.0.0.1:{self.rest_port}"
 
     @property
+    def bin_dir(self) -> Path | None:
+        """Where this cluster's client commands are when they are not the machine's own (else None)."""
+        return self.state_dir / "bin" if self.root is not None else None
+
+    @property
     def env(self) -> dict[str, str]:
         """Environment to add for SLURM commands (sbatch, squeue, ...) aimed at this cluster."""
-        return {"SLURM_CONF": str(self.conf_path)}
+        env = {"SLURM_CONF": str(self.conf_path)}
+        if self.bin_dir is not None:
+            env["PATH"] = f"{self.bin_dir}:{os.environ.get('PATH') or SYSTEM_PATH}"
+        return env
 
     def log_path(self, daemon: str) -> Path:
         return self.log_dir / f"{daemon}.log"
@@ -171,6 +201,18 @@ class DevCluster:
                 self._stop(SLURM_DAEMONS, running)
             self._start_missing()
 
+    def restart_rest(self, versions: Sequence[str] | None = None) -> None:
+        """Restart slurmrestd serving `versions` (some of the release's; default all), as a site's SLURM
+        upgrade or downgrade would change what it offers under running clients."""
+        _require_root()
+        with self._lock():
+            pid = self._alive_pid("slurmrestd")
+            if pid is not None:
+                self._terminate("slurmrestd", pid)
+                self._pid_file("slurmrestd").unlink(missing_ok=True)
+            self.rest_versions = tuple(versions or REST_VERSIONS_OF[self.slurm])
+            self._start_missing()
+
     def _start_missing(self) -> None:
         if self._alive_pid("munged") is None:
             self._spawn("munged", self._munged_argv(), self.munge_user)
@@ -186,10 +228,16 @@ class DevCluster:
         self._wait_until(f"node {self.node_name} to be idle", self._node_ready, SLURM_DAEMONS[:2])
 
         if self._alive_pid("slurmrestd") is None:
-            argv = ["slurmrestd", "-f", str(self.conf_path), "-a", "rest_auth/jwt"]
-            argv += ["-s", ",".join(f"openapi/{v}" for v in REST_VERSIONS), f"127.0.0.1:{self.rest_port}"]
-            self._spawn("slurmrestd", argv, self.rest_user, {"SLURM_JWT": "daemon"})
+            argv = ["slurmrestd", "-f", str(self.conf_path), "-a", "rest_auth/jwt", *self._rest_plugins()]
+            self._spawn("slurmrestd", [*argv, f"127.0.0.1:{self.rest_port}"], self.rest_user, {"SLURM_JWT": "daemon"})
         self._wait_until("slurmrestd to answer a ping", self._rest_up, DAEMONS)
+
+    def _rest_plugins(self) -> list[str]:
+        """An explicit plugin list: the default set holds the slurmdbd plugins, fatal without slurmdbd."""
+        if self.slurm == HOST_RELEASE:
+            return ["-s", ",".join(f"openapi/{v}" for v in self.rest_versions)]
+        # From 23.11 one openapi plugin serves every version its data parsers offer.
+        return ["-s", "openapi/slurmctld", "-d", ",".join(f"data_parser/{v}" for v in self.rest_versions)]
 
     def _munged_argv(self) -> list[str]:
         d = self.munge_dir
@@ -245,6 +293,12 @@ class DevCluster:
             _chown(path, owner)
             path.chmod(mode)
         made = _ensure_key(self.munge_dir / "munge.key", 1024, self.munge_user, 0o400)
+        (self.state_dir / "etc" / "release").write_text(f"{self.slurm}\n")
+        if self.root is not None and self.bin_dir is not None:
+            rootfs.link_back(self.root)
+            rootfs.write_client_wrappers(self.root, self.bin_dir)
+            # No cgroup filesystem to delegate here: 24.11's slurmd dies without this, whatever TaskPlugin says.
+            (self.state_dir / "etc" / "cgroup.conf").write_text("CgroupPlugin=disabled\n")
         return _ensure_key(self.jwt_key_path, 32, self.slurm_user, 0o600) or made
 
     def _write_conf(self) -> bool:
@@ -262,6 +316,16 @@ class DevCluster:
         return True
 
     def _render_conf(self) -> str:
+        text = self._render_host_conf()
+        if self.root is None:
+            return text
+        # 24.11 refuses these "none" plugins (unset means none) and loads plugins from the root.
+        refused = ("JobAcctGatherType=", "SwitchType=", "AccountingStorageType=")
+        lines = [line for line in text.splitlines() if not line.startswith(refused)]
+        lines.insert(2, f"PluginDir={self.root}/usr/lib/x86_64-linux-gnu/slurm-wlm")
+        return "\n".join(lines) + "\n"
+
+    def _render_host_conf(self) -> str:
         s = self.state_dir
         host = socket.gethostname().split(".")[0]  # slurmctld only runs where its host name matches
         return f"""\
@@ -384,6 +448,10 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             pw = pwd.getpwnam(user)
             uid, gid, groups = pw.pw_uid, pw.pw_gid, os.getgrouplist(user, pw.pw_gid)
             full_env["HOME"] = pw.pw_dir
+        if self.root is not None:  # from the root, as root until chroot takes the user on
+            binds = [self.state_dir, Path("/home"), Path("/tmp")]
+            argv = rootfs.daemon_argv(self.root, argv, binds, uid or 0, gid or 0, groups or [])
+            uid = gid = groups = None
         with open(self.log_path(name), "wb") as log:
             proc = subprocess.Popen(
                 argv,
@@ -399,6 +467,8 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             )
         _children[proc.pid] = proc
         self._pid_file(name).write_text(f"{proc.pid}\n")
+        if self.root is not None:  # until unshare, sh and chroot have exec'd, the PID does not look like `name`
+            _wait_for(lambda: proc.poll() is not None or _is_alive(proc.pid, name, self._identity_arg(name)), 10.0)
 
     def _wait_until(self, what: str, check: Callable[[], bool], watch: Sequence[str]) -> None:
         """Poll `check` until true; fail early with its log if a daemon in `watch` dies meanwhile."""
@@ -434,13 +504,14 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     def _rest_up(self) -> bool:
         headers = {"X-SLURM-USER-NAME": self.slurm_user, "X-SLURM-USER-TOKEN": self.token(self.slurm_user)}
         try:
-            resp = httpx.get(f"{self.rest_url}/slurm/{REST_VERSIONS[0]}/ping/", headers=headers, timeout=5)
+            resp = httpx.get(f"{self.rest_url}/slurm/{self.rest_versions[0]}/ping/", headers=headers, timeout=5)
             body = resp.json()
         except (httpx.HTTPError, ValueError):
             return False
         if resp.status_code != 200 or body.get("errors"):
             return False
-        return any(p.get("ping") == "UP" for p in body.get("pings") or [])
+        # v0.0.38 says "ping": "UP"; v0.0.40 and later "pinged": "UP"
+        return any("UP" in (p.get("ping"), p.get("pinged")) for p in body.get("pings") or [])
 
 
 # ---- module helpers ---------------------------------------------------------------------------------
@@ -513,6 +584,14 @@ def _ensure_key(path: Path, size: int, owner: str, mode: int) -> bool:
     _chown(path, owner)
     path.chmod(mode)
     return made
+
+
+def _release_of(state_dir: Path) -> str:
+    """The SLURM release a cluster in `state_dir` was brought up with (the machine's own if none yet)."""
+    try:
+        return (state_dir / "etc" / "release").read_text().strip() or HOST_RELEASE
+    except FileNotFoundError:
+        return HOST_RELEASE
 
 
 def _real_memory_mb() -> int:

@@ -13,59 +13,81 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from slurmlink.devcluster.cluster import DevCluster, DevClusterError
+from slurmlink.devcluster.cluster import HOST_RELEASE, REST_VERSIONS_OF, DevCluster, DevClusterError
 
 app = typer.Typer(help="A real single-node SLURM on this machine, for trials and tests.")
 console = Console()
 err_console = Console(stderr=True)
 
-StateDir = Annotated[Path, typer.Option("--state-dir", help="Where config, keys, logs and pid files live.")]
+UpStateDir = Annotated[Path | None, typer.Option(
+    "--state-dir", help="Where config, keys, logs and pid files live (default /var/lib/slurmlink/dev-cluster, "
+    "or dev-cluster-RELEASE for another release than 22.05)")]
 Cpus = Annotated[int, typer.Option("--cpus", help="CPUs the node advertises (more than the machine has).")]
-RestPort = Annotated[int, typer.Option("--rest-port", help="slurmrestd port on 127.0.0.1.")]
-CtldPort = Annotated[int, typer.Option("--ctld-port", help="slurmctld port on 127.0.0.1.")]
-SlurmdPort = Annotated[int, typer.Option("--slurmd-port", help="slurmd port on 127.0.0.1.")]
+RestPort = Annotated[int | None, typer.Option(
+    "--rest-port", help="slurmrestd port on 127.0.0.1 (default 6820; 6830 for 24.11)")]
+CtldPort = Annotated[int | None, typer.Option(
+    "--ctld-port", help="slurmctld port on 127.0.0.1 (default 6817; 6827 for 24.11)")]
+SlurmdPort = Annotated[int | None, typer.Option(
+    "--slurmd-port", help="slurmd port on 127.0.0.1 (default 6818; 6828 for 24.11)")]
+Release = Annotated[str, typer.Option(
+    "--slurm", help=f"SLURM release: {HOST_RELEASE} (the machine's own) or 24.11 (from a Debian 13 root that "
+    "scripts/build-slurm-root.sh builds once)")]
 DEFAULT_STATE_DIR = Path("/var/lib/slurmlink/dev-cluster")
+# Ports and state directories of each release's default cluster, so that both can run side by side.
+PORT_OFFSET = {HOST_RELEASE: 0, "24.11": 10}
 
 
 @app.command()
 def up(
-    state_dir: StateDir = DEFAULT_STATE_DIR,
+    state_dir: UpStateDir = None,
     cpus: Cpus = 16,
-    rest_port: RestPort = 6820,
-    ctld_port: CtldPort = 6817,
-    slurmd_port: SlurmdPort = 6818,
+    rest_port: RestPort = None,
+    ctld_port: CtldPort = None,
+    slurmd_port: SlurmdPort = None,
+    slurm: Release = HOST_RELEASE,
 ) -> None:
     """Start the cluster (keeps daemons that already run) and wait until it takes jobs."""
-    cluster = DevCluster(
-        state_dir, cpus=cpus, rest_port=rest_port, ctld_port=ctld_port, slurmd_port=slurmd_port
-    )
-    started = time.monotonic()
+    if slurm not in REST_VERSIONS_OF:
+        err_console.print(f"[red]error:[/red] --slurm {slurm}: the dev cluster runs {', '.join(REST_VERSIONS_OF)}")
+        raise typer.Exit(2)
+    offset = PORT_OFFSET[slurm]
     with _failures_shown():
+        cluster = DevCluster(state_dir or _default_state_dir(slurm), cpus=cpus, rest_port=rest_port or 6820 + offset,
+                             ctld_port=ctld_port or 6817 + offset, slurmd_port=slurmd_port or 6818 + offset,
+                             slurm=slurm)
+        started = time.monotonic()
         cluster.up()
-    console.print(f"[green]SLURM is up[/green] in {time.monotonic() - started:.1f}s")
+    console.print(f"[green]SLURM {slurm} is up[/green] in {time.monotonic() - started:.1f}s")
     _print_status(cluster)
     console.print(f"\nUse it:  [bold]export SLURM_CONF={cluster.conf_path}[/bold]")
-    console.print(f"REST:    {cluster.rest_url}/slurm/v0.0.38/  (JWT key {cluster.jwt_key_path})")
+    if cluster.bin_dir is not None:
+        console.print(f"         [bold]export PATH={cluster.bin_dir}:$PATH[/bold]  (its client commands; "
+                      f"`cli.bin_dir: {cluster.bin_dir}` for slurmlink api)")
+    console.print(f"REST:    {cluster.rest_url}/slurm/{cluster.rest_versions[0]}/  (JWT key {cluster.jwt_key_path})")
     console.print(f"Jobs:    {cluster.job_root}   test users: {', '.join(cluster.users)}")
 
 
 @app.command()
-def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+def down(state_dir: UpStateDir = None, slurm: Release = HOST_RELEASE) -> None:
     """Cancel active jobs and stop the daemons."""
-    cluster = DevCluster(state_dir)
     started = time.monotonic()
     with _failures_shown():
-        cluster.down()
+        DevCluster(state_dir or _default_state_dir(slurm)).down()
     console.print(f"[green]SLURM is down[/green] ({time.monotonic() - started:.1f}s)")
 
 
 @app.command()
-def status(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+def status(state_dir: UpStateDir = None, slurm: Release = HOST_RELEASE) -> None:
     """Show which daemons run; exit 1 unless all of them do."""
-    cluster = DevCluster(state_dir)
+    with _failures_shown():
+        cluster = DevCluster(state_dir or _default_state_dir(slurm))
     pids = _print_status(cluster)
     if not all(pids.values()):
         raise typer.Exit(1)
+
+
+def _default_state_dir(slurm: str) -> Path:
+    return DEFAULT_STATE_DIR if slurm == HOST_RELEASE else DEFAULT_STATE_DIR.with_name(f"dev-cluster-{slurm}")
 
 
 def _print_status(cluster: DevCluster) -> dict[str, int | None]:

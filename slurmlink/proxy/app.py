@@ -28,12 +28,14 @@ from slurmlink.identity.authorizer import AccessDenied, Authorizer
 from slurmlink.identity.tokens import TokenValidator
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
+from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
-from slurmlink.proxy.errors import error_response
+from slurmlink.proxy.errors import Refusal, error_response
 from slurmlink.proxy.extensions import Extensions
 from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
+from slurmlink.proxy.ownership import job_to_change, require_owner
 from slurmlink.proxy.roles import SERVICE, SERVICE_SCOPE, Caller, ServiceAccess, ServiceIdentity, service_access
 from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
@@ -105,8 +107,13 @@ class ProxyService:
         self.callers = CallerIdentifier(self.authorizer, services)
         self.ledger = Ledger(config.state_dir) if config.state_dir is not None else None
         signaller = BatchSignaller(config.signals, self.slurm_token.token_as) if config.signals else None
-        self.extensions = Extensions(config.files, JobLookup(self.http, self.upstream, config.api_version),
+        self.api_version = ApiVersion(config.api_version, self.http, self.upstream, self._slurm_user_headers,
+                                      config.api_version_recheck_seconds)
+        self.extensions = Extensions(config.files, JobLookup(self.http, self.upstream, self.api_version),
                                      self.ledger, self.slurm_token.token, signaller)
+
+    def _slurm_user_headers(self) -> dict[str, str]:
+        return {header_rules.USER_NAME: self.config.slurm_user, header_rules.USER_TOKEN: self.slurm_token.token()}
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -171,6 +178,10 @@ class ProxyService:
             if isinstance(account, Response):
                 return route, "service-scope", account
             user = account  # the job's owner for a ledger job, else the service identity's own account
+        if (change := job_to_change(method, route, path)) is not None:
+            refusal = await self._unless_owner(caller, user, method, path, *change)
+            if refusal is not None:
+                return route, "not-owner", refusal
         if verdict.extension:
             answer = await self.extensions.handle(route, caller, path, query)
             return route, "allowed" if answer.status_code < 400 else "refused", answer
@@ -239,6 +250,24 @@ class ProxyService:
                      subject=caller.subject, mapped_user=caller.user, role=SERVICE)
         return _error(403, "Forbidden", why, rule="service-scope")
 
+    async def _unless_owner(self, caller: Caller, user: str, method: str, path: str, version: str,
+                            job_id: str) -> Response | None:
+        """The refusal of a cancel or signal of a job `user` does not own (None: forward it)."""
+        try:
+            token = self.slurm_token.token()
+            await require_owner(job_id, version, user, lookup=self.extensions.lookup,
+                                slurm_user=self.config.slurm_user, token=token)
+        except SlurmTokenError as exc:
+            log.error("no SlurmUser token: %s", exc)
+            return _error(503, "ProxyMisconfigured", "the proxy has no SlurmUser token", retry_after=30)
+        except Refusal as refusal:
+            if refusal.status != 403:
+                return refusal.response()
+            audit.record(action=f"{method} {path}", allowed=False, reason=refusal.reason, issuer=caller.issuer,
+                         subject=caller.subject, mapped_user=user, role=caller.role, job_id=job_id)
+            return _error(403, refusal.error, refusal.reason, rule="job-owner")
+        return None
+
     async def _record_submission(self, user: str, request_body: bytes, status: int, answer: bytes) -> None:
         """Put a slurmlink job submitted through the proxy in the ledger (what a service identity may touch)."""
         assert self.ledger is not None
@@ -272,22 +301,29 @@ class ProxyService:
     # --- own endpoints --------------------------------------------------------------------------------------
     async def healthz(self) -> Response:
         try:
-            token = self.slurm_token.token()
+            headers = self._slurm_user_headers()
         except SlurmTokenError as exc:
             return JSONResponse({"status": "unhealthy", "reason": str(exc)}, status_code=503)
-        url = f"{self.upstream}/slurm/{self.config.api_version}/ping/"
         try:
-            answer = await self.http.get(url, headers={header_rules.USER_NAME: self.config.slurm_user,
-                                                       header_rules.USER_TOKEN: token}, timeout=5.0)
+            version = await self.api_version.get()
+        except Refusal as refusal:
+            return JSONResponse({"status": "unhealthy", "reason": refusal.reason,
+                                 "offered": self.api_version.offered}, status_code=503)
+        try:
+            answer = await self.http.get(f"{self.upstream}/slurm/{version}/ping/", headers=headers, timeout=5.0)
             data = answer.json() if answer.status_code == 200 else {}
         except (httpx.HTTPError, ValueError) as exc:
+            self.api_version.forget()
             return JSONResponse({"status": "unhealthy", "reason": f"slurmrestd is unreachable: {type(exc).__name__}"},
                                 status_code=503)
+        if answer.status_code == 404:
+            self.api_version.forget()
         errors = data.get("errors") if isinstance(data, dict) else None
         if answer.status_code != 200 or errors:
-            return JSONResponse({"status": "unhealthy", "reason": f"slurmrestd ping answered {answer.status_code}",
-                                 "errors": errors or []}, status_code=503)
-        return JSONResponse({"status": "ok", "pings": data.get("pings", [])})
+            return JSONResponse({"status": "unhealthy", "reason": f"slurmrestd ping ({version}) answered "
+                                 f"{answer.status_code}", "errors": errors or []}, status_code=503)
+        return JSONResponse({"status": "ok", "api_version": version, "offered": self.api_version.offered,
+                             "pings": data.get("pings", [])})
 
     def metrics_response(self) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -89,7 +89,8 @@ class ProxyConfig(Strict):
     jwt_key_file: str | None = None
     token_file: str | None = None
     token_lifespan_seconds: int = Field(default=300, ge=30, le=86400)
-    api_version: str = "v0.0.38"  # used by /healthz to ping slurmrestd
+    api_version: str = "auto"  # the proxy's own requests (/healthz, lookups); auto: the newest both speak
+    api_version_recheck_seconds: float = Field(default=300.0, gt=0)  # with auto: read slurmrestd's offer again
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     upstream_timeout_seconds: float = Field(default=30.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -112,8 +113,8 @@ class ProxyConfig(Strict):
             raise ValueError("give exactly one of jwt_key_file and token_file (the SlurmUser token)")
         if not re.fullmatch(r"https?://[^/?#]+/?", self.upstream):
             raise ValueError("upstream must be http(s)://host[:port] of slurmrestd, without a path")
-        if not re.fullmatch(r"v0\.0\.\d+", self.api_version):
-            raise ValueError("api_version looks like v0.0.38")
+        if self.api_version != "auto" and not re.fullmatch(r"v0\.0\.\d+", self.api_version):
+            raise ValueError("api_version is auto or looks like v0.0.42")
         if self.signals is not None and self.jwt_key_file is None:
             # scancel would act as the SlurmUser, for whom SLURM checks nothing: only a token of the owner
             raise ValueError("signals need jwt_key_file: scancel runs with a token of the job's owner")

@@ -81,7 +81,7 @@ class Extensions:
         if set(params) - {"partition"} or len(params.get("partition", [])) > 1:
             raise Refusal(400, "BadRequest", "capacity takes one query parameter: partition")
         partition = params.get("partition", [""])[0] or None
-        url = f"{self.lookup.upstream}/slurm/{self.lookup.api_version}/nodes"
+        url = f"{self.lookup.upstream}/slurm/{await self.lookup.versions.get()}/nodes"
         return JSONResponse(await free_capacity(self.lookup.http, url, as_user=caller.user,
                                                 token=self.slurm_token(), partition=partition))
 

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from slurmlink.proxy import headers as header_rules
+from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.errors import Refusal
 from slurmlink.slurm import rest_shapes
 
@@ -30,12 +31,14 @@ class SlurmJob:
 
 
 class JobLookup:
-    def __init__(self, http: httpx.AsyncClient, upstream: str, api_version: str) -> None:
-        self.http, self.upstream, self.api_version = http, upstream, api_version
+    def __init__(self, http: httpx.AsyncClient, upstream: str, versions: ApiVersion) -> None:
+        self.http, self.upstream, self.versions = http, upstream, versions
 
-    async def job(self, job_id: str, *, as_user: str, token: str) -> SlurmJob:
-        """The job as `as_user` sees it; Refusal 404 when SLURM does not know it, 502/503 when it cannot say."""
-        url = f"{self.upstream}/slurm/{self.api_version}/job/{job_id}"
+    async def job(self, job_id: str, *, as_user: str, token: str, version: str | None = None) -> SlurmJob:
+        """The job as `as_user` sees it (through API `version`, by default the proxy's own); Refusal 404
+        when SLURM does not know it, 502/503 when it cannot say."""
+        own = version is None
+        url = f"{self.upstream}/slurm/{version or await self.versions.get()}/job/{job_id}"
         try:
             answer = await self.http.get(url, headers={header_rules.USER_NAME: as_user,
                                                        header_rules.USER_TOKEN: token})
@@ -44,8 +47,11 @@ class JobLookup:
             raise Refusal(503, "UpstreamUnavailable", "slurmrestd did not answer in time; try again later",
                           retry_after=5) from None
         except httpx.HTTPError as exc:
+            self.versions.forget()
             raise Refusal(502, "UpstreamUnreachable", f"slurmrestd is unreachable: {type(exc).__name__}") from None
         except ValueError:
+            if own and answer.status_code == 404:  # slurmrestd no longer serves that version
+                self.versions.forget()
             raise Refusal(502, "UpstreamError", f"slurmrestd answered {answer.status_code} without JSON") from None
         return _parse(job_id, answer.status_code, body)
 

@@ -4,7 +4,8 @@ with each pod's own Check-in token (docs/mode1.md).
 - Submit and cancel go to slurmrestd's job endpoints, status to its job list, container records and logs
   to the proxy's `/slurmlink/v1/` extensions (slurmrestd cannot read files).
 - Status costs one list call per interval per identity, and a queue that did not change since the
-  last call costs a `304` (`update_time`). With a service identity configured, that is one call in all.
+  last call costs a `304` (`update_time`; v0.0.42 answers `200`, no jobs and a warning instead, and
+  v0.0.40 and v0.0.41 take it only as "now-N"). With a service identity configured, that is one call in all.
 - A pod's token is kept fresh from its refresh token when it has one (identity.refresh). When a user's
   token can no longer be used, the service identity takes over what the proxy lets it do: reading
   status and logs, and cancelling jobs that were submitted through the proxy. Without one, that user's
@@ -134,7 +135,8 @@ class _Listing:
     """The last job list one identity got, and when: a `304` reuses it."""
 
     jobs: list[JobInfo] = field(default_factory=list)
-    since: int | None = None
+    since: int | None = None  # when the site made it, by the site's clock (less a second)
+    at: float = 0.0  # when it came, by this host's monotonic clock
 
 
 class RestBackend(SchedulerBackend):
@@ -155,6 +157,7 @@ class RestBackend(SchedulerBackend):
         self._signed_in: dict[str, float] = {}  # local user -> when a pod's token last named them (monotonic)
         self.version = "" if config.api_version == "auto" else config.api_version
         self._listings: dict[str, _Listing] = {}
+        self._no_update_time: set[str] = set()  # API versions that refuse `jobs?update_time=`
         self._blind: frozenset[str] = frozenset()
         self._proxy_signals: bool | None = None  # does the proxy signal job scripts alone (None: not asked yet)
 
@@ -215,9 +218,16 @@ class RestBackend(SchedulerBackend):
         except httpx.TimeoutException as exc:
             raise SlurmError(f"{method} {path}: no answer in time ({type(exc).__name__})", transient=True) from exc
         except httpx.HTTPError as exc:
+            self._forget_version()  # the site may come back with another SLURM
             raise SlurmError(f"{method} {path}: {type(exc).__name__}: {exc}", transient=True) from exc
+        if response.status_code == 404 and path.startswith("/slurm/") and not _has_json(response) \
+                and self._forget_version():
+            raise SlurmError(f"{method} {path}: slurmrestd no longer serves this API version; reading its "
+                             "versions again", transient=True)
         if response.status_code in TRANSIENT_STATUS:
             raise SlurmError(f"{method} {path}: {_reason(response)}", transient=True)
+        if response.status_code == 404 and _from_slurmrestd(response):
+            return response  # 24.11: "no such job" is a 404 with SLURM's error 2017, an answer for _slurm
         if response.status_code in (401, 403, 404, 413):  # the proxy's refusals carry a reason
             raise Refused(response.status_code, _reason(response))
         return response
@@ -243,8 +253,18 @@ class RestBackend(SchedulerBackend):
     async def _api_version(self, token: str) -> str:
         if not self.version:
             response = await self._call("GET", "/openapi/v3", token)
-            self.version = rest_shapes.detect_version(_json(response, "/openapi/v3"))
+            spec = _json(response, "/openapi/v3")
+            self.version = rest_shapes.detect_version(spec)
+            log.info("slurmrestd offers %s; using %s", ", ".join(rest_shapes.offered_versions(spec)), self.version)
         return self.version
+
+    def _forget_version(self) -> bool:
+        """With `api_version: auto`, read slurmrestd's versions again at the next call; True if it did."""
+        if self.config.api_version != "auto" or not self.version:
+            return False
+        log.info("slurmrestd was unreachable or no longer serves %s: reading its API versions again", self.version)
+        self.version = ""
+        return True
 
     # ---- jobs ------------------------------------------------------------------------------------------
 
@@ -289,15 +309,28 @@ class RestBackend(SchedulerBackend):
 
     async def _listing(self, key: str, token: str, fresh: bool = False) -> list[JobInfo]:
         listing = self._listings.setdefault(key, _Listing())
-        params = {"update_time": listing.since} if listing.since is not None and not fresh else None
         version = await self._api_version(token)
+        since = listing.since if not fresh and version not in self._no_update_time else None
+        params = None
+        if since is not None:
+            params = {"update_time": rest_shapes.update_time(version, since, time.monotonic() - listing.at)}
+        asked = time.monotonic()
         response = await self._call("GET", f"/slurm/{version}/jobs", token, params=params)
         if response.status_code == 304:
             return listing.jobs
+        if since is not None and response.status_code == 422:
+            # A slurmrestd that refuses our update_time (as v0.0.40/v0.0.41 do a plain number) lists in full.
+            log.warning("slurmrestd %s refuses update_time (%s); listing every job each time instead",
+                        version, _reason(response))
+            self._no_update_time.add(version)
+            return await self._listing(key, token, fresh=True)
         body = _json(response, "jobs")
+        if since is not None and rest_shapes.unchanged_listing(response.status_code, body):
+            return listing.jobs
         if rest_shapes.errors(body):
             raise SlurmError("; ".join(rest_shapes.errors(body)), transient=True)
         listing.jobs, listing.since = rest_shapes.parse_jobs(body, JOB_NAME_PREFIX), _site_time(response)
+        listing.at = asked
         return listing.jobs
 
     async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
@@ -457,6 +490,23 @@ def _better(new: Credential, held: Credential | None) -> bool:
     if refreshable[0] != refreshable[1]:
         return refreshable[0]
     return (new.expires_at() or 0) >= (held.expires_at() or 0)
+
+
+def _from_slurmrestd(response: httpx.Response) -> bool:
+    """A JSON answer of slurmrestd with SLURM's errors in it (not a refusal of the proxy)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and bool(body.get("errors")) and "reason" not in body
+
+
+def _has_json(response: httpx.Response) -> bool:
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
 
 
 def _json(response: httpx.Response, what: str) -> dict[str, Any]:

@@ -11,6 +11,8 @@ submit replies and errors of any of these versions are read into backend-neutral
 | `job_state` a string / a list of flags, base state first | <= v0.0.39 / >= v0.0.40 |
 | `exit_code` the raw wait status / `{"status", "return_code", "signal"}` | v0.0.38 / >= v0.0.39 |
 | errors `{error, error_number}` / `{description, error_number, error, source}` | v0.0.38 / >= v0.0.40 |
+| `jobs?update_time=` with nothing changed: `304` / `200`, `jobs: []` and a warning | v0.0.38 / v0.0.42 |
+| `update_time` a number / only "now-N" (a number: `422`, errors 9202, 9000) | v0.0.38, v0.0.42 / v0.0.40, v0.0.41 |
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from slurmlink.slurm.base import JobInfo, SlurmError
 from slurmlink.translate.job import BatchJob
 
 SUPPORTED = tuple(f"v0.0.{n}" for n in range(38, 45))
+NO_CHANGES = "No job changes since update_time"  # v0.0.42's warning when nothing changed (24.11)
 _SUBMIT_PATH = re.compile(r"^/slurm/(v0\.0\.\d+)/job/submit/?$")
 
 # sbatch options the flags annotation may give -> the job field of the REST API that means the same.
@@ -38,12 +41,18 @@ def number(version: str) -> int:
     return int(version.rsplit(".", 1)[1])
 
 
+def offered_versions(spec: dict[str, Any]) -> list[str]:
+    """The API versions slurmrestd's OpenAPI document offers (job submission among them), oldest first."""
+    offered = {m.group(1) for path in (spec.get("paths") or {}) if (m := _SUBMIT_PATH.match(path))}
+    return sorted(offered, key=number)
+
+
 def detect_version(spec: dict[str, Any]) -> str:
     """The newest API version both slurmrestd (from its OpenAPI document) and slurmlink support."""
-    offered = {m.group(1) for path in (spec.get("paths") or {}) if (m := _SUBMIT_PATH.match(path))}
-    usable = sorted((v for v in offered if v in SUPPORTED), key=number)
+    offered = offered_versions(spec)
+    usable = [v for v in offered if v in SUPPORTED]
     if not usable:
-        raise SlurmError(f"slurmrestd offers no API version slurmlink supports (it offers {sorted(offered)})")
+        raise SlurmError(f"slurmrestd offers no API version slurmlink supports (it offers {offered})")
     return usable[-1]
 
 
@@ -82,7 +91,9 @@ def errors(body: dict[str, Any]) -> list[str]:
     found = []
     for error in body.get("errors") or []:
         if isinstance(error, dict):
-            text = error.get("description") or error.get("error") or ""
+            # 24.11 puts the cause in `error` beneath a generic `description` ("Batch job submission failed")
+            said = [str(error[k]) for k in ("description", "error") if error.get(k)]
+            text = ": ".join(dict.fromkeys(said))
             code = error.get("error_number") or error.get("errno")
             found.append(f"{text} (error {code})" if code else str(text))
         else:
@@ -95,6 +106,30 @@ def error_codes(body: dict[str, Any]) -> set[int]:
     codes = {e.get("error_number") or e.get("errno") or e.get("error_code")
              for e in body.get("errors") or [] if isinstance(e, dict)}
     return {c for c in codes if isinstance(c, int)}
+
+
+def warnings(body: dict[str, Any]) -> list[str]:
+    """SLURM's warning texts in a reply."""
+    found = [str(w.get("description") or "") if isinstance(w, dict) else str(w) for w in body.get("warnings") or []]
+    return [w for w in found if w]
+
+
+def unchanged_listing(status: int, body: dict[str, Any] | None) -> bool:
+    """Whether a `jobs?update_time=` answer means "nothing changed since": a `304` (<= v0.0.38), or a `200`
+    with no jobs and the warning saying so (v0.0.42 of 24.11) - never "every job is gone"."""
+    if status == 304:
+        return True
+    return (status == 200 and body is not None and not body.get("jobs")
+            and any(w.startswith(NO_CHANGES) for w in warnings(body)))
+
+
+def update_time(version: str, since: int, elapsed: float) -> str:
+    """`update_time` for a listing `elapsed` seconds after one the site made at `since` (by its clock).
+    v0.0.40 and v0.0.41 of 24.11 read it with SLURM's time parser, which refuses a plain number; they
+    take "now-N" (seconds before the site's now: no clock or time zone of ours involved), with margin."""
+    if number(version) in (40, 41):
+        return f"now-{int(elapsed) + 2}"
+    return str(since)
 
 
 def parse_submit(body: dict[str, Any]) -> str:

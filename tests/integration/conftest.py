@@ -110,7 +110,7 @@ class ApiProcess(ServiceProcess):
 def api_config(cluster: DevCluster, port: int, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port},
-        "cli": {"slurm_conf": str(cluster.conf_path)},
+        "cli": {"slurm_conf": str(cluster.conf_path), "bin_dir": str(cluster.bin_dir) if cluster.bin_dir else None},
         "job_root": str(cluster.job_root),
         "poll_interval": 0.5,
         "log_follow_interval": 0.2,

@@ -99,7 +99,8 @@ def mode1_fixture(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFa
     service_token_file.write_text(checkin.mint(subjects["service"], lifetime=7200))
     service_token_file.chmod(0o600)
     config = api_config(slurm_cluster, free_port(), backend="rest", job_root=str(job_root),
-                        rest={"url": proxy.url, "api_version": "auto", "service_token_file": str(service_token_file),
+                        rest={"url": proxy.url, "api_version": os.environ.get("SLURMLINK_TEST_REST_VERSION") or "auto",
+                              "service_token_file": str(service_token_file),
                               "refresh_issuers": [{"issuer": checkin.issuer}]})
     api = ApiProcess(config, work)
     api.start()

@@ -15,11 +15,13 @@ import uvicorn
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy import ProxyConfig, create_app
+from slurmlink.slurm import rest_shapes
 from tests.checkin_standin import CheckinStandin
+from tests.conftest import TEST_REST_VERSION
 from tests.integration.conftest import free_port, wait_until
 
 VO = "vo.example.org"
-V = "v0.0.38"
+V = TEST_REST_VERSION  # v0.0.38 on 22.05; the newest (or SLURMLINK_TEST_REST_VERSION) on another release
 MAX_BODY = 64 * 1024
 
 
@@ -54,6 +56,7 @@ def proxy_config(cluster: DevCluster, checkin: CheckinStandin, users_file: Path,
                      "accounts": {"slurm_user": cluster.slurm_user}},
         "slurm_user": cluster.slurm_user,
         "jwt_key_file": str(cluster.jwt_key_path),
+        "api_version": V,
         "max_body_bytes": MAX_BODY,
         "upstream_timeout_seconds": 20,
         "rate_limit": {"requests_per_second": 1000, "burst": 1000},
@@ -66,8 +69,11 @@ def submit_body(name: str, script: str = "#!/bin/bash\nid -un", pad: int = 0) ->
     env = {"PATH": "/usr/bin:/bin"}
     if pad:
         env["PAD"] = "x" * pad
-    return {"script": script, "job": {"name": name, "current_working_directory": "/tmp", "environment": env,
-                                      "standard_output": "/dev/null", "time_limit": 10}}
+    job: dict[str, Any] = {"name": name, "current_working_directory": "/tmp", "environment": env,
+                           "standard_output": "/dev/null", "time_limit": 10}
+    if rest_shapes.number(V) >= 41:  # the script inside the job, the environment a list (see rest_shapes)
+        return {"job": {**job, "script": script, "environment": [f"{k}={v}" for k, v in env.items()]}}
+    return {"script": script, "job": job}
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -48,7 +48,8 @@ def run(coro: Awaitable[T]) -> T:
 
 @pytest.fixture
 def backend(slurm_cluster: DevCluster) -> CliBackend:
-    return CliBackend(CliConfig(job_root=str(slurm_cluster.job_root), env=slurm_cluster.env))
+    return CliBackend(CliConfig(job_root=str(slurm_cluster.job_root), env=slurm_cluster.env,
+                                bin_dir=str(slurm_cluster.bin_dir or "")))
 
 
 def new_job(cluster: DevCluster, script: str, **changes: object) -> BatchJob:

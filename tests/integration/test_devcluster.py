@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from typing import TypeVar
 import httpx
 
 from slurmlink.devcluster import DevCluster
+from slurmlink.slurm.rest_shapes import base_state
 
 T = TypeVar("T")
 
@@ -89,17 +91,18 @@ def test_rest_submit_with_slurmuser_token_runs_as_named_user(slurm_cluster: DevC
     workdir = user_dir(slurm_cluster, "sltest2")
     token = slurm_cluster.token(slurm_cluster.slurm_user)  # the SlurmUser may act for anyone
     headers = {"X-SLURM-USER-NAME": "sltest2", "X-SLURM-USER-TOKEN": token}
-    body = {
-        "script": "#!/bin/bash\nid -un\n",
-        "job": {
-            "name": "devcluster-rest",
-            "partition": slurm_cluster.partition,
-            "current_working_directory": str(workdir),
-            "standard_output": str(workdir / "out.txt"),
-            "environment": {"PATH": "/usr/bin:/bin"},
-        },
+    version = slurm_cluster.rest_versions[0]
+    job = {
+        "name": "devcluster-rest",
+        "partition": slurm_cluster.partition,
+        "current_working_directory": str(workdir),
+        "standard_output": str(workdir / "out.txt"),
+        "environment": {"PATH": "/usr/bin:/bin"},
     }
-    base_url = f"{slurm_cluster.rest_url}/slurm/v0.0.38"
+    body: dict[str, object] = {"script": "#!/bin/bash\nid -un\n", "job": job}
+    if version != "v0.0.38":  # 24.11's newest (v0.0.42): the script in the job, the environment a list
+        body = {"job": {**job, "script": body["script"], "environment": ["PATH=/usr/bin:/bin"]}}
+    base_url = f"{slurm_cluster.rest_url}/slurm/{version}"
     with httpx.Client(base_url=base_url, headers=headers, timeout=10) as http:
         resp = http.post("/job/submit", json=body)
         assert resp.status_code == 200, resp.text
@@ -108,10 +111,11 @@ def test_rest_submit_with_slurmuser_token_runs_as_named_user(slurm_cluster: DevC
 
         def finished() -> dict[str, object] | None:
             job: dict[str, object] = http.get(f"/job/{job_id}").json()["jobs"][0]
-            return job if job["job_state"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None
+            state = base_state(job["job_state"])  # a list of flags from v0.0.40 on
+            return job if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None
 
-        job = wait_for(f"job {job_id} to finish", finished)
-    assert (job["job_state"], job["user_name"]) == ("COMPLETED", "sltest2")
+        info = wait_for(f"job {job_id} to finish", finished)
+    assert (base_state(info["job_state"]), info["user_name"]) == ("COMPLETED", "sltest2")
     assert (workdir / "out.txt").read_text() == "sltest2\n"
     shutil.rmtree(workdir)
 
@@ -125,3 +129,20 @@ def test_stale_pid_files_are_not_taken_for_daemons(tmp_path: Path) -> None:
     (run / "slurmd.pid").write_text("999999999\n")
     (run / "munged.pid").write_text("garbage\n")
     assert cluster.status() == dict.fromkeys(("munged", "slurmctld", "slurmd", "slurmrestd"))
+
+
+def test_22_05_and_24_11_run_side_by_side(slurm_cluster: DevCluster, slurm_cluster_2411: DevCluster) -> None:
+    """Both releases at once, on their own ports: each runs jobs as the same host users, in its own Debian."""
+    expected = {"22.05": "12.", "24.11": "13."}
+    for cluster in (slurm_cluster, slurm_cluster_2411):
+        workdir = user_dir(cluster, "sltest1")
+        env = {**os.environ, **cluster.env}  # 24.11: its own client commands come first on PATH
+        sbatch = ["sbatch", "--wait", "-D", str(workdir), "-o", str(workdir / "out.txt"),
+                  "--wrap", "cat /etc/debian_version; id -u"]
+        subprocess.run(["runuser", "-u", "sltest1", "--", *sbatch], env=env, check=True, capture_output=True,
+                       timeout=120)
+        debian, uid = (workdir / "out.txt").read_text().split()
+        assert debian.startswith(expected[cluster.slurm]) and int(uid) == pwd.getpwnam("sltest1").pw_uid
+        version = subprocess.run(["sinfo", "--version"], env=env, check=True, capture_output=True, text=True)
+        assert version.stdout.split()[-1].startswith(cluster.slurm)
+        shutil.rmtree(workdir)

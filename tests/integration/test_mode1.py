@@ -17,6 +17,7 @@ from slurmlink.devcluster import DevCluster
 from slurmlink.identity.refresh import Credentials
 from slurmlink.slurm.rest import RestBackend, RestConfig
 from tests.checkin_standin import DEFAULT_CLIENT
+from tests.conftest import TEST_REST_VERSION, TEST_SLURM
 from tests.integration.conftest import ApiProcess, wait_until
 from tests.integration.mode1 import Mode1, TokenClient, mode1_fixture, token_secret, with_config  # noqa: F401
 from tests.integration.pods import Client, exit_codes, make_pod, squeue_jobs, terminated
@@ -90,7 +91,8 @@ def test_status_is_one_list_call_per_interval_and_304_while_nothing_changes(mode
     assert 0 < calls[JOB_LIST] <= polls + 1, (calls, polls)
     assert 0 < calls[STATUSES] <= polls + 1, (calls, polls)
     assert calls[ONE_STATUS] == 0
-    assert proxy_requests(mode1, JOB_LIST).get("304", 0) > 0
+    if TEST_SLURM == "22.05":  # 24.11 says "unchanged" with a 200 and a warning (tests/unit/test_rest_listing.py)
+        assert proxy_requests(mode1, JOB_LIST).get("304", 0) > 0
 
 
 def test_slurmrestd_down_pods_keep_their_state_and_resume(mode1: Mode1, slurm_cluster: DevCluster) -> None:
@@ -103,7 +105,7 @@ def test_slurmrestd_down_pods_keep_their_state_and_resume(mode1: Mode1, slurm_cl
     os.kill(pid, signal.SIGTERM)
     try:
         wait_until(lambda: slurm_cluster.status()["slurmrestd"] is None, 20, "slurmrestd to stop")
-        answer = httpx.get(f"{mode1.proxy.url}/slurm/v0.0.38/jobs", timeout=30,
+        answer = httpx.get(f"{mode1.proxy.url}/slurm/{TEST_REST_VERSION}/jobs", timeout=30,
                            headers={"Authorization": f"Bearer {mode1.checkin.mint(mode1.subjects['alice'])}"})
         assert answer.status_code in (502, 503)
         assert "slurmrestd" in answer.json()["reason"]

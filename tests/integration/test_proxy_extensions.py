@@ -47,7 +47,9 @@ class World:
             "service_identities": [{"issuer": self.checkin.issuer, "subject": self.subjects["service"],
                                     "account": self.cluster.users[2]}],
             "state_dir": str(self.state_dir),
-            "signals": {"slurm_conf": str(self.cluster.conf_path)},
+            "signals": {"slurm_conf": str(self.cluster.conf_path),
+                        # 24.11: its own scancel (22.05's cannot talk to its slurmctld)
+                        "scancel": str(self.cluster.bin_dir / "scancel") if self.cluster.bin_dir else "scancel"},
         }
         options.update(overrides)
         return proxy_config(self.cluster, self.checkin, self.users_file, **options)

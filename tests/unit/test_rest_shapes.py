@@ -50,6 +50,10 @@ def test_submit_replies() -> None:
         parse_submit({"errors": [{"error": "Invalid partition name specified", "error_number": 2015}]})
     with pytest.raises(SlurmError, match="Invalid account"):
         parse_submit({"errors": [{"description": "Invalid account", "error_number": 2045, "source": "x"}]})
+    # 24.11 (v0.0.40-v0.0.42): the cause is in `error`, beneath a generic description
+    with pytest.raises(SlurmError, match="Batch job submission failed: Invalid partition name specified"):
+        parse_submit({"errors": [{"description": "Batch job submission failed", "error_number": 2000,
+                                  "error": "Invalid partition name specified", "source": "slurm_submit_batch_job()"}]})
 
 
 def test_job_lists_of_old_and_new_versions() -> None:

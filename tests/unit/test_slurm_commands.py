@@ -104,6 +104,31 @@ def test_squeue_parse_real_output() -> None:
     assert (jobs["8"].reason, jobs["8"].signal) == ("BadConstraints", 1)
 
 
+# 24.11 prints the exit code column as sacct does, "code:signal" (measured, issue 11).
+SQUEUE_2411_OUT = "".join(
+    SEP.join(fields) + "\n"
+    for fields in [
+        ["11", "slurmlink-x", "sltest1", "FAILED", "NonZeroExitCode", "7:0", "1795929871", "1795929871",
+         "1795929872", "/w", "ns/p"],
+        ["12", "slurmlink-y", "sltest1", "CANCELLED", "None", "0:15", "1795929871", "1795929871",
+         "1795929872", "/w", "ns/q"],
+        ["13", "slurmlink-z", "sltest1", "COMPLETED", "None", "0:0", "1795929871", "1795929871",
+         "1795929872", "/w", "ns/r"],
+        ["14", "slurmlink-r", "sltest1", "RUNNING", "None", "0:0", "1795929871", "1795929871", "1795933471",
+         "/w", "ns/s"],
+    ]
+)  # fmt: skip
+
+
+def test_squeue_parse_2411_code_signal_exit_codes() -> None:
+    jobs = {job.job_id: job for job in squeue.parse(SQUEUE_2411_OUT, "slurmlink-")}
+    assert len(jobs) == 4
+    assert (jobs["11"].exit_code, jobs["11"].signal) == (7, None)
+    assert (jobs["12"].exit_code, jobs["12"].signal) == (None, 15)
+    assert (jobs["13"].exit_code, jobs["13"].signal) == (0, None)
+    assert (jobs["14"].state, jobs["14"].exit_code) == ("RUNNING", None)
+
+
 def test_squeue_parse_empty_and_garbage() -> None:
     assert squeue.parse("") == []
     assert squeue.parse("\n") == []

@@ -7,14 +7,17 @@ a separator inside it could not shift the other fields.
 
 from __future__ import annotations
 
+import re
+
 from slurmlink.slurm.base import JobInfo, SlurmError
-from slurmlink.slurm.commands import SEP, TIME_ENV, job_info
+from slurmlink.slurm.commands import SEP, TIME_ENV, job_info, sacct
 
 FIELDS = (
     "JobID", "Name", "UserName", "State", "Reason", "exit_code", "SubmitTime", "StartTime", "EndTime",
     "WorkDir", "Comment",
 )  # fmt: skip
 ENV = TIME_ENV
+_EXIT_CODE = re.compile(r"^\d+(:\d+)?$")  # "768" (22.05: a wait status) or "3:0" (24.11: code:signal)
 
 
 def format_option() -> str:
@@ -34,12 +37,18 @@ def decode_wait_status(status: int) -> tuple[int | None, int | None]:
     return None, low
 
 
+def decode_exit_code(raw: str) -> tuple[int | None, int | None]:
+    """22.05 prints the raw wait status ("768"); 24.11 prints "code:signal" as sacct does ("3:0", "0:9")."""
+    raw = raw.strip()
+    return sacct.exit_code(raw) if ":" in raw else decode_wait_status(int(raw))
+
+
 def parse_line(line: str) -> JobInfo | None:
     """One squeue line; None if it is not a job line of this format."""
     parts = line.split(SEP, len(FIELDS) - 1)
-    if len(parts) != len(FIELDS) or not parts[0].strip() or not parts[5].strip().isdigit():
+    if len(parts) != len(FIELDS) or not parts[0].strip() or not _EXIT_CODE.match(parts[5].strip()):
         return None
-    return job_info(parts, lambda raw: decode_wait_status(int(raw)))
+    return job_info(parts, decode_exit_code)
 
 
 def parse(output: str, prefix: str = "") -> list[JobInfo]:

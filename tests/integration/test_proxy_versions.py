@@ -1,0 +1,55 @@
+"""The proxy follows the site's slurmrestd when it comes back with other API versions (a SLURM upgrade
+under a running proxy), live on SLURM 24.11: v0.0.40-v0.0.42, then only v0.0.40, then all three again.
+Needs the 24.11 root (`SLURMLINK_SLURM_VERSIONS=22.05,24.11 bash scripts/install.sh`); skipped without it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from slurmlink.devcluster import DevCluster
+from tests.checkin_standin import CheckinStandin
+from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
+from tests.integration.conftest import wait_until
+from tests.integration.proxy_fixtures import ProxyServer, bearer, proxy_config
+
+
+@pytest.fixture(scope="module")
+def proxy(slurm_cluster_2411: DevCluster, checkin: CheckinStandin, people: dict[str, str],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
+    users = tmp_path_factory.mktemp("versions") / "users.txt"
+    users.write_text(f"{checkin.issuer} {people['alice']} {slurm_cluster_2411.users[0]}\n")
+    server = ProxyServer(proxy_config(slurm_cluster_2411, checkin, Path(users), api_version="auto",
+                                      api_version_recheck_seconds=2)).start()
+    yield server
+    server.stop()
+
+
+def health(proxy: ProxyServer) -> dict[str, Any]:
+    try:
+        answer = httpx.get(f"{proxy.url}/healthz", timeout=10)
+    except httpx.HTTPError:
+        return {}
+    return answer.json() if answer.status_code == 200 else {}
+
+
+def test_the_proxy_follows_slurmrestd_restarted_with_other_versions(
+        proxy: ProxyServer, slurm_cluster_2411: DevCluster, checkin: CheckinStandin, people: dict[str, str]) -> None:
+    cluster = slurm_cluster_2411
+    try:
+        assert wait_until(lambda: health(proxy).get("api_version"), 30, "a healthy proxy") == "v0.0.42"
+        assert health(proxy)["offered"] == ["v0.0.40", "v0.0.41", "v0.0.42"]
+        for versions, expected in ((["v0.0.40"], "v0.0.40"), (None, "v0.0.42")):
+            cluster.restart_rest(versions)
+            wait_until(lambda e=expected: health(proxy).get("api_version") == e, 30,  # type: ignore[misc]
+                       f"the proxy to use {expected}")
+            # its own job lookups follow too: a capacity answer needs the node list in that version
+            capacity = httpx.get(f"{proxy.url}/slurmlink/v1/capacity", timeout=30,
+                                 headers=bearer(checkin.mint(people["alice"])))
+            assert capacity.status_code == 200, capacity.text
+    finally:
+        cluster.restart_rest()
