@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO))  # the test helpers live in tests/, which is not i
 
 import httpx  # noqa: E402
 
+from standins.kube import KubeStandin  # noqa: E402
 from tests.integration.vk_harness import VkProcess, client_context, node_kubeconfig, vk_config  # noqa: E402
-from tests.kube_standin import KubeStandin  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "kubelet_auth.json"
 NODE = "slurmlink-bench-node"

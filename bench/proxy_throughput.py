@@ -6,7 +6,7 @@ Both ways, `--clients` concurrent keep-alive httpx clients POST the same trivial
 the same user to `/slurm/v0.0.38/job/submit`:
 - direct: to slurmrestd, with X-SLURM-USER-NAME and an HS256 token of the user minted from the cluster's key;
 - proxy: to `slurmlink proxy` (its own process, uvicorn on loopback) with the user's Check-in access token as
-  bearer; the Check-in stand-in (tests/checkin_standin.py) is the issuer and a static map names the user.
+  bearer; the Check-in stand-in (standins/checkin.py) is the issuer and a static map names the user.
 The phases alternate (ABBA by default) and every phase starts with none of the bench's jobs left in the queue.
 See bench/README.md. Not a test: nothing passes or fails.
 """
@@ -38,7 +38,7 @@ import yaml  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from slurmlink.slurm.rest_shapes import submit_body  # noqa: E402
 from slurmlink.translate.job import BatchJob  # noqa: E402
-from tests.checkin_standin import CheckinStandin  # noqa: E402
+from standins.checkin import CheckinStandin  # noqa: E402
 
 API_VERSION = "v0.0.38"  # Debian 12's slurmrestd (22.05)
 SUBMIT_PATH = f"/slurm/{API_VERSION}/job/submit"

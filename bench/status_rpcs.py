@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))  # the test helpers live in tests/, which is not i
 import httpx  # noqa: E402
 
 from slurmlink.devcluster import DevCluster  # noqa: E402
-from tests.checkin_standin import CheckinStandin  # noqa: E402
+from standins.checkin import CheckinStandin  # noqa: E402
 from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until  # noqa: E402
 from tests.integration.mode1 import ProxyProcess, TokenClient, proxy_settings, sticky_job_root  # noqa: E402
 from tests.integration.pods import Client, make_pod  # noqa: E402

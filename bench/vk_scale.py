@@ -44,6 +44,8 @@ sys.path.insert(0, str(REPO))  # the test helpers live in tests/, which is not i
 import httpx  # noqa: E402
 
 from slurmlink.devcluster import DevCluster  # noqa: E402
+from standins.kube import KubeStandin  # noqa: E402
+from standins.kube.store import Change  # noqa: E402
 from tests.integration.conftest import ApiProcess, api_config, free_port  # noqa: E402
 from tests.integration.vk_harness import (  # noqa: E402
     Chain,
@@ -53,8 +55,6 @@ from tests.integration.vk_harness import (  # noqa: E402
     vk_config,
     wait_node_ready,
 )
-from tests.kube_standin import KubeStandin  # noqa: E402
-from tests.kube_standin.store import Change  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "vk_scale.json"
 NAMESPACE = "default"

@@ -24,8 +24,8 @@ from lightkube import ApiError, AsyncClient, Client, KubeConfig
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.resources.core_v1 import Namespace, Node, ServiceAccount
 
+from standins.kube import KubeStandin
 from tests.contract.kubelet_endpoint import KubeletEndpoint
-from tests.kube_standin import KubeStandin
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 # Pods no scheduler acts on: nothing changes them behind a test's back (no binding, no Unschedulable condition).

@@ -16,8 +16,8 @@ from cryptography.x509.oid import NameOID
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
+from standins.kube import KubeStandin
 from tests.contract.conftest import KUBECTL, Cluster, ContractNode, pod_body, wait_for
-from tests.kube_standin import KubeStandin
 
 
 def _token_request(pod: Pod, audiences: list[str] | None, seconds: int = 600) -> dict:

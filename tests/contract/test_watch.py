@@ -14,8 +14,8 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import OnErrorAction, OnErrorResult
 
+from standins.kube import KubeStandin
 from tests.contract.conftest import NO_SCHEDULER, Cluster, ContractNode, pod_body
-from tests.kube_standin import KubeStandin
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.checkin_standin import CheckinStandin
+from standins.checkin import CheckinStandin
 
 
 @pytest.fixture(scope="module", name="checkin")

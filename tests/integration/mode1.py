@@ -1,6 +1,6 @@
 """Mode 1 for the tests: `slurmlink api --backend rest` → `slurmlink proxy` → the test SLURM's slurmrestd.
 
-Every part is a real process on loopback except EGI Check-in (tests/checkin_standin.py). Pods carry a
+Every part is a real process on loopback except EGI Check-in (standins/checkin.py). Pods carry a
 token Secret like users' pods do; the proxy maps the token's subject to a local account.
 """
 
@@ -21,7 +21,7 @@ import yaml
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.identity.pod_token import TOKEN_SECRET_ANNOTATION
-from tests.checkin_standin import CheckinStandin
+from standins.checkin import CheckinStandin
 from tests.integration.conftest import ApiProcess, ServiceProcess, api_config, free_port
 from tests.integration.pods import Client
 from tests.integration.proxy_fixtures import proxy_config

@@ -16,7 +16,7 @@ import uvicorn
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy import ProxyConfig, create_app
 from slurmlink.slurm import rest_shapes
-from tests.checkin_standin import CheckinStandin
+from standins.checkin import CheckinStandin
 from tests.conftest import TEST_REST_VERSION
 from tests.integration.conftest import free_port, wait_until
 

@@ -16,7 +16,7 @@ import httpx
 from slurmlink.devcluster import DevCluster
 from slurmlink.identity.refresh import Credentials
 from slurmlink.slurm.rest import RestBackend, RestConfig
-from tests.checkin_standin import DEFAULT_CLIENT
+from standins.checkin import DEFAULT_CLIENT
 from tests.conftest import TEST_REST_VERSION, TEST_SLURM
 from tests.integration.conftest import ApiProcess, wait_until
 from tests.integration.mode1 import Mode1, TokenClient, mode1_fixture, token_secret, with_config  # noqa: F401

@@ -22,7 +22,7 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy import ProxyConfig
 from slurmlink.slurm import rest_shapes
-from tests.checkin_standin import CheckinStandin, new_key
+from standins.checkin import CheckinStandin, new_key
 from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
 from tests.integration.conftest import free_port
 from tests.integration.proxy_fixtures import (

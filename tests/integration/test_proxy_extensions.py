@@ -20,7 +20,7 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy.ledger import FILE_NAME
 from slurmlink.translate import layout
-from tests.checkin_standin import CheckinStandin
+from standins.checkin import CheckinStandin
 from tests.integration.conftest import free_port, wait_until
 from tests.integration.proxy_fixtures import ProxyServer, V, bearer, job_ids, job_state, proxy_config
 

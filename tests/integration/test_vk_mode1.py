@@ -15,6 +15,7 @@ import pytest
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, TOKEN_SECRET_ANNOTATION
+from standins.kube import KubeStandin
 from tests.integration.conftest import wait_until
 from tests.integration.mode1 import Mode1, mode1_fixture  # noqa: F401
 from tests.integration.vk_harness import (
@@ -26,7 +27,6 @@ from tests.integration.vk_harness import (
     vk_config,
     wait_node_ready,
 )
-from tests.kube_standin import KubeStandin
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from slurmlink.devcluster import DevCluster
+from standins.kube.gc import POD_GC_QUARANTINE
 from tests.integration.conftest import ApiProcess, wait_until
 from tests.integration.vk_harness import NODE, Chain, open_chain, pod_manifest, wait_node_ready
-from tests.kube_standin.gc import POD_GC_QUARANTINE
 
 pytestmark = pytest.mark.timeout(120)
 LEASE_SECONDS = 20  # renewed every 5 s: the watch must bring the node back well before the next renewal

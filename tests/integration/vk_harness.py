@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from slurmlink.devcluster import DevCluster
+from standins.kube import KubeStandin
 from tests.integration.conftest import ApiProcess, ServiceProcess, free_port, wait_until
 from tests.integration.pods import squeue_jobs
-from tests.kube_standin import KubeStandin
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 NODE = "slurmlink-test-node"

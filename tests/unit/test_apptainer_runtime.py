@@ -1,4 +1,4 @@
-"""The apptainer runtime, run for real by bash against a stand-in `apptainer` (tests/standins)."""
+"""The apptainer runtime, run for real by bash against a stand-in `apptainer` (standins/apptainer)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import ApptainerSettings, SiteConfig
 
-STANDIN = Path(__file__).resolve().parents[1] / "standins" / "apptainer"
+STANDIN = Path(__file__).resolve().parents[2] / "standins" / "apptainer"
 
 
 def run_pod(tmp_path: Path, containers: list[dict[str, object]]) -> tuple[Path, list[dict[str, object]]]:

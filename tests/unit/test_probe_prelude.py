@@ -17,8 +17,8 @@ from typing import Any
 from slurmlink.translate import layout
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
+from standins.kube.pki import CertificateAuthority
 from tests.integration.conftest import free_port
-from tests.kube_standin.pki import CertificateAuthority
 
 # The container waits (at most 30 s) until the job has noted something about it, then ends.
 WAIT_FOR_A_NOTE = "for i in $(seq 300); do [ -s status/c.events ] && exit 0; sleep 0.1; done; exit 1"

@@ -21,8 +21,7 @@ Failure injection per endpoint (`discovery`, `certs`, `userinfo`, `introspect`, 
 status (e.g. 503), garbage instead of JSON, or (certs) other keys under the same kids; `stop()` makes the port
 refuse connections. `requests` records every request by endpoint name, so tests can assert "no call".
 
-Use: the `checkin` fixture (`from tests.checkin_standin import checkin_fixture  # noqa: F401`, then take a
-`checkin` argument), or `with CheckinStandin() as idp: ...`.
+Use: `with CheckinStandin() as idp: ...`, or in the unit tests the `checkin` fixture (tests/unit/conftest.py).
 """
 
 from __future__ import annotations
@@ -37,12 +36,11 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -468,23 +466,3 @@ class CheckinStandin:
                                  "scope": grant["scope"]})
 
         return app
-
-
-_shared: CheckinStandin | None = None
-
-
-@pytest.fixture(name="checkin")
-def checkin_fixture() -> Iterator[CheckinStandin]:
-    """The stand-in, reset for each test. One server serves the whole session (keys take time to make).
-
-    Import `checkin_fixture` into a test module and take a `checkin` argument; importing the fixture under the
-    argument's own name works too but makes ruff report F811 at each test."""
-    global _shared
-    if _shared is None:
-        _shared = CheckinStandin().start()
-    _shared.reset()
-    yield _shared
-    _shared.reset()
-
-
-checkin = checkin_fixture
