@@ -15,7 +15,7 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.types import OnErrorAction, OnErrorResult
 
 from standins.kube import KubeStandin
-from tests.contract.conftest import NO_SCHEDULER, Cluster, ContractNode, pod_body
+from tests.contract.cluster import NO_SCHEDULER, Cluster, ContractNode, pod_body
 
 pytestmark = pytest.mark.anyio
 

@@ -23,8 +23,7 @@ from slurmlink.devcluster import DevCluster
 from slurmlink.proxy import ProxyConfig
 from slurmlink.slurm import rest_shapes
 from standins.checkin import CheckinStandin, new_key
-from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
-from tests.integration.conftest import free_port
+from tests.harness.ports import free_port
 from tests.integration.proxy_fixtures import (
     MAX_BODY,
     VO,
@@ -498,7 +497,7 @@ def test_slurmlink_proxy_command_serves(slurm_cluster: DevCluster, checkin: Chec
 
     import yaml
 
-    from tests.integration.conftest import wait_until
+    from tests.harness.waiting import wait_until
 
     config = proxy_config(slurm_cluster, checkin, users_file)
     path = tmp_path / "proxy.yaml"

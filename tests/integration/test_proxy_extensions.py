@@ -21,7 +21,8 @@ from slurmlink.devcluster import DevCluster
 from slurmlink.proxy.ledger import FILE_NAME
 from slurmlink.translate import layout
 from standins.checkin import CheckinStandin
-from tests.integration.conftest import free_port, wait_until
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_until
 from tests.integration.proxy_fixtures import ProxyServer, V, bearer, job_ids, job_state, proxy_config
 
 LINES = 1000  # "line 1\n" ... "line 1000\n": 8893 bytes, three chunks

@@ -13,8 +13,7 @@ import pytest
 
 from slurmlink.devcluster import DevCluster
 from standins.checkin import CheckinStandin
-from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
-from tests.integration.conftest import wait_until
+from tests.harness.waiting import wait_until
 from tests.integration.proxy_fixtures import ProxyServer, bearer, proxy_config
 
 

@@ -26,7 +26,7 @@ from slurmlink.vk.kubeletaccess import (
 )
 from slurmlink.vk.kubeletauth import KubeletAuth, ReviewFailed
 from standins.kube import KubeStandin
-from tests.integration.vk_harness import node_kubeconfig
+from tests.harness.services import node_kubeconfig
 
 NODE = "n1"
 
