@@ -19,16 +19,18 @@ NODE = "slurmlink-test-node"  # the node the tests' vk registers
 TOLERATION = {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}
 
 
-def make_pod(containers: list[dict[str, Any]], *, namespace: str = "default", name: str | None = None,
-             uid: str | None = None, **spec: Any) -> dict[str, Any]:
+def make_pod(containers: list[dict[str, Any]], /, *, namespace: str = "default", name: str | None = None,
+             uid: str | None = None, restart_policy: str | None = "Never", **spec: Any) -> dict[str, Any]:
     """A pod as the API receives it from a vk (uid set, bound); a fresh uid and name unless given. Containers
-    without an image get Debian's; `spec` keys are added to (or replace) restartPolicy Never and the containers."""
+    without an image get Debian's; `restart_policy` None leaves it out (Kubernetes' default, Always); `spec`
+    keys are added to (or replace) the containers."""
     uid = uid or str(uuid.uuid4())
     for container in containers:
         container.setdefault("image", IMAGE)
+    policy = {"restartPolicy": restart_policy} if restart_policy else {}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name or f"t-{uid[:8]}", "namespace": namespace, "uid": uid},
-            "spec": {"restartPolicy": "Never", "containers": containers, **spec}}
+            "spec": {**policy, "containers": containers, **spec}}
 
 
 def pod_manifest(name: str, script: str, *, containers: list[dict[str, Any]] | None = None,

@@ -21,6 +21,7 @@ from slurmlink.slurm.base import ContainerRecord, JobInfo
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.status import pod_phase
 from tests.harness.memory_slurm import MemorySlurm
+from tests.harness.pods import make_pod
 
 
 class OrderedSlurm(MemorySlurm):
@@ -49,8 +50,8 @@ def test_a_job_submitted_during_a_poll_is_not_taken_for_gone() -> None:
         service = PodService(ApiConfig.model_validate({"users": {"default": "nobody"}, "job_root": "/tmp/jobs"}),
                              backend)
         service.recovered.set()
-        pod = {"metadata": {"name": "p", "namespace": "default", "uid": "u-1"},
-               "spec": {"containers": [{"name": "main", "image": "x", "command": ["true"]}]}}
+        pod = make_pod([{"name": "main", "image": "x", "command": ["true"]}], name="p", uid="u-1",
+                       restart_policy=None)
         create = asyncio.create_task(service.create(parse_create({"pod": pod})))
         await backend.submitting.wait()
         await service.poller.poll_once()  # its list was taken before the job existed
@@ -84,8 +85,8 @@ def test_an_adopted_pod_is_never_shown_finished_without_its_records() -> None:
         backend = RestartedSlurm()
         service = PodService(ApiConfig.model_validate({"users": {"default": "nobody"}, "job_root": "/tmp/jobs"}),
                              backend)
-        pod = {"metadata": {"name": "q", "namespace": "default", "uid": "u-2"},
-               "spec": {"containers": [{"name": "main", "image": "x", "command": ["true"]}]}}
+        pod = make_pod([{"name": "main", "image": "x", "command": ["true"]}], name="q", uid="u-2",
+                       restart_policy=None)
         poll = asyncio.create_task(service.poller.poll_once())
         await backend.reading.wait()
         phases = []

@@ -17,6 +17,7 @@ from slurmlink.translate import layout
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 from standins.kube.pki import CertificateAuthority
+from tests.harness.pods import make_pod
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_until
 
@@ -25,8 +26,7 @@ WAIT_FOR_A_NOTE = "for i in $(seq 300); do [ -s status/c.events ] && exit 0; sle
 
 
 def pod(container: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "p", "namespace": "default", "uid": "u-1"},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x", **container}], **spec}}
+    return make_pod([{"name": "c", "image": "x", **container}], name="p", uid="u-1", **spec)
 
 
 @contextmanager
