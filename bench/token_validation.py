@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))  # the stand-in lives in tests/, which is not inst
 import httpx  # noqa: E402
 import jwt  # noqa: E402
 
-from slurmlink.identity.tokens import IssuerConfig, TokenRejected, TokenValidator  # noqa: E402
+from slurmlink.identity.oidc import IssuerConfig, TokenRejected, TokenValidator  # noqa: E402
 from standins.checkin import DEFAULT_CLIENT, CheckinStandin, new_key  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "token_validation.json"

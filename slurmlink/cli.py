@@ -11,9 +11,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from slurmlink.config import ConfigError, load_config
 from slurmlink.devcluster.commands import app as dev_cluster_app
+from slurmlink.logs import configure as configure_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Run Kubernetes pods as SLURM jobs, authorised by EGI Check-in.")
@@ -26,7 +28,25 @@ TokenOpt = Annotated[str | None, typer.Option("--token-file", envvar="SLURMLINK_
 
 
 def _token(path: str | None) -> str | None:
-    return Path(path).read_text().strip() if path else None
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        problem = f"--token-file (SLURMLINK_API_TOKEN_FILE): cannot read {path}: {exc.strerror}"
+        raise _config_error(None, problem) from exc
+
+
+def _config_error(source: Path | None, problem: object) -> typer.Exit:
+    """Print one line naming the file (or variable) and the key, and give the exit code for configuration errors.
+
+    Errors found while loading already name their source; errors found while building the service (a secret
+    file, a static map, the pool database) name the key, and get the file prepended here."""
+    text = " ".join(str(problem).split())  # one line, even for YAML parser messages
+    if source is not None and not text.startswith(f"{source}:"):
+        text = f"{source}: {text}"
+    console.print(Text.assemble(("configuration error: ", "red"), text), soft_wrap=True)  # no markup, no wrapping
+    return typer.Exit(2)
 
 
 @app.command()
@@ -40,17 +60,12 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
     from slurmlink.api.backends import make_backend
     from slurmlink.api.config import ApiConfig
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     try:
         settings = load_config(ApiConfig, config)
-    except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    try:
         application = create_app(settings, make_backend(settings))
-    except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    except (ConfigError, ValueError, OSError) as exc:
+        raise _config_error(config, exc) from exc
     uvicorn.run(application, host=settings.listen.host, port=settings.listen.port, log_level=log_level,
                 access_log=False)
 
@@ -66,13 +81,12 @@ def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLI
     from slurmlink.proxy.app import uvicorn_options
     from slurmlink.proxy.config import ProxyConfig
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     try:
         settings = load_config(ProxyConfig, config)
         application = create_app(settings)
     except (ConfigError, ValueError, OSError) as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from exc
+        raise _config_error(config, exc) from exc
     uvicorn.run(application, **{**uvicorn_options(settings), "log_level": log_level, "access_log": False})
 
 
@@ -84,19 +98,19 @@ def vk(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLU
     from slurmlink.vk.config import VkConfig
     from slurmlink.vk.service import run as run_vk
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     for noisy in ("httpx", "httpx2"):  # one line per request would drown the rest
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = load_config(VkConfig, config)
+        asyncio.run(run_vk(settings))
     except ConfigError as exc:
-        console.print(f"[red]configuration error:[/] {exc}")
-        raise typer.Exit(2) from exc
-    asyncio.run(run_vk(settings))
+        raise _config_error(config, exc) from exc
 
 
 @app.command()
-def run(manifests: Annotated[list[Path], typer.Argument(help="Pod manifest, plus ConfigMap/Secret files.")],
+def run(manifests: Annotated[list[Path], typer.Argument(help="Pod manifest, plus ConfigMap/Secret files.",
+                                                        exists=True, dir_okay=False)],
         api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None,
         timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0) -> None:
     """Send a pod to the API, follow its state, then print its logs. Exit code 0 if it succeeded."""
@@ -145,7 +159,8 @@ def delete(uid: str, namespace: str = "default", api_url: ApiUrl = "http://127.0
 
 
 @app.command()
-def demo(pod: Annotated[Path | None, typer.Argument(help="Pod manifest (default: a hello-world pod).")] = None,
+def demo(pod: Annotated[Path | None, typer.Argument(help="Pod manifest (default: a hello-world pod).",
+                                                    exists=True, dir_okay=False)] = None,
          port: int = 3000) -> None:
     """Start a local SLURM and `slurmlink api`, run an example pod end to end, stop the API."""
     from slurmlink.demo import run_demo

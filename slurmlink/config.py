@@ -19,7 +19,7 @@ ENV_PREFIX = "SLURMLINK_"
 
 
 class ConfigError(Exception):
-    """A configuration problem, naming the file and key."""
+    """A configuration problem, naming the file (or variable) and the key; one line, for the command to print."""
 
 
 def _set(target: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -40,20 +40,37 @@ def load_config(model: type[Model], path: str | Path | None, environ: Mapping[st
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded or {}
     fields = set(model.model_fields)
+    variables: dict[tuple[str, ...], str] = {}  # keys set from the environment -> the variable that set them
     for name, raw in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
         keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
         if keys[0] not in fields:
             continue  # variables of other services or of the CLI
-        _set(data, keys, yaml.safe_load(raw) if raw else raw)
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not valid YAML: {' '.join(str(exc).split())}") from exc
+        _set(data, keys, value)
+        variables[tuple(keys)] = name
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e["loc"], e["msg"], variables) for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from exc
+
+
+def _problem(loc: tuple[int | str, ...], message: str, variables: Mapping[tuple[str, ...], str]) -> str:
+    """`key: what is wrong`, naming the SLURMLINK_* variable instead when the value came from one."""
+    message = message.removeprefix("Value error, ")
+    key = ".".join(str(p) for p in loc)
+    path = tuple(str(p) for p in loc)
+    for keys, variable in variables.items():
+        if path[:len(keys)] == keys:
+            return f"{variable} ({key}): {message}"
+    return f"{key}: {message}" if key else message

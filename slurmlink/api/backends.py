@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from slurmlink.api.config import ApiConfig
-from slurmlink.identity.tokens import TokenValidator
+from slurmlink.identity.build import build_issuers
+from slurmlink.identity.oidc import TokenValidator
 from slurmlink.slurm.base import SchedulerBackend
 from slurmlink.slurm.cli import CliBackend, CliConfig
 from slurmlink.slurm.rest import RestBackend, RestConfig
@@ -12,7 +13,7 @@ from slurmlink.slurm.rest import RestBackend, RestConfig
 def make_backend(config: ApiConfig) -> SchedulerBackend:
     if config.backend == "rest" and config.rest is not None:
         rest = config.rest
-        issuers = [issuer.build() for issuer in rest.refresh_issuers]
+        issuers = build_issuers(rest.refresh_issuers, "rest.refresh_issuers")
         return RestBackend(
             RestConfig(url=rest.url, api_version=rest.api_version, service_token_file=rest.service_token_file,
                        timeout_seconds=rest.timeout_seconds, max_connections=rest.max_connections,

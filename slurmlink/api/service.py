@@ -15,9 +15,9 @@ from slurmlink.api.config import ApiConfig
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
+from slurmlink.identity.build import build_authorizer
 from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, access_token, token_secret
 from slurmlink.identity.refresh import Credentials
-from slurmlink.identity.tokens import TokenValidator
 from slurmlink.interlink.types import (
     CreateRequest,
     LogStruct,
@@ -391,8 +391,7 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 def _authorizer(config: ApiConfig) -> Authorizer | None:
     if config.identity is None:
         return None
-    validator = TokenValidator([issuer.build() for issuer in config.identity.issuers])
-    return Authorizer(validator, config.identity.build_policy(), config.identity.build_mapper())
+    return build_authorizer(config.identity)
 
 
 def _grace(pod: dict[str, Any], entry: PodEntry) -> float:

@@ -22,7 +22,7 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 
 class Caller(Protocol):
-    """The parts of a validated identity (`slurmlink.identity.tokens.Identity`) that the audit line uses."""
+    """The parts of a validated identity (`slurmlink.identity.oidc.Identity`) that the audit line uses."""
 
     @property
     def issuer(self) -> str: ...

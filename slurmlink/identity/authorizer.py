@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from slurmlink.identity import audit
 from slurmlink.identity.entitlements import Decision, EntitlementPolicy
 from slurmlink.identity.mapping import Mapper, MappingError, MappingResult
-from slurmlink.identity.tokens import Identity, TokenRejected, TokenValidator
+from slurmlink.identity.oidc import Identity, TokenRejected, TokenValidator
 
 
 class AccessDenied(Exception):

@@ -13,18 +13,18 @@
         - template: {template: "{preferred_username}"}
         - service_account: {default: egi-service}
       accounts: {min_uid: 1000, slurm_user: slurm}
+
+Everything here is checked when the file is loaded; what needs files or databases (secrets, maps, the pool) is
+read when the service starts (slurmlink.identity.build).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slurmlink.identity import mapping as strategies
-from slurmlink.identity.entitlements import EntitlementPolicy
-from slurmlink.identity.tokens import IssuerConfig
+from slurmlink.identity.entitlements import PolicySection
+from slurmlink.identity.mapping import MappingStep
+from slurmlink.identity.oidc import CHECKIN_PRESETS, IssuerConfig
 
 
 class Strict(BaseModel):
@@ -42,22 +42,24 @@ class IssuerSection(Strict):
     user_key_claim: str = "voperson_id"
 
     @model_validator(mode="after")
-    def _one_issuer(self) -> IssuerSection:
+    def _valid(self) -> IssuerSection:
         if (self.preset is None) == (self.issuer is None):
             raise ValueError("give exactly one of preset and issuer")
+        if self.preset is not None and self.preset not in CHECKIN_PRESETS:
+            raise ValueError(f"unknown Check-in preset {self.preset!r}; known: {', '.join(CHECKIN_PRESETS)}")
+        if (self.client_id is None) != (self.client_secret_file is None):
+            raise ValueError("give both client_id and client_secret_file (introspection) or neither")
+        self.build("(checked when read)" if self.client_id else None)  # the issuer's own checks, secret aside
         return self
 
-    def build(self) -> IssuerConfig:
-        options: dict[str, Any] = {
-            "audience": self.audience, "leeway_seconds": self.leeway_seconds,
-            "min_lifetime_seconds": self.min_lifetime_seconds, "user_key_claim": self.user_key_claim,
-        }
-        if self.client_id:
-            options["client_id"] = self.client_id
-            options["client_secret"] = Path(self.client_secret_file or "").read_text().strip()
-        if self.preset:
-            return IssuerConfig.preset(self.preset, **options)
-        return IssuerConfig(issuer=str(self.issuer), **options)
+    @property
+    def url(self) -> str:
+        return self.issuer or CHECKIN_PRESETS[self.preset or ""]
+
+    def build(self, client_secret: str | None) -> IssuerConfig:
+        return IssuerConfig(issuer=self.url, audience=self.audience, leeway_seconds=self.leeway_seconds,
+                            min_lifetime_seconds=self.min_lifetime_seconds, user_key_claim=self.user_key_claim,
+                            client_id=self.client_id, client_secret=client_secret)
 
 
 class AccountsSection(Strict):
@@ -67,36 +69,19 @@ class AccountsSection(Strict):
 
 
 class IdentityConfig(Strict):
-    issuers: list[IssuerSection]
-    policy: dict[str, Any]  # see slurmlink.identity.entitlements.EntitlementPolicy.from_dict
-    mapping: list[dict[str, dict[str, Any]]]  # one {strategy: options} per step
+    issuers: list[IssuerSection] = Field(min_length=1)
+    policy: PolicySection
+    mapping: list[MappingStep] = Field(min_length=1)  # one {strategy: options} per step, first match wins
     accounts: AccountsSection = Field(default_factory=AccountsSection)
 
-    def build_policy(self) -> EntitlementPolicy:
-        return EntitlementPolicy.from_dict(self.policy)
-
-    def build_mapper(self) -> strategies.Mapper:
-        chain: list[strategies.Strategy] = [_strategy(step) for step in self.mapping]
-        accounts = strategies.AccountPolicy(min_uid=self.accounts.min_uid, slurm_user=self.accounts.slurm_user,
-                                         deny_users=frozenset(self.accounts.deny_users))
-        return strategies.Mapper(chain, accounts)
-
-
-def _strategy(step: dict[str, dict[str, Any]]) -> strategies.Strategy:
-    if len(step) != 1:
-        raise ValueError(f"mapping step {step!r}: give one strategy per step")
-    [(kind, options)] = step.items()
-    options = dict(options or {})
-    if kind == "static":
-        return strategies.StaticMap(options.pop("path"), **options)
-    if kind == "alise":
-        apikey = Path(options.pop("apikey_file")).read_text().strip()
-        client = strategies.AliseClient(options.pop("url"), options.pop("site"), apikey, **options)
-        return strategies.Alise(client)
-    if kind == "pool":
-        return strategies.Pool(**options)
-    if kind == "template":
-        return strategies.ClaimTemplate(**options)
-    if kind == "service_account":
-        return strategies.ServiceAccount(**options)
-    raise ValueError(f"mapping strategy {kind!r} is not one of static, alise, pool, template, service_account")
+    @model_validator(mode="after")
+    def _distinct(self) -> IdentityConfig:
+        issuers = [section.url for section in self.issuers]
+        twice = sorted({i for i in issuers if issuers.count(i) > 1})
+        if twice:
+            raise ValueError(f"issuer {twice[0]} is configured twice")
+        names = [step.name for step in self.mapping]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"mapping steps need distinct names; {twice[0]!r} is used twice (set `name:`)")
+        return self

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import aarc_entitlement
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -109,29 +110,8 @@ class EntitlementPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EntitlementPolicy:
-        """Build from configuration: `vos` items are a VO name or `{name, roles?, settings?}`."""
-        raw_vos = data.get("vos")
-        if not isinstance(raw_vos, list):
-            raise ValueError("entitlement policy: 'vos' must be a list")
-        vos: list[VoRule] = []
-        for item in raw_vos:
-            if isinstance(item, str):
-                vos.append(VoRule(item))
-            elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                roles = item.get("roles")
-                vos.append(VoRule(item["name"], _str_tuple(roles, "roles") if roles is not None else None,
-                                  dict(item.get("settings") or {})))
-            else:
-                raise ValueError(f"entitlement policy: VO entry {item!r} needs a name")
-        kwargs: dict[str, Any] = {}
-        for key in ("match", "subgroups_count", "authority", "namespace", "assurance_match",
-                    "entitlement_claim", "assurance_claim"):
-            if key in data:
-                kwargs[key] = data[key]
-        for key in ("roles", "assurance"):
-            if key in data:
-                kwargs[key] = _str_tuple(data[key], key)
-        return cls(vos=tuple(vos), **kwargs)
+        """Build from configuration (ValueError if it is not a valid `policy:` section)."""
+        return PolicySection.model_validate(data).build()
 
     def decide(self, claims: Mapping[str, Any]) -> Decision:
         entitlements = _parse_entitlements(claim_values(claims, self.entitlement_claim))
@@ -191,6 +171,50 @@ class EntitlementPolicy:
         return f"assurance {' and '.join(lacking)} required" if lacking else None
 
 
+class VoSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    roles: str | list[str] | None = None  # None: the policy's roles
+    settings: dict[str, Any] = Field(default_factory=dict)  # for the mapper: `strategies`, `service_account`
+
+
+class PolicySection(BaseModel):
+    """The `policy:` section, checked when the file is loaded; see EntitlementPolicy for what each key means."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vos: list[str | VoSection]
+    match: Literal["any", "all"] = "any"
+    roles: str | list[str] = Field(default_factory=lambda: [IMPLICIT_ROLE])
+    subgroups_count: bool = False
+    authority: str = DEFAULT_AUTHORITY
+    namespace: str = DEFAULT_NAMESPACE
+    assurance: str | list[str] = Field(default_factory=list)
+    assurance_match: Literal["any", "all"] = "any"
+    entitlement_claim: str = "eduperson_entitlement"
+    assurance_claim: str = "eduperson_assurance"
+
+    @model_validator(mode="after")
+    def _valid(self) -> PolicySection:
+        self.build()  # the policy's own checks (VO names, duplicates, roles, namespace)
+        return self
+
+    def build(self) -> EntitlementPolicy:
+        vos = tuple(VoRule(vo) if isinstance(vo, str) else
+                    VoRule(vo.name, _strings(vo.roles) if vo.roles is not None else None, vo.settings)
+                    for vo in self.vos)
+        return EntitlementPolicy(
+            vos=vos, match=self.match, roles=_strings(self.roles), subgroups_count=self.subgroups_count,
+            authority=self.authority, namespace=self.namespace, assurance=_strings(self.assurance),
+            assurance_match=self.assurance_match, entitlement_claim=self.entitlement_claim,
+            assurance_claim=self.assurance_claim)
+
+
+def _strings(value: str | list[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def claim_values(claims: Mapping[str, Any], name: str) -> list[str]:
     """A multi-valued claim as a list of strings: OPs send a list, a single string, or nothing."""
     value = claims.get(name)
@@ -224,10 +248,3 @@ def _parse_entitlements(values: Iterable[str]) -> list[_Entitlement]:
         log.debug("skipped %d entitlement value(s) that are not AARC-G002 group entitlements", skipped)
     return parsed
 
-
-def _str_tuple(value: Any, key: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise ValueError(f"entitlement policy: '{key}' must be a string or a list of strings")

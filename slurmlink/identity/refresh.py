@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from slurmlink.identity.tokens import TokenRejected, TokenValidator
+from slurmlink.identity.oidc import TokenRejected, TokenValidator
 from slurmlink.translate.env import object_data
 
 REFRESH_MARGIN_SECONDS = 300.0

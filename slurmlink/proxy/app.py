@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from slurmlink import JOB_NAME_PREFIX
 from slurmlink.identity import audit
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
-from slurmlink.identity.tokens import TokenValidator
+from slurmlink.identity.build import build_authorizer
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
 from slurmlink.proxy.apiversion import ApiVersion
@@ -90,7 +90,7 @@ class Metrics:
 class ProxyService:
     def __init__(self, config: ProxyConfig, authorizer: Authorizer | None = None) -> None:
         self.config = config
-        self.authorizer = authorizer or _authorizer(config)
+        self.authorizer = authorizer or build_authorizer(config.identity)
         self.slurm_token = SlurmTokenSource(slurm_user=config.slurm_user, jwt_key_file=config.jwt_key_file,
                                             token_file=config.token_file, lifespan=config.token_lifespan_seconds)
         self.limiter = RateLimiter(config.rate_limit.requests_per_second, config.rate_limit.burst)
@@ -379,11 +379,6 @@ async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
         log.warning("slurmrestd broke off a response: %s", type(exc).__name__)
     finally:
         await upstream.aclose()
-
-
-def _authorizer(config: ProxyConfig) -> Authorizer:
-    validator = TokenValidator([issuer.build() for issuer in config.identity.issuers])
-    return Authorizer(validator, config.identity.build_policy(), config.identity.build_mapper())
 
 
 def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> FastAPI:

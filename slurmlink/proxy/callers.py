@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from slurmlink.identity import audit
 from slurmlink.identity.authorizer import AccessDenied, Authorizer
-from slurmlink.identity.tokens import TokenRejected
+from slurmlink.identity.oidc import TokenRejected
 from slurmlink.proxy.roles import SERVICE, USER, Caller, ServiceIdentity, service_identity
 
 

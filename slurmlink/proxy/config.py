@@ -26,7 +26,6 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from slurmlink.identity.config import IdentityConfig
-from slurmlink.identity.tokens import CHECKIN_PRESETS
 
 
 class Strict(BaseModel):
@@ -126,7 +125,7 @@ class ProxyConfig(Strict):
             return
         if self.state_dir is None:
             raise ValueError("service_identities need state_dir (the ledger of jobs submitted through the proxy)")
-        pinned = {section.issuer or CHECKIN_PRESETS.get(section.preset or "", "") for section in self.identity.issuers}
+        pinned = {section.url for section in self.identity.issuers}
         for service in self.service_identities:
             if service.issuer not in pinned:
                 raise ValueError(f"service identity issuer {service.issuer!r} is not one of identity.issuers")

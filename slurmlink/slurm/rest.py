@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import httpx
 
 from slurmlink import JOB_NAME_PREFIX
+from slurmlink.identity.oidc import TokenValidator
 from slurmlink.identity.refresh import Credentials, TokenSource, token_expiry
-from slurmlink.identity.tokens import TokenValidator
 from slurmlink.slurm import rest_shapes
 from slurmlink.slurm.base import (
     Capacity,

@@ -215,7 +215,8 @@ sl_probe() {
         else
           : > "status/.$sl_name.unhealthy"
           message="Container $sl_name failed $kind probe"
-          [ "$sl_policy" = Never ] || message="$message, will be restarted"
+          # `restarts` is sl_run's (bash scoping is dynamic): past the site's limit there is no restart
+          [ "$sl_policy" = Never ] || [ "$restarts" -ge "$sl_max_restarts" ] || message="$message, will be restarted"
           sl_note Normal Killing "$message"
           sl_stop "$child" "$grace"
           return 1

@@ -68,7 +68,7 @@ def build_job(
                           "terminationGracePeriodSeconds") or 0
     deadline = _non_negative(spec.get("activeDeadlineSeconds"), None, "activeDeadlineSeconds")
     policy = str(spec.get("restartPolicy") or "Always")
-    # A batch job that succeeded is done: Always restarts like OnFailure (see docs/pods.md).
+    # A batch job that succeeded is done: Always restarts like OnFailure (see README.md, How a pod becomes a job).
     run_policy = "Never" if policy == "Never" else "OnFailure"
 
     lines = [

@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.core.exceptions import ConfigError as KubeConfigError
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 
+from slurmlink.config import ConfigError
 from slurmlink.vk.config import KubeConfigSection
 
 Obj = dict[str, Any]
@@ -28,8 +30,12 @@ FIELD_MANAGER = "slurmlink-vk"
 
 
 def make_client(config: KubeConfigSection) -> AsyncClient:
-    kube = KubeConfig.from_file(config.kubeconfig) if config.kubeconfig else KubeConfig.from_env()
-    single = kube.get(context_name=config.context)
+    try:
+        kube = KubeConfig.from_file(config.kubeconfig) if config.kubeconfig else KubeConfig.from_env()
+        single = kube.get(context_name=config.context)
+    except Exception as exc:  # any failure to read it is a configuration error: exit 2 and one line, no trace
+        why = str(exc) if isinstance(exc, KubeConfigError) else f"not a usable kubeconfig ({type(exc).__name__}: {exc})"
+        raise ConfigError(f"kube.kubeconfig (or $KUBECONFIG, or the in-cluster account): {why}") from exc
     return AsyncClient(config=single, timeout=httpx2.Timeout(config.timeout_seconds), field_manager=FIELD_MANAGER)
 
 

@@ -128,9 +128,10 @@ def test_the_kubectl_example_pod_runs_on_its_virtual_node(site_chain: Chain) -> 
     node = pod["spec"]["nodeSelector"]["kubernetes.io/hostname"]
     workdir = site_chain.workdir / "example-node"
     workdir.mkdir()
-    config = vk_config(node_kubeconfig(site_chain.standin, workdir / "kubeconfig", node), site_chain.api.url)
+    standin = site_chain.standin
+    config = vk_config(standin, node_kubeconfig(standin, workdir / "kubeconfig", node), site_chain.api.url)
     config["node"]["name"] = node
-    vk = VkProcess(config, workdir)
+    vk = VkProcess(config, workdir, standin.kubelet_client_cert)
     vk.start()
     try:
         site_chain.kubectl("apply", "-f", str(EXAMPLE))

@@ -30,10 +30,11 @@ def pod(container: dict[str, Any], **spec: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def job(p: dict[str, Any], path: str | None = None) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def job(p: dict[str, Any], path: str | None = None, site: SiteConfig | None = None
+        ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "pod"
-        script = build_job(p, workdir=str(workdir), site=SiteConfig(runtime="host")).script
+        script = build_job(p, workdir=str(workdir), site=site or SiteConfig(runtime="host")).script
         process = subprocess.Popen(["bash", "-c", script], cwd=tmp, env={"PATH": path or os.environ["PATH"]},
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -61,6 +62,18 @@ def test_a_check_slower_than_its_timeout_fails() -> None:
         [note] = record(workdir).notes
     assert (note.type, note.reason, note.message) == ("Warning", "Unhealthy",
                                                       "Readiness probe failed: timed out after 1s")
+
+
+def test_a_liveness_kill_past_the_sites_restart_limit_promises_no_restart() -> None:
+    probe = {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1}
+    container = {"command": ["sh", "-c", "while :; do sleep 0.1; done"], "livenessProbe": probe}
+    site = SiteConfig(runtime="host", max_restarts=0)
+    with job(pod(container, restartPolicy="OnFailure", terminationGracePeriodSeconds=5), site=site
+             ) as (process, workdir):
+        process.wait(60)
+        done = record(workdir)
+    assert done.restarts == 0
+    assert ("Killing", "Container c failed liveness probe") in [(n.reason, n.message) for n in done.notes]
 
 
 def test_a_failed_startup_probe_kills_the_container_and_never_restarts_it_under_never() -> None:

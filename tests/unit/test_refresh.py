@@ -7,8 +7,8 @@ import time
 
 import httpx
 
+from slurmlink.identity.oidc import IssuerConfig, TokenValidator
 from slurmlink.identity.refresh import Credentials, TokenSource, unverified_claims
-from slurmlink.identity.tokens import IssuerConfig, TokenValidator
 from standins.checkin import CheckinStandin
 
 CLIENT = ("slurmlink-refresh-test", "s3cret")

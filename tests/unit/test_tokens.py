@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from slurmlink.identity.tokens import (
+from slurmlink.identity.oidc import (
     CHECKIN_PRESETS,
     REASONS,
     IssuerConfig,
