@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +96,3 @@ def ready(chain: Chain) -> bool:
 
 def wait_node_ready(chain: Chain, timeout: float = 20) -> None:
     wait_until(lambda: ready(chain), timeout, "the node to be Ready")
-
-
-def now() -> float:
-    return time.monotonic()
