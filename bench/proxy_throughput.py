@@ -1,9 +1,10 @@
 """Job submission through `slurmlink proxy` against straight to slurmrestd, measured in the same run (issue 4).
 
 Usage (as root, from the repository): .venv/bin/python bench/proxy_throughput.py [--jobs 500] [--clients 8] [--json]
+[--slurm 24.11]
 
 Both ways, `--clients` concurrent keep-alive httpx clients POST the same trivial job (`#!/bin/bash\\ntrue`) as
-the same user to `/slurm/v0.0.38/job/submit`:
+the same user to `/slurm/v0.0.38/job/submit` (24.11: `v0.0.42`):
 - direct: to slurmrestd, with X-SLURM-USER-NAME and an HS256 token of the user minted from the cluster's key;
 - proxy: to `slurmlink proxy` (its own process, uvicorn on loopback) with the user's Check-in access token as
   bearer; the Check-in stand-in (standins/checkin.py) is the issuer and a static map names the user.
@@ -34,13 +35,12 @@ import httpx  # noqa: E402
 
 from bench.services import BenchError, free_port, proxy_config, proxy_service, wait_until  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
+from slurmlink.devcluster.cluster import REST_VERSIONS_OF, default_cluster  # noqa: E402
 from slurmlink.slurm.rest_shapes import submit_body  # noqa: E402
 from slurmlink.translate.job import BatchJob  # noqa: E402
 from standins.checkin import CheckinStandin  # noqa: E402
 
-API_VERSION = "v0.0.38"  # Debian 12's slurmrestd (22.05)
-SUBMIT_PATH = f"/slurm/{API_VERSION}/job/submit"
-PING_PATH = f"/slurm/{API_VERSION}/ping/"
+API_VERSION = "v0.0.38"  # the dev cluster's newest: Debian 12's slurmrestd (22.05); main() sets it for --slurm
 JOB_NAME = "slbench-proxy"  # every job of this bench has this name: how its jobs are told from others
 VO = "vo.example.org"  # the stand-in's users are members of it by default
 ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
@@ -136,7 +136,7 @@ async def submit_all(client: httpx.AsyncClient, tickets: Iterator[int], payload:
     for _ in tickets:
         start = time.perf_counter()
         try:
-            response = await client.post(SUBMIT_PATH, content=payload)
+            response = await client.post(f"/slurm/{API_VERSION}/job/submit", content=payload)
             error = submit_error(response)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -152,7 +152,8 @@ async def timed_submissions(url: str, headers: dict[str, str], payload: bytes, j
     pool = [httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits, trust_env=False)
             for _ in range(clients)]
     try:
-        for answer in await asyncio.gather(*(c.get(PING_PATH) for c in pool)):  # connect before the clock
+        ping = f"/slurm/{API_VERSION}/ping/"
+        for answer in await asyncio.gather(*(c.get(ping) for c in pool)):  # connect before the clock
             if answer.status_code != 200:
                 raise BenchError(f"warm-up ping to {url} answered {answer.status_code}: {answer.text[:200]}")
         tickets = iter(range(jobs))  # shared: each client takes the next ticket
@@ -235,6 +236,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=500, help="jobs per mode, split over that mode's phases")
     parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
     parser.add_argument("--order", default="direct,proxy,proxy,direct", help="phases, in order")
+    parser.add_argument("--slurm", default="22.05", choices=sorted(REST_VERSIONS_OF),
+                        help="the release's default dev cluster (docs/dev-cluster.md)")
     parser.add_argument("--json", type=Path, nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
                         help=f"write the results as JSON (default path {DEFAULT_JSON.relative_to(REPO)})")
     args = parser.parse_args()
@@ -245,9 +248,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    global API_VERSION
     args = parse_args()
     wall = time.perf_counter()
-    cluster = DevCluster()
+    cluster = default_cluster(args.slurm)
+    API_VERSION = cluster.rest_versions[0]
     was_down = not any(cluster.status().values())
     cluster.up()
     try:
@@ -273,7 +278,8 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
                     "python": platform.python_version(), "loadavg_at_start": os.getloadavg(),
                     "cluster_cpus": cluster.cpus, **preflight(slurm, args.jobs * len(set(args.order)))},
         "parameters": {"jobs_per_mode": args.jobs, "clients": args.clients, "order": args.order, "user": user,
-                       "api_version": API_VERSION, "payload_bytes": len(job_payload())}}
+                       "slurm": cluster.slurm, "api_version": API_VERSION,
+                       "payload_bytes": len(job_payload())}}
     tmp = Path(tempfile.mkdtemp(prefix="slurmlink-proxy-bench-"))
     report["proxy_log"] = str(tmp / "proxy.log")
     slurm.drain()

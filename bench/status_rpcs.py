@@ -11,6 +11,7 @@ slurmrestd). Once every pod is known, the run waits `--intervals` poll intervals
 
     .venv/bin/python bench/status_rpcs.py            # as root; about 2 minutes
     .venv/bin/python bench/status_rpcs.py --pods 50 --intervals 5
+    .venv/bin/python bench/status_rpcs.py --slurm 24.11   # the 24.11 dev cluster (docs/dev-cluster.md)
 
 Results go to bench/results/status_rpcs.json (git-ignored). Check-in is the stand-in in standins/checkin.py.
 """
@@ -46,6 +47,7 @@ from bench.services import (  # noqa: E402
     wait_until,
 )
 from slurmlink.devcluster import DevCluster  # noqa: E402
+from slurmlink.devcluster.cluster import REST_VERSIONS_OF, default_cluster  # noqa: E402
 from slurmlink.identity.pod_token import TOKEN_SECRET_ANNOTATION  # noqa: E402
 from slurmlink.interlink.types import parse_statuses  # noqa: E402
 from standins.checkin import CheckinStandin  # noqa: E402
@@ -171,12 +173,15 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=200)
     parser.add_argument("--intervals", type=int, default=10)
     parser.add_argument("--poll-interval", type=float, default=2.0)
+    parser.add_argument("--slurm", default="22.05", choices=sorted(REST_VERSIONS_OF),
+                        help="the release's default dev cluster (started if down)")
     args = parser.parse_args()
-    cluster = DevCluster()
+    cluster = default_cluster(args.slurm)
     cluster.up()
     user = cluster.users[0]
     work = Path(tempfile.mkdtemp(prefix="slurmlink-status-rpcs-"))
-    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "poll_interval": args.poll_interval}
+    report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "poll_interval": args.poll_interval,
+                              "slurm": args.slurm}
     seconds = int(args.intervals * args.poll_interval * 3 + 120)
 
     (work / "mode2").mkdir()
@@ -195,8 +200,9 @@ def main() -> None:
     users_file.write_text(f"{checkin.issuer} {subject} {user}\n")
     job_root = sticky_job_root(cluster)
     proxy_settings = proxy_config(
-        cluster, checkin.issuer, users_file, free_port(), VO, api_version=cluster.rest_versions[0],
-        files={"job_root": str(job_root)}, signals={"slurm_conf": str(cluster.conf_path)},
+        cluster, checkin.issuer, users_file, free_port(), VO, files={"job_root": str(job_root)},
+        signals={"slurm_conf": str(cluster.conf_path),
+                 "scancel": str(cluster.bin_dir / "scancel") if cluster.bin_dir else "scancel"},
         service_identities=[{"issuer": checkin.issuer, "subject": service, "account": cluster.users[2]}],
         state_dir=str(work / "mode1" / "proxy-state"))
     # /metrics: /healthz also needs slurmrestd

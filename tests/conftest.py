@@ -74,8 +74,8 @@ def test_users() -> tuple[str, ...]:
     that map identities to them run on a fresh machine without a SLURM."""
     if os.geteuid() != 0:
         pytest.skip("needs root: the test users are created with useradd")
-    cluster = DevCluster(TEST_STATE_DIR)
     try:
+        cluster = DevCluster(TEST_STATE_DIR)
         cluster.ensure_users()
     except DevClusterError as exc:
         pytest.fail(f"the test users: {exc}", pytrace=False)

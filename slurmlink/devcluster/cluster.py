@@ -38,6 +38,8 @@ HOST_RELEASE = "22.05"  # the machine's own SLURM (Debian 12)
 # The REST API versions each release's slurmrestd serves here, newest first.
 REST_VERSIONS_OF = {HOST_RELEASE: ("v0.0.38", "v0.0.37", "v0.0.36"), "24.11": ("v0.0.42", "v0.0.41", "v0.0.40")}
 REST_VERSIONS = REST_VERSIONS_OF[HOST_RELEASE]
+DEFAULT_STATE_DIR = Path("/var/lib/slurmlink/dev-cluster")
+PORT_OFFSET = {HOST_RELEASE: 0, "24.11": 10}  # each release's default cluster has its own ports: side by side
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLL = 0.05  # seconds between checks while waiting on a condition
 
@@ -478,8 +480,10 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 return
             dead = [name for name in watch if self._alive_pid(name) is None]
             if dead:
-                raise DevClusterError(
-                    f"{', '.join(dead)} exited while waiting for {what}", {n: self.log_tail(n) for n in dead}
+                last = "; ".join(f"{n}: {self.log_tail(n, 1)}" for n in dead if self.log_tail(n, 1))
+                raise DevClusterError(  # the last log line in the message: test runs show no more
+                    f"{', '.join(dead)} exited while waiting for {what}" + (f" ({last})" if last else ""),
+                    {n: self.log_tail(n) for n in dead},
                 )
             if time.monotonic() > deadline:
                 raise DevClusterError(
@@ -584,6 +588,23 @@ def _ensure_key(path: Path, size: int, owner: str, mode: int) -> bool:
     _chown(path, owner)
     path.chmod(mode)
     return made
+
+
+def default_state_dir(slurm: str = HOST_RELEASE) -> Path:
+    return DEFAULT_STATE_DIR if slurm == HOST_RELEASE else DEFAULT_STATE_DIR.with_name(f"dev-cluster-{slurm}")
+
+
+def default_ports(slurm: str = HOST_RELEASE) -> dict[str, int]:
+    """rest_port, ctld_port and slurmd_port of a release's default cluster (22.05: 6820, 6817, 6818)."""
+    offset = PORT_OFFSET[slurm]
+    return {"rest_port": 6820 + offset, "ctld_port": 6817 + offset, "slurmd_port": 6818 + offset}
+
+
+def default_cluster(slurm: str = HOST_RELEASE) -> DevCluster:
+    """The release's default dev cluster (what `slurmlink dev-cluster up --slurm RELEASE` starts)."""
+    ports = default_ports(slurm)
+    return DevCluster(default_state_dir(slurm), rest_port=ports["rest_port"], ctld_port=ports["ctld_port"],
+                      slurmd_port=ports["slurmd_port"], slurm=slurm)
 
 
 def _release_of(state_dir: Path) -> str:

@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from slurmlink.devcluster.cluster import HOST_RELEASE, REST_VERSIONS_OF, DevCluster, DevClusterError
+from slurmlink.devcluster.cluster import (
+    HOST_RELEASE,
+    REST_VERSIONS_OF,
+    DevCluster,
+    DevClusterError,
+    default_ports,
+    default_state_dir,
+)
 
 app = typer.Typer(help="A real single-node SLURM on this machine, for trials and tests.")
 console = Console()
@@ -32,9 +39,6 @@ SlurmdPort = Annotated[int | None, typer.Option(
 Release = Annotated[str, typer.Option(
     "--slurm", help=f"SLURM release: {HOST_RELEASE} (the machine's own) or 24.11 (from a Debian 13 root that "
     "scripts/build-slurm-root.sh builds once)")]
-DEFAULT_STATE_DIR = Path("/var/lib/slurmlink/dev-cluster")
-# Ports and state directories of each release's default cluster, so that both can run side by side.
-PORT_OFFSET = {HOST_RELEASE: 0, "24.11": 10}
 
 
 @app.command()
@@ -50,11 +54,11 @@ def up(
     if slurm not in REST_VERSIONS_OF:
         err_console.print(f"[red]error:[/red] --slurm {slurm}: the dev cluster runs {', '.join(REST_VERSIONS_OF)}")
         raise typer.Exit(2)
-    offset = PORT_OFFSET[slurm]
+    ports = default_ports(slurm)
     with _failures_shown():
-        cluster = DevCluster(state_dir or _default_state_dir(slurm), cpus=cpus, rest_port=rest_port or 6820 + offset,
-                             ctld_port=ctld_port or 6817 + offset, slurmd_port=slurmd_port or 6818 + offset,
-                             slurm=slurm)
+        cluster = DevCluster(state_dir or default_state_dir(slurm), cpus=cpus,
+                             rest_port=rest_port or ports["rest_port"], ctld_port=ctld_port or ports["ctld_port"],
+                             slurmd_port=slurmd_port or ports["slurmd_port"], slurm=slurm)
         started = time.monotonic()
         cluster.up()
     console.print(f"[green]SLURM {slurm} is up[/green] in {time.monotonic() - started:.1f}s")
@@ -72,7 +76,7 @@ def down(state_dir: UpStateDir = None, slurm: Release = HOST_RELEASE) -> None:
     """Cancel active jobs and stop the daemons."""
     started = time.monotonic()
     with _failures_shown():
-        DevCluster(state_dir or _default_state_dir(slurm)).down()
+        DevCluster(state_dir or default_state_dir(slurm)).down()
     console.print(f"[green]SLURM is down[/green] ({time.monotonic() - started:.1f}s)")
 
 
@@ -80,14 +84,10 @@ def down(state_dir: UpStateDir = None, slurm: Release = HOST_RELEASE) -> None:
 def status(state_dir: UpStateDir = None, slurm: Release = HOST_RELEASE) -> None:
     """Show which daemons run; exit 1 unless all of them do."""
     with _failures_shown():
-        cluster = DevCluster(state_dir or _default_state_dir(slurm))
+        cluster = DevCluster(state_dir or default_state_dir(slurm))
     pids = _print_status(cluster)
     if not all(pids.values()):
         raise typer.Exit(1)
-
-
-def _default_state_dir(slurm: str) -> Path:
-    return DEFAULT_STATE_DIR if slurm == HOST_RELEASE else DEFAULT_STATE_DIR.with_name(f"dev-cluster-{slurm}")
 
 
 def _print_status(cluster: DevCluster) -> dict[str, int | None]:

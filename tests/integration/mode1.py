@@ -111,7 +111,9 @@ def proxy_settings(cluster: DevCluster, checkin: CheckinStandin, users_file: Pat
     """A mode-1 proxy: Check-in stand-in, static map, files and signals extensions, one service identity."""
     config = proxy_config(
         cluster, checkin, users_file, rate_limit={"requests_per_second": 100000, "burst": 100000},
-        files={"job_root": str(job_root)}, signals={"slurm_conf": str(cluster.conf_path)},
+        files={"job_root": str(job_root)},
+        signals={"slurm_conf": str(cluster.conf_path),
+                 "scancel": str(cluster.bin_dir / "scancel") if cluster.bin_dir else "scancel"},
         service_identities=[{"issuer": checkin.issuer, "subject": service_subject, "account": cluster.users[2]}],
         state_dir=str(state_dir))
     return config.model_dump(mode="json", exclude_none=True)

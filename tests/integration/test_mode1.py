@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.identity.refresh import Credentials
@@ -222,3 +223,32 @@ def test_cancelling_what_slurm_no_longer_knows_is_not_an_error(mode1: Mode1) -> 
             await backend.close()
 
     asyncio.run(scenario())
+
+
+def test_slurmrestd_restarted_with_other_versions_under_running_services(mode1: Mode1,
+                                                                          slurm_cluster: DevCluster) -> None:
+    """A SLURM upgrade or downgrade under a running proxy and API: 24.11's slurmrestd comes back serving
+    only v0.0.40, then v0.0.40-v0.0.42 again. Pods from before end right, new pods run, the proxy says
+    which version it now uses."""
+    if slurm_cluster.slurm != "24.11" or os.environ.get("SLURMLINK_TEST_REST_VERSION"):
+        pytest.skip("needs SLURM 24.11 (v0.0.40-v0.0.42) and api_version auto")
+    client = mode1.client()
+    before = make_pod([sh("echo before; sleep 6")])
+    client.submit(before)
+    client.wait_phase(before, ("Running",))
+    try:
+        slurm_cluster.restart_rest(["v0.0.40"])
+        wait_until(lambda: mode1.proxy.get("/healthz").json().get("api_version") == "v0.0.40", 60,
+                   "the proxy to use v0.0.40")
+        after = make_pod([sh("echo after")])
+        wait_until(lambda: client.create(after).status_code == 200, 60, "a new pod to be taken")
+        for pod in (before, after):
+            phase, status = client.finish(pod)
+            assert phase.phase == "Succeeded" and exit_codes(status) == {"main": 0}, (phase, status)
+    finally:
+        slurm_cluster.restart_rest()
+    again = make_pod([sh("echo again")])
+    wait_until(lambda: client.create(again).status_code == 200, 60, "a pod after the second restart")
+    phase, status = client.finish(again)
+    assert phase.phase == "Succeeded" and exit_codes(status) == {"main": 0}, (phase, status)
+    assert len(jobs_named(slurm_cluster, again)) == 1
