@@ -8,7 +8,9 @@
     POST /slurmlink/v1/jobs/{id}/signal?signal=TERM   signal the batch script of a running job (graceful stop)
 
 They are reached after the same allow-list, authentication, authorisation, mapping and rate limit as
-forwarded requests (slurmlink.proxy.app); who may read which directory is slurmlink.proxy.poddir's job.
+forwarded requests (slurmlink.proxy.gates); who may read which directory is slurmlink.proxy.poddir's job.
+A new route is a rule in policy.RULES (which also says what a service identity may do with it) and a
+handler here, named in `Extensions.routes`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -40,6 +42,9 @@ MAX_JOBS_PER_STATUSES = 500
 MAX_LOOKUPS_PER_STATUSES = 20
 
 
+Handler = Callable[[Caller, str, str], Awaitable[Response]]  # (caller, raw path, raw query) -> the answer
+
+
 class Extensions:
     def __init__(self, files: FilesSection | None, lookup: JobLookup, ledger: Ledger | None,
                  slurm_token: Callable[[], str], signaller: BatchSignaller | None = None) -> None:
@@ -53,21 +58,14 @@ class Extensions:
         self.max_follows = files.max_follows_per_user if files is not None else 0
         self.follows: dict[str, int] = {}  # caller's account -> log follows open now
 
+    def routes(self) -> dict[str, Handler]:
+        """The handler of each extension rule of policy.RULES (which says who may call it)."""
+        return {policy.WHOAMI: self.whoami, policy.CAPACITY: self.capacity, policy.STATUSES: self.statuses,
+                policy.STATUS: self.status, policy.SIGNAL: self.signal, policy.LOGS: self.logs}
+
     async def handle(self, rule: str, caller: Caller, path: str, query: str) -> Response:
         try:
-            if rule == policy.WHOAMI:
-                return whoami(caller)
-            if rule == policy.CAPACITY:
-                return await self.capacity(caller, query)
-            if rule == policy.STATUSES:
-                return await self.statuses(caller, query)
-            segments = path.split("/")  # "", "slurmlink", "v1", "jobs", id, "status" | "logs", container
-            job_id = segments[4]
-            if rule == policy.STATUS:
-                return await self.status(caller, job_id)
-            if rule == policy.SIGNAL:
-                return await self.signal(caller, job_id, query)
-            return await self.logs(caller, job_id, urllib.parse.unquote(segments[6], errors="strict"), query)
+            return await self.routes()[rule](caller, path, query)
         except Refusal as refusal:
             return refusal.response()
         except UnicodeDecodeError:
@@ -76,7 +74,11 @@ class Extensions:
             log.error("no SlurmUser token: %s", exc)
             return Refusal(503, "ProxyMisconfigured", "the proxy has no SlurmUser token", retry_after=30).response()
 
-    async def capacity(self, caller: Caller, query: str) -> Response:
+    async def whoami(self, caller: Caller, path: str, query: str) -> Response:
+        return JSONResponse({"user": caller.user, "subject": caller.subject, "issuer": caller.issuer,
+                             "role": caller.role})
+
+    async def capacity(self, caller: Caller, path: str, query: str) -> Response:
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
         if set(params) - {"partition"} or len(params.get("partition", [])) > 1:
             raise Refusal(400, "BadRequest", "capacity takes one query parameter: partition")
@@ -85,7 +87,8 @@ class Extensions:
         return JSONResponse(await free_capacity(self.lookup.http, url, as_user=caller.user,
                                                 token=self.slurm_token(), partition=partition))
 
-    async def signal(self, caller: Caller, job_id: str, query: str) -> Response:
+    async def signal(self, caller: Caller, path: str, query: str) -> Response:
+        job_id = _job_id(path)
         if self.signaller is None:
             raise Refusal(404, "NotFound", "this proxy does not signal batch scripts (no `signals` section configured)")
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
@@ -105,7 +108,8 @@ class Extensions:
                            files=self.files)
         return self.files, pod
 
-    async def status(self, caller: Caller, job_id: str) -> Response:
+    async def status(self, caller: Caller, path: str, query: str) -> Response:
+        job_id = _job_id(path)
         files, pod = await self._pod(caller, job_id)
         try:
             found = await asyncio.to_thread(files.read_status, pod.workdir, pod.uid, owned_dirs=True)
@@ -113,7 +117,7 @@ class Extensions:
             raise _file_refusal(exc, job_id) from None
         return JSONResponse({"job_id": job_id, "user": pod.owner, "workdir": pod.workdir, "files": found})
 
-    async def statuses(self, caller: Caller, query: str) -> Response:
+    async def statuses(self, caller: Caller, path: str, query: str) -> Response:
         """The status files of many jobs in one answer (one request per poll instead of one per pod); each
         job is checked on its own, and a refused one carries its refusal instead of files."""
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
@@ -149,7 +153,8 @@ class Extensions:
         await asyncio.to_thread(read_all)
         return JSONResponse({"jobs": answers})
 
-    async def logs(self, caller: Caller, job_id: str, container: str, query: str) -> Response:
+    async def logs(self, caller: Caller, path: str, query: str) -> Response:
+        job_id, container = _job_id(path), urllib.parse.unquote(path.split("/")[6], errors="strict")
         try:
             check_container_name(container)
         except SlurmError as exc:
@@ -193,9 +198,8 @@ class Extensions:
                 del self.follows[user]
 
 
-def whoami(caller: Caller) -> Response:
-    return JSONResponse({"user": caller.user, "subject": caller.subject, "issuer": caller.issuer,
-                         "role": caller.role})
+def _job_id(path: str) -> str:
+    return path.split("/")[4]  # "", "slurmlink", "v1", "jobs", id, ...
 
 
 def _file_refusal(exc: SlurmError, job_id: str) -> Refusal:

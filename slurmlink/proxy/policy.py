@@ -7,10 +7,23 @@ is refused, so what is checked is exactly what is forwarded.
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 
 VERSION = r"v0\.0\.(?:3[6-9]|4[0-5])"  # v0.0.36 .. v0.0.45
+
+
+class ServiceAccess(enum.Enum):
+    """What a service identity (roles.py) may do with a request a rule allows."""
+
+    AS_ACCOUNT = "as-account"  # runs as the service identity's own account
+    AS_JOB_OWNER = "as-job-owner"  # only for a job in the ledger, as the owner the ledger names
+    REFUSED = "refused"
+
+
+READ = ServiceAccess.AS_ACCOUNT
+OWNERS = ServiceAccess.AS_JOB_OWNER
 
 
 @dataclass(frozen=True)
@@ -20,32 +33,42 @@ class Rule:
     pattern: re.Pattern[str]
     slurmdb: bool = False
     extension: bool = False  # answered by the proxy itself (slurmlink.proxy.extensions), not forwarded
+    service: tuple[tuple[str, ServiceAccess], ...] = ()  # (method, access) for service identities; else refused
+
+    def service_access(self, method: str) -> ServiceAccess:
+        return dict(self.service).get(method.upper(), ServiceAccess.REFUSED)
 
 
-def _rule(methods: str, template: str, *, slurmdb: bool = False, extension: bool = False) -> Rule:
+def _rule(methods: str, template: str, *, slurmdb: bool = False, extension: bool = False,
+          service: ServiceAccess | dict[str, ServiceAccess] = ServiceAccess.REFUSED) -> Rule:
     regex = re.escape(template).replace(r"\{v\}", VERSION).replace(r"\{id\}", r"[0-9]{1,12}")
     # a container name is one path segment; the extension decodes and checks it like the cli backend does
     regex = regex.replace(r"/\?", "/?").replace(r"\{container\}", r"[^/]{1,253}")
     name = f"{methods} {template.replace('/?', '/')}"
-    return Rule(name, frozenset(methods.split("|")), re.compile(rf"\A{regex}\Z"), slurmdb, extension)
+    method_set = frozenset(methods.split("|"))
+    access = service if isinstance(service, dict) else dict.fromkeys(method_set, service)
+    return Rule(name, method_set, re.compile(rf"\A{regex}\Z"), slurmdb, extension, tuple(sorted(access.items())))
 
 
+# Everything the proxy lets through, and what a service identity may do with it. An extension route is one
+# line here (its handler is in extensions.py).
 RULES: tuple[Rule, ...] = (
-    _rule("GET", "/slurm/{v}/ping/?"),
-    _rule("GET", "/slurm/{v}/diag/?"),
+    _rule("GET", "/slurm/{v}/ping/?", service=READ),
+    _rule("GET", "/slurm/{v}/diag/?", service=READ),
     _rule("POST", "/slurm/{v}/job/submit/?"),
-    _rule("GET|DELETE", "/slurm/{v}/job/{id}/?"),
-    _rule("GET", "/slurm/{v}/jobs/?"),
-    _rule("GET", "/openapi/v3"),
+    _rule("GET|DELETE", "/slurm/{v}/job/{id}/?", service={"GET": READ, "DELETE": OWNERS}),
+    _rule("GET", "/slurm/{v}/jobs/?", service=READ),
+    _rule("GET", "/openapi/v3", service=READ),
     _rule("GET", "/slurmdb/{v}/job/{id}/?", slurmdb=True),
     _rule("GET", "/slurmdb/{v}/jobs/?", slurmdb=True),
-    _rule("GET", "/slurmlink/v1/whoami", extension=True),
-    _rule("GET", "/slurmlink/v1/capacity", extension=True),
-    _rule("GET", "/slurmlink/v1/jobs/{id}/status", extension=True),
-    _rule("GET", "/slurmlink/v1/statuses", extension=True),
-    _rule("GET", "/slurmlink/v1/jobs/{id}/logs/{container}", extension=True),
-    _rule("POST", "/slurmlink/v1/jobs/{id}/signal", extension=True),
+    _rule("GET", "/slurmlink/v1/whoami", extension=True, service=READ),
+    _rule("GET", "/slurmlink/v1/capacity", extension=True, service=READ),
+    _rule("GET", "/slurmlink/v1/jobs/{id}/status", extension=True, service=OWNERS),
+    _rule("GET", "/slurmlink/v1/statuses", extension=True, service=OWNERS),
+    _rule("GET", "/slurmlink/v1/jobs/{id}/logs/{container}", extension=True, service=OWNERS),
+    _rule("POST", "/slurmlink/v1/jobs/{id}/signal", extension=True, service=OWNERS),
 )
+BY_NAME = {rule.name: rule for rule in RULES}
 SUBMIT = "POST /slurm/{v}/job/submit/"
 JOB = "GET|DELETE /slurm/{v}/job/{id}/"
 WHOAMI = "GET /slurmlink/v1/whoami"

@@ -118,19 +118,20 @@ sl_kill_tree() {
 # sl_check TIMEOUT ARGV... : run one check; its status in sl_rc, the start of its output in sl_out, and
 # sl_timedout=1 when it was killed after TIMEOUT seconds ("-": no limit)
 sl_check() {
-  local limit=$1 pid watchdog out="status/.$sl_name.out.$BASHPID"
+  local limit=$1 pid watchdog out="status/.$sl_name.out.$BASHPID" fired="status/.$sl_name.fired.$BASHPID"
   shift
+  rm -f -- "$fired"
   "$@" >"$out" 2>&1 </dev/null &
   pid=$!
   sl_timedout=0 watchdog=""
   if [ "$limit" != - ]; then
-    ( sleep "$limit"; sl_kill_tree KILL "$pid" ) >/dev/null 2>&1 &
+    # marked before the kill: the watchdog may still be alive when the killed check is reaped
+    ( sleep "$limit"; : > "$fired"; sl_kill_tree KILL "$pid" ) >/dev/null 2>&1 &
     watchdog=$!
   fi
   sl_wait "$pid"
-  if [ -n "$watchdog" ]; then
-    if kill -0 "$watchdog" 2>/dev/null; then sl_kill_tree TERM "$watchdog"; else sl_timedout=1; fi
-  fi
+  [ -z "$watchdog" ] || sl_kill_tree TERM "$watchdog"
+  [ ! -e "$fired" ] || { sl_timedout=1; rm -f -- "$fired"; }
   sl_out=$(head -c 1024 -- "$out" 2>/dev/null); rm -f -- "$out"
   sl_out=${sl_out//[$'\t\r\n']/ }
   if [ "$sl_timedout" = 1 ]; then sl_rc=1; sl_out="timed out after ${limit}s"; fi

@@ -261,6 +261,7 @@ def test_only_the_owner_may_cancel_or_signal_a_running_job(proxy: ProxyServer, c
         refused = httpx.delete(job, params=params, headers=bearer(ctx.tokens["alice"]), timeout=30)
         assert refused.status_code == 403, refused.text
         assert refused.json()["rule"] == "job-owner"
+        assert "belongs to another user" in refused.json()["reason"]  # the sentence, not the error's word
         assert job_state(slurm_cluster, job_id) == ("RUNNING", slurm_cluster.users[1])
     ping = subprocess.run(["scontrol", "ping"], env={**os.environ, **slurm_cluster.env}, capture_output=True,
                           text=True, timeout=30)
@@ -464,7 +465,7 @@ def test_slurm_token_is_renewed_and_token_file_reread(tmp_path: Path) -> None:
 
 
 def test_rate_limiter_refills() -> None:
-    from slurmlink.proxy.app import RateLimiter
+    from slurmlink.proxy.ratelimit import RateLimiter
     limiter = RateLimiter(rate=2.0, burst=2)
     assert [limiter.take("a", now=0.0), limiter.take("a", now=0.0)] == [0.0, 0.0]
     assert limiter.take("a", now=0.0) == pytest.approx(0.5)

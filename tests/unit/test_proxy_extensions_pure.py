@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from slurmlink.proxy import policy
-from slurmlink.proxy.app import _submitted
 from slurmlink.proxy.config import ProxyConfig
 from slurmlink.proxy.errors import Refusal
+from slurmlink.proxy.forward import _submitted
 from slurmlink.proxy.ledger import FILE_NAME, MAX_AGE_SECONDS, Ledger
 from slurmlink.proxy.logstream import LogQuery, parse_query
 from slurmlink.proxy.roles import ServiceAccess, service_access

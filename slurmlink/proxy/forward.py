@@ -1,0 +1,182 @@
+"""The last steps of a request the gates let through to slurmrestd: read its body, forward it as the mapped
+user with the SlurmUser token, and relay the answer (a slurmlink job's submission also enters the ledger)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from prometheus_client import Histogram
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
+
+from slurmlink import JOB_NAME_PREFIX
+from slurmlink.proxy import headers as header_rules
+from slurmlink.proxy import policy
+from slurmlink.proxy.errors import error_response
+from slurmlink.proxy.gates import Answer, Call, Step
+from slurmlink.proxy.ledger import Ledger
+from slurmlink.proxy.roles import SERVICE
+from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+
+log = logging.getLogger("slurmlink.proxy")
+
+PASSED_BACK = ("content-type", "content-encoding", "last-modified", "etag", "cache-control")
+MAX_SUBMIT_RESPONSE_BYTES = 1024 * 1024  # submit answers are small; they are buffered to fill the ledger
+
+
+class Forwarder:
+    def __init__(self, http: httpx.AsyncClient, upstream: str, slurm_token: SlurmTokenSource,
+                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram) -> None:
+        self.http = http
+        self.upstream = upstream
+        self.slurm_token = slurm_token
+        self.ledger = ledger
+        self.max_body_bytes = max_body_bytes
+        self.upstream_seconds = upstream_seconds
+
+    def steps(self) -> list[Step]:
+        return [self.read_body, self.forward]
+
+    async def read_body(self, call: Call) -> Answer | None:
+        body = await self._body(call)
+        if body is None:
+            return Answer("too-large", error_response(
+                413, "PayloadTooLarge", f"the request body exceeds {self.max_body_bytes} bytes"))
+        call.body = body
+        return None
+
+    async def _body(self, call: Call) -> bytes | None:
+        """The request's body; None as soon as it is known to be too large."""
+        limit = self.max_body_bytes
+        declared = call.request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in call.request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def forward(self, call: Call) -> Answer:
+        try:
+            slurm_token = self.slurm_token.token()
+        except SlurmTokenError as exc:
+            log.error("no SlurmUser token: %s", exc)
+            return Answer("unavailable", error_response(503, "ProxyMisconfigured", "the proxy has no SlurmUser token",
+                                                        retry_after=30))
+        outgoing = header_rules.upstream_headers(call.request.headers.items(), user=call.user, token=slurm_token)
+        outgoing.append(("Accept-Encoding", "identity"))  # relay bytes as they are
+        url = self.upstream + call.path + (f"?{call.query}" if call.query else "")
+        try:
+            upstream_request = self.http.build_request(call.method, url, headers=outgoing, content=call.body)
+        except httpx.InvalidURL:
+            return Answer("policy", error_response(400, "BadRequest", "the query string is not valid"))
+        upstream = await self._send(call, upstream_request)
+        if isinstance(upstream, Answer):
+            return upstream
+        log.info("%s %s from %s as %s -> %d", call.method, call.path, call.client, call.user, upstream.status_code)
+        passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK}
+        if call.route == policy.SUBMIT and self.ledger is not None and call.caller.role != SERVICE:
+            return await self._submission(call, upstream, passed)
+        return Answer("allowed", StreamingResponse(
+            _relay(upstream), status_code=upstream.status_code, headers=passed,
+            background=BackgroundTask(upstream.aclose)))
+
+    async def _send(self, call: Call, request: httpx.Request) -> httpx.Response | Answer:
+        started = time.monotonic()
+        try:
+            return await self.http.send(request, stream=True)
+        except (httpx.TimeoutException, httpx.PoolTimeout) as exc:
+            log.warning("slurmrestd timed out for %s %s as %s: %s", call.method, call.path, call.user,
+                        type(exc).__name__)
+            return Answer("upstream-timeout", error_response(
+                503, "UpstreamUnavailable", "slurmrestd did not answer in time; try again later", retry_after=5))
+        except httpx.HTTPError as exc:
+            log.warning("slurmrestd unreachable for %s %s: %s", call.method, call.path, type(exc).__name__)
+            return Answer("upstream-error", error_response(
+                502, "UpstreamUnreachable", f"slurmrestd is unreachable: {type(exc).__name__}"))
+        finally:
+            self.upstream_seconds.labels(call.route).observe(time.monotonic() - started)
+
+    async def _submission(self, call: Call, upstream: httpx.Response, passed: dict[str, str]) -> Answer:
+        """The answer to a user's submission, buffered so that its job enters the ledger first."""
+        answer = await _buffered(upstream)
+        if answer is None:
+            return Answer("upstream-error", error_response(
+                502, "UpstreamError", "slurmrestd's submit answer was too large or broken off; look for the job "
+                "before submitting again"))
+        await self._record_submission(call.user, call.body, upstream.status_code, answer)
+        return Answer("allowed", Response(answer, status_code=upstream.status_code, headers=passed))
+
+    async def _record_submission(self, user: str, request_body: bytes, status: int, answer: bytes) -> None:
+        """Put a slurmlink job submitted through the proxy in the ledger (what a service identity may touch)."""
+        assert self.ledger is not None
+        submitted = _submitted(request_body, status, answer)
+        if submitted is None:
+            return
+        job_id, name, workdir = submitted
+        try:
+            await asyncio.to_thread(self.ledger.record, job_id, user, name, workdir)
+        except OSError as exc:  # the job exists: failing the answer would only make the client submit twice
+            log.error("could not record job %s in the ledger %s: %s", job_id, self.ledger.path, exc)
+
+
+async def _buffered(upstream: httpx.Response) -> bytes | None:
+    """The whole (small) upstream body, or None when it is too large or broken off."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in upstream.aiter_raw():
+            size += len(chunk)
+            if size > MAX_SUBMIT_RESPONSE_BYTES:
+                return None
+            chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        log.warning("slurmrestd broke off a submit answer: %s", type(exc).__name__)
+        return None
+    finally:
+        await upstream.aclose()
+    return b"".join(chunks)
+
+
+def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, str, str] | None:
+    """(job id, name, workdir) of a successful submission of a slurmlink job, else None. Pure."""
+    if not 200 <= status < 300:
+        return None
+    try:
+        request, response = json.loads(request_body), json.loads(answer)
+    except ValueError:
+        return None
+    job_id = response.get("job_id") if isinstance(response, dict) else None
+    if isinstance(job_id, bool) or not isinstance(job_id, int | str) or not str(job_id).isdigit() \
+            or int(job_id) == 0:
+        return None
+    job: Any = request.get("job") if isinstance(request, dict) else None
+    if not isinstance(job, dict) and isinstance(request, dict) and isinstance(request.get("jobs"), list):
+        job = request["jobs"][0] if request["jobs"] else None  # newer versions: a list of heterogeneous parts
+    if not isinstance(job, dict):
+        return None
+    name, workdir = job.get("name"), job.get("current_working_directory")
+    if not isinstance(name, str) or not name.startswith(JOB_NAME_PREFIX):
+        return None
+    return str(job_id), name, workdir if isinstance(workdir, str) else ""
+
+
+async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """The upstream body as it arrives; the upstream connection goes back to the pool even if the client left."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as exc:
+        log.warning("slurmrestd broke off a response: %s", type(exc).__name__)
+    finally:
+        await upstream.aclose()
