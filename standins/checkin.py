@@ -100,7 +100,8 @@ def b64url(data: bytes | str | Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def free_port() -> int:
+def _free_port() -> int:
+    """A free loopback port (the stand-ins import nothing of tests/ or bench/, so they keep their own)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -110,7 +111,7 @@ class CheckinStandin:
     """The fake Check-in. Thread-safe: tests change it while the server thread answers."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.issuer = self.base_url + REALM_PATH
         self.discovery_url = self.issuer + "/.well-known/openid-configuration"
