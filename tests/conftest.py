@@ -3,38 +3,35 @@
 It runs the machine's own SLURM (22.05), or with SLURMLINK_TEST_SLURM=24.11 that release from its Debian root
 (built by `SLURMLINK_SLURM_VERSIONS=22.05,24.11 bash scripts/install.sh`), so that a whole suite runs against
 either: give such a session its own SLURMLINK_TEST_STATE_DIR and SLURMLINK_TEST_PORTS. SLURMLINK_TEST_REST_VERSION
-picks the REST API version the tests speak (default: the release's newest). `slurm_cluster_2411` is a 24.11
-cluster beside it in the same session, for tests that need both (skipped when no 24.11 root was built).
-`slurm_accounting_cluster` is one of the release under test with slurmdbd (SLURMLINK_TEST_ACCT_STATE_DIR,
-SLURMLINK_TEST_ACCT_PORTS; skipped when MariaDB or slurmdbd is not installed).
+picks the REST API version the tests speak (default: the release's newest); tests/harness/cluster.py reads
+them. `slurm_cluster_2411` is a 24.11 cluster beside it in the same session, for tests that need both (skipped
+when no 24.11 root was built). `slurm_accounting_cluster` is one of the release under test with slurmdbd
+(SLURMLINK_TEST_ACCT_STATE_DIR, SLURMLINK_TEST_ACCT_PORTS; skipped when MariaDB or slurmdbd is not installed).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from slurmlink.devcluster import DevCluster, DevClusterError
 from slurmlink.devcluster.accounting import missing_packages
-from slurmlink.devcluster.cluster import HOST_RELEASE, REST_VERSIONS_OF, SYSTEM_PATH
+from slurmlink.devcluster.cluster import SYSTEM_PATH
 from slurmlink.devcluster.rootfs import RootMissing, find_root
-
-# Ports apart from the default dev cluster (6817/6818/6820), so both can run at once.
-TEST_STATE_DIR = Path(os.environ.get("SLURMLINK_TEST_STATE_DIR", "/var/lib/slurmlink/test-cluster"))
-# "rest,ctld,slurmd": lets two test sessions (say, two developers on one machine) each have their own SLURM.
-_PORTS = os.environ.get("SLURMLINK_TEST_PORTS", "6821,6917,6918")
-REST_PORT, CTLD_PORT, SLURMD_PORT = (int(port) for port in _PORTS.split(","))
-TEST_SLURM = os.environ.get("SLURMLINK_TEST_SLURM", HOST_RELEASE)
-TEST_REST_VERSION = os.environ.get("SLURMLINK_TEST_REST_VERSION") or REST_VERSIONS_OF[TEST_SLURM][0]
-# With accounting (slurmdbd and MariaDB), of the release under test: "rest,ctld,slurmd,slurmdbd,mariadb".
-ACCT_STATE_DIR = Path(os.environ.get("SLURMLINK_TEST_ACCT_STATE_DIR") or f"{TEST_STATE_DIR}-acct")
-ACCT_PORTS = tuple(int(p) for p in os.environ.get("SLURMLINK_TEST_ACCT_PORTS", "6841,6937,6938,6939,6940").split(","))
-ACCT_MIN_JOB_AGE = 2  # seconds: finished jobs leave slurmctld's memory soon (its purge pass runs each minute)
-STATE_DIR_2411 = Path(os.environ.get("SLURMLINK_TEST_2411_STATE_DIR", "/var/lib/slurmlink/test-cluster-24.11"))
-PORTS_2411 = tuple(int(p) for p in os.environ.get("SLURMLINK_TEST_2411_PORTS", "6831,6927,6928").split(","))
+from tests.harness.cluster import (
+    ACCT_MIN_JOB_AGE,
+    ACCT_PORTS,
+    ACCT_STATE_DIR,
+    CTLD_PORT,
+    PORTS_2411,
+    REST_PORT,
+    SLURMD_PORT,
+    STATE_DIR_2411,
+    TEST_SLURM,
+    TEST_STATE_DIR,
+)
 
 
 def _session_cluster(cluster: DevCluster) -> Iterator[DevCluster]:

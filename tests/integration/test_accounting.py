@@ -20,9 +20,11 @@ import pytest
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.slurm.cli import CliBackend, CliConfig
-from tests.conftest import TEST_REST_VERSION
-from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until
-from tests.integration.pods import Client, exit_codes, make_pod
+from tests.harness.cluster import TEST_REST_VERSION
+from tests.harness.pods import Client, exit_codes, make_pod
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, api_config
+from tests.harness.waiting import wait_until
 
 PURGE_DEADLINE = 150  # seconds: MinJobAge, then up to a minute until slurmctld's next purge pass
 

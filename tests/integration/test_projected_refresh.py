@@ -19,9 +19,9 @@ import pytest
 
 from slurmlink.api.projected import ROUTE, UNKNOWN_POD_HEADER
 from slurmlink.devcluster import DevCluster
-from tests.integration.conftest import ApiProcess
-from tests.integration.pods import Client, make_pod
-from tests.integration.vk_harness import Chain, open_chain, pod_manifest
+from tests.harness.pods import Client, make_pod, pod_manifest
+from tests.harness.services import ApiProcess
+from tests.integration.vk_harness import Chain, open_chain
 
 pytestmark = pytest.mark.timeout(150)
 

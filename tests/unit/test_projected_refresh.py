@@ -26,6 +26,7 @@ from slurmlink.vk.config import VkConfig
 from slurmlink.vk.state import PodState
 from slurmlink.vk.tokenrefresh import TokenRefresher
 from slurmlink.vk.tokentiming import DAY, expires_at, refresh_due, retry_delay, token_sources
+from tests.harness.pods import make_pod
 
 NOBODY = 65534
 
@@ -37,9 +38,8 @@ def _pod(uid: str = "u1", default_mode: int | None = None) -> dict[str, Any]:
         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}
     if default_mode is not None:
         projected["defaultMode"] = default_mode
-    return {"metadata": {"name": "p", "namespace": "default", "uid": uid},
-            "spec": {"containers": [{"name": "main"}],
-                     "volumes": [{"name": "sa", "projected": projected}, {"name": "scratch", "emptyDir": {}}]}}
+    return make_pod([{"name": "main"}], name="p", uid=uid, restart_policy=None,
+                    volumes=[{"name": "sa", "projected": projected}, {"name": "scratch", "emptyDir": {}}])
 
 
 def _body(*files: tuple[Any, Any, Any], uid: Any = "u1") -> dict[str, Any]:
