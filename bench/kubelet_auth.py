@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the test helpers live in tests/, which is not installed
+sys.path.insert(0, str(REPO))  # bench.services and the kube-apiserver stand-in (standins/) are not installed
 
 import httpx  # noqa: E402
 
-from tests.integration.vk_harness import VkProcess, client_context, node_kubeconfig, vk_config  # noqa: E402
-from tests.kube_standin import KubeStandin  # noqa: E402
+from bench.services import client_context, node_kubeconfig, vk_config, vk_service  # noqa: E402
+from standins.kube import KubeStandin  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "kubelet_auth.json"
 NODE = "slurmlink-bench-node"
@@ -52,16 +52,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def phase(standin: KubeStandin, work: Path, name: str, requests: int) -> dict[str, float]:
-    config = vk_config(standin, node_kubeconfig(standin, work / "node.kubeconfig", NODE), "http://127.0.0.1:9",
-                       ping_interval=60.0)
-    config["node"]["name"] = NODE
+    config = vk_config(standin, NODE, node_kubeconfig(standin, work / "node.kubeconfig", NODE), "http://127.0.0.1:9",
+                       workers=4, status_interval=0.5, ping_interval=60.0, lease_duration_seconds=10,
+                       missing_reference_timeout=6, watch_timeout_seconds=30)
     extra = CONFIGS[name]
     if "authorization" in extra:
         config["kubelet"]["authorization"] = extra["authorization"]
     config["kubelet"]["authentication"].update(extra.get("authentication", {}))
-    vk = VkProcess(config, work, standin.kubelet_client_cert)
-    vk.ready_path = "/metrics"  # /healthz waits for an interLink API there is none of
-    vk.start()
+    # /metrics: /healthz waits for an interLink API there is none of
+    vk = vk_service(config, work, standin.kubelet_client_cert, ready_path="/metrics")
     try:
         token = name.startswith("token")
         client_cert = None if token else standin.kubelet_client_cert

@@ -7,7 +7,7 @@ Both ways, `--clients` concurrent keep-alive httpx clients POST the same trivial
 the same user to `/slurm/v0.0.38/job/submit` (24.11: `v0.0.42`):
 - direct: to slurmrestd, with X-SLURM-USER-NAME and an HS256 token of the user minted from the cluster's key;
 - proxy: to `slurmlink proxy` (its own process, uvicorn on loopback) with the user's Check-in access token as
-  bearer; the Check-in stand-in (tests/checkin_standin.py) is the issuer and a static map names the user.
+  bearer; the Check-in stand-in (standins/checkin.py) is the issuer and a static map names the user.
 The phases alternate (ABBA by default) and every phase starts with none of the bench's jobs left in the queue.
 See bench/README.md. Not a test: nothing passes or fails.
 """
@@ -19,28 +19,26 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the Check-in stand-in lives in tests/, which is not installed
+sys.path.insert(0, str(REPO))  # bench.services and the Check-in stand-in (standins/) are not installed
 
 import httpx  # noqa: E402
-import yaml  # noqa: E402
 
+from bench.services import BenchError, free_port, proxy_config, proxy_service, wait_until  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from slurmlink.devcluster.cluster import REST_VERSIONS_OF, default_cluster  # noqa: E402
 from slurmlink.slurm.rest_shapes import submit_body  # noqa: E402
 from slurmlink.translate.job import BatchJob  # noqa: E402
-from tests.checkin_standin import CheckinStandin  # noqa: E402
+from standins.checkin import CheckinStandin  # noqa: E402
 
 API_VERSION = "v0.0.38"  # the dev cluster's newest: Debian 12's slurmrestd (22.05); main() sets it for --slurm
 JOB_NAME = "slbench-proxy"  # every job of this bench has this name: how its jobs are told from others
@@ -49,25 +47,6 @@ ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
 MODES = ("direct", "proxy")
 DEFAULT_JSON = REPO / "bench" / "results" / "proxy_throughput.json"
 T = TypeVar("T")
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-    return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def job_payload() -> bytes:
@@ -138,74 +117,6 @@ class Slurm:
         """Cancel the bench's jobs (scancel as root) and wait until none of them is in the queue."""
         self.run("scancel", "-u", self.user, "-n", JOB_NAME)
         wait_until(lambda: self.active(bench_only=True) == 0, timeout, "the bench's jobs to leave the queue", 0.2)
-
-
-class ProxyProcess:
-    """`slurmlink proxy` in its own process on loopback (a context manager: stopped by its PID on exit)."""
-
-    def __init__(self, cluster: DevCluster, checkin: CheckinStandin, subject: str, user: str, tmp: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        users_file, config_file, self.log_path = tmp / "users.txt", tmp / "proxy.yaml", tmp / "proxy.log"
-        users_file.write_text(f"{checkin.issuer} {subject} {user}\n")
-        config_file.write_text(yaml.safe_dump(proxy_config(cluster, checkin, users_file, port)))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURMLINK_")} | {"PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "slurmlink.cli", "proxy", "--config", str(config_file)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        try:
-            wait_until(self.healthy, 60, f"slurmlink proxy (pid {self.proc.pid}) to answer /healthz with 200", 0.2)
-        except BaseException:
-            self.stop()
-            raise
-
-    def __enter__(self) -> ProxyProcess:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        died = self.proc.poll() is not None
-        self.stop()
-        if exc_type is not None and died:
-            self.check_alive()  # whatever failed, the proxy's death is the news: raise with its log tail
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-            raise BenchError(f"slurmlink proxy exited with status {self.proc.returncode}; log tail:\n{tail}")
-
-    def healthy(self) -> bool:
-        self.check_alive()
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-
-def proxy_config(cluster: DevCluster, checkin: CheckinStandin, users_file: Path, port: int) -> dict[str, Any]:
-    """The proxy's defaults, except the per-user rate limit (10/s would measure the limiter, not the proxy)."""
-    return {
-        "listen": {"host": "127.0.0.1", "port": port},
-        "upstream": cluster.rest_url,
-        "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [VO]},
-                     "mapping": [{"static": {"path": str(users_file)}}],
-                     "accounts": {"slurm_user": cluster.slurm_user}},
-        "slurm_user": cluster.slurm_user,
-        "jwt_key_file": str(cluster.jwt_key_path),
-        "rate_limit": {"requests_per_second": 100_000, "burst": 100_000},
-    }
 
 
 def submit_error(response: httpx.Response) -> str:
@@ -374,7 +285,9 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
     slurm.drain()
     with CheckinStandin() as checkin:
         subject = checkin.new_subject()
-        with ProxyProcess(cluster, checkin, subject, user, tmp) as proxy:
+        users_file = tmp / "users.txt"
+        users_file.write_text(f"{checkin.issuer} {subject} {user}\n")
+        with proxy_service(proxy_config(cluster, checkin.issuer, users_file, free_port(), VO), tmp) as proxy:
             targets = {"direct": (cluster.rest_url, {"X-SLURM-USER-NAME": user,
                                                      "X-SLURM-USER-TOKEN": cluster.token(user, lifespan=3600),
                                                      "Content-Type": "application/json"}),

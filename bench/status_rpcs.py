@@ -13,12 +13,13 @@ slurmrestd). Once every pod is known, the run waits `--intervals` poll intervals
     .venv/bin/python bench/status_rpcs.py --pods 50 --intervals 5
     .venv/bin/python bench/status_rpcs.py --slurm 24.11   # the 24.11 dev cluster (docs/dev-cluster.md)
 
-Results go to bench/results/status_rpcs.json (git-ignored). Check-in is the stand-in of the test tree.
+Results go to bench/results/status_rpcs.json (git-ignored). Check-in is the stand-in in standins/checkin.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -32,21 +33,64 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the test helpers live in tests/, which is not installed
+sys.path.insert(0, str(REPO))  # bench.services and the Check-in stand-in (standins/) are not installed
 
 import httpx  # noqa: E402
 
+from bench.services import (  # noqa: E402
+    Service,
+    api_config,
+    api_service,
+    free_port,
+    proxy_config,
+    proxy_service,
+    wait_until,
+)
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from slurmlink.devcluster.cluster import REST_VERSIONS_OF, default_cluster  # noqa: E402
-from tests.checkin_standin import CheckinStandin  # noqa: E402
-from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until  # noqa: E402
-from tests.integration.mode1 import ProxyProcess, TokenClient, proxy_settings, sticky_job_root  # noqa: E402
-from tests.integration.pods import Client, make_pod  # noqa: E402
+from slurmlink.wire.interlink import parse_statuses  # noqa: E402
+from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION  # noqa: E402
+from standins.checkin import CheckinStandin  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "status_rpcs.json"
 _RPC = re.compile(r"^\s+([A-Z_]+)\s+\(\s*\d+\)\s+count:(\d+)")
+VO = "vo.example.org"  # the stand-in's users are members of it by default
+TOKEN_SECRET = "checkin-token"  # noqa: S105 - a Secret's name
 NODE_RPCS = frozenset({"MESSAGE_NODE_REGISTRATION_STATUS", "REQUEST_COMPLETE_BATCH_SCRIPT", "MESSAGE_EPILOG_COMPLETE",
                        "REQUEST_STEP_COMPLETE", "REQUEST_COMPLETE_PROLOG"})
+
+
+class Client:
+    """Sends pods to the API as a vk does; with `token`, each pod carries its user's Check-in token in a Secret,
+    as users' pods do in mode 1."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.http = httpx.Client(base_url=url, timeout=60)
+        self.token = token
+
+    def create(self, pod: dict[str, Any]) -> httpx.Response:
+        secrets = []
+        if self.token is not None:
+            pod["metadata"].setdefault("annotations", {})[TOKEN_SECRET_ANNOTATION] = TOKEN_SECRET
+            secrets.append({"metadata": {"name": TOKEN_SECRET, "namespace": pod["metadata"]["namespace"]},
+                            "type": "Opaque",
+                            "data": {"access_token": base64.b64encode(self.token.encode()).decode()}})
+        body = {"pod": pod, "configmaps": None, "secrets": secrets, "projectedvolumesmaps": None, "jobscriptURL": ""}
+        return self.http.post("/create", content=json.dumps(body))
+
+    def has_job(self, pod: dict[str, Any]) -> bool:
+        response = self.http.request("GET", "/status", content=json.dumps([pod]))
+        response.raise_for_status()
+        return bool(parse_statuses(response.json())[0].jid)
+
+
+def sticky_job_root(cluster: DevCluster) -> Path:
+    """Where mode-1 jobs make their own directories: like /tmp, but nobody may list it."""
+    root = cluster.state_dir / "jobs-mode1"
+    root.mkdir(exist_ok=True)
+    os.chown(root, 0, 0)
+    root.chmod(0o1733)
+    return root
 
 
 def rpc_counts(cluster: DevCluster) -> dict[str, int]:
@@ -67,7 +111,7 @@ def proxy_counts(url: str) -> dict[str, float]:
     return counts
 
 
-def api_counts(api: ApiProcess) -> dict[str, float]:
+def api_counts(api: Service) -> dict[str, float]:
     return {"polls": api.metric("slurmlink_api_poll_seconds_count"),
             "slurm_commands": api.metric("slurmlink_slurm_commands_total")}
 
@@ -80,21 +124,23 @@ def sleeping_pods(n: int, seconds: int) -> list[dict[str, Any]]:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     pods = []
     for _ in range(n):
-        pod = make_pod([{"name": "main", "command": ["sleep", str(seconds)],
-                         "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}}}],
-                       name=f"rpc-{uuid.uuid4().hex[:8]}")
-        pod["metadata"]["creationTimestamp"] = now
-        pods.append(pod)
+        container = {"name": "main", "image": "docker.io/library/debian:bookworm", "command": ["sleep", str(seconds)],
+                     "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}}}
+        uid = str(uuid.uuid4())
+        pods.append({"apiVersion": "v1", "kind": "Pod",
+                     "metadata": {"name": f"rpc-{uid[:8]}", "namespace": "default", "uid": uid,
+                                  "creationTimestamp": now},
+                     "spec": {"restartPolicy": "Never", "containers": [container]}})
     return pods
 
 
-def measure(cluster: DevCluster, api: ApiProcess, client: Client, pods: list[dict[str, Any]], intervals: int,
+def measure(cluster: DevCluster, api: Service, client: Client, pods: list[dict[str, Any]], intervals: int,
             interval: float, proxy_url: str | None) -> dict[str, Any]:
     for pod in pods:
         response = client.create(pod)
         if response.status_code != 200:
             raise SystemExit(f"/create failed: {response.status_code} {response.text[:300]}")
-    wait_until(lambda: all(client.status(p).jid for p in pods[-5:]), 120, "the last pods to have jobs")
+    wait_until(lambda: all(client.has_job(p) for p in pods[-5:]), 120, "the last pods to have jobs", 0.2)
     time.sleep(2 * interval)  # the submit burst is over
     rpc0, api0 = rpc_counts(cluster), api_counts(api)
     proxy0 = proxy_counts(proxy_url) if proxy_url else {}
@@ -138,11 +184,8 @@ def main() -> None:
                               "slurm": args.slurm}
     seconds = int(args.intervals * args.poll_interval * 3 + 120)
 
-    config = api_config(cluster, free_port(), poll_interval=args.poll_interval, site={"runtime": "host"},
-                        users={"default": user})
     (work / "mode2").mkdir()
-    api = ApiProcess(config, work / "mode2")
-    api.start()
+    api = api_service(api_config(cluster, user, args.poll_interval, free_port()), work / "mode2")
     try:
         report["mode2"] = measure(cluster, api, Client(api.url), sleeping_pods(args.pods, seconds),
                                   args.intervals, args.poll_interval, None)
@@ -155,18 +198,22 @@ def main() -> None:
     (work / "mode1").mkdir()
     users_file = work / "mode1" / "users.txt"
     users_file.write_text(f"{checkin.issuer} {subject} {user}\n")
-    proxy = ProxyProcess(proxy_settings(cluster, checkin, users_file, sticky_job_root(cluster), service,
-                                        work / "mode1" / "proxy-state"), work / "mode1")
-    proxy.start()
+    job_root = sticky_job_root(cluster)
+    proxy_settings = proxy_config(
+        cluster, checkin.issuer, users_file, free_port(), VO, files={"job_root": str(job_root)},
+        signals={"slurm_conf": str(cluster.conf_path),
+                 "scancel": str(cluster.bin_dir / "scancel") if cluster.bin_dir else "scancel"},
+        service_identities=[{"issuer": checkin.issuer, "subject": service, "account": cluster.users[2]}],
+        state_dir=str(work / "mode1" / "proxy-state"))
+    # /metrics: /healthz also needs slurmrestd
+    proxy = proxy_service(proxy_settings, work / "mode1", ready_path="/metrics")
     token_file = work / "mode1" / "service.token"
     token_file.write_text(checkin.mint(service, lifetime=7200))
-    config = api_config(cluster, free_port(), poll_interval=args.poll_interval, site={"runtime": "host"},
-                        backend="rest", job_root=str(sticky_job_root(cluster)),
+    config = api_config(cluster, user, args.poll_interval, free_port(), backend="rest", job_root=str(job_root),
                         rest={"url": proxy.url, "service_token_file": str(token_file)})
-    api = ApiProcess(config, work / "mode1")
-    api.start()
+    api = api_service(config, work / "mode1")
     try:
-        client = TokenClient(api.url, {"default": checkin.mint(subject, lifetime=7200)})
+        client = Client(api.url, checkin.mint(subject, lifetime=7200))
         report["mode1"] = measure(cluster, api, client, sleeping_pods(args.pods, seconds), args.intervals,
                                   args.poll_interval, proxy.url)
     finally:

@@ -21,8 +21,6 @@ import platform
 import pwd
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,16 +32,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # bench.services: the benches' own helpers
 
-from slurmlink.core.states import FINISHED_STATES
-from slurmlink.devcluster import DevCluster
-from slurmlink.slurm.commands import sbatch
-from slurmlink.translate.job import BatchJob
-from slurmlink.translate.script import build_job
-from slurmlink.translate.site import SiteConfig
+import httpx  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from bench.services import BenchError, Service, api_config, free_port, wait_until  # noqa: E402
+from slurmlink.core.states import FINISHED_STATES  # noqa: E402
+from slurmlink.devcluster import DevCluster  # noqa: E402
+from slurmlink.slurm.commands import sbatch  # noqa: E402
+from slurmlink.translate.job import BatchJob  # noqa: E402
+from slurmlink.translate.script import build_job  # noqa: E402
+from slurmlink.translate.site import SiteConfig  # noqa: E402
 
 NAMESPACE = "slbench"  # bench jobs have the comment "slbench/<pod name>": how they are told from others
 RAW_PREFIX = "rawsbatch-"
@@ -56,22 +57,6 @@ TICK = 0.02  # latency polling period, both ways
 # (a steady 0.4 s or 0.9 s, depending on the loop's own period), so each waits a random 0-1 s first.
 JITTER_S = 1.0
 T = TypeVar("T")
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Call `check` every `interval` (a period, not a pause between calls) until it returns something truthy."""
-    start = time.perf_counter()
-    for tick in range(1, sys.maxsize):
-        if result := check():
-            return result
-        if time.perf_counter() - start > timeout:
-            break
-        time.sleep(max(0.0, start + tick * interval - time.perf_counter()))
-    raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def make_pod() -> dict[str, Any]:
@@ -134,50 +119,12 @@ class Slurm:
         wait_until(lambda: not self.active(bench_only=True), timeout, "the bench's jobs to leave the queue", 0.2)
 
 
-class Api:
+class Api(Service):
     """One `slurmlink api` process on loopback (a context manager: stopped by its PID on exit)."""
 
     def __init__(self, cluster: DevCluster, user: str, poll_interval: float, tmp: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{port}"
-        config = {"listen": {"host": "127.0.0.1", "port": port}, "cli": {"slurm_conf": str(cluster.conf_path)},
-                  "job_root": str(cluster.job_root), "poll_interval": poll_interval,
-                  "users": {"default": user}, "site": {"runtime": "host"},
-                  "auth": {"allow_unauthenticated": True}}
-        config_path, self.log_path = tmp / f"api-{port}.yaml", tmp / f"api-{port}.log"
-        config_path.write_text(yaml.safe_dump(config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURMLINK_")} | {"PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "slurmlink.cli", "api", "--config", str(config_path)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_until(self.healthy, 90, f"slurmlink api (pid {self.proc.pid}) to answer /healthz with 200", 0.2)
-        except BaseException:
-            self.stop()
-            raise
-
-    def __enter__(self) -> Api:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        died = self.proc.poll() is not None
-        self.stop()
-        if exc_type is not None and died:
-            self.check_alive()  # whatever failed, the API's death is the news: raise with its log tail
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-            raise BenchError(f"slurmlink api exited with status {self.proc.returncode}; log tail:\n{tail}")
-
-    def healthy(self) -> bool:
-        self.check_alive()
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        config = api_config(cluster, user, poll_interval, free_port())
+        super().__init__("api", config, tmp, port=config["listen"]["port"])
 
     def counters(self) -> dict[str, float]:
         """SLURM commands the API ran and its submit results, from /metrics: {"sbatch": 500.0, ...}."""
@@ -190,15 +137,6 @@ class Api:
                 elif sample.name == "slurmlink_api_submits_total":
                     found[f"submits_{sample.labels['result']}"] = sample.value
         return found
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
     def create(self, client: httpx.Client, pod: dict[str, Any]) -> str:
         r = client.post("/create", content=create_body(pod))

@@ -39,7 +39,7 @@ import httpx  # noqa: E402
 import jwt  # noqa: E402
 
 from slurmlink.identity.oidc import IssuerConfig, TokenRejected, TokenValidator  # noqa: E402
-from tests.checkin_standin import DEFAULT_CLIENT, CheckinStandin, new_key  # noqa: E402
+from standins.checkin import DEFAULT_CLIENT, CheckinStandin, new_key  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "token_validation.json"
 

@@ -1,6 +1,6 @@
 """Benchmark (not a test) of issue 5: `--pods` (1,000) pods on one virtual node, apply → all started → all done.
 
-The chain is the one of the vk tests (tests/integration/vk_harness.py): the Kubernetes stand-in (in this
+The chain is the one of the vk tests, set up by bench/services.py: the Kubernetes stand-in (in this
 process) → `slurmlink vk` (a process) → `slurmlink api` (a process, mode 2, host runtime) → the default dev
 cluster. The pods (`sh -c "sleep 5"`, cpu 100m, memory 16Mi) are POSTed straight to the stand-in by
 `--concurrency` asyncio clients, so the clock measures the system, not kubectl. A listener on the stand-in's
@@ -39,22 +39,23 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the test helpers live in tests/, which is not installed
+sys.path.insert(0, str(REPO))  # bench.services and the kube-apiserver stand-in (standins/) are not installed
 
 import httpx  # noqa: E402
 
-from slurmlink.devcluster import DevCluster  # noqa: E402
-from tests.integration.conftest import ApiProcess, api_config, free_port  # noqa: E402
-from tests.integration.vk_harness import (  # noqa: E402
-    Chain,
-    VkProcess,
+from bench.services import (  # noqa: E402
+    Service,
+    api_config,
+    api_service,
+    free_port,
     node_kubeconfig,
-    pod_manifest,
     vk_config,
-    wait_node_ready,
+    vk_service,
+    wait_until,
 )
-from tests.kube_standin import KubeStandin  # noqa: E402
-from tests.kube_standin.store import Change  # noqa: E402
+from slurmlink.devcluster import DevCluster  # noqa: E402
+from standins.kube import KubeStandin  # noqa: E402
+from standins.kube.store import Change  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "vk_scale.json"
 NAMESPACE = "default"
@@ -63,6 +64,8 @@ MAX_HELD = 9500  # MaxJobCount is 10,000 on the dev cluster; a full slurmctld ma
 ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
 DONE = ("Succeeded", "Failed")
 JOB_CONDITION = "slurmlink.io/SlurmJob"
+NODE = "slurmlink-test-node"
+TOLERATION = {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}
 
 
 @dataclass
@@ -175,7 +178,7 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: v - before.get(k, 0.0) for k, v in sorted(after.items()) if v - before.get(k, 0.0)}
 
 
-def api_snapshot(api: ApiProcess) -> dict[str, dict[str, float]]:
+def api_snapshot(api: Service) -> dict[str, dict[str, float]]:
     text = httpx.get(f"{api.url}/metrics", timeout=10).text
     return {"requests": prometheus(text, "slurmlink_api_requests_total", "route", "status"),
             "polls": prometheus(text, "slurmlink_api_poll_seconds_count"),
@@ -183,7 +186,7 @@ def api_snapshot(api: ApiProcess) -> dict[str, dict[str, float]]:
             "submits": prometheus(text, "slurmlink_api_submits_total", "result")}
 
 
-def vk_snapshot(vk: VkProcess) -> dict[str, dict[str, float]]:
+def vk_snapshot(vk: Service) -> dict[str, dict[str, float]]:
     text = vk.get("/metrics").text
     return {"api_calls": prometheus(text, "slurmlink_vk_api_calls_total", "route", "outcome"),
             "status_patches": prometheus(text, "slurmlink_vk_pod_status_patches_total"),
@@ -228,9 +231,20 @@ def overlap(spans: list[tuple[float, float]]) -> int:
 # --- the run -----------------------------------------------------------------------------------------------------
 
 def scale_pod(index: int, sleep: float) -> dict[str, Any]:
-    pod = pod_manifest(f"{PREFIX}{index:05d}", f"sleep {sleep:g}")
-    pod["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m", "memory": "16Mi"}}
-    return pod
+    """A pod for the vk's node, sleeping `sleep` seconds."""
+    container = {"name": "main", "image": "docker.io/library/debian:bookworm",
+                 "command": ["sh", "-c", f"sleep {sleep:g}"],
+                 "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}}}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{PREFIX}{index:05d}"},
+            "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": NODE},
+                     "tolerations": [TOLERATION], "terminationGracePeriodSeconds": 5,
+                     "automountServiceAccountToken": False, "containers": [container]}}
+
+
+def node_ready(standin: KubeStandin) -> bool:
+    node = standin.get("nodes", NODE)
+    conditions = {c["type"]: c["status"] for c in ((node or {}).get("status") or {}).get("conditions") or []}
+    return conditions.get("Ready") == "True"
 
 
 async def apply(standin: KubeStandin, pods: list[dict[str, Any]], concurrency: int) -> float:
@@ -275,21 +289,18 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
         "create_concurrency": args.concurrency, "jobs_held_at_start": held, "slurm_cpus": cluster.cpus,
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3], "work": str(work)}
     timeline = Timeline()
-    api = ApiProcess(api_config(cluster, free_port(), poll_interval=args.api_poll_interval,
-                                site={"runtime": "host"}, users={"default": user}), work)
-    api.start()
-    vk: VkProcess | None = None
+    api = api_service(api_config(cluster, user, args.api_poll_interval, free_port()), work)
+    vk: Service | None = None
     # A real apiserver's watch cache keeps minutes of changes; the stand-in keeps a count (500 by default), which
     # 1,000 pods would overrun in seconds and turn into relists no real cluster would cause.
     with KubeStandin(work / "standin", history_limit=max(500, 20 * args.pods)) as standin:
         standin.store.add_listener(timeline.on_change)
         try:
-            vk = VkProcess(vk_config(standin, node_kubeconfig(standin, work / "node.kubeconfig", "slurmlink-test-node"),
-                                     api.url, workers=args.workers, status_interval=args.interval,
-                                     ping_interval=5.0, lease_duration_seconds=40, missing_reference_timeout=300,
-                                     watch_timeout_seconds=300), work, standin.kubelet_client_cert)
-            vk.start()
-            wait_node_ready(Chain(standin, vk, api, cluster, work), 30)
+            vk = vk_service(vk_config(standin, NODE, node_kubeconfig(standin, work / "node.kubeconfig", NODE),
+                                      api.url, workers=args.workers, status_interval=args.interval,
+                                      ping_interval=5.0, lease_duration_seconds=40, missing_reference_timeout=300,
+                                      watch_timeout_seconds=300), work, standin.kubelet_client_cert)
+            wait_until(lambda: node_ready(standin), 30, "the node to be Ready", 0.2)
             report.update(measure(cluster, standin, api, vk, timeline, args))
         finally:
             if vk is not None:
@@ -299,12 +310,11 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
     return report
 
 
-def measure(cluster: DevCluster, standin: KubeStandin, api: ApiProcess, vk: VkProcess, timeline: Timeline,
+def measure(cluster: DevCluster, standin: KubeStandin, api: Service, vk: Service, timeline: Timeline,
             args: argparse.Namespace) -> dict[str, Any]:
-    assert vk.process is not None
     pods = [scale_pod(i, args.sleep) for i in range(args.pods)]
     api0, vk0 = api_snapshot(api), vk_snapshot(vk)
-    proc0 = {"vk": proc_status(vk.process.pid), "api": proc_status(api.process.pid),  # type: ignore[union-attr]
+    proc0 = {"vk": proc_status(vk.pid), "api": proc_status(api.pid),
              "bench_and_standin": proc_status(os.getpid())}
     machine0 = cpu_seconds()
     t0 = time.time()
@@ -314,11 +324,10 @@ def measure(cluster: DevCluster, standin: KubeStandin, api: ApiProcess, vk: VkPr
     last_print, peak_rss = 0.0, 0
     while True:
         counts = timeline.counts()
-        peak_rss = max(peak_rss, proc_status(vk.process.pid)["vm_rss_kib"])
+        peak_rss = max(peak_rss, proc_status(vk.pid)["vm_rss_kib"])
         if counts["finished"] >= args.pods:
             break
-        if vk.process.poll() is not None:
-            raise SystemExit(f"slurmlink vk exited:\n{vk.log_text()[-3000:]}")
+        vk.check_alive()
         if time.time() > deadline:
             raise SystemExit(f"timed out after {args.timeout:g}s: {counts}")
         if time.time() - last_print >= 15:
@@ -327,7 +336,7 @@ def measure(cluster: DevCluster, standin: KubeStandin, api: ApiProcess, vk: VkPr
         time.sleep(0.5)
     elapsed = time.time() - t0
     machine1 = cpu_seconds()
-    proc1 = {"vk": proc_status(vk.process.pid), "api": proc_status(api.process.pid),  # type: ignore[union-attr]
+    proc1 = {"vk": proc_status(vk.pid), "api": proc_status(api.pid),
              "bench_and_standin": proc_status(os.getpid())}
     api1, vk1 = api_snapshot(api), vk_snapshot(vk)
     return analyse(standin, timeline, args, t0, applied, elapsed, (api0, api1), (vk0, vk1), (proc0, proc1),

@@ -17,7 +17,7 @@ esac
 
 # The daemons and client commands, and what the job scripts use (slurmd runs them inside the root):
 # awk/coreutils come with minbase; bwrap, pkill, hostname and python3 (the tests' pods use it) do not.
-packages=(slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin munge bubblewrap procps hostname python3)
+packages=(slurmctld slurmd slurmdbd slurm-client slurmrestd slurm-wlm-jwt-plugin munge bubblewrap procps hostname python3)
 mirror=${SLURMLINK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 cache=/var/cache/slurmlink

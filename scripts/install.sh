@@ -2,8 +2,9 @@
 # Installs what slurmlink and its tests need on a fresh Debian 12 machine, as root: SLURM, munge and
 # bubblewrap from Debian, then a virtualenv in .venv with slurmlink (editable) and its test/dev tools.
 # SLURMLINK_SLURM_VERSIONS=22.05,24.11 also builds a root filesystem with SLURM 24.11 (for
-# `slurmlink dev-cluster up --slurm 24.11` and the tests against it). Safe to run again: it skips what
-# is already there.
+# `slurmlink dev-cluster up --slurm 24.11` and the tests against it). SLURMLINK_SLURM_ACCOUNTING=1 also
+# installs MariaDB and slurmdbd (for `dev-cluster up --accounting`). Safe to run again: it skips what is
+# already there.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 
 packages=(munge slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin bubblewrap
           python3 python3-venv python3-pip procps)
+if [ "${SLURMLINK_SLURM_ACCOUNTING:-0}" = 1 ]; then
+  packages+=(mariadb-server slurmdbd)  # the server runs only under a dev cluster's state dir, never as a service
+fi
 missing=()
 for pkg in "${packages[@]}"; do
   [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")

@@ -21,4 +21,5 @@ def make_backend(config: ApiConfig) -> SchedulerBackend:
             validator=TokenValidator(issuers) if issuers else None)
     env = {"SLURM_CONF": config.cli.slurm_conf} if config.cli.slurm_conf else {}
     return CliBackend(CliConfig(job_root=config.job_root, bin_dir=config.cli.bin_dir or "", env=env,
-                                timeout_seconds=config.cli.timeout_seconds, partition=config.site.partition))
+                                timeout_seconds=config.cli.timeout_seconds, partition=config.site.partition,
+                                accounting_lookback_hours=config.cli.accounting_lookback_hours))

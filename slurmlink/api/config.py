@@ -24,6 +24,8 @@ class CliBackendConfig(Strict):
     slurm_conf: str | None = None  # SLURM_CONF for the commands; None uses the system's slurm.conf
     bin_dir: str | None = None  # where sbatch & co live; None searches PATH
     timeout_seconds: float = 30.0
+    # At start: pods whose jobs ended this long ago (and left squeue) are recovered from accounting (sacct)
+    accounting_lookback_hours: Annotated[float, Field(ge=0)] = 24.0
 
 
 class RestBackendConfig(Strict):

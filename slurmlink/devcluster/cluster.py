@@ -25,16 +25,19 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
 
 from slurmlink.core.errors import SlurmlinkError
+from slurmlink.devcluster import accounting as acct
 from slurmlink.devcluster import rootfs
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "slurmrestd")  # start order; stopped in reverse
 SLURM_DAEMONS = DAEMONS[1:]
+ACCOUNTING_DAEMONS = ("mariadbd", "slurmdbd")  # with accounting, after munged and before slurmctld
+ALL_DAEMONS = (DAEMONS[0], *ACCOUNTING_DAEMONS, *SLURM_DAEMONS)
 HOST_RELEASE = "22.05"  # the machine's own SLURM (Debian 12)
 # The REST API versions each release's slurmrestd serves here, newest first.
 REST_VERSIONS_OF = {HOST_RELEASE: ("v0.0.38", "v0.0.37", "v0.0.36"), "24.11": ("v0.0.42", "v0.0.41", "v0.0.40")}
@@ -77,6 +80,7 @@ class DevCluster:
     rest_user = "slurmrest"  # slurmrestd refuses root and the SlurmUser
     users: tuple[str, ...] = ("sltest1", "sltest2", "sltest3")
     partition = "debug"
+    cluster_name = "slurmlink"  # ClusterName, and the cluster's name in accounting
 
     def __init__(
         self,
@@ -90,6 +94,11 @@ class DevCluster:
         timeout: float = 60.0,
         slurm: str | None = None,
         rest_versions: Sequence[str] | None = None,
+        accounting: bool | None = None,
+        dbd_port: int = 6819,
+        db_port: int = 6816,
+        min_job_age: int = 900,
+        accounts: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         state_dir = Path(state_dir).absolute()
         slurm = slurm or _release_of(state_dir)  # a cluster that ran keeps its release (down, status)
@@ -109,6 +118,13 @@ class DevCluster:
         self.slurmd_port = slurmd_port
         self.node_name = node_name
         self.timeout = timeout  # deadline for each wait in up()/down()
+        # Accounting (slurmdbd and its MariaDB): None keeps what the state directory last ran with.
+        self.accounting = _accounting_of(self.state_dir) if accounting is None else accounting
+        self.dbd_port = dbd_port
+        self.db_port = db_port
+        self.min_job_age = min_job_age  # seconds slurmctld keeps a finished job (then only accounting has it)
+        # account -> its users, each an association on this cluster (with accounting)
+        self.accounts = dict(accounts or {acct.DEFAULT_ACCOUNT: self.users})
 
     # ---- layout -------------------------------------------------------------------------------------
 
@@ -135,6 +151,23 @@ class DevCluster:
     @property
     def jobcomp_path(self) -> Path:
         return self.log_dir / "jobcomp.txt"
+
+    @property
+    def dbd_conf_path(self) -> Path:
+        return self.state_dir / "etc" / "slurmdbd.conf"  # slurmdbd has no -f: it looks beside SLURM_CONF
+
+    @property
+    def mariadb_dir(self) -> Path:
+        return self.state_dir / "mariadb"
+
+    @property
+    def mariadb_socket(self) -> Path:
+        return self.mariadb_dir / "mariadb.sock"
+
+    @property
+    def daemons(self) -> tuple[str, ...]:
+        """This cluster's daemons in start order."""
+        return ALL_DAEMONS if self.accounting else DAEMONS
 
     @property
     def job_root(self) -> Path:
@@ -174,7 +207,7 @@ class DevCluster:
 
     def status(self) -> dict[str, int | None]:
         """Daemon name -> PID if that daemon of this cluster is alive, else None."""
-        return {name: self._alive_pid(name) for name in DAEMONS}
+        return {name: self._alive_pid(name) for name in self.daemons}
 
     def _alive_pid(self, daemon: str) -> int | None:
         try:
@@ -185,7 +218,13 @@ class DevCluster:
 
     def _identity_arg(self, daemon: str) -> str:
         # An argument only this cluster's daemon has, so a reused PID is not taken for ours.
-        return f"--socket={self.munge_socket}" if daemon == "munged" else str(self.conf_path)
+        if daemon == "munged":
+            return f"--socket={self.munge_socket}"
+        if daemon == "mariadbd":
+            return f"--datadir={self.mariadb_dir / 'data'}"
+        if daemon == "slurmdbd":  # no config argument: its environment names the config
+            return f"SLURM_CONF={self.conf_path}"
+        return str(self.conf_path)
 
     # ---- up -----------------------------------------------------------------------------------------
 
@@ -199,9 +238,9 @@ class DevCluster:
             conf_changed = self._write_conf()
             running = self.status()
             if fresh_keys:
-                self._stop(DAEMONS, running)
+                self._stop(ALL_DAEMONS, running)
             elif conf_changed:
-                self._stop(SLURM_DAEMONS, running)
+                self._stop(("slurmdbd", *SLURM_DAEMONS), running)
             self._start_missing()
 
     def restart_rest(self, versions: Sequence[str] | None = None) -> None:
@@ -220,6 +259,8 @@ class DevCluster:
         if self._alive_pid("munged") is None:
             self._spawn("munged", self._munged_argv(), self.munge_user)
         self._wait_until("munged to answer", self._munge_up, ["munged"])
+        if self.accounting:
+            self._start_accounting()
 
         if self._alive_pid("slurmctld") is None:
             self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf_path)], self.slurm_user)
@@ -233,14 +274,52 @@ class DevCluster:
         if self._alive_pid("slurmrestd") is None:
             argv = ["slurmrestd", "-f", str(self.conf_path), "-a", "rest_auth/jwt", *self._rest_plugins()]
             self._spawn("slurmrestd", [*argv, f"127.0.0.1:{self.rest_port}"], self.rest_user, {"SLURM_JWT": "daemon"})
-        self._wait_until("slurmrestd to answer a ping", self._rest_up, DAEMONS)
+        self._wait_until("slurmrestd to answer a ping", self._rest_up, self.daemons)
+
+    def _start_accounting(self) -> None:
+        """MariaDB (its tables made once), slurmdbd's login there, slurmdbd, then the associations."""
+        data = self.mariadb_dir / "data"
+        if self._alive_pid("mariadbd") is None:
+            if not (data / "mysql").is_dir():
+                _run(acct.install_db_argv(data), timeout=120)
+            argv = acct.mariadbd_argv(data, self.mariadb_socket, self.db_port, self.mariadb_dir / "mariadbd.pid")
+            self._spawn("mariadbd", argv, acct.MYSQL_USER, from_host=True)
+        self._wait_until("MariaDB to answer", self._mariadb_up, ["mariadbd"])
+        _run(acct.client_argv(self.mariadb_socket, acct.grant_sql(self._db_password())))
+
+        if self._alive_pid("slurmdbd") is None:
+            self._spawn("slurmdbd", ["slurmdbd", "-D"], self.slurm_user)
+        self._wait_until("slurmdbd to answer", self._dbd_up, ["mariadbd", "slurmdbd"])
+        for args in acct.association_commands(self.cluster_name, self.accounts):
+            # -i: what exists is left alone (sacctmgr then says "Nothing new added" and may exit 1)
+            _run(self._sacctmgr(*args), env=self.env, check=False)
+        missing = {(u, a) for a, users in self.accounts.items() for u in users} - set(self.associations())
+        if missing:
+            raise DevClusterError(f"sacctmgr did not create the associations {sorted(missing)}",
+                                  {"slurmdbd": self.log_tail("slurmdbd")})
+
+    def associations(self) -> list[tuple[str, str]]:
+        """(user, account) of every user association on this cluster (with accounting)."""
+        argv = self._sacctmgr("-n", "-P", "show", "associations", f"cluster={self.cluster_name}", "format=user,account")
+        out = _run(argv, env=self.env) or ""
+        return [(u, a) for u, _, a in (line.partition("|") for line in out.splitlines()) if u]
+
+    def _sacctmgr(self, *args: str) -> list[str]:
+        return [str(self.bin_dir / "sacctmgr") if self.bin_dir is not None else "sacctmgr", *args]
+
+    def _db_password(self) -> str:
+        return acct.db_password(self.state_dir / "etc" / "mariadb.pass")
 
     def _rest_plugins(self) -> list[str]:
         """An explicit plugin list: the default set holds the slurmdbd plugins, fatal without slurmdbd."""
         if self.slurm == HOST_RELEASE:
-            return ["-s", ",".join(f"openapi/{v}" for v in self.rest_versions)]
+            plugins = [f"openapi/{v}" for v in self.rest_versions]
+            if self.accounting:
+                plugins += [f"openapi/db{v}" for v in self.rest_versions]
+            return ["-s", ",".join(plugins)]
         # From 23.11 one openapi plugin serves every version its data parsers offer.
-        return ["-s", "openapi/slurmctld", "-d", ",".join(f"data_parser/{v}" for v in self.rest_versions)]
+        plugins = ["openapi/slurmctld", *(["openapi/slurmdbd"] if self.accounting else [])]
+        return ["-s", ",".join(plugins), "-d", ",".join(f"data_parser/{v}" for v in self.rest_versions)]
 
     def _munged_argv(self) -> list[str]:
         d = self.munge_dir
@@ -291,6 +370,12 @@ class DevCluster:
             self.state_dir / "slurmd": ("root", 0o755),
             self.job_root: ("root", 0o711),  # per-pod dirs below; users must not list each other's
         }
+        if self.accounting:
+            missing = acct.missing_packages(release_has_slurmdbd=self.root is not None, path=SYSTEM_PATH)
+            if missing:
+                raise DevClusterError(missing)
+            layout[self.mariadb_dir] = (acct.MYSQL_USER, 0o755)  # its socket inside is for root only (auth)
+            layout[self.state_dir / "dbd"] = (self.slurm_user, 0o755)
         for path, (owner, mode) in layout.items():
             path.mkdir(exist_ok=True)
             _chown(path, owner)
@@ -305,35 +390,40 @@ class DevCluster:
         return _ensure_key(self.jwt_key_path, 32, self.slurm_user, 0o600) or made
 
     def _write_conf(self) -> bool:
-        """Write slurm.conf; True if it differs from what was there."""
-        text = self._render_conf()
-        try:
-            if self.conf_path.read_text() == text:
-                return False
-        except FileNotFoundError:
-            pass
-        tmp = self.conf_path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o644)
-        tmp.replace(self.conf_path)
-        return True
+        """Write slurm.conf (and slurmdbd.conf); True if either differs from what was there."""
+        marker = self.state_dir / "etc" / "accounting"
+        if not self.accounting:
+            marker.unlink(missing_ok=True)
+            return _write_file(self.conf_path, self._render_conf(), 0o644, "root")
+        marker.write_text(f"{self.dbd_port} {self.db_port}\n")
+        plugin_dir = f"{self.root}/usr/lib/x86_64-linux-gnu/slurm-wlm" if self.root is not None else None
+        dbd = acct.render_slurmdbd_conf(
+            host=_short_hostname(), dbd_port=self.dbd_port, db_port=self.db_port, password=self._db_password(),
+            munge_socket=self.munge_socket, jwt_key=self.jwt_key_path,
+            pid_file=self.state_dir / "dbd" / "slurmdbd.pid", plugin_dir=plugin_dir)
+        dbd_changed = _write_file(self.dbd_conf_path, dbd, 0o600, self.slurm_user)  # slurmdbd insists
+        return _write_file(self.conf_path, self._render_conf(), 0o644, "root") or dbd_changed
 
     def _render_conf(self) -> str:
         text = self._render_host_conf()
         if self.root is None:
             return text
         # 24.11 refuses these "none" plugins (unset means none) and loads plugins from the root.
-        refused = ("JobAcctGatherType=", "SwitchType=", "AccountingStorageType=")
-        lines = [line for line in text.splitlines() if not line.startswith(refused)]
+        refused = ("JobAcctGatherType=jobacct_gather/none", "SwitchType=switch/none",
+                   "AccountingStorageType=accounting_storage/none")
+        lines = [line for line in text.splitlines() if line not in refused]
         lines.insert(2, f"PluginDir={self.root}/usr/lib/x86_64-linux-gnu/slurm-wlm")
         return "\n".join(lines) + "\n"
 
     def _render_host_conf(self) -> str:
         s = self.state_dir
-        host = socket.gethostname().split(".")[0]  # slurmctld only runs where its host name matches
+        host = _short_hostname()  # slurmctld only runs where its host name matches
+        storage = (acct.slurm_conf_lines(dbd_port=self.dbd_port, munge_socket=self.munge_socket)
+                   if self.accounting else ["AccountingStorageType=accounting_storage/none"])
+        storage_text = "\n".join(storage)
         return f"""\
 # Written by `slurmlink dev-cluster up`; rewritten (and the daemons restarted) when it changes.
-ClusterName=slurmlink
+ClusterName={self.cluster_name}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={self.ctld_port}
 SlurmdPort={self.slurmd_port}
@@ -363,13 +453,13 @@ MpiDefault=none
 SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
-# No slurmdbd: finished jobs stay in squeue for 15 minutes (then slurmlink reads the job's own exit
-# records), and jobcomp keeps a line per job for good. Longer would fill MaxJobCount during benchmarks
-# and make every squeue slower.
-AccountingStorageType=accounting_storage/none
+# Without slurmdbd, finished jobs stay in squeue for MinJobAge (15 minutes by default; then slurmlink reads
+# the job's own exit records), and jobcomp keeps a line per job for good. Longer would fill MaxJobCount
+# during benchmarks and make every squeue slower. With slurmdbd, sacct and /slurmdb/ know them for good.
+{storage_text}
 JobCompType=jobcomp/filetxt
 JobCompLoc={self.jobcomp_path}
-MinJobAge=900
+MinJobAge={self.min_job_age}
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,default_queue_depth=200
 ReturnToService=2
 KillWait=5
@@ -395,7 +485,7 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             running = self.status()
             if running["slurmctld"] and running["slurmd"]:
                 self._cancel_active_jobs()
-            self._stop(DAEMONS, running)
+            self._stop(ALL_DAEMONS, {**running, **{n: self._alive_pid(n) for n in ACCOUNTING_DAEMONS}})
 
     def _active_jobs(self) -> list[str]:
         out = _run(["squeue", "-h", "-o", "%A"], env=self.env, check=False)
@@ -408,7 +498,7 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             self._wait_until("active jobs to end", lambda: not self._active_jobs(), SLURM_DAEMONS[:2])
 
     def _stop(self, daemons: Sequence[str], running: dict[str, int | None]) -> None:
-        for name in reversed(DAEMONS):  # dependants first
+        for name in reversed(ALL_DAEMONS):  # dependants first
             pid = running.get(name)
             if name in daemons and pid is not None:
                 self._terminate(name, pid)
@@ -443,15 +533,17 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
-    def _spawn(self, name: str, argv: list[str], user: str | None, env: dict[str, str] | None = None) -> None:
-        """Start a daemon in the foreground of its own session, output to its log, PID recorded."""
+    def _spawn(self, name: str, argv: list[str], user: str | None, env: dict[str, str] | None = None,
+               *, from_host: bool = False) -> None:
+        """Start a daemon in the foreground of its own session, output to its log, PID recorded
+        (from the release's root unless `from_host`: MariaDB is always the machine's)."""
         full_env = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8", **self.env, **(env or {})}
         uid = gid = groups = None
         if user is not None:
             pw = pwd.getpwnam(user)
             uid, gid, groups = pw.pw_uid, pw.pw_gid, os.getgrouplist(user, pw.pw_gid)
             full_env["HOME"] = pw.pw_dir
-        if self.root is not None:  # from the root, as root until chroot takes the user on
+        if self.root is not None and not from_host:  # from the root, as root until chroot takes the user on
             binds = [self.state_dir, Path("/home"), Path("/tmp")]
             argv = rootfs.daemon_argv(self.root, argv, binds, uid or 0, gid or 0, groups or [])
             uid = gid = groups = None
@@ -470,7 +562,7 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             )
         _children[proc.pid] = proc
         self._pid_file(name).write_text(f"{proc.pid}\n")
-        if self.root is not None:  # until unshare, sh and chroot have exec'd, the PID does not look like `name`
+        if self.root is not None and not from_host:  # until unshare, sh and chroot exec, the PID is not `name`
             _wait_for(lambda: proc.poll() is not None or _is_alive(proc.pid, name, self._identity_arg(name)), 10.0)
 
     def _wait_until(self, what: str, check: Callable[[], bool], watch: Sequence[str]) -> None:
@@ -496,6 +588,13 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     def _munge_up(self) -> bool:
         # A socket file alone may be left from a killed munged: ask for a credential.
         return _run(["munge", "-n", "-S", str(self.munge_socket)], check=False) is not None
+
+    def _mariadb_up(self) -> bool:
+        return _run(acct.client_argv(self.mariadb_socket, "SELECT 1"), check=False) is not None
+
+    def _dbd_up(self) -> bool:
+        return _run(self._sacctmgr("-n", "-P", "show", "clusters", "format=cluster"), env=self.env,
+                    check=False) is not None
 
     def _ctld_up(self) -> bool:
         out = _run(["scontrol", "ping"], env=self.env, check=False)
@@ -528,7 +627,8 @@ def _require_root() -> None:
 
 
 def _is_alive(pid: int, name: str, identity_arg: str) -> bool:
-    """True if `pid` is a live (not zombie) `name` process whose command line has `identity_arg`."""
+    """True if `pid` is a live (not zombie) `name` process whose command line (or environment: slurmdbd
+    takes no config argument) has `identity_arg`."""
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
         del _children[pid]
@@ -538,7 +638,14 @@ def _is_alive(pid: int, name: str, identity_arg: str) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    return state != "Z" and Path(argv[0].decode()).name == name and identity_arg.encode() in argv
+    if state == "Z" or Path(argv[0].decode()).name != name:
+        return False
+    if identity_arg.encode() in argv:
+        return True
+    try:
+        return identity_arg.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
 
 
 def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
@@ -550,11 +657,12 @@ def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def _run(argv: list[str], *, env: dict[str, str] | None = None, check: bool = True) -> str | None:
+def _run(argv: list[str], *, env: dict[str, str] | None = None, check: bool = True,
+         timeout: float = 30) -> str | None:
     """Run a short command; its stdout, or None if it failed and `check` is off."""
     full_env = {**os.environ, **(env or {})}
     try:
-        proc = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=30)  # noqa: S603
+        proc = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=timeout)  # noqa: S603
     except subprocess.TimeoutExpired as exc:
         if check:
             raise DevClusterError(f"`{' '.join(argv)}` timed out") from exc
@@ -564,6 +672,27 @@ def _run(argv: list[str], *, env: dict[str, str] | None = None, check: bool = Tr
             raise DevClusterError(f"`{' '.join(argv)}` failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return None
     return proc.stdout
+
+
+def _write_file(path: Path, text: str, mode: int, owner: str) -> bool:
+    """Replace `path` with `text` (owner, mode) if it differs; True if it did."""
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.touch(mode=mode)
+    _chown(tmp, owner)
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+    return True
+
+
+def _short_hostname() -> str:
+    return socket.gethostname().split(".")[0]
 
 
 def _user_exists(name: str) -> bool:
@@ -596,16 +725,19 @@ def default_state_dir(slurm: str = HOST_RELEASE) -> Path:
 
 
 def default_ports(slurm: str = HOST_RELEASE) -> dict[str, int]:
-    """rest_port, ctld_port and slurmd_port of a release's default cluster (22.05: 6820, 6817, 6818)."""
+    """rest_port, ctld_port, slurmd_port, dbd_port and db_port of a release's default cluster
+    (22.05: 6820, 6817, 6818, 6819, 6816)."""
     offset = PORT_OFFSET[slurm]
-    return {"rest_port": 6820 + offset, "ctld_port": 6817 + offset, "slurmd_port": 6818 + offset}
+    return {"rest_port": 6820 + offset, "ctld_port": 6817 + offset, "slurmd_port": 6818 + offset,
+            "dbd_port": 6819 + offset, "db_port": 6816 + offset}
 
 
 def default_cluster(slurm: str = HOST_RELEASE) -> DevCluster:
     """The release's default dev cluster (what `slurmlink dev-cluster up --slurm RELEASE` starts)."""
     ports = default_ports(slurm)
     return DevCluster(default_state_dir(slurm), rest_port=ports["rest_port"], ctld_port=ports["ctld_port"],
-                      slurmd_port=ports["slurmd_port"], slurm=slurm)
+                      slurmd_port=ports["slurmd_port"], dbd_port=ports["dbd_port"], db_port=ports["db_port"],
+                      slurm=slurm)
 
 
 def _release_of(state_dir: Path) -> str:
@@ -614,6 +746,11 @@ def _release_of(state_dir: Path) -> str:
         return (state_dir / "etc" / "release").read_text().strip() or HOST_RELEASE
     except FileNotFoundError:
         return HOST_RELEASE
+
+
+def _accounting_of(state_dir: Path) -> bool:
+    """Whether a cluster in `state_dir` last came up with accounting."""
+    return (state_dir / "etc" / "accounting").exists()
 
 
 def _real_memory_mb() -> int:

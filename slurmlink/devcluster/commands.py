@@ -36,6 +36,13 @@ CtldPort = Annotated[int | None, typer.Option(
     "--ctld-port", help="slurmctld port on 127.0.0.1 (default 6817; 6827 for 24.11)")]
 SlurmdPort = Annotated[int | None, typer.Option(
     "--slurmd-port", help="slurmd port on 127.0.0.1 (default 6818; 6828 for 24.11)")]
+Accounting = Annotated[bool, typer.Option(
+    "--accounting", help="Also run slurmdbd with a MariaDB of its own (sacct and /slurmdb/ then know old jobs; "
+    "needs `SLURMLINK_SLURM_ACCOUNTING=1 bash scripts/install.sh`).")]
+DbdPort = Annotated[int | None, typer.Option(
+    "--dbd-port", help="slurmdbd port on 127.0.0.1, with --accounting (default 6819; 6829 for 24.11)")]
+DbPort = Annotated[int | None, typer.Option(
+    "--db-port", help="MariaDB port on 127.0.0.1, with --accounting (default 6816; 6826 for 24.11)")]
 Release = Annotated[str, typer.Option(
     "--slurm", help=f"SLURM release: {HOST_RELEASE} (the machine's own) or 24.11 (from a Debian 13 root that "
     "scripts/build-slurm-root.sh builds once)")]
@@ -49,6 +56,9 @@ def up(
     ctld_port: CtldPort = None,
     slurmd_port: SlurmdPort = None,
     slurm: Release = HOST_RELEASE,
+    accounting: Accounting = False,
+    dbd_port: DbdPort = None,
+    db_port: DbPort = None,
 ) -> None:
     """Start the cluster (keeps daemons that already run) and wait until it takes jobs."""
     if slurm not in REST_VERSIONS_OF:
@@ -58,7 +68,9 @@ def up(
     with _failures_shown():
         cluster = DevCluster(state_dir or default_state_dir(slurm), cpus=cpus,
                              rest_port=rest_port or ports["rest_port"], ctld_port=ctld_port or ports["ctld_port"],
-                             slurmd_port=slurmd_port or ports["slurmd_port"], slurm=slurm)
+                             slurmd_port=slurmd_port or ports["slurmd_port"], slurm=slurm,
+                             accounting=accounting, dbd_port=dbd_port or ports["dbd_port"],
+                             db_port=db_port or ports["db_port"])
         started = time.monotonic()
         cluster.up()
     console.print(f"[green]SLURM {slurm} is up[/green] in {time.monotonic() - started:.1f}s")
@@ -69,6 +81,9 @@ def up(
                       f"`cli.bin_dir: {cluster.bin_dir}` for slurmlink api)")
     console.print(f"REST:    {cluster.rest_url}/slurm/{cluster.rest_versions[0]}/  (JWT key {cluster.jwt_key_path})")
     console.print(f"Jobs:    {cluster.job_root}   test users: {', '.join(cluster.users)}")
+    if cluster.accounting:
+        console.print(f"Accounting: slurmdbd on 127.0.0.1:{cluster.dbd_port}, MariaDB on 127.0.0.1:{cluster.db_port} "
+                      f"(sacct; {cluster.rest_url}/slurmdb/{cluster.rest_versions[0]}/)")
 
 
 @app.command()

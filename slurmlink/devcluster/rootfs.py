@@ -22,7 +22,7 @@ from slurmlink.core.errors import SlurmlinkError
 
 CACHE = Path("/var/cache/slurmlink")
 RELEASES = ("24.11",)  # releases a root can be built for (scripts/build-slurm-root.sh)
-CLIENT_COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct", "srun", "sdiag", "sprio")
+CLIENT_COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct", "sacctmgr", "srun", "sdiag", "sprio")
 LIBRARY_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu/slurm-wlm")
 HOST_FILES = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/hosts")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from slurmlink.core.naming import JOB_NAME_PREFIX
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, VolumeFile
+from slurmlink.core.states import is_finished
 from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.slurm.commands import sacct, sbatch, scancel, sinfo, squeue
 from slurmlink.slurm.podfiles import PodFiles, check_container_name
@@ -42,6 +43,9 @@ class CliConfig:
     partition: str | None = None  # count capacity in this partition only; None: all nodes
     max_log_chunk_bytes: int = 16 * 1024 * 1024  # read_log returns at most this much per call
     max_status_file_bytes: int = 4096
+    # At start, pods whose jobs ended over this many hours (and left squeue) are found in accounting, so a
+    # restarted service adopts them rather than running them again; 0: never (nothing without accounting).
+    accounting_lookback_hours: float = 24.0
 
 
 class CliBackend(SchedulerBackend):
@@ -55,6 +59,7 @@ class CliBackend(SchedulerBackend):
         self.root = self.files.root
         self.bin = {name: self._locate(name) for name in COMMANDS}
         self.accounting: bool | None = None  # None until sacct has told; False: never ask again
+        self._looked_back = False  # the first job list also holds what accounting has of the lookback
 
     def _locate(self, name: str) -> str:
         if self.config.bin_dir:
@@ -77,7 +82,27 @@ class CliBackend(SchedulerBackend):
         result = await self.runner.run(squeue.argv(self.bin["squeue"]), env=squeue.ENV)
         if not result.ok:
             raise error_from(result, "squeue")
-        return squeue.parse(result.out, JOB_NAME_PREFIX)
+        listed = squeue.parse(result.out, JOB_NAME_PREFIX)
+        if not self._looked_back:  # the service's first list, that it recovers its pods from
+            listed += await self._ended_while_away({job.job_id for job in listed})
+            self._looked_back = True
+        return listed
+
+    async def _ended_while_away(self, listed: set[str]) -> list[JobInfo]:
+        """Our pods' jobs that ended in the lookback window and that squeue no longer shows, from accounting
+        ([] without it): their pods were submitted before a restart, and must not run twice."""
+        seconds = int(self.config.accounting_lookback_hours * 3600)
+        if seconds <= 0 or self.accounting is False:
+            return []
+        result = await self.runner.run(sacct.recent_argv(seconds, self.bin["sacct"]), env=sacct.ENV)
+        try:
+            found = sacct.parse(result)
+        except sacct.AccountingDisabled:
+            self.accounting = False
+            return []
+        self.accounting = True
+        return [job for job in found.values() if job.job_id not in listed and is_finished(job.state)
+                and job.name.startswith(JOB_NAME_PREFIX)]
 
     async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
         """Owner of a pod directory slurmlink created under job_root, or None if there is none.

@@ -10,78 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from lightkube import ApiError, AsyncClient, Client, KubeConfig
-from lightkube.config.client_adapter import verify_cluster
+from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Namespace, Node, ServiceAccount
 
+from standins.kube import KubeStandin
+from tests.contract.cluster import Cluster, ContractNode, node_body
 from tests.contract.kubelet_endpoint import KubeletEndpoint
-from tests.kube_standin import KubeStandin
-
-KUBECTL = Path(sys.executable).parent / "kubectl"
-# Pods no scheduler acts on: nothing changes them behind a test's back (no binding, no Unschedulable condition).
-NO_SCHEDULER = {"schedulerName": "slurmlink-contract-nobody"}
-CONTRACT_TAINT = {"key": "slurmlink.io/contract", "value": "true", "effect": "NoSchedule"}
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll until `predicate` returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-@dataclass
-class Cluster:
-    kubeconfig: Path
-    workdir: Path
-    standin: KubeStandin | None
-
-    @property
-    def is_real(self) -> bool:
-        return self.standin is None
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 30
-                ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KUBECACHEDIR": str(self.workdir / "kubecache")}
-        result = subprocess.run([str(KUBECTL), *args], input=input, capture_output=True, text=True, env=env,
-                                timeout=timeout)
-        if check and result.returncode != 0:
-            pytest.fail(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-        return result
-
-    def raw(self, token: str | None = None, cert: tuple[str, str] | None = None) -> httpx.Client:
-        """An httpx client to the same server with the kubeconfig's TLS trust and, by default, its credentials."""
-        config = KubeConfig.from_file(self.kubeconfig).get()
-        user = config.user
-        if cert is not None or token is not None:
-            user = type(user)()  # anonymous as far as the kubeconfig goes; the caller's credentials instead
-        context = verify_cluster(config.cluster, user, config.abs_file)
-        if cert is not None:
-            context.load_cert_chain(*cert)
-        bearer = token if token is not None else (config.user.token if cert is None else None)
-        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
-        return httpx.Client(base_url=config.cluster.server, verify=context, headers=headers, timeout=15)
-
-    def client(self) -> Client:
-        return Client(config=KubeConfig.from_file(self.kubeconfig), field_manager="slurmlink-contract")
-
-    def async_client(self) -> AsyncClient:
-        return AsyncClient(config=KubeConfig.from_file(self.kubeconfig), field_manager="slurmlink-contract")
+from tests.harness.waiting import wait_until
 
 
 @pytest.fixture(scope="session")
@@ -127,31 +66,10 @@ def ns(cluster: Cluster, kube: Client) -> Iterator[str]:
         except ApiError:
             return False
         return True
-    wait_for(has_default_account, f"the default ServiceAccount in {name}")
+    wait_until(has_default_account, 10, f"the default ServiceAccount in {name}", 0.05)
     yield name
     with contextlib.suppress(ApiError):
         kube.delete(Namespace, name)
-
-
-def node_body(name: str, kubelet_address: str, kubelet_port: int) -> dict[str, Any]:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {
-        "metadata": {"name": name, "labels": {"slurmlink.io/contract-node": name, "kubernetes.io/hostname": name}},
-        "spec": {"taints": [CONTRACT_TAINT]},
-        "status": {
-            "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
-            "addresses": [{"type": "InternalIP", "address": kubelet_address}, {"type": "Hostname", "address": name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
-            "conditions": [{"type": "Ready", "status": "True", "reason": "ContractReady", "message": "test node",
-                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
-        },
-    }
-
-
-@dataclass
-class ContractNode:
-    name: str
-    kubelet: KubeletEndpoint
 
 
 @pytest.fixture(scope="session")
@@ -172,17 +90,3 @@ def node(cluster: Cluster, kube: Client, tmp_path_factory: pytest.TempPathFactor
     kubelet.stop()
 
 
-def pod_body(name: str = "", *, node: str | None = None, labels: dict[str, str] | None = None,
-             containers: tuple[str, ...] = ("main",), tolerate: bool = True, **spec: Any) -> dict[str, Any]:
-    """A pod; `tolerate` lets the scheduler put it on the contract node (tests that need it unbound say False)."""
-    meta: dict[str, Any] = {"name": name} if name else {"generateName": "contract-"}
-    if labels:
-        meta["labels"] = labels
-    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {
-        "containers": [{"name": c, "image": "busybox:1.36", "command": ["true"]} for c in containers],
-        **spec}}
-    if tolerate:
-        body["spec"]["tolerations"] = [{"key": CONTRACT_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
-    if node:
-        body["spec"]["nodeName"] = node
-    return body

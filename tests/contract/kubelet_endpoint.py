@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tests.kube_standin.pki import CertificateAuthority, subject_identity
+from standins.kube.pki import CertificateAuthority, subject_identity
 
 STAMP = "2026-01-01T00:00:00.000000000Z"
 

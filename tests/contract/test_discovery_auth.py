@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lightkube.resources.core_v1 import Pod
 
-from tests.contract.conftest import Cluster
+from tests.contract.cluster import Cluster
 
 
 def test_version_and_core_discovery(cluster: Cluster) -> None:

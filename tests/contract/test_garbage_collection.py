@@ -14,7 +14,8 @@ from lightkube import ApiError, Client
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 
-from tests.contract.conftest import node_body, wait_for
+from tests.contract.cluster import node_body
+from tests.harness.waiting import wait_until
 
 LEASE_NS = "kube-node-lease"
 
@@ -48,12 +49,12 @@ def test_lease_of_a_deleted_node_is_collected_and_follows_the_new_one(kube: Clie
     first = kube.create(Node.from_dict(node_body(node_name, "127.0.0.1", 10250)))
     kube.create(_lease(node_name, str(first.metadata.uid)))
     kube.delete(Node, node_name)
-    wait_for(lambda: _gone(kube, node_name), "the lease of the deleted node to be collected", timeout=30)
+    wait_until(lambda: _gone(kube, node_name), 30, "the lease of the deleted node to be collected", 0.05)
 
     second = kube.create(Node.from_dict(node_body(node_name, "127.0.0.1", 10250)))
     kube.create(_lease(node_name, str(first.metadata.uid)))  # still naming the old uid: collected again
-    wait_for(lambda: _gone(kube, node_name), "a lease naming the old uid to be collected", timeout=30)
+    wait_until(lambda: _gone(kube, node_name), 30, "a lease naming the old uid to be collected", 0.05)
     kept = kube.create(_lease(node_name, str(second.metadata.uid)))
-    with pytest.raises(pytest.fail.Exception):  # owned by the Node of now: never collected
-        wait_for(lambda: _gone(kube, node_name), "the lease to stay", timeout=2)
+    with pytest.raises(AssertionError, match="timed out"):  # owned by the Node of now: never collected
+        wait_until(lambda: _gone(kube, node_name), 2, "the lease to stay", 0.05)
     assert kube.get(Lease, node_name, namespace=LEASE_NS).metadata.uid == kept.metadata.uid

@@ -10,7 +10,7 @@ from pathlib import Path
 from lightkube import Client
 from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 
-from tests.contract.conftest import NO_SCHEDULER, Cluster, ContractNode, pod_body
+from tests.contract.cluster import NO_SCHEDULER, Cluster, ContractNode, pod_body
 
 
 def _core_event(ns: str, pod: Pod, reason: str, message: str) -> dict:

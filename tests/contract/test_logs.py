@@ -8,7 +8,7 @@ import subprocess
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
-from tests.contract.conftest import KUBECTL, NO_SCHEDULER, Cluster, ContractNode, pod_body
+from tests.contract.cluster import KUBECTL, NO_SCHEDULER, Cluster, ContractNode, pod_body
 
 
 def _pod_with_logs(kube: Client, ns: str, node: ContractNode, name: str, lines: list[str], **kwargs: object) -> None:

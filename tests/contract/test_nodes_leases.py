@@ -13,7 +13,7 @@ from lightkube import ApiError, Client
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node
 
-from tests.contract.conftest import Cluster, ContractNode, node_body
+from tests.contract.cluster import Cluster, ContractNode, node_body
 
 LEASE_NS = "kube-node-lease"
 

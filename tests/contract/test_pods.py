@@ -7,7 +7,7 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
-from tests.contract.conftest import NO_SCHEDULER, Cluster, ContractNode, pod_body
+from tests.contract.cluster import NO_SCHEDULER, Cluster, ContractNode, pod_body
 
 
 def _error(exc: pytest.ExceptionInfo[ApiError]) -> dict:

@@ -16,8 +16,9 @@ from cryptography.x509.oid import NameOID
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
-from tests.contract.conftest import KUBECTL, Cluster, ContractNode, pod_body, wait_for
-from tests.kube_standin import KubeStandin
+from standins.kube import KubeStandin
+from tests.contract.cluster import KUBECTL, Cluster, ContractNode, pod_body
+from tests.harness.waiting import wait_until
 
 
 def _token_request(pod: Pod, audiences: list[str] | None, seconds: int = 600) -> dict:
@@ -72,8 +73,8 @@ def test_csr_approved_and_signed(cluster: Cluster, tmp_path: Path) -> None:
                                                        "reason": "ContractApproval", "message": "contract test"}]
         approved = http.put(f"{path}/approval", json=csr)
         assert approved.status_code == 200, approved.text
-        signed = wait_for(lambda: http.get(path).json().get("status", {}).get("certificate"),
-                          "the signer to issue the certificate")
+        signed = wait_until(lambda: http.get(path).json().get("status", {}).get("certificate"), 10,
+                            "the signer to issue the certificate", 0.05)
         http.delete(path)
     certificate = x509.load_pem_x509_certificate(base64.b64decode(signed))
     assert certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "contract-user"
@@ -98,7 +99,7 @@ def test_kubectl_with_a_client_certificate(standin: KubeStandin, tmp_path: Path)
 def test_scheduler_binds_to_a_ready_matching_node(kube: Client, ns: str, node: ContractNode) -> None:
     body = pod_body("scheduled", nodeSelector={"slurmlink.io/contract-node": node.name})
     kube.create(Pod.from_dict(body), namespace=ns)
-    bound = wait_for(lambda: kube.get(Pod, "scheduled", namespace=ns).spec.nodeName, "the pod to be bound")
+    bound = wait_until(lambda: kube.get(Pod, "scheduled", namespace=ns).spec.nodeName, 10, "the pod to be bound", 0.05)
     assert bound == node.name
     pod = kube.get(Pod, "scheduled", namespace=ns)
     assert any(c.type == "PodScheduled" and c.status == "True" for c in pod.status.conditions)
@@ -112,5 +113,5 @@ def test_scheduler_leaves_a_pod_without_toleration_pending(kube: Client, ns: str
         conditions = kube.get(Pod, "untolerated", namespace=ns).status.conditions or []
         return any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
                    for c in conditions)
-    wait_for(unschedulable, "the PodScheduled=False condition")
+    wait_until(unschedulable, 10, "the PodScheduled=False condition", 0.05)
     assert kube.get(Pod, "untolerated", namespace=ns).spec.nodeName is None

@@ -14,8 +14,8 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import OnErrorAction, OnErrorResult
 
-from tests.contract.conftest import NO_SCHEDULER, Cluster, ContractNode, pod_body
-from tests.kube_standin import KubeStandin
+from standins.kube import KubeStandin
+from tests.contract.cluster import NO_SCHEDULER, Cluster, ContractNode, pod_body
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,8 @@
 """Mode 1 for the tests: `slurmlink api --backend rest` → `slurmlink proxy` → the test SLURM's slurmrestd.
 
-Every part is a real process on loopback except EGI Check-in (tests/checkin_standin.py). Pods carry a
-token Secret like users' pods do; the proxy maps the token's subject to a local account.
+Every part is a real process on loopback except EGI Check-in (standins/checkin.py). Pods carry a
+token Secret like users' pods do; the proxy maps the token's subject to a local account. The `mode1` fixture
+(integration/conftest.py) starts the stack once per test module.
 """
 
 from __future__ import annotations
@@ -9,29 +10,23 @@ from __future__ import annotations
 import base64
 import copy
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
-from tests.checkin_standin import CheckinStandin
-from tests.integration.conftest import ApiProcess, ServiceProcess, api_config, free_port
-from tests.integration.pods import Client
+from standins.checkin import CheckinStandin
+from tests.harness.pods import Client
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, ProxyProcess, api_config
 from tests.integration.proxy_fixtures import proxy_config
 
 VO = "vo.example.org"
 TOKEN_SECRET = "checkin-token"  # noqa: S105 - a Secret's name
-
-
-class ProxyProcess(ServiceProcess):
-    command = "proxy"
-    ready_path = "/metrics"  # /healthz also needs slurmrestd, which some tests stop on purpose
 
 
 class TokenClient(Client):
@@ -72,6 +67,11 @@ class Mode1:
         return TokenClient(self.api.url, {"default": self.checkin.mint(self.subjects["alice"]),
                                           "team-b": self.checkin.mint(self.subjects["bob"])})
 
+    def stop(self) -> None:
+        self.api.stop()
+        self.proxy.stop()
+        self.checkin.stop()
+
 
 def sticky_job_root(cluster: DevCluster) -> Path:
     """Where mode-1 jobs make their own directories: like /tmp, but nobody may list it."""
@@ -82,31 +82,27 @@ def sticky_job_root(cluster: DevCluster) -> Path:
     return root
 
 
-@pytest.fixture(scope="module", name="mode1")
-def mode1_fixture(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mode1]:
-    work = tmp_path_factory.mktemp("mode1")
+def start_mode1(cluster: DevCluster, work: Path) -> Mode1:
+    """The whole mode-1 stack, started; `Mode1.stop()` stops it."""
     checkin = CheckinStandin().start()
     subjects = {who: checkin.new_subject() for who in ("alice", "bob", "service")}
-    accounts = {"alice": slurm_cluster.users[0], "bob": slurm_cluster.users[1]}
+    accounts = {"alice": cluster.users[0], "bob": cluster.users[1]}
     users_file = work / "users.txt"
     users_file.write_text("".join(f"{checkin.issuer} {subjects[who]} {account}\n" for who, account in accounts.items()))
-    job_root = sticky_job_root(slurm_cluster)
-    proxy = ProxyProcess(proxy_settings(slurm_cluster, checkin, users_file, job_root, subjects["service"],
+    job_root = sticky_job_root(cluster)
+    proxy = ProxyProcess(proxy_settings(cluster, checkin, users_file, job_root, subjects["service"],
                                         work / "proxy-state"), work)
     proxy.start()
     service_token_file = work / "service.token"
     service_token_file.write_text(checkin.mint(subjects["service"], lifetime=7200))
     service_token_file.chmod(0o600)
-    config = api_config(slurm_cluster, free_port(), backend="rest", job_root=str(job_root),
+    config = api_config(cluster, free_port(), backend="rest", job_root=str(job_root),
                         rest={"url": proxy.url, "api_version": os.environ.get("SLURMLINK_TEST_REST_VERSION") or "auto",
                               "service_token_file": str(service_token_file),
                               "refresh_issuers": [{"issuer": checkin.issuer}]})
     api = ApiProcess(config, work)
     api.start()
-    yield Mode1(checkin, proxy, api, subjects, accounts, job_root, service_token_file)
-    api.stop()
-    proxy.stop()
-    checkin.stop()
+    return Mode1(checkin, proxy, api, subjects, accounts, job_root, service_token_file)
 
 
 def proxy_settings(cluster: DevCluster, checkin: CheckinStandin, users_file: Path, job_root: Path,

@@ -16,9 +16,10 @@ import uvicorn
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy import ProxyConfig, create_app
 from slurmlink.slurm import rest_shapes
-from tests.checkin_standin import CheckinStandin
-from tests.conftest import TEST_REST_VERSION
-from tests.integration.conftest import free_port, wait_until
+from standins.checkin import CheckinStandin
+from tests.harness.cluster import TEST_REST_VERSION
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_until
 
 VO = "vo.example.org"
 V = TEST_REST_VERSION  # v0.0.38 on 22.05; the newest (or SLURMLINK_TEST_REST_VERSION) on another release

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import pytest
 
 from slurmlink.identity.entitlements import Decision
 from slurmlink.identity.mapping import Alise, AliseClient, Mapper, MappingError, ServiceAccount
+from tests.harness.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("SLURMLINK_ALISE_VENV", REPO / ".venv-alise"))
@@ -135,12 +135,6 @@ class _Discovery(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 SEED = r"""

@@ -14,9 +14,9 @@ import pytest
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.translate.env import expand
-from tests.integration.conftest import ApiProcess, wait_until
-from tests.integration.mode1 import mode1_fixture  # noqa: F401 - the mode-1 stack
-from tests.integration.pods import Client, exit_codes, make_pod, squeue_jobs, terminated
+from tests.harness.pods import Client, exit_codes, make_pod, squeue_jobs, terminated
+from tests.harness.services import ApiProcess
+from tests.harness.waiting import wait_until
 
 HOSTILE = ["quote ' and \"double\"", "new\nline", "$(touch /tmp/slurmlink-pwned)", "`id`", "a; id",
            "ünïcödé ✓ 中文", "$HOME ${PATH} $$ \\n", "--", ""]

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until
-from tests.integration.pods import Client, exit_codes, make_pod, squeue_jobs
+from tests.harness.pods import Client, exit_codes, make_pod, squeue_jobs
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, api_config
+from tests.harness.waiting import wait_until
 
 
 @pytest.fixture()

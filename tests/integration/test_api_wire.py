@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from tests.integration.conftest import ApiProcess, api_config, free_port
-from tests.integration.pods import Client, make_pod
+from tests.harness.pods import Client, make_pod
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, api_config
 
 STATUS_KEYS = {"name", "UID", "namespace", "JID", "containers", "initContainers"}
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until
-from tests.integration.pods import Client, make_pod
+from tests.harness.pods import Client, make_pod
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, api_config
+from tests.harness.waiting import wait_until
 
 PODS = 200
 COMMANDS = "slurmlink_slurm_commands_total"

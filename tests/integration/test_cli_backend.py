@@ -8,7 +8,7 @@ import pwd
 import stat
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +20,7 @@ from slurmlink.devcluster import DevCluster
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.cli import CliBackend, CliConfig
 from slurmlink.translate.job import BatchJob
+from tests.harness.waiting import wait_until_async
 
 pytestmark = pytest.mark.slurm
 T = TypeVar("T")
@@ -65,23 +66,12 @@ def new_job(cluster: DevCluster, script: str, **changes: object) -> BatchJob:
     return BatchJob(**fields)  # type: ignore[arg-type]
 
 
-async def wait_for(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
 async def wait_state(backend: CliBackend, name: str, states: set[str], timeout: float = 60) -> JobInfo:
     async def check() -> JobInfo | None:
         job = next((j for j in await backend.jobs() if j.name == name), None)
         return job if job is not None and job.state in states else None
 
-    return await wait_for(check, f"job {name} to reach {states}", timeout)
+    return await wait_until_async(check, timeout, f"job {name} to reach {states}")
 
 
 def test_submit_runs_as_the_user_and_reports_its_containers(
@@ -142,7 +132,7 @@ def test_cancel_a_running_job(backend: CliBackend, slurm_cluster: DevCluster) ->
             async def started(path: str = status_dir) -> bool:
                 return await asyncio.to_thread(os.path.isdir, path)
 
-            await wait_for(started, "the script to start")
+            await wait_until_async(started, 60, "the script to start")
         # Someone else may not cancel it.
         with pytest.raises(SlurmError, match="Access/permission denied"):
             await backend.cancel(ids[0], slurm_cluster.users[0])
@@ -180,6 +170,7 @@ def test_one_status_interval_costs_one_squeue_for_50_jobs(
 
         ids = await asyncio.gather(*(submit(j) for j in jobs))
         try:
+            await backend.jobs()  # the first list also looks in accounting, once (the service's recovery)
             before = dict(backend.runner.counts)
             started = time.perf_counter()
             found = {j.name: j for j in await backend.jobs()}

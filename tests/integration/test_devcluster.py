@@ -7,9 +7,7 @@ import pwd
 import re
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,17 +15,9 @@ import httpx
 
 from slurmlink.core.states import base_state
 from slurmlink.devcluster import DevCluster
+from tests.harness.waiting import wait_until
 
 T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """Poll `probe` until it returns something other than None, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while (value := probe()) is None:
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def user_dir(cluster: DevCluster, user: str) -> Path:
@@ -74,14 +64,14 @@ def test_sbatch_runs_as_the_submitting_user(slurm_cluster: DevCluster) -> None:
         out = subprocess.run(squeue, env=env, check=True, capture_output=True, text=True).stdout.strip()
         return out if out.split()[0] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None
 
-    assert wait_for(f"job {job_id} to finish", finished) == "COMPLETED sltest1"
+    assert wait_until(finished, 30, f"job {job_id} to finish", 0.1) == "COMPLETED sltest1"
     assert (workdir / "out.txt").read_text() == "sltest1\n"
 
     def jobcomp_line() -> str | None:
         text = slurm_cluster.jobcomp_path.read_text()
         return next((line for line in text.splitlines() if line.startswith(f"JobId={job_id} ")), None)
 
-    line = wait_for(f"job {job_id} in the jobcomp file", jobcomp_line)
+    line = wait_until(jobcomp_line, 30, f"job {job_id} in the jobcomp file", 0.1)
     assert re.search(r"\bUserId=sltest1\(\d+\)", line)
     assert "JobState=COMPLETED" in line
     shutil.rmtree(workdir)
@@ -114,7 +104,7 @@ def test_rest_submit_with_slurmuser_token_runs_as_named_user(slurm_cluster: DevC
             state = base_state(job["job_state"])  # a list of flags from v0.0.40 on
             return job if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") else None
 
-        info = wait_for(f"job {job_id} to finish", finished)
+        info = wait_until(finished, 30, f"job {job_id} to finish", 0.1)
     assert (base_state(info["job_state"]), info["user_name"]) == ("COMPLETED", "sltest2")
     assert (workdir / "out.txt").read_text() == "sltest2\n"
     shutil.rmtree(workdir)

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from tests.checkin_standin import CheckinStandin, new_key
-from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
-from tests.integration.conftest import ApiProcess, api_config, free_port
-from tests.integration.pods import Client, make_pod, squeue_jobs
+from standins.checkin import CheckinStandin, new_key
+from tests.harness.pods import Client, make_pod, squeue_jobs
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, api_config
 
 VO = "vo.example.org"
 

@@ -17,11 +17,12 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.identity.refresh import Credentials
 from slurmlink.slurm.rest import RestBackend, RestConfig
-from tests.checkin_standin import DEFAULT_CLIENT
-from tests.conftest import TEST_REST_VERSION, TEST_SLURM
-from tests.integration.conftest import ApiProcess, wait_until
-from tests.integration.mode1 import Mode1, TokenClient, mode1_fixture, token_secret, with_config  # noqa: F401
-from tests.integration.pods import Client, exit_codes, make_pod, squeue_jobs, terminated
+from standins.checkin import DEFAULT_CLIENT
+from tests.harness.cluster import TEST_REST_VERSION, TEST_SLURM
+from tests.harness.pods import Client, exit_codes, make_pod, squeue_jobs, terminated
+from tests.harness.services import ApiProcess
+from tests.harness.waiting import wait_until
+from tests.integration.mode1 import Mode1, TokenClient, token_secret, with_config
 
 JOB_LIST = "GET /slurm/{v}/jobs/"
 STATUSES = "GET /slurmlink/v1/statuses"

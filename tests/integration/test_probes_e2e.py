@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from slurmlink.translate.status import NOTES_KEY
-from tests.integration.conftest import free_port, wait_until
-from tests.integration.mode1 import mode1_fixture  # noqa: F401 - the mode-1 stack
-from tests.integration.pods import Client, make_pod, terminated
+from tests.harness.pods import Client, make_pod, terminated
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_until
 
 FAST = {"periodSeconds": 1, "timeoutSeconds": 5}
 

@@ -20,9 +20,9 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.wire.names import PROJECTED_ROUTE as ROUTE
 from slurmlink.wire.names import UNKNOWN_POD_HEADER
-from tests.integration.conftest import ApiProcess
-from tests.integration.pods import Client, make_pod
-from tests.integration.vk_harness import Chain, open_chain, pod_manifest
+from tests.harness.pods import Client, make_pod, pod_manifest
+from tests.harness.services import ApiProcess
+from tests.integration.vk_harness import Chain, open_chain
 
 pytestmark = pytest.mark.timeout(150)
 

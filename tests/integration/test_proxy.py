@@ -22,9 +22,9 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy import ProxyConfig
 from slurmlink.slurm import rest_shapes
-from tests.checkin_standin import CheckinStandin, new_key
-from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
-from tests.integration.conftest import free_port
+from standins.checkin import CheckinStandin, new_key
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_until
 from tests.integration.proxy_fixtures import (
     MAX_BODY,
     VO,
@@ -255,10 +255,7 @@ def test_only_the_owner_may_cancel_or_signal_a_running_job(proxy: ProxyServer, c
                         json=submit_body("slurmlink-proxy-owned", "#!/bin/bash\nsleep 600"))
     assert answer.status_code == 200, answer.text
     job_id = str(answer.json()["job_id"])
-    deadline = time.monotonic() + 60
-    while job_state(slurm_cluster, job_id)[0] != "RUNNING":
-        assert time.monotonic() < deadline, f"job {job_id} never ran: {job_state(slurm_cluster, job_id)}"
-        time.sleep(0.1)
+    wait_until(lambda: job_state(slurm_cluster, job_id)[0] == "RUNNING", 60, f"job {job_id} to run", 0.1)
     job = f"{proxy.url}/slurm/{V}/job/{job_id}"
     for params in ({}, {"signal": "KILL"}, {"signal": "TERM", "flags": "BATCH_JOB"}):
         refused = httpx.delete(job, params=params, headers=bearer(ctx.tokens["alice"]), timeout=30)
@@ -271,10 +268,8 @@ def test_only_the_owner_may_cancel_or_signal_a_running_job(proxy: ProxyServer, c
     assert "is UP" in ping.stdout, ping
     cancelled = httpx.delete(job, headers=bearer(ctx.tokens["bob"]), timeout=30)
     assert cancelled.status_code == 200, cancelled.text
-    deadline = time.monotonic() + 60
-    while job_state(slurm_cluster, job_id)[0] not in ("CANCELLED", ""):
-        assert time.monotonic() < deadline, f"job {job_id} was not cancelled: {job_state(slurm_cluster, job_id)}"
-        time.sleep(0.1)
+    wait_until(lambda: job_state(slurm_cluster, job_id)[0] in ("CANCELLED", ""), 60, f"job {job_id} to be cancelled",
+               0.1)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
@@ -498,8 +493,6 @@ def test_slurmlink_proxy_command_serves(slurm_cluster: DevCluster, checkin: Chec
     import sys
 
     import yaml
-
-    from tests.integration.conftest import wait_until
 
     config = proxy_config(slurm_cluster, checkin, users_file)
     path = tmp_path / "proxy.yaml"

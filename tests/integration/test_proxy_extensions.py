@@ -20,8 +20,9 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.proxy.ledger import FILE_NAME
 from slurmlink.translate import layout
-from tests.checkin_standin import CheckinStandin
-from tests.integration.conftest import free_port, wait_until
+from standins.checkin import CheckinStandin
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_until
 from tests.integration.proxy_fixtures import ProxyServer, V, bearer, job_ids, job_state, proxy_config
 
 LINES = 1000  # "line 1\n" ... "line 1000\n": 8893 bytes, three chunks

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from tests.checkin_standin import CheckinStandin
-from tests.integration.checkin_people import module_checkin, module_people  # noqa: F401
-from tests.integration.conftest import wait_until
+from standins.checkin import CheckinStandin
+from tests.harness.waiting import wait_until
 from tests.integration.proxy_fixtures import ProxyServer, bearer, proxy_config
 
 

@@ -20,8 +20,8 @@ from slurmlink.slurm.rest_shapes import (
 )
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
-from tests.conftest import TEST_REST_VERSION
-from tests.integration.conftest import wait_until
+from tests.harness.cluster import TEST_REST_VERSION
+from tests.harness.waiting import wait_until
 
 
 def test_submit_and_follow_a_job_through_slurmrestd(slurm_cluster: DevCluster) -> None:

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from tests.integration.conftest import wait_until
-from tests.integration.vk_harness import KUBECTL, NODE, Chain, chain, pod_manifest, wait_node_ready  # noqa: F401
+from tests.harness.pods import NODE, pod_manifest
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import KUBECTL, Chain, wait_node_ready
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -27,9 +27,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.integration.conftest import free_port, wait_until
-from tests.integration.vk_harness import KUBECTL, NODE, VkProcess, node_kubeconfig, pod_manifest, vk_config
-from tests.kube_standin import KubeStandin
+from standins.kube import KubeStandin
+from tests.harness.pods import NODE, pod_manifest
+from tests.harness.ports import free_port
+from tests.harness.services import VkProcess, node_kubeconfig, vk_config
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import KUBECTL
 
 pytestmark = pytest.mark.timeout(120)
 LOG_TEXT = "hello from the fake interLink API\n"

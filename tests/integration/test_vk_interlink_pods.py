@@ -13,16 +13,11 @@ import pytest
 import yaml
 
 from slurmlink.devcluster import DevCluster
-from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until
-from tests.integration.vk_harness import (
-    Chain,
-    VkProcess,
-    node_kubeconfig,
-    open_chain,
-    pod_manifest,
-    vk_config,
-    wait_node_ready,
-)
+from tests.harness.pods import pod_manifest
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, VkProcess, api_config, node_kubeconfig, vk_config
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import Chain, open_chain, wait_node_ready
 
 pytestmark = pytest.mark.timeout(120)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "kubectl-pod.yaml"

@@ -16,8 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.integration.conftest import wait_until
-from tests.integration.vk_harness import NODE, Chain, VkProcess, chain, node_kubeconfig, pod_manifest, vk_config  # noqa: F401
+from tests.harness.pods import NODE, pod_manifest
+from tests.harness.services import VkProcess, node_kubeconfig, vk_config
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import Chain
 
 pytestmark = pytest.mark.timeout(120)
 POD = "auth-logs"

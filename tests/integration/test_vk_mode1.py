@@ -16,18 +16,12 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY
 from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
-from tests.integration.conftest import wait_until
-from tests.integration.mode1 import Mode1, mode1_fixture  # noqa: F401
-from tests.integration.vk_harness import (
-    NODE,
-    Chain,
-    VkProcess,
-    node_kubeconfig,
-    pod_manifest,
-    vk_config,
-    wait_node_ready,
-)
-from tests.kube_standin import KubeStandin
+from standins.kube import KubeStandin
+from tests.harness.pods import NODE, pod_manifest
+from tests.harness.services import VkProcess, node_kubeconfig, vk_config
+from tests.harness.waiting import wait_until
+from tests.integration.mode1 import Mode1
+from tests.integration.vk_harness import Chain, wait_node_ready
 
 pytestmark = pytest.mark.timeout(120)
 

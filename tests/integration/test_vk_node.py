@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from tests.integration.conftest import ApiProcess, wait_until
-from tests.integration.vk_harness import NODE, Chain, open_chain, pod_manifest, wait_node_ready
-from tests.kube_standin.gc import POD_GC_QUARANTINE
+from standins.kube.gc import POD_GC_QUARANTINE
+from tests.harness.pods import NODE, pod_manifest
+from tests.harness.services import ApiProcess
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import Chain, open_chain, wait_node_ready
 
 pytestmark = pytest.mark.timeout(120)
 LEASE_SECONDS = 20  # renewed every 5 s: the watch must bring the node back well before the next renewal

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from tests.integration.conftest import wait_until
-from tests.integration.vk_harness import Chain, chain, pod_manifest  # noqa: F401
+from tests.harness.pods import pod_manifest
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import Chain
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -89,7 +90,7 @@ def _status_calls(chain: Chain) -> float:
 
 def test_per_pod_status_calls_for_upstream_interlink(chain: Chain) -> None:
     """api.batch_status false (upstream interLink): a second node whose vk asks about one pod per call."""
-    from tests.integration.vk_harness import VkProcess, node_kubeconfig, vk_config
+    from tests.harness.services import VkProcess, node_kubeconfig, vk_config
 
     name = "slurmlink-per-pod"
     workdir = chain.workdir / "per-pod"

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import wait_until
-from tests.integration.vk_harness import Chain, chain, pod_manifest  # noqa: F401
+from tests.harness.pods import pod_manifest
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import Chain
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from tests.integration.conftest import ApiProcess, api_config, free_port, wait_until
-from tests.integration.vk_harness import NODE, Chain, chain, open_chain, pod_manifest  # noqa: F401
+from tests.harness.pods import NODE, pod_manifest
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, api_config
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import Chain, open_chain
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import wait_until
-from tests.integration.vk_harness import Chain, chain, pod_manifest  # noqa: F401
+from tests.harness.pods import pod_manifest
+from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import Chain
 
 pytestmark = pytest.mark.timeout(120)
 

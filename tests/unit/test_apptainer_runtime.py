@@ -1,4 +1,4 @@
-"""The apptainer runtime, run for real by bash against a stand-in `apptainer` (tests/standins)."""
+"""The apptainer runtime, run for real by bash against a stand-in `apptainer` (standins/apptainer)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import ApptainerSettings, SiteConfig
+from tests.harness.pods import make_pod
 
-STANDIN = Path(__file__).resolve().parents[1] / "standins" / "apptainer"
+STANDIN = Path(__file__).resolve().parents[2] / "standins" / "apptainer"
 
 
 def run_pod(tmp_path: Path, containers: list[dict[str, object]]) -> tuple[Path, list[dict[str, object]]]:
-    pod = {"metadata": {"name": "app", "namespace": "ns", "uid": "u-1"},
-           "spec": {"restartPolicy": "Never", "containers": containers,
-                    "volumes": [{"name": "cfg", "configMap": {"name": "cm"}}]}}
+    pod = make_pod(containers, name="app", namespace="ns", uid="u-1",
+                   volumes=[{"name": "cfg", "configMap": {"name": "cm"}}])
     site = SiteConfig(runtime="apptainer", apptainer=ApptainerSettings(executable=str(STANDIN)))
     workdir = tmp_path / "pod"
     workdir.mkdir()

@@ -25,8 +25,8 @@ from slurmlink.vk.kubeletaccess import (
     request_attributes,
 )
 from slurmlink.vk.kubeletauth import KubeletAuth, ReviewFailed
-from tests.integration.vk_harness import node_kubeconfig
-from tests.kube_standin import KubeStandin
+from standins.kube import KubeStandin
+from tests.harness.services import node_kubeconfig
 
 NODE = "n1"
 

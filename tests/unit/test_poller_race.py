@@ -6,8 +6,8 @@
   API in CI): the pod came out Failed with exit code 1.
 
 Kubernetes never lets a Failed pod run again, so both were for good. The timing cannot be forced with the
-real sbatch and squeue, so these tests order the steps with scheduler stand-ins that behave like SLURM on
-the one point tested: a job is listed only once its submission has returned; reading records takes time.
+real sbatch and squeue, so these tests order the steps with the in-memory SLURM (tests/harness/memory_slurm.py),
+held at the one point tested: a job is listed only once its submission has returned; reading records takes time.
 """
 
 from __future__ import annotations
@@ -16,50 +16,32 @@ import asyncio
 
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import PodService
-from slurmlink.core.records import Capacity, ContainerRecord, JobInfo
-from slurmlink.slurm.base import SchedulerBackend
+from slurmlink.core.records import ContainerRecord, JobInfo
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.status import pod_phase
 from slurmlink.wire.interlink import parse_create
+from tests.harness.memory_slurm import MemorySlurm
+from tests.harness.pods import make_pod
 
 
-class OrderedSlurm(SchedulerBackend):
+class OrderedSlurm(MemorySlurm):
     """Lists the jobs that exist when `jobs()` is called; the submission ends while that list is on its way."""
 
     def __init__(self) -> None:
-        self.existing: list[JobInfo] = []
+        super().__init__(first_job_id=7)
         self.submitting = asyncio.Event()
         self.listed = asyncio.Event()
 
     async def submit(self, job: BatchJob, user: str) -> str:
         self.submitting.set()
         await self.listed.wait()  # the poll has taken its list without this job
-        self.existing.append(JobInfo(job_id="7", name=job.name, user=user, state="PENDING", workdir=job.workdir))
-        return "7"
+        return await super().submit(job, user)
 
     async def jobs(self, *, fresh: bool = False) -> list[JobInfo]:
-        listing = list(self.existing)
+        listing = await super().jobs(fresh=fresh)
         self.listed.set()
         await asyncio.sleep(0.05)  # meanwhile the submission returns and the pod enters the registry
         return listing
-
-    async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
-        return None
-
-    async def finished(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        return {}  # no accounting
-
-    async def cancel(self, job_id: str, user: str, signal: str | None = None, only_state: str | None = None) -> None:
-        pass
-
-    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
-        return {}  # the job has not started: no records yet
-
-    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0, job_id: str = "") -> bytes:
-        return b""
-
-    async def capacity(self) -> Capacity:
-        return Capacity(cpus=1, memory_mb=1024)
 
 
 def test_a_job_submitted_during_a_poll_is_not_taken_for_gone() -> None:
@@ -68,8 +50,8 @@ def test_a_job_submitted_during_a_poll_is_not_taken_for_gone() -> None:
         service = PodService(ApiConfig.model_validate({"users": {"default": "nobody"}, "job_root": "/tmp/jobs"}),
                              backend)
         service.recovered.set()
-        pod = {"metadata": {"name": "p", "namespace": "default", "uid": "u-1"},
-               "spec": {"containers": [{"name": "main", "image": "x", "command": ["true"]}]}}
+        pod = make_pod([{"name": "main", "image": "x", "command": ["true"]}], name="p", uid="u-1",
+                       restart_policy=None)
         create = asyncio.create_task(service.create(parse_create({"pod": pod})))
         await backend.submitting.wait()
         await service.poller.poll_once()  # its list was taken before the job existed
@@ -80,27 +62,22 @@ def test_a_job_submitted_during_a_poll_is_not_taken_for_gone() -> None:
     assert asyncio.run(scenario()) == "Pending"
 
 
-class RestartedSlurm(OrderedSlurm):
+class RestartedSlurm(MemorySlurm):
     """After an API restart: a job that has just completed, whose pod the API must adopt; reading its records
     takes a while, during which a status is asked for."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.existing = [JobInfo(job_id="8", name="slurmlink-u-2", user="nobody", state="COMPLETED", exit_code=0,
-                                 workdir="/tmp/jobs/default-u-2", comment="default/q")]
+        self.put(JobInfo(job_id="8", name="slurmlink-u-2", user="nobody", state="COMPLETED", exit_code=0,
+                         workdir="/tmp/jobs/default-u-2", comment="default/q"))
+        self.write_records("8", ContainerRecord(name="main", exit_code=0))
         self.reading = asyncio.Event()
         self.read = asyncio.Event()
-
-    async def jobs(self, *, fresh: bool = False) -> list[JobInfo]:
-        return list(self.existing)
-
-    async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
-        return "nobody"
 
     async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
         self.reading.set()
         await self.read.wait()
-        return {"main": ContainerRecord(name="main", exit_code=0)}
+        return await super().containers(workdir, user, job_id)
 
 
 def test_an_adopted_pod_is_never_shown_finished_without_its_records() -> None:
@@ -108,8 +85,8 @@ def test_an_adopted_pod_is_never_shown_finished_without_its_records() -> None:
         backend = RestartedSlurm()
         service = PodService(ApiConfig.model_validate({"users": {"default": "nobody"}, "job_root": "/tmp/jobs"}),
                              backend)
-        pod = {"metadata": {"name": "q", "namespace": "default", "uid": "u-2"},
-               "spec": {"containers": [{"name": "main", "image": "x", "command": ["true"]}]}}
+        pod = make_pod([{"name": "main", "image": "x", "command": ["true"]}], name="q", uid="u-2",
+                       restart_policy=None)
         poll = asyncio.create_task(service.poller.poll_once())
         await backend.reading.wait()
         phases = []

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,16 +16,17 @@ from typing import Any
 from slurmlink.translate import layout
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
-from tests.integration.conftest import free_port
-from tests.kube_standin.pki import CertificateAuthority
+from standins.kube.pki import CertificateAuthority
+from tests.harness.pods import make_pod
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_until
 
 # The container waits (at most 30 s) until the job has noted something about it, then ends.
 WAIT_FOR_A_NOTE = "for i in $(seq 300); do [ -s status/c.events ] && exit 0; sleep 0.1; done; exit 1"
 
 
 def pod(container: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "p", "namespace": "default", "uid": "u-1"},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x", **container}], **spec}}
+    return make_pod([{"name": "c", "image": "x", **container}], name="p", uid="u-1", **spec)
 
 
 @contextmanager
@@ -51,10 +51,8 @@ def record(workdir: Path) -> Any:
 
 
 def wait_for(path: Path, timeout: float = 30, containing: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and containing in path.read_text()):
-        assert time.monotonic() < deadline, f"{path} never appeared (with {containing!r})"
-        time.sleep(0.05)
+    wait_until(lambda: path.exists() and containing in path.read_text(), timeout,
+               f"{path} to appear (with {containing!r})", 0.05)
 
 
 def test_a_check_slower_than_its_timeout_fails() -> None:

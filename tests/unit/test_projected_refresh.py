@@ -31,6 +31,7 @@ from slurmlink.wire.interlink import PodStatus
 from slurmlink.wire.names import PROJECTED_ROUTE as ROUTE
 from slurmlink.wire.names import UNKNOWN_POD_HEADER
 from slurmlink.wire.projected import parse_body
+from tests.harness.pods import make_pod
 
 NOBODY = 65534
 
@@ -42,9 +43,8 @@ def _pod(uid: str = "u1", default_mode: int | None = None) -> dict[str, Any]:
         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}
     if default_mode is not None:
         projected["defaultMode"] = default_mode
-    return {"metadata": {"name": "p", "namespace": "default", "uid": uid},
-            "spec": {"containers": [{"name": "main"}],
-                     "volumes": [{"name": "sa", "projected": projected}, {"name": "scratch", "emptyDir": {}}]}}
+    return make_pod([{"name": "main"}], name="p", uid=uid, restart_policy=None,
+                    volumes=[{"name": "sa", "projected": projected}, {"name": "scratch", "emptyDir": {}}])
 
 
 def _body(*files: tuple[Any, Any, Any], uid: Any = "u1") -> dict[str, Any]:

@@ -9,7 +9,7 @@ import httpx
 
 from slurmlink.identity.oidc import IssuerConfig, TokenValidator
 from slurmlink.identity.refresh import Credentials, TokenSource, unverified_claims
-from tests.checkin_standin import CheckinStandin, checkin_fixture  # noqa: F401
+from standins.checkin import CheckinStandin
 
 CLIENT = ("slurmlink-refresh-test", "s3cret")
 

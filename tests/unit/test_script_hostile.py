@@ -22,7 +22,7 @@ from slurmlink.translate.env import expand
 from slurmlink.translate.probes import PATH_SAFE
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
-from tests.integration.conftest import free_port
+from tests.harness.ports import free_port
 
 REPORT = r"""
 import json, os, sys

@@ -247,6 +247,12 @@ def test_sacct_argv() -> None:
         sacct.argv(["3", "--starttime=now"])
 
 
+def test_sacct_recent_argv_asks_every_user_over_a_window() -> None:
+    argv = sacct.recent_argv(86400, "/usr/bin/sacct")
+    assert argv[0] == "/usr/bin/sacct" and "-a" in argv and "-X" in argv
+    assert argv[-2:] == ["--starttime=now-86400", "--endtime=now"]
+
+
 def test_sacct_disabled_is_recognised() -> None:
     with pytest.raises(sacct.AccountingDisabled):
         sacct.parse(result(err="Slurm accounting storage is disabled\n", rc=1))

@@ -30,7 +30,7 @@ from slurmlink.identity.oidc import (
     TokenRejected,
     TokenValidator,
 )
-from tests.checkin_standin import DEFAULT_CLIENT, CheckinStandin, SigningKey, b64url, checkin_fixture, new_key  # noqa: F401
+from standins.checkin import DEFAULT_CLIENT, CheckinStandin, SigningKey, b64url, new_key
 
 pytestmark = pytest.mark.anyio
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
@@ -10,17 +9,12 @@ import pytest
 from slurmlink.core.errors import PodRejected
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
-
-BASE: dict[str, Any] = {
-    "metadata": {"name": "p", "namespace": "ns", "uid": "u-1"},
-    "spec": {"containers": [{"name": "c", "image": "img", "command": ["true"]}]},
-}
+from tests.harness.pods import make_pod
 
 
 def pod(**spec: Any) -> dict[str, Any]:
-    result = copy.deepcopy(BASE)
-    result["spec"].update(spec)
-    return result
+    return make_pod([{"name": "c", "image": "img", "command": ["true"]}], name="p", namespace="ns", uid="u-1",
+                    restart_policy=None, **spec)
 
 
 def job(p: dict[str, Any], site: SiteConfig | None = None, **kw: Any) -> Any:

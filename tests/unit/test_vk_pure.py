@@ -14,16 +14,16 @@ from slurmlink.vk.references import references
 from slurmlink.vk.times import micro_time
 from slurmlink.vk.workqueue import WorkQueue
 from slurmlink.wire.interlink import PingResponse, PodStatus, parse_ping
+from tests.harness.pods import make_pod
 
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:01:00Z"
 
 
 def _pod(*names: str, inits: tuple[str, ...] = (), status: dict | None = None) -> dict:
-    return {"metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
-            "spec": {"containers": [{"name": n, "image": f"img-{n}"} for n in names],
-                     "initContainers": [{"name": n, "image": "init"} for n in inits]},
-            "status": status or {"phase": "Pending"}}
+    pod = make_pod([{"name": n, "image": f"img-{n}"} for n in names], name="p", namespace="ns", uid="u1",
+                   restart_policy=None, initContainers=[{"name": n, "image": "init"} for n in inits])
+    return {**pod, "status": status or {"phase": "Pending"}}
 
 
 def _running(name: str) -> dict:

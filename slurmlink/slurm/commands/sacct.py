@@ -51,6 +51,14 @@ def argv(job_ids: list[str], sacct: str = "sacct") -> list[str]:
     ]  # fmt: skip
 
 
+def recent_argv(seconds: int, sacct: str = "sacct") -> list[str]:
+    """Every user's jobs of the last `seconds` (the ones that started, ended or were queued in that time)."""
+    return [
+        sacct, "-X", "-a", "-n", "-P", f"--delimiter={SEP}", f"--format={','.join(FIELDS)}",
+        f"--starttime=now-{int(seconds)}", "--endtime=now",
+    ]  # fmt: skip
+
+
 def parse_line(line: str) -> JobInfo | None:
     parts = line.split(SEP, len(FIELDS) - 1)
     if len(parts) != len(FIELDS) or not parts[0].strip():

@@ -35,7 +35,7 @@ the two garbage collectors a kubelet meets after `kubectl delete node`: owner re
 
 Fault injection for tests: `drop_watches()`, `expire_next_watches(n)`, `compact()`, `latency`,
 `faults.refuse_node_reads(n)` (the Node authorizer's lag after a binding).
-Use: `with KubeStandin() as kube: ...` then point clients at `kube.kubeconfig`; or `python -m tests.kube_standin`.
+Use: `with KubeStandin() as kube: ...` then point clients at `kube.kubeconfig`; or `python -m standins.kube`.
 """
 
 from .server import KubeStandin

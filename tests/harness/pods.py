@@ -1,4 +1,5 @@
-"""Test helpers: send pods to a running `slurmlink api` over HTTP and wait for their outcome."""
+"""Pods for the tests: the one pod factory (`make_pod`, and `pod_manifest` for what kubectl applies to the
+vk's node), and an interLink client that sends pods to a running `slurmlink api` and waits for their outcome."""
 
 from __future__ import annotations
 
@@ -14,19 +15,41 @@ import httpx
 from slurmlink.translate.status import Phase, pod_phase
 from slurmlink.wire.client import InterlinkClient, create_body, log_request
 from slurmlink.wire.interlink import ContainerLogOpts, PodStatus
-from tests.integration.conftest import wait_until
+from tests.harness.waiting import wait_until
+
+IMAGE = "docker.io/library/debian:bookworm"
+NODE = "slurmlink-test-node"  # the node the tests' vk registers
+TOLERATION = {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}
 
 T = TypeVar("T")
 
 
-def make_pod(containers: list[dict[str, Any]], *, namespace: str = "default", name: str | None = None,
-             **spec: Any) -> dict[str, Any]:
-    uid = str(uuid.uuid4())
+def make_pod(containers: list[dict[str, Any]], /, *, namespace: str = "default", name: str | None = None,
+             uid: str | None = None, restart_policy: str | None = "Never", **spec: Any) -> dict[str, Any]:
+    """A pod as the API receives it from a vk (uid set, bound); a fresh uid and name unless given. Containers
+    without an image get Debian's; `restart_policy` None leaves it out (Kubernetes' default, Always); `spec`
+    keys are added to (or replace) the containers."""
+    uid = uid or str(uuid.uuid4())
     for container in containers:
-        container.setdefault("image", "docker.io/library/debian:bookworm")
+        container.setdefault("image", IMAGE)
+    policy = {"restartPolicy": restart_policy} if restart_policy else {}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name or f"t-{uid[:8]}", "namespace": namespace, "uid": uid},
-            "spec": {"restartPolicy": "Never", "containers": containers, **spec}}
+            "spec": {**policy, "containers": containers, **spec}}
+
+
+def pod_manifest(name: str, script: str, *, containers: list[dict[str, Any]] | None = None,
+                 **spec: Any) -> dict[str, Any]:
+    """A pod to apply for the tests' vk node: selector, toleration, and a shell script as its one container."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": NODE},
+                 "tolerations": [TOLERATION], "terminationGracePeriodSeconds": 5,
+                 # bwrap cannot mount the default token volume at /var/run/secrets (a symlink on the host)
+                 "automountServiceAccountToken": False,
+                 "containers": containers or [{"name": "main", "image": IMAGE,
+                                               "command": ["sh", "-c", script]}], **spec}}
+    return body
 
 
 class Client:

@@ -1,4 +1,4 @@
-"""`python -m tests.kube_standin [--port N] [--http] [--kubeconfig PATH]`: run the stand-in until interrupted."""
+"""`python -m standins.kube [--port N] [--http] [--kubeconfig PATH]`: run the stand-in until interrupted."""
 
 from __future__ import annotations
 

@@ -21,8 +21,7 @@ Failure injection per endpoint (`discovery`, `certs`, `userinfo`, `introspect`, 
 status (e.g. 503), garbage instead of JSON, or (certs) other keys under the same kids; `stop()` makes the port
 refuse connections. `requests` records every request by endpoint name, so tests can assert "no call".
 
-Use: the `checkin` fixture (`from tests.checkin_standin import checkin_fixture  # noqa: F401`, then take a
-`checkin` argument), or `with CheckinStandin() as idp: ...`.
+Use: `with CheckinStandin() as idp: ...`, or in the unit tests the `checkin` fixture (tests/unit/conftest.py).
 """
 
 from __future__ import annotations
@@ -37,12 +36,11 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -102,7 +100,8 @@ def b64url(data: bytes | str | Mapping[str, Any]) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def free_port() -> int:
+def _free_port() -> int:
+    """A free loopback port (the stand-ins import nothing of tests/ or bench/, so they keep their own)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -112,7 +111,7 @@ class CheckinStandin:
     """The fake Check-in. Thread-safe: tests change it while the server thread answers."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.issuer = self.base_url + REALM_PATH
         self.discovery_url = self.issuer + "/.well-known/openid-configuration"
@@ -468,23 +467,3 @@ class CheckinStandin:
                                  "scope": grant["scope"]})
 
         return app
-
-
-_shared: CheckinStandin | None = None
-
-
-@pytest.fixture(name="checkin")
-def checkin_fixture() -> Iterator[CheckinStandin]:
-    """The stand-in, reset for each test. One server serves the whole session (keys take time to make).
-
-    Import `checkin_fixture` into a test module and take a `checkin` argument; importing the fixture under the
-    argument's own name works too but makes ruff report F811 at each test."""
-    global _shared
-    if _shared is None:
-        _shared = CheckinStandin().start()
-    _shared.reset()
-    yield _shared
-    _shared.reset()
-
-
-checkin = checkin_fixture

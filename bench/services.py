@@ -1,0 +1,200 @@
+"""What the benches share: slurmlink's services as processes of their own, with the configuration each bench
+measures, free ports, and waiting with a deadline.
+
+The benches import nothing from tests/ (tests/unit/test_bench_imports.py checks it): a bench's numbers must
+not move because a test changed its configuration or its harness, and a bench wants what a test does not (a
+process's PID to meter its CPU, the services' defaults rather than the tests' short intervals, errors that
+carry the service's log tail). So this module is the benches' own, small and independent of the tests'
+harness (tests/harness). What both need and neither owns, the stand-ins of outside services, is in standins/.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import httpx
+import yaml
+
+from slurmlink.devcluster import DevCluster
+from standins.kube import KubeStandin
+
+REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Call `check` every `interval` (a period, not a pause between calls) until it returns something truthy."""
+    start = time.perf_counter()
+    for tick in range(1, sys.maxsize):
+        if result := check():
+            return result
+        if time.perf_counter() - start > timeout:
+            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(max(0.0, start + tick * interval - time.perf_counter()))
+    raise AssertionError("unreachable")
+
+
+class Service:
+    """`slurmlink <command> --config <yaml>` on loopback, started at once (a context manager: stopped by its
+    PID on exit). Runs with the bench's environment minus SLURMLINK_* variables, so that it measures the
+    configuration written here. `client` (cert, key): presented to an HTTPS endpoint (the vk's kubelet port)."""
+
+    def __init__(self, command: str, config: dict[str, Any], workdir: Path, *, port: int, https: bool = False,
+                 ready_path: str = "/healthz", client: tuple[Path, Path] | None = None) -> None:
+        self.command, self.ready_path, self.client = command, ready_path, client
+        self.url = f"{'https' if https else 'http'}://127.0.0.1:{port}"
+        config_path, self.log_path = workdir / f"{command}-{port}.yaml", workdir / f"{command}-{port}.log"
+        config_path.write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLURMLINK_")} | {"PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "slurmlink.cli", command, "--config", str(config_path)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            wait_until(self.healthy, 90, f"slurmlink {command} (pid {self.proc.pid}) to answer {ready_path} with 200",
+                       0.2)
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        died = self.proc.poll() is not None
+        self.stop()
+        if exc_type is not None and died:
+            self.check_alive()  # whatever failed, the service's death is the news: raise with its log tail
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+            raise BenchError(f"slurmlink {self.command} exited with status {self.proc.returncode}; log tail:\n{tail}")
+
+    def get(self, path: str, timeout: float = 10) -> httpx.Response:
+        verify: ssl.SSLContext | bool = client_context(self.client) if self.url.startswith("https") else True
+        return httpx.get(f"{self.url}{path}", verify=verify, timeout=timeout)
+
+    def healthy(self) -> bool:
+        self.check_alive()
+        try:
+            return self.get(self.ready_path, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def metric(self, name: str) -> float:
+        """Sum of a Prometheus metric's samples over all labels."""
+        return sum(float(line.rsplit(" ", 1)[1]) for line in self.get("/metrics").text.splitlines()
+                   if line.startswith((name + "{", name + " ")))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def client_context(client: tuple[Path, Path] | None) -> ssl.SSLContext:
+    """TLS towards the vk's self-signed endpoint (not verified), presenting `client` (cert, key) if given."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if client is not None:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    return context
+
+
+# --- the benches' configurations -----------------------------------------------------------------------------
+
+def api_config(cluster: DevCluster, user: str, poll_interval: float, port: int, **overrides: Any) -> dict[str, Any]:
+    """A mode-2 API (cli backend) running pods on the host as `user`; `overrides` replace top-level keys."""
+    config: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "cli": {"slurm_conf": str(cluster.conf_path), "bin_dir": str(cluster.bin_dir) if cluster.bin_dir else None},
+        "job_root": str(cluster.job_root), "poll_interval": poll_interval,
+        "users": {"default": user}, "site": {"runtime": "host"}, "auth": {"allow_unauthenticated": True},
+    }
+    return config | overrides
+
+
+def api_service(config: dict[str, Any], workdir: Path) -> Service:
+    return Service("api", config, workdir, port=config["listen"]["port"])
+
+
+def proxy_config(cluster: DevCluster, issuer: str, users_file: Path, port: int, vo: str,
+                 **overrides: Any) -> dict[str, Any]:
+    """The proxy's defaults, one Check-in issuer and a static map, except the per-user rate limit (10/s would
+    measure the limiter, not the proxy)."""
+    config: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "upstream": cluster.rest_url,
+        "identity": {"issuers": [{"issuer": issuer}], "policy": {"vos": [vo]},
+                     "mapping": [{"static": {"path": str(users_file)}}],
+                     "accounts": {"slurm_user": cluster.slurm_user}},
+        "slurm_user": cluster.slurm_user,
+        "jwt_key_file": str(cluster.jwt_key_path),
+        "rate_limit": {"requests_per_second": 100_000, "burst": 100_000},
+    }
+    return config | overrides
+
+
+def proxy_service(config: dict[str, Any], workdir: Path, ready_path: str = "/healthz") -> Service:
+    return Service("proxy", config, workdir, port=config["listen"]["port"], ready_path=ready_path)
+
+
+def node_kubeconfig(standin: KubeStandin, path: Path, node: str) -> Path:
+    """A kubeconfig with the node's own identity (system:node:<name>), as a real vk would have."""
+    cert, key = standin.issue_client_cert(f"system:node:{node}", ("system:nodes",))
+    config = {"apiVersion": "v1", "kind": "Config",
+              "clusters": [{"name": "standin", "cluster": {
+                  "server": standin.url,
+                  "certificate-authority-data": base64.b64encode(standin.ca_path.read_bytes()).decode()}}],
+              "users": [{"name": "node", "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+              "contexts": [{"name": "node", "context": {"cluster": "standin", "user": "node"}}],
+              "current-context": "node"}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def vk_config(standin: KubeStandin, node: str, kubeconfig: Path, api_url: str, **overrides: Any) -> dict[str, Any]:
+    """A vk for `node`, whose kubelet endpoint accepts client certificates of the stand-in's CA and leaves the
+    rest to TokenReview and SubjectAccessReview."""
+    config: dict[str, Any] = {
+        "node": {"name": node, "internal_ip": "127.0.0.1"},
+        "kube": {"kubeconfig": str(kubeconfig)},
+        "api": {"url": api_url},
+        "kubelet": {"host": "127.0.0.1", "port": free_port(),
+                    "authentication": {"x509": {"client_ca_file": str(standin.ca_path)}}},
+    }
+    return config | overrides
+
+
+def vk_service(config: dict[str, Any], workdir: Path, client: tuple[Path, Path] | None,
+               ready_path: str = "/healthz") -> Service:
+    return Service("vk", config, workdir, port=config["kubelet"]["port"], https=True, ready_path=ready_path,
+                   client=client)
