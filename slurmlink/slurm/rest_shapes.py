@@ -177,6 +177,8 @@ def parse_jobs(body: dict[str, Any], prefix: str = "") -> list[JobInfo]:
         if not name.startswith(prefix):
             continue
         state = base_state(raw.get("job_state"))
+        if state == "COMPLETING" and _time(raw.get("end_time")) is None:
+            state = "REQUEUED"  # pending again while its old run completes (v0.0.38; later ones say PENDING)
         finished = state not in ("PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING")
         code, signal = _exit(raw.get("exit_code")) if finished else (None, None)
         reason = str(raw.get("state_reason") or "")

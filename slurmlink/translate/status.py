@@ -17,6 +17,8 @@ FINISHED_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
     "PREEMPTED", "SPECIAL_EXIT", "REVOKED",
 })
+# A job waiting to run (again): whatever its directory holds is from an earlier run (a requeued job).
+WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
 # Why a container ended, when SLURM ended the job around it.
 _STATE_REASONS = {
     "TIMEOUT": "DeadlineExceeded", "DEADLINE": "DeadlineExceeded", "OUT_OF_MEMORY": "OOMKilled",
@@ -78,8 +80,8 @@ def _container_state(record: ContainerRecord | None, job: JobInfo | None) -> tup
     if record is not None and record.restarts and not finished:
         return {"waiting": {"reason": "CrashLoopBackOff",
                             "message": f"back-off restarting failed container {record.name}"}}, False
-    if job.state == "PENDING":
-        detail = _slurm_reason(job) or "Pending"
+    if job.state in WAITING_STATES:
+        detail = _slurm_reason(job) or ("Pending" if job.state == "PENDING" else "Requeued")
         return {"waiting": {"reason": detail, "message": f"SLURM job {job.job_id} is pending: {detail}"}}, False
     return {"waiting": {"reason": "PodInitializing", "message": f"SLURM job {job.job_id} is {job.state}"}}, False
 
@@ -88,6 +90,8 @@ def container_statuses(
     pod: Mapping[str, Any], job: JobInfo | None, records: Mapping[str, ContainerRecord]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(containers, initContainers) as Kubernetes ContainerStatus objects."""
+    if job is not None and job.state in WAITING_STATES:
+        records = {}  # left by a run SLURM requeued: the next run starts its containers afresh
 
     def status(container: Mapping[str, Any]) -> dict[str, Any]:
         name = str(container.get("name"))

@@ -48,6 +48,10 @@ def job_info(parts: list[str], decode_exit: Callable[[str], tuple[int | None, in
     reason, exit code, submit, start, end, work dir, comment. The exit code's format is each one's own."""
     job_id, name, user, state, reason, code, submit, start, end, workdir, comment = parts
     state = base_state(state)
+    if state == "COMPLETING" and epoch(end) is None:
+        # A job that ends has an end time; one being requeued (scontrol requeue, a failed node) is
+        # pending again while its old run completes, and has none (seen on 22.05 and 24.11).
+        state = "REQUEUED"
     final = state in FINAL_STATES
     exit_code, signal = decode_exit(code) if final else (None, None)
     return JobInfo(
