@@ -68,6 +68,8 @@ class StatusPoller:
             if not entry.job_id or entry.rejected or entry.created > snapshot:
                 continue
             job = by_id.get(entry.job_id)  # by id: anyone can name a job like ours
+            if job is not None and job.name != JOB_NAME_PREFIX + entry.uid:
+                job = None  # a slurmctld restarted from older state gave the lost job's id to another job
             if job is not None:
                 news[entry.uid] = job
             elif not entry.finished and entry.user not in blind:
