@@ -114,6 +114,8 @@ def read_listing(pool: Iterable[PodEntry], jobs: Iterable[JobInfo], snapshot: fl
         if not entry.job_id or entry.rejected or entry.created > snapshot:
             continue
         job = by_id.get(entry.job_id)  # by id: anyone can name a job like ours
+        if job is not None and job.name != naming.job_name(entry.uid):
+            job = None  # a slurmctld restarted from older state gave the lost job's id to another job
         if job is not None:
             listed[entry.uid] = job
         elif not entry.finished and entry.user not in blind:

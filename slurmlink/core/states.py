@@ -13,6 +13,17 @@ FINISHED_STATES = frozenset({
 })  # fmt: skip
 
 
+# A job waiting to run (again): whatever its directory holds is from an earlier run (a requeued job).
+WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
+
+
+def with_requeue(state: str, ended: bool) -> str:
+    """A job that ends has an end time; one being requeued (scontrol requeue, a failed node) is pending
+    again while its old run completes, and has none: squeue (22.05, 24.11) and REST v0.0.38 say COMPLETING
+    for it, later REST versions PENDING. Such a COMPLETING is "REQUEUED" here."""
+    return "REQUEUED" if state == "COMPLETING" and not ended else state
+
+
 def base_state(raw: object) -> str:
     """The base state, upper case: "CANCELLED by 1001" (sacct) or "RUNNING+" -> the first word; a REST
     `job_state` list of flags (>= v0.0.40) -> its first entry. "" stays "" (the caller decides); None or

@@ -255,25 +255,64 @@ class DevCluster:
             self.rest_versions = tuple(versions or REST_VERSIONS_OF[self.slurm])
             self._start_missing()
 
+    # ---- failures, for tests of how slurmlink lives through them --------------------------------------
+
+    def kill(self, daemon: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to one daemon of this cluster (kill -9 by default) and wait until it is gone. What it
+        leaves behind stays (slurmd's job steps, slurmctld's state files), as after a crash."""
+        pid = self._alive_pid(daemon)
+        if pid is None:
+            return
+        os.kill(pid, sig)
+        identity = self._identity_arg(daemon)
+        if not _wait_for(lambda: not _is_alive(pid, daemon, identity), self.timeout):
+            raise DevClusterError(f"{daemon} (pid {pid}) outlived signal {sig}", {daemon: self.log_tail(daemon)})
+
+    def start(self, daemon: str) -> None:
+        """Start one daemon again (after `kill`) and wait until it answers; unlike up(), whatever the
+        node's state (a node with a failed slurmd stays down until `resume_node`)."""
+        _require_root()
+        ready = {"munged": self._munge_up, "slurmctld": self._ctld_up, "slurmd": lambda: True,
+                 "slurmrestd": self._rest_up}
+        with self._lock():
+            if self._alive_pid(daemon) is None:
+                self._spawn(daemon, *self._daemon_command(daemon))
+            self._wait_until(f"{daemon} to answer", ready[daemon], [daemon])
+
+    def resume_node(self) -> None:
+        """What an administrator does once a failed node is back: `scontrol update state=resume`."""
+        _run(["scontrol", "update", f"nodename={self.node_name}", "state=resume"], env=self.env, check=False)
+        self._wait_until(f"node {self.node_name} to be back", self._node_ready, SLURM_DAEMONS[:2])
+
+    def _daemon_command(self, daemon: str) -> tuple[list[str], str | None, dict[str, str] | None]:
+        """(argv, user, extra environment) of one daemon."""
+        if daemon == "munged":
+            return self._munged_argv(), self.munge_user, None
+        if daemon == "slurmctld":
+            return ["slurmctld", "-D", "-f", str(self.conf_path)], self.slurm_user, None
+        if daemon == "slurmd":
+            return ["slurmd", "-D", "-N", self.node_name, "-f", str(self.conf_path)], None, None
+        argv = ["slurmrestd", "-f", str(self.conf_path), "-a", "rest_auth/jwt", *self._rest_plugins(),
+                f"127.0.0.1:{self.rest_port}"]
+        return argv, self.rest_user, {"SLURM_JWT": "daemon"}
+
     def _start_missing(self) -> None:
         if self._alive_pid("munged") is None:
-            self._spawn("munged", self._munged_argv(), self.munge_user)
+            self._spawn("munged", *self._daemon_command("munged"))
         self._wait_until("munged to answer", self._munge_up, ["munged"])
         if self.accounting:
             self._start_accounting()
 
         if self._alive_pid("slurmctld") is None:
-            self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf_path)], self.slurm_user)
+            self._spawn("slurmctld", *self._daemon_command("slurmctld"))
         self._wait_until("slurmctld to answer", self._ctld_up, ["munged", "slurmctld"])
 
         if self._alive_pid("slurmd") is None:
-            argv = ["slurmd", "-D", "-N", self.node_name, "-f", str(self.conf_path)]
-            self._spawn("slurmd", argv, None)
+            self._spawn("slurmd", *self._daemon_command("slurmd"))
         self._wait_until(f"node {self.node_name} to be idle", self._node_ready, SLURM_DAEMONS[:2])
 
         if self._alive_pid("slurmrestd") is None:
-            argv = ["slurmrestd", "-f", str(self.conf_path), "-a", "rest_auth/jwt", *self._rest_plugins()]
-            self._spawn("slurmrestd", [*argv, f"127.0.0.1:{self.rest_port}"], self.rest_user, {"SLURM_JWT": "daemon"})
+            self._spawn("slurmrestd", *self._daemon_command("slurmrestd"))
         self._wait_until("slurmrestd to answer a ping", self._rest_up, self.daemons)
 
     def _start_accounting(self) -> None:
@@ -431,7 +470,8 @@ SlurmUser={self.slurm_user}
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket}
+# cred_expire: a requeued job waits this long before it runs again (SLURM's default: 120 s)
+AuthInfo=socket={self.munge_socket},cred_expire=20
 AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key={self.jwt_key_path}
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slurmlink.core.records import JobInfo
-from slurmlink.core.states import base_state, decode_wait_status, is_finished
+from slurmlink.core.states import base_state, decode_wait_status, is_finished, with_requeue
 from slurmlink.slurm.base import SlurmError
 from slurmlink.translate.job import BatchJob
 
@@ -176,7 +176,7 @@ def parse_jobs(body: dict[str, Any], prefix: str = "") -> list[JobInfo]:
         name = str(raw.get("name") or "")
         if not name.startswith(prefix):
             continue
-        state = job_state(raw.get("job_state"))
+        state = with_requeue(job_state(raw.get("job_state")), _time(raw.get("end_time")) is not None)
         finished = is_finished(state)
         code, signal = _exit(raw.get("exit_code")) if finished else (None, None)
         reason = str(raw.get("state_reason") or "")

@@ -117,6 +117,9 @@ def _header_lines(workdir: str, grace: int, site: SiteConfig) -> list[str]:
         # slurmrestd cannot create the output file in a directory that did not exist yet: open it here.
         f"[ -e {JOB_OUT} ] || exec >{JOB_OUT} 2>&1",
         "mkdir -p logs status volumes",
+        # A run after SLURM requeued the job starts its containers afresh: the last run's records must not
+        # say how this one ended.
+        '[ "${SLURM_RESTART_COUNT:-0}" = 0 ] || rm -f -- status/* status/.[!.]*',
         f"sl_grace={grace}",
         f"sl_max_restarts={site.max_restarts}",
         f"sl_backoff={site.restart_backoff_seconds}",

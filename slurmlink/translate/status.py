@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from slurmlink.core.records import ContainerRecord, JobInfo
+from slurmlink.core.states import WAITING_STATES
 from slurmlink.core.states import is_finished as job_finished
 from slurmlink.translate.podspec import app_containers, init_containers
 
@@ -75,8 +76,8 @@ def _container_state(record: ContainerRecord | None, job: JobInfo | None) -> tup
     if record is not None and record.restarts and not finished:
         return {"waiting": {"reason": "CrashLoopBackOff",
                             "message": f"back-off restarting failed container {record.name}"}}, False
-    if job.state == "PENDING":
-        detail = _slurm_reason(job) or "Pending"
+    if job.state in WAITING_STATES:
+        detail = _slurm_reason(job) or ("Pending" if job.state == "PENDING" else "Requeued")
         return {"waiting": {"reason": detail, "message": f"SLURM job {job.job_id} is pending: {detail}"}}, False
     return {"waiting": {"reason": "PodInitializing", "message": f"SLURM job {job.job_id} is {job.state}"}}, False
 
@@ -85,6 +86,8 @@ def container_statuses(
     pod: Mapping[str, Any], job: JobInfo | None, records: Mapping[str, ContainerRecord]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(containers, initContainers) as Kubernetes ContainerStatus objects."""
+    if job is not None and job.state in WAITING_STATES:
+        records = {}  # left by a run SLURM requeued: the next run starts its containers afresh
 
     def status(container: Mapping[str, Any]) -> dict[str, Any]:
         name = str(container.get("name"))

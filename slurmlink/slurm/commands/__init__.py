@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from slurmlink.core.records import JobInfo
-from slurmlink.core.states import base_state, is_finished
+from slurmlink.core.states import base_state, is_finished, with_requeue
 
 # Between output fields: the ASCII unit separator, which no job name, comment or path of ours holds
 # (comments of other users' jobs may well hold "|" or spaces).
@@ -37,7 +37,7 @@ def job_info(parts: list[str], decode_exit: Callable[[str], tuple[int | None, in
     """A JobInfo from the fields squeue and sacct both print, in the same order: id, name, user, state,
     reason, exit code, submit, start, end, work dir, comment. The exit code's format is each one's own."""
     job_id, name, user, state, reason, code, submit, start, end, workdir, comment = parts
-    state = base_state(state)
+    state = with_requeue(base_state(state), epoch(end) is not None)
     final = is_finished(state)
     exit_code, signal = decode_exit(code) if final else (None, None)
     return JobInfo(
