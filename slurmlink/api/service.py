@@ -21,7 +21,7 @@ from slurmlink.identity.authorizer import AccessDenied, Authorizer
 from slurmlink.identity.build import build_authorizer
 from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, access_token, token_secret
 from slurmlink.identity.refresh import Credentials
-from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
+from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, Unsupported
 from slurmlink.translate.flags import classify_flags
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import container_names, pod_annotations, pod_ref
@@ -42,6 +42,8 @@ class PodService:
     def __init__(self, config: ApiConfig, backend: SchedulerBackend, registry: Registry | None = None) -> None:
         self.config = config
         self.backend = backend
+        # Mode 1: the backend acts with each pod's own token, which names the pod's account at the site.
+        self.pod_tokens = backend if isinstance(backend, PodTokenVisibility) else None
         self.registry = registry or Registry()
         self.site: SiteConfig = config.site.to_site()
         self.poller = StatusPoller(self.registry, backend, config.poll_interval, self.workdir_for)
@@ -93,8 +95,8 @@ class PodService:
             entry = self.registry.get(ref.uid)
             if entry is not None and (entry.job_id or entry.rejected):
                 entry.pod = request.pod
-                if self.config.backend == "rest" and not entry.rejected:
-                    await self._refresh_credentials(request)
+                if self.pod_tokens is not None and not entry.rejected:
+                    await self._refresh_credentials(self.pod_tokens, request)
                 return entry.job_id  # the same pod twice is one job
             entry = PodEntry(uid=ref.uid, namespace=ref.namespace, name=ref.name, pod=request.pod)
             try:
@@ -141,8 +143,8 @@ class PodService:
     async def _account_for(self, request: CreateRequest) -> str:
         """Who the job runs as: the pod's own Check-in identity when identity is configured, or (mode 1)
         the account the site's proxy maps the pod's token to."""
-        if self.config.backend == "rest":
-            return await self._account_at_site(request)
+        if self.pod_tokens is not None:
+            return await self._account_at_site(self.pod_tokens, request)
         if self.authorizer is None:
             return self.user_for(request.namespace)
         token = access_token(request.pod, request.secrets)
@@ -155,20 +157,20 @@ class PodService:
             raise PodRejected(exc.message, exc.reason) from exc
         return grant.username
 
-    async def _refresh_credentials(self, request: CreateRequest) -> None:
+    async def _refresh_credentials(self, pod_tokens: PodTokenVisibility, request: CreateRequest) -> None:
         """A pod sent again may carry an updated token Secret (the way a user revives an expired token)."""
         try:
-            await self._account_at_site(request)
+            await self._account_at_site(pod_tokens, request)
         except (PodRejected, NotReady) as exc:
             log.info("pod %s/%s sent again with a token that cannot be used: %s", request.namespace,
                      request.name, exc)
 
-    async def _account_at_site(self, request: CreateRequest) -> str:
+    async def _account_at_site(self, pod_tokens: PodTokenVisibility, request: CreateRequest) -> str:
         credentials = Credentials.from_secret(token_secret(request.pod, request.secrets))
         if not credentials.access_token:
             raise PodRejected(f"the token Secret has no key {ACCESS_TOKEN_KEY!r}", "NoToken")
         try:
-            user = await self.backend.user_for_token(credentials)
+            user = await pod_tokens.user_for_token(credentials)
         except SlurmError as exc:
             if exc.transient:
                 raise NotReady(f"the site's proxy is unavailable: {exc.message}") from exc
@@ -192,7 +194,7 @@ class PodService:
     def _maybe_submitted_before_start(self, pod: dict[str, Any]) -> bool:
         """In mode 1 a restarted API cannot list every user's jobs without a service identity, so a pod
         older than this process may have a job already: it is looked for (with the pod's own token)."""
-        if self.backend.sees_all_jobs:
+        if self.pod_tokens is None or self.pod_tokens.sees_all_jobs:
             return False  # every job was recovered before creates were accepted
         created = (pod.get("metadata") or {}).get("creationTimestamp")
         try:
@@ -310,8 +312,7 @@ class PodService:
         restarts = record.restarts if record else 0
 
         async def read(offset: int) -> bytes:
-            return await self.backend.read_log(entry.workdir, entry.user, container, offset, entry.job_id,
-                                               previous=previous)
+            return await self.backend.read_log(entry.directory, container, offset, previous=previous)
 
         def ended() -> bool:
             now = entry.records.get(container)
@@ -337,7 +338,7 @@ class PodService:
             state = entry.job.state if entry.job else "no job"
             raise Conflict(f"pod {entry.namespace}/{entry.name} is not running ({state})")
         try:
-            await self.backend.write_volume_files(entry.workdir, entry.user, files, entry.job_id)
+            await self.backend.write_volume_files(entry.directory, files)
         except Unsupported:
             raise
         except SlurmError as exc:
