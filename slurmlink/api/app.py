@@ -56,6 +56,15 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
     app = FastAPI(title="slurmlink api", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
 
+    _install_guard(app, token)
+    _install_interlink_routes(app, service)
+    _install_own_routes(app, service)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_guard(app: FastAPI, token: str | None) -> None:
+    """The bearer token (all but /healthz and /metrics), one 500 line for what a route did not expect, metrics."""
     @app.middleware("http")
     async def guard(request: Request, call_next: Handler) -> Response:
         route = request.url.path
@@ -73,6 +82,9 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
         metrics.REQUESTS.labels(route if route in KNOWN_ROUTES else "other", response.status_code).inc()
         return response
 
+
+def _install_interlink_routes(app: FastAPI, service: PodService) -> None:
+    """interLink's plugin API, on any method as interLink's own server takes them."""
     @app.api_route("/create", methods=ANY_METHOD)
     async def create(request: Request) -> Response:
         parsed = parse_create(await _json(request))
@@ -112,6 +124,9 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
         service.statuses(pods)  # records the newest pod objects; no SLURM call
         return PlainTextResponse("Updated cache")
 
+
+def _install_own_routes(app: FastAPI, service: PodService) -> None:
+    """slurmlink's own routes: refreshed projected tokens, health, metrics."""
     @app.post(names.PROJECTED_ROUTE)
     async def write_projected(request: Request) -> Response:
         # slurmlink's own route (not interLink's wire): refreshed ServiceAccount tokens of a running pod
@@ -129,9 +144,6 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    _install_error_handlers(app)
-    return app
 
 
 KNOWN_ROUTES = frozenset({"/create", "/delete", "/status", "/getLogs", "/pinglink", "/updateCache", "/healthz",

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from lightkube import AsyncClient
+from starlette.applications import Starlette
 
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.controller import PodController
@@ -68,6 +70,49 @@ def _initial_certificate(config: VkConfig, scratch: Path) -> tuple[str, str]:
     return str(cert), str(key_path)
 
 
+def _kubelet_server_config(config: VkConfig, app: Starlette, kube: AsyncClient, cert: str, key: str
+                           ) -> tuple[uvicorn.Config, ssl.SSLContext]:
+    """The kubelet endpoint's server: TLS, and every request authenticated and authorised (KubeletGuard)."""
+    tls: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
+    client_ca = config.kubelet.authentication.x509.client_ca_file
+    if client_ca:  # asked for, not required: bearer-token callers come without one; a foreign one fails TLS
+        tls.update(ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL)
+    else:
+        log.warning("kubelet endpoint: no kubelet.authentication.x509.client_ca_file, so the apiserver's "
+                    "kubelet-client certificate is not accepted and `kubectl logs` gets 401")
+    open_paths = frozenset() if config.kubelet.authenticate_healthz else frozenset({"/healthz"})
+    guarded_app = KubeletGuard(app, KubeletAuth(config.kubelet, config.node.name, kube), open_paths)
+    server_config = uvicorn.Config(guarded_app, log_level="warning", access_log=False, http=PeerCertProtocol,
+                                   lifespan="off", timeout_graceful_shutdown=2, **tls)
+    server_config.load()  # builds the SSLContext now, so that a CSR certificate can be swapped into it later
+    assert server_config.ssl is not None
+    return server_config, server_config.ssl
+
+
+async def _run_until_stopped(parts: list[Coroutine[Any, Any, None]], server: _Server) -> None:
+    """Run the vk's parts (the kubelet server first) until SIGTERM/SIGINT or until one part gives up."""
+    stop = asyncio.Event()
+
+    async def guarded(part: Coroutine[Any, Any, None]) -> None:
+        try:
+            await part
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # each part retries what it can; one that gives up stops the vk, loudly
+            log.exception("a part of the vk failed; stopping")
+            stop.set()
+
+    tasks = [asyncio.create_task(guarded(part)) for part in parts]
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    server.should_exit = True  # the server ends by itself, after its graceful shutdown; the rest are cancelled
+    for task in tasks[1:]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run(config: VkConfig) -> None:
     kube = make_client(config.kube)
     api = InterlinkClient(config.api.url, token=token_file_reader(config.api.token_file),
@@ -91,24 +136,11 @@ async def run(config: VkConfig) -> None:
     def healthy() -> bool:
         return node.registered.is_set() and controller.adopted.is_set()
 
-    tls: dict[str, Any] = {"ssl_certfile": cert, "ssl_keyfile": key}
-    client_ca = config.kubelet.authentication.x509.client_ca_file
-    if client_ca:  # asked for, not required: bearer-token callers come without one; a foreign one fails TLS
-        tls.update(ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL)
-    else:
-        log.warning("kubelet endpoint: no kubelet.authentication.x509.client_ca_file, so the apiserver's "
-                    "kubelet-client certificate is not accepted and `kubectl logs` gets 401")
-    open_paths = frozenset() if config.kubelet.authenticate_healthz else frozenset({"/healthz"})
-    guarded_app = KubeletGuard(build_app(controller, api, healthy), KubeletAuth(config.kubelet, config.node.name, kube),
-                               open_paths)
-    server_config = uvicorn.Config(guarded_app, log_level="warning", access_log=False, http=PeerCertProtocol,
-                                   lifespan="off", timeout_graceful_shutdown=2, **tls)
-    server_config.load()  # builds the SSLContext now, so that a CSR certificate can be swapped into it later
-    assert server_config.ssl is not None
+    server_config, serving_ssl = _kubelet_server_config(config, build_app(controller, api, healthy), kube, cert, key)
     server = _Server(server_config)
     certificates = None
     if config.kubelet.tls == "csr":
-        serving = ServingContext(server_config.ssl, Path(scratch.name))
+        serving = ServingContext(serving_ssl, Path(scratch.name))
         certificates = ServingCertificates(
             config.node.name, serving_hosts(config.node.internal_ip, config.node.hostname), config.kubelet.csr,
             KubeCsrApi(kube), serving, lambda *condition: node.set_condition(CONDITION, *condition))
@@ -130,28 +162,9 @@ async def run(config: VkConfig) -> None:
         *(controller.worker() for _ in range(config.workers))]
     if certificates is not None:
         parts.append(certificates.run())
-    stop = asyncio.Event()
-
-    async def guarded(part: Coroutine[Any, Any, None]) -> None:
-        try:
-            await part
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # each part retries what it can; one that gives up stops the vk, loudly
-            log.exception("a part of the vk failed; stopping")
-            stop.set()
-
-    tasks = [asyncio.create_task(guarded(part)) for part in parts]
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     log.info("slurmlink vk: node %s, kubelet endpoint https://%s:%d, interLink API %s", config.node.name,
              config.node.internal_ip, port, config.api.url)
-    await stop.wait()
-    server.should_exit = True
-    for task in tasks[1:]:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await _run_until_stopped(parts, server)
     await api.close()
     await kube.close()
     scratch.cleanup()
