@@ -22,8 +22,8 @@ from slurmlink.api.pollchanges import (
     records_to_read,
 )
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.core.records import JobInfo, PodDirectory
-from slurmlink.slurm.base import SchedulerBackend, SlurmError
+from slurmlink.core.records import JobInfo
+from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError
 
 log = logging.getLogger(__name__)
 MIN_GAP_FRACTION = 0.25  # polls are at least this fraction of the interval apart
@@ -34,6 +34,8 @@ class StatusPoller:
                  workdir_for: Callable[[str, str], str]) -> None:
         self.registry = registry
         self.backend = backend
+        # A backend acting with the pods' own tokens may not see every user's jobs (see read_listing).
+        self.visibility = backend if isinstance(backend, PodTokenVisibility) else None
         self.interval = interval
         self.workdir_for = workdir_for  # (namespace, uid) -> the pod's directory
         self._refused: set[str] = set()  # job ids named like ours that are not our pods' jobs
@@ -67,16 +69,18 @@ class StatusPoller:
         jobs = await self.backend.jobs()
         adopted = await self._adopt(jobs)
         pool = [*self.registry.entries.values(), *adopted.values()]
-        listing = read_listing(pool, jobs, snapshot, self.backend.blind_to())
+        blind = self.visibility.blind_to() if self.visibility is not None else frozenset()
+        listing = read_listing(pool, jobs, snapshot, blind)
         # Jobs that left the controller's memory: ask accounting, once for all of them.
         finished = await self.backend.finished([e.job_id for e in listing.missing]) if listing.missing else {}
         seen = listing.with_accounting(finished)
         wanted = records_to_read(pool, seen)
-        found = await self.backend.containers_of([PodDirectory(e.workdir, e.user, e.job_id) for e in wanted])
+        found = await self.backend.containers_of([e.directory for e in wanted])
         # Decided and applied with no await in between: a status served meanwhile sees all of it or none.
         self._apply(decide_changes(pool, seen, wanted, found, adopted, self.registry.entries, time.monotonic()),
                     pool)
-        self.backend.keep_users({e.user for e in self.registry.entries.values()})
+        if self.visibility is not None:
+            self.visibility.keep_users({e.user for e in self.registry.entries.values()})
         self.last_success, self.last_error = time.time(), ""
         metrics.POLL_SECONDS.observe(time.monotonic() - snapshot)
         metrics.PODS.set(len(self.registry.entries))

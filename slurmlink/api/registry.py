@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from slurmlink.core.records import ContainerRecord, JobInfo
+from slurmlink.core.records import ContainerRecord, JobInfo, PodDirectory
 from slurmlink.translate.status import is_finished
 
 
@@ -31,6 +31,10 @@ class PodEntry:
     @property
     def finished(self) -> bool:
         return self.rejected is not None or is_finished(self.job)
+
+    @property
+    def directory(self) -> PodDirectory:
+        return PodDirectory(self.workdir, self.user, self.job_id)
 
 
 class Registry:

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from slurmlink.api import logs, metrics, projected
+from slurmlink.api.accounts import choose_resolver
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.poller import StatusPoller
@@ -17,11 +18,7 @@ from slurmlink.api.registry import PodEntry, Registry
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.naming import job_name, pod_workdir
 from slurmlink.core.records import JobInfo
-from slurmlink.identity.authorizer import AccessDenied, Authorizer
-from slurmlink.identity.build import build_authorizer
-from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY, access_token, token_secret
-from slurmlink.identity.refresh import Credentials
-from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
+from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, Unsupported
 from slurmlink.translate.flags import classify_flags
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import container_names, pod_annotations, pod_ref
@@ -42,6 +39,9 @@ class PodService:
     def __init__(self, config: ApiConfig, backend: SchedulerBackend, registry: Registry | None = None) -> None:
         self.config = config
         self.backend = backend
+        # Mode 1: the backend acts with each pod's own token, so it may not see every user's jobs.
+        self.pod_tokens = backend if isinstance(backend, PodTokenVisibility) else None
+        self.accounts = choose_resolver(config, backend)  # who a pod's job runs as
         self.registry = registry or Registry()
         self.site: SiteConfig = config.site.to_site()
         self.poller = StatusPoller(self.registry, backend, config.poll_interval, self.workdir_for)
@@ -50,7 +50,6 @@ class PodService:
         # Pods whose sbatch failed in a way that may still have made a job (a timeout): look before
         # submitting again, so that a retry cannot make a second job.
         self._uncertain: set[str] = set()
-        self.authorizer = _authorizer(config)
         self.started_at = time.time()
 
     # --- start-up ----------------------------------------------------------------------------------
@@ -79,12 +78,6 @@ class PodService:
     def workdir_for(self, namespace: str, uid: str) -> str:
         return pod_workdir(self.config.job_root, namespace, uid)
 
-    def user_for(self, namespace: str) -> str:
-        user = self.config.users.namespaces.get(namespace) or self.config.users.default
-        if not user:
-            raise PodRejected(f"no local account is configured for namespace {namespace}", "NoAccountMapping")
-        return user
-
     async def create(self, request: CreateRequest) -> str:
         """Submit the pod's job, once. Returns the job id ("" when the pod was rejected)."""
         await self._wait_recovered()
@@ -93,12 +86,12 @@ class PodService:
             entry = self.registry.get(ref.uid)
             if entry is not None and (entry.job_id or entry.rejected):
                 entry.pod = request.pod
-                if self.config.backend == "rest" and not entry.rejected:
-                    await self._refresh_credentials(request)
+                if not entry.rejected:
+                    await self.accounts.sent_again(request)
                 return entry.job_id  # the same pod twice is one job
             entry = PodEntry(uid=ref.uid, namespace=ref.namespace, name=ref.name, pod=request.pod)
             try:
-                entry.user = await self._account_for(request)
+                entry.user = await self.accounts.account_for(request)
                 uncertain = ref.uid in self._uncertain
                 if (uncertain or self._maybe_submitted_before_start(request.pod)) \
                         and await self._found_after_uncertain_submit(entry, fresh=uncertain):
@@ -138,45 +131,6 @@ class PodService:
         except PodRejected:
             return ()
 
-    async def _account_for(self, request: CreateRequest) -> str:
-        """Who the job runs as: the pod's own Check-in identity when identity is configured, or (mode 1)
-        the account the site's proxy maps the pod's token to."""
-        if self.config.backend == "rest":
-            return await self._account_at_site(request)
-        if self.authorizer is None:
-            return self.user_for(request.namespace)
-        token = access_token(request.pod, request.secrets)
-        try:
-            grant = await self.authorizer.authorize(token, action="create",
-                                                    client=f"pod {request.namespace}/{request.name}")
-        except AccessDenied as exc:
-            if exc.transient:
-                raise NotReady(exc.message) from exc
-            raise PodRejected(exc.message, exc.reason) from exc
-        return grant.username
-
-    async def _refresh_credentials(self, request: CreateRequest) -> None:
-        """A pod sent again may carry an updated token Secret (the way a user revives an expired token)."""
-        try:
-            await self._account_at_site(request)
-        except (PodRejected, NotReady) as exc:
-            log.info("pod %s/%s sent again with a token that cannot be used: %s", request.namespace,
-                     request.name, exc)
-
-    async def _account_at_site(self, request: CreateRequest) -> str:
-        credentials = Credentials.from_secret(token_secret(request.pod, request.secrets))
-        if not credentials.access_token:
-            raise PodRejected(f"the token Secret has no key {ACCESS_TOKEN_KEY!r}", "NoToken")
-        try:
-            user = await self.backend.user_for_token(credentials)
-        except SlurmError as exc:
-            if exc.transient:
-                raise NotReady(f"the site's proxy is unavailable: {exc.message}") from exc
-            raise PodRejected(f"the site refused the pod's token: {exc.message}", "TokenRefused") from exc
-        if not user:
-            raise PodRejected("the backend does not map tokens to accounts", "NoAccountMapping")
-        return user
-
     def _translate(self, request: CreateRequest, workdir: str) -> BatchJob:
         projected = {str((m.get("metadata") or {}).get("name")): dict(m.get("data") or {})
                      for m in request.projected}
@@ -192,7 +146,7 @@ class PodService:
     def _maybe_submitted_before_start(self, pod: dict[str, Any]) -> bool:
         """In mode 1 a restarted API cannot list every user's jobs without a service identity, so a pod
         older than this process may have a job already: it is looked for (with the pod's own token)."""
-        if self.backend.sees_all_jobs:
+        if self.pod_tokens is None or self.pod_tokens.sees_all_jobs:
             return False  # every job was recovered before creates were accepted
         created = (pod.get("metadata") or {}).get("creationTimestamp")
         try:
@@ -310,8 +264,7 @@ class PodService:
         restarts = record.restarts if record else 0
 
         async def read(offset: int) -> bytes:
-            return await self.backend.read_log(entry.workdir, entry.user, container, offset, entry.job_id,
-                                               previous=previous)
+            return await self.backend.read_log(entry.directory, container, offset, previous=previous)
 
         def ended() -> bool:
             now = entry.records.get(container)
@@ -337,7 +290,7 @@ class PodService:
             state = entry.job.state if entry.job else "no job"
             raise Conflict(f"pod {entry.namespace}/{entry.name} is not running ({state})")
         try:
-            await self.backend.write_volume_files(entry.workdir, entry.user, files, entry.job_id)
+            await self.backend.write_volume_files(entry.directory, files)
         except Unsupported:
             raise
         except SlurmError as exc:
@@ -361,19 +314,12 @@ class PodService:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if self.authorizer is not None:
-            await self.authorizer.aclose()
+        await self.accounts.aclose()
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     if data:
         yield data
-
-
-def _authorizer(config: ApiConfig) -> Authorizer | None:
-    if config.identity is None:
-        return None
-    return build_authorizer(config.identity)
 
 
 def _grace(pod: dict[str, Any], entry: PodEntry) -> float:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from slurmlink.core.states import is_finished
 from slurmlink.proxy import policy
 from slurmlink.proxy.capacity import free_capacity
 from slurmlink.proxy.config import FilesSection
@@ -180,7 +181,7 @@ class Extensions:
                 return refusal.status == 404
             except Exception:  # noqa: BLE001 - no SlurmUser token for a moment: keep following
                 return False
-            return job.ended
+            return is_finished(job.state)  # it will write nothing more
 
         return StreamingResponse(self._counted(caller.user, self.reader.follow(pod, container, wanted, first,
                                                                                job_ended)),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from slurmlink.core.states import is_finished
+from slurmlink.core.records import JobInfo
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.errors import Refusal
@@ -16,23 +15,11 @@ from slurmlink.slurm import rest_shapes
 INVALID_JOB_ID = 2017  # SLURM's "Invalid job id specified": it does not know the job (any more)
 
 
-@dataclass(frozen=True)
-class SlurmJob:
-    job_id: str
-    user: str
-    workdir: str
-    state: str  # base state, e.g. RUNNING
-
-    @property
-    def ended(self) -> bool:
-        return is_finished(self.state)  # it will write nothing more
-
-
 class JobLookup:
     def __init__(self, http: httpx.AsyncClient, upstream: str, versions: ApiVersion) -> None:
         self.http, self.upstream, self.versions = http, upstream, versions
 
-    async def job(self, job_id: str, *, as_user: str, token: str, version: str | None = None) -> SlurmJob:
+    async def job(self, job_id: str, *, as_user: str, token: str, version: str | None = None) -> JobInfo:
         """The job as `as_user` sees it (through API `version`, by default the proxy's own); Refusal 404
         when SLURM does not know it, 502/503 when it cannot say."""
         own = version is None
@@ -54,15 +41,13 @@ class JobLookup:
         return _parse(job_id, answer.status_code, body)
 
 
-def _parse(job_id: str, status: int, body: Any) -> SlurmJob:
+def _parse(job_id: str, status: int, body: Any) -> JobInfo:
     body = body if isinstance(body, dict) else {}
     errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
-    jobs = [j for j in body.get("jobs") or [] if isinstance(j, dict) and str(j.get("job_id")) == job_id]
+    jobs = [job for job in rest_shapes.parse_jobs(body) if job.job_id == job_id]
     if INVALID_JOB_ID in rest_shapes.error_codes(body) or (status == 200 and not errors and not jobs):
         raise Refusal(404, "NotFound", f"job {job_id} is not known to SLURM (any more)")
     if status != 200 or errors or not jobs:
         said = "; ".join(str(e.get("description") or e.get("error") or "") for e in errors) or f"HTTP {status}"
         raise Refusal(502, "UpstreamError", f"slurmrestd could not look up job {job_id}: {said}"[:300])
-    job = jobs[0]
-    return SlurmJob(job_id, str(job.get("user_name") or ""), str(job.get("current_working_directory") or ""),
-                    rest_shapes.job_state(job.get("job_state")))
+    return jobs[0]

@@ -9,8 +9,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from slurmlink.core.errors import SlurmlinkError
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
@@ -35,21 +34,8 @@ class Unsupported(SlurmError):
     """The backend cannot do this at all (not a failure of SLURM): the API answers 501."""
 
 
-@dataclass(frozen=True)
-class LogQuery:
-    tail_lines: int | None = None
-    limit_bytes: int | None = None
-    since: datetime | None = None
-    timestamps: bool = False
-    follow: bool = False
-
-
 class SchedulerBackend(abc.ABC):
     """The SLURM operations slurmlink needs; every method has a timeout and raises SlurmError."""
-
-    # Whether `jobs()` lists every user's jobs without any pod's credential: then the first poll after a
-    # start finds every job an earlier instance submitted, and no pod needs to be looked for on its own.
-    sees_all_jobs = True
 
     @abc.abstractmethod
     async def submit(self, job: BatchJob, user: str) -> str:
@@ -74,8 +60,8 @@ class SchedulerBackend(abc.ABC):
         with `only_state`, do nothing unless the job is in that state (PENDING, RUNNING)."""
 
     @abc.abstractmethod
-    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
-        """Per-container records the job script wrote in `workdir`."""
+    async def containers(self, pod: PodDirectory) -> dict[str, ContainerRecord]:
+        """Per-container records the job script wrote in the pod's directory."""
 
     async def containers_of(self, pods: list[PodDirectory]) -> dict[str, dict[str, ContainerRecord]]:
         """The records of many pods at once, by job id; a pod whose records cannot be read now is left out
@@ -85,7 +71,7 @@ class SchedulerBackend(abc.ABC):
         async def read(pod: PodDirectory) -> dict[str, ContainerRecord] | None:
             async with reads:
                 try:
-                    return await self.containers(pod.workdir, pod.user, pod.job_id)
+                    return await self.containers(pod)
                 except SlurmError as exc:
                     log.warning("cannot read the container records of job %s: %s", pod.job_id, exc.message)
                     return None
@@ -94,8 +80,7 @@ class SchedulerBackend(abc.ABC):
         return {pod.job_id: records for pod, records in zip(pods, found, strict=True) if records is not None}
 
     @abc.abstractmethod
-    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
-                       job_id: str = "", previous: bool = False) -> bytes:
+    async def read_log(self, pod: PodDirectory, container: str, offset: int = 0, previous: bool = False) -> bytes:
         """Bytes of a container's log from `offset` (b"" when there is nothing yet); with `previous`, of the
         instance that ended at the container's last restart."""
 
@@ -103,23 +88,31 @@ class SchedulerBackend(abc.ABC):
     async def capacity(self) -> Capacity:
         """Free capacity of the site right now."""
 
-    async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
+    async def write_volume_files(self, pod: PodDirectory, files: list[VolumeFile]) -> None:
         """Atomically replace existing files of a running pod's volumes, as `user`'s files (a reader in the
         job sees the old or the new content, never a partial one)."""
         raise Unsupported("this backend cannot write files of a running pod")
 
-    async def user_for_token(self, credentials: Credentials) -> str | None:
-        """For backends that act with each pod's own token (REST): the local account it maps to, and the
-        credential is kept for that account. None for backends that are told the account (CLI)."""
-        return None
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
 
-    def keep_users(self, users: set[str]) -> None:  # noqa: B027 - optional hook
-        """The users who still have pods: a backend may forget what it holds for the others."""
+
+@runtime_checkable
+class PodTokenVisibility(Protocol):
+    """A backend that acts with each pod's own token (REST) sees only what those tokens let it see. A
+    backend that is told the account and sees every job (CLI) does not implement this."""
+
+    # Whether `jobs()` lists every user's jobs without any pod's credential (a service identity): then the
+    # first poll after a start finds every job an earlier instance submitted, and no pod needs to be looked
+    # for on its own.
+    sees_all_jobs: bool
+
+    async def user_for_token(self, credentials: Credentials) -> str:
+        """The local account the pod's token maps to; the credential is kept for that account."""
+
+    def keep_users(self, users: set[str]) -> None:
+        """The users who still have pods: the backend may forget what it holds for the others."""
 
     def blind_to(self) -> frozenset[str]:
         """Users whose jobs the last `jobs()` could not see (no usable credential): their pods keep their
         last known state instead of being taken for finished."""
-        return frozenset()
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""

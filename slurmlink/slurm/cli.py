@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from slurmlink.core.naming import JOB_NAME_PREFIX
-from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, VolumeFile
+from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
 from slurmlink.core.states import is_finished
 from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.slurm.commands import sacct, sbatch, scancel, sinfo, squeue
@@ -147,28 +147,27 @@ class CliBackend(SchedulerBackend):
 
     # ---- the pod's directory --------------------------------------------------------------------------
 
-    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
-        account = self._account(user)
-        files = await asyncio.to_thread(self.files.read_status, workdir, account.pw_uid)
+    async def containers(self, pod: PodDirectory) -> dict[str, ContainerRecord]:
+        account = self._account(pod.user)
+        files = await asyncio.to_thread(self.files.read_status, pod.workdir, account.pw_uid)
         return layout.container_records(files)
 
-    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
-                       job_id: str = "", previous: bool = False) -> bytes:
+    async def read_log(self, pod: PodDirectory, container: str, offset: int = 0, previous: bool = False) -> bytes:
         """Up to `max_log_chunk_bytes` from `offset`; call again from the new offset for more."""
         check_container_name(container)
         if offset < 0:
             raise SlurmError(f"negative log offset {offset}")
-        account = self._account(user)
-        return await asyncio.to_thread(self.files.read_log, workdir, account.pw_uid, container, offset,
+        account = self._account(pod.user)
+        return await asyncio.to_thread(self.files.read_log, pod.workdir, account.pw_uid, container, offset,
                                        self.config.max_log_chunk_bytes, previous=previous)
 
-    async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
+    async def write_volume_files(self, pod: PodDirectory, files: list[VolumeFile]) -> None:
         """Replace files of the pod's volumes (safe walk from the job root, the user's directories only)."""
-        account = self._account(user)
+        account = self._account(pod.user)
 
         def write() -> None:
             for file in files:
-                self.files.replace_file(workdir, file.path, account.pw_uid, account.pw_gid, file.mode, file.data)
+                self.files.replace_file(pod.workdir, file.path, account.pw_uid, account.pw_gid, file.mode, file.data)
 
         await asyncio.to_thread(write)
 

@@ -29,7 +29,7 @@ from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirect
 from slurmlink.identity.oidc import TokenValidator
 from slurmlink.identity.refresh import Credentials, TokenSource, token_expiry
 from slurmlink.slurm import rest_shapes
-from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
+from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, Unsupported
 from slurmlink.slurm.commands import sbatch
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
@@ -131,7 +131,7 @@ class _Listing:
     at: float = 0.0  # when it came, by this host's monotonic clock
 
 
-class RestBackend(SchedulerBackend):
+class RestBackend(SchedulerBackend, PodTokenVisibility):
     def __init__(self, config: RestConfig, *, validator: TokenValidator | None = None,
                  http: httpx.AsyncClient | None = None) -> None:
         self.config = config
@@ -155,7 +155,7 @@ class RestBackend(SchedulerBackend):
 
     # ---- identities ------------------------------------------------------------------------------------
 
-    async def user_for_token(self, credentials: Credentials) -> str | None:
+    async def user_for_token(self, credentials: Credentials) -> str:
         """The local account the proxy maps a pod's token to; the credential is kept for that user."""
         credential: Credential
         if credentials.refresh_token and self.validator is not None:
@@ -409,8 +409,8 @@ class RestBackend(SchedulerBackend):
     async def _job_files(self, job_id: str, token: str) -> dict[str, Any]:
         return _json(await self._call("GET", f"{EXTENSIONS}/jobs/{job_id}/status", token), "job status")
 
-    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
-        body = await self._job_files(job_id, await self._token_for(user, service_may=True))
+    async def containers(self, pod: PodDirectory) -> dict[str, ContainerRecord]:
+        body = await self._job_files(pod.job_id, await self._token_for(pod.user, service_may=True))
         files = body.get("files") or {}
         return layout.container_records({str(k): str(v) for k, v in files.items()})
 
@@ -443,19 +443,18 @@ class RestBackend(SchedulerBackend):
                         log.warning("cannot read the container records of job %s: %s", pod.job_id, why)
         return found
 
-    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
-                       job_id: str = "", previous: bool = False) -> bytes:
+    async def read_log(self, pod: PodDirectory, container: str, offset: int = 0, previous: bool = False) -> bytes:
         if not container or "/" in container or container.startswith(".") or "\0" in container:
             raise SlurmError(f"not a container name: {container!r}")
-        token = await self._token_for(user, service_may=True)
-        response = await self._call("GET", f"{EXTENSIONS}/jobs/{job_id}/logs/{container}", token,
+        token = await self._token_for(pod.user, service_may=True)
+        response = await self._call("GET", f"{EXTENSIONS}/jobs/{pod.job_id}/logs/{container}", token,
                                     params={"offset": offset, "limit_bytes": self.config.max_log_chunk_bytes,
                                             **({"previous": "true"} if previous else {})})
         if response.status_code != 200:
             raise SlurmError(f"reading the log of {container}: {_reason(response)}")
         return response.content
 
-    async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
+    async def write_volume_files(self, pod: PodDirectory, files: list[VolumeFile]) -> None:
         # slurmrestd has no call that writes a file into a running job's directory, and the API in mode 1 runs
         # away from the site's file system: projected tokens there live as long as they were issued for.
         raise Unsupported("mode 1 (slurmrestd) cannot refresh files of a running pod")

@@ -21,9 +21,10 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from slurmlink.core.records import JobInfo
+from slurmlink.core.records import Capacity, JobInfo
 from slurmlink.core.states import base_state, decode_wait_status, is_finished, with_requeue
 from slurmlink.slurm.base import SlurmError
+from slurmlink.slurm.commands.sinfo import gpus, usable
 from slurmlink.translate.job import BatchJob
 
 SUPPORTED = tuple(f"v0.0.{n}" for n in range(38, 45))
@@ -173,6 +174,8 @@ def parse_jobs(body: dict[str, Any], prefix: str = "") -> list[JobInfo]:
     """Jobs of a `/jobs` or `/job/{id}` reply whose name starts with `prefix`."""
     jobs = []
     for raw in body.get("jobs") or []:
+        if not isinstance(raw, dict):
+            continue
         name = str(raw.get("name") or "")
         if not name.startswith(prefix):
             continue
@@ -189,3 +192,33 @@ def parse_jobs(body: dict[str, Any], prefix: str = "") -> list[JobInfo]:
             workdir=str(raw.get("current_working_directory") or ""), comment=str(raw.get("comment") or ""),
         ))
     return jobs
+
+
+def parse_capacity(nodes: list[Any], partition: str | None) -> Capacity:
+    """Free CPUs, memory and GPUs summed over the usable nodes of a `/nodes` reply (of `partition` only)."""
+    cpus = memory = 0
+    free_gpus: dict[str, int] = {}
+    for node in nodes:
+        if not isinstance(node, dict) or (partition and partition not in (node.get("partitions") or [])):
+            continue
+        if not usable(_node_state_words(node)):
+            continue
+        cpus += max(0, _count(node.get("cpus")) - _count(node.get("alloc_cpus")))
+        memory += max(0, _count(node.get("real_memory")) - _count(node.get("alloc_memory")))
+        used = gpus(str(node.get("gres_used") or ""))
+        for name, total in gpus(str(node.get("gres") or "")).items():
+            free_gpus[name] = free_gpus.get(name, 0) + max(0, total - used.get(name, 0))
+    return Capacity(cpus=cpus, memory_mb=memory, gpus=free_gpus)
+
+
+def _node_state_words(node: dict[str, Any]) -> str:
+    """"idle+drain" from v0.0.38's `state` and `state_flags`, or from the flag list of later versions."""
+    state = node.get("state")
+    words = [str(w) for w in state] if isinstance(state, list) else [str(state or "")]
+    words += [str(f) for f in node.get("state_flags") or []]
+    return "+".join(words).lower()
+
+
+def _count(raw: Any) -> int:
+    value = plain_value(raw)  # a plain int, or {"set", "infinite", "number"} from v0.0.39 on
+    return value if isinstance(value, int) and value > 0 else 0

@@ -21,8 +21,8 @@ the test forgets it); resources, partitions, limits, QOS and sbatch's checks of 
 as given in `submitted`); COMPLETING (a cancelled job is CANCELLED at once) and what a signal does (it is only
 noted in `signals`: the test decides how the script reacts); real files and their safety checks (slurm/podfiles
 does those: a volume file need not exist before it is replaced); the REST backend's per-user credentials and
-visibility (`sees_all_jobs` and the REST-only hooks keep the base class's defaults); and any cost: no call is
-slow unless a test subclass makes it so.
+visibility (it does not implement base.PodTokenVisibility: it sees every job, as the CLI backend does); and
+any cost: no call is slow unless a test subclass makes it so.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from slurmlink.core.naming import JOB_NAME_PREFIX
-from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, VolumeFile
+from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
 from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.slurm.podfiles import check_container_name
 from slurmlink.translate.job import BatchJob
@@ -104,26 +104,25 @@ class MemorySlurm(SchedulerBackend):
             return
         self._update(job_id, state="CANCELLED", end_time=_now())
 
-    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
+    async def containers(self, pod: PodDirectory) -> dict[str, ContainerRecord]:
         self._called("containers")
-        return dict(self.records.get(self._as_owner(workdir, user), {}))
+        return dict(self.records.get(self._as_owner(pod.workdir, pod.user), {}))
 
-    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0,
-                       job_id: str = "", previous: bool = False) -> bytes:
+    async def read_log(self, pod: PodDirectory, container: str, offset: int = 0, previous: bool = False) -> bytes:
         self._called("read_log")
         check_container_name(container)
         if offset < 0:
             raise SlurmError(f"negative log offset {offset}")
-        log = self.logs.get((self._as_owner(workdir, user), container, previous), b"")
+        log = self.logs.get((self._as_owner(pod.workdir, pod.user), container, previous), b"")
         return log[offset:offset + LOG_CHUNK_BYTES]
 
     async def capacity(self) -> Capacity:
         self._called("capacity")
         return self.capacity_now
 
-    async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
+    async def write_volume_files(self, pod: PodDirectory, files: list[VolumeFile]) -> None:
         self._called("write_volume_files")
-        written = self.volume_files.setdefault(self._as_owner(workdir, user), {})
+        written = self.volume_files.setdefault(self._as_owner(pod.workdir, pod.user), {})
         for file in files:
             written[file.path] = file
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 import pytest
 
 from slurmlink.core.naming import JOB_NAME_PREFIX
-from slurmlink.core.records import JobInfo
+from slurmlink.core.records import JobInfo, PodDirectory
 from slurmlink.devcluster import DevCluster
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.cli import CliBackend, CliConfig
@@ -87,19 +87,19 @@ def test_submit_runs_as_the_user_and_reports_its_containers(
         [seen] = [j for j in await backend.jobs() if j.name == job.name]
         assert (seen.job_id, seen.user, seen.comment) == (job_id, user, job.comment)
         done = await wait_state(backend, job.name, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
-        assert done.state == "COMPLETED", await backend.read_log(job.workdir, user, "c1")
+        assert done.state == "COMPLETED", await backend.read_log(PodDirectory(job.workdir, user, job_id), "c1")
         assert (done.exit_code, done.signal, done.workdir) == (0, None, job.workdir)
         assert done.submit_time and done.start_time and done.end_time
 
-        records = await backend.containers(job.workdir, user)
+        records = await backend.containers(PodDirectory(job.workdir, user, job_id))
         assert set(records) == {"c1"}
         assert records["c1"].exit_code == 0 and records["c1"].started_at and records["c1"].finished_at
-        log = (await backend.read_log(job.workdir, user, "c1")).decode()
+        log = (await backend.read_log(PodDirectory(job.workdir, user, job_id), "c1")).decode()
         home = pwd.getpwnam(user).pw_dir
         assert f"user={user}\n" in log and "greeting=hello, world=1\n" in log and f"home={home}\n" in log
         assert "/usr/bin" in log.split("path=")[1]
-        assert (await backend.read_log(job.workdir, user, "c1", offset=len(log))) == b""
-        env = (await backend.read_log(job.workdir, user, "env")).decode()
+        assert (await backend.read_log(PodDirectory(job.workdir, user, job_id), "c1", offset=len(log))) == b""
+        env = (await backend.read_log(PodDirectory(job.workdir, user, job_id), "env")).decode()
         assert "SLURMLINK_SERVICE_SECRET" not in env
 
     run(scenario())
@@ -140,7 +140,7 @@ def test_cancel_a_running_job(backend: CliBackend, slurm_cluster: DevCluster) ->
         await backend.cancel(ids[1], user)
         ended = await wait_state(backend, graceful.name, {"COMPLETED", "FAILED", "CANCELLED"})
         assert ended.state != "RUNNING"
-        records = await backend.containers(graceful.workdir, user)
+        records = await backend.containers(PodDirectory(graceful.workdir, user, ids[0]))
         assert (records["c1"].reason, records["c1"].exit_code) == ("Killed", 143)
         assert (await wait_state(backend, hard.name, {"CANCELLED"})).state == "CANCELLED"
         await backend.cancel(ids[1], user)  # cancelling again is fine

@@ -16,7 +16,7 @@ import asyncio
 
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import PodService
-from slurmlink.core.records import ContainerRecord, JobInfo
+from slurmlink.core.records import ContainerRecord, JobInfo, PodDirectory
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.status import pod_phase
 from slurmlink.wire.interlink import parse_create
@@ -74,10 +74,10 @@ class RestartedSlurm(MemorySlurm):
         self.reading = asyncio.Event()
         self.read = asyncio.Event()
 
-    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
+    async def containers(self, pod: PodDirectory) -> dict[str, ContainerRecord]:
         self.reading.set()
         await self.read.wait()
-        return await super().containers(workdir, user, job_id)
+        return await super().containers(pod)
 
 
 def test_an_adopted_pod_is_never_shown_finished_without_its_records() -> None:

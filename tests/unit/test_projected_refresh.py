@@ -18,7 +18,7 @@ from slurmlink.api.app import create_app
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.projected import allowed_files, token_files
 from slurmlink.api.registry import PodEntry
-from slurmlink.core.records import JobInfo, VolumeFile
+from slurmlink.core.records import JobInfo, PodDirectory, VolumeFile
 from slurmlink.slurm.base import SlurmError, Unsupported
 from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile
 from slurmlink.slurm.rest import RestBackend, RestConfig
@@ -178,15 +178,15 @@ def test_replace_refuses_symlinks_and_foreign_files(tmp_path: Path) -> None:
 def test_mode1_backend_cannot_refresh() -> None:
     backend = RestBackend(RestConfig(url="http://127.0.0.1:9"))
     with pytest.raises(Unsupported, match="mode 1"):
-        asyncio.run(backend.write_volume_files("/w", "u", []))
+        asyncio.run(backend.write_volume_files(PodDirectory("/w", "u", ""), []))
 
 
 class _Backend(RestBackend):
     written: list[VolumeFile]
 
-    async def write_volume_files(self, workdir: str, user: str, files: list[VolumeFile], job_id: str = "") -> None:
-        if workdir == "/mode1":
-            await super().write_volume_files(workdir, user, files, job_id)
+    async def write_volume_files(self, pod: PodDirectory, files: list[VolumeFile]) -> None:
+        if pod.workdir == "/mode1":
+            await super().write_volume_files(pod, files)
         self.written = files
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from slurmlink.core import states
+from slurmlink.core.records import PodDirectory
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.cli import CliBackend, CliConfig
 from slurmlink.slurm.commands import SEP, epoch, sacct, sbatch, scancel, sinfo, squeue
@@ -377,10 +378,10 @@ def test_backend_refuses_paths_outside_job_root(tmp_path: Path) -> None:
     me = pwd.getpwuid(os.geteuid()).pw_name
     for workdir in ("/etc", str(tmp_path / "jobs"), str(tmp_path / "jobs/../x"), "relative/dir"):
         with pytest.raises(SlurmError):
-            asyncio.run(backend.read_log(workdir, me, "c"))
+            asyncio.run(backend.read_log(PodDirectory(workdir, me, ""), "c"))
     for container in ("../x", ".hidden", "a/b", ""):
         with pytest.raises(SlurmError, match="not a container name"):
-            asyncio.run(backend.read_log(str(tmp_path / "jobs/p"), me, container))
+            asyncio.run(backend.read_log(PodDirectory(str(tmp_path / "jobs/p"), me, ""), container))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
@@ -403,16 +404,16 @@ def test_backend_reads_only_the_users_own_files(tmp_path: Path) -> None:
         os.lchown(workdir / owned, nobody.pw_uid, nobody.pw_gid)
     backend = CliBackend(CliConfig(job_root=str(root)))
 
-    records = asyncio.run(backend.containers(str(workdir), "nobody"))
+    records = asyncio.run(backend.containers(PodDirectory(str(workdir), "nobody", "")))
     assert set(records) == {"c1"}
     assert records["c1"].exit_code == 3 and records["c1"].reason == ""
-    assert asyncio.run(backend.read_log(str(workdir), "nobody", "c1", 6)) == b"world"
-    assert asyncio.run(backend.read_log(str(workdir), "nobody", "nope")) == b""
+    assert asyncio.run(backend.read_log(PodDirectory(str(workdir), "nobody", ""), "c1", 6)) == b"world"
+    assert asyncio.run(backend.read_log(PodDirectory(str(workdir), "nobody", ""), "nope")) == b""
     with pytest.raises(SlurmError):
-        asyncio.run(backend.read_log(str(workdir), "nobody", "c2"))
+        asyncio.run(backend.read_log(PodDirectory(str(workdir), "nobody", ""), "c2"))
     # A status directory replaced by a symlink (even to a directory inside job_root) is refused.
     (root / "q").mkdir()
     (root / "q" / "status").symlink_to(workdir / "status")
     with pytest.raises(SlurmError):
-        asyncio.run(backend.containers(str(root / "q"), "nobody"))
-    assert asyncio.run(backend.containers(str(root / "missing"), "nobody")) == {}
+        asyncio.run(backend.containers(PodDirectory(str(root / "q"), "nobody", "")))
+    assert asyncio.run(backend.containers(PodDirectory(str(root / "missing"), "nobody", ""))) == {}

@@ -10,13 +10,13 @@ import pytest
 
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.core.records import Capacity, ContainerRecord, JobInfo
+from slurmlink.core.records import ContainerRecord, JobInfo
 from slurmlink.slurm import rest_shapes
-from slurmlink.slurm.base import SchedulerBackend, SlurmError
+from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.commands import SEP, sbatch, squeue
 from slurmlink.slurm.runner import CommandResult, error_from
-from slurmlink.translate.job import BatchJob
 from slurmlink.translate.status import container_statuses, pod_phase
+from tests.harness.memory_slurm import MemorySlurm
 
 MUNGE_DOWN_SBATCH = (  # 24.11.5 (22.05.8 says slurm_send_node_msg where 24.11 says slurm_buffers_pack_msg)
     "sbatch: error: If munged is up, restart with --num-threads=10\n"
@@ -94,40 +94,14 @@ def test_records_of_a_running_job_still_count() -> None:
     assert pod_phase(containers, inits).phase == "Failed"  # a container of this run that ended
 
 
-class ReusedIdSlurm(SchedulerBackend):
-    """A slurmctld restarted from state saved before job 7 was submitted: it gave id 7 to another pod's job."""
-
-    async def submit(self, job: BatchJob, user: str) -> str:
-        return "7"
-
-    async def jobs(self, *, fresh: bool = False) -> list[JobInfo]:
-        return [JobInfo(job_id="7", name="slurmlink-other", user="sltest1", state="RUNNING", workdir="/j/ns-other")]
-
-    async def workdir_owner(self, workdir: str, job_id: str = "") -> str | None:
-        return None
-
-    async def finished(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        return {}
-
-    async def cancel(self, job_id: str, user: str, signal: str | None = None, only_state: str | None = None) -> None:
-        pass
-
-    async def containers(self, workdir: str, user: str, job_id: str = "") -> dict[str, ContainerRecord]:
-        return {}
-
-    async def read_log(self, workdir: str, user: str, container: str, offset: int = 0, job_id: str = "",
-                       previous: bool = False) -> bytes:
-        return b""
-
-    async def capacity(self) -> Capacity:
-        return Capacity(cpus=1, memory_mb=1)
-
-
 def test_a_job_id_given_to_another_pods_job_is_not_this_pods_job() -> None:
     registry = Registry()
     registry.entries["u1"] = PodEntry(uid="u1", namespace="ns", name="p", user="sltest1", workdir="/j/ns-u1",
                                       job_id="7", created=0.0)
-    poller = StatusPoller(registry, ReusedIdSlurm(), 1.0, lambda ns, uid: f"/j/{ns}-{uid}")
+    # A slurmctld restarted from state saved before job 7 was submitted: it gave id 7 to another pod's job.
+    slurm = MemorySlurm()
+    slurm.put(JobInfo(job_id="7", name="slurmlink-other", user="sltest1", state="RUNNING", workdir="/j/ns-other"))
+    poller = StatusPoller(registry, slurm, 1.0, lambda ns, uid: f"/j/{ns}-{uid}")
     asyncio.run(poller.poll_once())
     job = registry.entries["u1"].job
     assert job is not None and job.state == "FAILED" and "no longer known to SLURM" in job.reason
