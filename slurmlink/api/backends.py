@@ -7,6 +7,7 @@ from slurmlink.identity.build import build_issuers
 from slurmlink.identity.oidc import TokenValidator
 from slurmlink.slurm.base import SchedulerBackend
 from slurmlink.slurm.cli import CliBackend, CliConfig
+from slurmlink.slurm.credentials import CredentialStore
 from slurmlink.slurm.rest import RestBackend, RestConfig
 
 
@@ -18,7 +19,8 @@ def make_backend(config: ApiConfig) -> SchedulerBackend:
             RestConfig(url=rest.url, api_version=rest.api_version, service_token_file=rest.service_token_file,
                        timeout_seconds=rest.timeout_seconds, max_connections=rest.max_connections,
                        verify=rest.ca_file or True, partition=config.site.partition),
-            validator=TokenValidator(issuers) if issuers else None)
+            validator=TokenValidator(issuers) if issuers else None,
+            credentials=CredentialStore())  # the pods' credentials: an object of their own, not the backend's
     env = {"SLURM_CONF": config.cli.slurm_conf} if config.cli.slurm_conf else {}
     return CliBackend(CliConfig(job_root=config.job_root, bin_dir=config.cli.bin_dir or "", env=env,
                                 timeout_seconds=config.cli.timeout_seconds, partition=config.site.partition,

@@ -15,22 +15,22 @@ with each pod's own Check-in token (docs/mode1.md).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
 from slurmlink.core.naming import JOB_NAME_PREFIX
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
 from slurmlink.identity.oidc import TokenValidator
-from slurmlink.identity.refresh import Credentials, TokenSource, token_expiry
+from slurmlink.identity.refresh import Credentials, TokenSource
 from slurmlink.slurm import rest_shapes
 from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, Unsupported
 from slurmlink.slurm.commands import sbatch
+from slurmlink.slurm.credentials import Credential, CredentialStore, FileToken, FixedToken, usable
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
 from slurmlink.wire.names import EXTENSIONS
@@ -43,8 +43,7 @@ TRANSIENT_SLURM_ERRORS = frozenset({11, *range(1000, 1100), *range(1800, 1806), 
 # Nothing left to cancel: deleting a pod twice, or after its job ended, is not an error.
 GONE_ERRORS = frozenset({2017, 2021})  # invalid job id; already completing or completed
 SKEW_ALLOWANCE_SECONDS = 30  # without the site's Date header: how far this host's clock may be ahead
-TOKEN_MARGIN_SECONDS = 30.0
-CREDENTIAL_GRACE_SECONDS = 600.0  # a token this close to its expiry is not sent any more
+CREDENTIAL_GRACE_SECONDS = 600.0  # a user whose token just named them keeps it this long without a pod
 STATUSES_PER_CALL = 500  # the proxy's limit per /statuses request
 
 
@@ -69,59 +68,6 @@ class Refused(SlurmError):
         self.status = status
 
 
-class Credential(Protocol):
-    problem: str
-
-    async def token(self) -> str: ...
-
-    def expires_at(self) -> float | None: ...
-
-
-class FixedToken:
-    """A token without a refresh token: used until it expires."""
-
-    def __init__(self, token: str) -> None:
-        self.credentials = Credentials(token)
-        self.problem = ""
-
-    async def token(self) -> str:
-        return self.credentials.access_token
-
-    def expires_at(self) -> float | None:
-        return token_expiry(self.credentials.access_token)
-
-
-class FileToken:
-    """The service identity's token, re-read whenever the site rotates the file."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.problem = ""
-        self._seen: tuple[tuple[int, int, int], str] | None = None
-
-    async def token(self) -> str:
-        try:
-            info = os.stat(self.path)
-            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)  # a rewrite in place changes the size or time
-            if self._seen is None or self._seen[0] != stamp:
-                with open(self.path, encoding="utf-8") as fh:
-                    self._seen = (stamp, fh.read().strip())
-            self.problem = ""
-        except OSError as exc:
-            self.problem = f"cannot read the service token {self.path}: {exc.strerror}"
-            if self._seen is None:
-                return ""
-        return self._seen[1] if self._seen else ""
-
-    def expires_at(self) -> float | None:
-        return token_expiry(self._seen[1]) if self._seen else None
-
-
-def usable(credential: Credential, now: float | None = None) -> bool:
-    expires = credential.expires_at()
-    return expires is None or expires - (time.time() if now is None else now) > TOKEN_MARGIN_SECONDS
-
-
 @dataclass
 class _Listing:
     """The last job list one identity got, and when: a `304` reuses it."""
@@ -133,7 +79,7 @@ class _Listing:
 
 class RestBackend(SchedulerBackend, PodTokenVisibility):
     def __init__(self, config: RestConfig, *, validator: TokenValidator | None = None,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, credentials: CredentialStore | None = None) -> None:
         self.config = config
         self.http = http or httpx.AsyncClient(
             base_url=config.url.rstrip("/"), verify=config.verify, trust_env=False, follow_redirects=False,
@@ -145,8 +91,8 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         self.issuer_http = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=10.0)
         self.service = FileToken(config.service_token_file) if config.service_token_file else None
         self.sees_all_jobs = self.service is not None
-        self.credentials: dict[str, Credential] = {}  # local user -> the freshest credential of their pods
-        self._signed_in: dict[str, float] = {}  # local user -> when a pod's token last named them (monotonic)
+        # The pods' credentials: the store is the service's (api/backends.py makes it), the backend only reads it.
+        self.credentials = credentials if credentials is not None else CredentialStore()
         self.version = "" if config.api_version == "auto" else config.api_version
         self._listings: dict[str, _Listing] = {}
         self._no_update_time: set[str] = set()  # API versions that refuse `jobs?update_time=`
@@ -166,20 +112,14 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         user = str(body.get("user") or "")
         if not user or body.get("role", "user") != "user":
             raise SlurmError("the proxy mapped the pod's token to no user account")
-        if _better(credential, self.credentials.get(user)):
-            self.credentials[user] = credential
-        self._signed_in[user] = time.monotonic()
+        self.credentials.offer(user, credential)
         return user
 
     def keep_users(self, users: set[str]) -> None:
         """Forget the credentials (and listings) of users who have no pod any more (not those who just
         signed in: their pod may be on its way into the registry)."""
-        settled = time.monotonic() - CREDENTIAL_GRACE_SECONDS
-        for user in set(self.credentials) - users:
-            if self._signed_in.get(user, 0.0) < settled:
-                del self.credentials[user]
-                self._signed_in.pop(user, None)
-                self._listings.pop(f"user:{user}", None)
+        for user in self.credentials.forget_all_but(users, CREDENTIAL_GRACE_SECONDS):
+            self._listings.pop(f"user:{user}", None)
 
     async def _token_for(self, user: str, *, service_may: bool) -> str:
         """`user`'s own token while it lasts; then, where the proxy allows it, the service identity's."""
@@ -285,7 +225,7 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
                 log.warning("the service identity cannot list jobs (%s); listing with users' tokens", exc.message)
         blind: set[str] = set()
         errors: list[SlurmError] = []
-        for user in list(self.credentials):
+        for user in self.credentials.users():
             try:
                 jobs = await self._listing(f"user:{user}", await self._token_for(user, service_may=False), fresh)
             except SlurmError as exc:
@@ -397,7 +337,7 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
     async def _any_token(self) -> str:
         if self.service is not None and (token := await self.service.token()):
             return token
-        for user in list(self.credentials):
+        for user in self.credentials.users():
             try:
                 return await self._token_for(user, service_may=False)
             except SlurmError:
@@ -471,16 +411,6 @@ def _site_time(response: httpx.Response) -> int:
         return int(parsedate_to_datetime(response.headers["date"]).timestamp()) - 1
     except (KeyError, TypeError, ValueError):
         return int(time.time()) - SKEW_ALLOWANCE_SECONDS
-
-
-def _better(new: Credential, held: Credential | None) -> bool:
-    """Keep a refreshable credential over one that is not; otherwise the one that lasts longer."""
-    if held is None or not usable(held):
-        return True
-    refreshable = isinstance(new, TokenSource), isinstance(held, TokenSource)
-    if refreshable[0] != refreshable[1]:
-        return refreshable[0]
-    return (new.expires_at() or 0) >= (held.expires_at() or 0)
 
 
 def _from_slurmrestd(response: httpx.Response) -> bool:
