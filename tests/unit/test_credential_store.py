@@ -4,6 +4,7 @@ once their grace period is over."""
 from __future__ import annotations
 
 from slurmlink.slurm.credentials import CredentialStore
+from tests.harness.clock import FakeClock
 
 
 class Token:
@@ -16,14 +17,6 @@ class Token:
 
     def expires_at(self) -> float | None:
         return self.expires
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_longer_lasting_credential_is_kept() -> None:
@@ -43,7 +36,7 @@ def test_an_expired_credential_gives_way() -> None:
 
 
 def test_users_without_pods_are_forgotten_after_their_grace() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = CredentialStore(clock)
     store.offer("alice", Token(None))
     store.offer("bob", Token(None))

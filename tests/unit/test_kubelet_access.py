@@ -26,6 +26,7 @@ from slurmlink.vk.kubeletaccess import (
 )
 from slurmlink.vk.kubeletauth import KubeletAuth, ReviewFailed
 from standins.kube import KubeStandin
+from tests.harness.clock import FakeClock
 from tests.harness.services import node_kubeconfig
 
 NODE = "n1"
@@ -86,16 +87,8 @@ def test_certificate_identity_is_cn_and_organisations() -> None:
 
 # --- the cache --------------------------------------------------------------------------------------------------
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_cache_entries_expire_after_their_own_ttl() -> None:
-    clock = Clock()
+    clock = FakeClock()
     cache: TtlCache[str, bool] = TtlCache(clock=clock)
     cache.put("allowed", True, 300)
     cache.put("denied", False, 30)
@@ -110,7 +103,7 @@ def test_cache_entries_expire_after_their_own_ttl() -> None:
 
 
 def test_a_full_cache_drops_expired_then_oldest_entries() -> None:
-    clock = Clock()
+    clock = FakeClock()
     cache: TtlCache[int, int] = TtlCache(max_entries=3, clock=clock)
     cache.put(1, 1, 10)
     cache.put(2, 2, 100)
@@ -160,7 +153,7 @@ def standin() -> Iterator[KubeStandin]:
         yield kube
 
 
-def _auth(standin: KubeStandin, clock: Clock, **config: object) -> KubeletAuth:
+def _auth(standin: KubeStandin, clock: FakeClock, **config: object) -> KubeletAuth:
     # The node's own identity, as the vk has: enough to ask for both reviews.
     kubeconfig = node_kubeconfig(standin, standin.workdir / "node.kubeconfig", NODE)
     kube = make_client(KubeConfigSection(kubeconfig=str(kubeconfig)))
@@ -169,7 +162,7 @@ def _auth(standin: KubeStandin, clock: Clock, **config: object) -> KubeletAuth:
 
 def test_tokens_are_reviewed_once_and_remembered_for_their_ttl(standin: KubeStandin) -> None:
     standin.add_user_token("tok-ann", "ann", ("team",))
-    clock = Clock()
+    clock = FakeClock()
 
     async def scenario() -> None:
         auth = _auth(standin, clock)
@@ -194,7 +187,7 @@ def test_tokens_are_reviewed_once_and_remembered_for_their_ttl(standin: KubeStan
 
 def test_anonymous_only_when_enabled(standin: KubeStandin) -> None:
     async def scenario() -> None:
-        auth = _auth(standin, Clock(), authentication={"anonymous": {"enabled": True}})
+        auth = _auth(standin, FakeClock(), authentication={"anonymous": {"enabled": True}})
         assert await auth.authenticate(None, None) == ANONYMOUS
         assert await auth.authenticate(None, "Bearer not-a-token") is None  # a bad token is never anonymous
         await auth.kube.close()
@@ -203,7 +196,7 @@ def test_anonymous_only_when_enabled(standin: KubeStandin) -> None:
 
 
 def test_decisions_are_cached_per_identity_and_attributes(standin: KubeStandin) -> None:
-    clock = Clock()
+    clock = FakeClock()
     bob, carl = Identity("bob", ("system:authenticated",)), Identity("carl", ("system:authenticated",))
     logs = request_attributes("GET", "/containerLogs/ns/p/c", NODE)
     pods = request_attributes("GET", "/runningpods/", NODE)
@@ -229,7 +222,7 @@ def test_decisions_are_cached_per_identity_and_attributes(standin: KubeStandin) 
 def test_an_apiserver_out_of_reach_refuses_and_caches_nothing(tmp_path: Path) -> None:
     with KubeStandin(tmp_path / "standin") as gone:
         kubeconfig = node_kubeconfig(gone, tmp_path / "node.kubeconfig", NODE)
-    clock = Clock()
+    clock = FakeClock()
 
     async def scenario() -> None:
         auth = KubeletAuth(KubeletConfig(), NODE, make_client(KubeConfigSection(kubeconfig=str(kubeconfig))), clock)
