@@ -88,6 +88,9 @@ def container_statuses(
     """(containers, initContainers) as Kubernetes ContainerStatus objects."""
     if job is not None and job.state in WAITING_STATES:
         records = {}  # left by a run SLURM requeued: the next run starts its containers afresh
+    elif job is not None and not is_finished(job):
+        # A requeued job running again: until its script clears them, the files are the earlier run's.
+        records = {name: r for name, r in records.items() if not _from_earlier_run(r, job)}
 
     def status(container: Mapping[str, Any]) -> dict[str, Any]:
         name = str(container.get("name"))
@@ -102,6 +105,11 @@ def container_statuses(
         }
 
     return [status(c) for c in app_containers(pod)], [status(c) for c in init_containers(pod)]
+
+
+def _from_earlier_run(record: ContainerRecord, job: JobInfo) -> bool:
+    """A container that ended before the job (last) started ended in a run SLURM requeued."""
+    return record.finished_at is not None and job.start_time is not None and record.finished_at < job.start_time
 
 
 def _last_state(record: ContainerRecord | None) -> dict[str, Any]:

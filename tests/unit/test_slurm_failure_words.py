@@ -89,9 +89,19 @@ def test_a_requeued_pod_is_pending_whatever_its_last_run_left(state: str, reason
 
 
 def test_records_of_a_running_job_still_count() -> None:
-    job = JobInfo(job_id="7", name="slurmlink-u1", user="sltest1", state="RUNNING")
+    job = JobInfo(job_id="7", name="slurmlink-u1", user="sltest1", state="RUNNING",
+                  start_time=datetime(2026, 12, 4, tzinfo=UTC))
     containers, inits = container_statuses(POD, job, EARLIER_RUN)
     assert pod_phase(containers, inits).phase == "Failed"  # a container of this run that ended
+
+
+def test_a_requeued_job_running_again_is_not_judged_by_its_earlier_run() -> None:
+    # The second run started; its script has not yet cleared what the requeued run left (seen on 22.05).
+    job = JobInfo(job_id="7", name="slurmlink-u1", user="sltest1", state="RUNNING",
+                  start_time=datetime(2026, 12, 4, 0, 2, tzinfo=UTC))
+    containers, inits = container_statuses(POD, job, EARLIER_RUN)
+    assert pod_phase(containers, inits).phase == "Pending"
+    assert "terminated" not in containers[0]["state"]
 
 
 def test_a_job_id_given_to_another_pods_job_is_not_this_pods_job() -> None:
