@@ -1,0 +1,269 @@
+"""The systemd units in deploy/systemd/: they parse, they score, and what they grant is what the code needs.
+
+PID 1 on these machines is not systemd, so no unit can be started here. What is checked instead:
+- `systemd-analyze verify` prints nothing for each unit (it exits 0 even on a parse error: any output fails);
+- `systemd-analyze security --offline=true` scores each service at or below its THRESHOLDS entry;
+- sysusers.d and tmpfiles.d make the user and the directories with the modes the units expect (in a scratch root);
+- the API's and the proxy's own code (tests/deploy/capability_probe.py) runs under `setpriv` with exactly the
+  capability bounding set, ambient set and no_new_privs of the unit, and fails with any one capability less;
+- `slurmlink api` starts and answers under MemoryDenyWriteExecute (the kernel's PR_SET_MDWE) with those limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.deploy.capability_probe import sleepers
+from tests.harness.ports import free_port
+from tests.harness.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+UNITS_DIR = REPO / "deploy" / "systemd"
+INSTALLED_BINARY = "/opt/slurmlink/bin/slurmlink"  # the units' ExecStart (docs/deploy.md)
+UNITS = sorted(p.name for p in UNITS_DIR.iterdir() if p.suffix in (".service", ".timer"))
+# `systemd-analyze security` exposure, 0-100 (lower is safer; it prints it divided by 10). Measured on
+# systemd 252: api 25 (root with six capabilities, network), proxy 15, slurm-token 19.
+THRESHOLDS = {"slurmlink-api.service": 30, "slurmlink-proxy.service": 20, "slurmlink-slurm-token.service": 20}
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+
+needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (capabilities, runuser, test users)")
+
+
+def service_settings(unit: str) -> dict[str, list[str]]:
+    """The [Service] section's assignments (continuation lines joined), each key with all its values."""
+    settings: dict[str, list[str]] = {}
+    section = ""
+    logical = ""
+    for raw in (UNITS_DIR / unit).read_text().splitlines():
+        line = logical + raw.strip()
+        if line.endswith("\\"):
+            logical = line[:-1] + " "
+            continue
+        logical = ""
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]":
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def capabilities(unit: str, key: str) -> list[str]:
+    """`cap_setuid`-style names of the unit's CapabilityBoundingSet= or AmbientCapabilities=."""
+    return [cap.lower() for value in service_settings(unit).get(key, []) for cap in value.split()]
+
+
+def verifiable_copies(tmp_path: Path) -> Path:
+    """The units, with ExecStart pointing at this venv's slurmlink: verify wants the binary to exist."""
+    venv_binary = str(Path(sys.executable).with_name("slurmlink"))
+    for unit in UNITS:
+        (tmp_path / unit).write_text((UNITS_DIR / unit).read_text().replace(INSTALLED_BINARY, venv_binary))
+    return tmp_path
+
+
+def analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemd-analyze", "--no-pager", *args], capture_output=True, text=True, timeout=120)
+
+
+# ---- parsing and scoring ------------------------------------------------------------------------------
+
+
+def test_the_units_are_all_there() -> None:
+    assert UNITS == ["slurmlink-api.service", "slurmlink-proxy.service", "slurmlink-slurm-token.service",
+                     "slurmlink-slurm-token.timer"]
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("unit", UNITS)
+def test_verify_prints_nothing(unit: str, tmp_path: Path) -> None:
+    copies = verifiable_copies(tmp_path)
+    result = analyze("verify", "--man=no", str(copies / unit))
+    assert (result.stdout + result.stderr).strip() == "", result.stdout + result.stderr
+
+
+@needs_systemd_analyze
+def test_verify_would_show_a_broken_unit(tmp_path: Path) -> None:
+    """The test above relies on verify printing what it ignores (it exits 0 all the same)."""
+    copies = verifiable_copies(tmp_path)
+    unit = copies / "slurmlink-proxy.service"
+    unit.write_text(unit.read_text().replace("ProtectHome=yes", "ProtectHome=yess")
+                    .replace("%d/jwt-key", "%Z/jwt-key"))
+    result = analyze("verify", "--man=no", str(unit))
+    assert result.returncode == 0
+    assert "protect home value" in result.stderr and "Failed to resolve specifiers" in result.stderr, result.stderr
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("unit", sorted(THRESHOLDS))
+def test_security_exposure_is_at_most_the_threshold(unit: str, tmp_path: Path) -> None:
+    copies = verifiable_copies(tmp_path)
+    result = analyze("security", "--offline=true", f"--threshold={THRESHOLDS[unit]}", str(copies / unit))
+    overall = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 0, f"{unit}: {overall} (threshold {THRESHOLDS[unit] / 10:g})"
+
+
+def test_credentials_reach_the_config_through_the_credentials_directory() -> None:
+    """Each LoadCredential= id is handed to the config as %d/<id> (or named in the YAML, as the unit says)."""
+    for unit in ("slurmlink-api.service", "slurmlink-proxy.service"):
+        settings = service_settings(unit)
+        ids = [value.split(":", 1)[0] for value in settings.get("LoadCredential", [])]
+        assert ids, unit
+        environment = " ".join(settings.get("Environment", []))
+        for credential in ids:
+            assert f"=%d/{credential}" in environment, f"{unit}: credential {credential} is not passed on"
+        assert all(name.startswith("SLURMLINK_") for name, _, _ in
+                   (item.partition("=") for item in environment.split())), unit
+
+
+# ---- users and directories ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("systemd-tmpfiles") is None, reason="no systemd-tmpfiles")
+def test_sysusers_and_tmpfiles_make_what_the_units_expect(tmp_path: Path) -> None:
+    for kind in ("sysusers.d", "tmpfiles.d"):
+        target = tmp_path / "usr" / "lib" / kind
+        target.mkdir(parents=True)
+        shutil.copy(UNITS_DIR / kind / "slurmlink.conf", target)
+    (tmp_path / "etc").mkdir()
+    for command in (["systemd-sysusers", f"--root={tmp_path}"], ["systemd-tmpfiles", f"--root={tmp_path}", "--create"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+    user = next(line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()
+                if line.startswith("slurmlink:"))
+    uid, gid = int(user[2]), int(user[3])
+    assert uid < 1000 and user[6] == "/usr/sbin/nologin"  # a system account: never a mapping result
+    proxy = service_settings("slurmlink-proxy.service")
+    assert proxy["User"] == ["slurmlink"] and proxy["StateDirectory"] == ["slurmlink/proxy"]
+    for path, owner, mode in (("var/lib/slurmlink/proxy", uid, proxy["StateDirectoryMode"][0]),
+                              ("var/lib/slurmlink/api", 0,
+                               service_settings("slurmlink-api.service")["StateDirectoryMode"][0]),
+                              ("run/slurmlink", 0, "0750")):
+        info = (tmp_path / path).stat()
+        assert (info.st_uid, oct(info.st_mode & 0o7777)) == (owner, oct(int(mode, 8))), path
+    assert (tmp_path / "run/slurmlink").stat().st_gid == gid  # the proxy's group reads the SlurmUser token
+
+
+# ---- capabilities, tried on the code they are for ---------------------------------------------------------
+
+
+def setpriv(unit: str, drop: str | None = None, as_user: str | None = None) -> list[str]:
+    """setpriv arguments that give a process what `unit` gives its service (less `drop`)."""
+    bounding = [cap for cap in capabilities(unit, "CapabilityBoundingSet") if cap != drop]
+    ambient = [cap for cap in capabilities(unit, "AmbientCapabilities") if cap != drop]
+    argv = ["setpriv", "--bounding-set", ",".join(["-all", *(f"+{c.removeprefix('cap_')}" for c in bounding)])]
+    if as_user is not None:
+        argv += ["--reuid", as_user, "--regid", as_user, "--init-groups"]
+    listed = ",".join(["-all", *(f"+{c.removeprefix('cap_')}" for c in ambient)])
+    argv += ["--inh-caps", listed, "--ambient-caps", listed]
+    if service_settings(unit).get("NoNewPrivileges") == ["yes"]:
+        argv.append("--no-new-privs")
+    return [*argv, "--"]
+
+
+def probe(privileges: list[str], *args: str) -> dict[str, str]:
+    try:
+        result = subprocess.run([*privileges, sys.executable, "-m", "tests.deploy.capability_probe", *args],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        for pid in sleepers():  # a command that outlived a probe without CAP_KILL
+            os.kill(pid, signal.SIGKILL)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+@pytest.fixture
+def job_root() -> Iterator[Path]:
+    """A job root as docs/proxy.md recommends it (root's, mode 1733), that the test users can reach (pytest's
+    tmp_path is below a 0700 directory)."""
+    base = Path(tempfile.mkdtemp(prefix="slurmlink-units-"))
+    os.chmod(base, 0o711)  # noqa: S103 - the users traverse it, as they do a real job root's parent
+    root = base / "jobs"
+    root.mkdir()
+    os.chmod(root, 0o1733)  # noqa: S103 - the recommended job root mode
+    yield root
+    shutil.rmtree(base)
+
+
+API = "slurmlink-api.service"
+PROXY = "slurmlink-proxy.service"
+
+
+@needs_root
+def test_the_api_unit_grants_what_the_cli_backend_uses(job_root: Path, test_users: tuple[str, ...]) -> None:
+    assert service_settings(API)["User"] == ["root"]  # slurmlink acts for others only as uid 0
+    results = probe(setpriv(API), "api", str(job_root), test_users[0])
+    assert set(results.values()) == {"ok"}, results
+
+
+@needs_root
+@pytest.mark.parametrize("capability", capabilities(API, "CapabilityBoundingSet"))
+def test_the_api_needs_each_capability_it_is_given(capability: str, job_root: Path,
+                                                   test_users: tuple[str, ...]) -> None:
+    results = probe(setpriv(API, drop=capability), "api", str(job_root), test_users[0])
+    assert {step for step, outcome in results.items() if outcome != "ok"}, f"works without {capability}"
+
+
+@needs_root
+def test_the_proxy_unit_reads_pod_directories_and_nothing_more(job_root: Path,
+                                                               test_users: tuple[str, ...]) -> None:
+    """The proxy's own user (the test's stand-in for `slurmlink`: a second test user) reads the first user's
+    0700 pod directory with CAP_DAC_READ_SEARCH, and cannot without it."""
+    assert capabilities(PROXY, "CapabilityBoundingSet") == ["cap_dac_read_search"]
+    assert capabilities(PROXY, "AmbientCapabilities") == ["cap_dac_read_search"]
+    owner, proxy_user = test_users[0], test_users[1]
+    assert set(probe([], "api", str(job_root), owner).values()) == {"ok"}  # a pod directory of `owner`
+    workdir = str(job_root / "default-probe")
+    assert set(probe(setpriv(PROXY, as_user=proxy_user), "proxy", str(job_root), workdir).values()) == {"ok"}
+    without = probe(setpriv(PROXY, drop="cap_dac_read_search", as_user=proxy_user), "proxy", str(job_root), workdir)
+    assert "Permission denied" in without["read_status"], without
+
+
+@needs_root
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="no /proc")
+def test_the_api_starts_with_the_units_limits_and_memory_deny_write_execute(job_root: Path, tmp_path: Path,
+                                                                           test_users: tuple[str, ...]) -> None:
+    """MemoryDenyWriteExecute= breaks a program that maps writable code (some JITs, some FFI callbacks): start
+    the real `slurmlink api` under the kernel's equivalent (PR_SET_MDWE, Linux >= 6.3) and the unit's
+    capabilities, and see it answer."""
+    assert service_settings(API).get("MemoryDenyWriteExecute") == ["yes"]
+    port = free_port()
+    config = tmp_path / "api.yaml"
+    config.write_text(yaml.safe_dump({"listen": {"host": "127.0.0.1", "port": port}, "backend": "cli",
+                                      "job_root": str(job_root), "auth": {"allow_unauthenticated": True},
+                                      "users": {"default": test_users[0]}}))
+    mdwe = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
+            f"sys.exit('PR_SET_MDWE: ' + os.strerror(ctypes.get_errno())) if libc.prctl({PR_SET_MDWE}, "
+            f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) else os.execv(sys.argv[1], sys.argv[1:])")
+    log = tmp_path / "api.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([*setpriv(API), sys.executable, "-c", mdwe, sys.executable, "-m", "slurmlink.cli",
+                                    "api", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def answered() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"slurmlink api exited {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(answered, 60, "slurmlink api to answer under PR_SET_MDWE")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "PR_SET_MDWE" not in log.read_text()
