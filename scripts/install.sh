@@ -3,8 +3,8 @@
 # bubblewrap from Debian, then a virtualenv in .venv with slurmlink (editable) and its test/dev tools.
 # SLURMLINK_SLURM_VERSIONS=22.05,24.11 also builds a root filesystem with SLURM 24.11 (for
 # `slurmlink dev-cluster up --slurm 24.11` and the tests against it). SLURMLINK_SLURM_ACCOUNTING=1 also
-# installs MariaDB and slurmdbd (for `dev-cluster up --accounting`). Safe to run again: it skips what is
-# already there.
+# installs MariaDB and slurmdbd (for `dev-cluster up --accounting`). SLURMLINK_TEST_IMAGE=1 also installs
+# buildah and mmdebstrap (the opt-in image test). Safe to run again: it skips what is already there.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -17,6 +17,9 @@ packages=(munge slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin bu
           python3 python3-venv python3-pip procps)
 if [ "${SLURMLINK_SLURM_ACCOUNTING:-0}" = 1 ]; then
   packages+=(mariadb-server slurmdbd)  # the server runs only under a dev cluster's state dir, never as a service
+fi
+if [ "${SLURMLINK_TEST_IMAGE:-0}" = 1 ]; then
+  packages+=(buildah mmdebstrap)  # tests/deploy/test_container_image.py builds the image (opt-in)
 fi
 missing=()
 for pkg in "${packages[@]}"; do
