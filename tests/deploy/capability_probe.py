@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from slurmlink.core.records import PodDirectory, VolumeFile
 from slurmlink.slurm.cli import CliBackend, CliConfig
 from slurmlink.slurm.podfiles import PodFiles
+from slurmlink.translate.job import BatchJob
 
 # A job's files as the job (the user) leaves them; the probe's own text, nothing from a pod.
 AS_THE_JOB = ("mkdir -p status logs volumes/v && printf 0 > status/c.exit && printf hello > logs/c.log"
@@ -65,8 +65,9 @@ def probe_api(job_root: str, user: str) -> dict[str, str]:
         return result.out
 
     # submit(): the pod directory made for the user, the job script written into it
-    step(results, "prepare_workdir",
-         lambda: backend._prepare_workdir(SimpleNamespace(workdir=workdir, script="#!/bin/sh\n"), account))
+    job = BatchJob(name="slurmlink-probe", comment="default/probe", workdir=workdir, script="#!/bin/sh\n",
+                   stdout=os.path.join(workdir, "job.out"), cpus_per_task=1, memory_mb=None)
+    step(results, "prepare_workdir", lambda: backend._prepare_workdir(job, account))
     # every SLURM command runs as the user through runuser
     step(results, "runuser", lambda: run(["sh", "-c", f"cd {workdir} && {AS_THE_JOB} && id -un"]))
 

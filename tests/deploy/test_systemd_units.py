@@ -11,6 +11,7 @@ PID 1 on these machines is not systemd, so no unit can be started here. What is 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ UNITS = sorted(p.name for p in UNITS_DIR.iterdir() if p.suffix in (".service", "
 # `systemd-analyze security` exposure, 0-100 (lower is safer; it prints it divided by 10). Measured on
 # systemd 252: api 25 (root with six capabilities, network), proxy 15, slurm-token 19.
 THRESHOLDS = {"slurmlink-api.service": 30, "slurmlink-proxy.service": 20, "slurmlink-slurm-token.service": 20}
-PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
 
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (capabilities, runuser, test users)")
@@ -233,8 +234,13 @@ def test_the_proxy_unit_reads_pod_directories_and_nothing_more(job_root: Path,
     assert "Permission denied" in without["read_status"], without
 
 
+def kernel_has_mdwe() -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(PR_GET_MDWE, 0, 0, 0, 0) >= 0)
+
+
 @needs_root
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="no /proc")
+@pytest.mark.skipif(not kernel_has_mdwe(), reason="the kernel has no PR_SET_MDWE (Linux < 6.3)")
 def test_the_api_starts_with_the_units_limits_and_memory_deny_write_execute(job_root: Path, tmp_path: Path,
                                                                            test_users: tuple[str, ...]) -> None:
     """MemoryDenyWriteExecute= breaks a program that maps writable code (some JITs, some FFI callbacks): start
