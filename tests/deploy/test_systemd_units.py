@@ -12,8 +12,10 @@ PID 1 on these machines is not systemd, so no unit can be started here. What is 
 from __future__ import annotations
 
 import ctypes
+import grp
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,6 +28,7 @@ import httpx
 import pytest
 import yaml
 
+from slurmlink.proxy.slurm_token import SlurmTokenSource
 from tests.deploy.capability_probe import sleepers
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_until
@@ -157,6 +160,54 @@ def test_sysusers_and_tmpfiles_make_what_the_units_expect(tmp_path: Path) -> Non
         info = (tmp_path / path).stat()
         assert (info.st_uid, oct(info.st_mode & 0o7777)) == (owner, oct(int(mode, 8))), path
     assert (tmp_path / "run/slurmlink").stat().st_gid == gid  # the proxy's group reads the SlurmUser token
+
+
+# ---- the SlurmUser token refresh -------------------------------------------------------------------------
+
+
+def token_refresh_script(run_dir: Path, group: str) -> list[str]:
+    """slurmlink-slurm-token.service's ExecStart as systemd hands it to exec ($$ is a literal $; it uses no
+    variables or specifiers), with the token's directory and group swapped for the test's."""
+    (line,) = service_settings("slurmlink-slurm-token.service")["ExecStart"]
+    assert "%" not in line and "/run/slurmlink/slurm.token" in line and "chgrp slurmlink " in line
+    argv = shlex.split(line.replace("$$", "$"))
+    return [arg.replace("/run/slurmlink/", f"{run_dir}/").replace("chgrp slurmlink ", f"chgrp {group} ")
+            for arg in argv]
+
+
+@needs_root
+def test_the_token_refresh_replaces_the_token_atomically_and_keeps_it_on_failure(tmp_path: Path) -> None:
+    """The refresh runs with a stand-in for `scontrol token` (it prints what SLURM's prints: SLURM_JWT=...);
+    the proxy's own SlurmTokenSource reads the result."""
+    run_dir, bin_dir = tmp_path / "run", tmp_path / "bin"
+    run_dir.mkdir()
+    bin_dir.mkdir()
+    answer = tmp_path / "answer"
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\n[ "$1 $2 $3" = "token username=slurm lifespan=3600" ] || exit 2\n'
+                        f'[ -s {answer} ] || {{ echo "scontrol: error: no token" >&2; exit 1; }}\n'
+                        f'printf "SLURM_JWT=%s\\n" "$(cat {answer})"\n')
+    scontrol.chmod(0o755)
+    argv = token_refresh_script(run_dir, "daemon")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    token = run_dir / "slurm.token"
+    source = SlurmTokenSource(slurm_user="slurm", token_file=str(token))
+
+    answer.write_text("first")
+    assert subprocess.run(argv, env=env, timeout=30).returncode == 0
+    info = token.stat()
+    assert (oct(info.st_mode & 0o777), info.st_gid) == ("0o640", grp.getgrnam("daemon").gr_gid)
+    assert source.token() == "first"
+
+    answer.write_text("")  # scontrol fails: the old token stays, no half-written file is left
+    assert subprocess.run(argv, env=env, timeout=30, capture_output=True).returncode != 0
+    assert source.token() == "first" and sorted(p.name for p in run_dir.iterdir()) == ["slurm.token"]
+
+    answer.write_text("second")
+    assert subprocess.run(argv, env=env, timeout=30).returncode == 0
+    assert token.stat().st_ino != info.st_ino  # renamed over, never rewritten in place
+    assert source.token() == "second"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["slurm.token"]
 
 
 # ---- capabilities, tried on the code they are for ---------------------------------------------------------
