@@ -11,6 +11,7 @@ PID 1 on these machines is not systemd, so no unit can be started here. What is 
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import grp
 import json
@@ -23,12 +24,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from slurmlink.proxy.slurm_token import SlurmTokenSource
+from standins.checkin import CheckinStandin
 from tests.deploy.capability_probe import sleepers
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_until
@@ -227,10 +230,11 @@ def setpriv(unit: str, drop: str | None = None, as_user: str | None = None) -> l
     return [*argv, "--"]
 
 
-def probe(privileges: list[str], *args: str) -> dict[str, str]:
+def probe(privileges: list[str], *args: str, trace: Path | None = None) -> dict[str, str]:
+    tracer = ["strace", "-f", "-qq", "-o", str(trace)] if trace else []
     try:
-        result = subprocess.run([*privileges, sys.executable, "-m", "tests.deploy.capability_probe", *args],
-                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        result = subprocess.run([*tracer, *privileges, sys.executable, "-m", "tests.deploy.capability_probe",
+                                 *args], cwd=REPO, capture_output=True, text=True, timeout=120)
     finally:
         for pid in sleepers():  # a command that outlived a probe without CAP_KILL
             os.kill(pid, signal.SIGKILL)
@@ -257,9 +261,15 @@ PROXY = "slurmlink-proxy.service"
 
 @needs_root
 def test_the_api_unit_grants_what_the_cli_backend_uses(job_root: Path, test_users: tuple[str, ...]) -> None:
+    """With strace present, also: every system call of that code and of runuser (PAM included) is one the
+    unit's SystemCallFilter= allows."""
     assert service_settings(API)["User"] == ["root"]  # slurmlink acts for others only as uid 0
-    results = probe(setpriv(API), "api", str(job_root), test_users[0])
+    trace = job_root.parent / "strace.out" if shutil.which("strace") else None
+    results = probe(setpriv(API), "api", str(job_root), test_users[0], trace=trace)
     assert set(results.values()) == {"ok"}, results
+    if trace:
+        outside = traced_syscalls(trace, "tests.deploy.capability_probe") - allowed_syscalls(API)
+        assert not outside, f"system calls the API's SystemCallFilter= refuses: {sorted(outside)}"
 
 
 @needs_root
@@ -290,37 +300,116 @@ def kernel_has_mdwe() -> bool:
     return bool(libc.prctl(PR_GET_MDWE, 0, 0, 0, 0) >= 0)
 
 
+def syscall_groups() -> dict[str, list[str]]:
+    """systemd-analyze's system call groups ("@system-service": ["@basic-io", ..., "capget", ...])."""
+    groups: dict[str, list[str]] = {}
+    for line in analyze("syscall-filter").stdout.splitlines():
+        item = line.strip()
+        if item and not item.startswith("#"):
+            if line.startswith("@"):
+                groups[item] = []
+            elif groups:
+                groups[list(groups)[-1]].append(item)
+    return groups
+
+
+def allowed_syscalls(unit: str) -> set[str]:
+    """What the unit's SystemCallFilter= lines allow, applied in order as systemd does: the first (an allow
+    list) sets, a `~` line removes, a later plain line adds back."""
+    groups = syscall_groups()
+
+    def expand(item: str) -> set[str]:
+        return set().union(*(expand(i) for i in groups[item])) if item.startswith("@") else {item}
+
+    allowed: set[str] = set()
+    for value in service_settings(unit)["SystemCallFilter"]:
+        names = set().union(*(expand(i) for i in value.removeprefix("~").split()))
+        allowed = allowed - names if value.startswith("~") else allowed | names
+    return allowed
+
+
+def traced_syscalls(trace: Path, module: str = "slurmlink.cli") -> set[str]:
+    """System calls from the exec of `python -m module` on (setpriv's and the W^X wrapper's own calls before
+    it are what systemd does before its filter applies), its children's included."""
+    lines = trace.read_text().splitlines()
+    start = max(i for i, line in enumerate(lines) if "execve(" in line and f'"{module}"' in line)
+    names = set()
+    for line in lines[start + 1:]:
+        call = line.split(maxsplit=1)[-1].split("(", 1)[0]  # "1234 openat(AT_FDCWD, ..." -> "openat"
+        if call.isidentifier():
+            names.add(call)
+    return names
+
+
+MDWE = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
+        f"sys.exit('PR_SET_MDWE: ' + os.strerror(ctypes.get_errno())) if libc.prctl({PR_SET_MDWE}, "
+        f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) else os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def api_start(workdir: Path, job_root: Path, users: tuple[str, ...]) -> tuple[dict[str, Any], list[str], list[str]]:
+    config = {"backend": "cli", "job_root": str(job_root), "auth": {"allow_unauthenticated": True},
+              "users": {"default": users[0]}}
+    return config, setpriv(API), ["/metrics", "/healthz"]
+
+
+def proxy_start(workdir: Path, job_root: Path, users: tuple[str, ...]) -> tuple[dict[str, Any], list[str], list[str]]:
+    checkin = CheckinStandin().start()
+    atexit.register(checkin.stop)
+    subject = checkin.new_subject()
+    (workdir / "users.txt").write_text(f"{checkin.issuer} {subject} {users[0]}\n")
+    (workdir / "jwt.key").write_bytes(os.urandom(32))
+    config = {"upstream": f"http://127.0.0.1:{free_port()}",  # no slurmrestd: /healthz answers 502/503
+              "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": ["vo.example.org"]},
+                           "mapping": [{"static": {"path": str(workdir / "users.txt")}}]},
+              "jwt_key_file": str(workdir / "jwt.key"), "files": {"job_root": str(job_root)}}
+    # a whole request: the token checked against the stand-in's keys, entitlements, the static map
+    return config, setpriv(PROXY, as_user=users[1]), ["/metrics", "/healthz",
+                                                      f"/slurmlink/v1/whoami#{checkin.mint(subject)}"]
+
+
 @needs_root
 @pytest.mark.skipif(not kernel_has_mdwe(), reason="the kernel has no PR_SET_MDWE (Linux < 6.3)")
-def test_the_api_starts_with_the_units_limits_and_memory_deny_write_execute(job_root: Path, tmp_path: Path,
-                                                                           test_users: tuple[str, ...]) -> None:
-    """MemoryDenyWriteExecute= breaks a program that maps writable code (some JITs, some FFI callbacks): start
-    the real `slurmlink api` under the kernel's equivalent (PR_SET_MDWE, Linux >= 6.3) and the unit's
-    capabilities, and see it answer."""
-    assert service_settings(API).get("MemoryDenyWriteExecute") == ["yes"]
+@pytest.mark.parametrize("unit", [API, PROXY])
+def test_the_service_runs_within_its_units_limits(unit: str, job_root: Path, test_users: tuple[str, ...]) -> None:
+    """The real service, started with its unit's capabilities, user and no_new_privs, under the kernel's W^X
+    lock (PR_SET_MDWE, what MemoryDenyWriteExecute= enforces: some JITs and FFI callbacks break under it),
+    answers its requests; with strace present, every system call it made is one its SystemCallFilter= allows."""
+    assert service_settings(unit).get("MemoryDenyWriteExecute") == ["yes"]
+    workdir = job_root.parent
+    config, privileges, requests = (api_start if unit == API else proxy_start)(workdir, job_root, test_users)
     port = free_port()
-    config = tmp_path / "api.yaml"
-    config.write_text(yaml.safe_dump({"listen": {"host": "127.0.0.1", "port": port}, "backend": "cli",
-                                      "job_root": str(job_root), "auth": {"allow_unauthenticated": True},
-                                      "users": {"default": test_users[0]}}))
-    mdwe = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
-            f"sys.exit('PR_SET_MDWE: ' + os.strerror(ctypes.get_errno())) if libc.prctl({PR_SET_MDWE}, "
-            f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) else os.execv(sys.argv[1], sys.argv[1:])")
-    log = tmp_path / "api.log"
+    config["listen"] = {"host": "127.0.0.1", "port": port}
+    (workdir / "service.yaml").write_text(yaml.safe_dump(config))
+    trace = workdir / "strace.out"
+    tracer = ["strace", "-f", "-qq", "-o", str(trace)] if shutil.which("strace") else []
+    command = "api" if unit == API else "proxy"
+    log = workdir / "service.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([*setpriv(API), sys.executable, "-c", mdwe, sys.executable, "-m", "slurmlink.cli",
-                                    "api", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*tracer, *privileges, sys.executable, "-c", MDWE, sys.executable, "-m",
+                                    "slurmlink.cli", command, "--config", str(workdir / "service.yaml")],
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def answered() -> bool:
+        def get(request: str) -> httpx.Response | None:
             if process.poll() is not None:
-                raise AssertionError(f"slurmlink api exited {process.returncode}: {log.read_text()[-2000:]}")
+                raise AssertionError(f"slurmlink {command} exited {process.returncode}: {log.read_text()[-2000:]}")
+            path, _, token = request.partition("#")
             try:
-                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
+                return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
             except httpx.TransportError:
-                return False
+                return None
 
-        wait_until(answered, 60, "slurmlink api to answer under PR_SET_MDWE")
+        wait_until(lambda: get("/metrics"), 60, f"slurmlink {command} to answer under PR_SET_MDWE")
+        answers = {request.partition("#")[0]: get(request) for request in requests}
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)  # the service, and strace around it
         process.wait(timeout=30)
     assert "PR_SET_MDWE" not in log.read_text()
+    statuses = {path: answer.status_code if answer else None for path, answer in answers.items()}
+    assert statuses["/metrics"] == 200 and statuses["/healthz"] in (200, 502, 503), statuses
+    if unit == PROXY:
+        whoami = answers["/slurmlink/v1/whoami"]
+        assert whoami is not None and whoami.json().get("user") == test_users[0], statuses
+    if tracer:
+        outside = traced_syscalls(trace) - allowed_syscalls(unit)
+        assert not outside, f"{unit}: system calls its SystemCallFilter= refuses: {sorted(outside)}"
