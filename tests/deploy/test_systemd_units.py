@@ -11,7 +11,6 @@ PID 1 on these machines is not systemd, so no unit can be started here. What is 
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import grp
 import json
@@ -23,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -346,15 +346,17 @@ MDWE = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
         f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) else os.execv(sys.argv[1], sys.argv[1:])")
 
 
-def api_start(workdir: Path, job_root: Path, users: tuple[str, ...]) -> tuple[dict[str, Any], list[str], list[str]]:
+Start = tuple[dict[str, Any], list[str], list[str]]  # the service's config, its privileges, requests to make
+
+
+def api_start(workdir: Path, job_root: Path, users: tuple[str, ...], stack: ExitStack) -> Start:
     config = {"backend": "cli", "job_root": str(job_root), "auth": {"allow_unauthenticated": True},
               "users": {"default": users[0]}}
     return config, setpriv(API), ["/metrics", "/healthz"]
 
 
-def proxy_start(workdir: Path, job_root: Path, users: tuple[str, ...]) -> tuple[dict[str, Any], list[str], list[str]]:
-    checkin = CheckinStandin().start()
-    atexit.register(checkin.stop)
+def proxy_start(workdir: Path, job_root: Path, users: tuple[str, ...], stack: ExitStack) -> Start:
+    checkin = stack.enter_context(CheckinStandin())
     subject = checkin.new_subject()
     (workdir / "users.txt").write_text(f"{checkin.issuer} {subject} {users[0]}\n")
     (workdir / "jwt.key").write_bytes(os.urandom(32))
@@ -370,13 +372,16 @@ def proxy_start(workdir: Path, job_root: Path, users: tuple[str, ...]) -> tuple[
 @needs_root
 @pytest.mark.skipif(not kernel_has_mdwe(), reason="the kernel has no PR_SET_MDWE (Linux < 6.3)")
 @pytest.mark.parametrize("unit", [API, PROXY])
-def test_the_service_runs_within_its_units_limits(unit: str, job_root: Path, test_users: tuple[str, ...]) -> None:
+def test_the_service_runs_within_its_units_limits(unit: str, job_root: Path, test_users: tuple[str, ...],
+                                                  request: pytest.FixtureRequest) -> None:
     """The real service, started with its unit's capabilities, user and no_new_privs, under the kernel's W^X
     lock (PR_SET_MDWE, what MemoryDenyWriteExecute= enforces: some JITs and FFI callbacks break under it),
     answers its requests; with strace present, every system call it made is one its SystemCallFilter= allows."""
     assert service_settings(unit).get("MemoryDenyWriteExecute") == ["yes"]
     workdir = job_root.parent
-    config, privileges, requests = (api_start if unit == API else proxy_start)(workdir, job_root, test_users)
+    stack = ExitStack()  # the stand-ins a service needs; closed after it stopped
+    request.addfinalizer(stack.close)
+    config, privileges, requests = (api_start if unit == API else proxy_start)(workdir, job_root, test_users, stack)
     port = free_port()
     config["listen"] = {"host": "127.0.0.1", "port": port}
     (workdir / "service.yaml").write_text(yaml.safe_dump(config))
@@ -389,10 +394,10 @@ def test_the_service_runs_within_its_units_limits(unit: str, job_root: Path, tes
                                     "slurmlink.cli", command, "--config", str(workdir / "service.yaml")],
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def get(request: str) -> httpx.Response | None:
+        def get(call: str) -> httpx.Response | None:
             if process.poll() is not None:
                 raise AssertionError(f"slurmlink {command} exited {process.returncode}: {log.read_text()[-2000:]}")
-            path, _, token = request.partition("#")
+            path, _, token = call.partition("#")
             try:
                 return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10,
                                  headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -400,7 +405,7 @@ def test_the_service_runs_within_its_units_limits(unit: str, job_root: Path, tes
                 return None
 
         wait_until(lambda: get("/metrics"), 60, f"slurmlink {command} to answer under PR_SET_MDWE")
-        answers = {request.partition("#")[0]: get(request) for request in requests}
+        answers = {call.partition("#")[0]: get(call) for call in requests}
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the service, and strace around it
         process.wait(timeout=30)
