@@ -26,7 +26,8 @@ def locate(name: str, bin_dir: str | None, fs: Fs) -> str | None:
 
 
 def check_commands(report: Report, key: str, names: tuple[str, ...], bin_dir: str | None, fs: Fs) -> None:
-    where = fs.show(bin_dir) if bin_dir else f"PATH {DEFAULT_PATH}"
+    where = fs.show(bin_dir if bin_dir else DEFAULT_PATH)
+    where = where if bin_dir else f"PATH {where}"
     missing = [name for name in names if locate(name, bin_dir, fs) is None]
     if missing:
         report.error(key, f"{', '.join(missing)} not found in {where}")
