@@ -62,7 +62,19 @@ async def _slurmrestd(report: Report, config: ProxyConfig) -> None:
                           f"the key of slurm.conf's AuthAltParameters, and slurm_user {config.slurm_user} "
                           "its SlurmUser?")
     elif answer.status_code != 200:
+        hint = ""
+        if answer.status_code == 500:  # how SLURM 22.05 answers a token that slurmctld does not accept
+            hint = f" (a token slurmctld does not accept looks like this: is {key} the key of AuthAltParameters?)"
         report.error("upstream", f"slurmrestd at {upstream}: ping ({version}) answered {answer.status_code}: "
-                                 f"{shorten(answer.text)}")
+                                 f"{_slurm_errors(answer)}{hint}")
     else:
         report.ok("upstream", f"slurmrestd at {upstream} answers a SlurmUser ping ({version})")
+
+
+def _slurm_errors(answer: httpx.Response) -> str:
+    """slurmrestd's `errors` (their descriptions), or the start of whatever else it answered."""
+    try:
+        errors = answer.json().get("errors") or []
+        return "; ".join(str(e.get("description") or e.get("error")) for e in errors) or shorten(answer.text)
+    except (ValueError, AttributeError):
+        return shorten(answer.text)
