@@ -57,7 +57,9 @@ def check(service: Service, path: Path, *, online: bool = False, proxy_config: P
             proxy = (str(proxy_config), loaded) if loaded is not None else None
         _offline(service, report, config, fs, proxy)
     offline_errors = sum(r.errors for r in reports)
-    if online and config is not None:
+    if online and offline_errors:
+        report.warning("", "--online checks skipped: fix the errors above first")
+    elif online and config is not None:
         asyncio.run(_online(service, report, config))
     if offline_errors:
         return reports, 2

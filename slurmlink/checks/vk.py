@@ -25,8 +25,7 @@ def check_vk(report: Report, config: VkConfig, fs: Fs) -> None:
         try:
             make_client(section)  # read as the vk reads it: the file, its context, its credentials' files
         except ConfigError as exc:
-            report.error("kube.kubeconfig", str(exc).removeprefix("kube.kubeconfig (or $KUBECONFIG, or the "
-                                                                  "in-cluster account): "))
+            report.error("kube.kubeconfig", _kube_problem(exc))
         else:
             report.ok("kube.kubeconfig", f"context {section.context or '(current)'} is usable")
     elif not section.kubeconfig:
@@ -55,7 +54,7 @@ async def _identity(report: Report, config: VkConfig) -> None:
     try:
         client = make_client(config.kube)
     except ConfigError as exc:
-        report.error("kube.kubeconfig", str(exc))
+        report.error("kube.kubeconfig", _kube_problem(exc))
         return
     try:
         review = await raw(client, "POST", SELF_SUBJECT_REVIEWS,
@@ -84,3 +83,8 @@ async def _identity(report: Report, config: VkConfig) -> None:
     else:
         report.warning("kube.kubeconfig", f"the apiserver knows the vk as {name} (groups {', '.join(groups)}), "
                                           f"not as the node identity {wanted}: it needs the RBAC of docs/vk.md")
+
+
+def _kube_problem(exc: ConfigError) -> str:
+    """make_client's message without its own naming of the key (the finding names it)."""
+    return str(exc).removeprefix("kube.kubeconfig (or $KUBECONFIG, or the in-cluster account): ")

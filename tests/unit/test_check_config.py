@@ -138,3 +138,11 @@ def test_a_config_that_does_not_load_is_one_error_and_exit_code_2(tmp_path: Path
     assert line.startswith(f"error   {path}: listne: ")
     reports, code = check("api", path, environ={"SLURMLINK_POLL_INTERVAL": "-1"})
     assert "SLURMLINK_POLL_INTERVAL (poll_interval)" in reports[0].lines()[0]
+
+
+def test_online_checks_wait_for_the_offline_ones(tmp_path: Path) -> None:
+    path = tmp_path / "vk.yaml"
+    path.write_text(f"api: {{token_file: {tmp_path / 'absent'}}}\n")
+    reports, code = check("vk", path, online=True, environ={})
+    assert code == 2
+    assert reports[0].findings[-1].message == "--online checks skipped: fix the errors above first"
