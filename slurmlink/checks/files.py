@@ -27,6 +27,7 @@ PUBLIC_KEYS = frozenset({"cert_file", "ca_file", "client_ca_file", "slurm_conf"}
 # Files the service writes itself: the directory must be there and writable; an existing file must be private.
 STATE_FILE_KEYS = frozenset({"state_file"})
 DIRECTORY_KEYS = frozenset({"bin_dir"})
+SOCKET_KEYS = frozenset({"socket"})  # a unix socket the service binds: its directory must be there
 STATE_DIRECTORY_KEYS = frozenset({"state_dir"})  # made by the service (0700) when missing
 
 
@@ -73,10 +74,12 @@ def check_named_files(report: Report, model: BaseModel, fs: Fs) -> None:
             continue
         if name in SECRET_KEYS:
             secret_file(report, key, value, fs)
-        elif name in PUBLIC_KEYS or name.endswith("_file") and name not in STATE_FILE_KEYS:
-            readable_file(report, key, value, fs)
         elif name in STATE_FILE_KEYS:
             state_file(report, key, value, fs)
+        elif name in PUBLIC_KEYS or name.endswith("_file"):
+            readable_file(report, key, value, fs)
+        elif name in SOCKET_KEYS:
+            socket_path(report, key, value, fs)
         elif name in DIRECTORY_KEYS:
             directory(report, key, value, fs)
         elif name in STATE_DIRECTORY_KEYS:
@@ -157,6 +160,16 @@ def state_file(report: Report, key: str, name: str, fs: Fs) -> None:
         report.error(key, f"{fs.show(name)} is not writable: the service renews it")
     else:
         report.ok(key, f"{fs.show(name)} is private and writable")
+
+
+def socket_path(report: Report, key: str, name: str, fs: Fs) -> None:
+    parent = fs.path(name).parent
+    if not parent.is_dir():
+        report.error(key, f"the directory of {fs.show(name)} does not exist")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        report.error(key, f"cannot create {fs.show(name)}: its directory is not writable")
+    else:
+        report.ok(key, f"{fs.show(name)} can be created")
 
 
 def directory(report: Report, key: str, name: str, fs: Fs) -> None:

@@ -146,3 +146,15 @@ def test_online_checks_wait_for_the_offline_ones(tmp_path: Path) -> None:
     reports, code = check("vk", path, online=True, environ={})
     assert code == 2
     assert reports[0].findings[-1].message == "--online checks skipped: fix the errors above first"
+
+
+def test_a_unix_socket_needs_its_directory(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    class Listen(BaseModel):  # the shape of a listener with a socket (ApiConfig's listen.socket)
+        socket: str | None = None
+
+    report = Report("api.yaml", {})
+    check_named_files(report, Listen(socket=str(tmp_path / "api.sock")), Fs())
+    check_named_files(report, Listen(socket=str(tmp_path / "absent" / "api.sock")), Fs())
+    assert [f.level for f in report.findings] == ["ok", "error"]
