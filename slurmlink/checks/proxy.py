@@ -1,5 +1,6 @@
 """`slurmlink check-config proxy`: the SlurmUser's key or token, the job root of the file extensions, scancel
-for signals; online, the issuers and slurmrestd (pinged with a SlurmUser token, as the proxy's /healthz does)."""
+for signals; online, the issuers and slurmrestd (pinged with a SlurmUser token, as the proxy's /healthz does,
+and asked for its diag, which only a token slurmctld accepts gets)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ async def check_proxy_online(report: Report, config: ProxyConfig) -> None:
 
 
 async def _slurmrestd(report: Report, config: ProxyConfig) -> None:
-    """The proxy's own way to slurmrestd: a SlurmUser token, the API version, a ping."""
+    """The proxy's own way to slurmrestd: a SlurmUser token, the API version, a ping; then diag, which needs
+    slurmctld to accept the token."""
     source = SlurmTokenSource(slurm_user=config.slurm_user, jwt_key_file=config.jwt_key_file,
                               token_file=config.token_file, lifespan=config.token_lifespan_seconds)
     key = "jwt_key_file" if config.jwt_key_file else "token_file"
@@ -53,22 +55,23 @@ async def _slurmrestd(report: Report, config: ProxyConfig) -> None:
             report.error("upstream", f"slurmrestd at {upstream}: {refusal.message}")
             return
         try:
-            answer = await http.get(f"{upstream}/slurm/{version}/ping/", headers=headers)
+            ping = await http.get(f"{upstream}/slurm/{version}/ping/", headers=headers)
+            # ping does not authenticate the token on every release (24.11 answers 200 to any); diag does
+            diag = await http.get(f"{upstream}/slurm/{version}/diag/", headers=headers) if ping.is_success else None
         except httpx.HTTPError as exc:
             report.error("upstream", f"slurmrestd at {upstream} cannot be reached: {type(exc).__name__}")
             return
-    if answer.status_code in (401, 403):
-        report.error(key, f"slurmrestd at {upstream} refused the SlurmUser token ({answer.status_code}): is it "
-                          f"the key of slurm.conf's AuthAltParameters, and slurm_user {config.slurm_user} "
-                          "its SlurmUser?")
-    elif answer.status_code != 200:
-        hint = ""
-        if answer.status_code == 500:  # how SLURM 22.05 answers a token that slurmctld does not accept
-            hint = f" (a token slurmctld does not accept looks like this: is {key} the key of AuthAltParameters?)"
-        report.error("upstream", f"slurmrestd at {upstream}: ping ({version}) answered {answer.status_code}: "
-                                 f"{_slurm_errors(answer)}{hint}")
+    question = f"is {key} the key of slurm.conf's AuthAltParameters, and slurm_user {config.slurm_user} its SlurmUser?"
+    if diag is None:  # 22.05 answers a token slurmctld does not accept with a 500 here
+        report.error("upstream", f"slurmrestd at {upstream}: ping ({version}) answered {ping.status_code}: "
+                                 f"{_slurm_errors(ping)}; slurmctld is down, or refuses the token ({question})")
+        return
+    report.ok("upstream", f"slurmrestd at {upstream} answers a SlurmUser ping ({version})")
+    if diag.is_success:
+        report.ok(key, "slurmctld accepts the SlurmUser token (diag)")
     else:
-        report.ok("upstream", f"slurmrestd at {upstream} answers a SlurmUser ping ({version})")
+        report.error(key, f"slurmctld refused the SlurmUser token (diag answered {diag.status_code}: "
+                          f"{_slurm_errors(diag)}): {question}")
 
 
 def _slurm_errors(answer: httpx.Response) -> str:

@@ -69,6 +69,7 @@ def test_the_proxy_reaches_its_issuer_and_slurmrestd(mode1: Mode1) -> None:
     assert result.code == 0, "\n".join(result.lines)
     _line(result, "ok", "identity.issuers.0", "discovery document and signing keys fetched")
     _line(result, "ok", "upstream", "answers a SlurmUser ping")
+    _line(result, "ok", "jwt_key_file", "slurmctld accepts the SlurmUser token")
 
 
 @pytest.mark.slurm
@@ -80,7 +81,7 @@ def test_a_proxy_with_the_wrong_jwt_key_or_no_slurmrestd(mode1: Mode1, tmp_path:
     wrong_key = _write(tmp_path / "proxy-key.yaml", {**config, "jwt_key_file": str(key)})
     result = check_config("proxy", wrong_key, "--online")
     assert result.code == 1, "\n".join(result.lines)
-    # 24.11 refuses the token (401); 22.05 answers 500 "slurmctld config is unable to load": either way the key is named
+    # 24.11 pings with any token but refuses diag (511); 22.05 refuses the ping (500): either way the key is named
     assert any("jwt_key_file" in line for line in result.errors()), "\n".join(result.lines)
     no_rest = _write(tmp_path / "proxy-rest.yaml", {**config, "upstream": f"http://127.0.0.1:{_closed_port()}"})
     result = check_config("proxy", no_rest, "--online")
