@@ -12,12 +12,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slurmlink.core.errors import SlurmlinkError
 
 Model = TypeVar("Model", bound=BaseModel)
 ENV_PREFIX = "SLURMLINK_"
+
+
+class Strict(BaseModel):
+    """The base of every configuration section."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
 
 class ConfigError(SlurmlinkError):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from slurmlink.config import Strict
 from slurmlink.identity.config import IdentityConfig, IssuerSection
 from slurmlink.slurm.rest_shapes import SUPPORTED
 from slurmlink.translate import site as site_model
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
 
 class ListenConfig(Strict):

@@ -20,15 +20,12 @@ read when the service starts (slurmlink.identity.build).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from slurmlink.config import Strict
 from slurmlink.identity.entitlements import PolicySection
 from slurmlink.identity.mapping import MappingStep
 from slurmlink.identity.oidc import CHECKIN_PRESETS, IssuerConfig
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class IssuerSection(Strict):

@@ -18,7 +18,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import aarc_entitlement
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from slurmlink.config import Strict
 
 log = logging.getLogger(__name__)
 
@@ -171,18 +173,14 @@ class EntitlementPolicy:
         return f"assurance {' and '.join(lacking)} required" if lacking else None
 
 
-class VoSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class VoSection(Strict):
     name: str
     roles: str | list[str] | None = None  # None: the policy's roles
     settings: dict[str, Any] = Field(default_factory=dict)  # for the mapper: `strategies`, `service_account`
 
 
-class PolicySection(BaseModel):
+class PolicySection(Strict):
     """The `policy:` section, checked when the file is loaded; see EntitlementPolicy for what each key means."""
-
-    model_config = ConfigDict(extra="forbid")
 
     vos: list[str | VoSection]
     match: Literal["any", "all"] = "any"

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from slurmlink.config import Strict
 from slurmlink.identity.config import IdentityConfig
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ListenSection(Strict):

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from slurmlink.config import Strict
 
 UPSTREAM_TAINT_KEY = "virtual-node.interlink/no-schedule"
 # Labels a node may not set on itself (NodeRestriction): refused here rather than by the apiserver at start.
 _FORBIDDEN_LABEL_PREFIXES = ("node-role.kubernetes.io/", "node-restriction.kubernetes.io/")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
 
 class TaintConfig(Strict):
