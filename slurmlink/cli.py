@@ -1,8 +1,9 @@
-"""The one entry point: `slurmlink api|vk|proxy|check-config|run|get|logs|delete|demo|dev-cluster`."""
+"""The one entry point: `slurmlink api|vk|proxy|check-config|config|run|get|logs|delete|demo|dev-cluster`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -14,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from slurmlink import __version__
 from slurmlink.config import ConfigError, load_config
 from slurmlink.devcluster.commands import app as dev_cluster_app
 from slurmlink.logs import configure as configure_logging
@@ -21,7 +23,21 @@ from slurmlink.logs import configure as configure_logging
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Run Kubernetes pods as SLURM jobs, authorised by EGI Check-in.")
 app.add_typer(dev_cluster_app, name="dev-cluster", help="A real single-node SLURM on this machine.")
+config_app = typer.Typer(no_args_is_help=True, add_completion=False)
+app.add_typer(config_app, name="config", help="Example configurations, their JSON Schema and reference.")
 console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"slurmlink {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    """Run Kubernetes pods as SLURM jobs, authorised by EGI Check-in."""
 
 ApiUrl = Annotated[str, typer.Option("--api", envvar="SLURMLINK_API_URL", help="URL of slurmlink api.")]
 TokenOpt = Annotated[str | None, typer.Option("--token-file", envvar="SLURMLINK_API_TOKEN_FILE",
@@ -109,7 +125,7 @@ def vk(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLU
         raise _config_error(config, exc) from exc
 
 
-class CheckedService(StrEnum):
+class Service(StrEnum):
     api = "api"
     proxy = "proxy"
     vk = "vk"
@@ -117,7 +133,7 @@ class CheckedService(StrEnum):
 
 @app.command("check-config")
 def check_config(
-        service: Annotated[CheckedService, typer.Argument(help="Whose configuration: api, proxy or vk.")],
+        service: Annotated[Service, typer.Argument(help="Whose configuration: api, proxy or vk.")],
         config: Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")],
         online: Annotated[bool, typer.Option(help="Also reach issuers, slurmrestd, the API and the apiserver.")]
         = False,
@@ -131,7 +147,7 @@ def check_config(
     One line per check; exit code 0 without errors, 2 for configuration errors, 1 when only --online failed."""
     from slurmlink.checks.run import check
 
-    if proxy_config is not None and service != CheckedService.api:
+    if proxy_config is not None and service != Service.api:
         raise _config_error(None, "--proxy-config goes with check-config api")
     logging.disable(logging.WARNING)  # the clients' own warnings would repeat the findings
     reports, code = check(service.value, config, online=online, proxy_config=proxy_config, root=root)
@@ -201,6 +217,46 @@ def demo(pod: Annotated[Path | None, typer.Argument(help="Pod manifest (default:
     from slurmlink.demo import run_demo
 
     raise typer.Exit(run_demo(pod, port, console))
+
+
+@config_app.command("example")
+def config_example(name: Annotated[str | None, typer.Argument(help="The example's name; none: list them.")]
+                   = None) -> None:
+    """Print a shipped example configuration (e.g. `vk`, `proxy`, `api-mode2`), to start a file from."""
+    from slurmlink import examples
+
+    if name is None:
+        print("\n".join(examples.config_names()))
+        return
+    try:
+        print(examples.config_path(name).read_text(), end="")
+    except examples.UnknownExample as exc:
+        console.print(Text.assemble(("error: ", "red"), exc.message), soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
+@config_app.command("schema")
+def config_schema(service: Service) -> None:
+    """Print the JSON Schema of a service's configuration file (for editors and validators)."""
+    from slurmlink.configref import json_schema
+
+    print(json.dumps(json_schema(service.value), indent=2))
+
+
+@config_app.command("reference")
+def config_reference(update: Annotated[Path | None, typer.Option(
+        help="Rewrite the generated tables of this markdown file (docs/configuration.md) in place.")] = None) -> None:
+    """Print the key tables of docs/configuration.md, generated from the configuration's models."""
+    from slurmlink import configref
+
+    if update is None:
+        print("\n".join(f"## {name}\n\n{configref.table(name)}" for name in configref.TABLES))
+        return
+    text = update.read_text()
+    new = configref.update_markdown(text)
+    if new != text:
+        update.write_text(new)
+    console.print(f"{update}: {'updated' if new != text else 'already up to date'}")
 
 
 def main() -> None:

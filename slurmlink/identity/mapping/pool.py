@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from slurmlink.identity.pool import DEFAULT_POOL_URL, PoolExhausted, PoolStore
 
@@ -58,13 +58,16 @@ class Pool(Strategy):
 
 
 class PoolOptions(StrategyOptions):
+    """Pool accounts `<prefix><number>`, each assigned to one user once and kept."""
+
     kind: Literal["pool"] = "pool"
-    name: str = "pool"
-    prefix: str = "egi"
-    digits: int = 3
-    first: int = 1
-    last: int = 100
-    url: str = DEFAULT_POOL_URL  # any SQLAlchemy URL
+    name: str = Field(default="pool", description=(
+        "the step's name, which a VO's `settings.strategies: [...]` refers to; names must be distinct"))
+    prefix: str = Field(default="egi", description="pool accounts are named `<prefix><number>`")
+    digits: int = Field(default=3, description="the number's digits, zero-padded (`egi001`)")
+    first: int = Field(default=1, description="the first account's number")
+    last: int = Field(default=100, description="the last account's number")
+    url: str = Field(default=DEFAULT_POOL_URL, description="the database of assignments (any SQLAlchemy URL)")
 
     @model_validator(mode="after")
     def _valid_range(self) -> PoolOptions:
