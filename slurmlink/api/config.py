@@ -124,10 +124,9 @@ class AuthConfig(Strict):
 
     bearer_token_file: str | None = Field(default=None, description=(
         "callers (the virtual kubelet) must send `Authorization: Bearer <contents>`"))
-    # Serving without a token must be asked for explicitly (a single-user laptop, the tests, the demo).
     allow_unauthenticated: bool = Field(default=False, description=(
-        "serve without a token. The API refuses to start without one otherwise: any local user of the host "
-        "could submit as any mapped account"))
+        "serve without a token (a single-user laptop, the tests, the demo). The API refuses to start without "
+        "one otherwise: any local user of the host could submit as any mapped account"))
 
 
 class ApiConfig(Strict):

@@ -1,22 +1,7 @@
 """Configuration of `slurmlink proxy` (one YAML file, `SLURMLINK_*` overrides via slurmlink.config.load_config).
 
-    listen: {host: 127.0.0.1, port: 8443}
-    upstream: http://127.0.0.1:6820          # slurmrestd (plain HTTP on loopback or a private network)
-    identity: {...}                          # see slurmlink.identity.config.IdentityConfig
-    slurm_user: slurm                        # the SlurmUser the proxy speaks for
-    jwt_key_file: /var/spool/slurm/jwt_hs256.key   # either: mint short HS256 SlurmUser tokens
-    # token_file: /run/slurmlink/slurm.token       # or: a token the site rotates (re-read on change)
-    token_lifespan_seconds: 300
-    max_body_bytes: 1048576
-    upstream_timeout_seconds: 30
-    max_upstream_connections: 32
-    rate_limit: {requests_per_second: 10, burst: 20}   # per mapped user
-    auth_failure_limit: null                 # e.g. {requests_per_second: 1, burst: 30}: refused tokens per address
-    allow_slurmdb: false                     # read-only /slurmdb job queries
-    tls: {cert_file: ..., key_file: ...}     # optional; terminate TLS here (TLS >= 1.3 recommended)
-    files: {job_root: /path, max_chunk_bytes: 16777216}   # optional: the /slurmlink/v1/ file extensions
-    service_identities: [{issuer: https://..., subject: <sub>, account: <local account>}]   # optional
-    state_dir: /var/lib/slurmlink/proxy      # the submission ledger; required with service_identities
+Every key is described here (`Field(description=...)`); docs/configuration.md's table of them is generated from
+this module (`slurmlink config reference`), and slurmlink/examples/proxy.yaml is a complete example.
 """
 
 from __future__ import annotations
@@ -105,7 +90,6 @@ class ProxyConfig(Strict):
     max_upstream_connections: int = Field(default=32, ge=1, description=(
         "keep it below slurmrestd's `--max-connections` (124)"))
     rate_limit: RateLimitSection = Field(default_factory=lambda: RateLimitSection(), description="per mapped user")
-    # Off by default: in mode 1 one `slurmlink api` forwards every user's token from one address.
     auth_failure_limit: RateLimitSection | None = Field(default=None, description=(
         "refused tokens per client address: past the burst, the address gets 429 without its token being looked "
         "at. Off by default: in mode 1 one API sends everyone's tokens, and one user's expired tokens would lock "
