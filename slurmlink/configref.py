@@ -175,7 +175,7 @@ def _bounds(field: FieldInfo) -> list[str]:
         elif isinstance(rule, annotated_types.Le):
             out.append(f"≤ {rule.le}")
         elif isinstance(rule, annotated_types.MinLen):
-            out.append(f"(at least {rule.min_length})")
+            out.append("(not empty)" if rule.min_length == 1 else f"(at least {rule.min_length})")
     return out
 
 

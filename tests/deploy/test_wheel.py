@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,8 +30,7 @@ from slurmlink import examples
 pytestmark = pytest.mark.timeout(900)
 SOURCE = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SLURMLINK_TEST_CACHE", "/var/cache/slurmlink"))
-VERSION = next(line.split('"')[1] for line in (SOURCE / "pyproject.toml").read_text().splitlines()
-               if line.startswith("version = "))
+VERSION = tomllib.loads((SOURCE / "pyproject.toml").read_text())["project"]["version"]
 
 # Each command runs as `slurmlink ARGS` from the venv that has only the wheel, must exit 0, and its stdout must
 # pass the check. `{examples}` stands for the installed package's example configurations.
