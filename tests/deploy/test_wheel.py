@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from slurmlink import examples
+from tests.deploy.check_config import stage_site
 
 pytestmark = pytest.mark.timeout(900)
 SOURCE = Path(__file__).resolve().parents[2]
@@ -33,11 +34,13 @@ CACHE = Path(os.environ.get("SLURMLINK_TEST_CACHE", "/var/cache/slurmlink"))
 VERSION = tomllib.loads((SOURCE / "pyproject.toml").read_text())["project"]["version"]
 
 # Each command runs as `slurmlink ARGS` from the venv that has only the wheel, must exit 0, and its stdout must
-# pass the check. `{examples}` stands for the installed package's example configurations.
+# pass the check. `{examples}` stands for the installed package's example configurations, `{site}` for a tree
+# holding what the vk example names (tests/deploy/check_config.py).
 COMMANDS: dict[str, Callable[[str], bool]] = {
     "--version": lambda out: out == f"slurmlink {VERSION}\n",
     "config example vk": lambda out: out == examples.config_path("vk").read_text(),
     "config schema proxy": lambda out: json.loads(out)["title"] == "slurmlink proxy configuration",
+    "check-config vk -c {examples}/vk.yaml --root {site}": lambda out: out.startswith("ok "),
 }
 
 
@@ -156,11 +159,13 @@ def test_the_venv_holds_only_the_runtime_dependencies(venv: Path) -> None:
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_installed_command_works(venv: Path, command: str, tmp_path: Path) -> None:
-    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import slurmlink, pathlib; "
-                           "print(pathlib.Path(slurmlink.__file__).parent)"], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=60, check=True, env=_clean_env()).stdout.strip()
-    assert Path(site).is_relative_to(venv), site  # the installed copy, not the source tree
-    argv = [str(venv / "bin" / "slurmlink"), *shlex.split(command.format(examples=f"{site}/examples"))]
+    package = subprocess.run([str(venv / "bin" / "python"), "-c", "import slurmlink, pathlib; "
+                              "print(pathlib.Path(slurmlink.__file__).parent)"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60, check=True, env=_clean_env()).stdout.strip()
+    assert Path(package).is_relative_to(venv), package  # the installed copy, not the source tree
+    stage_site(tmp_path / "site", "vk", examples.config_path("vk"))
+    argv = [str(venv / "bin" / "slurmlink"),
+            *shlex.split(command.format(examples=f"{package}/examples", site=tmp_path / "site"))]
     result = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False,
                             env=_clean_env())
     assert result.returncode == 0, result.stderr
