@@ -18,11 +18,11 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from slurmlink.api.config import ApiConfig
+from slurmlink.checks.run import MODELS
 from slurmlink.identity.config import IdentityConfig, IssuerSection
 from slurmlink.proxy.config import ProxyConfig
 from slurmlink.vk.config import VkConfig
 
-MODELS: dict[str, type[BaseModel]] = {"api": ApiConfig, "proxy": ProxyConfig, "vk": VkConfig}
 # The tables of docs/configuration.md, each between `<!-- BEGIN config reference NAME -->` and `<!-- END ... -->`.
 TABLES: dict[str, tuple[type[BaseModel], str]] = {
     "api": (ApiConfig, ""), "identity": (IdentityConfig, "identity."), "proxy": (ProxyConfig, ""), "vk": (VkConfig, ""),
