@@ -1,4 +1,4 @@
-"""The one entry point: `slurmlink api|vk|proxy|run|get|logs|delete|demo|dev-cluster`."""
+"""The one entry point: `slurmlink api|vk|vk-node-delete|proxy|run|get|logs|delete|demo|dev-cluster`."""
 
 from __future__ import annotations
 
@@ -106,6 +106,28 @@ def vk(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLU
         asyncio.run(run_vk(settings))
     except ConfigError as exc:
         raise _config_error(config, exc) from exc
+
+
+@app.command("vk-node-delete")
+def vk_node_delete(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLURMLINK_VK_CONFIG",
+                                                               help="The vk's YAML configuration file.")] = None
+                   ) -> None:
+    """Delete the vk's Node object (node.name of the config), e.g. before uninstalling the vk."""
+    import httpx2
+    from lightkube import ApiError
+
+    from slurmlink.vk.config import VkConfig
+    from slurmlink.vk.nodedelete import delete_node
+
+    try:
+        settings = load_config(VkConfig, config)
+        deleted = asyncio.run(delete_node(settings))
+    except ConfigError as exc:
+        raise _config_error(config, exc) from exc
+    except (ApiError, httpx2.HTTPError, OSError) as exc:  # refused (RBAC) or the apiserver away: say so, exit 1
+        console.print(Text.assemble(("error: ", "red"), f"deleting node {settings.node.name}: {exc}"), soft_wrap=True)
+        raise typer.Exit(1) from exc
+    console.print(f"node {settings.node.name} {'deleted' if deleted else 'was already gone'}")
 
 
 @app.command()
