@@ -1,0 +1,371 @@
+"""The Helm chart of the vk (deploy/helm/slurmlink-vk): lint, manifests valid against the Kubernetes schemas,
+values refused by values.schema.json with the right message, the rendered configs read by slurmlink's own
+loader, and RBAC that is exactly what the vk calls.
+
+The RBAC check is made from a real run, not from a list kept by hand: the Kubernetes stand-in records the RBAC
+attributes of every request (standins/kube/audit.py), a `slurmlink vk` process runs a representative lifecycle
+against it as the chart's ServiceAccount (registration, lease, node watch, pods with a ConfigMap, a Secret and a
+projected token, status, events, `kubectl logs`, a bearer-token call to the kubelet endpoint, a CSR, pod
+deletion, a restart that adopts the node, the node deleted and registered again), then `slurmlink
+vk-node-delete` runs as the pre-delete hook's account; each account's requests are compared with the rules the
+chart binds to it, both ways. No SLURM: the interLink API is a fake (tests/harness/fake_interlink.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from slurmlink.api.config import ApiConfig
+from slurmlink.config import load_config
+from slurmlink.vk.config import KubeletAuthenticationConfig, KubeletAuthorizationConfig, VkConfig
+from standins.kube import KubeStandin
+from standins.kube.audit import AuditEntry
+from standins.kube.rbac import REVIEWS
+from tests.harness.fake_interlink import LOG_TEXT, serve_fake_interlink
+from tests.harness.helm import CHART, HELM_VERSION, find, helm, objects, render
+from tests.harness.pods import NODE, pod_manifest
+from tests.harness.services import VkProcess, token_kubeconfig, vk_config
+from tests.harness.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(300)
+VALUES = Path(__file__).parent / "helm-values"
+GOOD = sorted(VALUES.glob("*.yaml"))
+BAD = sorted((VALUES / "bad").glob("*.yaml"))
+KUBERNETES = "1.36.0"  # the schemas kubernetes-validate ships for the apiserver of shared/reference/kubernetes.md
+STATE_DIR = "/var/lib/slurmlink/vk"
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [path.stem for path in paths]
+
+
+def configmap_data(docs: list[dict[str, Any]]) -> dict[str, str]:
+    [deployment] = find(docs, "Deployment")
+    name = next(v["configMap"]["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]
+                if v["name"] == "config")
+    return dict(find(docs, "ConfigMap", name)[0]["data"])
+
+
+def load_rendered(model: type[BaseModel], text: str, path: Path) -> BaseModel:
+    """A rendered config through slurmlink's own loader, as the service reads it at start."""
+    data = yaml.safe_load(text)
+    if "admin" not in model.model_fields:  # the admin listener (issue 12, branch i12-tls) is not merged here yet
+        data.pop("admin")
+    path.write_text(yaml.safe_dump(data))
+    return load_config(model, path)  # becomes `slurmlink check-config vk|api -c path` once that command lands
+
+
+# --- the chart on its own ------------------------------------------------------------------------------------
+
+def test_helm_is_the_pinned_release() -> None:
+    assert helm("version", "--short").stdout.startswith(HELM_VERSION + "+")
+
+
+@pytest.mark.parametrize("values", GOOD, ids=_ids(GOOD))
+def test_lint_strict(values: Path) -> None:
+    result = helm("lint", "--strict", str(CHART), "--values", str(values), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("values", GOOD, ids=_ids(GOOD))
+def test_manifests_valid_for_kubernetes(values: Path, tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests.yaml"
+    manifests.write_text(render(values))
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    result = subprocess.run([str(validate), "-k", KUBERNETES, "--strict", str(manifests)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = (result.stdout + result.stderr).splitlines()
+    assert not [line for line in output if line.startswith("ERROR")], output
+    # The one kind without a Kubernetes schema is the Prometheus operator's; test_service_monitor checks it.
+    unknown = [line for line in output if line.startswith("WARN")]
+    assert all("kind ServiceMonitor with api version monitoring.coreos.com/v1" in line for line in unknown), unknown
+
+
+@pytest.mark.parametrize("values", GOOD, ids=_ids(GOOD))
+def test_deployment_shape(values: Path) -> None:
+    docs = objects(render(values))
+    assert not find(docs, "Secret"), "the chart never makes a Secret: they are referenced"
+    [deployment] = find(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    jobs = [job["spec"]["template"]["spec"] for job in find(docs, "Job")]
+    for each in (pod, *jobs):
+        assert each["securityContext"]["runAsNonRoot"] is True
+        assert each["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in each["containers"]:
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] and context["readOnlyRootFilesystem"], container["name"]
+            assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    vk = pod["containers"][0]
+    admin_port = yaml.safe_load(configmap_data(docs)["vk.yaml"])["admin"]["port"]
+    assert {"name": "admin", "containerPort": admin_port} in vk["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert vk[probe]["httpGet"] == {"path": "/healthz", "port": "admin"}, probe
+    assert any(m["mountPath"] == STATE_DIR and m["name"] == "state" for m in vk["volumeMounts"])
+    for volume in pod["volumes"]:  # secrets are files, readable by the pod's group only
+        if "secret" in volume:
+            assert volume["secret"]["defaultMode"] == 0o440, volume
+
+
+@pytest.mark.parametrize("values", GOOD, ids=_ids(GOOD))
+def test_rendered_configs_load(values: Path, tmp_path: Path) -> None:
+    docs = objects(render(values))
+    data = configmap_data(docs)
+    wanted = yaml.safe_load(values.read_text())
+    vk = load_rendered(VkConfig, data["vk.yaml"], tmp_path / "vk.yaml")
+    assert isinstance(vk, VkConfig)
+    assert vk.node.name == wanted["node"]["name"]
+    if vk.kubelet.tls == "csr":  # kept on the volume, so a restart needs no new approval
+        assert vk.kubelet.csr.state_file == f"{STATE_DIR}/kubelet-serving.pem"
+    if wanted.get("mode1Api", {}).get("enabled"):
+        api = load_rendered(ApiConfig, data["api.yaml"], tmp_path / "api.yaml")
+        assert isinstance(api, ApiConfig) and api.backend == "rest"
+        assert vk.api.url == f"http://{api.listen.host}:{api.listen.port}"
+    else:
+        assert "api.yaml" not in data
+
+
+def test_settings_in_the_schema_are_keys_of_the_models() -> None:
+    """values.schema.json lists the settings passed through to the configs: each must be a key slurmlink knows."""
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    owned = {"node", "kube", "api", "kubelet", "admin"}  # set by the chart from their own values
+    vk_settings = set(schema["vkSettings"]["properties"])
+    assert vk_settings <= set(VkConfig.model_fields) - owned
+    assert set(schema["mode1Api"]["properties"]["settings"]["properties"]) <= set(ApiConfig.model_fields)
+    kubelet = schema["kubelet"]["properties"]
+    assert set(kubelet["authentication"]["properties"]) == set(KubeletAuthenticationConfig.model_fields) - {"x509"}
+    assert set(kubelet["authorization"]["properties"]) == set(KubeletAuthorizationConfig.model_fields)
+
+
+def test_service_monitor() -> None:
+    docs = objects(render(VALUES / "service-monitor.yaml"))
+    [monitor] = find(docs, "ServiceMonitor")
+    [service] = find(docs, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    ports = {port["name"] for port in service["spec"]["ports"]}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["admin", "api-admin"]
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+    assert all(e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
+
+
+@pytest.mark.parametrize("values", BAD, ids=_ids(BAD))
+def test_bad_values_refused(values: Path) -> None:
+    first = values.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{values.name}: the first line says the expected message"
+    result = helm("template", "t", str(CHART), "--values", str(values), check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert first.removeprefix("# expect: ") in result.stderr, result.stderr
+
+
+# --- RBAC: the chart's rules against a vk's real requests -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Permission:
+    """One (API group, resource[/subresource], verb) a rule grants, maybe limited to names or to a namespace."""
+
+    group: str
+    resource: str
+    verb: str
+    names: frozenset[str] = frozenset()
+    namespace: str | None = None  # None: any (a ClusterRole bound cluster-wide)
+
+    def allows(self, entry: AuditEntry) -> bool:
+        resource = f"{entry.resource}/{entry.subresource}" if entry.subresource else entry.resource
+        return (self.group == entry.group and self.resource == resource and self.verb == entry.verb
+                and (not self.names or entry.name in self.names)
+                and (self.namespace is None or self.namespace == entry.namespace))
+
+
+# Kubernetes' bootstrap ClusterRole system:auth-delegator (the stand-in's review grants are the same rules)
+AUTH_DELEGATOR = [Permission(group, plural, "create") for group, plural in REVIEWS]
+
+
+def _permissions(role: dict[str, Any]) -> list[Permission]:
+    namespace = role["metadata"]["namespace"] if role["kind"] == "Role" else None
+    return [Permission(group, resource, verb, frozenset(rule.get("resourceNames") or ()), namespace)
+            for rule in role["rules"] for group in rule["apiGroups"] for resource in rule["resources"]
+            for verb in rule["verbs"]]
+
+
+def bound_permissions(docs: list[dict[str, Any]], account: str, namespace: str) -> list[Permission]:
+    """Every permission the rendered bindings give the ServiceAccount `namespace/account`."""
+    granted: list[Permission] = []
+    for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding"):
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == account and s["namespace"] == namespace
+                   for s in binding["subjects"]):
+            continue
+        ref = binding["roleRef"]
+        if ref["name"] == "system:auth-delegator":
+            granted += AUTH_DELEGATOR
+            continue
+        [role] = find(docs, ref["kind"], ref["name"])
+        granted += _permissions(role)
+    return granted
+
+
+def bound_accounts(docs: list[dict[str, Any]], role_kind: str, role_name: str) -> list[tuple[str, str]]:
+    return [(s["namespace"], s["name"]) for binding in find(docs, f"{role_kind}Binding")
+            if binding["roleRef"]["name"] == role_name for s in binding["subjects"]]
+
+
+def compare(entries: list[AuditEntry], granted: list[Permission]) -> tuple[list[AuditEntry], list[Permission]]:
+    """(requests no permission allows, permissions no request used)."""
+    missing = sorted({e for e in entries if not any(p.allows(e) for p in granted)}, key=str)
+    unused = [p for p in granted if not any(p.allows(e) for e in entries)]
+    return missing, unused
+
+
+@dataclass
+class Recorded:
+    docs: list[dict[str, Any]]
+    vk_account: tuple[str, str]
+    hook_account: tuple[str, str]
+    vk: list[AuditEntry]
+    hook: list[AuditEntry]
+    hook_outputs: list[str]
+
+
+def _account_token(kube: KubeStandin, namespace: str, name: str) -> str:
+    with kube.client() as http:
+        if kube.get("namespaces", namespace) is None:
+            http.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).raise_for_status()
+        http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                  json={"metadata": {"name": name}}).raise_for_status()
+        answer = http.post(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                           json={"spec": {"expirationSeconds": 3600}})
+        answer.raise_for_status()
+        return str(answer.json()["status"]["token"])
+
+
+def _node_uid(kube: KubeStandin) -> str:
+    node = kube.get("nodes", NODE)
+    return str(node["metadata"]["uid"]) if node else ""
+
+
+def _ready(kube: KubeStandin) -> bool:
+    conditions = ((kube.get("nodes", NODE) or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _lifecycle(kube: KubeStandin, vk: VkProcess) -> None:
+    """What a vk does in its life, each step waited for: every kind of request it makes happens at least once."""
+    vk.start()
+    wait_until(lambda: _ready(kube), 20, "the node to be Ready")
+    wait_until(lambda: kube.get("leases", NODE, "kube-node-lease", "coordination.k8s.io"), 10, "the node's Lease")
+    with kube.client() as http:
+        # kubelet.tls: csr: the vk's CSR, approved as an admin would
+        csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+        [csr] = wait_until(lambda: http.get(csrs).json()["items"], 15, "the vk's CSR")
+        kube.approve_csr(csr["metadata"]["name"])
+        wait_until(lambda: "Issued" in json.dumps(kube.get("nodes", NODE)), 15, "the certificate to be served")
+        # a pod with a ConfigMap volume, a Secret in its env and a projected ServiceAccount token
+        http.post("/api/v1/namespaces/default/configmaps",
+                  json={"metadata": {"name": "app-config"}, "data": {"a": "1"}}).raise_for_status()
+        http.post("/api/v1/namespaces/default/secrets",
+                  json={"metadata": {"name": "app-secret"}, "data": {"k": "dg=="}}).raise_for_status()
+        container = {"name": "main", "image": "debian", "command": ["true"],
+                     "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "k"}}}],
+                     "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]}
+        pod = pod_manifest("rbac-pod", "true", containers=[container], automountServiceAccountToken=True,
+                           volumes=[{"name": "cfg", "configMap": {"name": "app-config"}}])
+        http.post("/api/v1/namespaces/default/pods", json=pod).raise_for_status()
+        wait_until(lambda: ((kube.get("pods", "rbac-pod", "default") or {}).get("status") or {}).get("phase")
+                   == "Running", 20, "the pod to run")
+        # `kubectl logs` through the apiserver (its client certificate, authorised by a SubjectAccessReview)
+        logs = http.get("/api/v1/namespaces/default/pods/rbac-pod/log")
+        assert logs.status_code == 200 and logs.text == LOG_TEXT, logs.text
+    # a caller with a bearer token: TokenReview, then SubjectAccessReview
+    answer = vk.get("/runningpods/", headers={"Authorization": f"Bearer {kube.admin_token}"}, client=None)
+    assert answer.status_code == 200, answer.text
+    with kube.client() as http:
+        http.delete("/api/v1/namespaces/default/pods/rbac-pod").raise_for_status()
+        wait_until(lambda: kube.get("pods", "rbac-pod", "default") is None, 20, "the pod's deletion confirmed")
+        # a restart adopts the existing node; a deleted node is registered again
+        vk.stop()
+        vk.start()
+        first = wait_until(lambda: _ready(kube) and _node_uid(kube), 20, "the node adopted and Ready")
+        http.delete(f"/api/v1/nodes/{NODE}").raise_for_status()
+        wait_until(lambda: _node_uid(kube) not in ("", first), 20, "the node registered again")
+    vk.stop()
+
+
+def _node_delete(config: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "slurmlink.cli", "vk-node-delete", "-c", str(config)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return " ".join((result.stdout + result.stderr).split())
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
+    """The chart rendered for the tests' node in serviceAccount mode; the vk and the hook run as its accounts."""
+    workdir = tmp_path_factory.mktemp("rbac")
+    docs = objects(render(VALUES / "service-account.yaml", settings={"node.name": NODE}))
+    [role] = [r for r in find(docs, "ClusterRole") if not r["metadata"]["name"].endswith("-node-delete")]
+    [hook_role] = [r for r in find(docs, "ClusterRole") if r["metadata"]["name"].endswith("-node-delete")]
+    [vk_account] = bound_accounts(docs, "ClusterRole", role["metadata"]["name"])
+    [hook_account] = bound_accounts(docs, "ClusterRole", hook_role["metadata"]["name"])
+    with serve_fake_interlink() as api_url, KubeStandin(workdir / "standin", bookmark_interval=1.0) as kube:
+        vk_user = f"system:serviceaccount:{vk_account[0]}:{vk_account[1]}"
+        hook_user = f"system:serviceaccount:{hook_account[0]}:{hook_account[1]}"
+        vk_kubeconfig = token_kubeconfig(kube, workdir / "vk.kubeconfig", _account_token(kube, *vk_account))
+        hook_kubeconfig = token_kubeconfig(kube, workdir / "hook.kubeconfig", _account_token(kube, *hook_account))
+        for group, plural in REVIEWS:  # the chart's binding to system:auth-delegator, as the stand-in sees it
+            kube.grant(f"user:{vk_user}", ("create",), (plural,), group)
+        config = vk_config(kube, vk_kubeconfig, api_url)
+        config["kubelet"].update(tls="csr", csr={"state_file": str(workdir / "state" / "kubelet-serving.pem")})
+        vk = VkProcess(config, workdir, kube.kubelet_client_cert)
+        try:
+            _lifecycle(kube, vk)
+        finally:
+            vk.stop()
+        hook_config = workdir / "node-delete.yaml"
+        hook_config.write_text(yaml.safe_dump({"node": {"name": NODE}, "kube": {"kubeconfig": str(hook_kubeconfig)}}))
+        outputs = [_node_delete(hook_config)]
+        wait_until(lambda: kube.get("nodes", NODE) is None, 5, "the node to be gone")
+        outputs.append(_node_delete(hook_config))  # nothing left to delete is no error
+        yield Recorded(docs, vk_account, hook_account, kube.audit.entries(vk_user), kube.audit.entries(hook_user),
+                       outputs)
+
+
+def test_vk_cluster_role_is_exactly_what_the_vk_calls(recorded: Recorded) -> None:
+    granted = bound_permissions(recorded.docs, recorded.vk_account[1], recorded.vk_account[0])
+    resource_requests = [e for e in recorded.vk if e.resource]
+    missing, unused = compare(resource_requests, granted)
+    assert not missing, f"the vk made requests the chart does not allow: {missing}"
+    assert not unused, f"the chart allows what the vk never did: {unused}"
+    # Discovery paths, if any, are open to every authenticated user (ClusterRole system:discovery).
+    assert all(e.path.startswith(("/api", "/apis", "/version", "/openapi")) for e in recorded.vk if not e.resource)
+    print("\nthe vk's requests (verb group resource[/subresource] [name]):")
+    for line in sorted({f"{e.verb} {e.group or 'core'} {e.resource}{'/' + e.subresource if e.subresource else ''}"
+                        f"{' ' + e.name if e.name and e.resource in ('nodes', 'leases') else ''}"
+                        for e in resource_requests}):
+        print("  " + line)
+
+
+def test_node_delete_hook_may_only_delete_the_node(recorded: Recorded) -> None:
+    granted = bound_permissions(recorded.docs, recorded.hook_account[1], recorded.hook_account[0])
+    assert granted == [Permission("", "nodes", "delete", frozenset({NODE}))]
+    assert {(e.verb, e.resource, e.name) for e in recorded.hook} == {("delete", "nodes", NODE)}
+    missing, unused = compare(recorded.hook, granted)
+    assert not missing and not unused
+    assert recorded.hook_outputs == [f"node {NODE} deleted", f"node {NODE} was already gone"]

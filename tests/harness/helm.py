@@ -1,0 +1,50 @@
+"""The Helm chart of the vk, rendered by a pinned Helm (scripts/fetch-helm.sh; install.sh links it into the venv)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "slurmlink-vk"
+HELM_VERSION = "v3.17.1"
+
+
+def helm_binary() -> Path:
+    """The venv's helm, else the one fetch-helm.sh puts in its cache (fetching it if need be)."""
+    beside = Path(sys.executable).parent / "helm"
+    if beside.exists():
+        return beside
+    fetched = subprocess.run(["bash", str(ROOT / "scripts" / "fetch-helm.sh")], capture_output=True, text=True,
+                             check=True)
+    return Path(fetched.stdout.strip())
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def render(values: Path | None = None, *, release: str = "slurmlink-vk", namespace: str = "slurmlink",
+           settings: dict[str, str] | None = None) -> str:
+    """`helm template` of the chart: the manifests as one YAML stream."""
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    if values is not None:
+        args += ["--values", str(values)]
+    for key, value in (settings or {}).items():
+        args += ["--set-string", f"{key}={value}"]
+    return helm(*args).stdout
+
+
+def objects(manifests: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(manifests) if doc]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)]
