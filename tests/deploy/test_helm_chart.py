@@ -33,7 +33,7 @@ from standins.kube import KubeStandin
 from standins.kube.audit import AuditEntry
 from standins.kube.rbac import REVIEWS
 from tests.harness.fake_interlink import LOG_TEXT, serve_fake_interlink
-from tests.harness.helm import CHART, HELM_VERSION, find, helm, objects, render
+from tests.harness.helm import CHART, HELM_VERSION, find, helm, notes, objects, render
 from tests.harness.pods import NODE, pod_manifest
 from tests.harness.services import VkProcess, token_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
@@ -164,6 +164,15 @@ def test_service_monitor() -> None:
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["admin", "api-admin"]
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
     assert all(e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
+
+
+def test_notes_warn_what_a_service_account_grants() -> None:
+    text = notes(VALUES / "service-account.yaml")
+    assert "WARNING: identity.mode is serviceAccount" in text
+    assert "Treat this account as cluster-admin" in text and "request a token for ANY ServiceAccount" in text
+    credential = notes(VALUES / "node-credential.yaml")
+    assert "WARNING" not in credential
+    assert "kubectl certificate approve" in credential  # tls.mode csr: someone must approve the serving CSR
 
 
 @pytest.mark.parametrize("values", BAD, ids=_ids(BAD))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,19 @@ def render(values: Path | None = None, *, release: str = "slurmlink-vk", namespa
     for key, value in (settings or {}).items():
         args += ["--set-string", f"{key}={value}"]
     return helm(*args).stdout
+
+
+def notes(values: Path, *, release: str = "slurmlink-vk", namespace: str = "slurmlink") -> str:
+    """NOTES.txt as `helm install` would print it. `helm template` leaves NOTES out, and `install --dry-run`
+    needs a cluster: a copy of the chart renders it through `tpl` in a manifest of its own."""
+    with tempfile.TemporaryDirectory(prefix="chart-notes-") as scratch:
+        chart = Path(scratch) / CHART.name
+        shutil.copytree(CHART, chart)
+        shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes.txt")  # .Files cannot read templates/
+        (chart / "templates" / "notes-check.yaml").write_text('notes: {{ tpl (.Files.Get "notes.txt") . | toJson }}\n')
+        rendered = helm("template", release, str(chart), "--namespace", namespace, "--values", str(values),
+                        "--show-only", "templates/notes-check.yaml").stdout
+    return str(yaml.safe_load(rendered)["notes"])
 
 
 def objects(manifests: str) -> list[dict[str, Any]]:
