@@ -110,9 +110,11 @@ def vk(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLU
 
 @app.command("vk-node-delete")
 def vk_node_delete(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLURMLINK_VK_CONFIG",
-                                                               help="The vk's YAML configuration file.")] = None
-                   ) -> None:
-    """Delete the vk's Node object (node.name of the config), e.g. before uninstalling the vk."""
+                                                               help="The vk's YAML configuration file.")] = None,
+                   repeat_for: Annotated[float, typer.Option(
+                       "--repeat-for", min=0, help="Keep deleting it this many seconds (a vk still stopping may "
+                       "register it again).")] = 0.0) -> None:
+    """Delete the vk's Node object (node.name of the config), e.g. when uninstalling the vk."""
     import httpx2
     from lightkube import ApiError
 
@@ -121,13 +123,19 @@ def vk_node_delete(config: Annotated[Path | None, typer.Option("--config", "-c",
 
     try:
         settings = load_config(VkConfig, config)
-        deleted = asyncio.run(delete_node(settings))
+        deleted = asyncio.run(delete_node(settings, repeat_for))
     except ConfigError as exc:
         raise _config_error(config, exc) from exc
     except (ApiError, httpx2.HTTPError, OSError) as exc:  # refused (RBAC) or the apiserver away: say so, exit 1
         console.print(Text.assemble(("error: ", "red"), f"deleting node {settings.node.name}: {exc}"), soft_wrap=True)
         raise typer.Exit(1) from exc
-    console.print(f"node {settings.node.name} {'deleted' if deleted else 'was already gone'}")
+    name = settings.node.name
+    if deleted == 0:
+        console.print(f"node {name} was already gone")
+    elif deleted == 1:
+        console.print(f"node {name} deleted")
+    else:
+        console.print(f"node {name} deleted, and {deleted - 1} more time(s): a vk still stopping registered it again")
 
 
 @app.command()

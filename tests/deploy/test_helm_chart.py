@@ -6,9 +6,9 @@ The RBAC check is made from a real run, not from a list kept by hand: the Kubern
 attributes of every request (standins/kube/audit.py), a `slurmlink vk` process runs a representative lifecycle
 against it as the chart's ServiceAccount (registration, lease, node watch, pods with a ConfigMap, a Secret and a
 projected token, status, events, `kubectl logs`, a bearer-token call to the kubelet endpoint, a CSR, pod
-deletion, a restart that adopts the node, the node deleted and registered again), then `slurmlink
-vk-node-delete` runs as the pre-delete hook's account; each account's requests are compared with the rules the
-chart binds to it, both ways. No SLURM: the interLink API is a fake (tests/harness/fake_interlink.py).
+deletion, a restart that adopts the node, the node deleted and registered again), and `slurmlink vk-node-delete`
+runs as the post-delete hook's account while the vk stops; each account's requests are compared with the rules
+the chart binds to it, both ways. No SLURM: the interLink API is a fake (tests/harness/fake_interlink.py).
 """
 
 from __future__ import annotations
@@ -314,14 +314,30 @@ def _lifecycle(kube: KubeStandin, vk: VkProcess) -> None:
         first = wait_until(lambda: _ready(kube) and _node_uid(kube), 20, "the node adopted and Ready")
         http.delete(f"/api/v1/nodes/{NODE}").raise_for_status()
         wait_until(lambda: _node_uid(kube) not in ("", first), 20, "the node registered again")
+
+
+def _node_delete(config: Path, *options: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "slurmlink.cli", "vk-node-delete", "-c", str(config), *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+
+
+def _finished(process: subprocess.Popen[str]) -> str:
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    return " ".join(output.split())
+
+
+def _uninstall(kube: KubeStandin, vk: VkProcess, hook_config: Path) -> list[str]:
+    """As `helm uninstall`: the vk is told to stop while the hook deletes its node (and keeps deleting it)."""
+    registered = _node_uid(kube)
+    hook = _node_delete(hook_config, "--repeat-for", "6")
+    wait_until(lambda: _node_uid(kube) not in ("", registered), 10, "the running vk to register its node again")
     vk.stop()
-
-
-def _node_delete(config: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "slurmlink.cli", "vk-node-delete", "-c", str(config)],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    return " ".join((result.stdout + result.stderr).split())
+    outputs = [_finished(hook)]
+    assert kube.get("nodes", NODE) is None
+    outputs.append(_finished(_node_delete(hook_config)))  # nothing left to delete is no error
+    return outputs
 
 
 @pytest.fixture(scope="module")
@@ -343,15 +359,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
         config = vk_config(kube, vk_kubeconfig, api_url)
         config["kubelet"].update(tls="csr", csr={"state_file": str(workdir / "state" / "kubelet-serving.pem")})
         vk = VkProcess(config, workdir, kube.kubelet_client_cert)
-        try:
-            _lifecycle(kube, vk)
-        finally:
-            vk.stop()
         hook_config = workdir / "node-delete.yaml"
         hook_config.write_text(yaml.safe_dump({"node": {"name": NODE}, "kube": {"kubeconfig": str(hook_kubeconfig)}}))
-        outputs = [_node_delete(hook_config)]
-        wait_until(lambda: kube.get("nodes", NODE) is None, 5, "the node to be gone")
-        outputs.append(_node_delete(hook_config))  # nothing left to delete is no error
+        try:
+            _lifecycle(kube, vk)
+            outputs = _uninstall(kube, vk, hook_config)
+        finally:
+            vk.stop()
         yield Recorded(docs, vk_account, hook_account, kube.audit.entries(vk_user), kube.audit.entries(hook_user),
                        outputs)
 
@@ -377,4 +391,12 @@ def test_node_delete_hook_may_only_delete_the_node(recorded: Recorded) -> None:
     assert {(e.verb, e.resource, e.name) for e in recorded.hook} == {("delete", "nodes", NODE)}
     missing, unused = compare(recorded.hook, granted)
     assert not missing and not unused
-    assert recorded.hook_outputs == [f"node {NODE} deleted", f"node {NODE} was already gone"]
+    first, second = recorded.hook_outputs
+    assert first.startswith(f"node {NODE} deleted, and ") and "a vk still stopping registered it again" in first
+    assert second == f"node {NODE} was already gone"
+    [job] = find(recorded.docs, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-delete"  # after the Deployment is deleted
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["slurmlink", "vk-node-delete"] and command[-2:] == ["--repeat-for", "45"]
+    [config_map] = find(recorded.docs, "ConfigMap", job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"])
+    assert yaml.safe_load(config_map["data"]["node-delete.yaml"]) == {"node": {"name": NODE}}
