@@ -158,6 +158,11 @@ def test_service_monitor() -> None:
     [service] = find(docs, "Service")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    [deployment] = find(docs, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    for job in find(docs, "Job"):  # the hook's pod is no endpoint of the Service
+        assert not service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
     ports = {port["name"] for port in service["spec"]["ports"]}
