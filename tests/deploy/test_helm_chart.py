@@ -135,9 +135,29 @@ def test_rendered_configs_load(values: Path, tmp_path: Path) -> None:
     if wanted.get("mode1Api", {}).get("enabled"):
         api = load_rendered(ApiConfig, data["api.yaml"], tmp_path / "api.yaml")
         assert isinstance(api, ApiConfig) and api.backend == "rest"
-        assert vk.api.url == f"http://{api.listen.host}:{api.listen.port}"
+        assert vk.api.url == f"http://{api.listen.host}:{api.listen.port}" and api.listen.host == "127.0.0.1"
+        if vk.api.token_file:  # the vk sends the token the API asks for
+            assert api.auth.bearer_token_file == vk.api.token_file
+        else:  # only the pod's own containers reach 127.0.0.1 of the pod
+            assert api.auth.allow_unauthenticated
     else:
         assert "api.yaml" not in data
+
+
+def test_node_credential_mode() -> None:
+    """The node's own kubeconfig from its Secret; no ServiceAccount token in the pod and no RBAC of the vk's."""
+    docs = objects(render(VALUES / "node-credential.yaml"))
+    hooks = [doc for doc in docs if "helm.sh/hook" in doc["metadata"].get("annotations", {})]
+    assert {doc["metadata"]["name"] for doc in hooks} == {"slurmlink-vk-node-delete"}  # the hook's own account
+    assert not [doc for doc in docs if doc["kind"] in ("ServiceAccount", "ClusterRole", "Role") and doc not in hooks]
+    pod = find(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+    kubeconfig = yaml.safe_load(configmap_data(docs)["vk.yaml"])["kube"]["kubeconfig"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "kubeconfig"]
+    assert volume["secret"]["secretName"] == "hpc-site-a-node-kubeconfig"
+    assert volume["secret"]["items"] == [{"key": "kubeconfig", "path": Path(kubeconfig).name}]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kubeconfig"]
+    assert mount["mountPath"] == str(Path(kubeconfig).parent) and mount["readOnly"] is True
 
 
 def test_settings_in_the_schema_are_keys_of_the_models() -> None:
