@@ -8,7 +8,9 @@ against it as the chart's ServiceAccount (registration, lease, node watch, pods 
 projected token, status, events, `kubectl logs`, a bearer-token call to the kubelet endpoint, a CSR, pod
 deletion, a restart that adopts the node, the node deleted and registered again), and `slurmlink vk-node-delete`
 runs as the post-delete hook's account while the vk stops; each account's requests are compared with the rules
-the chart binds to it, both ways. No SLURM: the interLink API is a fake (tests/harness/fake_interlink.py).
+the chart binds to it, both ways; and a static scan of the vk's code (tests/harness/kube_calls.py) checks that
+the run made every kind of request the code has. No SLURM: the interLink API is a fake
+(tests/harness/fake_interlink.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from standins.kube.audit import AuditEntry
 from standins.kube.rbac import REVIEWS
 from tests.harness.fake_interlink import LOG_TEXT, serve_fake_interlink
 from tests.harness.helm import CHART, HELM_VERSION, find, helm, notes, objects, render
+from tests.harness.kube_calls import scan
 from tests.harness.pods import NODE, pod_manifest
 from tests.harness.services import VkProcess, token_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
@@ -408,6 +411,18 @@ def test_vk_cluster_role_is_exactly_what_the_vk_calls(recorded: Recorded) -> Non
                         f"{' ' + e.name if e.name and e.resource in ('nodes', 'leases') else ''}"
                         for e in resource_requests}):
         print("  " + line)
+
+
+def test_the_run_made_every_request_the_vk_code_has(recorded: Recorded) -> None:
+    """The run above against a static scan of slurmlink/vk: a call the lifecycle never reaches would escape the
+    RBAC comparison, so each kind of request in the code must have been made."""
+    calls, non_resource = scan("slurmlink.vk")
+    hook = [call for call in calls if call.where.startswith("nodedelete.py")]
+    made = {(e.group, e.resource, e.subresource, e.verb) for e in recorded.vk}
+    never = [call for call in calls if call not in hook and call.attributes not in made]
+    assert not never, f"extend _lifecycle: the vk's code makes requests the run never made: {never}"
+    assert {call.attributes for call in hook} == {(e.group, e.resource, e.subresource, e.verb) for e in recorded.hook}
+    assert non_resource == ["/version"]  # open to everyone (ClusterRole system:public-info-viewer)
 
 
 def test_node_delete_hook_may_only_delete_the_node(recorded: Recorded) -> None:
