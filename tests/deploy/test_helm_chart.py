@@ -47,6 +47,11 @@ GOOD = sorted(VALUES.glob("*.yaml"))
 BAD = sorted((VALUES / "bad").glob("*.yaml"))
 KUBERNETES = "1.36.0"  # the schemas kubernetes-validate ships for the apiserver of shared/reference/kubernetes.md
 STATE_DIR = "/var/lib/slurmlink/vk"
+# The volume types the restricted Pod Security Standard allows
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+REQUIRED = {"node.name": "hpc-site-a", "identity.nodeCredential.existingSecret": "node-kubeconfig",
+            "api.url": "https://hpc.example.org:3000"}
 
 
 def _ids(paths: list[Path]) -> list[str]:
@@ -80,6 +85,16 @@ def test_lint_strict(values: Path) -> None:
     result = helm("lint", "--strict", str(CHART), "--values", str(values), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+def test_defaults_need_only_the_required_values() -> None:
+    settings = [arg for key, value in REQUIRED.items() for arg in ("--set-string", f"{key}={value}")]
+    result = helm("lint", "--strict", str(CHART), *settings, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    refused = helm("lint", "--strict", str(CHART), check=False)  # without them: each one named
+    assert refused.returncode != 0
+    for key in REQUIRED:
+        assert f"- {key}: String length must be greater than or equal to 1" in refused.stdout, refused.stdout
 
 
 @pytest.mark.parametrize("values", GOOD, ids=_ids(GOOD))
@@ -123,6 +138,7 @@ def test_deployment_shape(values: Path) -> None:
     for volume in pod["volumes"]:  # secrets are files, readable by the pod's group only
         if "secret" in volume:
             assert volume["secret"]["defaultMode"] == 0o440, volume
+        assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, volume
 
 
 @pytest.mark.parametrize("values", GOOD, ids=_ids(GOOD))

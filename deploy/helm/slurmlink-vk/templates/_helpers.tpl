@@ -57,6 +57,7 @@ runAsNonRoot: true
 runAsUser: {{ .Values.podSecurityContext.runAsUser }}
 runAsGroup: {{ .Values.podSecurityContext.runAsGroup }}
 fsGroup: {{ .Values.podSecurityContext.fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
