@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from pydantic import BaseModel
@@ -35,10 +36,11 @@ from standins.kube import KubeStandin
 from standins.kube.audit import AuditEntry
 from standins.kube.rbac import REVIEWS
 from tests.harness.fake_interlink import LOG_TEXT, serve_fake_interlink
-from tests.harness.helm import CHART, HELM_VERSION, find, helm, notes, objects, render
+from tests.harness.helm import CHART, HELM_VERSION, container_files, find, helm, notes, objects, render, under
 from tests.harness.kube_calls import scan
 from tests.harness.pods import NODE, pod_manifest
-from tests.harness.services import VkProcess, token_kubeconfig, vk_config
+from tests.harness.ports import free_port
+from tests.harness.services import VkProcess, client_context, node_kubeconfig, token_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -227,6 +229,69 @@ def test_bad_values_refused(values: Path) -> None:
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert first.removeprefix("# expect: ") in result.stderr, result.stderr
+
+
+# --- the chart's vk, run as its pod would run it ------------------------------------------------------------
+
+def _container_env(container: dict[str, Any], pod_ip: str) -> dict[str, str]:
+    env = {}
+    for variable in container.get("env", []):
+        source = (variable.get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        assert source in (None, "status.podIP"), variable
+        env[variable["name"]] = pod_ip if source else variable["value"]
+    return env
+
+
+def _serving(port: int) -> bool:
+    try:
+        return httpx.get(f"https://127.0.0.1:{port}/healthz", verify=client_context(None), timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_the_charts_vk_runs(tmp_path: Path) -> None:
+    """The vk container of the rendered Deployment as a process: its command, its env (the pod's IP from the
+    downward API), its volumes as the kubelet fills them (the ConfigMap, the node credential's Secret, the
+    cluster CA, the state volume) under a directory standing for the container's root. It registers the node
+    at the pod's IP, and its approved serving certificate lands on the state volume."""
+    root, pod_ip = tmp_path / "root", "127.0.0.2"
+    with serve_fake_interlink() as api_url, KubeStandin(tmp_path / "standin") as kube:
+        kubelet_port = free_port()
+        docs = objects(render(VALUES / "node-credential.yaml",
+                              settings={"node.name": NODE, "api.url": api_url, "api.ca.existingConfigMap": ""},
+                              numbers={"kubelet.port": kubelet_port, "admin.port": free_port()}))
+        node_config = node_kubeconfig(kube, tmp_path / "node.kubeconfig", NODE).read_text()
+        container_files(docs, "vk", root, {"kubeconfig": node_config, "client-ca": kube.ca_path.read_text(),
+                                           "api-token": "vk-token\n"})
+        [deployment] = find(docs, "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        program, command, option, config_path = container["command"]
+        assert (program, command, option) == ("slurmlink", "vk", "-c")
+        config = root / config_path.lstrip("/")
+        rendered = under(root, yaml.safe_load(config.read_text()))
+        if "admin" not in VkConfig.model_fields:  # the admin listener (issue 12, branch i12-tls) is not merged here yet
+            rendered.pop("admin")
+        config.write_text(yaml.safe_dump(rendered))
+        log = tmp_path / "vk.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", "slurmlink.cli", command, option, str(config)],
+                                       stdout=out, stderr=subprocess.STDOUT,
+                                       env={**os.environ, **_container_env(container, pod_ip)})
+        try:
+            wait_until(lambda: process.poll() is not None or _serving(kubelet_port), 30, "the vk to serve")
+            assert process.poll() is None, f"the vk exited:\n{log.read_text()}"
+            node = wait_until(lambda: kube.get("nodes", NODE), 10, "the node")
+            assert {"type": "InternalIP", "address": pod_ip} in node["status"]["addresses"]
+            with kube.client() as http:
+                csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+                [csr] = wait_until(lambda: http.get(csrs).json()["items"], 15, "the vk's CSR")
+            kube.approve_csr(csr["metadata"]["name"])
+            state = root / STATE_DIR.lstrip("/") / "kubelet-serving.pem"
+            wait_until(state.exists, 15, "the certificate on the state volume")
+            assert state.stat().st_mode & 0o777 == 0o600
+        finally:
+            process.terminate()
+            process.wait(15)
 
 
 # --- RBAC: the chart's rules against a vk's real requests -----------------------------------------------------

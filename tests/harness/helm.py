@@ -34,13 +34,16 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def render(values: Path | None = None, *, release: str = "slurmlink-vk", namespace: str = "slurmlink",
-           settings: dict[str, str] | None = None) -> str:
-    """`helm template` of the chart: the manifests as one YAML stream."""
+           settings: dict[str, str] | None = None, numbers: dict[str, int] | None = None) -> str:
+    """`helm template` of the chart: the manifests as one YAML stream; `settings` (strings) and `numbers`
+    override values."""
     args = ["template", release, str(CHART), "--namespace", namespace]
     if values is not None:
         args += ["--values", str(values)]
     for key, value in (settings or {}).items():
         args += ["--set-string", f"{key}={value}"]
+    for key, number in (numbers or {}).items():
+        args += ["--set", f"{key}={number}"]
     return helm(*args).stdout
 
 
@@ -63,3 +66,39 @@ def objects(manifests: str) -> list[dict[str, Any]]:
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)]
+
+
+def container_files(docs: list[dict[str, Any]], container: str, root: Path, contents: dict[str, str]) -> None:
+    """The container's volumes as directories under `root` (`root`/etc/slurmlink/... for /etc/slurmlink/...), as
+    the kubelet would fill them: the chart's ConfigMaps from the manifests, other ConfigMaps and Secrets from
+    `contents` (volume name -> the text of its one item), persistent and emptyDir volumes empty."""
+    [deployment] = find(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    [spec] = [c for c in pod["containers"] if c["name"] == container]
+    for mount in spec["volumeMounts"]:
+        target = root / mount["mountPath"].lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        volume = volumes[mount["name"]]
+        source = volume.get("configMap") or volume.get("secret")
+        if source is None:
+            continue
+        made = find(docs, "ConfigMap", source.get("name", ""))
+        if made:
+            for key, text in made[0]["data"].items():
+                (target / key).write_text(text)
+        else:
+            [item] = source["items"]
+            (target / item["path"]).write_text(contents[mount["name"]])
+            (target / item["path"]).chmod(source.get("defaultMode", 0o644))
+
+
+def under(root: Path, config: Any) -> Any:
+    """A config with every absolute path moved under `root` (where container_files put the volumes)."""
+    if isinstance(config, dict):
+        return {key: under(root, value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [under(root, value) for value in config]
+    if isinstance(config, str) and config.startswith("/"):
+        return str(root / config.lstrip("/"))
+    return config
