@@ -242,44 +242,66 @@ def _container_env(container: dict[str, Any], pod_ip: str) -> dict[str, str]:
     return env
 
 
-def _serving(port: int) -> bool:
+def _start_container(docs: list[dict[str, Any]], name: str, root: Path, pod_ip: str, log: Path
+                     ) -> subprocess.Popen[bytes]:
+    """One container of the rendered Deployment as a process: its command and env, its config file with every
+    path under `root` (see container_files)."""
+    [deployment] = find(docs, "Deployment")
+    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    program, command, option, config_path = container["command"]
+    assert (program, option) == ("slurmlink", "-c")
+    config = root / config_path.lstrip("/")
+    rendered = under(root, yaml.safe_load(config.read_text()))
+    model = VkConfig if command == "vk" else ApiConfig
+    if "admin" not in model.model_fields:  # the admin listener (issue 12, branch i12-tls) is not merged here yet
+        rendered.pop("admin")
+    config.write_text(yaml.safe_dump(rendered))
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "slurmlink.cli", command, option, str(config)], stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, **_container_env(container, pod_ip)})
+
+
+def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"{url}: the process exited:\n{log.read_text()}")
     try:
-        return httpx.get(f"https://127.0.0.1:{port}/healthz", verify=client_context(None), timeout=2).status_code == 200
+        return httpx.get(url, verify=client_context(None), timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def test_the_charts_vk_runs(tmp_path: Path) -> None:
-    """The vk container of the rendered Deployment as a process: its command, its env (the pod's IP from the
-    downward API), its volumes as the kubelet fills them (the ConfigMap, the node credential's Secret, the
-    cluster CA, the state volume) under a directory standing for the container's root. It registers the node
-    at the pod's IP, and its approved serving certificate lands on the state volume."""
+@pytest.mark.parametrize("values", ["node-credential", "mode1-api"])
+def test_the_charts_pod_runs(values: str, tmp_path: Path) -> None:
+    """The rendered Deployment's containers as processes: their commands, their env (the pod's IP from the
+    downward API), their volumes as the kubelet fills them (the ConfigMap, the node credential's Secret, the
+    cluster CA, token Secrets, the state volume) under a directory standing for the pod's root. The vk registers
+    the node at the pod's IP, reaching its interLink API (the fake, or the mode-1 API container on the pod's
+    127.0.0.1), and its approved serving certificate lands on the state volume."""
     root, pod_ip = tmp_path / "root", "127.0.0.2"
-    with serve_fake_interlink() as api_url, KubeStandin(tmp_path / "standin") as kube:
-        kubelet_port = free_port()
-        docs = objects(render(VALUES / "node-credential.yaml",
-                              settings={"node.name": NODE, "api.url": api_url, "api.ca.existingConfigMap": ""},
-                              numbers={"kubelet.port": kubelet_port, "admin.port": free_port()}))
+    with serve_fake_interlink() as fake_url, KubeStandin(tmp_path / "standin") as kube:
+        kubelet_port, api_port = free_port(), free_port()
+        settings = {"node.name": NODE} if values == "mode1-api" else \
+            {"node.name": NODE, "api.url": fake_url, "api.ca.existingConfigMap": ""}
+        docs = objects(render(VALUES / f"{values}.yaml", settings=settings, numbers={
+            "kubelet.port": kubelet_port, "admin.port": free_port(), "mode1Api.port": api_port,
+            "mode1Api.adminPort": free_port()}))
         node_config = node_kubeconfig(kube, tmp_path / "node.kubeconfig", NODE).read_text()
-        container_files(docs, "vk", root, {"kubeconfig": node_config, "client-ca": kube.ca_path.read_text(),
-                                           "api-token": "vk-token\n"})
-        [deployment] = find(docs, "Deployment")
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        program, command, option, config_path = container["command"]
-        assert (program, command, option) == ("slurmlink", "vk", "-c")
-        config = root / config_path.lstrip("/")
-        rendered = under(root, yaml.safe_load(config.read_text()))
-        if "admin" not in VkConfig.model_fields:  # the admin listener (issue 12, branch i12-tls) is not merged here yet
-            rendered.pop("admin")
-        config.write_text(yaml.safe_dump(rendered))
-        log = tmp_path / "vk.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "slurmlink.cli", command, option, str(config)],
-                                       stdout=out, stderr=subprocess.STDOUT,
-                                       env={**os.environ, **_container_env(container, pod_ip)})
+        contents = {"kubeconfig": node_config, "client-ca": kube.ca_path.read_text(), "api-token": "vk-token\n",
+                    "proxy-ca": kube.ca_path.read_text(), "service-token": "service-token\n"}
+        containers = [c["name"] for c in find(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]]
+        processes: list[subprocess.Popen[bytes]] = []
         try:
-            wait_until(lambda: process.poll() is not None or _serving(kubelet_port), 30, "the vk to serve")
-            assert process.poll() is None, f"the vk exited:\n{log.read_text()}"
+            if "api" in containers:  # the vk's API, first
+                container_files(docs, "api", root, contents)
+                log = tmp_path / "api.log"
+                processes.append(_start_container(docs, "api", root, pod_ip, log))
+                wait_until(lambda: _answers(f"http://127.0.0.1:{api_port}/metrics", processes[-1], log), 30,
+                           "the mode-1 API to answer")
+            container_files(docs, "vk", root, contents)
+            log = tmp_path / "vk.log"
+            processes.append(_start_container(docs, "vk", root, pod_ip, log))
+            wait_until(lambda: _answers(f"https://127.0.0.1:{kubelet_port}/healthz", processes[-1], log), 30,
+                       "the vk to serve")
             node = wait_until(lambda: kube.get("nodes", NODE), 10, "the node")
             assert {"type": "InternalIP", "address": pod_ip} in node["status"]["addresses"]
             with kube.client() as http:
@@ -290,8 +312,9 @@ def test_the_charts_vk_runs(tmp_path: Path) -> None:
             wait_until(state.exists, 15, "the certificate on the state volume")
             assert state.stat().st_mode & 0o777 == 0o600
         finally:
-            process.terminate()
-            process.wait(15)
+            for process in processes:
+                process.terminate()
+                process.wait(15)
 
 
 # --- RBAC: the chart's rules against a vk's real requests -----------------------------------------------------
