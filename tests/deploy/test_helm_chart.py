@@ -1,6 +1,7 @@
 """The Helm chart of the vk (deploy/helm/slurmlink-vk): lint, manifests valid against the Kubernetes schemas,
-values refused by values.schema.json with the right message, the rendered configs read by slurmlink's own
-loader, and RBAC that is exactly what the vk calls.
+values refused by values.schema.json with the right message, the rendered configs passing `slurmlink
+check-config` in the pod's file tree (the kubelet's volumes staged under a directory), the pod's containers run
+as processes against the Kubernetes stand-in, and RBAC that is exactly what the vk calls.
 
 The RBAC check is made from a real run, not from a list kept by hand: the Kubernetes stand-in records the RBAC
 attributes of every request (standins/kube/audit.py), a `slurmlink vk` process runs a representative lifecycle
@@ -27,7 +28,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from slurmlink.api.config import ApiConfig
 from slurmlink.config import load_config
@@ -35,6 +35,7 @@ from slurmlink.vk.config import KubeletAuthenticationConfig, KubeletAuthorizatio
 from standins.kube import KubeStandin
 from standins.kube.audit import AuditEntry
 from standins.kube.rbac import REVIEWS
+from tests.deploy.check_config import check_config
 from tests.harness.fake_interlink import LOG_TEXT, serve_fake_interlink
 from tests.harness.helm import CHART, HELM_VERSION, container_files, find, helm, notes, objects, render, under
 from tests.harness.kube_calls import scan
@@ -67,13 +68,40 @@ def configmap_data(docs: list[dict[str, Any]]) -> dict[str, str]:
     return dict(find(docs, "ConfigMap", name)[0]["data"])
 
 
-def load_rendered(model: type[BaseModel], text: str, path: Path) -> BaseModel:
-    """A rendered config through slurmlink's own loader, as the service reads it at start."""
-    data = yaml.safe_load(text)
+def _container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    [deployment] = find(docs, "Deployment")
+    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    return dict(container)
+
+
+def stage_container(docs: list[dict[str, Any]], name: str, root: Path,
+                    contents: dict[str, str] | None = None) -> tuple[str, Path]:
+    """The container's files under `root` (see container_files): (its service, its config file there)."""
+    program, service, option, config_path = _container(docs, name)["command"]
+    assert (program, option) == ("slurmlink", "-c")
+    container_files(docs, name, root, contents)
+    config = root / config_path.lstrip("/")
+    data = yaml.safe_load(config.read_text())
+    model = VkConfig if service == "vk" else ApiConfig
     if "admin" not in model.model_fields:  # the admin listener (issue 12, branch i12-tls) is not merged here yet
         data.pop("admin")
-    path.write_text(yaml.safe_dump(data))
-    return load_config(model, path)  # becomes `slurmlink check-config vk|api -c path` once that command lands
+    config.write_text(yaml.safe_dump(data))
+    return service, config
+
+
+# What check-config may warn about in the chart's pod, and why that is all right there
+EXPECTED_WARNINGS = (
+    "is readable by its group (mode 0440)",  # Secrets as Kubernetes mounts them for a non-root user: fsGroup
+    "auth.allow_unauthenticated",  # the mode-1 API without a token: 127.0.0.1 of the pod, its containers only
+)
+
+
+def check_staged(service: str, config: Path, root: Path) -> None:
+    """`slurmlink check-config` on the config, its files looked up in the pod's tree: no errors."""
+    result = check_config(service, config, "--root", str(root))
+    assert result.code == 0 and not result.errors(), "\n".join(result.lines)
+    warnings = [line for line in result.lines if line.startswith("warning")]
+    assert all(any(known in line for known in EXPECTED_WARNINGS) for line in warnings), warnings
 
 
 # --- the chart on its own ------------------------------------------------------------------------------------
@@ -144,25 +172,28 @@ def test_deployment_shape(values: Path) -> None:
 
 
 @pytest.mark.parametrize("values", GOOD, ids=_ids(GOOD))
-def test_rendered_configs_load(values: Path, tmp_path: Path) -> None:
+def test_rendered_configs_pass_check_config(values: Path, tmp_path: Path) -> None:
     docs = objects(render(values))
-    data = configmap_data(docs)
     wanted = yaml.safe_load(values.read_text())
-    vk = load_rendered(VkConfig, data["vk.yaml"], tmp_path / "vk.yaml")
-    assert isinstance(vk, VkConfig)
+    root = tmp_path / "root"
+    service, config = stage_container(docs, "vk", root)
+    check_staged(service, config, root)
+    vk = load_config(VkConfig, config)
     assert vk.node.name == wanted["node"]["name"]
     if vk.kubelet.tls == "csr":  # kept on the volume, so a restart needs no new approval
         assert vk.kubelet.csr.state_file == f"{STATE_DIR}/kubelet-serving.pem"
     if wanted.get("mode1Api", {}).get("enabled"):
-        api = load_rendered(ApiConfig, data["api.yaml"], tmp_path / "api.yaml")
-        assert isinstance(api, ApiConfig) and api.backend == "rest"
+        service, config = stage_container(docs, "api", root)
+        check_staged(service, config, root)
+        api = load_config(ApiConfig, config)
+        assert api.backend == "rest"
         assert vk.api.url == f"http://{api.listen.host}:{api.listen.port}" and api.listen.host == "127.0.0.1"
         if vk.api.token_file:  # the vk sends the token the API asks for
             assert api.auth.bearer_token_file == vk.api.token_file
         else:  # only the pod's own containers reach 127.0.0.1 of the pod
             assert api.auth.allow_unauthenticated
     else:
-        assert "api.yaml" not in data
+        assert "api.yaml" not in configmap_data(docs)
 
 
 def test_node_credential_mode() -> None:
@@ -242,23 +273,17 @@ def _container_env(container: dict[str, Any], pod_ip: str) -> dict[str, str]:
     return env
 
 
-def _start_container(docs: list[dict[str, Any]], name: str, root: Path, pod_ip: str, log: Path
-                     ) -> subprocess.Popen[bytes]:
-    """One container of the rendered Deployment as a process: its command and env, its config file with every
-    path under `root` (see container_files)."""
-    [deployment] = find(docs, "Deployment")
-    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
-    program, command, option, config_path = container["command"]
-    assert (program, option) == ("slurmlink", "-c")
-    config = root / config_path.lstrip("/")
-    rendered = under(root, yaml.safe_load(config.read_text()))
-    model = VkConfig if command == "vk" else ApiConfig
-    if "admin" not in model.model_fields:  # the admin listener (issue 12, branch i12-tls) is not merged here yet
-        rendered.pop("admin")
-    config.write_text(yaml.safe_dump(rendered))
+def _start_container(docs: list[dict[str, Any]], name: str, root: Path, contents: dict[str, str], pod_ip: str,
+                     log: Path) -> subprocess.Popen[bytes]:
+    """One container of the rendered Deployment as a process: its files staged under `root` and checked by
+    check-config there, then its command and env, with every path of its config moved under `root`."""
+    service, config = stage_container(docs, name, root, contents)
+    check_staged(service, config, root)
+    config.write_text(yaml.safe_dump(under(root, yaml.safe_load(config.read_text()))))
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "slurmlink.cli", command, option, str(config)], stdout=out,
-                                stderr=subprocess.STDOUT, env={**os.environ, **_container_env(container, pod_ip)})
+        return subprocess.Popen([sys.executable, "-m", "slurmlink.cli", service, "-c", str(config)], stdout=out,
+                                stderr=subprocess.STDOUT,
+                                env={**os.environ, **_container_env(_container(docs, name), pod_ip)})
 
 
 def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
@@ -292,14 +317,12 @@ def test_the_charts_pod_runs(values: str, tmp_path: Path) -> None:
         processes: list[subprocess.Popen[bytes]] = []
         try:
             if "api" in containers:  # the vk's API, first
-                container_files(docs, "api", root, contents)
                 log = tmp_path / "api.log"
-                processes.append(_start_container(docs, "api", root, pod_ip, log))
+                processes.append(_start_container(docs, "api", root, contents, pod_ip, log))
                 wait_until(lambda: _answers(f"http://127.0.0.1:{api_port}/metrics", processes[-1], log), 30,
                            "the mode-1 API to answer")
-            container_files(docs, "vk", root, contents)
             log = tmp_path / "vk.log"
-            processes.append(_start_container(docs, "vk", root, pod_ip, log))
+            processes.append(_start_container(docs, "vk", root, contents, pod_ip, log))
             wait_until(lambda: _answers(f"https://127.0.0.1:{kubelet_port}/healthz", processes[-1], log), 30,
                        "the vk to serve")
             node = wait_until(lambda: kube.get("nodes", NODE), 10, "the node")

@@ -68,10 +68,12 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list
     return [doc for doc in docs if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)]
 
 
-def container_files(docs: list[dict[str, Any]], container: str, root: Path, contents: dict[str, str]) -> None:
+def container_files(docs: list[dict[str, Any]], container: str, root: Path,
+                    contents: dict[str, str] | None = None) -> None:
     """The container's volumes as directories under `root` (`root`/etc/slurmlink/... for /etc/slurmlink/...), as
     the kubelet would fill them: the chart's ConfigMaps from the manifests, other ConfigMaps and Secrets from
-    `contents` (volume name -> the text of its one item), persistent and emptyDir volumes empty."""
+    `contents` (volume name -> the text of its items; default a placeholder) with the volume's mode, persistent
+    and emptyDir volumes empty."""
     [deployment] = find(docs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
@@ -88,9 +90,9 @@ def container_files(docs: list[dict[str, Any]], container: str, root: Path, cont
             for key, text in made[0]["data"].items():
                 (target / key).write_text(text)
         else:
-            [item] = source["items"]
-            (target / item["path"]).write_text(contents[mount["name"]])
-            (target / item["path"]).chmod(source.get("defaultMode", 0o644))
+            for item in source["items"]:
+                (target / item["path"]).write_text((contents or {}).get(mount["name"], "placeholder\n"))
+                (target / item["path"]).chmod(source.get("defaultMode", 0o644))
 
 
 def under(root: Path, config: Any) -> Any:
