@@ -1,4 +1,4 @@
-"""The one entry point: `slurmlink api|vk|proxy|check-config|config|run|get|logs|delete|demo|dev-cluster`."""
+"""The one entry point: `slurmlink api|vk|proxy|run|get|logs|delete|demo`, their configs' checks and tools."""
 
 from __future__ import annotations
 
@@ -157,6 +157,36 @@ def check_config(
         for finding, line in zip(report.findings, report.lines(), strict=True):
             out.print(Text.assemble((line[:8], styles[finding.level]), line[8:]))
     raise typer.Exit(code)
+
+
+@app.command("vk-node-delete")
+def vk_node_delete(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLURMLINK_VK_CONFIG",
+                                                               help="The vk's YAML configuration file.")] = None,
+                   repeat_for: Annotated[float, typer.Option(
+                       "--repeat-for", min=0, help="Keep deleting it this many seconds (a vk still stopping may "
+                       "register it again).")] = 0.0) -> None:
+    """Delete the vk's Node object (node.name of the config), e.g. when uninstalling the vk."""
+    import httpx2
+    from lightkube import ApiError
+
+    from slurmlink.vk.config import VkConfig
+    from slurmlink.vk.nodedelete import delete_node
+
+    try:
+        settings = load_config(VkConfig, config)
+        deleted = asyncio.run(delete_node(settings, repeat_for))
+    except ConfigError as exc:
+        raise _config_error(config, exc) from exc
+    except (ApiError, httpx2.HTTPError, OSError) as exc:  # refused (RBAC) or the apiserver away: say so, exit 1
+        console.print(Text.assemble(("error: ", "red"), f"deleting node {settings.node.name}: {exc}"), soft_wrap=True)
+        raise typer.Exit(1) from exc
+    name = settings.node.name
+    if deleted == 0:
+        console.print(f"node {name} was already gone")
+    elif deleted == 1:
+        console.print(f"node {name} deleted")
+    else:
+        console.print(f"node {name} deleted, and {deleted - 1} more time(s): a vk still stopping registered it again")
 
 
 @app.command()

@@ -157,6 +157,20 @@ def node_kubeconfig(standin: KubeStandin, path: Path, node: str) -> Path:
     return path
 
 
+def token_kubeconfig(standin: KubeStandin, path: Path, token: str) -> Path:
+    """A kubeconfig with a bearer token, e.g. a ServiceAccount's (as a vk deployed by the Helm chart has)."""
+    config = {"apiVersion": "v1", "kind": "Config",
+              "clusters": [{"name": "standin", "cluster": {
+                  "server": standin.url,
+                  "certificate-authority-data": base64.b64encode(standin.ca_path.read_bytes()).decode()}}],
+              "users": [{"name": "account", "user": {"token": token}}],
+              "contexts": [{"name": "account", "context": {"cluster": "standin", "user": "account"}}],
+              "current-context": "account"}
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 def vk_config(standin: KubeStandin, kubeconfig: Path, api_url: str, **overrides: Any) -> dict[str, Any]:
     """The tests' vk configuration; its kubelet endpoint accepts client certificates of the stand-in's CA and
     leaves the rest to TokenReview and SubjectAccessReview (the defaults)."""
