@@ -133,10 +133,11 @@ from importlib.metadata import PackageNotFoundError, distribution, distributions
 from pip._vendor.packaging.requirements import Requirement
 from pip._vendor.packaging.utils import canonicalize_name
 
-needed, todo = set(), [("slurmlink", ())]
+needed, seen, todo = set(), set(), [("slurmlink", ())]
 while todo:
     name, extras = todo.pop()
     needed.add(canonicalize_name(name))
+    seen.add((canonicalize_name(name), extras))  # a name asked for again with other extras needs more
     try:
         requires = distribution(name).requires or []
     except PackageNotFoundError:
@@ -144,8 +145,8 @@ while todo:
     for line in requires:
         req = Requirement(line)
         if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (*extras, "")):
-            if canonicalize_name(req.name) not in needed:
-                todo.append((req.name, tuple(req.extras)))
+            if (canonicalize_name(req.name), tuple(sorted(req.extras))) not in seen:
+                todo.append((req.name, tuple(sorted(req.extras))))
 installed = {canonicalize_name(d.metadata["Name"]) for d in distributions()}
 print(json.dumps(sorted(installed - needed - {"pip", "setuptools", "wheel"})))
 """
