@@ -16,7 +16,7 @@
     tls: {cert_file: ..., key_file: ...}     # optional; terminate TLS here (TLS >= 1.3 recommended)
     files: {job_root: /path, max_chunk_bytes: 16777216}   # optional: the /slurmlink/v1/ file extensions
     service_identities: [{issuer: https://..., subject: <sub>, account: <local account>}]   # optional
-    state_dir: /var/lib/slurmlink/proxy      # the submission ledger; required with service_identities
+    state_dir: /var/lib/slurmlink/proxy      # the submission ledger and the pool database (default)
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ class ProxyConfig(Strict):
     files: FilesSection | None = None
     signals: SignalsSection | None = None  # POST /slurmlink/v1/jobs/{id}/signal (graceful stop on v0.0.38)
     service_identities: list[ServiceIdentitySection] = Field(default_factory=list)
-    state_dir: str | None = None
+    # State that must outlive a restart: the submission ledger, and the identity pool's database unless its url
+    # is set (see docs/configuration.md, "State that must persist"). Made (0700) at start if missing.
+    state_dir: str = "/var/lib/slurmlink/proxy"
 
     @model_validator(mode="after")
     def _check(self) -> ProxyConfig:
@@ -117,14 +119,15 @@ class ProxyConfig(Strict):
         if self.signals is not None and self.jwt_key_file is None:
             # scancel would act as the SlurmUser, for whom SLURM checks nothing: only a token of the owner
             raise ValueError("signals need jwt_key_file: scancel runs with a token of the job's owner")
+        if not self.state_dir.startswith("/"):
+            raise ValueError("state_dir must be an absolute path")
+        self.identity.keep_pools_in(self.state_dir)
         self._check_service_identities()
         return self
 
     def _check_service_identities(self) -> None:
         if not self.service_identities:
             return
-        if self.state_dir is None:
-            raise ValueError("service_identities need state_dir (the ledger of jobs submitted through the proxy)")
         pinned = {section.url for section in self.identity.issuers}
         for service in self.service_identities:
             if service.issuer not in pinned:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 UPSTREAM_TAINT_KEY = "virtual-node.interlink/no-schedule"
+CSR_STATE_FILE = "kubelet-serving.pem"  # in state_dir, unless kubelet.csr.state_file is set
 # Labels a node may not set on itself (NodeRestriction): refused here rather than by the apiserver at start.
 _FORBIDDEN_LABEL_PREFIXES = ("node-role.kubernetes.io/", "node-restriction.kubernetes.io/")
 
@@ -67,7 +69,7 @@ class CsrConfig(Strict):
     """`kubelet.tls: csr`: the serving certificate is requested from the cluster's kubelet-serving signer."""
 
     # Key and issued certificate (PEM, mode 0600), so a restart reuses a valid certificate without a new
-    # approval; None: kept in memory only.
+    # approval; unset: <state_dir>/kubelet-serving.pem (the vk's top-level state_dir).
     state_file: str | None = None
     expiration_seconds: int | None = Field(default=None, ge=600)  # asked of the signer; None: its default
     renew_fraction: float = Field(default=0.8, gt=0, lt=1)  # renew once this part of the lifetime has passed
@@ -166,6 +168,17 @@ class VkConfig(Strict):
     # ... or every this many seconds, whatever the lifetime (tests, sites that want it); unset by default
     projected_token_refresh_seconds: float | None = Field(default=None, gt=0)
     watch_timeout_seconds: int = Field(default=300, ge=10)  # the apiserver ends each watch after this; we resume
+    # State that must outlive a restart (with kubelet.tls: csr, the serving certificate; see
+    # docs/configuration.md, "State that must persist"). Made (0700) at start when something is kept there.
+    state_dir: str = "/var/lib/slurmlink/vk"
+
+    @model_validator(mode="after")
+    def _state_dir(self) -> VkConfig:
+        if not self.state_dir.startswith("/"):
+            raise ValueError("state_dir must be an absolute path")
+        if self.kubelet.csr.state_file is None:
+            self.kubelet.csr.state_file = os.path.join(self.state_dir, CSR_STATE_FILE)
+        return self
 
     @property
     def lease_renew_interval(self) -> float:
