@@ -32,7 +32,7 @@ def _set(target: dict[str, Any], keys: list[str], value: Any, variable: str) -> 
     for depth, key in enumerate(keys[:-1]):
         target = target.setdefault(key, {})
         if not isinstance(target, dict):
-            raise ConfigError(f"{variable}: {'.'.join(keys[:depth + 1])} is not a section (the file sets a value)")
+            raise ConfigError(f"{variable}: {'.'.join(keys[:depth + 1])} is set to a value, not a section")
     target[keys[-1]] = value
 
 

@@ -98,4 +98,4 @@ def test_a_variable_cannot_go_below_a_value_the_file_sets(tmp_path: Path) -> Non
     path = tmp_path / "api.yaml"
     path.write_text("users: x\n")
     assert error(ApiConfig, {"SLURMLINK_USERS__DEFAULT": "y"}, path) == (
-        "SLURMLINK_USERS__DEFAULT: users is not a section (the file sets a value)")
+        "SLURMLINK_USERS__DEFAULT: users is set to a value, not a section")
