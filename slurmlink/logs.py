@@ -28,8 +28,10 @@ def configure(level: str, log_format: LogFormat | str = LogFormat.text) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
-# What every LogRecord carries; anything else on a record came from `extra=` and goes into the JSON object.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+# What every LogRecord carries; anything else on a record came from `extra=` and goes into the JSON object
+# (but uvicorn's `color_message`, the message again with terminal colours).
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -35,6 +35,7 @@ def test_extras_become_fields_and_never_replace_the_base_ones() -> None:
     line = formatted(record("%s", json.dumps(entry), audit=entry, key="state_dir", level_name="x"))
     assert line["audit"] == entry and line["key"] == "state_dir" and line["level"] == "INFO"
     assert formatted(record("x", when=object()))["when"].startswith("<object")  # type: ignore[union-attr]
+    assert "color_message" not in formatted(record("up", color_message="\x1b[36mup\x1b[0m"))  # uvicorn's
 
 
 def test_a_multi_line_message_and_an_exception_stay_on_one_line() -> None:
