@@ -18,6 +18,7 @@ from rich.text import Text
 from slurmlink import __version__
 from slurmlink.config import ConfigError, load_config
 from slurmlink.devcluster.commands import app as dev_cluster_app
+from slurmlink.logs import LogFormat
 from slurmlink.logs import configure as configure_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -42,6 +43,8 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
 ApiUrl = Annotated[str, typer.Option("--api", envvar="SLURMLINK_API_URL", help="URL of slurmlink api.")]
 TokenOpt = Annotated[str | None, typer.Option("--token-file", envvar="SLURMLINK_API_TOKEN_FILE",
                                               help="File with the API's bearer token.")]
+LogFormatOpt = Annotated[LogFormat, typer.Option("--log-format", envvar="SLURMLINK_LOG_FORMAT",
+                                                 help="text, or json: one JSON object per line.")]
 
 
 def _token(path: str | None) -> str | None:
@@ -69,57 +72,65 @@ def _config_error(source: Path | None, problem: object) -> typer.Exit:
 @app.command()
 def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLURMLINK_API_CONFIG",
                                                     help="YAML configuration file.")] = None,
-        log_level: str = "info") -> None:
+        log_level: str = "info", log_format: LogFormatOpt = LogFormat.text) -> None:
     """Serve the interLink-compatible API (mode 2: submits with sbatch at the site)."""
     import uvicorn
 
     from slurmlink.api.app import create_app
     from slurmlink.api.backends import make_backend
     from slurmlink.api.config import ApiConfig
+    from slurmlink.statepaths import api_state, prepare
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     try:
         settings = load_config(ApiConfig, config)
+        prepare(api_state(settings))
         application = create_app(settings, make_backend(settings))
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
+    # log_config=None: uvicorn's loggers go through ours (and its format), not handlers of its own
     uvicorn.run(application, host=settings.listen.host, port=settings.listen.port, log_level=log_level,
-                access_log=False)
+                access_log=False, log_config=None)
 
 
 @app.command()
 def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLINK_PROXY_CONFIG",
                                                help="YAML configuration file.")],
-          log_level: str = "info") -> None:
+          log_level: str = "info", log_format: LogFormatOpt = LogFormat.text) -> None:
     """Serve the Check-in-enabled SLURM REST API (mode 1): an authorising, user-mapping proxy to slurmrestd."""
     import uvicorn
 
     from slurmlink.proxy import create_app
     from slurmlink.proxy.app import uvicorn_options
     from slurmlink.proxy.config import ProxyConfig
+    from slurmlink.statepaths import prepare, proxy_state
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     try:
         settings = load_config(ProxyConfig, config)
+        prepare(proxy_state(settings))
         application = create_app(settings)
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
-    uvicorn.run(application, **{**uvicorn_options(settings), "log_level": log_level, "access_log": False})
+    uvicorn.run(application, **{**uvicorn_options(settings), "log_level": log_level, "access_log": False,
+                                "log_config": None})
 
 
 @app.command()
 def vk(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLURMLINK_VK_CONFIG",
                                                    help="YAML configuration file.")] = None,
-       log_level: str = "info") -> None:
+       log_level: str = "info", log_format: LogFormatOpt = LogFormat.text) -> None:
     """Run the virtual kubelet: a Kubernetes node whose pods become jobs through an interLink API."""
+    from slurmlink.statepaths import prepare, vk_state
     from slurmlink.vk.config import VkConfig
     from slurmlink.vk.service import run as run_vk
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     for noisy in ("httpx", "httpx2"):  # one line per request would drown the rest
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = load_config(VkConfig, config)
+        prepare(vk_state(settings))
         asyncio.run(run_vk(settings))
     except ConfigError as exc:
         raise _config_error(config, exc) from exc

@@ -9,7 +9,7 @@
       mapping:                            # tried in order, first match wins
         - static: {path: /etc/slurmlink/users.yaml}
         - alise: {url: https://alise.example.org, site: hpc, apikey_file: /etc/slurmlink/alise.key}
-        - pool: {prefix: egi, digits: 3, first: 1, last: 100, url: "sqlite:////var/lib/slurmlink/pool.sqlite"}
+        - pool: {prefix: egi, digits: 3, first: 1, last: 100}   # url: default <state_dir>/pool.sqlite
         - template: {template: "{preferred_username}"}
         - service_account: {default: egi-service}
       accounts: {min_uid: 1000, slurm_user: slurm}
@@ -24,7 +24,8 @@ from pydantic import Field, model_validator
 
 from slurmlink.config import Strict
 from slurmlink.identity.entitlements import PolicySection
-from slurmlink.identity.mapping import MappingStep
+from slurmlink.identity.mapping import MappingStep, PoolOptions
+from slurmlink.identity.mapping.pool import default_url
 from slurmlink.identity.oidc import CHECKIN_PRESETS, IssuerConfig
 
 
@@ -91,3 +92,9 @@ class IdentityConfig(Strict):
         if twice:
             raise ValueError(f"mapping steps need distinct names; {twice[0]!r} is used twice (set `name:`)")
         return self
+
+    def keep_pools_in(self, state_dir: str) -> None:
+        """Pool steps without a `url` keep their database in the service's state directory."""
+        for step in self.mapping:
+            if isinstance(step, PoolOptions) and step.url is None:
+                step.url = default_url(state_dir)

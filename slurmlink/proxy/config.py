@@ -103,8 +103,9 @@ class ProxyConfig(Strict):
     service_identities: list[ServiceIdentitySection] = Field(default_factory=list, description=(
         "Check-in clients of `slurmlink api` (see *Service identities and the submission ledger* in "
         "[proxy.md](proxy.md))"))
-    state_dir: str | None = Field(default=None, description=(
-        "where the submission ledger lives; unset: no ledger. Needed with `service_identities`"))
+    state_dir: str = Field(default="/var/lib/slurmlink/proxy", description=(
+        "state that must outlive a restart: the submission ledger, and the identity pool's database unless its "
+        "url is set (see *State that must persist*); made (0700) at start if missing"))
 
     @model_validator(mode="after")
     def _check(self) -> ProxyConfig:
@@ -117,14 +118,15 @@ class ProxyConfig(Strict):
         if self.signals is not None and self.jwt_key_file is None:
             # scancel would act as the SlurmUser, for whom SLURM checks nothing: only a token of the owner
             raise ValueError("signals need jwt_key_file: scancel runs with a token of the job's owner")
+        if not self.state_dir.startswith("/"):
+            raise ValueError("state_dir must be an absolute path")
+        self.identity.keep_pools_in(self.state_dir)
         self._check_service_identities()
         return self
 
     def _check_service_identities(self) -> None:
         if not self.service_identities:
             return
-        if self.state_dir is None:
-            raise ValueError("service_identities need state_dir (the ledger of jobs submitted through the proxy)")
         pinned = {section.url for section in self.identity.issuers}
         for service in self.service_identities:
             if service.issuer not in pinned:

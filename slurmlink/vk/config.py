@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -9,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from slurmlink.config import Strict
 
 UPSTREAM_TAINT_KEY = "virtual-node.interlink/no-schedule"
+CSR_STATE_FILE = "kubelet-serving.pem"  # in state_dir, unless kubelet.csr.state_file is set
 # Labels a node may not set on itself (NodeRestriction): refused here rather than by the apiserver at start.
 _FORBIDDEN_LABEL_PREFIXES = ("node-role.kubernetes.io/", "node-restriction.kubernetes.io/")
 
@@ -81,7 +83,7 @@ class CsrConfig(Strict):
 
     state_file: str | None = Field(default=None, description=(
         "key and issued certificate (PEM, mode 0600), reused after a restart without a new approval; unset: "
-        "memory only"))
+        "`kubelet-serving.pem` in the vk's `state_dir`"))
     expiration_seconds: int | None = Field(default=None, ge=600, description=(
         "the lifetime asked of the signer; unset: the signer's default (one year on kube-controller-manager)"))
     renew_fraction: float = Field(default=0.8, gt=0, lt=1, description=(
@@ -201,6 +203,17 @@ class VkConfig(Strict):
         "instead, a fixed refresh period in seconds, whatever the lifetime (tests, sites that want it)"))
     watch_timeout_seconds: int = Field(default=300, ge=10, description=(
         "the apiserver ends each pod watch after this; the vk resumes it"))
+    state_dir: str = Field(default="/var/lib/slurmlink/vk", description=(
+        "state that must outlive a restart (with `kubelet.tls: csr`, the serving certificate; see *State that "
+        "must persist*); made (0700) at start when something is kept there"))
+
+    @model_validator(mode="after")
+    def _state_dir(self) -> VkConfig:
+        if not self.state_dir.startswith("/"):
+            raise ValueError("state_dir must be an absolute path")
+        if self.kubelet.csr.state_file is None:
+            self.kubelet.csr.state_file = os.path.join(self.state_dir, CSR_STATE_FILE)
+        return self
 
     @property
     def lease_renew_interval(self) -> float:

@@ -138,6 +138,7 @@ def api_config(cluster: DevCluster, port: int, **overrides: Any) -> dict[str, An
         "users": {"default": cluster.users[0], "namespaces": {"team-b": cluster.users[1]}},
         "site": {"runtime": "bwrap", "restart_backoff_seconds": 1},
         "auth": {"allow_unauthenticated": True},
+        "state_dir": str(cluster.state_dir / "api-state"),  # never the machine's /var/lib/slurmlink/api
     }
     config.update(overrides)
     return config
@@ -183,6 +184,7 @@ def vk_config(standin: KubeStandin, kubeconfig: Path, api_url: str, **overrides:
                     "authentication": {"x509": {"client_ca_file": str(standin.ca_path)}}},
         "workers": 4, "status_interval": 0.5, "ping_interval": 0.5, "lease_duration_seconds": 10,
         "missing_reference_timeout": 6, "watch_timeout_seconds": 30,
+        "state_dir": str(kubeconfig.parent / "vk-state"),  # never the machine's /var/lib/slurmlink/vk
     }
     config.update(overrides)
     return config
