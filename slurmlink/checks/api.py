@@ -6,17 +6,19 @@ import pwd
 
 from slurmlink.api.config import ApiConfig
 from slurmlink.checks.commands import check_commands, locate
-from slurmlink.checks.files import Fs, check_named_files
+from slurmlink.checks.files import Fs, check_named_files, check_state
 from slurmlink.checks.identity import check_identity
 from slurmlink.checks.jobroot import check_agreement, check_mode2
 from slurmlink.checks.online import check_healthz, check_issuers
 from slurmlink.checks.report import Report
 from slurmlink.proxy.config import ProxyConfig
 from slurmlink.slurm.cli import COMMANDS, CliConfig
+from slurmlink.statepaths import api_state
 
 
 def check_api(report: Report, config: ApiConfig, fs: Fs, proxy: tuple[str, ProxyConfig] | None = None) -> None:
     check_named_files(report, config, fs)
+    check_state(report, api_state(config), fs)
     if config.auth.bearer_token_file is None and not config.auth.allow_unauthenticated:
         report.error("auth.bearer_token_file", "not set: the API refuses to start (or set "
                                                "auth.allow_unauthenticated on a single-user machine)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from slurmlink.checks.report import Report
+from slurmlink.statepaths import StatePath
 
 # Keys whose files hold secrets, and keys whose files may be read by anyone; other `*_file` keys: readable.
 SECRET_KEYS = frozenset({"key_file", "token_file", "jwt_key_file", "bearer_token_file", "service_token_file",
                          "client_secret_file", "apikey_file", "kubeconfig"})
 PUBLIC_KEYS = frozenset({"cert_file", "ca_file", "client_ca_file", "slurm_conf"})
-# Files the service writes itself: the directory must be there and writable; an existing file must be private.
-STATE_FILE_KEYS = frozenset({"state_file"})
 DIRECTORY_KEYS = frozenset({"bin_dir"})
 SOCKET_KEYS = frozenset({"socket"})  # a unix socket the service binds: its directory must be there
-STATE_DIRECTORY_KEYS = frozenset({"state_dir"})  # made by the service (0700) when missing
+# State the service keeps (made by it, 0700, when missing): checked from slurmlink.statepaths' list, which says
+# which of it is in use (a CSR state file only with tls: csr), not by this walk.
+STATE_FILE_KEYS = frozenset({"state_file"})
+STATE_DIRECTORY_KEYS = frozenset({"state_dir"})
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,14 @@ def check_named_files(report: Report, model: BaseModel, fs: Fs) -> None:
             continue
         if name in SECRET_KEYS:
             secret_file(report, key, value, fs)
-        elif name in STATE_FILE_KEYS:
-            state_file(report, key, value, fs)
+        elif name in STATE_FILE_KEYS or name in STATE_DIRECTORY_KEYS:
+            continue  # state: checked from slurmlink.statepaths' list (check_state), as the service prepares it
         elif name in PUBLIC_KEYS or name.endswith("_file"):
             readable_file(report, key, value, fs)
         elif name in SOCKET_KEYS:
             socket_path(report, key, value, fs)
         elif name in DIRECTORY_KEYS:
             directory(report, key, value, fs)
-        elif name in STATE_DIRECTORY_KEYS:
-            state_directory(report, key, value, fs)
         else:
             continue
         seen.add(value)
@@ -205,18 +205,10 @@ def state_directory(report: Report, key: str, name: str, fs: Fs) -> None:
         report.ok(key, f"{fs.show(name)} is a private, writable directory")
 
 
-def sqlite_directory(report: Report, key: str, url: str, fs: Fs) -> None:
-    """A SQLite database URL (`sqlite:////var/lib/...`): the database's directory must be writable."""
-    if not url.startswith("sqlite:///") or url in ("sqlite://", "sqlite:///:memory:"):
-        return
-    name = url.removeprefix("sqlite:///")
-    parent = fs.path(name).parent
-    if not parent.is_dir():
-        report.error(key, f"the directory of the database {fs.show(name)} does not exist")
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        report.error(key, f"the directory of the database {fs.show(name)} is not writable")
-    else:
-        report.ok(key, f"the database {fs.show(name)} can be created or opened")
+def check_state(report: Report, paths: Iterable[StatePath], fs: Fs) -> None:
+    """The directories of the state the service keeps (slurmlink.statepaths), each once."""
+    for key, directory in dict.fromkeys((p.key, p.directory) for p in paths):
+        state_directory(report, key, directory, fs)
 
 
 def _mode(info: os.stat_result) -> str:

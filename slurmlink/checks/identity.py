@@ -8,7 +8,7 @@ import os
 import pwd
 import stat
 
-from slurmlink.checks.files import Fs, readable_file, sqlite_directory
+from slurmlink.checks.files import Fs, readable_file
 from slurmlink.checks.report import Report
 from slurmlink.identity.config import IdentityConfig
 from slurmlink.identity.mapping import MappingError
@@ -21,12 +21,8 @@ def check_identity(report: Report, identity: IdentityConfig, key: str, fs: Fs) -
         here = f"{key}.mapping.{i}.{step.kind}"
         if isinstance(step, StaticOptions):
             _static_map(report, f"{here}.path", step, fs)
-        elif isinstance(step, PoolOptions):
-            url = getattr(step, "url", None)  # may be unset: then the pool lives in the state directory
-            if isinstance(url, str):
-                sqlite_directory(report, f"{here}.url", url, fs)
-            if fs.root is None:
-                _pool_accounts(report, here, step)
+        elif isinstance(step, PoolOptions) and fs.root is None:
+            _pool_accounts(report, here, step)  # its database's directory is state (check_state)
 
 
 def _static_map(report: Report, key: str, step: StaticOptions, fs: Fs) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from slurmlink.checks.commands import check_commands
-from slurmlink.checks.files import Fs, check_named_files
+from slurmlink.checks.files import Fs, check_named_files, check_state
 from slurmlink.checks.identity import check_identity
 from slurmlink.checks.jobroot import check_mode1
 from slurmlink.checks.online import TIMEOUT_SECONDS, check_issuers, shorten
@@ -17,10 +17,12 @@ from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.config import ProxyConfig
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+from slurmlink.statepaths import proxy_state
 
 
 def check_proxy(report: Report, config: ProxyConfig, fs: Fs) -> None:
     check_named_files(report, config, fs)
+    check_state(report, proxy_state(config), fs)
     check_identity(report, config.identity, "identity", fs)
     if config.files is not None:
         check_mode1(report, "files.job_root", config.files.job_root, fs)

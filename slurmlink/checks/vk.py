@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from lightkube import ApiError
 
-from slurmlink.checks.files import Fs, check_named_files
+from slurmlink.checks.files import Fs, check_named_files, check_state, state_file
 from slurmlink.checks.online import check_healthz, shorten
 from slurmlink.checks.report import Report
 from slurmlink.config import ConfigError
+from slurmlink.statepaths import vk_state
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.kube import make_client, raw, status_code
 from slurmlink.wire.client import ApiCallError, InterlinkClient, token_file_reader
@@ -20,6 +21,10 @@ NODES_GROUP = "system:nodes"
 
 def check_vk(report: Report, config: VkConfig, fs: Fs) -> None:
     check_named_files(report, config, fs)
+    check_state(report, vk_state(config), fs)
+    csr_state = config.kubelet.csr.state_file
+    if config.kubelet.tls == "csr" and csr_state and fs.path(csr_state).exists():
+        state_file(report, "kubelet.csr.state_file", csr_state, fs)  # an old key must be private
     section = config.kube
     if section.kubeconfig and fs.root is None and fs.path(section.kubeconfig).is_file():
         try:
