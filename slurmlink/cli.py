@@ -54,20 +54,19 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
                                                     help="YAML configuration file.")] = None,
         log_level: str = "info") -> None:
     """Serve the interLink-compatible API (mode 2: submits with sbatch at the site)."""
-    import uvicorn
-
-    from slurmlink.api.app import create_app
+    from slurmlink.api.app import create_app, listeners
     from slurmlink.api.backends import make_backend
     from slurmlink.api.config import ApiConfig
+    from slurmlink.listeners import Servers
 
     configure_logging(log_level)
     try:
         settings = load_config(ApiConfig, config)
         application = create_app(settings, make_backend(settings))
+        servers = Servers(listeners(settings, application), log_level)
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
-    uvicorn.run(application, host=settings.listen.host, port=settings.listen.port, log_level=log_level,
-                access_log=False)
+    servers.run()
 
 
 @app.command()
@@ -75,19 +74,19 @@ def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLI
                                                help="YAML configuration file.")],
           log_level: str = "info") -> None:
     """Serve the Check-in-enabled SLURM REST API (mode 1): an authorising, user-mapping proxy to slurmrestd."""
-    import uvicorn
-
+    from slurmlink.listeners import Servers
     from slurmlink.proxy import create_app
-    from slurmlink.proxy.app import uvicorn_options
+    from slurmlink.proxy.app import listeners
     from slurmlink.proxy.config import ProxyConfig
 
     configure_logging(log_level)
     try:
         settings = load_config(ProxyConfig, config)
         application = create_app(settings)
+        servers = Servers(listeners(settings, application), log_level)
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
-    uvicorn.run(application, **{**uvicorn_options(settings), "log_level": log_level, "access_log": False})
+    servers.run()
 
 
 @app.command()

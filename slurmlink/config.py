@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slurmlink.core.errors import SlurmlinkError
 
@@ -24,6 +24,15 @@ class ConfigError(SlurmlinkError):
     """A configuration problem, naming the file (or variable) and the key; one line, for the command to print."""
 
     default_reason = "InvalidConfig"
+
+
+class AdminListen(BaseModel):
+    """`admin:` of every service: plain HTTP GET /healthz and /metrics, without authentication, for probes and
+    Prometheus. Keep it on loopback or a private network (it says more than the public port)."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)  # None: no admin listener
 
 
 def _set(target: dict[str, Any], keys: list[str], value: Any) -> None:

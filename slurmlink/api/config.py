@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from slurmlink.config import AdminListen
 from slurmlink.identity.config import IdentityConfig, IssuerSection
 from slurmlink.slurm.rest_shapes import SUPPORTED
 from slurmlink.translate import site as site_model
@@ -15,9 +16,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
 
 
+class ListenTlsConfig(Strict):
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None  # set: callers must present a client certificate this CA signed
+
+
 class ListenConfig(Strict):
     host: str = "127.0.0.1"
     port: int = 3000
+    tls: ListenTlsConfig | None = None  # HTTPS on host:port
+    # A unix socket, served instead of host:port (mode 0660: its permissions are the access control)
+    socket: str | None = None
+    socket_group: str | None = None  # the socket's group (e.g. the one upstream interLink runs in)
 
 
 class CliBackendConfig(Strict):
@@ -107,6 +118,7 @@ class AuthConfig(Strict):
 
 class ApiConfig(Strict):
     listen: ListenConfig = Field(default_factory=ListenConfig)
+    admin: AdminListen = Field(default_factory=AdminListen)
     backend: Literal["cli", "rest"] = "cli"  # cli: sbatch & co at the site (mode 2); rest: the proxy (mode 1)
     cli: CliBackendConfig = Field(default_factory=CliBackendConfig)
     rest: RestBackendConfig | None = None
@@ -121,6 +133,8 @@ class ApiConfig(Strict):
 
     @model_validator(mode="after")
     def _backend_configured(self) -> ApiConfig:
+        if self.listen.socket is not None and self.listen.tls is not None:
+            raise ValueError("listen.tls and listen.socket exclude each other (the socket replaces the TCP port)")
         if self.backend == "rest" and self.rest is None:
             raise ValueError("backend rest needs a `rest:` section (at least its url)")
         if self.backend == "rest" and self.identity is not None:

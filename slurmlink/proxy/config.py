@@ -14,6 +14,7 @@
     auth_failure_limit: null                 # e.g. {requests_per_second: 1, burst: 30}: refused tokens per address
     allow_slurmdb: false                     # read-only /slurmdb job queries
     tls: {cert_file: ..., key_file: ...}     # optional; terminate TLS here (TLS >= 1.3 recommended)
+    admin: {host: 127.0.0.1, port: 9091}     # optional; /healthz with details and /metrics, plain HTTP
     files: {job_root: /path, max_chunk_bytes: 16777216}   # optional: the /slurmlink/v1/ file extensions
     service_identities: [{issuer: https://..., subject: <sub>, account: <local account>}]   # optional
     state_dir: /var/lib/slurmlink/proxy      # the submission ledger; required with service_identities
@@ -25,6 +26,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from slurmlink.config import AdminListen
 from slurmlink.identity.config import IdentityConfig
 
 
@@ -82,6 +84,7 @@ class ServiceIdentitySection(Strict):
 
 class ProxyConfig(Strict):
     listen: ListenSection = Field(default_factory=lambda: ListenSection())
+    admin: AdminListen = Field(default_factory=AdminListen)  # /healthz in full and /metrics, plain HTTP
     upstream: str = "http://127.0.0.1:6820"
     identity: IdentityConfig
     slurm_user: str = "slurm"

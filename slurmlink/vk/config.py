@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from slurmlink.config import AdminListen
+
 UPSTREAM_TAINT_KEY = "virtual-node.interlink/no-schedule"
 # Labels a node may not set on itself (NodeRestriction): refused here rather than by the apiserver at start.
 _FORBIDDEN_LABEL_PREFIXES = ("node-role.kubernetes.io/", "node-restriction.kubernetes.io/")
@@ -55,9 +57,17 @@ class KubeConfigSection(Strict):
 
 
 class InterlinkApiConfig(Strict):
-    url: str = "http://127.0.0.1:3000"
+    url: str = "http://127.0.0.1:3000"  # also https://..., or unix:///path/to/api.sock
     token_file: str | None = None  # bearer token, re-read on every request (it may be rotated)
-    ca_file: str | None = None
+    ca_file: str | None = None  # the CA of an https:// API's certificate; None: the system's
+    cert_file: str | None = None  # a client certificate for an API that requires one (listen.tls.client_ca_file)
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> InterlinkApiConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("api.cert_file and api.key_file go together")
+        return self
     # slurmlink's API answers many pods per /status call; upstream interLink expects one pod per call.
     batch_status: bool = True
     timeout_seconds: float = Field(default=30.0, gt=0)
@@ -120,6 +130,8 @@ class KubeletConfig(Strict):
     cert_file: str | None = None
     key_file: str | None = None
     client_ca_file: str | None = None  # the former key of authentication.x509.client_ca_file, still read
+    # tls: files: how often the files are checked for a rotated pair (which new connections then get)
+    cert_reload_seconds: float = Field(default=60.0, gt=0)
     csr: CsrConfig = Field(default_factory=CsrConfig)
     authentication: KubeletAuthenticationConfig = Field(default_factory=KubeletAuthenticationConfig)
     authorization: KubeletAuthorizationConfig = Field(default_factory=KubeletAuthorizationConfig)
@@ -154,6 +166,7 @@ class VkConfig(Strict):
     kube: KubeConfigSection = Field(default_factory=KubeConfigSection)
     api: InterlinkApiConfig = Field(default_factory=InterlinkApiConfig)
     kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
+    admin: AdminListen = Field(default_factory=AdminListen)  # /healthz and /metrics without client certificates
     workers: int = Field(default=8, ge=1)  # pods handled at once; one pod is only ever handled by one worker
     status_interval: float = Field(default=5.0, gt=0)  # seconds between status rounds
     ping_interval: float = Field(default=5.0, gt=0)  # seconds between pings of the API (node Ready follows them)
