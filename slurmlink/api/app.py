@@ -74,11 +74,12 @@ def _install_guard(app: FastAPI, token: str | None, open_paths: frozenset[str]) 
     @app.middleware("http")
     async def guard(request: Request, call_next: Handler) -> Response:
         route = request.url.path
+        label = route if route in KNOWN_ROUTES else "other"  # callers choose paths: bounded metric labels
         given = request.headers.get("authorization", "")
         authenticated = token is None or hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
         request.state.authenticated = authenticated
         if not authenticated and route not in open_paths:
-            metrics.REQUESTS.labels(route, 401).inc()
+            metrics.REQUESTS.labels(label, 401).inc()
             return PlainTextResponse("missing or wrong bearer token\n", status_code=401,
                                      headers={"WWW-Authenticate": "Bearer"})
         try:
@@ -86,7 +87,7 @@ def _install_guard(app: FastAPI, token: str | None, open_paths: frozenset[str]) 
         except Exception:
             log.exception("request %s failed", route)
             response = PlainTextResponse("internal error\n", status_code=500)
-        metrics.REQUESTS.labels(route if route in KNOWN_ROUTES else "other", response.status_code).inc()
+        metrics.REQUESTS.labels(label, response.status_code).inc()
         return response
 
 
