@@ -10,6 +10,8 @@ import os
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def tls_api(slurm_cluster: DevCluster, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
     work = tmp_path_factory.mktemp("tls-api")
     (work / "token").write_text(TOKEN + "\n")
+    (work / "token").chmod(0o600)  # as check-config wants a secret
     tls = {"cert_file": str(pki.server[0]), "key_file": str(pki.server[1]), "client_ca_file": str(pki.ca)}
     config = api_config(slurm_cluster, free_port(), auth={"bearer_token_file": str(work / "token")},
                         admin={"port": free_port()})
@@ -121,6 +124,7 @@ def https_chain(slurm_cluster: DevCluster, tls_api: ApiProcess, pki: Pki,
     kubelet_cert, kubelet_key = pki.server_pair("kubelet-1", ["127.0.0.1", NODE])
     with KubeStandin(work / "standin", bookmark_interval=1.0) as standin:
         kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", NODE)
+        kubeconfig.chmod(0o600)
         api = {"url": tls_api.url, "ca_file": str(pki.ca), "cert_file": str(pki.client[0]),
                "key_file": str(pki.client[1]), "token_file": str(tls_api.config["auth"]["bearer_token_file"])}
         config = vk_config(standin, kubeconfig, tls_api.url, api=api, admin={"port": free_port()})
@@ -138,6 +142,13 @@ def test_vk_runs_a_pod_through_the_https_api(https_chain: Chain) -> None:
     pod = https_chain.wait_phase("over-https", ("Succeeded", "Failed"), timeout=90)
     assert pod["status"]["phase"] == "Succeeded", pod["status"]
     assert https_chain.kubectl("logs", "over-https").stdout == "hello over TLS\n"
+
+
+def test_check_config_online_reaches_the_https_api_as_the_vk_does(https_chain: Chain) -> None:
+    done = subprocess.run([sys.executable, "-m", "slurmlink.cli", "check-config", "vk", "-c",
+                           str(https_chain.vk.config_path), "--online"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "answers /pinglink" in done.stdout + done.stderr
 
 
 def test_vk_probes_on_the_admin_port_while_the_kubelet_port_wants_certificates(https_chain: Chain) -> None:
