@@ -14,6 +14,9 @@ from cryptography import x509
 from pydantic import ValidationError
 
 from slurmlink.api.config import ApiConfig
+from slurmlink.checks.api import check_api
+from slurmlink.checks.files import Fs
+from slurmlink.checks.report import Report
 from slurmlink.config import ConfigError
 from slurmlink.listeners import bind_unix, tls_options
 from slurmlink.vk.certfiles import CertificateFiles
@@ -83,3 +86,14 @@ def test_rotated_files_are_installed_and_a_mismatched_pair_is_not(tmp_path: Path
     assert serving.certificate is not None and serving.certificate.serial_number == serial
     assert files.check() is False  # seen
     assert list(scratch.iterdir()) == []  # the copies for `ssl` are gone once loaded
+
+
+def test_check_config_takes_a_socket_without_a_token(tmp_path: Path) -> None:
+    """As the API starts: on a socket no token is needed; on TCP without one it refuses."""
+    def auth_findings(listen: dict[str, object]) -> list[str]:
+        report = Report("api.yaml", {})
+        check_api(report, ApiConfig.model_validate({"listen": listen, "job_root": str(tmp_path)}), Fs())
+        return [f.level for f in report.findings if f.key == "auth.bearer_token_file" or "token" in f.message]
+
+    assert auth_findings({"socket": str(tmp_path / "api.sock")}) == ["ok"]
+    assert auth_findings({}) == ["error"]
