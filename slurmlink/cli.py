@@ -74,11 +74,10 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
                                                     help="YAML configuration file.")] = None,
         log_level: str = "info", log_format: LogFormatOpt = LogFormat.text) -> None:
     """Serve the interLink-compatible API (mode 2: submits with sbatch at the site)."""
-    import uvicorn
-
-    from slurmlink.api.app import create_app
+    from slurmlink.api.app import create_app, listeners
     from slurmlink.api.backends import make_backend
     from slurmlink.api.config import ApiConfig
+    from slurmlink.listeners import Servers
     from slurmlink.statepaths import api_state, prepare
 
     configure_logging(log_level, log_format)
@@ -86,11 +85,10 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
         settings = load_config(ApiConfig, config)
         prepare(api_state(settings))
         application = create_app(settings, make_backend(settings))
+        servers = Servers(listeners(settings, application), log_level)
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
-    # log_config=None: uvicorn's loggers go through ours (and its format), not handlers of its own
-    uvicorn.run(application, host=settings.listen.host, port=settings.listen.port, log_level=log_level,
-                access_log=False, log_config=None)
+    servers.run()
 
 
 @app.command()
@@ -98,10 +96,9 @@ def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLI
                                                help="YAML configuration file.")],
           log_level: str = "info", log_format: LogFormatOpt = LogFormat.text) -> None:
     """Serve the Check-in-enabled SLURM REST API (mode 1): an authorising, user-mapping proxy to slurmrestd."""
-    import uvicorn
-
+    from slurmlink.listeners import Servers
     from slurmlink.proxy import create_app
-    from slurmlink.proxy.app import uvicorn_options
+    from slurmlink.proxy.app import listeners
     from slurmlink.proxy.config import ProxyConfig
     from slurmlink.statepaths import prepare, proxy_state
 
@@ -110,10 +107,10 @@ def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLI
         settings = load_config(ProxyConfig, config)
         prepare(proxy_state(settings))
         application = create_app(settings)
+        servers = Servers(listeners(settings, application), log_level)
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
-    uvicorn.run(application, **{**uvicorn_options(settings), "log_level": log_level, "access_log": False,
-                                "log_config": None})
+    servers.run()
 
 
 @app.command()

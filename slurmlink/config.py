@@ -14,7 +14,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slurmlink.core.errors import SlurmlinkError
 
@@ -32,6 +32,14 @@ class ConfigError(SlurmlinkError):
     """A configuration problem, naming the file (or variable) and the key; one line, for the command to print."""
 
     default_reason = "InvalidConfig"
+
+
+class AdminListen(Strict):
+    """`admin:` of every service: plain HTTP GET /healthz and /metrics, without authentication, for probes and
+    Prometheus. Keep it on loopback or a private network (it says more than the public port)."""
+
+    host: str = Field(default="127.0.0.1", description="address of the admin listener")
+    port: int | None = Field(default=None, ge=0, le=65535, description="its port; unset: no admin listener")
 
 
 def _set(target: dict[str, Any], keys: list[str], value: Any, variable: str) -> None:

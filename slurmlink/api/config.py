@@ -6,15 +6,27 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slurmlink.config import Strict
+from slurmlink.config import AdminListen, Strict
 from slurmlink.identity.config import IdentityConfig, IssuerSection
 from slurmlink.slurm.rest_shapes import SUPPORTED
 from slurmlink.translate import site as site_model
 
 
+class ListenTlsConfig(Strict):
+    cert_file: str = Field(description="the server certificate (PEM)")
+    key_file: str = Field(description="its private key")
+    client_ca_file: str | None = Field(default=None, description=(
+        "set: callers must present a client certificate this CA signed"))
+
+
 class ListenConfig(Strict):
     host: str = Field(default="127.0.0.1", description="address to serve on")
     port: int = Field(default=3000, description="port (interLink's conventional API port)")
+    tls: ListenTlsConfig | None = Field(default=None, description="HTTPS on host:port")
+    socket: str | None = Field(default=None, description=(
+        "a unix socket, served instead of host:port (mode 0660: its permissions are the access control)"))
+    socket_group: str | None = Field(default=None, description=(
+        "the socket's group (e.g. the one upstream interLink runs in)"))
 
 
 class CliBackendConfig(Strict):
@@ -131,6 +143,8 @@ class AuthConfig(Strict):
 
 class ApiConfig(Strict):
     listen: ListenConfig = Field(default_factory=ListenConfig)
+    admin: AdminListen = Field(default_factory=AdminListen, description=(
+        "plain HTTP `/healthz` (in full) and `/metrics`, without authentication (see *Listeners*)"))
     backend: Literal["cli", "rest"] = Field(default="cli", description=(
         "`cli`: sbatch/squeue/sacct/scancel at the site (mode 2); `rest`: through the site's proxy (mode 1, "
         "see [mode1.md](mode1.md))"))
@@ -162,6 +176,8 @@ class ApiConfig(Strict):
 
     @model_validator(mode="after")
     def _backend_configured(self) -> ApiConfig:
+        if self.listen.socket is not None and self.listen.tls is not None:
+            raise ValueError("listen.tls and listen.socket exclude each other (the socket replaces the TCP port)")
         if self.backend == "rest" and self.rest is None:
             raise ValueError("backend rest needs a `rest:` section (at least its url)")
         if self.backend == "rest" and self.identity is not None:

@@ -19,7 +19,9 @@ from slurmlink.statepaths import api_state
 def check_api(report: Report, config: ApiConfig, fs: Fs, proxy: tuple[str, ProxyConfig] | None = None) -> None:
     check_named_files(report, config, fs)
     check_state(report, api_state(config), fs)
-    if config.auth.bearer_token_file is None and not config.auth.allow_unauthenticated:
+    if config.listen.socket is not None and config.auth.bearer_token_file is None:
+        report.ok("listen.socket", "no token: the socket's permissions decide who may call the API")
+    elif config.auth.bearer_token_file is None and not config.auth.allow_unauthenticated:
         report.error("auth.bearer_token_file", "not set: the API refuses to start (or set "
                                                "auth.allow_unauthenticated on a single-user machine)")
     elif config.auth.allow_unauthenticated and config.auth.bearer_token_file is None:

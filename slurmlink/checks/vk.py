@@ -4,6 +4,8 @@ says the vk is (a SelfSubjectReview, as `kubectl auth whoami`)."""
 
 from __future__ import annotations
 
+import ssl
+
 from lightkube import ApiError
 
 from slurmlink.checks.files import Fs, check_named_files, check_state, state_file
@@ -13,7 +15,7 @@ from slurmlink.config import ConfigError
 from slurmlink.statepaths import vk_state
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.kube import make_client, raw, status_code
-from slurmlink.wire.client import ApiCallError, InterlinkClient, token_file_reader
+from slurmlink.wire.client import UNIX_SCHEME, ApiCallError, InterlinkClient, tls_context, token_file_reader
 
 SELF_SUBJECT_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 NODES_GROUP = "system:nodes"
@@ -39,9 +41,15 @@ def check_vk(report: Report, config: VkConfig, fs: Fs) -> None:
 
 async def check_vk_online(report: Report, config: VkConfig) -> None:
     api = config.api
-    await check_healthz(report, "api.url", api.url, api.ca_file or True, "the API")
+    try:  # the vk's own TLS towards the API: its CA, and its client certificate if the API requires one
+        verify = tls_context(api.ca_file, api.cert_file, api.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        report.error("api.ca_file", f"the API's CA or the vk's client certificate cannot be loaded: {exc}")
+        return
+    if not api.url.startswith(UNIX_SCHEME):  # on a socket, /pinglink below says it all
+        await check_healthz(report, "api.url", api.url, verify, "the API")
     async with InterlinkClient(api.url, token=token_file_reader(api.token_file), timeout=api.timeout_seconds,
-                               verify=api.ca_file or True) as client:
+                               verify=verify) as client:
         try:
             await client.ping()
         except ApiCallError as exc:

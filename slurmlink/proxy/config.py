@@ -10,7 +10,7 @@ import re
 
 from pydantic import Field, model_validator
 
-from slurmlink.config import Strict
+from slurmlink.config import AdminListen, Strict
 from slurmlink.identity.config import IdentityConfig
 
 
@@ -70,6 +70,8 @@ class ServiceIdentitySection(Strict):
 
 class ProxyConfig(Strict):
     listen: ListenSection = Field(default_factory=lambda: ListenSection())
+    admin: AdminListen = Field(default_factory=AdminListen, description=(
+        "plain HTTP `/healthz` (in full) and `/metrics`; set, `/metrics` leaves the public port"))
     upstream: str = Field(default="http://127.0.0.1:6820", description=(
         "slurmrestd (`http(s)://host[:port]`, plain HTTP on loopback or a private network)"))
     identity: IdentityConfig = Field(description="issuers, VO policy, mapping chain (as for `slurmlink api`)")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slurmlink.config import Strict
+from slurmlink.config import AdminListen, Strict
 
 UPSTREAM_TAINT_KEY = "virtual-node.interlink/no-schedule"
 CSR_STATE_FILE = "kubelet-serving.pem"  # in state_dir, unless kubelet.csr.state_file is set
@@ -68,7 +68,8 @@ class KubeConfigSection(Strict):
 
 
 class InterlinkApiConfig(Strict):
-    url: str = Field(default="http://127.0.0.1:3000", description="the interLink API (`slurmlink api`)")
+    url: str = Field(default="http://127.0.0.1:3000", description=(
+        "the interLink API (`slurmlink api`): http(s)://host:port or unix:///path/to/api.sock"))
     token_file: str | None = Field(default=None, description=(
         "its bearer token, re-read on every call (a sidecar may rotate it)"))
     ca_file: str | None = Field(default=None, description="CA of an HTTPS API; unset: the system's")
@@ -76,6 +77,15 @@ class InterlinkApiConfig(Strict):
         "one `/status` call for all pods (slurmlink's API); `false` for upstream interLink: one call per pod, "
         "at most 8 in flight"))
     timeout_seconds: float = Field(default=30.0, gt=0, description="per API call (log follows have no read timeout)")
+    cert_file: str | None = Field(default=None, description=(
+        "a client certificate for an API that requires one (its `listen.tls.client_ca_file`)"))
+    key_file: str | None = Field(default=None, description="its private key")
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> InterlinkApiConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("api.cert_file and api.key_file go together")
+        return self
 
 
 class CsrConfig(Strict):
@@ -149,6 +159,8 @@ class KubeletConfig(Strict):
     client_ca_file: str | None = Field(default=None, description=(
         "the former name of `authentication.x509.client_ca_file`, still read; setting both to different files is "
         "an error"))
+    cert_reload_seconds: float = Field(default=60.0, gt=0, description=(
+        "`tls: files`: how often the files are checked for a rotated pair (which new connections then get)"))
     csr: CsrConfig = Field(default_factory=CsrConfig)
     authentication: KubeletAuthenticationConfig = Field(default_factory=KubeletAuthenticationConfig)
     authorization: KubeletAuthorizationConfig = Field(default_factory=KubeletAuthorizationConfig)
@@ -184,6 +196,8 @@ class VkConfig(Strict):
     kube: KubeConfigSection = Field(default_factory=KubeConfigSection)
     api: InterlinkApiConfig = Field(default_factory=InterlinkApiConfig)
     kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
+    admin: AdminListen = Field(default_factory=AdminListen, description=(
+        "plain HTTP `/healthz` and `/metrics` without client certificates (probes, Prometheus)"))
     workers: int = Field(default=8, ge=1, description="pods handled at once (one pod only ever by one worker)")
     status_interval: float = Field(default=5.0, gt=0, description="seconds between status rounds")
     ping_interval: float = Field(default=5.0, gt=0, description=(

@@ -80,13 +80,7 @@ def stage_container(docs: list[dict[str, Any]], name: str, root: Path,
     program, service, option, config_path = _container(docs, name)["command"]
     assert (program, option) == ("slurmlink", "-c")
     container_files(docs, name, root, contents)
-    config = root / config_path.lstrip("/")
-    data = yaml.safe_load(config.read_text())
-    model = VkConfig if service == "vk" else ApiConfig
-    if "admin" not in model.model_fields:  # the admin listener (issue 12, branch i12-tls) is not merged here yet
-        data.pop("admin")
-    config.write_text(yaml.safe_dump(data))
-    return service, config
+    return service, root / config_path.lstrip("/")
 
 
 # What check-config may warn about in the chart's pod, and why that is all right there
@@ -305,12 +299,12 @@ def test_the_charts_pod_runs(values: str, tmp_path: Path) -> None:
     127.0.0.1), and its approved serving certificate lands on the state volume."""
     root, pod_ip = tmp_path / "root", "127.0.0.2"
     with serve_fake_interlink() as fake_url, KubeStandin(tmp_path / "standin") as kube:
-        kubelet_port, api_port = free_port(), free_port()
+        kubelet_port, admin_port, api_port, api_admin_port = free_port(), free_port(), free_port(), free_port()
         settings = {"node.name": NODE} if values == "mode1-api" else \
             {"node.name": NODE, "api.url": fake_url, "api.ca.existingConfigMap": ""}
         docs = objects(render(VALUES / f"{values}.yaml", settings=settings, numbers={
-            "kubelet.port": kubelet_port, "admin.port": free_port(), "mode1Api.port": api_port,
-            "mode1Api.adminPort": free_port()}))
+            "kubelet.port": kubelet_port, "admin.port": admin_port, "mode1Api.port": api_port,
+            "mode1Api.adminPort": api_admin_port}))
         node_config = node_kubeconfig(kube, tmp_path / "node.kubeconfig", NODE).read_text()
         contents = {"kubeconfig": node_config, "client-ca": kube.ca_path.read_text(), "api-token": "vk-token\n",
                     "proxy-ca": kube.ca_path.read_text(), "service-token": "service-token\n"}
@@ -320,11 +314,12 @@ def test_the_charts_pod_runs(values: str, tmp_path: Path) -> None:
             if "api" in containers:  # the vk's API, first
                 log = tmp_path / "api.log"
                 processes.append(_start_container(docs, "api", root, contents, pod_ip, log))
-                wait_until(lambda: _answers(f"http://127.0.0.1:{api_port}/metrics", processes[-1], log), 30,
+                # where the chart's probes look: the admin listener
+                wait_until(lambda: _answers(f"http://127.0.0.1:{api_admin_port}/healthz", processes[-1], log), 30,
                            "the mode-1 API to answer")
             log = tmp_path / "vk.log"
             processes.append(_start_container(docs, "vk", root, contents, pod_ip, log))
-            wait_until(lambda: _answers(f"https://127.0.0.1:{kubelet_port}/healthz", processes[-1], log), 30,
+            wait_until(lambda: _answers(f"http://127.0.0.1:{admin_port}/healthz", processes[-1], log), 30,
                        "the vk to serve")
             node = wait_until(lambda: kube.get("nodes", NODE), 10, "the node")
             assert {"type": "InternalIP", "address": pod_ip} in node["status"]["addresses"]
