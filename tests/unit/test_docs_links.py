@@ -1,17 +1,25 @@
 """The deployment guides (docs/guides/*.md) and the README point only at things that exist: every relative link
-names a file of the repository (and, for a Markdown file, a heading when it has an anchor), and every
-`slurmlink <command>` in their code is a command of the CLI (slurmlink/cli.py's typer app)."""
+names a file of the repository (and, for a Markdown file, a heading when it has an anchor), every
+`slurmlink <command>` in their code is a command of the CLI (slurmlink/cli.py's typer app), and every
+configuration a guide marks `<!-- checked as: api|proxy|vk|helm-values -->` loads with that service's model
+(or uses only keys of the chart's values.yaml)."""
 
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer.main
+import yaml
+from pydantic import BaseModel, ValidationError
 
+from slurmlink.api.config import ApiConfig
 from slurmlink.cli import app
+from slurmlink.proxy.config import ProxyConfig
+from slurmlink.vk.config import VkConfig
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDES = sorted((REPO / "docs" / "guides").glob("*.md"))
@@ -20,10 +28,15 @@ CHECKED = [*GUIDES, REPO / "README.md"]
 # Commands and options of issue 12's shared interface that other branches add. Until those are merged they are
 # missing here; the lead empties this set after merging them (test_pending_names_are_still_missing says when).
 PENDING = {"--version", "check-config", "config", "vk-node-delete"}  # with what follows them (config example)
-PENDING_PATHS = {"slurmlink/examples/pods/kubectl-pod.yaml"}  # where the package branch moves examples/
+PENDING_PATHS = {"slurmlink/examples/pods/kubectl-pod.yaml",  # where the package branch moves examples/
+                 "deploy/helm/slurmlink-vk/values.yaml"}
+PENDING_KEYS = {"api": {"admin", "state_dir", "listen.tls"}, "proxy": {"admin"}, "vk": {"admin"}}
+MODELS: dict[str, type[BaseModel]] = {"api": ApiConfig, "proxy": ProxyConfig, "vk": VkConfig}
+CHART_VALUES = REPO / "deploy" / "helm" / "slurmlink-vk" / "values.yaml"
+SNIPPET = re.compile(r"<!-- checked as: ([\w-]+) -->\s*\n([ \t]*)```yaml\n(.*?)^[ \t]*```", re.S | re.M)
 
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
-FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)  # also indented, in numbered steps
 SPAN = re.compile(r"`([^`\n]+)`")
 # `slurmlink WORD` where slurmlink starts a command: at the start of the code, after a prompt, `exec`, `--`
 # (runuser -u USER -- slurmlink), `=` (ExecStart=), a pipe or `&&`, or as a path (.venv/bin/slurmlink).
@@ -119,12 +132,70 @@ def test_named_commands_exist(doc: Path) -> None:
     assert not missing, f"{doc.relative_to(REPO)} names commands the CLI does not have: {missing}"
 
 
+def _snippets() -> list[tuple[str, str, Any]]:
+    found = []
+    for guide in GUIDES:
+        for kind, _, block in SNIPPET.findall(guide.read_text()):
+            found.append((f"{guide.name}: {kind}", kind, yaml.safe_load(textwrap.dedent(block))))
+    return found
+
+
+def _has_field(model: type[BaseModel], dotted: str) -> bool:
+    """Whether `a.b` is a field of the model (through nested models, optional or not)."""
+    head, _, rest = dotted.partition(".")
+    field = model.model_fields.get(head)
+    if field is None:
+        return False
+    if not rest:
+        return True
+    nested = [t for t in (field.annotation, *getattr(field.annotation, "__args__", ()))
+              if isinstance(t, type) and issubclass(t, BaseModel)]
+    return any(_has_field(t, rest) for t in nested)
+
+
+def _unknown_values(given: Any, defaults: Any, prefix: str = "") -> list[str]:
+    """Keys of `given` that the chart's values.yaml does not have (free-form maps, `{}` there, take anything)."""
+    if not isinstance(given, dict) or not isinstance(defaults, dict) or not defaults:
+        return []
+    unknown = []
+    for key, value in given.items():
+        if key not in defaults:
+            unknown.append(f"{prefix}{key}")
+        else:
+            unknown += _unknown_values(value, defaults[key], f"{prefix}{key}.")
+    return unknown
+
+
+def test_guides_have_checked_configurations() -> None:
+    assert {kind for _, kind, _ in _snippets()} >= {"api", "proxy", "helm-values"}
+
+
+@pytest.mark.parametrize(("where", "kind", "config"), _snippets(), ids=lambda v: v if isinstance(v, str) else "")
+def test_configuration_snippets_load(where: str, kind: str, config: Any) -> None:
+    if kind == "helm-values":
+        if not CHART_VALUES.exists():
+            assert str(CHART_VALUES.relative_to(REPO)) in PENDING_PATHS
+            pytest.skip("the chart is not merged yet")
+        unknown = _unknown_values(config, yaml.safe_load(CHART_VALUES.read_text()))
+        assert not unknown, f"{where}: not values of the chart: {unknown}"
+        return
+    try:
+        MODELS[kind].model_validate(config)
+    except ValidationError as exc:
+        pending = PENDING_KEYS.get(kind, set())
+        errors = [e for e in exc.errors() if not (e["type"] == "extra_forbidden"
+                                                  and ".".join(map(str, e["loc"])) in pending)]
+        assert not errors, f"{where}: {errors}"
+
+
 def test_pending_names_are_still_missing() -> None:
     """Once a branch that adds a pending name is merged, the name leaves PENDING (so it is checked again)."""
     root = _root()
     merged = sorted(name for name in PENDING if _exists(name, root))
     merged += sorted(path for path in PENDING_PATHS if (REPO / path).exists())
-    assert not merged, f"merged now: remove {merged} from PENDING(_PATHS) in {Path(__file__).name}"
+    merged += sorted(f"{kind}: {key}" for kind, keys in PENDING_KEYS.items() for key in keys
+                     if _has_field(MODELS[kind], key))
+    assert not merged, f"merged now: remove {merged} from PENDING(_PATHS, _KEYS) in {Path(__file__).name}"
 
 
 def test_the_checks_find_what_they_should(tmp_path: Path) -> None:
