@@ -1,4 +1,4 @@
-"""The one entry point: `slurmlink api|vk|proxy|run|get|logs|delete|demo|dev-cluster`."""
+"""The one entry point: `slurmlink api|vk|proxy|check-config|run|get|logs|delete|demo|dev-cluster`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -106,6 +107,40 @@ def vk(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SLU
         asyncio.run(run_vk(settings))
     except ConfigError as exc:
         raise _config_error(config, exc) from exc
+
+
+class CheckedService(StrEnum):
+    api = "api"
+    proxy = "proxy"
+    vk = "vk"
+
+
+@app.command("check-config")
+def check_config(
+        service: Annotated[CheckedService, typer.Argument(help="Whose configuration: api, proxy or vk.")],
+        config: Annotated[Path, typer.Option("--config", "-c", help="YAML configuration file.")],
+        online: Annotated[bool, typer.Option(help="Also reach issuers, slurmrestd, the API and the apiserver.")]
+        = False,
+        proxy_config: Annotated[Path | None, typer.Option(
+            help="api only: the site proxy's configuration, to compare job_root with its files.job_root.")] = None,
+        root: Annotated[Path | None, typer.Option(
+            help="Look up the files the configuration names below this directory (an unpacked image, a "
+                 "staged tree) instead of /.")] = None) -> None:
+    """Check a service's configuration and what it names (files, modes, job root, commands) before starting it.
+
+    One line per check; exit code 0 without errors, 2 for configuration errors, 1 when only --online failed."""
+    from slurmlink.checks.run import check
+
+    if proxy_config is not None and service != CheckedService.api:
+        raise _config_error(None, "--proxy-config goes with check-config api")
+    logging.disable(logging.WARNING)  # the clients' own warnings would repeat the findings
+    reports, code = check(service.value, config, online=online, proxy_config=proxy_config, root=root)
+    styles = {"ok": "green", "warning": "yellow", "error": "red"}
+    out = Console(highlight=False, soft_wrap=True)
+    for report in reports:
+        for finding, line in zip(report.findings, report.lines(), strict=True):
+            out.print(Text.assemble((line[:8], styles[finding.level]), line[8:]))
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -25,6 +25,7 @@ behave like the real apiserver (v1.36) on what a kubelet and kubectl use, per `s
   certificates of its CA.
 - TokenReview and SubjectAccessReview (a kubelet's webhook authn/authz), answered from a minimal RBAC-like grant
   table (rbac.py) seeded as a kubeadm cluster: admins, the apiserver's kubelet client, nodes may send reviews.
+- SelfSubjectReview (`kubectl auth whoami`): any authenticated caller learns its user name and groups.
 
 It deliberately does not do: authorization of ordinary requests (the grant table answers reviews only: no RBAC
 on other verbs, no Node authorizer, no NodeRestriction), roles and bindings as objects, admission webhooks,
