@@ -58,7 +58,7 @@ class ProxyService:
             follow_redirects=False, trust_env=False)
         services = tuple(ServiceIdentity(s.issuer, s.subject, s.account) for s in config.service_identities)
         self.callers = CallerIdentifier(self.authorizer, services)
-        self.ledger = Ledger(config.state_dir) if config.state_dir is not None else None
+        self.ledger = Ledger(config.state_dir)
         signaller = BatchSignaller(config.signals, self.slurm_token.token_as) if config.signals else None
         self.api_version = ApiVersion(config.api_version, self.http, self.upstream, self._slurm_user_headers,
                                       config.api_version_recheck_seconds)

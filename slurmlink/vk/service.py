@@ -83,7 +83,7 @@ def _kubelet_server_config(config: VkConfig, app: Starlette, kube: AsyncClient, 
     open_paths = frozenset() if config.kubelet.authenticate_healthz else frozenset({"/healthz"})
     guarded_app = KubeletGuard(app, KubeletAuth(config.kubelet, config.node.name, kube), open_paths)
     server_config = uvicorn.Config(guarded_app, log_level="warning", access_log=False, http=PeerCertProtocol,
-                                   lifespan="off", timeout_graceful_shutdown=2, **tls)
+                                   lifespan="off", timeout_graceful_shutdown=2, log_config=None, **tls)
     server_config.load()  # builds the SSLContext now, so that a CSR certificate can be swapped into it later
     assert server_config.ssl is not None
     return server_config, server_config.ssl

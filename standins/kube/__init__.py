@@ -34,6 +34,8 @@ normalisation, reading past resourceVersions (lists always answer the current st
 controllers (but for a small scheduler, the namespace cleanup, the default ServiceAccount/kube-root-ca.crt, and
 the two garbage collectors a kubelet meets after `kubectl delete node`: owner references and orphaned pods, gc.py).
 
+An audit log (`kube.audit`, audit.py) keeps the RBAC attributes of every authenticated request, by user.
+
 Fault injection for tests: `drop_watches()`, `expire_next_watches(n)`, `compact()`, `latency`,
 `faults.refuse_node_reads(n)` (the Node authorizer's lag after a binding).
 Use: `with KubeStandin() as kube: ...` then point clients at `kube.kubeconfig`; or `python -m standins.kube`.

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def examples_dir() -> Path:
     """Where the shipped example configurations are (the one line to change when they move)."""
-    return REPO / "examples"
+    return REPO / "slurmlink" / "examples"
 
 
 def example_configs() -> list[Path]:

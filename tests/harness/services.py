@@ -138,6 +138,7 @@ def api_config(cluster: DevCluster, port: int, **overrides: Any) -> dict[str, An
         "users": {"default": cluster.users[0], "namespaces": {"team-b": cluster.users[1]}},
         "site": {"runtime": "bwrap", "restart_backoff_seconds": 1},
         "auth": {"allow_unauthenticated": True},
+        "state_dir": str(cluster.state_dir / "api-state"),  # never the machine's /var/lib/slurmlink/api
     }
     config.update(overrides)
     return config
@@ -157,6 +158,20 @@ def node_kubeconfig(standin: KubeStandin, path: Path, node: str) -> Path:
     return path
 
 
+def token_kubeconfig(standin: KubeStandin, path: Path, token: str) -> Path:
+    """A kubeconfig with a bearer token, e.g. a ServiceAccount's (as a vk deployed by the Helm chart has)."""
+    config = {"apiVersion": "v1", "kind": "Config",
+              "clusters": [{"name": "standin", "cluster": {
+                  "server": standin.url,
+                  "certificate-authority-data": base64.b64encode(standin.ca_path.read_bytes()).decode()}}],
+              "users": [{"name": "account", "user": {"token": token}}],
+              "contexts": [{"name": "account", "context": {"cluster": "standin", "user": "account"}}],
+              "current-context": "account"}
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 def vk_config(standin: KubeStandin, kubeconfig: Path, api_url: str, **overrides: Any) -> dict[str, Any]:
     """The tests' vk configuration; its kubelet endpoint accepts client certificates of the stand-in's CA and
     leaves the rest to TokenReview and SubjectAccessReview (the defaults)."""
@@ -169,6 +184,7 @@ def vk_config(standin: KubeStandin, kubeconfig: Path, api_url: str, **overrides:
                     "authentication": {"x509": {"client_ca_file": str(standin.ca_path)}}},
         "workers": 4, "status_interval": 0.5, "ping_interval": 0.5, "lease_duration_seconds": 10,
         "missing_reference_timeout": 6, "watch_timeout_seconds": 30,
+        "state_dir": str(kubeconfig.parent / "vk-state"),  # never the machine's /var/lib/slurmlink/vk
     }
     config.update(overrides)
     return config

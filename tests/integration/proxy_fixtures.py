@@ -7,6 +7,7 @@ import http.client
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,8 @@ def proxy_config(cluster: DevCluster, checkin: CheckinStandin, users_file: Path,
         "rate_limit": {"requests_per_second": 1000, "burst": 1000},
     }
     data.update(overrides)
+    if "state_dir" not in data:  # its ledger: never in the machine's /var/lib/slurmlink/proxy
+        data["state_dir"] = tempfile.mkdtemp(prefix="proxy-state-", dir=users_file.parent)
     return ProxyConfig.model_validate(data)
 
 
