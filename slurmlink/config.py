@@ -14,7 +14,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from slurmlink.core.errors import SlurmlinkError
 
@@ -26,6 +26,16 @@ class Strict(BaseModel):
     """The base of every configuration section."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+
+
+def _absolute(path: str) -> str:
+    if not path.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return path
+
+
+# A service's `state_dir` (see slurmlink.statepaths): made at start, so a relative path would depend on the cwd.
+AbsolutePath = Annotated[str, AfterValidator(_absolute)]
 
 
 class ConfigError(SlurmlinkError):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slurmlink.config import AdminListen, Strict
+from slurmlink.config import AbsolutePath, AdminListen, Strict
 from slurmlink.identity.config import IdentityConfig, IssuerSection
 from slurmlink.slurm.rest_shapes import SUPPORTED
 from slurmlink.translate import site as site_model
@@ -162,14 +162,12 @@ class ApiConfig(Strict):
     log_follow_interval: float = Field(default=1.0, gt=0, description="how often a followed log is read for new bytes")
     identity: IdentityConfig | None = Field(default=None, description=(
         "Check-in identity: each pod's own token decides who its job runs as (then `users` is not used)"))
-    state_dir: str = Field(default="/var/lib/slurmlink/api", description=(
+    state_dir: AbsolutePath = Field(default="/var/lib/slurmlink/api", description=(
         "state that must outlive a restart (the identity pool's database, unless its url is set; see *State that "
         "must persist*); made (0700) at start when something is kept there"))
 
     @model_validator(mode="after")
     def _state_dir(self) -> ApiConfig:
-        if not self.state_dir.startswith("/"):
-            raise ValueError("state_dir must be an absolute path")
         if self.identity is not None:
             self.identity.keep_pools_in(self.state_dir)
         return self

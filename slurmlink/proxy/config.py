@@ -10,7 +10,7 @@ import re
 
 from pydantic import Field, model_validator
 
-from slurmlink.config import AdminListen, Strict
+from slurmlink.config import AbsolutePath, AdminListen, Strict
 from slurmlink.identity.config import IdentityConfig
 
 
@@ -105,7 +105,7 @@ class ProxyConfig(Strict):
     service_identities: list[ServiceIdentitySection] = Field(default_factory=list, description=(
         "Check-in clients of `slurmlink api` (see *Service identities and the submission ledger* in "
         "[proxy.md](proxy.md))"))
-    state_dir: str = Field(default="/var/lib/slurmlink/proxy", description=(
+    state_dir: AbsolutePath = Field(default="/var/lib/slurmlink/proxy", description=(
         "state that must outlive a restart: the submission ledger, and the identity pool's database unless its "
         "url is set (see *State that must persist*); made (0700) at start if missing"))
 
@@ -120,8 +120,6 @@ class ProxyConfig(Strict):
         if self.signals is not None and self.jwt_key_file is None:
             # scancel would act as the SlurmUser, for whom SLURM checks nothing: only a token of the owner
             raise ValueError("signals need jwt_key_file: scancel runs with a token of the job's owner")
-        if not self.state_dir.startswith("/"):
-            raise ValueError("state_dir must be an absolute path")
         self.identity.keep_pools_in(self.state_dir)
         self._check_service_identities()
         return self

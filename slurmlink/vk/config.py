@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slurmlink.config import AdminListen, Strict
+from slurmlink.config import AbsolutePath, AdminListen, Strict
 
 UPSTREAM_TAINT_KEY = "virtual-node.interlink/no-schedule"
 CSR_STATE_FILE = "kubelet-serving.pem"  # in state_dir, unless kubelet.csr.state_file is set
@@ -217,14 +217,12 @@ class VkConfig(Strict):
         "instead, a fixed refresh period in seconds, whatever the lifetime (tests, sites that want it)"))
     watch_timeout_seconds: int = Field(default=300, ge=10, description=(
         "the apiserver ends each pod watch after this; the vk resumes it"))
-    state_dir: str = Field(default="/var/lib/slurmlink/vk", description=(
+    state_dir: AbsolutePath = Field(default="/var/lib/slurmlink/vk", description=(
         "state that must outlive a restart (with `kubelet.tls: csr`, the serving certificate; see *State that "
         "must persist*); made (0700) at start when something is kept there"))
 
     @model_validator(mode="after")
     def _state_dir(self) -> VkConfig:
-        if not self.state_dir.startswith("/"):
-            raise ValueError("state_dir must be an absolute path")
         if self.kubelet.csr.state_file is None:
             self.kubelet.csr.state_file = os.path.join(self.state_dir, CSR_STATE_FILE)
         return self
