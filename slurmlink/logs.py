@@ -1,4 +1,5 @@
-"""Logging of the commands, and the filter that keeps secrets carried in URLs out of the log.
+"""Logging of the commands (text, or one JSON object per line), and the filter that keeps secrets carried in URLs
+out of the log.
 
 httpx logs every request URL at INFO on its process-wide `httpx` logger; a client that must put a secret in a
 query string (ALISE wants its apikey there) calls `redact_httpx_query` once, and from then on that parameter's
@@ -7,14 +8,53 @@ value is logged as `***` by every client of the process.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from datetime import UTC, datetime
+from enum import StrEnum
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def configure(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=FORMAT)
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def configure(level: str, log_format: LogFormat | str = LogFormat.text) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == LogFormat.json else logging.Formatter(FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+# What every LogRecord carries; anything else on a record came from `extra=` and goes into the JSON object
+# (but uvicorn's `color_message`, the message again with terminal colours).
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName", "color_message"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, the record's extras, and the exception.
+
+    json.dumps escapes newlines, so a message that carries one (a traceback, a hostile claim) stays one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+                    .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
 
 
 class RedactQueryParameter(logging.Filter):

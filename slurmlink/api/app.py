@@ -25,6 +25,7 @@ from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.service import PodService
 from slurmlink.config import ConfigError
 from slurmlink.core.errors import PodRejected
+from slurmlink.listeners import Listener, admin_listener, main_listener, tls_options
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
 from slurmlink.wire import names
 from slurmlink.wire import projected as wire_projected
@@ -39,9 +40,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
     service = PodService(config, backend)
     token = _read_token(config.auth.bearer_token_file)
-    if token is None and not config.auth.allow_unauthenticated:
+    # On a unix socket the socket's permissions decide who may call (upstream interLink sends no token).
+    if token is None and not config.auth.allow_unauthenticated and config.listen.socket is None:
         raise ConfigError("auth.bearer_token_file is not set: every caller could submit as every mapped account. "
-                          "Set it, or set auth.allow_unauthenticated: true on a machine where that is acceptable")
+                          "Set it, serve on listen.socket (its permissions are the access control), or set "
+                          "auth.allow_unauthenticated: true on a machine where that is acceptable")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,30 +59,35 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
     app = FastAPI(title="slurmlink api", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
 
-    _install_guard(app, token)
+    # With an admin listener, /metrics moves there; without one it stays open here, as it always was.
+    open_paths = {"/healthz"} if config.admin.port is not None else {"/healthz", "/metrics"}
+    _install_guard(app, token, frozenset(open_paths))
     _install_interlink_routes(app, service)
     _install_own_routes(app, service)
     _install_error_handlers(app)
     return app
 
 
-def _install_guard(app: FastAPI, token: str | None) -> None:
-    """The bearer token (all but /healthz and /metrics), one 500 line for what a route did not expect, metrics."""
+def _install_guard(app: FastAPI, token: str | None, open_paths: frozenset[str]) -> None:
+    """The bearer token (all but `open_paths`), one 500 line for what a route did not expect, metrics.
+    `request.state.authenticated` tells /healthz whether it may say more than ok/unavailable."""
     @app.middleware("http")
     async def guard(request: Request, call_next: Handler) -> Response:
         route = request.url.path
-        if token is not None and route not in ("/healthz", "/metrics"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                metrics.REQUESTS.labels(route, 401).inc()
-                return PlainTextResponse("missing or wrong bearer token\n", status_code=401,
-                                         headers={"WWW-Authenticate": "Bearer"})
+        label = route if route in KNOWN_ROUTES else "other"  # callers choose paths: bounded metric labels
+        given = request.headers.get("authorization", "")
+        authenticated = token is None or hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+        request.state.authenticated = authenticated
+        if not authenticated and route not in open_paths:
+            metrics.REQUESTS.labels(label, 401).inc()
+            return PlainTextResponse("missing or wrong bearer token\n", status_code=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
         try:
             response = await call_next(request)
         except Exception:
             log.exception("request %s failed", route)
             response = PlainTextResponse("internal error\n", status_code=500)
-        metrics.REQUESTS.labels(route if route in KNOWN_ROUTES else "other", response.status_code).inc()
+        metrics.REQUESTS.labels(label, response.status_code).inc()
         return response
 
 
@@ -134,16 +142,37 @@ def _install_own_routes(app: FastAPI, service: PodService) -> None:
         return JSONResponse({"written": written})
 
     @app.get("/healthz")
-    async def healthz() -> Response:
-        poller = service.poller
-        healthy = service.recovered.is_set() and not poller.last_error
-        body = {"recovered": service.recovered.is_set(), "last_poll": poller.last_success,
-                "last_error": poller.last_error, "pods": len(service.registry.entries)}
-        return JSONResponse(body, status_code=200 if healthy else 503)
+    async def healthz(request: Request) -> Response:
+        return health_response(service, detailed=request.state.authenticated)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def health_response(service: PodService, *, detailed: bool) -> Response:
+    """200 once recovered and SLURM answers, else 503; SLURM's error and the pod count only when `detailed`
+    (callers with the token, the unix socket, the admin listener)."""
+    poller = service.poller
+    healthy = service.recovered.is_set() and not poller.last_error
+    body: dict[str, Any] = {"status": "ok" if healthy else "unavailable"}
+    if detailed:
+        body.update(recovered=service.recovered.is_set(), last_poll=poller.last_success,
+                    last_error=poller.last_error, pods=len(service.registry.entries))
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+def listeners(config: ApiConfig, app: FastAPI) -> list[Listener]:
+    """Where the API serves: the unix socket, or host:port (HTTPS with listen.tls); and the admin listener."""
+    listen = config.listen
+    tls = tls_options(listen.tls.cert_file, listen.tls.key_file, listen.tls.client_ca_file) if listen.tls else None
+    service: PodService = app.state.service
+
+    async def admin_health() -> Response:
+        return health_response(service, detailed=True)
+
+    return [main_listener(app, listen.host, listen.port, tls, listen.socket, listen.socket_group),
+            *admin_listener(config.admin, admin_health)]
 
 
 KNOWN_ROUTES = frozenset({"/create", "/delete", "/status", "/getLogs", "/pinglink", "/updateCache", "/healthz",

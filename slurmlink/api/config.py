@@ -1,44 +1,62 @@
-"""Configuration of `slurmlink api` (see docs/configuration.md and examples/api-*.yaml)."""
+"""Configuration of `slurmlink api` (see docs/configuration.md and slurmlink/examples/api-*.yaml)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from slurmlink.config import AbsolutePath, AdminListen, Strict
 from slurmlink.identity.config import IdentityConfig, IssuerSection
 from slurmlink.slurm.rest_shapes import SUPPORTED
 from slurmlink.translate import site as site_model
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
+class ListenTlsConfig(Strict):
+    cert_file: str = Field(description="the server certificate (PEM)")
+    key_file: str = Field(description="its private key")
+    client_ca_file: str | None = Field(default=None, description=(
+        "set: callers must present a client certificate this CA signed"))
 
 
 class ListenConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = 3000
+    host: str = Field(default="127.0.0.1", description="address to serve on")
+    port: int = Field(default=3000, description="port (interLink's conventional API port)")
+    tls: ListenTlsConfig | None = Field(default=None, description="HTTPS on host:port")
+    socket: str | None = Field(default=None, description=(
+        "a unix socket, served instead of host:port (mode 0660: its permissions are the access control)"))
+    socket_group: str | None = Field(default=None, description=(
+        "the socket's group (e.g. the one upstream interLink runs in)"))
 
 
 class CliBackendConfig(Strict):
-    slurm_conf: str | None = None  # SLURM_CONF for the commands; None uses the system's slurm.conf
-    bin_dir: str | None = None  # where sbatch & co live; None searches PATH
-    timeout_seconds: float = 30.0
-    # At start: pods whose jobs ended this long ago (and left squeue) are recovered from accounting (sacct)
-    accounting_lookback_hours: Annotated[float, Field(ge=0)] = 24.0
+    slurm_conf: str | None = Field(default=None, description=(
+        "`SLURM_CONF` for the commands; unset: the system's `/etc/slurm/slurm.conf`"))
+    bin_dir: str | None = Field(default=None, description=(
+        "directory of `sbatch` & co; unset: searched in `/usr/local/bin:/usr/bin:/bin` (the 24.11 dev cluster's "
+        "is its `bin/`, see [dev-cluster.md](dev-cluster.md))"))
+    timeout_seconds: float = Field(default=30.0, description="timeout of each SLURM command (sbatch: 60 s)")
+    accounting_lookback_hours: float = Field(default=24.0, ge=0, description=(
+        "at start, one `sacct` lists the jobs of this many hours; slurmlink's jobs among them that ended and "
+        "left `squeue` are adopted like running ones, so a pod the virtual kubelet sends again after a restart "
+        "is not run twice. Needs slurmdbd with `AccountingStoreFlags=job_comment` (the pod's namespace/name is "
+        "in the job's comment; without it such jobs are ignored). `0`: never; without accounting it costs one "
+        "refused `sacct`"))
 
 
 class RestBackendConfig(Strict):
     """Mode 1: the site's `slurmlink proxy` (or a slurmrestd that takes Check-in tokens)."""
 
-    url: str  # e.g. https://hpc.example.org:8443
-    api_version: str = "auto"  # v0.0.38 .. v0.0.44, or "auto" (from slurmrestd's /openapi/v3)
-    service_token_file: str | None = None  # the API's own Check-in token (see docs/mode1.md)
-    ca_file: str | None = None  # the proxy's CA; None: the system's
-    timeout_seconds: float = Field(30.0, gt=0)
-    max_connections: int = Field(16, ge=1)
-    # Issuers a pod's refresh token may be sent to (for pods that outlive their access token).
-    refresh_issuers: list[IssuerSection] = Field(default_factory=list)
+    url: str = Field(description="the site's `slurmlink proxy`, e.g. `https://hpc.example.org:8443`")
+    api_version: str = Field(default="auto", description=(
+        "SLURM REST API version: `v0.0.38` .. `v0.0.44`, or `auto` (the newest of slurmrestd's `/openapi/v3`)"))
+    service_token_file: str | None = Field(default=None, description=(
+        "the API's own Check-in token, for pods whose owner's token expired (see [mode1.md](mode1.md))"))
+    ca_file: str | None = Field(default=None, description="CA of the proxy's certificate; unset: the system's")
+    timeout_seconds: float = Field(default=30.0, gt=0, description="per request to the proxy")
+    max_connections: int = Field(default=16, ge=1, description="connections to the proxy at once")
+    refresh_issuers: list[IssuerSection] = Field(default_factory=list, description=(
+        "issuers a pod's refresh token may be sent to (for pods that outlive their access token)"))
 
     @field_validator("api_version")
     @classmethod
@@ -51,35 +69,52 @@ class RestBackendConfig(Strict):
 class UsersConfig(Strict):
     """Who jobs run as, until Check-in identity decides it: one account, or one per namespace."""
 
-    default: str | None = None
-    namespaces: dict[str, str] = Field(default_factory=dict)
+    default: str | None = Field(default=None, description=(
+        "local account jobs run as (until Check-in identity maps each user)"))
+    namespaces: dict[str, str] = Field(default_factory=dict, description=(
+        "namespace → local account; wins over `default`. A pod with no account ends Failed (`NoAccountMapping`)"))
 
 
 class ApptainerConfig(Strict):
-    executable: str = "apptainer"
-    options: list[str] = Field(default_factory=lambda: list(site_model.ApptainerSettings().options))
-    image_prefix: str = "docker://"
+    executable: str = Field(default="apptainer", description="or `singularity`, or a full path")
+    options: list[str] = Field(default_factory=lambda: list(site_model.ApptainerSettings().options),
+                               description="options of every `apptainer exec/run`")
+    image_prefix: str = Field(default="docker://", description=(
+        "put before images that have no scheme and are not absolute paths"))
 
 
 class BwrapConfig(Strict):
-    executable: str = "bwrap"
-    default_rootfs: str | None = "/"
-    images: dict[str, str] = Field(default_factory=dict)
+    executable: str = Field(default="bwrap", description="bubblewrap")
+    default_rootfs: str | None = Field(default="/", description=(
+        "root filesystem for images not listed in `images`; `null` refuses them"))
+    images: dict[str, str] = Field(default_factory=dict, description="image reference → root filesystem directory")
 
 
 class SiteSection(Strict):
-    runtime: Literal["host", "bwrap", "apptainer", "singularity"] = "host"
-    partition: str | None = None
-    default_cpus: Annotated[int, Field(ge=1)] = 1
-    default_memory_mb: Annotated[int, Field(ge=16)] = 2048
-    default_time_minutes: int | None = None
-    gres: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu": "gpu", "amd.com/gpu": "gpu"})
-    allowed_options: list[str] = Field(default_factory=lambda: sorted(site_model.DEFAULT_ALLOWED_OPTIONS))
-    allow_pre_exec: bool = False
-    host_path_prefixes: list[str] = Field(default_factory=list)
-    path: str = "/usr/local/bin:/usr/bin:/bin"
-    max_restarts: Annotated[int, Field(ge=0)] = 3
-    restart_backoff_seconds: Annotated[int, Field(ge=0)] = 10
+    runtime: Literal["host", "bwrap", "apptainer", "singularity"] = Field(default="host", description=(
+        "how containers run; a pod may choose with the annotation `slurmlink.io/runtime`"))
+    partition: str | None = Field(default=None, description=(
+        "partition for pods that name none (the flags annotation may choose another if `--partition` is allowed)"))
+    default_cpus: int = Field(default=1, ge=1, description="CPUs of a pod that requests none")
+    default_memory_mb: int = Field(default=2048, ge=16, description=(
+        "memory of a pod that requests none (never SLURM's 1 MB)"))
+    default_time_minutes: int | None = Field(default=None, description=(
+        "`--time` of a pod without `activeDeadlineSeconds`; unset: the partition's default"))
+    gres: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu": "gpu", "amd.com/gpu": "gpu"},
+                                 description="Kubernetes extended resources → SLURM gres names (`--gres=gpu:N`)")
+    allowed_options: list[str] = Field(default_factory=lambda: sorted(site_model.DEFAULT_ALLOWED_OPTIONS),
+                                       description=(
+        "sbatch options the `slurm-job.vk.io/flags` annotation may set (short forms such as `-t 30`, `-A proj` "
+        "count as their long names; abbreviations such as `--part` do not)"))
+    allow_pre_exec: bool = Field(default=False, description=(
+        "run the `slurm-job.vk.io/pre-exec` annotation (as shell, as the user, before the containers)"))
+    host_path_prefixes: list[str] = Field(default_factory=list, description=(
+        "hostPath volumes are allowed only below these directories"))
+    path: str = Field(default="/usr/local/bin:/usr/bin:/bin", description=(
+        "`PATH` in host/bwrap containers whose pod sets none"))
+    max_restarts: int = Field(default=3, ge=0, description=(
+        "restarts of a failing container inside the job (`restartPolicy: OnFailure`/`Always`)"))
+    restart_backoff_seconds: int = Field(default=10, ge=0, description="backoff before restart N is N × this")
     apptainer: ApptainerConfig = Field(default_factory=ApptainerConfig)
     bwrap: BwrapConfig = Field(default_factory=BwrapConfig)
 
@@ -99,28 +134,48 @@ class SiteSection(Strict):
 class AuthConfig(Strict):
     """How callers of the API (the virtual kubelet) authenticate."""
 
-    bearer_token_file: str | None = None
-    # Without a token, any local user of the host could submit as any mapped account through a root API:
-    # serving without one must be asked for explicitly (a single-user laptop, the tests, the demo).
-    allow_unauthenticated: bool = False
+    bearer_token_file: str | None = Field(default=None, description=(
+        "callers (the virtual kubelet) must send `Authorization: Bearer <contents>`"))
+    allow_unauthenticated: bool = Field(default=False, description=(
+        "serve without a token (a single-user laptop, the tests, the demo). The API refuses to start without "
+        "one otherwise: any local user of the host could submit as any mapped account"))
 
 
 class ApiConfig(Strict):
     listen: ListenConfig = Field(default_factory=ListenConfig)
-    backend: Literal["cli", "rest"] = "cli"  # cli: sbatch & co at the site (mode 2); rest: the proxy (mode 1)
+    admin: AdminListen = Field(default_factory=AdminListen, description=(
+        "plain HTTP `/healthz` (in full) and `/metrics`, without authentication (see *Listeners*)"))
+    backend: Literal["cli", "rest"] = Field(default="cli", description=(
+        "`cli`: sbatch/squeue/sacct/scancel at the site (mode 2); `rest`: through the site's proxy (mode 1, "
+        "see [mode1.md](mode1.md))"))
     cli: CliBackendConfig = Field(default_factory=CliBackendConfig)
-    rest: RestBackendConfig | None = None
-    job_root: str = "/var/lib/slurmlink/jobs"  # per-pod working directories, on a filesystem the nodes share
-    poll_interval: float = Field(2.0, gt=0)  # seconds between the batched SLURM queries
+    rest: RestBackendConfig | None = Field(default=None, description="needed with `backend: rest`")
+    job_root: str = Field(default="/var/lib/slurmlink/jobs", description=(
+        "per-pod directories `<job_root>/<namespace>-<uid>` (0700, owned by the user), on a filesystem the "
+        "compute nodes share. Mode 2: traversable (`0711`) by the users; mode 1: root-owned `1733`, and the same "
+        "path as the proxy's `files.job_root`"))
+    poll_interval: float = Field(default=2.0, gt=0, description=(
+        "seconds between the batched status queries (one `squeue` for all pods)"))
     users: UsersConfig = Field(default_factory=UsersConfig)
     site: SiteSection = Field(default_factory=SiteSection)
     auth: AuthConfig = Field(default_factory=AuthConfig)
-    log_follow_interval: float = Field(1.0, gt=0)  # how often a followed log is read for new bytes
-    # Check-in identity: each pod's own token decides who its job runs as (then `users` is not used).
-    identity: IdentityConfig | None = None
+    log_follow_interval: float = Field(default=1.0, gt=0, description="how often a followed log is read for new bytes")
+    identity: IdentityConfig | None = Field(default=None, description=(
+        "Check-in identity: each pod's own token decides who its job runs as (then `users` is not used)"))
+    state_dir: AbsolutePath = Field(default="/var/lib/slurmlink/api", description=(
+        "state that must outlive a restart (the identity pool's database, unless its url is set; see *State that "
+        "must persist*); made (0700) at start when something is kept there"))
+
+    @model_validator(mode="after")
+    def _state_dir(self) -> ApiConfig:
+        if self.identity is not None:
+            self.identity.keep_pools_in(self.state_dir)
+        return self
 
     @model_validator(mode="after")
     def _backend_configured(self) -> ApiConfig:
+        if self.listen.socket is not None and self.listen.tls is not None:
+            raise ValueError("listen.tls and listen.socket exclude each other (the socket replaces the TCP port)")
         if self.backend == "rest" and self.rest is None:
             raise ValueError("backend rest needs a `rest:` section (at least its url)")
         if self.backend == "rest" and self.identity is not None:

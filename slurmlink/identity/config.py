@@ -9,7 +9,7 @@
       mapping:                            # tried in order, first match wins
         - static: {path: /etc/slurmlink/users.yaml}
         - alise: {url: https://alise.example.org, site: hpc, apikey_file: /etc/slurmlink/alise.key}
-        - pool: {prefix: egi, digits: 3, first: 1, last: 100, url: "sqlite:////var/lib/slurmlink/pool.sqlite"}
+        - pool: {prefix: egi, digits: 3, first: 1, last: 100}   # url: default <state_dir>/pool.sqlite
         - template: {template: "{preferred_username}"}
         - service_account: {default: egi-service}
       accounts: {min_uid: 1000, slurm_user: slurm}
@@ -20,26 +20,29 @@ read when the service starts (slurmlink.identity.build).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from slurmlink.config import Strict
 from slurmlink.identity.entitlements import PolicySection
-from slurmlink.identity.mapping import MappingStep
+from slurmlink.identity.mapping import MappingStep, PoolOptions
+from slurmlink.identity.mapping.pool import default_url
 from slurmlink.identity.oidc import CHECKIN_PRESETS, IssuerConfig
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class IssuerSection(Strict):
-    preset: str | None = None  # egi-production | egi-demo | egi-development
-    issuer: str | None = None
-    audience: str | None = None
-    client_id: str | None = None  # with client_secret_file: introspection instead of userinfo
-    client_secret_file: str | None = None
-    leeway_seconds: int = 30
-    min_lifetime_seconds: int = 0
-    user_key_claim: str = "voperson_id"
+    preset: str | None = Field(default=None, description=(
+        "a Check-in issuer by name: `egi-production`, `egi-demo` or `egi-development` (or give `issuer`)"))
+    issuer: str | None = Field(default=None, description=(
+        "the issuer's exact URL; discovery and keys are fetched only from pinned issuers, never from a token's "
+        "own `iss`"))
+    audience: str | None = Field(default=None, description="require this `aud`")
+    client_id: str | None = Field(default=None, description=(
+        "with `client_secret_file`: token introspection (a confidential client) instead of userinfo"))
+    client_secret_file: str | None = Field(default=None, description="the file holding `client_id`'s secret")
+    leeway_seconds: int = Field(default=30, description="clock skew allowed on `exp`/`nbf`/`iat`")
+    min_lifetime_seconds: int = Field(default=0, description="refuse tokens that expire sooner than this")
+    user_key_claim: str = Field(default="voperson_id", description=(
+        "the user's key within the issuer (falls back to `sub`)"))
 
     @model_validator(mode="after")
     def _valid(self) -> IssuerSection:
@@ -63,15 +66,19 @@ class IssuerSection(Strict):
 
 
 class AccountsSection(Strict):
-    min_uid: int = 1000
-    slurm_user: str = "slurm"
-    deny_users: list[str] = Field(default_factory=lambda: ["nobody", "nfsnobody"])
+    """Checks on every mapping result: root and unknown accounts are always refused."""
+
+    min_uid: int = Field(default=1000, description="mapped accounts below this uid are refused")
+    slurm_user: str = Field(default="slurm", description="the SlurmUser is never a mapping result")
+    deny_users: list[str] = Field(default_factory=lambda: ["nobody", "nfsnobody"], description=(
+        "accounts that are never a mapping result"))
 
 
 class IdentityConfig(Strict):
-    issuers: list[IssuerSection] = Field(min_length=1)
-    policy: PolicySection
-    mapping: list[MappingStep] = Field(min_length=1)  # one {strategy: options} per step, first match wins
+    issuers: list[IssuerSection] = Field(min_length=1, description="the pinned token issuers")
+    policy: PolicySection = Field(description="who may use the site (AARC-G002 entitlements)")
+    mapping: list[MappingStep] = Field(min_length=1, description=(
+        "ordered strategies, first match wins; each step is `{strategy: {options}}`"))
     accounts: AccountsSection = Field(default_factory=AccountsSection)
 
     @model_validator(mode="after")
@@ -85,3 +92,9 @@ class IdentityConfig(Strict):
         if twice:
             raise ValueError(f"mapping steps need distinct names; {twice[0]!r} is used twice (set `name:`)")
         return self
+
+    def keep_pools_in(self, state_dir: str) -> None:
+        """Pool steps without a `url` keep their database in the service's state directory."""
+        for step in self.mapping:
+            if isinstance(step, PoolOptions) and step.url is None:
+                step.url = default_url(state_dir)

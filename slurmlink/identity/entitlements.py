@@ -18,7 +18,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import aarc_entitlement
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from slurmlink.config import Strict
 
 log = logging.getLogger(__name__)
 
@@ -171,29 +173,28 @@ class EntitlementPolicy:
         return f"assurance {' and '.join(lacking)} required" if lacking else None
 
 
-class VoSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class VoSection(Strict):
+    name: str = Field(description="the VO's name")
+    roles: str | list[str] | None = Field(default=None, description=(
+        "roles required in this VO; unset: the policy's `roles`"))
+    settings: dict[str, Any] = Field(default_factory=dict, description=(
+        "for the mapping: `strategies` (the names of the steps tried for this VO), `service_account`"))
 
-    name: str
-    roles: str | list[str] | None = None  # None: the policy's roles
-    settings: dict[str, Any] = Field(default_factory=dict)  # for the mapper: `strategies`, `service_account`
 
-
-class PolicySection(BaseModel):
+class PolicySection(Strict):
     """The `policy:` section, checked when the file is loaded; see EntitlementPolicy for what each key means."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    vos: list[str | VoSection]
-    match: Literal["any", "all"] = "any"
-    roles: str | list[str] = Field(default_factory=lambda: [IMPLICIT_ROLE])
-    subgroups_count: bool = False
-    authority: str = DEFAULT_AUTHORITY
-    namespace: str = DEFAULT_NAMESPACE
-    assurance: str | list[str] = Field(default_factory=list)
-    assurance_match: Literal["any", "all"] = "any"
-    entitlement_claim: str = "eduperson_entitlement"
-    assurance_claim: str = "eduperson_assurance"
+    vos: list[str | VoSection] = Field(description=(
+        "VOs whose members may use the site, in priority order: names, or `{name, roles, settings}`"))
+    match: Literal["any", "all"] = Field(default="any", description="membership of `any` or of `all` of the VOs")
+    roles: str | list[str] = Field(default_factory=lambda: [IMPLICIT_ROLE], description="roles required in the VO")
+    subgroups_count: bool = Field(default=False, description="whether membership of `vo:sub` counts for `vo`")
+    authority: str = Field(default=DEFAULT_AUTHORITY, description="the entitlement's `#authority`, checked explicitly")
+    namespace: str = Field(default=DEFAULT_NAMESPACE, description="the only URN namespace of entitlements trusted")
+    assurance: str | list[str] = Field(default_factory=list, description="`eduperson_assurance` values required")
+    assurance_match: Literal["any", "all"] = Field(default="any", description="`any` or `all` of `assurance`")
+    entitlement_claim: str = Field(default="eduperson_entitlement", description="the claim holding the entitlements")
+    assurance_claim: str = Field(default="eduperson_assurance", description="the claim holding the assurance values")
 
     @model_validator(mode="after")
     def _valid(self) -> PolicySection:

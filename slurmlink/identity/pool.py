@@ -41,8 +41,6 @@ from slurmlink.core.errors import SlurmlinkError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POOL_URL = "sqlite:////var/lib/slurmlink/pool.sqlite"
-
 _metadata = MetaData()
 assignments = Table(
     "slurmlink_pool_assignments",
@@ -63,8 +61,10 @@ class PoolExhausted(SlurmlinkError):
 class PoolStore:
     """Assignments in one database. Methods block (they do database I/O): call them from a worker thread."""
 
-    def __init__(self, url: str = DEFAULT_POOL_URL, *, engine: Engine | None = None, max_attempts: int = 8) -> None:
-        self.engine = engine if engine is not None else make_engine(url)
+    def __init__(self, url: str | None = None, *, engine: Engine | None = None, max_attempts: int = 8) -> None:
+        if engine is None and url is None:
+            raise ValueError("the pool needs a database url (a service's default is <state_dir>/pool.sqlite)")
+        self.engine = engine if engine is not None else make_engine(url or "")
         self.max_attempts = max_attempts
         _metadata.create_all(self.engine)  # idempotent; safe to run from every replica at start
 

@@ -5,9 +5,10 @@ forwarding (forward.py). See slurmlink/proxy/config.py for the options."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from slurmlink.identity.authorizer import Authorizer
 from slurmlink.identity.build import build_authorizer
+from slurmlink.listeners import Listener, admin_listener, main_listener, tls_options
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.callers import CallerIdentifier
@@ -31,6 +33,8 @@ from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.roles import ServiceIdentity
 from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+
+PUBLIC_HEALTH_SECONDS = 5.0
 
 
 class Metrics:
@@ -58,7 +62,7 @@ class ProxyService:
             follow_redirects=False, trust_env=False)
         services = tuple(ServiceIdentity(s.issuer, s.subject, s.account) for s in config.service_identities)
         self.callers = CallerIdentifier(self.authorizer, services)
-        self.ledger = Ledger(config.state_dir) if config.state_dir is not None else None
+        self.ledger = Ledger(config.state_dir)
         signaller = BatchSignaller(config.signals, self.slurm_token.token_as) if config.signals else None
         self.api_version = ApiVersion(config.api_version, self.http, self.upstream, self._slurm_user_headers,
                                       config.api_version_recheck_seconds)
@@ -69,6 +73,8 @@ class ProxyService:
                               self.metrics.upstream_seconds)
         # Every request passes these in order, until one answers (a refusal, or the answer).
         self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, *forwarder.steps()]
+        self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)
+        self._public_health_lock = asyncio.Lock()
 
     def _slurm_user_headers(self) -> dict[str, str]:
         return {header_rules.USER_NAME: self.config.slurm_user, header_rules.USER_TOKEN: self.slurm_token.token()}
@@ -128,12 +134,25 @@ class ProxyService:
         return JSONResponse({"status": "ok", "api_version": version, "offered": self.api_version.offered,
                              "pings": data.get("pings", [])})
 
+    async def public_healthz(self) -> Response:
+        """What anyone may ask on the public port: ok or unavailable, nothing of slurmrestd (its version,
+        its errors). The check runs at most once per PUBLIC_HEALTH_SECONDS, so that unauthenticated callers
+        cannot make the proxy mint tokens and ping slurmrestd at their own rate."""
+        async with self._public_health_lock:
+            checked_at, healthy = self._public_health
+            if time.monotonic() - checked_at >= PUBLIC_HEALTH_SECONDS:
+                healthy = (await self.healthz()).status_code == 200
+                self._public_health = (time.monotonic(), healthy)
+        return JSONResponse({"status": "ok" if healthy else "unavailable"}, status_code=200 if healthy else 503)
+
     def metrics_response(self) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> FastAPI:
-    """The proxy as an ASGI app; serve it with uvicorn (TLS from config.tls, see `uvicorn_options`)."""
+    """The proxy as an ASGI app; serve it with `listeners` (TLS from config.tls, the admin listener).
+    The public port says only ok/unavailable on /healthz; the details and /metrics are on the admin listener
+    (or /metrics here too when there is none, as before it existed)."""
     service = ProxyService(config, authorizer)
 
     @asynccontextmanager
@@ -146,20 +165,20 @@ def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> 
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return await service.healthz()
+        return await service.public_healthz()
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return service.metrics_response()
+    if config.admin.port is None:
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            return service.metrics_response()
 
     app.router.default = service  # everything else goes through the policy, auth and forwarding
     return app
 
 
-def uvicorn_options(config: ProxyConfig) -> dict[str, Any]:
-    """Keyword arguments for uvicorn.run(create_app(config), **uvicorn_options(config))."""
-    options: dict[str, Any] = {"host": config.listen.host, "port": config.listen.port,
-                               "proxy_headers": False, "server_header": False, "log_level": "info"}
-    if config.tls is not None:
-        options.update(ssl_certfile=config.tls.cert_file, ssl_keyfile=config.tls.key_file)
-    return options
+def listeners(config: ProxyConfig, app: FastAPI) -> list[Listener]:
+    """The public port (TLS from config.tls) and the admin listener, for `Servers(...).run()`."""
+    service: ProxyService = app.state.proxy
+    tls = tls_options(config.tls.cert_file, config.tls.key_file) if config.tls is not None else None
+    main = main_listener(app, config.listen.host, config.listen.port, tls, proxy_headers=False, server_header=False)
+    return [main, *admin_listener(config.admin, service.healthz, service.metrics.registry)]

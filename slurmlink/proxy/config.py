@@ -1,50 +1,34 @@
 """Configuration of `slurmlink proxy` (one YAML file, `SLURMLINK_*` overrides via slurmlink.config.load_config).
 
-    listen: {host: 127.0.0.1, port: 8443}
-    upstream: http://127.0.0.1:6820          # slurmrestd (plain HTTP on loopback or a private network)
-    identity: {...}                          # see slurmlink.identity.config.IdentityConfig
-    slurm_user: slurm                        # the SlurmUser the proxy speaks for
-    jwt_key_file: /var/spool/slurm/jwt_hs256.key   # either: mint short HS256 SlurmUser tokens
-    # token_file: /run/slurmlink/slurm.token       # or: a token the site rotates (re-read on change)
-    token_lifespan_seconds: 300
-    max_body_bytes: 1048576
-    upstream_timeout_seconds: 30
-    max_upstream_connections: 32
-    rate_limit: {requests_per_second: 10, burst: 20}   # per mapped user
-    auth_failure_limit: null                 # e.g. {requests_per_second: 1, burst: 30}: refused tokens per address
-    allow_slurmdb: false                     # read-only /slurmdb job queries
-    tls: {cert_file: ..., key_file: ...}     # optional; terminate TLS here (TLS >= 1.3 recommended)
-    files: {job_root: /path, max_chunk_bytes: 16777216}   # optional: the /slurmlink/v1/ file extensions
-    service_identities: [{issuer: https://..., subject: <sub>, account: <local account>}]   # optional
-    state_dir: /var/lib/slurmlink/proxy      # the submission ledger; required with service_identities
+Every key is described here (`Field(description=...)`); docs/configuration.md's table of them is generated from
+this module (`slurmlink config reference`), and slurmlink/examples/proxy.yaml is a complete example.
 """
 
 from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from slurmlink.config import AbsolutePath, AdminListen, Strict
 from slurmlink.identity.config import IdentityConfig
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class ListenSection(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8443, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address to serve on")
+    port: int = Field(default=8443, ge=0, le=65535, description="port to serve on")
 
 
 class TlsSection(Strict):
-    cert_file: str
-    key_file: str
+    """Serve HTTPS (for direct exposure; TLS >= 1.3 recommended)."""
+
+    cert_file: str = Field(description="the server certificate (PEM, with its chain)")
+    key_file: str = Field(description="its private key (PEM)")
 
 
 class RateLimitSection(Strict):
-    requests_per_second: float = Field(default=10.0, gt=0)  # sustained, per mapped user
-    burst: int = Field(default=20, ge=1)
+    requests_per_second: float = Field(default=10.0, gt=0, description="sustained rate")
+    burst: int = Field(default=20, ge=1, description="requests allowed at once above the sustained rate")
 
 
 class SignalsSection(Strict):
@@ -52,18 +36,22 @@ class SignalsSection(Strict):
     the job, so the proxy runs `scancel --batch` with a token of the job's owner (SLURM_JWT; needs AuthAltTypes
     auth/jwt in slurm.conf)."""
 
-    scancel: str = "scancel"
-    slurm_conf: str | None = None  # SLURM_CONF for scancel; None: the system's
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    scancel: str = Field(default="scancel", description="the `scancel` command (a name on PATH or a full path)")
+    slurm_conf: str | None = Field(default=None, description="`SLURM_CONF` for scancel; unset: the system's")
+    timeout_seconds: float = Field(default=30.0, gt=0, description="timeout of each scancel")
 
 
 class FilesSection(Strict):
     """Where users' pod directories are (direct children of job_root), for the status and log extensions."""
 
-    job_root: str
-    max_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=1)  # most log bytes one answer/read carries
-    follow_poll_seconds: float = Field(default=0.5, gt=0)  # how often a followed log is read for new bytes
-    max_follows_per_user: int = Field(default=16, ge=1)  # open log follows at once (each polls the disk)
+    job_root: str = Field(description=(
+        "the directory whose direct children are pod directories: root-owned, mode `1733`, and the same path "
+        "as the mode-1 API's `job_root`"))
+    max_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description=(
+        "most log bytes one answer (or one read while following) carries"))
+    follow_poll_seconds: float = Field(default=0.5, gt=0, description="how often a followed log is read for new bytes")
+    max_follows_per_user: int = Field(default=16, ge=1, description=(
+        "log follows one user may have open at once (each polls the disk)"))
 
     @model_validator(mode="after")
     def _absolute(self) -> FilesSection:
@@ -75,36 +63,51 @@ class FilesSection(Strict):
 class ServiceIdentitySection(Strict):
     """The Check-in client identity of a `slurmlink api` (its own token: `sub` and `iss` match exactly)."""
 
-    issuer: str
-    subject: str = Field(min_length=1)
-    account: str = Field(min_length=1)  # local account the read-only calls run as
+    issuer: str = Field(description="the client's issuer: one of `identity.issuers`")
+    subject: str = Field(min_length=1, description="the client's `sub`")
+    account: str = Field(min_length=1, description="local account the read-only calls run as")
 
 
 class ProxyConfig(Strict):
     listen: ListenSection = Field(default_factory=lambda: ListenSection())
-    upstream: str = "http://127.0.0.1:6820"
-    identity: IdentityConfig
-    slurm_user: str = "slurm"
-    jwt_key_file: str | None = None
-    token_file: str | None = None
-    token_lifespan_seconds: int = Field(default=300, ge=30, le=86400)
-    api_version: str = "auto"  # the proxy's own requests (/healthz, lookups); auto: the newest both speak
-    api_version_recheck_seconds: float = Field(default=300.0, gt=0)  # with auto: read slurmrestd's offer again
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
-    upstream_timeout_seconds: float = Field(default=30.0, gt=0)
-    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    max_upstream_connections: int = Field(default=32, ge=1)
-    rate_limit: RateLimitSection = Field(default_factory=lambda: RateLimitSection())
-    # refused tokens per client address: past the burst, the address gets 429 without its token being looked at.
-    # Off by default: in mode 1 one `slurmlink api` forwards every user's token from one address, and one user's
-    # expired tokens would then lock out everyone behind it. Turn it on where clients are people.
-    auth_failure_limit: RateLimitSection | None = None
-    allow_slurmdb: bool = False
+    admin: AdminListen = Field(default_factory=AdminListen, description=(
+        "plain HTTP `/healthz` (in full) and `/metrics`; set, `/metrics` leaves the public port"))
+    upstream: str = Field(default="http://127.0.0.1:6820", description=(
+        "slurmrestd (`http(s)://host[:port]`, plain HTTP on loopback or a private network)"))
+    identity: IdentityConfig = Field(description="issuers, VO policy, mapping chain (as for `slurmlink api`)")
+    slurm_user: str = Field(default="slurm", description="the SlurmUser the proxy speaks for; never a mapping result")
+    jwt_key_file: str | None = Field(default=None, description=(
+        "slurmrestd's JWT key: the proxy mints short SlurmUser tokens from it (give this or `token_file`)"))
+    token_file: str | None = Field(default=None, description=(
+        "a SlurmUser token the site rotates, re-read when it changes (give this or `jwt_key_file`)"))
+    token_lifespan_seconds: int = Field(default=300, ge=30, le=86400, description="lifetime of minted SlurmUser tokens")
+    api_version: str = Field(default="auto", description=(
+        "the proxy's own requests (`/healthz`, job lookups, capacity): `auto` (the newest both speak) or e.g. "
+        "`v0.0.42`"))
+    api_version_recheck_seconds: float = Field(default=300.0, gt=0, description=(
+        "with `auto`: how often slurmrestd's offer is read again (also after it was unreachable)"))
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="largest request body")
+    upstream_timeout_seconds: float = Field(default=30.0, gt=0, description="per request to slurmrestd")
+    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0, description="to connect to slurmrestd")
+    max_upstream_connections: int = Field(default=32, ge=1, description=(
+        "keep it below slurmrestd's `--max-connections` (124)"))
+    rate_limit: RateLimitSection = Field(default_factory=lambda: RateLimitSection(), description="per mapped user")
+    auth_failure_limit: RateLimitSection | None = Field(default=None, description=(
+        "refused tokens per client address: past the burst, the address gets 429 without its token being looked "
+        "at. Off by default: in mode 1 one API sends everyone's tokens, and one user's expired tokens would lock "
+        "out everyone behind it. Turn it on where clients are people"))
+    allow_slurmdb: bool = Field(default=False, description="allow the read-only `/slurmdb` job queries")
     tls: TlsSection | None = None
-    files: FilesSection | None = None
-    signals: SignalsSection | None = None  # POST /slurmlink/v1/jobs/{id}/signal (graceful stop on v0.0.38)
-    service_identities: list[ServiceIdentitySection] = Field(default_factory=list)
-    state_dir: str | None = None
+    files: FilesSection | None = Field(default=None, description=(
+        "the `/slurmlink/v1/` status and log extensions; unset: they answer 404"))
+    signals: SignalsSection | None = Field(default=None, description=(
+        "`POST /slurmlink/v1/jobs/{id}/signal` (graceful stop on slurmrestd before v0.0.40)"))
+    service_identities: list[ServiceIdentitySection] = Field(default_factory=list, description=(
+        "Check-in clients of `slurmlink api` (see *Service identities and the submission ledger* in "
+        "[proxy.md](proxy.md))"))
+    state_dir: AbsolutePath = Field(default="/var/lib/slurmlink/proxy", description=(
+        "state that must outlive a restart: the submission ledger, and the identity pool's database unless its "
+        "url is set (see *State that must persist*); made (0700) at start if missing"))
 
     @model_validator(mode="after")
     def _check(self) -> ProxyConfig:
@@ -117,14 +120,13 @@ class ProxyConfig(Strict):
         if self.signals is not None and self.jwt_key_file is None:
             # scancel would act as the SlurmUser, for whom SLURM checks nothing: only a token of the owner
             raise ValueError("signals need jwt_key_file: scancel runs with a token of the job's owner")
+        self.identity.keep_pools_in(self.state_dir)
         self._check_service_identities()
         return self
 
     def _check_service_identities(self) -> None:
         if not self.service_identities:
             return
-        if self.state_dir is None:
-            raise ValueError("service_identities need state_dir (the ledger of jobs submitted through the proxy)")
         pinned = {section.url for section in self.identity.issuers}
         for service in self.service_identities:
             if service.issuer not in pinned:

@@ -1,43 +1,55 @@
-"""Configuration of `slurmlink vk` (see docs/vk.md and examples/vk.yaml)."""
+"""Configuration of `slurmlink vk` (see docs/vk.md and slurmlink/examples/vk.yaml)."""
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from slurmlink.config import AbsolutePath, AdminListen, Strict
 
 UPSTREAM_TAINT_KEY = "virtual-node.interlink/no-schedule"
+CSR_STATE_FILE = "kubelet-serving.pem"  # in state_dir, unless kubelet.csr.state_file is set
 # Labels a node may not set on itself (NodeRestriction): refused here rather than by the apiserver at start.
 _FORBIDDEN_LABEL_PREFIXES = ("node-role.kubernetes.io/", "node-restriction.kubernetes.io/")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silent default
-
-
 class TaintConfig(Strict):
-    key: str
-    value: str = ""
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+    key: str = Field(description="the taint's key")
+    value: str = Field(default="", description="its value")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(default="NoSchedule", description=(
+        "its effect"))
 
 
 class CapacityConfig(Strict):
     """What the node offers until the API's ping reports real numbers (Kubernetes quantities)."""
 
-    cpu: str = "100"
-    memory: str = "3000Gi"
-    pods: str = "1000"
+    cpu: str = Field(default="100", description="CPUs")
+    memory: str = Field(default="3000Gi", description="memory")
+    pods: str = Field(default="1000", description="pods at once")
 
 
 class NodeConfig(Strict):
-    name: str = "slurmlink"
-    labels: dict[str, str] = Field(default_factory=dict)
-    taints: list[TaintConfig] = Field(default_factory=list)  # added to the upstream taint, at creation only
-    internal_ip: str = "127.0.0.1"  # the address the apiserver dials for `kubectl logs`
-    hostname: str | None = None  # the node's Hostname address (default: its name); a DNS SAN of a CSR certificate
-    capacity: CapacityConfig = Field(default_factory=CapacityConfig)
-    # status.nodeInfo.kubeletVersion; None: the apiserver's version (its /version) + "+slurmlink.<version>"
-    kubelet_version: str | None = None
+    name: str = Field(default="slurmlink", description="the Node's name (and its Lease's)")
+    labels: dict[str, str] = Field(default_factory=dict, description=(
+        "added to `kubernetes.io/hostname`, `kubernetes.io/os=linux`, `type=virtual-kubelet`, "
+        "`virtual-node.interlink/type=virtual-kubelet`, `slurmlink.io/node`; `node-role.kubernetes.io/*` and "
+        "`kubernetes.io/role` are refused (NodeRestriction)"))
+    taints: list[TaintConfig] = Field(default_factory=list, description=(
+        "added to `virtual-node.interlink/no-schedule=true:NoSchedule`; set **only when the node is created** "
+        "(NodeRestriction forbids a node to change its own taints later: delete the Node to change them)"))
+    internal_ip: str = Field(default="127.0.0.1", description=(
+        "the `InternalIP` address the apiserver dials for `kubectl logs`"))
+    hostname: str | None = Field(default=None, description=(
+        "the node's `Hostname` address (unset: the node's name); a DNS SAN of a `csr` certificate"))
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig, description=(
+        "what the node offers until the API's ping reports numbers (Kubernetes quantities)"))
+    kubelet_version: str | None = Field(default=None, description=(
+        "`status.nodeInfo.kubeletVersion`; unset: the apiserver's version (its `/version`, read once at start) "
+        "with slurmlink's as semver build metadata, e.g. `v1.36.0+slurmlink.0.1.0` (the k3s form: tools and "
+        "version-skew checks see a kubelet of the cluster's version); `v1.30.0+slurmlink.<version>` if "
+        "`/version` cannot be read"))
 
     @field_validator("labels")
     @classmethod
@@ -49,50 +61,71 @@ class NodeConfig(Strict):
 
 
 class KubeConfigSection(Strict):
-    kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or the in-cluster service account
-    context: str | None = None
-    timeout_seconds: float = Field(default=15.0, gt=0)
+    kubeconfig: str | None = Field(default=None, description=(
+        "the node's credentials; unset: `$KUBECONFIG`, `~/.kube/config` or the in-cluster service account"))
+    context: str | None = Field(default=None, description="the kubeconfig's context; unset: its current one")
+    timeout_seconds: float = Field(default=15.0, gt=0, description="per Kubernetes request")
 
 
 class InterlinkApiConfig(Strict):
-    url: str = "http://127.0.0.1:3000"
-    token_file: str | None = None  # bearer token, re-read on every request (it may be rotated)
-    ca_file: str | None = None
-    # slurmlink's API answers many pods per /status call; upstream interLink expects one pod per call.
-    batch_status: bool = True
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    url: str = Field(default="http://127.0.0.1:3000", description=(
+        "the interLink API (`slurmlink api`): http(s)://host:port or unix:///path/to/api.sock"))
+    token_file: str | None = Field(default=None, description=(
+        "its bearer token, re-read on every call (a sidecar may rotate it)"))
+    ca_file: str | None = Field(default=None, description="CA of an HTTPS API; unset: the system's")
+    batch_status: bool = Field(default=True, description=(
+        "one `/status` call for all pods (slurmlink's API); `false` for upstream interLink: one call per pod, "
+        "at most 8 in flight"))
+    timeout_seconds: float = Field(default=30.0, gt=0, description="per API call (log follows have no read timeout)")
+    cert_file: str | None = Field(default=None, description=(
+        "a client certificate for an API that requires one (its `listen.tls.client_ca_file`)"))
+    key_file: str | None = Field(default=None, description="its private key")
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> InterlinkApiConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("api.cert_file and api.key_file go together")
+        return self
 
 
 class CsrConfig(Strict):
     """`kubelet.tls: csr`: the serving certificate is requested from the cluster's kubelet-serving signer."""
 
-    # Key and issued certificate (PEM, mode 0600), so a restart reuses a valid certificate without a new
-    # approval; None: kept in memory only.
-    state_file: str | None = None
-    expiration_seconds: int | None = Field(default=None, ge=600)  # asked of the signer; None: its default
-    renew_fraction: float = Field(default=0.8, gt=0, lt=1)  # renew once this part of the lifetime has passed
-    approval_timeout_seconds: float = Field(default=900.0, gt=0)  # then give up on that CSR and ask anew
+    state_file: str | None = Field(default=None, description=(
+        "key and issued certificate (PEM, mode 0600), reused after a restart without a new approval; unset: "
+        "`kubelet-serving.pem` in the vk's `state_dir`"))
+    expiration_seconds: int | None = Field(default=None, ge=600, description=(
+        "the lifetime asked of the signer; unset: the signer's default (one year on kube-controller-manager)"))
+    renew_fraction: float = Field(default=0.8, gt=0, lt=1, description=(
+        "a new CSR once this part of the certificate's lifetime has passed"))
+    approval_timeout_seconds: float = Field(default=900.0, gt=0, description=(
+        "a CSR not signed by then is given up and a new one made"))
 
 
 TlsMode = Literal["files", "self-signed", "csr"]
 
 
 class X509AuthConfig(Strict):
-    # The CA bundle whose client certificates are accepted (CN: user, O: groups): the cluster CA that signs the
-    # apiserver's kubelet-client certificate. Unset: client certificates are not asked for.
-    client_ca_file: str | None = None
+    client_ca_file: str | None = Field(default=None, description=(
+        "the CA bundle whose client certificates are accepted (CN: user, O: groups): the cluster CA, which signs "
+        "the apiserver's kubelet-client certificate. **Needed for `kubectl logs`**; unset: no certificate is "
+        "asked for (a warning says so at start)"))
 
 
 class WebhookAuthConfig(Strict):
     """Bearer tokens, checked by a TokenReview sent to the apiserver (the kubelet's token webhook)."""
 
-    enabled: bool = True
-    cache_ttl_seconds: float = Field(default=120.0, ge=0)  # a token the apiserver accepted is trusted this long
-    cache_unauthenticated_ttl_seconds: float = Field(default=30.0, ge=0)  # and a refused one refused this long
+    enabled: bool = Field(default=True, description="bearer tokens are checked by a `TokenReview`")
+    cache_ttl_seconds: float = Field(default=120.0, ge=0, description=(
+        "an accepted token is trusted this long without a new review (the kubelet's default)"))
+    cache_unauthenticated_ttl_seconds: float = Field(default=30.0, ge=0, description=(
+        "a refused token is refused this long without a new review"))
 
 
 class AnonymousAuthConfig(Strict):
-    enabled: bool = False  # true: requests without credentials are system:anonymous (then authorised as such)
+    enabled: bool = Field(default=False, description=(
+        "`false`: a request without credentials is 401. `true`: it is user `system:anonymous`, group "
+        "`system:unauthenticated`, and authorised like any other"))
 
 
 class KubeletAuthenticationConfig(Strict):
@@ -105,26 +138,35 @@ class KubeletAuthorizationConfig(Strict):
     """Webhook: every request is checked by a SubjectAccessReview on the node (nodes/proxy, nodes/log, ...);
     AlwaysAllow: any authenticated caller may do anything. TTLs as the kubelet's defaults."""
 
-    mode: Literal["Webhook", "AlwaysAllow"] = "Webhook"
-    cache_authorized_ttl_seconds: float = Field(default=300.0, ge=0)
-    cache_unauthorized_ttl_seconds: float = Field(default=30.0, ge=0)
+    mode: Literal["Webhook", "AlwaysAllow"] = Field(default="Webhook", description=(
+        "`Webhook`: every request is authorised by a `SubjectAccessReview` on the node; `AlwaysAllow`: every "
+        "authenticated caller may do everything"))
+    cache_authorized_ttl_seconds: float = Field(default=300.0, ge=0, description=(
+        "an allowed (identity, verb, subresource) is remembered this long (`0`: not at all)"))
+    cache_unauthorized_ttl_seconds: float = Field(default=30.0, ge=0, description="a denied one this long")
 
 
 class KubeletConfig(Strict):
     """The kubelet HTTPS endpoint the apiserver dials for `kubectl logs`."""
 
-    host: str = "0.0.0.0"  # noqa: S104 - the apiserver must reach it
-    port: int = Field(default=10250, ge=0, le=65535)  # 0: a free port (tests)
-    # Where the serving certificate comes from; unset: `files` when cert_file is set, else `self-signed`.
-    tls: TlsMode | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    client_ca_file: str | None = None  # the former key of authentication.x509.client_ca_file, still read
+    host: str = Field(default="0.0.0.0", description="address to serve on (the apiserver must reach it)")  # noqa: S104
+    port: int = Field(default=10250, ge=0, le=65535, description="port to serve on (`0`: a free port)")
+    tls: TlsMode | None = Field(default=None, description=(
+        "where the serving certificate comes from (see *Kubelet endpoint TLS* in [vk.md](vk.md)); "
+        "unset: `files` when `cert_file` is set, else `self-signed`"))
+    cert_file: str | None = Field(default=None, description="the certificate of `tls: files`")
+    key_file: str | None = Field(default=None, description="its private key")
+    client_ca_file: str | None = Field(default=None, description=(
+        "the former name of `authentication.x509.client_ca_file`, still read; setting both to different files is "
+        "an error"))
+    cert_reload_seconds: float = Field(default=60.0, gt=0, description=(
+        "`tls: files`: how often the files are checked for a rotated pair (which new connections then get)"))
     csr: CsrConfig = Field(default_factory=CsrConfig)
     authentication: KubeletAuthenticationConfig = Field(default_factory=KubeletAuthenticationConfig)
     authorization: KubeletAuthorizationConfig = Field(default_factory=KubeletAuthorizationConfig)
-    # /healthz answers without credentials (probes and load balancers reach it); true: it is checked like the rest
-    authenticate_healthz: bool = False
+    authenticate_healthz: bool = Field(default=False, description=(
+        "`false`: `/healthz` answers anyone (liveness probes, load balancers); `true`: it is authenticated and "
+        "authorised like the rest (`nodes/healthz`, then `nodes/proxy`)"))
 
     @model_validator(mode="after")
     def _consistent(self) -> KubeletConfig:
@@ -154,18 +196,36 @@ class VkConfig(Strict):
     kube: KubeConfigSection = Field(default_factory=KubeConfigSection)
     api: InterlinkApiConfig = Field(default_factory=InterlinkApiConfig)
     kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
-    workers: int = Field(default=8, ge=1)  # pods handled at once; one pod is only ever handled by one worker
-    status_interval: float = Field(default=5.0, gt=0)  # seconds between status rounds
-    ping_interval: float = Field(default=5.0, gt=0)  # seconds between pings of the API (node Ready follows them)
-    lease_duration_seconds: int = Field(default=40, ge=10)
-    node_status_interval: float = Field(default=60.0, gt=0)  # node status is re-sent at least this often
-    missing_reference_timeout: float = Field(default=300.0, ge=0)  # a pod waits this long for its ConfigMaps/Secrets
-    token_expiration_seconds: int = Field(default=86400, ge=600)  # ServiceAccount tokens of projected volumes
-    # Running pods get new tokens once this part of the old ones' lifetime has passed (as the kubelet does) ...
-    projected_token_refresh_fraction: float = Field(default=0.8, gt=0, lt=1)
-    # ... or every this many seconds, whatever the lifetime (tests, sites that want it); unset by default
-    projected_token_refresh_seconds: float | None = Field(default=None, gt=0)
-    watch_timeout_seconds: int = Field(default=300, ge=10)  # the apiserver ends each watch after this; we resume
+    admin: AdminListen = Field(default_factory=AdminListen, description=(
+        "plain HTTP `/healthz` and `/metrics` without client certificates (probes, Prometheus)"))
+    workers: int = Field(default=8, ge=1, description="pods handled at once (one pod only ever by one worker)")
+    status_interval: float = Field(default=5.0, gt=0, description="seconds between status rounds")
+    ping_interval: float = Field(default=5.0, gt=0, description=(
+        "seconds between pings of the API; `Ready` follows the API within one interval"))
+    lease_duration_seconds: int = Field(default=40, ge=10, description=(
+        "the Lease's duration; it is renewed every quarter of it"))
+    node_status_interval: float = Field(default=60.0, gt=0, description=(
+        "node status is re-sent at least this often (at once on change)"))
+    missing_reference_timeout: float = Field(default=300.0, ge=0, description=(
+        "how long a pod waits for a missing ConfigMap/Secret before it fails"))
+    token_expiration_seconds: int = Field(default=86400, ge=600, description=(
+        "lifetime of the ServiceAccount tokens put in projected volumes"))
+    projected_token_refresh_fraction: float = Field(default=0.8, gt=0, lt=1, description=(
+        "running pods get new ServiceAccount tokens once this part of the old ones' lifetime has passed (as the "
+        "kubelet does, and at least daily)"))
+    projected_token_refresh_seconds: float | None = Field(default=None, gt=0, description=(
+        "instead, a fixed refresh period in seconds, whatever the lifetime (tests, sites that want it)"))
+    watch_timeout_seconds: int = Field(default=300, ge=10, description=(
+        "the apiserver ends each pod watch after this; the vk resumes it"))
+    state_dir: AbsolutePath = Field(default="/var/lib/slurmlink/vk", description=(
+        "state that must outlive a restart (with `kubelet.tls: csr`, the serving certificate; see *State that "
+        "must persist*); made (0700) at start when something is kept there"))
+
+    @model_validator(mode="after")
+    def _state_dir(self) -> VkConfig:
+        if self.kubelet.csr.state_file is None:
+            self.kubelet.csr.state_file = os.path.join(self.state_dir, CSR_STATE_FILE)
+        return self
 
     @property
     def lease_renew_interval(self) -> float:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import socket
 import ssl
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from lightkube import AsyncClient
 from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse, Response
 
+from slurmlink.config import ConfigError
+from slurmlink.listeners import Listener, QuietServer, admin_listener, bind_tcp
+from slurmlink.vk.certfiles import CertificateFiles
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.controller import PodController
 from slurmlink.vk.csr import CONDITION, KubeCsrApi, ServingCertificates
@@ -32,26 +34,9 @@ from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.tokenrefresh import TokenRefresher
 from slurmlink.vk.watch import PodWatcher
-from slurmlink.wire.client import InterlinkClient, token_file_reader
+from slurmlink.wire.client import InterlinkClient, tls_context, token_file_reader
 
 log = logging.getLogger(__name__)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn inside our loop: the vk handles signals itself, for all its parts at once."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
-def _listen(config: VkConfig) -> socket.socket:
-    # Bound before the node is registered, so that a port of 0 (tests) is known for daemonEndpoints.
-    family = socket.AF_INET6 if ":" in config.kubelet.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((config.kubelet.host, config.kubelet.port))
-    return sock
 
 
 def _initial_certificate(config: VkConfig, scratch: Path) -> tuple[str, str]:
@@ -83,14 +68,30 @@ def _kubelet_server_config(config: VkConfig, app: Starlette, kube: AsyncClient, 
     open_paths = frozenset() if config.kubelet.authenticate_healthz else frozenset({"/healthz"})
     guarded_app = KubeletGuard(app, KubeletAuth(config.kubelet, config.node.name, kube), open_paths)
     server_config = uvicorn.Config(guarded_app, log_level="warning", access_log=False, http=PeerCertProtocol,
-                                   lifespan="off", timeout_graceful_shutdown=2, **tls)
+                                   lifespan="off", timeout_graceful_shutdown=2, log_config=None, **tls)
     server_config.load()  # builds the SSLContext now, so that a CSR certificate can be swapped into it later
     assert server_config.ssl is not None
     return server_config, server_config.ssl
 
 
-async def _run_until_stopped(parts: list[Coroutine[Any, Any, None]], server: _Server) -> None:
-    """Run the vk's parts (the kubelet server first) until SIGTERM/SIGINT or until one part gives up."""
+def _api_tls(config: VkConfig) -> ssl.SSLContext:
+    try:
+        return tls_context(config.api.ca_file, config.api.cert_file, config.api.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"api.ca_file/cert_file/key_file: cannot be loaded: {exc}") from exc
+
+
+def _admin(config: VkConfig, healthy: Callable[[], bool]) -> list[Listener]:
+    """The admin listener, if configured: /healthz and /metrics in plain HTTP, for probes and Prometheus,
+    which carry no client certificate the kubelet port would take."""
+    async def health() -> Response:
+        return PlainTextResponse("ok" if healthy() else "not ready", 200 if healthy() else 503)
+
+    return admin_listener(config.admin, health)
+
+
+async def _run_until_stopped(parts: list[Coroutine[Any, Any, None]], servers: list[uvicorn.Server]) -> None:
+    """Run the vk's parts (the servers' first) until SIGTERM/SIGINT or until one part gives up."""
     stop = asyncio.Event()
 
     async def guarded(part: Coroutine[Any, Any, None]) -> None:
@@ -107,8 +108,9 @@ async def _run_until_stopped(parts: list[Coroutine[Any, Any, None]], server: _Se
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    server.should_exit = True  # the server ends by itself, after its graceful shutdown; the rest are cancelled
-    for task in tasks[1:]:
+    for server in servers:
+        server.should_exit = True  # a server ends by itself, after its graceful shutdown; the rest are cancelled
+    for task in tasks[len(servers):]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -116,8 +118,9 @@ async def _run_until_stopped(parts: list[Coroutine[Any, Any, None]], server: _Se
 async def run(config: VkConfig) -> None:
     kube = make_client(config.kube)
     api = InterlinkClient(config.api.url, token=token_file_reader(config.api.token_file),
-                          timeout=config.api.timeout_seconds, verify=config.api.ca_file or True)
-    sock = _listen(config)
+                          timeout=config.api.timeout_seconds, verify=_api_tls(config))
+    # Bound before the node is registered, so that a port of 0 (tests) is known for daemonEndpoints.
+    sock = bind_tcp(config.kubelet.host, config.kubelet.port)
     port = int(sock.getsockname()[1])
     scratch = tempfile.TemporaryDirectory(prefix="slurmlink-vk-")
     cert, key = _initial_certificate(config, Path(scratch.name))
@@ -137,10 +140,15 @@ async def run(config: VkConfig) -> None:
         return node.registered.is_set() and controller.adopted.is_set()
 
     server_config, serving_ssl = _kubelet_server_config(config, build_app(controller, api, healthy), kube, cert, key)
-    server = _Server(server_config)
+    served = [(QuietServer(server_config), sock), *((item.server("warning"), item.sock)
+                                                    for item in _admin(config, healthy))]
+    servers: list[uvicorn.Server] = [server for server, _ in served]
+    serving = ServingContext(serving_ssl, Path(scratch.name))
     certificates = None
+    rotation = None
+    if config.kubelet.tls == "files":
+        rotation = CertificateFiles(cert, key, serving, config.kubelet.cert_reload_seconds)
     if config.kubelet.tls == "csr":
-        serving = ServingContext(serving_ssl, Path(scratch.name))
         certificates = ServingCertificates(
             config.node.name, serving_hosts(config.node.internal_ip, config.node.hostname), config.kubelet.csr,
             KubeCsrApi(kube), serving, lambda *condition: node.set_condition(CONDITION, *condition))
@@ -156,15 +164,18 @@ async def run(config: VkConfig) -> None:
         await lease.run()
 
     parts: list[Coroutine[Any, Any, None]] = [
-        server.serve(sockets=[sock]), node.run(), start_lease(), node_watch.run(), watcher.run(), start_pods(),
+        *(server.serve(sockets=[bound]) for server, bound in served),
+        node.run(), start_lease(), node_watch.run(), watcher.run(), start_pods(),
         rounds.run(),
         tokens.run(),
         *(controller.worker() for _ in range(config.workers))]
     if certificates is not None:
         parts.append(certificates.run())
+    if rotation is not None:
+        parts.append(rotation.run())
     log.info("slurmlink vk: node %s, kubelet endpoint https://%s:%d, interLink API %s", config.node.name,
              config.node.internal_ip, port, config.api.url)
-    await _run_until_stopped(parts, server)
+    await _run_until_stopped(parts, servers)
     await api.close()
     await kube.close()
     scratch.cleanup()

@@ -87,9 +87,12 @@ class ServingContext:
         key_path = self.scratch / f"serving-{self._generation}.key"
         write_private(key_path, key)
         cert_path.write_bytes(cert_pem)
-        # Runs on the event loop thread, between handshakes: no connection sees a half-replaced pair.
-        self.context.load_cert_chain(str(cert_path), str(key_path))
+        try:
+            # Tried on a context of its own first: a pair that does not fit would leave the live one broken.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert_path), str(key_path))
+            # Runs on the event loop thread, between handshakes: no connection sees a half-replaced pair.
+            self.context.load_cert_chain(str(cert_path), str(key_path))
+        finally:
+            cert_path.unlink(missing_ok=True)  # loaded into memory (or refused): the copies have done their job
+            key_path.unlink(missing_ok=True)
         self.certificate = x509.load_pem_x509_certificate(cert_pem)
-        for old in (self.scratch / f"serving-{self._generation - 1}.crt",
-                    self.scratch / f"serving-{self._generation - 1}.key"):
-            old.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ ApiCallError naming the route; status 0 means the API could not be reached.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from slurmlink.wire.interlink import (
 from slurmlink.wire.projected import ProjectedWrite
 
 MAX_ERROR_TEXT = 2000
+UNIX_SCHEME = "unix://"
 
 
 class ApiCallError(SlurmlinkError):
@@ -79,13 +81,30 @@ def token_file_reader(path: str | None) -> Callable[[], str | None]:
     return lambda: Path(path).read_text().strip() if path else None
 
 
+def tls_context(ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+                ) -> ssl.SSLContext:
+    """Verification of an https:// API's certificate (by `ca_file`, else the system's CAs), presenting a client
+    certificate when the API requires one."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class InterlinkClient:
+    """`url`: http(s)://host:port, or unix:///path/to/socket (then `verify` does not apply)."""
+
     def __init__(self, url: str, *, token: str | Callable[[], str | None] | None = None, timeout: float = 30.0,
                  verify: Any = True, max_connections: int = 32) -> None:
         self.timeout = timeout
         self._token = token if callable(token) else (lambda: token)
-        self.http = httpx.AsyncClient(base_url=url, timeout=timeout, verify=verify,
-                                      limits=httpx.Limits(max_connections=max_connections))
+        limits = httpx.Limits(max_connections=max_connections)
+        transport = None
+        if url.startswith(UNIX_SCHEME):
+            transport = httpx.AsyncHTTPTransport(uds=url.removeprefix(UNIX_SCHEME), limits=limits)
+            url = "http://localhost"  # the Host header; the socket is the address
+        self.http = httpx.AsyncClient(base_url=url, timeout=timeout, verify=verify, limits=limits,
+                                      transport=transport)
 
     async def __aenter__(self) -> InterlinkClient:
         return self

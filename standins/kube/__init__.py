@@ -25,6 +25,7 @@ behave like the real apiserver (v1.36) on what a kubelet and kubectl use, per `s
   certificates of its CA.
 - TokenReview and SubjectAccessReview (a kubelet's webhook authn/authz), answered from a minimal RBAC-like grant
   table (rbac.py) seeded as a kubeadm cluster: admins, the apiserver's kubelet client, nodes may send reviews.
+- SelfSubjectReview (`kubectl auth whoami`): any authenticated caller learns its user name and groups.
 
 It deliberately does not do: authorization of ordinary requests (the grant table answers reviews only: no RBAC
 on other verbs, no Node authorizer, no NodeRestriction), roles and bindings as objects, admission webhooks,
@@ -32,6 +33,8 @@ managedFields and true server-side apply (apply-patch is approximated by strateg
 normalisation, reading past resourceVersions (lists always answer the current state), exec/attach/port-forward,
 controllers (but for a small scheduler, the namespace cleanup, the default ServiceAccount/kube-root-ca.crt, and
 the two garbage collectors a kubelet meets after `kubectl delete node`: owner references and orphaned pods, gc.py).
+
+An audit log (`kube.audit`, audit.py) keeps the RBAC attributes of every authenticated request, by user.
 
 Fault injection for tests: `drop_watches()`, `expire_next_watches(n)`, `compact()`, `latency`,
 `faults.refuse_node_reads(n)` (the Node authorizer's lag after a binding).

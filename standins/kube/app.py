@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import discovery, reviews, tables
+from .audit import AuditLog
 from .auth import Authenticator
 from .errors import StatusError, bad_request, forbidden, method_not_supported, path_not_found
 from .faults import Faults
@@ -45,6 +46,7 @@ class Services:
     address: str  # host:port, for /api's serverAddressByClientCIDRs
     bookmark_interval: float = 10.0
     gc: GarbageCollector | None = None
+    audit: AuditLog = field(default_factory=AuditLog)
 
 
 def _json(body: Any, status: int = 200, media_type: str = "application/json") -> Response:
@@ -135,6 +137,7 @@ def _authorizer_lag(services: Services, caller: Caller, info: RequestInfo) -> No
 async def _resource(services: Services, request: Request, caller: Caller) -> Response:
     params = dict(request.query_params)
     info = parse(request.method, request.url.path, params.get("watch"))
+    services.audit.resource(caller.user, info, params.get("fieldSelector"))
     rtype = lookup(info.group, info.version, info.plural)
     if rtype is None:
         raise path_not_found()
@@ -174,6 +177,10 @@ async def _resource(services: Services, request: Request, caller: Caller) -> Res
                                       params.get("includeObject", "Metadata")))
         return _json(obj)
 
+    if info.verb == "create" and rtype.plural == "selfsubjectreviews":
+        # Any authenticated caller (ClusterRole system:basic-user). The review has no spec, so its body (kubectl
+        # sends protobuf, which the stand-in cannot read) says nothing: answered without reading it.
+        return _json(reviews.self_subject_review(caller), 201)
     body = await _body(request) if info.verb != "patch" else await request.body()
     if info.verb == "create" and (sub == "binding" or rtype.plural == "bindings"):
         if not isinstance(body, dict) or not (body.get("target") or {}).get("name"):
@@ -216,6 +223,7 @@ def build_app(services: Services) -> Starlette:
             caller = services.authenticator.authenticate(request.headers.get("authorization"),
                                                          request.scope.get("state", {}).get("peer_cert"))
             if request.method == "GET" and (found := _discovery(services, request)) is not None:
+                services.audit.non_resource(caller.user, request.method, path)
                 return found
             return await _resource(services, request, caller)
         except StatusError as error:

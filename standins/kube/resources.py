@@ -75,6 +75,7 @@ TYPES: tuple[ResourceType, ...] = (
                  field_labels=("spec.signerName",), has_status=True),
     # Reviews are asked, not stored: create only, answered at once (reviews.py).
     ResourceType("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, verbs=("create",)),
+    ResourceType("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False, verbs=("create",)),
     ResourceType("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False,
                  verbs=("create",)),
 )

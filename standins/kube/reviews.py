@@ -7,6 +7,8 @@ apiserver's own) must share one with the token's, and `status.audiences` says wh
 `authenticated` false with an `error`. SubjectAccessReview: needs `resourceAttributes` or
 `nonResourceAttributes` and a user or groups; `status.allowed` and `reason` come from the grant table
 (rbac.py). The caller must itself be allowed to create reviews (the real `system:auth-delegator` rules).
+SelfSubjectReview (authentication.k8s.io/v1, `kubectl auth whoami`): any authenticated caller may create one
+(the real ClusterRole `system:basic-user`), and is told its own user name and groups in `status.userInfo`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from .auth import Authenticator
+from .auth import AUTHENTICATED, Authenticator
 from .errors import StatusError, invalid
 from .rbac import Grants
 from .registry import Caller
@@ -66,6 +68,14 @@ def token_review(authenticator: Authenticator, body: Any) -> dict[str, Any]:
     review["status"] = {"authenticated": True, "user": {"username": caller.user, "groups": list(caller.groups)},
                         "audiences": shared}
     return review
+
+
+def self_subject_review(caller: Caller) -> dict[str, Any]:
+    # The real apiserver adds system:authenticated to every authenticated user's groups.
+    groups = list(caller.groups) + ([] if AUTHENTICATED in caller.groups else [AUTHENTICATED])
+    return {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "status": {"userInfo": {"username": caller.user, "groups": groups}}}
 
 
 def subject_access_review(grants: Grants, body: Any) -> dict[str, Any]:

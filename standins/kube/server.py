@@ -78,6 +78,7 @@ class KubeStandin:
             authenticator=self.authenticator, grants=self.grants,
             kubelet=KubeletClient(cert, key, kubelet_ca), address="", bookmark_interval=bookmark_interval,
             gc=self.gc)
+        self.audit = self._services.audit  # every authenticated request's RBAC attributes (audit.py)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0

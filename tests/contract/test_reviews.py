@@ -3,6 +3,7 @@ kubelet endpoint does): answered 201 with a status, never stored."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -80,3 +81,28 @@ def test_subject_access_review_on_a_nodes_subresource(cluster: Cluster) -> None:
 def test_subject_access_review_needs_a_subject(cluster: Cluster) -> None:
     code, review = _access_review(cluster, {"resourceAttributes": {"verb": "get", "resource": "nodes"}})
     assert code == 422 and review["reason"] == "Invalid"
+
+
+SELF_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+
+
+def test_kubectl_auth_whoami_is_a_self_subject_review(cluster: Cluster) -> None:
+    answer = cluster.kubectl("auth", "whoami", "-o", "json")
+    review = json.loads(answer.stdout)
+    assert review["kind"] == "SelfSubjectReview" and review["apiVersion"] == "authentication.k8s.io/v1"
+    assert review["status"]["userInfo"]["username"]
+    assert "system:authenticated" in review["status"]["userInfo"]["groups"]
+
+
+def test_self_subject_review_tells_a_service_account_who_it_is(cluster: Cluster, ns: str) -> None:
+    token = _service_account_token(cluster, ns)
+    with cluster.raw(token=token) as http:
+        answer = http.post(SELF_REVIEWS, json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    assert answer.status_code == 201, answer.text
+    user = answer.json()["status"]["userInfo"]
+    assert user["username"] == f"system:serviceaccount:{ns}:default"
+    assert {"system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"} <= set(user["groups"])
+    with cluster.raw(token="not-a-token") as http:  # noqa: S106 - a refused token
+        refused = http.post(SELF_REVIEWS, json={"apiVersion": "authentication.k8s.io/v1",
+                                                "kind": "SelfSubjectReview"})
+    assert refused.status_code == 401

@@ -33,6 +33,7 @@ class ServiceProcess:
         self.config = config
         self.port = self.listen_port(config)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_port: int | None = (config.get("admin") or {}).get("port")
         self.config_path = workdir / f"{self.command}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"{self.command}.log"
@@ -52,6 +53,12 @@ class ServiceProcess:
     def get(self, path: str) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", timeout=5)
 
+    def admin_get(self, path: str) -> httpx.Response:
+        """/healthz or /metrics from the admin listener, or from the main port where there is none."""
+        if self.admin_port is None:
+            return self.get(path)
+        return httpx.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -60,14 +67,14 @@ class ServiceProcess:
         if self.process.poll() is not None:
             raise AssertionError(f"slurmlink {self.command} exited:\n{self.log_text()[-3000:]}")
         try:
-            return self.get(self.ready_path).status_code == 200
+            return self.admin_get(self.ready_path).status_code == 200
         except httpx.HTTPError:
             return False
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a Prometheus metric's samples (over all labels, or those with these values)."""
         total = 0.0
-        for line in self.get("/metrics").text.splitlines():
+        for line in self.admin_get("/metrics").text.splitlines():
             named = line.startswith(name + "{") or line.startswith(name + " ")
             if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
@@ -88,7 +95,29 @@ class ServiceProcess:
 
 
 class ApiProcess(ServiceProcess):
+    """`url` follows the configuration: unix:///path with listen.socket, https:// with listen.tls (then `tls`
+    is the client's context: the CA to verify with, and a client certificate if the API requires one)."""
+
     command = "api"
+
+    def __init__(self, config: dict[str, Any], workdir: Path, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(config, workdir)
+        self.tls = tls
+        listen = config["listen"]
+        if listen.get("socket"):
+            self.url = f"unix://{listen['socket']}"
+        elif listen.get("tls"):
+            self.url = f"https://127.0.0.1:{self.port}"
+
+    def http(self) -> httpx.Client:
+        if self.url.startswith("unix://"):
+            transport = httpx.HTTPTransport(uds=self.url.removeprefix("unix://"))
+            return httpx.Client(transport=transport, base_url="http://localhost", timeout=5)
+        return httpx.Client(base_url=self.url, verify=self.tls or True, timeout=5)
+
+    def get(self, path: str) -> httpx.Response:
+        with self.http() as client:
+            return client.get(path)
 
 
 class ProxyProcess(ServiceProcess):
@@ -138,6 +167,7 @@ def api_config(cluster: DevCluster, port: int, **overrides: Any) -> dict[str, An
         "users": {"default": cluster.users[0], "namespaces": {"team-b": cluster.users[1]}},
         "site": {"runtime": "bwrap", "restart_backoff_seconds": 1},
         "auth": {"allow_unauthenticated": True},
+        "state_dir": str(cluster.state_dir / "api-state"),  # never the machine's /var/lib/slurmlink/api
     }
     config.update(overrides)
     return config
@@ -157,6 +187,20 @@ def node_kubeconfig(standin: KubeStandin, path: Path, node: str) -> Path:
     return path
 
 
+def token_kubeconfig(standin: KubeStandin, path: Path, token: str) -> Path:
+    """A kubeconfig with a bearer token, e.g. a ServiceAccount's (as a vk deployed by the Helm chart has)."""
+    config = {"apiVersion": "v1", "kind": "Config",
+              "clusters": [{"name": "standin", "cluster": {
+                  "server": standin.url,
+                  "certificate-authority-data": base64.b64encode(standin.ca_path.read_bytes()).decode()}}],
+              "users": [{"name": "account", "user": {"token": token}}],
+              "contexts": [{"name": "account", "context": {"cluster": "standin", "user": "account"}}],
+              "current-context": "account"}
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 def vk_config(standin: KubeStandin, kubeconfig: Path, api_url: str, **overrides: Any) -> dict[str, Any]:
     """The tests' vk configuration; its kubelet endpoint accepts client certificates of the stand-in's CA and
     leaves the rest to TokenReview and SubjectAccessReview (the defaults)."""
@@ -169,6 +213,7 @@ def vk_config(standin: KubeStandin, kubeconfig: Path, api_url: str, **overrides:
                     "authentication": {"x509": {"client_ca_file": str(standin.ca_path)}}},
         "workers": 4, "status_interval": 0.5, "ping_interval": 0.5, "lease_duration_seconds": 10,
         "missing_reference_timeout": 6, "watch_timeout_seconds": 30,
+        "state_dir": str(kubeconfig.parent / "vk-state"),  # never the machine's /var/lib/slurmlink/vk
     }
     config.update(overrides)
     return config

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from slurmlink.devcluster import DevCluster
+from slurmlink.listeners import Servers
 from slurmlink.proxy import ProxyConfig, create_app
+from slurmlink.proxy.app import listeners
 from slurmlink.slurm import rest_shapes
 from standins.checkin import CheckinStandin
 from tests.harness.cluster import TEST_REST_VERSION
@@ -27,30 +29,32 @@ MAX_BODY = 64 * 1024
 
 
 class ProxyServer:
-    """The proxy app served by uvicorn in a thread of this process, on a free loopback port."""
+    """The proxy app served in a thread of this process, on free loopback ports, by the listeners
+    `slurmlink proxy` has: the public port, and the admin listener when the configuration has one."""
 
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.app = create_app(config)
         self.port = config.listen.port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.admin_url = f"http://127.0.0.1:{config.admin.port}" if config.admin.port else self.url
+        self.servers = Servers(listeners(config, self.app), log_level="warning")
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.servers.serve()), daemon=True)
 
     def start(self) -> ProxyServer:
         self.thread.start()
-        wait_until(lambda: self.server.started, 20, "the proxy to listen")
+        wait_until(lambda: self.servers.started, 20, "the proxy to listen")
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        self.servers.stop()
         self.thread.join(15)
 
 
 def proxy_config(cluster: DevCluster, checkin: CheckinStandin, users_file: Path, **overrides: Any) -> ProxyConfig:
     data: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": free_port()},
+        "admin": {"port": free_port()},  # /healthz in full and /metrics; the public port says ok/unavailable only
         "upstream": cluster.rest_url,
         "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [VO]},
                      "mapping": [{"static": {"path": str(users_file)}}],
@@ -64,6 +68,8 @@ def proxy_config(cluster: DevCluster, checkin: CheckinStandin, users_file: Path,
         "rate_limit": {"requests_per_second": 1000, "burst": 1000},
     }
     data.update(overrides)
+    if "state_dir" not in data:  # its ledger: never in the machine's /var/lib/slurmlink/proxy
+        data["state_dir"] = tempfile.mkdtemp(prefix="proxy-state-", dir=users_file.parent)
     return ProxyConfig.model_validate(data)
 
 

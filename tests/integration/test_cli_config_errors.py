@@ -32,6 +32,7 @@ def config_file(tmp_path: Path, command: str, section: dict[str, Any]) -> Path:
         token.write_text("not-a-real-token\n")
         data = {"token_file": str(token), "listen": {"port": 0}}
     path = tmp_path / f"{command}.yaml"
+    data["state_dir"] = str(tmp_path / "state")  # never the machine's /var/lib/slurmlink/<command>
     path.write_text(yaml.safe_dump({**data, "identity": section}))
     return path
 

@@ -44,7 +44,7 @@ def jobs_named(cluster: DevCluster, pod: dict[str, object]) -> list[list[str]]:
 def proxy_requests(mode1: Mode1, route: str) -> dict[str, float]:
     """The proxy's request counts on one route, by HTTP status."""
     counts: dict[str, float] = {}
-    for line in httpx.get(f"{mode1.proxy.url}/metrics", timeout=5).text.splitlines():
+    for line in mode1.proxy.admin_get("/metrics").text.splitlines():
         if line.startswith("slurmlink_proxy_requests_total{") and f'route="{route}"' in line:
             status = re.search(r'status="(\d+)"', line)
             if status:
@@ -240,7 +240,7 @@ def test_slurmrestd_restarted_with_other_versions_under_running_services(mode1: 
     client.wait_phase(before, ("Running",))
     try:
         slurm_cluster.restart_rest(["v0.0.40"])
-        wait_until(lambda: mode1.proxy.get("/healthz").json().get("api_version") == "v0.0.40", 60,
+        wait_until(lambda: mode1.proxy.admin_get("/healthz").json().get("api_version") == "v0.0.40", 60,
                    "the proxy to use v0.0.40")
         after = make_pod([sh("echo after")])
         wait_until(lambda: client.create(after).status_code == 200, 60, "a new pod to be taken")

@@ -128,15 +128,25 @@ def test_listing_ping_and_spec_pass(proxy: ProxyServer, ctx: Context) -> None:
 
 
 def test_healthz_and_metrics(proxy: ProxyServer, ctx: Context) -> None:
-    health = httpx.get(f"{proxy.url}/healthz", timeout=30)
+    health = httpx.get(f"{proxy.admin_url}/healthz", timeout=30)
     assert health.status_code == 200, health.text
-    assert health.json()["status"] == "ok"
-    metrics = httpx.get(f"{proxy.url}/metrics", timeout=30).text
+    assert health.json()["status"] == "ok" and health.json()["api_version"] == V
+    metrics = httpx.get(f"{proxy.admin_url}/metrics", timeout=30).text
     assert 'slurmlink_proxy_requests_total{decision="allowed",route="POST /slurm/{v}/job/submit/",status="200"}' \
         in metrics
     assert "slurmlink_proxy_upstream_seconds_bucket" in metrics
     for token in ctx.tokens.values():
         assert token not in metrics
+
+
+def test_public_port_tells_unauthenticated_callers_nothing_of_slurmrestd(proxy: ProxyServer) -> None:
+    """Only ok/unavailable on the public /healthz; the details and /metrics are the admin listener's."""
+    health = httpx.get(f"{proxy.url}/healthz", timeout=30)
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    for word in ("v0.0.", "pings", "offered", "slurmrestd", "api_version"):
+        assert word not in health.text
+    metrics = httpx.get(f"{proxy.url}/metrics", timeout=30)
+    assert metrics.status_code in (401, 403, 404) and "slurmlink_proxy" not in metrics.text
 
 
 # --- refused ------------------------------------------------------------------------------------------------
@@ -334,8 +344,10 @@ def test_upstream_down_is_a_clear_502(slurm_cluster: DevCluster, checkin: Checki
         assert answer.status_code == 502
         assert "slurmrestd is unreachable" in answer.json()["reason"]
         assert time.monotonic() - started < 10
-        health = httpx.get(f"{server.url}/healthz", timeout=30)
+        health = httpx.get(f"{server.admin_url}/healthz", timeout=30)
         assert health.status_code == 503 and "unreachable" in health.json()["reason"]
+        public = httpx.get(f"{server.url}/healthz", timeout=30)
+        assert public.status_code == 503 and public.json() == {"status": "unavailable"}
     finally:
         server.stop()
 
@@ -511,6 +523,10 @@ def test_slurmlink_proxy_command_serves(slurm_cluster: DevCluster, checkin: Chec
         token = checkin.mint(people["alice"])
         ping = httpx.get(f"{url}/slurm/{V}/ping/", headers=bearer(token), timeout=10)
         assert ping.status_code == 200 and ping.json()["pings"]
+        admin = f"http://127.0.0.1:{config.admin.port}"
+        assert httpx.get(f"{admin}/healthz", timeout=10).json()["api_version"] == V
+        assert "slurmlink_proxy_requests_total" in httpx.get(f"{admin}/metrics", timeout=10).text
     finally:
         process.terminate()
         process.wait(10)
+    assert process.returncode == 0  # both servers stopped on SIGTERM

@@ -293,8 +293,8 @@ def test_an_unknown_job_is_404(world: World, proxy: ProxyServer) -> None:
     assert answer.json() == {"error": "NotFound", "reason": "job 999999999 is not known to SLURM (any more)"}
 
 
-def test_extensions_are_404_without_files(world: World, finished_job: tuple[str, str]) -> None:
-    server = ProxyServer(world.config(files=None, service_identities=[], state_dir=None)).start()
+def test_extensions_are_404_without_files(world: World, finished_job: tuple[str, str], tmp_path: Path) -> None:
+    server = ProxyServer(world.config(files=None, service_identities=[], state_dir=str(tmp_path))).start()
     try:
         token = world.token("alice")
         assert get(server, token, "/slurmlink/v1/whoami").status_code == 200

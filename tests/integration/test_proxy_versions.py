@@ -30,7 +30,7 @@ def proxy(slurm_cluster_2411: DevCluster, checkin: CheckinStandin, people: dict[
 
 def health(proxy: ProxyServer) -> dict[str, Any]:
     try:
-        answer = httpx.get(f"{proxy.url}/healthz", timeout=10)
+        answer = httpx.get(f"{proxy.admin_url}/healthz", timeout=10)
     except httpx.HTTPError:
         return {}
     return answer.json() if answer.status_code == 200 else {}

@@ -12,7 +12,6 @@ import socket
 import ssl
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,73 +19,23 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from standins.kube import KubeStandin
+from tests.harness.fake_interlink import LOG_TEXT, serve_fake_interlink
 from tests.harness.pods import NODE, pod_manifest
-from tests.harness.ports import free_port
 from tests.harness.services import VkProcess, node_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
 from tests.integration.vk_harness import KUBECTL
 
 pytestmark = pytest.mark.timeout(120)
-LOG_TEXT = "hello from the fake interLink API\n"
 CSRS = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
-
-
-# --- a fake interLink API: just enough for a pod to be tracked and its log read ---------------------------------
-
-def _fake_api() -> Starlette:
-    created: dict[str, dict[str, Any]] = {}
-
-    async def ping(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def create(request: Request) -> Response:
-        body = await request.json()
-        pod = (body[0] if isinstance(body, list) else body)["pod"]
-        created[pod["metadata"]["uid"]] = pod
-        return JSONResponse({"PodUID": pod["metadata"]["uid"], "PodJID": "4242"})
-
-    async def status(request: Request) -> Response:
-        answers = []
-        for ref in json.loads(await request.body() or b"[]"):
-            pod = created.get(ref["metadata"].get("uid"))
-            if pod is not None:
-                containers = [{"name": c["name"], "ready": True, "restartCount": 0, "image": c.get("image", ""),
-                               "state": {"running": {"startedAt": "2030-01-01T00:00:00Z"}}}
-                              for c in pod["spec"]["containers"]]
-                answers.append({"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"],
-                                "UID": pod["metadata"]["uid"], "JID": "4242", "containers": containers})
-        return JSONResponse(answers)
-
-    async def logs(request: Request) -> Response:
-        return PlainTextResponse(LOG_TEXT)
-
-    async def delete(request: Request) -> Response:
-        return PlainTextResponse("deleted")
-
-    return Starlette(routes=[Route("/pinglink", ping, methods=["POST"]), Route("/create", create, methods=["POST"]),
-                             Route("/status", status, methods=["GET"]), Route("/getLogs", logs, methods=["GET"]),
-                             Route("/delete", delete, methods=["DELETE"])])
 
 
 @pytest.fixture
 def fake_api() -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(_fake_api(), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True, name="fake-interlink-api")
-    thread.start()
-    wait_until(lambda: server.started, 10, "the fake interLink API to start")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_fake_interlink() as url:
+        yield url
 
 
 # --- the vk's endpoint, seen with the apiserver's client certificate -----------------------------------------

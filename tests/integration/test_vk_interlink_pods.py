@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slurmlink import examples
 from slurmlink.devcluster import DevCluster
 from tests.harness.pods import pod_manifest
 from tests.harness.ports import free_port
@@ -20,7 +21,7 @@ from tests.harness.waiting import wait_until
 from tests.integration.vk_harness import Chain, open_chain, wait_node_ready
 
 pytestmark = pytest.mark.timeout(120)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "kubectl-pod.yaml"
+EXAMPLE = examples.pod_path("kubectl-pod")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_a_command_that_cannot_run_exits_127_or_126(site_chain: Chain, runtime: 
 
 
 def test_the_kubectl_example_pod_runs_on_its_virtual_node(site_chain: Chain) -> None:
-    """examples/kubectl-pod.yaml as shipped, on a vk named like examples/vk.yaml's node (hpc-site-a)."""
+    """The kubectl-pod example as shipped, on a vk named like the vk example's node (hpc-site-a)."""
     documents = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
     pod = next(d for d in documents if d["kind"] == "Pod")
     node = pod["spec"]["nodeSelector"]["kubernetes.io/hostname"]

@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from slurmlink.devcluster import DevCluster
@@ -69,7 +68,7 @@ def terminated(pod: dict[str, Any]) -> dict[str, Any]:
 
 def proxy_log_reads(mode1: Mode1) -> float:
     total = 0.0
-    for line in httpx.get(f"{mode1.proxy.url}/metrics", timeout=5).text.splitlines():
+    for line in mode1.proxy.admin_get("/metrics").text.splitlines():
         if line.startswith("slurmlink_proxy_requests_total{") and f'route="{LOG_ROUTE}"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total

@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from slurmlink import examples
 from slurmlink.api.config import ApiConfig
 from slurmlink.config import ConfigError, load_config
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-
-@pytest.mark.parametrize("name", ["api-mode2.yaml", "api-dev.yaml", "api-mode2-checkin.yaml"])
+@pytest.mark.parametrize("name", ["api-mode2", "api-dev", "api-mode2-checkin"])
 def test_examples_load(name: str) -> None:
-    config = load_config(ApiConfig, EXAMPLES / name, environ={})
+    config = load_config(ApiConfig, examples.config_path(name), environ={})
     assert config.site.to_site().runtime in ("apptainer", "bwrap")
 
 
@@ -43,5 +42,5 @@ def test_bad_value_names_the_key(tmp_path: Path) -> None:
 def test_proxy_example_loads() -> None:
     from slurmlink.proxy.config import ProxyConfig
 
-    config = load_config(ProxyConfig, EXAMPLES / "proxy.yaml", environ={})
+    config = load_config(ProxyConfig, examples.config_path("proxy"), environ={})
     assert config.upstream == "http://127.0.0.1:6820" and not config.allow_slurmdb

@@ -101,8 +101,7 @@ def test_config_of_service_identities() -> None:
     config = ProxyConfig.model_validate({**base, "service_identities": [service], "state_dir": "/var/lib/x",
                                          "files": {"job_root": "/scratch/jobs"}})
     assert config.files is not None and config.files.max_chunk_bytes == 16 * 1024 * 1024
-    with pytest.raises(ValidationError, match="state_dir"):
-        ProxyConfig.model_validate({**base, "service_identities": [service]})
+    assert ProxyConfig.model_validate({**base, "service_identities": [service]}).state_dir == "/var/lib/slurmlink/proxy"
     with pytest.raises(ValidationError, match="not one of identity.issuers"):
         ProxyConfig.model_validate({**base, "state_dir": "/x",
                                     "service_identities": [{**service, "issuer": "https://other.example.org"}]})

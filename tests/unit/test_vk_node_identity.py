@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
-from slurmlink import __version__
+from slurmlink import __version__, examples
 from slurmlink.vk import nodespec
 from slurmlink.vk.lease import lease_body
 from slurmlink.vk.nodewatch import NodeWatcher
@@ -54,9 +52,8 @@ def test_node_watch_ignores_events_while_unregistered() -> None:
 
 
 def test_the_kubectl_example_targets_the_example_node() -> None:
-    examples = Path(__file__).resolve().parents[2] / "examples"
-    node = yaml.safe_load((examples / "vk.yaml").read_text())["node"]["name"]
-    pod = next(d for d in yaml.safe_load_all((examples / "kubectl-pod.yaml").read_text()) if d["kind"] == "Pod")
+    node = yaml.safe_load(examples.config_path("vk").read_text())["node"]["name"]
+    pod = next(d for d in yaml.safe_load_all(examples.pod_path("kubectl-pod").read_text()) if d["kind"] == "Pod")
     assert pod["spec"]["nodeSelector"] == {"kubernetes.io/hostname": node}
     assert {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"} in \
         pod["spec"]["tolerations"]

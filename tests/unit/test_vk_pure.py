@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from slurmlink import examples
 from slurmlink.config import ConfigError, load_config
 from slurmlink.vk import nodespec, podstatus
 from slurmlink.vk.config import VkConfig
@@ -64,8 +65,7 @@ def test_config_errors_name_the_key(tmp_path: Path, yaml_text: str, key: str) ->
 
 
 def test_example_config_loads() -> None:
-    example = Path(__file__).parents[2] / "examples" / "vk.yaml"
-    assert load_config(VkConfig, example, {}).node.name
+    assert load_config(VkConfig, examples.config_path("vk"), {}).node.name
 
 
 # --- node -------------------------------------------------------------------------------------------------------

@@ -25,16 +25,19 @@ class Alise(Strategy):
 
 
 class AliseOptions(StrategyOptions):
+    """The account a user linked to their Check-in identity in ALISE (account linking)."""
+
     kind: Literal["alise"] = "alise"
-    name: str = "alise"
-    url: str
-    site: str = Field(min_length=1)
-    apikey_file: str
-    timeout: float = Field(5.0, gt=0)
-    retries: int = Field(1, ge=0)
-    cache_ttl: float = 300.0
-    miss_ttl: float = 30.0
-    cache_size: int = Field(10_000, ge=0)
+    name: str = Field(default="alise", description=(
+        "the step's name, which a VO's `settings.strategies: [...]` refers to; names must be distinct"))
+    url: str = Field(description="ALISE's base URL")
+    site: str = Field(min_length=1, description="this site's name in ALISE")
+    apikey_file: str = Field(description="the file holding ALISE's API key")
+    timeout: float = Field(default=5.0, gt=0, description="seconds per request")
+    retries: int = Field(default=1, ge=0, description="retries of a failed request")
+    cache_ttl: float = Field(default=300.0, description="seconds an answer is remembered")
+    miss_ttl: float = Field(default=30.0, description="seconds a \"no account\" answer is remembered")
+    cache_size: int = Field(default=10_000, ge=0, description="answers remembered at most")
 
     @field_validator("url")
     @classmethod

@@ -7,8 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from slurmlink.config import Strict
 from slurmlink.core.errors import SlurmlinkError
 from slurmlink.identity.entitlements import Decision
 
@@ -55,11 +54,9 @@ class Strategy:
         """Release connections and pools; the default has none."""
 
 
-class StrategyOptions(BaseModel):
+class StrategyOptions(Strict):
     """The options of one `mapping:` step, checked when the file is loaded. `kind` is the step's key in YAML
     (`- static: {path: ...}`); `build()` makes the strategy, reading files and opening databases."""
-
-    model_config = ConfigDict(extra="forbid")
 
     kind: str
     name: str

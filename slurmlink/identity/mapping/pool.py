@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
-from slurmlink.identity.pool import DEFAULT_POOL_URL, PoolExhausted, PoolStore
+from slurmlink.identity.pool import PoolExhausted, PoolStore
 
 from .base import USERNAME_RE, MappingError, MappingRequest, Strategy, StrategyOptions
 
 log = logging.getLogger(__name__)
+
+
+def default_url(state_dir: str) -> str:
+    """The pool database of a service that names none: SQLite in its state directory (one per service)."""
+    return f"sqlite:///{os.path.join(state_dir, 'pool.sqlite')}"
 
 
 def pool_accounts(prefix: str, digits: int, first: int, last: int) -> list[str]:
@@ -34,7 +40,7 @@ class Pool(Strategy):
     """
 
     def __init__(self, prefix: str = "egi", digits: int = 3, first: int = 1, last: int = 100, *,
-                 store: PoolStore | None = None, url: str = DEFAULT_POOL_URL, name: str = "pool") -> None:
+                 store: PoolStore | None = None, url: str | None = None, name: str = "pool") -> None:
         self.candidates = pool_accounts(prefix, digits, first, last)
         self.name = name
         self.pool = prefix
@@ -58,13 +64,17 @@ class Pool(Strategy):
 
 
 class PoolOptions(StrategyOptions):
+    """Pool accounts `<prefix><number>`, each assigned to one user once and kept."""
+
     kind: Literal["pool"] = "pool"
-    name: str = "pool"
-    prefix: str = "egi"
-    digits: int = 3
-    first: int = 1
-    last: int = 100
-    url: str = DEFAULT_POOL_URL  # any SQLAlchemy URL
+    name: str = Field(default="pool", description=(
+        "the step's name, which a VO's `settings.strategies: [...]` refers to; names must be distinct"))
+    prefix: str = Field(default="egi", description="pool accounts are named `<prefix><number>`")
+    digits: int = Field(default=3, description="the number's digits, zero-padded (`egi001`)")
+    first: int = Field(default=1, description="the first account's number")
+    last: int = Field(default=100, description="the last account's number")
+    url: str | None = Field(default=None, description=(
+        "the database of assignments (any SQLAlchemy URL); unset: `pool.sqlite` in the service's `state_dir`"))
 
     @model_validator(mode="after")
     def _valid_range(self) -> PoolOptions:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from .base import MappingError, MappingRequest, Strategy, StrategyOptions
 
 
@@ -25,10 +27,13 @@ class ServiceAccount(Strategy):
 
 
 class ServiceAccountOptions(StrategyOptions):
+    """One shared account per VO: the VO's setting, else `default`."""
+
     kind: Literal["service_account"] = "service_account"
-    name: str = "service"
-    default: str | None = None
-    setting: str = "service_account"
+    name: str = Field(default="service", description=(
+        "the step's name, which a VO's `settings.strategies: [...]` refers to; names must be distinct"))
+    default: str | None = Field(default=None, description="the account when the VO names none")
+    setting: str = Field(default="service_account", description="the VO setting that names the account")
 
     def build(self) -> ServiceAccount:
         return ServiceAccount(self.default, setting=self.setting, name=self.name)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from pydantic import Field
 
 from .base import USERNAME_RE, MappingError, MappingRequest, Strategy, StrategyOptions, show
 
@@ -102,10 +103,14 @@ def _add(entries: dict[tuple[str, str], str], issuer: str, subject: str, usernam
 
 
 class StaticOptions(StrategyOptions):
+    """(issuer, subject) → account from a file, re-read when it changes."""
+
     kind: Literal["static"] = "static"
-    name: str = "static"
-    path: str
-    file_format: Literal["auto", "yaml", "lines"] = "auto"
+    name: str = Field(default="static", description=(
+        "the step's name, which a VO's `settings.strategies: [...]` refers to; names must be distinct"))
+    path: str = Field(description="the map file")
+    file_format: Literal["auto", "yaml", "lines"] = Field(default="auto", description=(
+        "`auto`: YAML for `.yaml`/`.yml`, else `issuer subject username` lines"))
 
     def build(self) -> StaticMap:
         return StaticMap(self.path, name=self.name, file_format=self.file_format)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, get_args
 
-from pydantic import BeforeValidator, Field, SerializerFunctionWrapHandler, WrapSerializer
+from pydantic import BeforeValidator, Field, GetJsonSchemaHandler, SerializerFunctionWrapHandler, WrapSerializer
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from .alise import AliseOptions
 from .pool import PoolOptions
@@ -41,4 +43,18 @@ def _to_yaml(step: Any, handler: SerializerFunctionWrapHandler) -> Any:
     return {data.pop("kind"): data} if isinstance(data, dict) else data
 
 
-MappingStep = Annotated[_Options, Field(discriminator="kind"), BeforeValidator(_from_yaml), WrapSerializer(_to_yaml)]
+class _YamlFormSchema:
+    """The JSON Schema of a step as written in YAML, `{strategy: {options}}`, not of the model it is read into."""
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        union = handler(schema)  # a oneOf of the options models, told apart by `kind`
+        steps = []
+        for kind, ref in union["discriminator"]["mapping"].items():
+            handler.resolve_ref_schema({"$ref": ref})["properties"].pop("kind", None)  # the step's key says it
+            steps.append({"type": "object", "properties": {kind: {"anyOf": [{"$ref": ref}, {"type": "null"}]}},
+                          "required": [kind], "additionalProperties": False})
+        return {"oneOf": steps}
+
+
+MappingStep = Annotated[_Options, Field(discriminator="kind"), BeforeValidator(_from_yaml), WrapSerializer(_to_yaml),
+                        _YamlFormSchema()]

@@ -6,7 +6,7 @@ import logging
 import string
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from .base import MappingError, MappingRequest, Strategy, StrategyOptions
 
@@ -70,10 +70,14 @@ class ClaimTemplate(Strategy):
 
 
 class TemplateOptions(StrategyOptions):
+    """An account name made from the token's claims."""
+
     kind: Literal["template"] = "template"
-    name: str = "template"
-    template: str
-    lowercase: bool = False
+    name: str = Field(default="template", description=(
+        "the step's name, which a VO's `settings.strategies: [...]` refers to; names must be distinct"))
+    template: str = Field(description=(
+        "the account from claims, e.g. `\"{preferred_username}\"` (Check-in does not guarantee it unique)"))
+    lowercase: bool = Field(default=False, description="lower-case the result")
 
     @model_validator(mode="after")
     def _parses(self) -> TemplateOptions:
