@@ -11,10 +11,12 @@ PID 1 on these machines is not systemd, so no unit can be started here. What is 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import grp
 import json
 import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -346,12 +348,20 @@ MDWE = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "
         f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) else os.execv(sys.argv[1], sys.argv[1:])")
 
 
+def state_directory(path: Path, owner: str) -> Path:
+    """What the unit's StateDirectory= makes: the service user's, mode 0700."""
+    path.mkdir(mode=0o700)
+    account = pwd.getpwnam(owner)
+    os.chown(path, account.pw_uid, account.pw_gid)
+    return path
+
+
 Start = tuple[dict[str, Any], list[str], list[str]]  # the service's config, its privileges, requests to make
 
 
 def api_start(workdir: Path, job_root: Path, users: tuple[str, ...], stack: ExitStack) -> Start:
     config = {"backend": "cli", "job_root": str(job_root), "auth": {"allow_unauthenticated": True},
-              "users": {"default": users[0]}}
+              "users": {"default": users[0]}, "state_dir": str(state_directory(workdir / "api-state", "root"))}
     return config, setpriv(API), ["/metrics", "/healthz"]
 
 
@@ -363,7 +373,8 @@ def proxy_start(workdir: Path, job_root: Path, users: tuple[str, ...], stack: Ex
     config = {"upstream": f"http://127.0.0.1:{free_port()}",  # no slurmrestd: /healthz answers 502/503
               "identity": {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": ["vo.example.org"]},
                            "mapping": [{"static": {"path": str(workdir / "users.txt")}}]},
-              "jwt_key_file": str(workdir / "jwt.key"), "files": {"job_root": str(job_root)}}
+              "jwt_key_file": str(workdir / "jwt.key"), "files": {"job_root": str(job_root)},
+              "state_dir": str(state_directory(workdir / "proxy-state", users[1]))}
     # a whole request: the token checked against the stand-in's keys, entitlements, the static map
     return config, setpriv(PROXY, as_user=users[1]), ["/metrics", "/healthz",
                                                       f"/slurmlink/v1/whoami#{checkin.mint(subject)}"]
@@ -407,7 +418,8 @@ def test_the_service_runs_within_its_units_limits(unit: str, job_root: Path, tes
         wait_until(lambda: get("/metrics"), 60, f"slurmlink {command} to answer under PR_SET_MDWE")
         answers = {call.partition("#")[0]: get(call) for call in requests}
     finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the service, and strace around it
+        with contextlib.suppress(ProcessLookupError):  # it may have ended by itself (the failure above)
+            os.killpg(process.pid, signal.SIGTERM)  # the service, and strace around it
         process.wait(timeout=30)
     assert "PR_SET_MDWE" not in log.read_text()
     statuses = {path: answer.status_code if answer else None for path, answer in answers.items()}
