@@ -161,10 +161,10 @@ def test_sysusers_and_tmpfiles_make_what_the_units_expect(tmp_path: Path) -> Non
     for path, owner, mode in (("var/lib/slurmlink/proxy", uid, proxy["StateDirectoryMode"][0]),
                               ("var/lib/slurmlink/api", 0,
                                service_settings("slurmlink-api.service")["StateDirectoryMode"][0]),
-                              ("run/slurmlink", 0, "0750")):
+                              ("run/slurmlink", 0, "0755")):
         info = (tmp_path / path).stat()
         assert (info.st_uid, oct(info.st_mode & 0o7777)) == (owner, oct(int(mode, 8))), path
-    assert (tmp_path / "run/slurmlink").stat().st_gid == gid  # the proxy's group reads the SlurmUser token
+    assert (tmp_path / "var/lib/slurmlink/proxy").stat().st_gid == gid
 
 
 # ---- the SlurmUser token refresh -------------------------------------------------------------------------
