@@ -32,10 +32,13 @@ import httpx
 import pytest
 import yaml
 
+from slurmlink.devcluster import DevCluster
 from slurmlink.proxy.slurm_token import SlurmTokenSource
 from standins.checkin import CheckinStandin
 from tests.deploy.capability_probe import sleepers
+from tests.harness.pods import Client, make_pod
 from tests.harness.ports import free_port
+from tests.harness.services import api_config
 from tests.harness.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -430,3 +433,40 @@ def test_the_service_runs_within_its_units_limits(unit: str, job_root: Path, tes
     if tracer:
         outside = traced_syscalls(trace) - allowed_syscalls(unit)
         assert not outside, f"{unit}: system calls its SystemCallFilter= refuses: {sorted(outside)}"
+
+
+@needs_root
+def test_a_pod_runs_through_the_api_within_its_units_limits(slurm_cluster: DevCluster, tmp_path: Path) -> None:
+    """End to end on the real SLURM: `slurmlink api` (mode 2) with only the unit's capabilities and
+    no_new_privs (and, where the kernel has it, its W^X lock) submits a pod with sbatch as the mapped user,
+    follows it to Succeeded and reads its log."""
+    port = free_port()
+    config = tmp_path / "api.yaml"
+    config.write_text(yaml.safe_dump(api_config(slurm_cluster, port)))
+    wrapper = [sys.executable, "-c", MDWE] if kernel_has_mdwe() else []
+    log = tmp_path / "api.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([*setpriv(API), *wrapper, sys.executable, "-m", "slurmlink.cli", "api",
+                                    "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}")
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"slurmlink api exited {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                return client.http.get("/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, 60, "slurmlink api to become ready")
+        pod = make_pod([{"name": "main", "command": ["sh", "-c", "id -un"]}])
+        assert client.submit(pod).isdigit()
+        phase, status = client.finish(pod)
+        assert phase.phase == "Succeeded", (status, log.read_text()[-2000:])
+        assert client.logs(pod, "main") == f"{slurm_cluster.users[0]}\n".encode()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
