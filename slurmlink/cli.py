@@ -9,7 +9,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from slurmlink.config import ConfigError, load_config
 from slurmlink.devcluster.commands import app as dev_cluster_app
 from slurmlink.logs import LogFormat
 from slurmlink.logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    from slurmlink.runner import ApiTarget
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Run Kubernetes pods as SLURM jobs, authorised by EGI Check-in.")
@@ -43,6 +46,12 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_print_
 ApiUrl = Annotated[str, typer.Option("--api", envvar="SLURMLINK_API_URL", help="URL of slurmlink api.")]
 TokenOpt = Annotated[str | None, typer.Option("--token-file", envvar="SLURMLINK_API_TOKEN_FILE",
                                               help="File with the API's bearer token.")]
+CaOpt = Annotated[str | None, typer.Option("--ca-file", envvar="SLURMLINK_API_CA_FILE",
+                                           help="CA of an https:// API's certificate (default: the system's).")]
+CertOpt = Annotated[str | None, typer.Option("--cert-file", envvar="SLURMLINK_API_CERT_FILE",
+                                             help="Client certificate, for an API that requires one.")]
+KeyOpt = Annotated[str | None, typer.Option("--key-file", envvar="SLURMLINK_API_KEY_FILE",
+                                            help="The client certificate's private key.")]
 LogFormatOpt = Annotated[LogFormat, typer.Option("--log-format", envvar="SLURMLINK_LOG_FORMAT",
                                                  help="text, or json: one JSON object per line.")]
 
@@ -55,6 +64,15 @@ def _token(path: str | None) -> str | None:
     except OSError as exc:
         problem = f"--token-file (SLURMLINK_API_TOKEN_FILE): cannot read {path}: {exc.strerror}"
         raise _config_error(None, problem) from exc
+
+
+def _target(api_url: str, token_file: str | None, ca_file: str | None, cert_file: str | None,
+            key_file: str | None) -> ApiTarget:
+    from slurmlink.runner import ApiTarget  # the commands import what they use when they run (a fast --help)
+
+    if (cert_file is None) != (key_file is None):
+        raise _config_error(None, "--cert-file and --key-file go together")
+    return ApiTarget(api_url, _token(token_file), ca_file, cert_file, key_file)
 
 
 def _config_error(source: Path | None, problem: object) -> typer.Exit:
@@ -200,12 +218,14 @@ def vk_node_delete(config: Annotated[Path | None, typer.Option("--config", "-c",
 @app.command()
 def run(manifests: Annotated[list[Path], typer.Argument(help="Pod manifest, plus ConfigMap/Secret files.",
                                                         exists=True, dir_okay=False)],
-        api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None,
+        api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None, ca_file: CaOpt = None,
+        cert_file: CertOpt = None, key_file: KeyOpt = None,
         timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0) -> None:
     """Send a pod to the API, follow its state, then print its logs. Exit code 0 if it succeeded."""
     from slurmlink.runner import run_pod
 
-    phase = asyncio.run(run_pod(manifests, api_url, _token(token_file), timeout, console))
+    api = _target(api_url, token_file, ca_file, cert_file, key_file)
+    phase = asyncio.run(run_pod(manifests, api, timeout, console))
     raise typer.Exit(0 if phase == "Succeeded" else 1)
 
 
@@ -215,33 +235,37 @@ def _pod_ref(namespace: str, uid: str, name: str) -> dict[str, object]:
 
 @app.command()
 def get(uid: str, namespace: str = "default", name: str = "", api_url: ApiUrl = "http://127.0.0.1:3000",
-        token_file: TokenOpt = None) -> None:
+        token_file: TokenOpt = None, ca_file: CaOpt = None, cert_file: CertOpt = None,
+        key_file: KeyOpt = None) -> None:
     """Show a pod's status as the API reports it."""
     from slurmlink.runner import get_pod
 
-    asyncio.run(get_pod(_pod_ref(namespace, uid, name), api_url, _token(token_file), console))
+    api = _target(api_url, token_file, ca_file, cert_file, key_file)
+    asyncio.run(get_pod(_pod_ref(namespace, uid, name), api, console))
 
 
 @app.command()
 def logs(uid: str, container: Annotated[str, typer.Option("--container", "-c")], namespace: str = "default",
          follow: Annotated[bool, typer.Option("--follow", "-f")] = False, tail: int = 0,
          previous: Annotated[bool, typer.Option("--previous", "-p", help="the instance before the last restart")]
-         = False, api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None) -> None:
+         = False, api_url: ApiUrl = "http://127.0.0.1:3000", token_file: TokenOpt = None,
+         ca_file: CaOpt = None, cert_file: CertOpt = None, key_file: KeyOpt = None) -> None:
     """Print (or follow) a container's log."""
     from slurmlink.runner import print_logs
 
-    asyncio.run(print_logs(_pod_ref(namespace, uid, ""), container, follow, tail, api_url, _token(token_file),
-                           previous))
+    asyncio.run(print_logs(_pod_ref(namespace, uid, ""), container, follow, tail,
+                           _target(api_url, token_file, ca_file, cert_file, key_file), previous))
 
 
 @app.command()
 def delete(uid: str, namespace: str = "default", api_url: ApiUrl = "http://127.0.0.1:3000",
-           token_file: TokenOpt = None) -> None:
+           token_file: TokenOpt = None, ca_file: CaOpt = None, cert_file: CertOpt = None,
+           key_file: KeyOpt = None) -> None:
     """Delete a pod: its job is cancelled (SIGTERM, then SIGKILL after the grace period)."""
-    from slurmlink.wire.client import InterlinkClient
+    api = _target(api_url, token_file, ca_file, cert_file, key_file)
 
     async def go() -> str:
-        async with InterlinkClient(api_url, token=_token(token_file)) as client:
+        async with api.client() as client:
             return await client.delete(_pod_ref(namespace, uid, ""))
 
     console.print(asyncio.run(go()).strip())

@@ -54,7 +54,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], deadline_seconds: f
 def run_demo(pod: Path | None, port: int, console: Console) -> int:
     import asyncio
 
-    from slurmlink.runner import run_pod
+    from slurmlink.runner import ApiTarget, run_pod
 
     cluster = DevCluster()
     console.print("[bold]1.[/] starting a local SLURM (munge, slurmctld, slurmd, slurmrestd)")
@@ -70,7 +70,7 @@ def run_demo(pod: Path | None, port: int, console: Console) -> int:
         try:
             wait_healthy(url, process)
             console.print(f"[bold]3.[/] running {pod or EXAMPLE_POD}")
-            phase = asyncio.run(run_pod([pod or EXAMPLE_POD], url, None, 600.0, console))
+            phase = asyncio.run(run_pod([pod or EXAMPLE_POD], ApiTarget(url), 600.0, console))
             console.print(f"[bold]pod {phase}[/]; the SLURM dev cluster stays up "
                           "(`slurmlink dev-cluster down` stops it)")
             return 0 if phase == "Succeeded" else 1

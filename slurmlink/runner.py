@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slurmlink.translate.status import pod_phase
-from slurmlink.wire.client import ApiCallError, InterlinkClient, create_body, log_request
+from slurmlink.wire.client import ApiCallError, InterlinkClient, create_body, log_request, tls_context
 from slurmlink.wire.interlink import PodStatus
 
 POLL_SECONDS = 1.0
@@ -66,10 +67,26 @@ def status_table(status: PodStatus) -> Table:
     return table
 
 
-async def run_pod(paths: Iterable[Path], api_url: str, token: str | None, timeout: float, console: Console) -> str:
+@dataclass(frozen=True)
+class ApiTarget:
+    """The API the commands talk to: its URL (http, https or unix://), bearer token and, for https, the CA that
+    signed its certificate (None: the system's) and a client certificate if the API requires one."""
+
+    url: str
+    token: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def client(self) -> InterlinkClient:
+        verify = tls_context(self.ca_file, self.cert_file, self.key_file) if self.ca_file or self.cert_file else True
+        return InterlinkClient(self.url, token=self.token, verify=verify)
+
+
+async def run_pod(paths: Iterable[Path], api: ApiTarget, timeout: float, console: Console) -> str:
     pod, configmaps, secrets = load_manifests(paths)
     meta = pod["metadata"]
-    async with InterlinkClient(api_url, token=token) as client:
+    async with api.client() as client:
         job_id = (await client.create(create_body(pod, configmaps, secrets))).pod_jid
         console.print(f"pod [bold]{meta['namespace']}/{meta['name']}[/] (uid {meta['uid']}) -> "
                       f"{'SLURM job ' + job_id if job_id else 'no job'}")
@@ -116,18 +133,18 @@ async def print_all_logs(client: InterlinkClient, pod: dict[str, Any]) -> None:
         sys.stdout.flush()
 
 
-async def get_pod(pod: dict[str, Any], api_url: str, token: str | None, console: Console) -> None:
-    async with InterlinkClient(api_url, token=token) as client:
+async def get_pod(pod: dict[str, Any], api: ApiTarget, console: Console) -> None:
+    async with api.client() as client:
         [status] = await client.statuses([pod])
         phase = pod_phase(status.containers, status.init_containers)
         console.print(f"[bold]{phase.phase}[/] {phase.reason}")
         console.print(status_table(status))
 
 
-async def print_logs(pod: dict[str, Any], container: str, follow: bool, tail: int, api_url: str,
-                     token: str | None, previous: bool = False) -> None:
+async def print_logs(pod: dict[str, Any], container: str, follow: bool, tail: int, api: ApiTarget,
+                     previous: bool = False) -> None:
     query = log_request(pod, container, follow=follow, tail=tail, previous=previous)
-    async with InterlinkClient(api_url, token=token) as client, client.logs(query) as stream:
+    async with api.client() as client, client.logs(query) as stream:
         async for chunk in stream:
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from cryptography import x509
 
 from slurmlink.devcluster import DevCluster
@@ -101,6 +102,22 @@ def test_https_api_requires_a_client_certificate_of_its_ca(tls_api: ApiProcess, 
     with pytest.raises(ApiCallError) as no_token:  # over TCP the bearer token is still needed
         _ping(tls_api.url, tls_context(str(pki.ca), str(pki.client[0]), str(pki.client[1])), token=None)
     assert no_token.value.status == 401
+
+
+def test_the_cli_runs_a_pod_through_the_https_api(tls_api: ApiProcess, pki: Pki, tmp_path: Path) -> None:
+    """`slurmlink run`, `get` and `logs` with --ca-file and a client certificate (and a missing key refused)."""
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(yaml.safe_dump(make_pod([{"name": "main", "command": ["sh", "-c", "echo over https"]}])))
+    tls = ["--api", tls_api.url, "--token-file", str(tls_api.config["auth"]["bearer_token_file"]),
+           "--ca-file", str(pki.ca), "--cert-file", str(pki.client[0]), "--key-file", str(pki.client[1])]
+    cli = [sys.executable, "-m", "slurmlink.cli"]
+    ran = subprocess.run([*cli, "run", str(manifest), *tls, "--timeout", "120"], capture_output=True, text=True,
+                         timeout=150, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert "over https" in ran.stdout
+    half = subprocess.run([*cli, "get", "some-uid", *tls[:-2]], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert half.returncode == 2 and "--cert-file and --key-file go together" in half.stderr
 
 
 def test_api_admin_listener_and_what_the_main_port_tells_strangers(tls_api: ApiProcess) -> None:
