@@ -161,8 +161,9 @@ class StatWatch(StatusWatch):
             for uid, sig in signatures.items():
                 if uid in self.watched:
                     self._seen[uid] = sig
-            if changed | self._settling:
-                self.changed(changed | self._settling)
+            tell = (changed | self._settling) & set(self.watched)
+            if tell:
+                self.changed(tell)
             self._settling = changed
 
 
