@@ -130,6 +130,7 @@ class ChangeFeed(ChangeLog):
     def __init__(self, epoch: str | None = None, max_removals: int = MAX_REMOVALS) -> None:
         super().__init__(epoch, max_removals)
         self._next = asyncio.Event()  # set, and replaced, at every new revision
+        self.closed = False
 
     def _bump(self, uid: str) -> None:
         super()._bump(uid)
@@ -145,6 +146,11 @@ class ChangeFeed(ChangeLog):
         self._next.set()
         self._next = asyncio.Event()
 
+    def close(self) -> None:
+        """The API is stopping: every long poll answers now (its server waits for the answers to end)."""
+        self.closed = True
+        self._next.set()
+
     async def wait(self, since: str | None, timeout: float) -> Delta:
         """The changes after `since`, waiting up to `timeout` seconds for one; on timeout an empty Delta with
         the same cursor."""
@@ -155,7 +161,7 @@ class ChangeFeed(ChangeLog):
             if delta is not None:
                 return delta
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self.closed:
                 return Delta(since or self.cursor, False, [], [])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._next.wait(), remaining)

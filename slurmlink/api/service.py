@@ -108,6 +108,7 @@ class PodService:
                 uncertain = ref.uid in self._uncertain
                 if (uncertain or self._maybe_submitted_before_start(request.pod)) \
                         and await self._found_after_uncertain_submit(entry, fresh=uncertain):
+                    self._changed([ref.uid])
                     return entry.job_id
                 entry.workdir = self.workdir_for(ref.namespace, ref.uid)
                 job = self._translate(request, entry.workdir)
@@ -267,8 +268,9 @@ class PodService:
         """The long poll: the pods changed after `since` (their status now), waiting up to `wait` seconds."""
         if since:  # a malformed cursor is the caller's error, whatever the state
             self.registry.changes.since(since)
-        await self._wait_recovered()
-        delta = await self.registry.changes.wait(since, wait)
+        with metrics.LONG_POLLS.track_inprogress():
+            await self._wait_recovered()
+            delta = await self.registry.changes.wait(since, wait)
         # No await from here on: the statuses are those of the cursor handed out.
         pods = [self.feed_status(entry) for uid in delta.uids if (entry := self.registry.get(uid)) is not None]
         return delta, pods

@@ -10,6 +10,7 @@ Timing is not asserted here: the lag from the job's start to the answer is print
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from slurmlink.wire.names import CHANGES_ROUTE
 from tests.harness.pods import Client, make_pod
 from tests.harness.ports import free_port
 from tests.harness.services import ApiProcess, api_config
+from tests.harness.waiting import wait_until
 
 QUIET_POLLS = 300.0  # no SLURM poll during a test but the first one
 
@@ -120,6 +122,27 @@ def test_a_restarted_api_answers_an_earlier_cursor_with_a_reset(slurm_cluster: D
         assert not changes(api.url, after.cursor, 0).reset
     finally:
         api.stop()
+
+
+def test_stopping_the_api_ends_its_long_polls_with_an_answer(slurm_cluster: DevCluster, tmp_path: Path) -> None:
+    """uvicorn waits for the requests in progress before it exits: a long poll must not hold a stop for a minute."""
+    api = start_api(slurm_cluster, tmp_path)
+    try:
+        cursor = changes(api.url, None, 0).cursor
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(changes, api.url, cursor, 60)
+            wait_until(lambda: _long_polls(api.url) >= 1, 30, "the long poll to reach the API")
+            api.stop()
+            answer = waiting.result(timeout=90)
+        assert answer == Changes(cursor=cursor, reset=False, pods=[], removed=[])
+    finally:
+        api.stop()
+
+
+def _long_polls(url: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    match = re.search(r"^slurmlink_api_long_polls ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 def test_malformed_queries_are_refused(slurm_cluster: DevCluster, tmp_path: Path) -> None:

@@ -156,3 +156,16 @@ def test_a_long_poll_with_a_stale_cursor_answers_at_once() -> None:
         return delta.reset
 
     assert asyncio.run(scenario())
+
+
+def test_closing_the_feed_answers_the_long_polls_at_once() -> None:
+    async def scenario() -> tuple[bool, list[str], str]:
+        feed = ChangeFeed(epoch="e1")
+        feed.record("a", "1")
+        waiting = asyncio.create_task(feed.wait("e1:1", timeout=60))
+        await asyncio.sleep(0)
+        feed.close()
+        delta = await asyncio.wait_for(waiting, 5)
+        return delta.reset, delta.uids, delta.cursor
+
+    assert asyncio.run(scenario()) == (False, [], "e1:1")
