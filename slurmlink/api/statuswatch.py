@@ -191,12 +191,17 @@ class InotifyWatch(StatusWatch):
         self._by_wd: dict[int, tuple[str, bool]] = {}  # wd -> (uid, is the status/ directory)
         self._wds: dict[str, list[int]] = {}
         self._reader = False
+        self._full = False  # warned that the watch limit was reached
 
     def _add(self, path: str, mask: int) -> int:
         wd = int(self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask))
         if wd < 0:
             errno = ctypes.get_errno()
-            if errno not in (2, 20):  # ENOENT, ENOTDIR: not there yet, or not a directory
+            if errno == 28 and not self._full:  # ENOSPC: the user's inotify watches are used up
+                self._full = True
+                log.warning("inotify: fs.inotify.max_user_watches reached; pods beyond it are seen at SLURM's "
+                            "polls only (raise the limit, or set watch_files: stat)")
+            elif errno not in (2, 20, 28):  # ENOENT, ENOTDIR: not there yet, or not a directory
                 log.debug("cannot watch %s: %s", path, os.strerror(errno))
         return wd
 
