@@ -103,7 +103,8 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
         settings = load_config(ApiConfig, config)
         prepare(api_state(settings))
         application = create_app(settings, make_backend(settings))
-        servers = Servers(listeners(settings, application), log_level)
+        servers = Servers(listeners(settings, application), log_level,
+                          on_stop=application.state.service.registry.changes.close)
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
     servers.run()

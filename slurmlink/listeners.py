@@ -110,9 +110,11 @@ class Listener:
 class Servers:
     """A service's servers in one event loop: `serve()` runs them until `stop()` or until one of them ends."""
 
-    def __init__(self, listeners: list[Listener], log_level: str = "info") -> None:
+    def __init__(self, listeners: list[Listener], log_level: str = "info",
+                 on_stop: Callable[[], None] | None = None) -> None:
         self.listeners = listeners
         self.servers = [item.server(log_level) for item in listeners]
+        self.on_stop = on_stop  # e.g. end the API's long polls, which the servers would wait for
 
     @property
     def started(self) -> bool:
@@ -121,6 +123,8 @@ class Servers:
     def stop(self) -> None:
         for server in self.servers:
             server.should_exit = True
+        if self.on_stop is not None:
+            self.on_stop()
 
     async def serve(self) -> None:
         tasks = [asyncio.create_task(server.serve(sockets=[item.sock]))

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slurmlink.api import metrics
+from slurmlink.api.changes import BadCursor
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.service import PodService
@@ -29,6 +30,7 @@ from slurmlink.listeners import Listener, admin_listener, main_listener, tls_opt
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
 from slurmlink.wire import names
 from slurmlink.wire import projected as wire_projected
+from slurmlink.wire.changes import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS, Changes, RemovedPod
 from slurmlink.wire.gojson import WireError, WireModel, dump_wire
 from slurmlink.wire.interlink import CreateStruct, parse_create, parse_log_request, parse_pods
 
@@ -49,9 +51,11 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recovery = asyncio.create_task(service.recover())
-        poller = asyncio.create_task(_after(recovery, service.poller.run()))
+        tasks = [recovery, asyncio.create_task(_after(recovery, service.poller.run()))]
+        if service.watch is not None:
+            tasks.append(asyncio.create_task(service.watch.run()))
         yield
-        for task in (recovery, poller):
+        for task in tasks:
             task.cancel()
         await service.close()
         await backend.close()
@@ -141,6 +145,15 @@ def _install_own_routes(app: FastAPI, service: PodService) -> None:
         written = await service.write_projected(wire_projected.parse_body(await _json(request)))
         return JSONResponse({"written": written})
 
+    @app.get(names.CHANGES_ROUTE)
+    async def changes(request: Request) -> Response:
+        # slurmlink's own route: the long poll of the pods whose status changed (wire/changes.py)
+        since = request.query_params.get("since") or None
+        wait = _wait_seconds(request.query_params.get("wait"))
+        delta, pods = await service.changes(since, wait)
+        removed = [RemovedPod(namespace=r.namespace, name=r.name, uid=r.uid) for r in delta.removed]
+        return JSONResponse(Changes(cursor=delta.cursor, reset=delta.reset, pods=pods, removed=removed).to_wire())
+
     @app.get("/healthz")
     async def healthz(request: Request) -> Response:
         return health_response(service, detailed=request.state.authenticated)
@@ -175,8 +188,21 @@ def listeners(config: ApiConfig, app: FastAPI) -> list[Listener]:
             *admin_listener(config.admin, admin_health)]
 
 
+def _wait_seconds(text: str | None) -> float:
+    """The `wait` of a changes request: DEFAULT_WAIT_SECONDS when absent, at most MAX_WAIT_SECONDS."""
+    if text is None or text == "":
+        return float(DEFAULT_WAIT_SECONDS)
+    try:
+        wait = float(text)
+    except ValueError:
+        raise WireError(f"wait: {text!r} is not a number of seconds") from None
+    if not wait >= 0:  # also NaN
+        raise WireError(f"wait: {text!r} must be 0 or more seconds")
+    return min(wait, float(MAX_WAIT_SECONDS))
+
+
 KNOWN_ROUTES = frozenset({"/create", "/delete", "/status", "/getLogs", "/pinglink", "/updateCache", "/healthz",
-                          "/metrics", names.PROJECTED_ROUTE})
+                          "/metrics", names.PROJECTED_ROUTE, names.CHANGES_ROUTE})
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -185,6 +211,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WireError)
     async def bad_request(request: Request, exc: WireError) -> Response:
+        return text(400, f"bad request: {exc}")
+
+    @app.exception_handler(BadCursor)
+    async def bad_cursor(request: Request, exc: BadCursor) -> Response:
         return text(400, f"bad request: {exc}")
 
     @app.exception_handler(PodRejected)

@@ -156,6 +156,18 @@ class ApiConfig(Strict):
         "path as the proxy's `files.job_root`"))
     poll_interval: float = Field(default=2.0, gt=0, description=(
         "seconds between the batched status queries (one `squeue` for all pods)"))
+    poll_interval_fast: float = Field(default=0.25, gt=0, description=(
+        "while a submitted job has not been seen started (or a deleted pod's job ended), the next query comes "
+        "this many seconds after the last, then after twice that, and so on up to `poll_interval`; at steady "
+        "state only `poll_interval` counts (see *How status reaches Kubernetes*)"))
+    watch_files: Literal["auto", "inotify", "stat", "off"] = Field(default="auto", description=(
+        "mode 2: how the API notices what a job writes in its pod's `status/` directory between queries: "
+        "`inotify` (the job root on a local filesystem), `stat` (every `watch_stat_interval`: a shared "
+        "filesystem, where inotify does not see the compute nodes' writes), `off`; `auto`: `inotify` on a "
+        "local filesystem where the kernel has it, else `stat`. Mode 1 reads the files through the proxy: off"))
+    watch_stat_interval: float = Field(default=0.5, gt=0, description=(
+        "seconds between two looks (one `stat` of each running pod's `status/` directory) with "
+        "`watch_files: stat`"))
     users: UsersConfig = Field(default_factory=UsersConfig)
     site: SiteSection = Field(default_factory=SiteSection)
     auth: AuthConfig = Field(default_factory=AuthConfig)

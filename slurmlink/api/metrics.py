@@ -6,3 +6,4 @@ REQUESTS = Counter("slurmlink_api_requests_total", "API requests", ["route", "st
 PODS = Gauge("slurmlink_api_pods", "Pods the API tracks")
 SUBMITS = Counter("slurmlink_api_submits_total", "Job submissions", ["result"])
 POLL_SECONDS = Histogram("slurmlink_api_poll_seconds", "Duration of one batched status poll")
+LONG_POLLS = Gauge("slurmlink_api_long_polls", "Requests to the change feed in progress (connected vks)")

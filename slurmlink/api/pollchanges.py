@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from slurmlink.api.registry import PodEntry
 from slurmlink.core import naming
 from slurmlink.core.records import ContainerRecord, JobInfo
+from slurmlink.core.states import WAITING_STATES
 from slurmlink.translate.status import is_finished
 
 DELETED_RETENTION_SECONDS = 600.0  # a deleted, finished pod stays this long for callers that confirm its end
@@ -146,6 +147,7 @@ class Update:
     records: Records | None  # None: the records it has stay
     records_final: bool
     forget_after: float
+    started_by_files: float = 0.0  # see PodEntry.started_by_files
 
 
 @dataclass(frozen=True)
@@ -157,15 +159,20 @@ class Changes:
 
 def decide_changes(pool: Iterable[PodEntry], seen: Mapping[str, JobInfo | None], wanted: Iterable[PodEntry],
                    found: Mapping[str, Records], adopted: Mapping[str, PodEntry], known: Mapping[str, PodEntry],
-                   now: float) -> Changes:
+                   now: float, *, read: int = 0, snapshot: float = 0.0) -> Changes:
     """`seen` from Listing.with_accounting; `found`: by job id, the records read of the `wanted` pods (a pod
-    left out could not be read); `known`: the registry now; `now`: monotonic time."""
-    fresh = {e.uid: found[e.job_id] for e in wanted if e.job_id in found}
+    left out could not be read); `known`: the registry now; `now`: monotonic time; `read`: the number of this
+    poll's record read (a pod whose records come from a later read keeps them); `snapshot`: when the job list
+    was asked for (a start its files showed later is not undone by it)."""
+    fresh = {e.uid: found[e.job_id] for e in wanted if e.job_id in found and e.records_read <= read}
     unread = {e.uid for e in wanted if e.job_id not in found}
     updates: dict[str, Update] = {}
     for entry in pool:
         if entry.uid in seen:
-            update = _update(entry, seen[entry.uid], fresh.get(entry.uid), entry.uid in unread, now)
+            job = seen[entry.uid]
+            if job is not None and job.state in WAITING_STATES and entry.started_by_files > snapshot:
+                job = entry.job  # listed before its containers started: the files are newer
+            update = _update(entry, job, fresh.get(entry.uid), entry.uid in unread, now)
             if update is not None:
                 updates[entry.uid] = update
     # An adopted pod whose records cannot be read yet waits for a poll that can (its job may have ended);
@@ -191,17 +198,34 @@ def _update(entry: PodEntry, job: JobInfo | None, records: Records | None, unrea
     forget_after = entry.forget_after
     if entry.deleting and (entry.rejected is not None or is_finished(new_job)) and records_final:
         forget_after = forget_after or now + DELETED_RETENTION_SECONDS
+    # SLURM's word on a start replaces the files'
+    started_by_files = entry.started_by_files if new_job == entry.job else 0.0
     if (new_job == entry.job and (records is None or records == entry.records)
             and records_final == entry.records_final and forget_after == entry.forget_after):
         return None
-    return Update(new_job, records, records_final, forget_after)
+    return Update(new_job, records, records_final, forget_after, started_by_files)
+
+
+def decide_refresh(entry: PodEntry, records: Records, now: float) -> tuple[JobInfo, float] | None:
+    """After the job's files changed: (job, started_by_files) when the pod's job must be taken as running
+    although SLURM's last list had it pending, because a container started; None when the job stays as it is.
+
+    Only a job never seen running, with no records of an earlier run (a requeued job clears them when it
+    runs again, but an old run may still be writing while it is pending), is moved on by its files."""
+    job = entry.job
+    if job is None or job.state != "PENDING" or entry.records or entry.started_by_files:
+        return None
+    if not any(record.started_at is not None for record in records.values()):
+        return None
+    return replace(job, state="RUNNING", reason=""), now
 
 
 def _updated(entry: PodEntry, update: Update | None) -> PodEntry:
     if update is None:
         return entry
     return replace(entry, job=update.job, records=entry.records if update.records is None else update.records,
-                   records_final=update.records_final, forget_after=update.forget_after)
+                   records_final=update.records_final, forget_after=update.forget_after,
+                   started_by_files=update.started_by_files)
 
 
 def job_from_records(entry: PodEntry, records: Records) -> JobInfo:

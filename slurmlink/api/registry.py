@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from slurmlink.api.changes import ChangeFeed, Removal
 from slurmlink.core.records import ContainerRecord, JobInfo, PodDirectory
 from slurmlink.translate.status import is_finished
 
@@ -27,6 +28,8 @@ class PodEntry:
     records_final: bool = False  # the job ended and every container's record was read after that
     created: float = field(default_factory=time.monotonic)  # polls that began earlier do not judge it
     forget_after: float = 0.0  # once deleted and finished: when to drop it (monotonic time)
+    records_read: int = 0  # the read (StatusPoller.read_seq) its records come from: an older one must not win
+    started_by_files: float = 0.0  # when its files showed the start that SLURM had not shown yet (monotonic)
 
     @property
     def finished(self) -> bool:
@@ -41,6 +44,7 @@ class Registry:
     def __init__(self) -> None:
         self.entries: dict[str, PodEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.changes = ChangeFeed()  # what /slurmlink/v1/changes tells: fed by PodService.observe and forget
 
     def lock(self, uid: str) -> asyncio.Lock:
         """One create/delete at a time per pod: two concurrent creates must not make two jobs."""
@@ -50,7 +54,9 @@ class Registry:
         return self.entries.get(uid)
 
     def forget(self, uid: str) -> None:
-        self.entries.pop(uid, None)
+        entry = self.entries.pop(uid, None)
+        if entry is not None:
+            self.changes.remove(Removal(entry.namespace, entry.name, uid))
         lock = self._locks.get(uid)
         if lock is not None and not lock.locked():
             del self._locks[uid]

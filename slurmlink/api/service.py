@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -11,10 +13,12 @@ from typing import Any
 
 from slurmlink.api import logs, metrics, projected
 from slurmlink.api.accounts import choose_resolver
+from slurmlink.api.changes import Delta
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
+from slurmlink.api.statuswatch import StatusWatch, choose_method, make_watch
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.naming import job_name, pod_workdir
 from slurmlink.core.records import JobInfo
@@ -44,7 +48,16 @@ class PodService:
         self.accounts = choose_resolver(config, backend)  # who a pod's job runs as
         self.registry = registry or Registry()
         self.site: SiteConfig = config.site.to_site()
-        self.poller = StatusPoller(self.registry, backend, config.poll_interval, self.workdir_for)
+        self.poller = StatusPoller(self.registry, backend, config.poll_interval, self.workdir_for,
+                                   fast_interval=config.poll_interval_fast, on_change=self._changed)
+        # Mode 2: the job's writes to its pod's status/ are noticed between polls (mode 1: the files are the
+        # proxy's to read)
+        self.watch: StatusWatch | None = None
+        if config.backend == "cli":
+            method = choose_method(config.watch_files, config.job_root)
+            self.watch = make_watch(method, self.poller.refresh, config.watch_stat_interval)
+            log.info("job files under %s: %s", config.job_root,
+                     "not watched" if self.watch is None else f"watched ({type(self.watch).__name__})")
         self.recovered = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         # Pods whose sbatch failed in a way that may still have made a job (a timeout): look before
@@ -95,6 +108,7 @@ class PodService:
                 uncertain = ref.uid in self._uncertain
                 if (uncertain or self._maybe_submitted_before_start(request.pod)) \
                         and await self._found_after_uncertain_submit(entry, fresh=uncertain):
+                    self._changed([ref.uid])
                     return entry.job_id
                 entry.workdir = self.workdir_for(ref.namespace, ref.uid)
                 job = self._translate(request, entry.workdir)
@@ -119,9 +133,12 @@ class PodService:
                 entry.job = JobInfo(job_id=entry.job_id, name=job.name, user=entry.user, state="PENDING",
                                     workdir=entry.workdir)
                 log.info("pod %s/%s is SLURM job %s as %s", ref.namespace, ref.name, entry.job_id, entry.user)
-            # No early poll: the entry already says PENDING, and a burst of creates must not become a burst
-            # of squeue calls (each lists every job of the cluster).
             self.registry.entries[ref.uid] = entry
+            self._changed([ref.uid])
+            if entry.job_id:
+                # The entry already says PENDING; polls come sooner (backing off) until SLURM or the job's files
+                # show it started. A burst of creates costs one poll per `poll_interval_fast`, not one per create.
+                self.poller.hurry()
             return entry.job_id
 
     def dropped_flags(self, pod: dict[str, Any]) -> tuple[str, ...]:
@@ -194,7 +211,7 @@ class PodService:
                 await self.backend.cancel(entry.job_id, entry.user, only_state="PENDING")
                 await self.backend.cancel(entry.job_id, entry.user, signal="TERM", only_state="RUNNING")
                 self._spawn(self._kill_later(entry, _grace(pod, entry) + KILL_MARGIN_SECONDS))
-            self.poller.wake()
+            self.poller.hurry()
             return f"job {entry.job_id or 'none'} cancelled"
 
     async def _kill_later(self, entry: PodEntry, delay: float) -> None:
@@ -221,8 +238,42 @@ class PodService:
             entry = self.registry.get(uid)
             if entry is not None and pod.get("spec"):
                 entry.pod = pod
+                self.observe([uid])  # the spec decides the containers listed (after a restart: known only now)
             result.append(self.status_of(entry, pod))
         return result
+
+    # --- the change feed ---------------------------------------------------------------------------
+
+    def _changed(self, uids: list[str] | None) -> None:
+        """After a poll (None: any pod may have changed), a refresh of some pods' records or a create."""
+        self.observe(uids)
+        if self.watch is not None:
+            self.watch.track({e.uid: e.workdir for e in self.registry.entries.values()
+                              if e.job_id and e.workdir and not e.rejected and not e.records_final})
+
+    def observe(self, uids: list[str] | None = None) -> None:
+        """Give the change feed the status of these pods (None: all) as /status would answer it now; those
+        that differ from the last one get a new revision and wake the long polls."""
+        entries = self.registry.entries
+        for uid in list(entries) if uids is None else uids:
+            entry = entries.get(uid)
+            if entry is not None:
+                self.registry.changes.record(uid, _fingerprint(self.feed_status(entry)))
+
+    def feed_status(self, entry: PodEntry) -> PodStatus:
+        """The status /status answers for the pod, as the feed tells it."""
+        return self.status_of(entry, entry.pod or {})
+
+    async def changes(self, since: str | None, wait: float) -> tuple[Delta, list[PodStatus]]:
+        """The long poll: the pods changed after `since` (their status now), waiting up to `wait` seconds."""
+        if since:  # a malformed cursor is the caller's error, whatever the state
+            self.registry.changes.since(since)
+        with metrics.LONG_POLLS.track_inprogress():
+            await self._wait_recovered()
+            delta = await self.registry.changes.wait(since, wait)
+        # No await from here on: the statuses are those of the cursor handed out.
+        pods = [self.feed_status(entry) for uid in delta.uids if (entry := self.registry.get(uid)) is not None]
+        return delta, pods
 
     def status_of(self, entry: PodEntry | None, pod: dict[str, Any]) -> PodStatus:
         meta = pod.get("metadata") or {}
@@ -314,6 +365,8 @@ class PodService:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self.watch is not None:
+            self.watch.close()
         await self.accounts.aclose()
 
 
@@ -329,6 +382,11 @@ def _grace(pod: dict[str, Any], entry: PodEntry) -> float:
         if isinstance(value, int) and value >= 0:
             return float(value)
     return 30.0
+
+
+def _fingerprint(status: PodStatus) -> str:
+    wire = json.dumps(status.to_wire(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(wire.encode(), digest_size=16).hexdigest()
 
 
 def _pod_from_records(entry: PodEntry) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""Noticing the job's writes in a pod's status/ directory (slurmlink/api/statuswatch.py), with real files in a
+temporary directory and the kernel's inotify, written the way prelude.sh's `sl_put` writes them (a hidden
+temporary file renamed into place)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from slurmlink.api.statuswatch import (
+    InotifyWatch,
+    StatusWatch,
+    StatWatch,
+    _libc_inotify,
+    choose_method,
+    filesystem_of,
+    make_watch,
+)
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw 0 0
+server:/export /shared nfs4 rw 0 0
+tmpfs /shared/scratch tmpfs rw 0 0
+lustre@tcp:/fs /lus lustre rw 0 0
+"""
+
+
+def test_the_filesystem_of_a_path_is_that_of_its_longest_mount_point(tmp_path: Path) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text(MOUNTS)
+    assert filesystem_of("/shared/jobs", str(mounts)) == "nfs4"
+    assert filesystem_of("/shared/scratch/jobs", str(mounts)) == "tmpfs"
+    assert filesystem_of("/sharedother", str(mounts)) == "ext4"
+    assert filesystem_of("/lus", str(mounts)) == "lustre"
+    assert filesystem_of("/x", str(tmp_path / "none")) == ""
+
+
+def test_auto_watches_a_local_job_root_with_inotify_and_an_explicit_choice_is_kept(tmp_path: Path) -> None:
+    assert choose_method("stat", str(tmp_path)) == "stat"
+    assert choose_method("off", str(tmp_path)) == "off"
+    assert choose_method("auto", str(tmp_path)) in ("inotify", "stat")
+
+
+def put(status: Path, name: str, value: str) -> None:
+    """prelude.sh's sl_put: a temporary file renamed into place."""
+    temporary = status / f".{name}.{os.getpid()}"
+    temporary.write_text(value + "\n")
+    os.replace(temporary, status / name)
+
+
+async def told(batches: asyncio.Queue[set[str]], *uids: str, timeout: float = 10) -> set[str]:
+    """The pods told until all of `uids` are among them."""
+    union: set[str] = set()
+    while not union >= set(uids):
+        union |= await asyncio.wait_for(batches.get(), timeout)
+    return union
+
+
+def watch_scenario(tmp_path: Path, method: str) -> None:
+    async def scenario() -> None:
+        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+
+        async def on_change(uids: set[str]) -> None:
+            await batches.put(uids)
+
+        watch = make_watch(method, on_change, 0.05)
+        assert watch is not None
+        runner = asyncio.create_task(watch.run())
+        pod_a, pod_b = tmp_path / "ns-a", tmp_path / "ns-b"
+        pod_a.mkdir()
+        pod_b.mkdir()
+        try:
+            watch.track({"a": str(pod_a), "b": str(pod_b)})
+            await told(batches, "a", "b")  # each read once at first
+            while not batches.empty():
+                batches.get_nowait()
+            (pod_a / "status").mkdir()  # the job starts: its script makes status/ and writes in it
+            put(pod_a / "status", "main.started", "2026-12-05T01:00:00Z")
+            assert "a" in await told(batches, "a")
+            put(pod_a / "status", "main.exit", "0")  # the container ends
+            assert "a" in await told(batches, "a")
+            watch.track({"b": str(pod_b)})  # a's records are final: no longer watched
+            assert set(watch.watched) == {"b"}
+            (pod_b / "status").mkdir()
+            put(pod_b / "status", "main.started", "2026-12-05T01:00:00Z")
+            assert "b" in await told(batches, "b")
+        finally:
+            runner.cancel()
+            watch.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+def test_inotify_tells_the_pod_whose_status_files_were_replaced(tmp_path: Path) -> None:
+    watch_scenario(tmp_path, "inotify")
+
+
+def test_stat_tells_the_pod_whose_status_directory_changed(tmp_path: Path) -> None:
+    watch_scenario(tmp_path, "stat")
+
+
+def test_inotify_ignores_the_job_scripts_temporary_files(tmp_path: Path) -> None:
+    async def scenario() -> set[str]:
+        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+
+        async def on_change(uids: set[str]) -> None:
+            await batches.put(uids)
+
+        watch = make_watch("inotify", on_change, 0.05)
+        assert isinstance(watch, InotifyWatch)
+        runner = asyncio.create_task(watch.run())
+        (tmp_path / "ns-a" / "status").mkdir(parents=True)
+        (tmp_path / "ns-b" / "status").mkdir(parents=True)
+        try:
+            watch.track({"a": str(tmp_path / "ns-a"), "b": str(tmp_path / "ns-b")})
+            await told(batches, "a")
+            while not batches.empty():
+                batches.get_nowait()
+            (tmp_path / "ns-a" / "status" / ".main.exit.77").write_text("0\n")  # not renamed yet
+            put(tmp_path / "ns-b" / "status", "main.started", "now")
+            return await told(batches, "b")
+        finally:
+            runner.cancel()
+            watch.close()
+
+    if _libc_inotify() is None:
+        pytest.skip("no inotify in this libc")
+    assert asyncio.run(scenario()) == {"b"}
+
+
+def test_the_watches_are_of_the_kind_asked_for() -> None:
+    async def scenario() -> tuple[type[StatusWatch], ...]:
+        async def on_change(uids: set[str]) -> None:
+            return None
+
+        kinds = []
+        for method in ("stat", "inotify"):
+            watch = make_watch(method, on_change, 0.5)
+            assert watch is not None
+            kinds.append(type(watch))
+            watch.close()
+        assert make_watch("off", on_change, 0.5) is None
+        return tuple(kinds)
+
+    stat, inotify = asyncio.run(scenario())
+    assert stat is StatWatch
+    assert inotify is (InotifyWatch if _libc_inotify() is not None else StatWatch)
