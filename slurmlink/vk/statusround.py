@@ -3,6 +3,10 @@ call (slurmlink's API), or one call per pod (upstream interLink). Answers are ha
 
 Adoption at start is the same call over every unfinished pod of the node: the pods the API already has are
 marked submitted, so a restarted vk never creates a job twice.
+
+With slurmlink's API, the change feed (changefeed.py) hands its answers to `take_changes`, the same path: a
+round's answer is then the safety net, and never overrides what the feed told about a pod while the round's
+call was on its way (the feed's word is the newer one; a change the round saw first, the feed brings too).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from slurmlink.vk import metrics, podstatus
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.controller import PodController
 from slurmlink.vk.state import PodState
+from slurmlink.wire.changes import Changes
 from slurmlink.wire.client import ApiCallError, InterlinkClient
 from slurmlink.wire.interlink import PodStatus
 
@@ -26,6 +31,7 @@ class StatusRounds:
     def __init__(self, config: VkConfig, api: InterlinkClient, controller: PodController) -> None:
         self.config, self.api, self.controller = config, api, controller
         self.last_error = ""
+        self.feed_answers = 0  # change feed answers taken so far; PodState.fed says which one told about a pod
 
     async def _ask(self, states: list[PodState]) -> dict[str, PodStatus]:
         if self.config.api.batch_status:
@@ -87,6 +93,7 @@ class StatusRounds:
         if not states:
             return
         started = time.monotonic()
+        asked = self.feed_answers
         try:
             answers = await self._ask(states)
         except ApiCallError as exc:
@@ -98,12 +105,30 @@ class StatusRounds:
         self.last_error = ""
         for state in states:
             remote = answers.get(state.uid)
+            if state.fed > asked:
+                continue  # the feed told about the pod after this round asked: its answer is not older
             if remote is not None:
                 self._take(state, remote)
             elif state.deleting:  # upstream forgets a deleted pod: nothing more to wait for
                 state.remote = None
                 self.controller.queue.add(state.uid)
         metrics.STATUS_ROUND.observe(time.monotonic() - started)
+
+    def take_changes(self, changes: Changes) -> None:
+        """One answer of the change feed: the pods it lists take their status as a round's answer would (after
+        a reset too: the snapshot is the whole truth for the pods it lists; the rounds see to the rest)."""
+        self.feed_answers += 1
+        for remote in changes.pods:
+            state = self.controller.pods.get(remote.uid)
+            if state is None or not state.submitted or state.gone or state.finished:
+                continue  # not ours, not created by us yet, or over: the rounds and the watch decide
+            state.fed = self.feed_answers
+            self._take(state, remote)
+        for removed in changes.removed:
+            state = self.controller.pods.get(removed.uid)
+            if state is not None and state.deleting and not state.gone:
+                state.fed, state.remote = self.feed_answers, None  # the API let go of it: nothing to wait for
+                self.controller.queue.add(state.uid)
 
     async def run(self) -> None:
         await self.controller.adopted.wait()

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 EXTENSIONS = "/slurmlink/v1"  # the proxy's file and capacity extensions live below this prefix
 PROJECTED_ROUTE = f"{EXTENSIONS}/projected"  # the API: new token files of a running pod's projected volumes
+CHANGES_ROUTE = f"{EXTENSIONS}/changes"  # the API: long poll of the pods whose status changed (wire/changes.py)
 
 # --- headers --------------------------------------------------------------------------------------------
 
