@@ -32,7 +32,11 @@ class ChangeFeed:
     async def poll(self) -> None:
         """One long poll, its answer taken; raises ApiCallError (RouteUnsupported: no feed there)."""
         started = time.monotonic()
-        changes = await self.api.changes(self.cursor, self.wait)
+        try:
+            changes = await self.api.changes(self.cursor, self.wait)
+        except ApiCallError:
+            self.live = False
+            raise
         self.live = True
         if changes.reset and self.cursor:
             log.info("change feed: reset (the API restarted or the cursor is too old); a snapshot of %d pods",
@@ -53,13 +57,12 @@ class ChangeFeed:
                 delay, last_error = BACKOFF_FIRST, ""
             except RouteUnsupported as exc:
                 metrics.API_CALLS.labels(names.CHANGES_ROUTE, "unsupported").inc()
-                self.live, self.cursor = False, ""
+                self.cursor = ""
                 log.info("the API has no change feed (%s): pod status comes from the status rounds only; asking "
                          "again in %.0fs", exc, UNSUPPORTED_RETRY_SECONDS)
                 await asyncio.sleep(UNSUPPORTED_RETRY_SECONDS)
             except ApiCallError as exc:
                 metrics.API_CALLS.labels(names.CHANGES_ROUTE, "error").inc()
-                self.live = False
                 if str(exc) != last_error:
                     log.warning("change feed: %s; reconnecting from cursor %r with backoff (the status rounds go "
                                 "on meanwhile)", exc, self.cursor)
