@@ -120,9 +120,12 @@ class StatusRounds:
         self.feed_answers += 1
         for remote in changes.pods:
             state = self.controller.pods.get(remote.uid)
-            if state is None or not state.submitted or state.gone or state.finished:
-                continue  # not ours, not created by us yet, or over: the rounds and the watch decide
+            if state is None or state.gone or state.finished:
+                continue  # not ours, or over: the watch decides
             state.fed = self.feed_answers
+            if not state.submitted:  # told before our /create returned: patched once it has (controller)
+                state.remote, state.remote_changed = remote, True
+                continue
             self._take(state, remote)
         for removed in changes.removed:
             state = self.controller.pods.get(removed.uid)

@@ -84,6 +84,7 @@ class FeedApi:
         self.url = f"http://127.0.0.1:{self.port}"
         self.status_gate: threading.Event | None = None  # set: /status answers wait for it (computed before)
         self.status_calls = 0
+        self._closing = False  # stop(): open long polls answer at once, so the server ends without cancelling
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._server: uvicorn.Server | None = None
@@ -174,7 +175,7 @@ class FeedApi:
             if answer is not None:
                 return JSONResponse(answer)
             left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
+            if left <= 0 or self._closing:
                 return JSONResponse({"cursor": since, "reset": False, "pods": [], "removed": []})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), left)
@@ -239,6 +240,7 @@ class FeedApi:
                 self._loop, self._changed = asyncio.get_running_loop(), asyncio.Event()
                 await server.serve()
             asyncio.run(main())
+        self._closing = False
         self._thread = threading.Thread(target=serve, daemon=True, name="feed-api")
         self._thread.start()
         wait_until(lambda: server.started, 10, "the fake API to start")
@@ -248,9 +250,10 @@ class FeedApi:
         if self._server is not None and self._thread is not None:
             if self.status_gate is not None:
                 self.status_gate.set()
-            self._server.should_exit = True
+            self._closing = True
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._bump)  # long polls end with the loop
+                self._loop.call_soon_threadsafe(self._bump)
+            self._server.should_exit = True
             self._thread.join(10)
             self._loop = None
 

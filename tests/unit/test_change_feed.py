@@ -223,3 +223,15 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     async def run() -> bool:
         return check()
     return run
+
+
+def test_an_answer_before_create_returned_is_kept_for_after_it() -> None:
+    with serve_feed_api() as api:
+        async def test(parts: Parts) -> None:
+            await parts.feed.poll()
+            pod = _pod("a")
+            state = parts.controller.pods["uid-a"] = PodState.of(pod)  # the vk's /create is still on its way
+            await parts.api.create(create_body(pod))
+            await parts.feed.poll()
+            assert _state_of(state) == "waiting" and state.remote_changed and not parts.queued()
+        _run(test, api)
