@@ -31,7 +31,7 @@ class ChangeFeed:
 
     async def poll(self) -> None:
         """One long poll, its answer taken; raises ApiCallError (RouteUnsupported: no feed there)."""
-        started = time.monotonic()
+        started, asked = time.monotonic(), self.rounds.round_changes
         try:
             changes = await self.api.changes(self.cursor, self.wait)
         except ApiCallError:
@@ -41,9 +41,9 @@ class ChangeFeed:
         if changes.reset and self.cursor:
             log.info("change feed: reset (the API restarted or the cursor is too old); a snapshot of %d pods",
                      len(changes.pods))
-        self.rounds.take_changes(changes)
+        in_order = self.rounds.take_changes(changes, asked)
         quiet = not changes.pods and not changes.removed and changes.cursor == self.cursor
-        self.cursor = changes.cursor
+        self.cursor = changes.cursor if in_order else ""  # a round overtook this answer: a snapshot next
         if quiet and time.monotonic() - started < QUICK_ANSWER_SECONDS:
             await asyncio.sleep(QUICK_ANSWER_SECONDS)
 

@@ -83,6 +83,8 @@ class FeedApi:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.status_gate: threading.Event | None = None  # set: /status answers wait for it (computed before)
+        self.feed_gate: threading.Event | None = None  # the same for the feed's answers
+        self.feed_answers = 0  # answers computed (sent or held by the gate)
         self.status_calls = 0
         self._closing = False  # stop(): open long polls answer at once, so the server ends without cancelling
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,6 +175,10 @@ class FeedApi:
             changed = self._changed  # taken before the look: a change after it sets this one
             answer = self._answer(since)
             if answer is not None:
+                self.feed_answers += 1
+                gate = self.feed_gate
+                if gate is not None:  # computed now, sent late
+                    await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
                 return JSONResponse(answer)
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0 or self._closing:
@@ -248,8 +254,9 @@ class FeedApi:
 
     def stop(self) -> None:
         if self._server is not None and self._thread is not None:
-            if self.status_gate is not None:
-                self.status_gate.set()
+            for gate in (self.status_gate, self.feed_gate):
+                if gate is not None:
+                    gate.set()
             self._closing = True
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._bump)

@@ -195,6 +195,30 @@ def test_a_round_answer_never_overrides_a_newer_feed_answer() -> None:
         _run(test, api)
 
 
+def test_a_feed_answer_overtaken_by_a_round_is_not_taken_and_a_snapshot_follows() -> None:
+    with serve_feed_api() as api:
+        async def test(parts: Parts) -> None:
+            state = await parts.submit("a")
+            await parts.feed.poll()
+            api.feed_gate = threading.Event()
+            slow_poll = asyncio.create_task(parts.feed.poll())
+            await asyncio.sleep(0.1)  # the poll waits in the API (a change before it arrives only answers sooner)
+            computed = api.feed_answers
+            await asyncio.to_thread(api.set_containers, "uid-a", running(state.pod))  # the feed's answer: late
+            await wait_until_async(_async(lambda: api.feed_answers > computed), 5, "the feed's answer computed")
+            api.set_containers("uid-a", terminated(state.pod))
+            await parts.rounds.round()  # sees the newer state first
+            assert _state_of(state) == "terminated" and state.rounded == 1
+            api.feed_gate.set()
+            await slow_poll
+            assert _state_of(state) == "terminated"  # the older answer came last, and was not taken
+            assert parts.feed.cursor == ""  # a snapshot next, newer than both
+            api.feed_gate = None
+            await parts.feed.poll()
+            assert _state_of(state) == "terminated" and state.fed == parts.rounds.feed_answers
+        _run(test, api)
+
+
 def test_a_round_answer_is_taken_when_the_feed_told_nothing_meanwhile() -> None:
     with serve_feed_api() as api:
         async def test(parts: Parts) -> None:
