@@ -77,6 +77,13 @@ class InterlinkApiConfig(Strict):
         "one `/status` call for all pods (slurmlink's API); `false` for upstream interLink: one call per pod, "
         "at most 8 in flight"))
     timeout_seconds: float = Field(default=30.0, gt=0, description="per API call (log follows have no read timeout)")
+    changes: bool = Field(default=True, description=(
+        "hold slurmlink's change feed (a long poll of `/slurmlink/v1/changes`), so that a pod's status reaches "
+        "Kubernetes as soon as the API knows it; the periodic `/status` round stays as the safety net. An API "
+        "without the feed (upstream interLink: 404 or 405) is asked again every 5 minutes, and meanwhile only the "
+        "rounds report"))
+    changes_wait_seconds: float = Field(default=30.0, gt=0, le=60, description=(
+        "how long one long poll of the change feed may stay open without a change (the API's limit is 60)"))
     cert_file: str | None = Field(default=None, description=(
         "a client certificate for an API that requires one (its `listen.tls.client_ca_file`)"))
     key_file: str | None = Field(default=None, description="its private key")

@@ -153,6 +153,8 @@ class PodController:
         state.submitted, state.job_id, state.waiting_since = True, created.pod_jid, None
         state.send_full, state.retries = True, 0
         log.info("pod %s/%s submitted: job %s", state.namespace, state.name, created.pod_jid or "none")
+        if state.remote_changed:  # the change feed told about the pod before /create returned
+            self.queue.add(state.uid)
         if created.pod_jid:
             await self.events.emit(state.pod, "Submitted", f"Submitted to SLURM as job {created.pod_jid}")
         dropped = flags.owned_only(created.dropped_flags)  # names slurmlink owns only: another process's word

@@ -19,6 +19,7 @@ from starlette.responses import PlainTextResponse, Response
 from slurmlink.config import ConfigError
 from slurmlink.listeners import Listener, QuietServer, admin_listener, bind_tcp
 from slurmlink.vk.certfiles import CertificateFiles
+from slurmlink.vk.changefeed import ChangeFeed
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.controller import PodController
 from slurmlink.vk.csr import CONDITION, KubeCsrApi, ServingCertificates
@@ -169,6 +170,8 @@ async def run(config: VkConfig) -> None:
         rounds.run(),
         tokens.run(),
         *(controller.worker() for _ in range(config.workers))]
+    if config.api.changes:
+        parts.append(ChangeFeed(api, rounds, config.api.changes_wait_seconds).run())
     if certificates is not None:
         parts.append(certificates.run())
     if rotation is not None:

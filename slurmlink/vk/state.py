@@ -23,6 +23,8 @@ class PodState:
     job_id: str = ""
     remote: PodStatus | None = None  # the API's last answer about the pod
     remote_changed: bool = False  # `remote` differs from what was last turned into a patch
+    fed: int = 0  # the change feed's answer that last told about the pod (StatusRounds.feed_answers), 0: none
+    rounded: int = 0  # the round's change that last changed `remote` (StatusRounds.round_changes), 0: none
     last_patch: str = ""  # fingerprint of the status last sent
     phase: str = ""  # the phase Kubernetes shows (ours once patched), for transition events
     finished: bool = False  # terminal: no more status rounds

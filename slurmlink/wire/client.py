@@ -18,6 +18,7 @@ import httpx
 
 from slurmlink.core.errors import SlurmlinkError
 from slurmlink.wire import names
+from slurmlink.wire.changes import Changes
 from slurmlink.wire.gojson import Obj, WireError
 from slurmlink.wire.interlink import (
     ContainerLogOpts,
@@ -149,6 +150,28 @@ class InterlinkClient:
             return parse_statuses(response.content)
         except WireError as exc:
             raise ApiCallError("/status", 502, f"unreadable answer: {exc}") from exc
+
+    async def changes(self, cursor: str, wait: float) -> Changes:
+        """slurmlink's change feed: blocks until some pod changed after `cursor` or `wait` seconds passed
+        (`cursor` empty: a snapshot at once). Raises RouteUnsupported when the API has no feed (upstream
+        interLink answers 404 or 405), ApiCallError otherwise."""
+        route = names.CHANGES_ROUTE
+        # the answer may take `wait` seconds by design: only the rest of the call is bound by the timeout
+        timeout = httpx.Timeout(self.timeout, read=wait + self.timeout)
+        try:
+            response = await self.http.get(route, params={"since": cursor, "wait": f"{wait:g}"},
+                                           headers=self._headers(), timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise ApiCallError(route, 0, str(exc) or type(exc).__name__) from exc
+        text = response.text.strip()[:MAX_ERROR_TEXT]
+        if response.status_code in (404, 405):
+            raise RouteUnsupported(route, response.status_code, text)
+        if response.status_code != 200:
+            raise ApiCallError(route, response.status_code, text)
+        try:
+            return Changes.from_wire(response.content)
+        except WireError as exc:
+            raise ApiCallError(route, 502, f"unreadable answer: {exc}") from exc
 
     async def write_projected(self, request: ProjectedWrite) -> None:
         """slurmlink's own route: new content for token files of a running pod's projected volumes."""
