@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from slurmlink.api import metrics
-from slurmlink.api.changes import BadCursor
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.service import PodService
@@ -211,10 +210,6 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WireError)
     async def bad_request(request: Request, exc: WireError) -> Response:
-        return text(400, f"bad request: {exc}")
-
-    @app.exception_handler(BadCursor)
-    async def bad_cursor(request: Request, exc: BadCursor) -> Response:
         return text(400, f"bad request: {exc}")
 
     @app.exception_handler(PodRejected)

@@ -17,11 +17,13 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from slurmlink.api.errors import BadRequest
+
 MAX_REMOVALS = 10_000  # removals remembered; an older cursor gets a reset
 
 
-class BadCursor(ValueError):
-    """`since` is not a cursor this API hands out."""
+class BadCursor(BadRequest):
+    """`since` is not a cursor this API hands out (400)."""
 
 
 @dataclass(frozen=True)
