@@ -177,7 +177,11 @@ class JobWatch:
                 names = [name for name, times in self.jobs.items() if times.finished is None]
             if not names:
                 continue
-            out = self.slurm.run(["squeue", "-h", "-a", "-t", "all", "-n", ",".join(names), "-o", "%j|%i|%T"])
+            try:
+                out = self.slurm.run(["squeue", "-h", "-a", "-t", "all", "-n", ",".join(names), "-o", "%j|%i|%T"])
+            except (BenchError, subprocess.SubprocessError) as exc:  # one failed poll: the next one may see it
+                print(f"  job watch: {exc}", file=sys.stderr)
+                continue
             now = time.time()
             with self.lock:
                 for line in out.splitlines():
