@@ -237,13 +237,13 @@ def raw_phase(slurm: Slurm, args: argparse.Namespace, rng: random.Random) -> dic
         return start, slurm.submit(job)
 
     def until(job_id: str, states: frozenset[str], timeout: float) -> float:
-        times = JobTimes()
-
-        def reached() -> bool:
-            note_state(times, job_id, slurm.state(job_id), time.time())
-            return times.state in states
-        wait_until(reached, timeout, f"job {job_id} to be {'/'.join(sorted(states))}", args.squeue_period)
-        return time.time()
+        """When squeue first answered one of `states` for the job."""
+        def seen() -> float | None:
+            state, now = slurm.state(job_id), time.time()
+            return now if state in states else None
+        when = wait_until(seen, timeout, f"job {job_id} to be {'/'.join(sorted(states))}", args.squeue_period)
+        assert when is not None  # wait_until returns only something truthy
+        return when
 
     for i in range(args.pods):
         start, job_id = submit(args.sleep)
