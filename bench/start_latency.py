@@ -341,7 +341,9 @@ def pod_phase(stack: Stack, watch: JobWatch, label: str, args: argparse.Namespac
     seen_running = 0
     with stack.standin.client() as kube:
         def apply(name: str, seconds: float) -> tuple[PodTimes, JobTimes]:
-            time.sleep(rng.uniform(0, JITTER_S))  # not in lock-step with slurmctld's pass or the vk's rounds
+            # Each pod is applied right after the previous one was reported done, i.e. right after a status
+            # round: a pause shorter than the round's period would lock every sample onto the same phase.
+            time.sleep(rng.uniform(0, args.pause))
             response = kube.post(f"/api/v1/namespaces/{NAMESPACE}/pods",
                                  json=bench_pod(name, seconds, stack.annotations))
             if response.status_code != 201:
@@ -381,7 +383,7 @@ def pod_phase(stack: Stack, watch: JobWatch, label: str, args: argparse.Namespac
             pod, job = apply(name, LONG_SLEEP)
             until(f"pod {name} to be Running", lambda: pod.running, 120)  # noqa: B023
             until(f"the job of {name} to be seen running", lambda: job.running, 30)  # noqa: B023
-            time.sleep(rng.uniform(0, JITTER_S))
+            time.sleep(rng.uniform(0, args.pause))
             start = time.time()
             response = kube.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
             if response.status_code not in (200, 202):
@@ -408,6 +410,8 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
         raise SystemExit(f"slurmctld holds {held} jobs; {jobs} more would pass {MAX_HELD} (MaxJobCount is 10,000 "
                          "and MinJobAge 900 s): wait for old jobs to age out, or use fewer --pods")
     rng = random.Random(args.seed)  # noqa: S311 - the same pauses in every run
+    # pods: a random pause over a whole status round (and at least slurmctld's 1 s scheduling pass)
+    args.pause = max(JITTER_S, args.vk_status_interval or VkConfig.model_fields["status_interval"].default)
     samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in args.modes}
     for round_ in range(args.rounds):
         shift = round_ % len(args.modes)  # each round starts with another mode: a drift falls on all of them
@@ -432,7 +436,8 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
         "settings": {"api_poll_interval": args.api_poll_interval or api_fields["poll_interval"].default,
                      "vk_status_interval": args.vk_status_interval or vk_fields["status_interval"].default,
                      "shipped_defaults": args.api_poll_interval is None and args.vk_status_interval is None,
-                     "squeue_period": args.squeue_period, "job_watch_period": args.job_watch_period},
+                     "squeue_period": args.squeue_period, "job_watch_period": args.job_watch_period,
+                     "random_pause_seconds": {"raw": JITTER_S, "pods": args.pause}},
         "latency_seconds": {mode: {key: percentiles(values) for key, values in by_key.items()
                                    if key != "seen_running"} for mode, by_key in samples.items()},
         "seen_running": {mode: int(sum(by_key.get("seen_running", []))) for mode, by_key in samples.items()
