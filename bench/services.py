@@ -10,6 +10,7 @@ harness (tests/harness). What both need and neither owns, the stand-ins of outsi
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import signal
@@ -140,6 +141,28 @@ def api_config(cluster: DevCluster, user: str, poll_interval: float, port: int, 
         "users": {"default": user}, "site": {"runtime": "host"}, "auth": {"allow_unauthenticated": True},
     }
     return config | overrides
+
+
+def sticky_job_root(cluster: DevCluster) -> Path:
+    """Where mode-1 jobs make their own directories (the proxy's files extension): like /tmp, but nobody may
+    list it."""
+    root = cluster.state_dir / "jobs-mode1"
+    root.mkdir(exist_ok=True)
+    os.chown(root, 0, 0)
+    root.chmod(0o1733)
+    return root
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """--state-dir and --ports: another dev cluster than the default one (e.g. a test cluster of one's own)."""
+    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/slurmlink/dev-cluster"),
+                        help="the dev cluster's state directory (default: the default dev cluster)")
+    parser.add_argument("--ports", default="6820,6817,6818", help="its slurmrestd,slurmctld,slurmd ports")
+
+
+def cluster_of(args: argparse.Namespace) -> DevCluster:
+    rest, ctld, slurmd = (int(port) for port in args.ports.split(","))
+    return DevCluster(args.state_dir, rest_port=rest, ctld_port=ctld, slurmd_port=slurmd)
 
 
 def api_service(config: dict[str, Any], workdir: Path) -> Service:

@@ -44,6 +44,7 @@ from bench.services import (  # noqa: E402
     free_port,
     proxy_config,
     proxy_service,
+    sticky_job_root,
     wait_until,
 )
 from slurmlink.devcluster import DevCluster  # noqa: E402
@@ -82,15 +83,6 @@ class Client:
         response = self.http.request("GET", "/status", content=json.dumps([pod]))
         response.raise_for_status()
         return bool(parse_statuses(response.json())[0].jid)
-
-
-def sticky_job_root(cluster: DevCluster) -> Path:
-    """Where mode-1 jobs make their own directories: like /tmp, but nobody may list it."""
-    root = cluster.state_dir / "jobs-mode1"
-    root.mkdir(exist_ok=True)
-    os.chown(root, 0, 0)
-    root.chmod(0o1733)
-    return root
 
 
 def rpc_counts(cluster: DevCluster) -> dict[str, int]:

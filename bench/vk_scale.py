@@ -45,8 +45,10 @@ import httpx  # noqa: E402
 
 from bench.services import (  # noqa: E402
     Service,
+    add_cluster_options,
     api_config,
     api_service,
+    cluster_of,
     free_port,
     node_kubeconfig,
     vk_config,
@@ -482,10 +484,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="clients POSTing pods at once")
     parser.add_argument("--sleep", type=float, default=5.0, help="seconds each pod sleeps")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (default: from --pods)")
+    add_cluster_options(parser)
     args = parser.parse_args()
     if args.timeout is None:
         args.timeout = 300 + args.pods * args.sleep * 3 / 16  # three times the floor at 16 CPUs, plus 5 minutes
-    cluster = DevCluster()
+    cluster = cluster_of(args)
     was_down = not any(cluster.status().values())
     cluster.up()
     work = Path(tempfile.mkdtemp(prefix="slurmlink-vk-scale-"))
