@@ -108,9 +108,15 @@ class PodController:
         elif not state.submitted:
             await self._submit(state)
         elif state.remote is not None and state.remote_changed:
-            await self._patch(state, podstatus.from_remote(state.pod, state.remote, self._host_ip(), k8s_time()))
-            state.remote_changed = False
-            for note in podstatus.container_events(state.remote, state.notes_seen):
+            # Cleared before the patch: an answer taken while it is on its way (the feed's, a round's) sets it
+            # again and queues the pod, which is then patched once more; cleared after, that answer was lost.
+            remote, state.remote_changed = state.remote, False
+            try:
+                await self._patch(state, podstatus.from_remote(state.pod, remote, self._host_ip(), k8s_time()))
+            except Exception:
+                state.remote_changed = True  # not patched: the retry patches the newest answer
+                raise
+            for note in podstatus.container_events(remote, state.notes_seen):
                 await self.events.emit(state.pod, note.reason, note.message, note.type)
 
     def _host_ip(self) -> str:

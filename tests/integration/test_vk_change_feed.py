@@ -57,8 +57,12 @@ class Setup:
         return wait_until(lambda: self.standin.get("pods", name, "default"), 10, f"pod {name}")  # type: ignore[no-any-return]
 
     def shows(self, name: str, seen: tuple[str, str, str]) -> None:
-        wait_until(lambda: self.history.of(name)[-1:] == [seen], 20,
-                   f"{name} to show {seen} (history {self.history.of(name)}; vk log:\n{self.vk.log_text()[-2000:]})")
+        try:
+            wait_until(lambda: self.history.of(name)[-1:] == [seen], 20, f"{name} to show {seen}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nhistory {self.history.of(name)}; raw {self.history.views.get(name)}\n"
+                                 f"pod {json.dumps(self.standin.get('pods', name, 'default'))[:3000]}\n"
+                                 f"vk log:\n{self.vk.log_text()[-3000:]}") from None
 
     def events(self, name: str, reason: str) -> int:
         with self.standin.client() as client:

@@ -13,13 +13,16 @@ import pytest
 
 from slurmlink.vk import changefeed
 from slurmlink.vk.changefeed import ChangeFeed
-from slurmlink.vk.config import VkConfig
+from slurmlink.vk.config import KubeConfigSection, VkConfig
 from slurmlink.vk.controller import PodController
 from slurmlink.vk.events import EventRecorder
+from slurmlink.vk.kube import make_client
 from slurmlink.vk.state import PodState
 from slurmlink.vk.statusround import StatusRounds
 from slurmlink.wire.client import ApiCallError, InterlinkClient, RouteUnsupported, create_body
+from standins.kube import KubeStandin
 from tests.harness.feed_api import FeedApi, running, serve_feed_api, terminated
+from tests.harness.pods import NODE, pod_manifest
 from tests.harness.waiting import wait_until_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,9 +38,9 @@ class Parts:
     """A controller that knows the pods (as the watch would have told it), the rounds and the feed; no
     Kubernetes is needed: the tests look at what the controller would patch (state.remote, its queue)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, kube: Any = None) -> None:
         self.api = InterlinkClient(url, timeout=5)
-        self.controller = PodController(VkConfig(), cast(Any, None), self.api, EventRecorder(cast(Any, None), "n"))
+        self.controller = PodController(VkConfig(), kube, self.api, EventRecorder(kube, NODE))
         self.rounds = StatusRounds(self.controller.config, self.api, self.controller)
         self.feed = ChangeFeed(self.api, self.rounds, WAIT)
 
@@ -52,9 +55,9 @@ class Parts:
         return set(self.controller.queue._queued)
 
 
-def _run(test: Callable[[Parts], Awaitable[None]], api: FeedApi) -> None:
+def _run(test: Callable[[Parts], Awaitable[None]], api: FeedApi, kube: Any = None) -> None:
     async def main() -> None:
-        parts = Parts(api.url)
+        parts = Parts(api.url, kube() if kube else None)
         try:
             await test(parts)
         finally:
@@ -259,3 +262,52 @@ def test_an_answer_before_create_returned_is_kept_for_after_it() -> None:
             await parts.feed.poll()
             assert _state_of(state) == "waiting" and state.remote_changed and not parts.queued()
         _run(test, api)
+
+
+class HeldPatches:
+    """The vk's client of the Kubernetes stand-in, whose status patches wait until `release` is set: a patch
+    that is on its way while an answer comes in."""
+
+    def __init__(self, standin: KubeStandin) -> None:
+        self.kube = make_client(KubeConfigSection(kubeconfig=str(standin.kubeconfig)))
+        self.patching, self.release = asyncio.Event(), asyncio.Event()
+
+    async def patch(self, *args: Any, **kwargs: Any) -> Any:
+        self.patching.set()
+        await self.release.wait()
+        return await self.kube.patch(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kube, name)
+
+
+def test_an_answer_taken_while_a_patch_is_on_its_way_is_patched_after_it() -> None:
+    """The feed told Running while the worker's patch of Pending was on its way: Running must follow it (the
+    pod once stayed Pending until its next change, as the flag that asks for a patch was cleared after it)."""
+    with serve_feed_api() as api, KubeStandin() as standin:
+        manifest = pod_manifest("held", "true")
+        manifest["spec"]["nodeName"] = NODE  # bound, as the vk's pods are
+        pod = standin.create("pods", manifest, "default")
+
+        def phase() -> str:
+            return str(((standin.get("pods", "held", "default") or {}).get("status") or {}).get("phase") or "")
+
+        async def test(parts: Parts) -> None:
+            kube = cast(HeldPatches, parts.controller.kube)
+            state = parts.controller.pods[pod["metadata"]["uid"]] = PodState.of(pod)
+            await parts.api.create(create_body(pod))
+            state.submitted = True
+            await parts.feed.poll()  # the snapshot: waiting
+            parts.controller.adopted.set()
+            worker = asyncio.create_task(parts.controller.worker())
+            try:
+                await asyncio.wait_for(kube.patching.wait(), 10)  # Pending, held on its way
+                api.set_containers(state.uid, running(pod))
+                await parts.feed.poll()
+                assert _state_of(state) == "running"
+                kube.release.set()
+                await wait_until_async(_async(lambda: phase() == "Running"), 10, "Running to be patched")
+            finally:
+                worker.cancel()
+                await kube.kube.close()
+        _run(test, api, lambda: HeldPatches(standin))
