@@ -79,16 +79,33 @@ class PhaseWatch:
         def watched() -> Any:
             self.look()
             return check()
-        return wait_until(watched, timeout, what, interval=0.3)
+        try:
+            return wait_until(watched, timeout, what, interval=0.3)
+        except AssertionError as timed_out:
+            now = {p["metadata"]["name"]: self.client.phase(p) for p in self.pods}
+            raise AssertionError(f"{timed_out}; phases seen {self.seen}, now {now}") from None
 
     def phases(self, pod: dict[str, Any]) -> set[str]:
         return self.seen[pod["metadata"]["uid"]]
 
 
 def saved_after(cluster: DevCluster, moment: float) -> bool:
-    """slurmctld wrote its job state after `moment` (a job submitted before then survives a kill -9)."""
+    """slurmctld wrote its job state after `moment`."""
     state = cluster.state_dir / "ctld" / "job_state"
     return state.exists() and state.stat().st_mtime > moment
+
+
+def save_job_state_now(cluster: DevCluster) -> str:
+    """Make slurmctld write its job state as it is now and wait until it has; returns the id of the held job
+    that made it (cancel it afterwards). A save from before a job started brings that job back PENDING after a
+    kill -9: SLURM then launches it a second time, the node refuses (it already ran), and SLURM holds it
+    ("launch failed requeued held"). That happened once in a CI run, where the job started late under load."""
+    moment = time.time()
+    held = subprocess.run(["sbatch", "--parsable", "--hold", "--job-name=state-save", "--output=/dev/null",
+                           "--wrap=true"], env={**os.environ, **cluster.env}, capture_output=True, text=True,
+                          check=True, timeout=30).stdout.strip()
+    wait_until(lambda: saved_after(cluster, moment), 30, "slurmctld to save its job state")
+    return held
 
 
 def test_slurmctld_killed_and_restarted_from_its_state(stack: tuple[Client, str, str], cluster: DevCluster) -> None:
@@ -97,34 +114,36 @@ def test_slurmctld_killed_and_restarted_from_its_state(stack: tuple[Client, str,
     # Every CPU of the node: pending until the running pod's job has ended.
     pending = make_pod([{**sh("echo late"), "resources": {"requests": {"cpu": str(cluster.cpus)}}}])
     jobs = {p["metadata"]["uid"]: client.submit(p) for p in (running, pending)}
-    submitted = time.time()
     client.wait_phase(running, ("Running",))
     assert client.phase(pending).phase == "Pending"
-    wait_until(lambda: saved_after(cluster, submitted), 30, "slurmctld to save its state")
-    watch = PhaseWatch(client, [running, pending])
+    save_trigger = save_job_state_now(cluster)
+    try:
+        watch = PhaseWatch(client, [running, pending])
 
-    cluster.kill("slurmctld")
-    # mode 2: squeue's "Unable to contact slurm controller"; mode 1: what slurmrestd says (v0.0.38: "Failed while
-    # looking for jobs", 24.11: "Unable to contact slurm controller"), after its own 9 s wait per request.
-    words = ("contact slurm controller",) if mode == "mode2" else ()
-    watch.until(lambda: unhealthy_saying(url, *words), 90, "/healthz to say SLURM cannot be asked")
-    watch.look()
-    cluster.start("slurmctld")
+        cluster.kill("slurmctld")
+        # mode 2: squeue's "Unable to contact slurm controller"; mode 1: what slurmrestd says (v0.0.38: "Failed
+        # while looking for jobs", 24.11: "Unable to contact slurm controller"), after its own 9 s wait per request.
+        words = ("contact slurm controller",) if mode == "mode2" else ()
+        watch.until(lambda: unhealthy_saying(url, *words), 90, "/healthz to say SLURM cannot be asked")
+        watch.look()
+        cluster.start("slurmctld")
 
-    # The job ended while slurmctld was away; how soon SLURM learns it depends on slurmstepd's retries of its
-    # completion message and on the node's next registration, which a loaded machine delays (90 s was too short
-    # once in a CI run under load): this waits for the outcome, not for a time.
-    phase, status = watch.until(lambda: (p := client.phase(running)).phase in ("Succeeded", "Failed") and
-                                (p, client.status(running)), 240, "the running pod to end")
-    assert (phase.phase, exit_codes(status)) == ("Succeeded", {"main": 0})
-    assert client.logs(running, "main") == b"up\nbye\n"
-    phase, status = watch.until(lambda: (p := client.phase(pending)).phase in ("Succeeded", "Failed") and
-                                (p, client.status(pending)), 90, "the pending pod to run and end")
-    assert (phase.phase, exit_codes(status)) == ("Succeeded", {"main": 0})
-    for pod in (running, pending):
-        assert client.status(pod).jid == jobs[pod["metadata"]["uid"]]
-    assert "Failed" not in watch.phases(running) | watch.phases(pending)
-    wait_until(lambda: health(url).status_code == 200, 60, "/healthz to be well again")
+        # The job ended while slurmctld was away; SLURM learns it from slurmstepd's retries of its completion
+        # message or from the node's next registration, both slower on a loaded machine: this waits for the
+        # outcome, not for a time.
+        phase, status = watch.until(lambda: (p := client.phase(running)).phase in ("Succeeded", "Failed") and
+                                    (p, client.status(running)), 240, "the running pod to end")
+        assert (phase.phase, exit_codes(status)) == ("Succeeded", {"main": 0})
+        assert client.logs(running, "main") == b"up\nbye\n"
+        phase, status = watch.until(lambda: (p := client.phase(pending)).phase in ("Succeeded", "Failed") and
+                                    (p, client.status(pending)), 90, "the pending pod to run and end")
+        assert (phase.phase, exit_codes(status)) == ("Succeeded", {"main": 0})
+        for pod in (running, pending):
+            assert client.status(pod).jid == jobs[pod["metadata"]["uid"]]
+        assert "Failed" not in watch.phases(running) | watch.phases(pending)
+        wait_until(lambda: health(url).status_code == 200, 60, "/healthz to be well again")
+    finally:
+        subprocess.run(["scancel", save_trigger], env={**os.environ, **cluster.env}, check=False, timeout=30)
 
 
 def test_slurmd_killed_the_job_fails_with_the_node_or_is_requeued(stack: tuple[Client, str, str],
