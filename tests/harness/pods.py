@@ -8,10 +8,12 @@ import json
 import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from slurmlink.core.naming import pod_workdir
 from slurmlink.translate.status import Phase, pod_phase
 from slurmlink.wire.client import InterlinkClient, create_body, log_request
 from slurmlink.wire.interlink import ContainerLogOpts, PodStatus
@@ -20,6 +22,7 @@ from tests.harness.waiting import wait_until
 IMAGE = "docker.io/library/debian:bookworm"
 NODE = "slurmlink-test-node"  # the node the tests' vk registers
 TOLERATION = {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}
+GATE_VOLUME = {"name": "gate", "emptyDir": {}}  # the volume a gated container needs
 
 T = TypeVar("T")
 
@@ -36,6 +39,20 @@ def make_pod(containers: list[dict[str, Any]], /, *, namespace: str = "default",
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name or f"t-{uid[:8]}", "namespace": namespace, "uid": uid},
             "spec": {**policy, "containers": containers, **spec}}
+
+
+def gated_container(name: str = "main") -> dict[str, Any]:
+    """A container that runs until the test calls `open_gate` (a file made from the host in the pod's emptyDir
+    GATE_VOLUME): its pod cannot end before the test has seen what it waits for, however loaded the machine."""
+    return {"name": name, "image": IMAGE, "command": ["sh", "-c", "until [ -e /gate/open ]; do sleep 0.1; done"],
+            "volumeMounts": [{"name": "gate", "mountPath": "/gate"}]}
+
+
+def open_gate(job_root: Path | str, namespace: str, uid: str) -> None:
+    """Let the pod's gated containers end (exit 0); waits for its job to have made the volume."""
+    gate = Path(pod_workdir(str(job_root), namespace, uid)) / "volumes" / GATE_VOLUME["name"]
+    wait_until(gate.is_dir, 60, f"the gate of pod {uid} (its job's volumes)")
+    (gate / "open").touch()
 
 
 def pod_manifest(name: str, script: str, *, containers: list[dict[str, Any]] | None = None,

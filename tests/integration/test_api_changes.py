@@ -24,7 +24,7 @@ from slurmlink.devcluster import DevCluster
 from slurmlink.translate.status import pod_phase
 from slurmlink.wire.changes import Changes
 from slurmlink.wire.names import CHANGES_ROUTE
-from tests.harness.pods import Client, make_pod
+from tests.harness.pods import GATE_VOLUME, Client, gated_container, make_pod, open_gate
 from tests.harness.ports import free_port
 from tests.harness.services import ApiProcess, api_config
 from tests.harness.waiting import wait_until
@@ -77,7 +77,7 @@ def phases_until(url: str, uid: str, cursor: str, last: str, deadline: float) ->
 def test_a_long_poll_tells_the_start_and_the_end_from_the_jobs_files(quiet_api: ApiProcess) -> None:
     url = quiet_api.url
     client = Client(url)
-    pod = make_pod([{"name": "main", "command": ["sh", "-c", "sleep 2"]}])
+    pod = make_pod([gated_container()], volumes=[GATE_VOLUME])  # runs until the test has seen it Running
     pod["metadata"]["annotations"] = {"slurm-job.vk.io/flags": "--begin=now+3"}  # queued a while first
     uid = pod["metadata"]["uid"]
     snapshot = changes(url, None, 0)
@@ -91,6 +91,7 @@ def test_a_long_poll_tells_the_start_and_the_end_from_the_jobs_files(quiet_api: 
     phases, cursor = phases_until(url, uid, answer.cursor, "Running", time.monotonic() + 60)
     running_at = time.time()
     assert phases[-1] == "Running" and set(phases[:-1]) <= {"Pending"}
+    open_gate(quiet_api.config["job_root"], "default", uid)
     later, cursor = phases_until(url, uid, cursor, "Succeeded", time.monotonic() + 60)
     assert set(later[:-1]) <= {"Running"} and later[-1] == "Succeeded"
     assert squeue_runs(url) == polls_before  # all of it from the job's files, no SLURM query

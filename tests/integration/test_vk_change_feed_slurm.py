@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from slurmlink.core.naming import pod_workdir
 from slurmlink.devcluster import DevCluster
 from slurmlink.wire import names
 from tests.harness.pod_history import PodHistory, View
-from tests.harness.pods import IMAGE, pod_manifest
+from tests.harness.pods import GATE_VOLUME, gated_container, open_gate, pod_manifest
 from tests.harness.services import ApiProcess
 from tests.harness.waiting import wait_until
 from tests.integration.vk_harness import Chain, open_chain, wait_node_ready
@@ -33,18 +32,11 @@ def _in_order(views: list[View]) -> bool:
 
 
 def _gated(name: str) -> dict[str, Any]:
-    """A pod that runs until the test opens its gate (a file the test makes in the pod's emptyDir on the
-    host), so it cannot end before the test has seen what it waits for, however loaded the machine."""
-    script = "until [ -e /gate/open ]; do sleep 0.1; done; echo done"
-    container = {"name": "main", "image": IMAGE, "command": ["sh", "-c", script],
-                 "volumeMounts": [{"name": "gate", "mountPath": "/gate"}]}
-    return pod_manifest(name, "", containers=[container], volumes=[{"name": "gate", "emptyDir": {}}])
+    return pod_manifest(name, "", containers=[gated_container()], volumes=[GATE_VOLUME])
 
 
 def _open_gate(chain: Chain, uid: str) -> None:
-    gate = Path(pod_workdir(str(chain.cluster.job_root), "default", uid)) / "volumes" / "gate"
-    wait_until(gate.is_dir, 60, f"the gate of pod {uid} (its job's volumes)")
-    (gate / "open").touch()
+    open_gate(chain.cluster.job_root, "default", uid)
 
 
 def _shows(history: PodHistory, name: str, view: View) -> None:
