@@ -18,11 +18,11 @@ from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.api.statuswatch import StatusWatch, choose_method, make_watch
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.naming import job_name, pod_workdir
 from slurmlink.core.records import JobInfo
 from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, Unsupported
+from slurmlink.slurm.statuswatch import StatusWatch, choose_method, make_watch
 from slurmlink.translate.flags import classify_flags
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import container_names, pod_annotations, pod_ref

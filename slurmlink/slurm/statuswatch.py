@@ -1,6 +1,6 @@
 """Noticing what a job writes in its pod's `status/` directory (translate/layout.py) between SLURM queries.
 
-Mode 2 only: the job root is a directory of this host. Each running pod's directory is watched for `status/` to
+Where the job root is a directory of this host: the API in mode 2, the proxy for mode 1 (proxy/filewatch.py). Each running pod's directory is watched for `status/` to
 appear, and `status/` for its files to be replaced (the job script writes them with a rename, prelude.sh's
 `sl_put`); the pods whose files changed are handed to `on_change` (StatusPoller.refresh: their records are read
 again, no SLURM query). Either with inotify (Linux, through libc: no extra package), or, where the job root is
