@@ -19,7 +19,7 @@ from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.roles import SERVICE, Caller
 from slurmlink.slurm.podfiles import PodFiles
 from slurmlink.slurm.statuswatch import _libc_inotify
-from tests.unit.test_status_watch import put
+from tests.harness.jobfiles import put
 
 METHODS = ["stat", pytest.param("inotify", marks=pytest.mark.skipif(_libc_inotify() is None,
                                                                      reason="no inotify in this libc"))]

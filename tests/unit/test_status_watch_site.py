@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from slurmlink.slurm.statuswatch import StatusWatch, _libc_inotify, make_watch
-from tests.unit.test_status_watch import put, told
+from tests.harness.jobfiles import put
 
 METHODS = ["stat", pytest.param("inotify", marks=pytest.mark.skipif(_libc_inotify() is None,
                                                                      reason="no inotify in this libc"))]
@@ -35,6 +35,14 @@ async def running(method: str) -> AsyncIterator[tuple[StatusWatch, asyncio.Queue
     finally:
         runner.cancel()
         watch.close()
+
+
+async def told(batches: asyncio.Queue[set[str]], *uids: str, timeout: float = 10) -> set[str]:
+    """The pods told until all of `uids` are among them."""
+    union: set[str] = set()
+    while not union >= set(uids):
+        union |= await asyncio.wait_for(batches.get(), timeout)
+    return union
 
 
 def drain(batches: asyncio.Queue[set[str]]) -> set[str]:
