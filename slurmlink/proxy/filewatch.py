@@ -23,6 +23,7 @@ import os
 import secrets
 import stat
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from slurmlink.wire.statuschanges import MAX_WAIT_SECONDS, StatusChanges
 log = logging.getLogger("slurmlink.proxy")
 KEEP_SECONDS = 2 * MAX_WAIT_SECONDS + 30  # a caller names its jobs at least once per long poll
 MAX_WATCHED = 20_000
+MAX_WATCHED_PER_OWNER = 2_000  # one account's jobs (its old ones named again and again) cannot crowd out the others
 MAX_LONG_POLLS_PER_CALLER = 8
 
 
@@ -59,6 +61,7 @@ class FileWatch:
         self.epoch = secrets.token_hex(8)
         self.revision = 0
         self.jobs: dict[str, Watched] = {}
+        self.per_owner: Counter[str] = Counter()  # jobs watched, by owner
         self.changed_at: dict[str, int] = {}  # job id -> revision of its last change
         self.long_polls: dict[str, int] = {}  # caller -> long polls held now
         self.closed = False
@@ -89,9 +92,12 @@ class FileWatch:
             pod = self._located(entry.job_id, entry)
         except Refusal:
             return
-        if len(self.jobs) < MAX_WATCHED:
-            self.jobs[entry.job_id] = Watched(pod, self.clock())
-            self._track()
+        now = self.clock()
+        self._prune(now)
+        self._remove(entry.job_id)  # SLURM gave the id out again
+        if self._room_for(pod.owner) is None:
+            self._add(pod, now)
+        self._track()
 
     def name(self, caller: Caller, job_ids: Iterable[str]) -> tuple[list[str], dict[str, str]]:
         """Keep watching the caller's jobs among `job_ids` (and begin with the new ones): (watched, refused)."""
@@ -112,15 +118,23 @@ class FileWatch:
             except Refusal as refusal:
                 refused[job_id] = refusal.message
                 continue
-            if len(self.jobs) >= MAX_WATCHED:
-                refused[job_id] = f"the proxy watches at most {MAX_WATCHED} jobs' files"
+            if (full := self._room_for(pod.owner)) is not None:
+                refused[job_id] = full
                 continue
-            self.jobs[job_id] = Watched(pod, now)
+            self._add(pod, now)
             watched.append(job_id)
             added = True
         if added:
             self._track()
         return watched, refused
+
+    def _room_for(self, owner: str) -> str | None:
+        """Why no more jobs of `owner` may be watched now (None: they may)."""
+        if len(self.jobs) >= MAX_WATCHED:
+            return f"the proxy watches at most {MAX_WATCHED} jobs' files"
+        if self.per_owner[owner] >= MAX_WATCHED_PER_OWNER:
+            return f"the proxy watches at most {MAX_WATCHED_PER_OWNER} jobs' files of one account"
+        return None
 
     def _located(self, job_id: str, entry: LedgerEntry | None) -> PodDir:
         if entry is None:
@@ -133,9 +147,21 @@ class FileWatch:
         """Forget the jobs nobody named for KEEP_SECONDS; True if the watched set changed."""
         stale = [job_id for job_id, watched in self.jobs.items() if now - watched.kept_at > KEEP_SECONDS]
         for job_id in stale:
-            del self.jobs[job_id]
-            self.changed_at.pop(job_id, None)
+            self._remove(job_id)
         return bool(stale)
+
+    def _add(self, pod: PodDir, now: float) -> None:
+        self._remove(pod.job_id)  # SLURM gave the id out again
+        self.jobs[pod.job_id] = Watched(pod, now)
+        self.per_owner[pod.owner] += 1
+
+    def _remove(self, job_id: str) -> None:
+        watched = self.jobs.pop(job_id, None)
+        if watched is not None:
+            self.per_owner[watched.pod.owner] -= 1
+            if not self.per_owner[watched.pod.owner]:
+                del self.per_owner[watched.pod.owner]
+        self.changed_at.pop(job_id, None)
 
     def _track(self) -> None:
         self.watch.track({job_id: w.pod.workdir for job_id, w in self.jobs.items()},

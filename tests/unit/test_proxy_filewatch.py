@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from slurmlink.proxy import filewatch
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.filewatch import FileWatch
 from slurmlink.proxy.ledger import Ledger
@@ -153,5 +154,18 @@ def test_a_caller_holds_a_bounded_number_of_long_polls(tmp_path: Path) -> None:
         assert (await watch.changes(BOB_CALLS, [], cursor, 0)).jobs == []  # another caller is not held back
         watch.close()
         await asyncio.gather(*held)
+
+    run(tmp_path, "stat", scenario)
+
+
+def test_one_account_cannot_fill_the_watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filewatch, "MAX_WATCHED_PER_OWNER", 2)
+
+    async def scenario(watch: FileWatch, ledger: Ledger, root: Path) -> None:
+        for job_id, user in (("401", ALICE), ("402", ALICE), ("403", ALICE), ("404", BOB)):
+            ledger.record(job_id, user, "slurmlink-x", str(root / f"ns-{job_id}"))
+        answer = await watch.changes(ALICE_CALLS, ["401", "402", "403"], None, 0)
+        assert answer.jobs == ["401", "402"] and "of one account" in answer.refused["403"]
+        assert (await watch.changes(BOB_CALLS, ["404"], None, 0)).jobs == ["404"]
 
     run(tmp_path, "stat", scenario)
