@@ -73,21 +73,26 @@ def sleeping_pod(seconds: int) -> dict[str, Any]:
     return make_pod([{"name": "main", "command": ["sh", "-c", f"sleep {seconds}"]}])
 
 
-def test_a_pods_start_and_end_reach_the_feed_through_the_proxys_file_watch(quiet: Mode1) -> None:
+def test_a_pods_start_and_end_reach_the_feed_through_the_proxys_file_watch(quiet: Mode1, slurm_cluster: DevCluster
+                                                                          ) -> None:
     url = quiet.api.url
     client = quiet.client()
     pod = sleeping_pod(2)
     uid = pod["metadata"]["uid"]
     cursor = changes(url, None, 0).cursor
-    client.submit(pod)
+    job_id = client.submit(pod)
     wait_until(lambda: watch_calls(quiet) >= 1, 60, "the API to hold the proxy's long poll")
     before = slurm_requests(quiet)
     answer = changes(url, cursor, 20)  # the create itself: Pending
     assert [p.uid for p in answer.pods] == [uid]
 
-    phases, cursor = phases_until(url, uid, answer.cursor, "Running", time.monotonic() + 90)
-    assert phases[-1] == "Running" and set(phases[:-1]) <= {"Pending"}
-    later, cursor = phases_until(url, uid, cursor, "Succeeded", time.monotonic() + 90)
+    try:
+        phases, cursor = phases_until(url, uid, answer.cursor, "Running", time.monotonic() + 90)
+        assert phases[-1] == "Running" and set(phases[:-1]) <= {"Pending"}
+        later, cursor = phases_until(url, uid, cursor, "Succeeded", time.monotonic() + 90)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; SLURM has job {job_id} {job_state(slurm_cluster, job_id)}; the API answers "
+                             f"{client.status(pod).to_wire()}") from exc
     assert set(later[:-1]) <= {"Running"} and later[-1] == "Succeeded"
     assert slurm_requests(quiet) == before  # all of it from the job's files: slurmrestd was not asked
 

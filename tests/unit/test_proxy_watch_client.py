@@ -58,6 +58,8 @@ def test_the_jobs_told_reach_on_change_as_pods_and_the_cursor_is_kept() -> None:
         watch.track_pods(pods(3))
         await until(lambda: proxy.calls, "first call")
         assert proxy.calls[0] == (SERVICE, ["1000", "1001", "1002"], None)
+        # new pods are read once at once (the proxy may have told of them before their ids were known here)
+        assert await asyncio.wait_for(told.get(), 5) == {"uid-0", "uid-1", "uid-2"}
         await proxy.answers().put(StatusChanges(cursor="e:1", reset=True, jobs=["1000", "1001", "1002"]))
         assert await asyncio.wait_for(told.get(), 5) == {"uid-0", "uid-1", "uid-2"}  # a reset: all read once
         await proxy.answers().put(StatusChanges(cursor="e:2", jobs=["1001", "99"]))  # 99: not one of ours
