@@ -5,7 +5,8 @@ It is a StatusWatch like mode 2's: the jobs it is told of go to `on_change` (the
 their records through `/statuses`: files, no SLURM query), so a start or an end reaches the change feed without
 waiting for a poll. One long poll per identity: the service identity's for every pod when there is one, else each
 user's own token for that user's pods. Each call names the jobs to keep watching (at most MAX_JOBS_PER_CALL, in
-turns); a job submitted meanwhile is watched by the proxy from its submission, so the call need not be renewed.
+turns); a job submitted meanwhile is watched by the proxy from its submission, so the call need not be renewed,
+and the API reads a new pod once when it begins to watch it (what the proxy told before the API knew the job).
 
 A proxy that does not offer the route (404: `files.watch: off`, or an older proxy) or refuses it (403) is asked
 again every OFF_RECHECK_SECONDS; meanwhile SLURM's polls carry status as before. SLURM stays the authority for
