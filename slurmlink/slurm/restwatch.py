@@ -105,6 +105,11 @@ class ProxyWatch(StatusWatch):
                     await asyncio.sleep(retry)
                     retry = min(retry * 2, RETRY_SECONDS[1])
                 continue
+            except Exception:  # e.g. an answer that is not the route's shape: the watch must not stop for good
+                log.exception("the proxy's file watch failed; again in %.0f s", retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RETRY_SECONDS[1])
+                continue
             retry = RETRY_SECONDS[0]
             turn += MAX_JOBS_PER_CALL
             self._note_refused(answer.refused)
