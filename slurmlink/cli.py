@@ -126,7 +126,8 @@ def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLI
         settings = load_config(ProxyConfig, config)
         prepare(proxy_state(settings))
         application = create_app(settings)
-        servers = Servers(listeners(settings, application), log_level)
+        servers = Servers(listeners(settings, application), log_level,
+                          on_stop=application.state.proxy.end_long_polls)
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
     servers.run()

@@ -3,7 +3,7 @@
 A poll fetches (the job list, accounting for jobs gone from it, the pods' records), lets pollchanges.py
 decide what changed, and applies that to the registry. While a submitted job has not been seen started (or a
 deleted one ended), polls come sooner: `fast_interval` after the submission, then backing off to the interval.
-Between polls, `refresh` reads the records of pods whose files changed (statuswatch.py), with no SLURM query."""
+Between polls, `refresh` reads the records of pods whose files changed (slurm/statuswatch.py), with no SLURM query."""
 
 from __future__ import annotations
 

@@ -18,11 +18,11 @@ from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.api.statuswatch import StatusWatch, choose_method, make_watch
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.naming import job_name, pod_workdir
 from slurmlink.core.records import JobInfo
 from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, Unsupported
+from slurmlink.slurm.statuswatch import StatusWatch, choose_method, make_watch
 from slurmlink.translate.flags import classify_flags
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import container_names, pod_annotations, pod_ref
@@ -50,14 +50,16 @@ class PodService:
         self.site: SiteConfig = config.site.to_site()
         self.poller = StatusPoller(self.registry, backend, config.poll_interval, self.workdir_for,
                                    fast_interval=config.poll_interval_fast, on_change=self._changed)
-        # Mode 2: the job's writes to its pod's status/ are noticed between polls (mode 1: the files are the
-        # proxy's to read)
+        # The job's writes to its pod's status/ are noticed between polls: here in mode 2, through the proxy's
+        # file watch in mode 1 (the backend's own)
         self.watch: StatusWatch | None = None
         if config.backend == "cli":
             method = choose_method(config.watch_files, config.job_root)
             self.watch = make_watch(method, self.poller.refresh, config.watch_stat_interval)
-            log.info("job files under %s: %s", config.job_root,
-                     "not watched" if self.watch is None else f"watched ({type(self.watch).__name__})")
+        elif config.watch_files != "off":
+            self.watch = backend.status_watch(self.poller.refresh)
+        log.info("job files under %s: %s", config.job_root,
+                 "not watched" if self.watch is None else f"watched ({type(self.watch).__name__})")
         self.recovered = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         # Pods whose sbatch failed in a way that may still have made a job (a timeout): look before
@@ -248,8 +250,8 @@ class PodService:
         """After a poll (None: any pod may have changed), a refresh of some pods' records or a create."""
         self.observe(uids)
         if self.watch is not None:
-            self.watch.track({e.uid: e.workdir for e in self.registry.entries.values()
-                              if e.job_id and e.workdir and not e.rejected and not e.records_final})
+            self.watch.track_pods({e.uid: e.directory for e in self.registry.entries.values()
+                                   if e.job_id and e.workdir and not e.rejected and not e.records_final})
 
     def observe(self, uids: list[str] | None = None) -> None:
         """Give the change feed the status of these pods (None: all) as /status would answer it now; those

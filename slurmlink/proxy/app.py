@@ -6,6 +6,7 @@ forwarding (forward.py). See slurmlink/proxy/config.py for the options."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.extensions import Extensions
+from slurmlink.proxy.filewatch import FileWatch
 from slurmlink.proxy.forward import Forwarder
 from slurmlink.proxy.gates import AccessGates, Answer, Call, Step
 from slurmlink.proxy.joblookup import JobLookup
@@ -33,8 +35,11 @@ from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.roles import ServiceIdentity
 from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+from slurmlink.slurm.podfiles import PodFiles
+from slurmlink.slurm.statuswatch import choose_method
 
 PUBLIC_HEALTH_SECONDS = 5.0
+log = logging.getLogger("slurmlink.proxy")
 
 
 class Metrics:
@@ -67,10 +72,12 @@ class ProxyService:
         self.api_version = ApiVersion(config.api_version, self.http, self.upstream, self._slurm_user_headers,
                                       config.api_version_recheck_seconds)
         lookup = JobLookup(self.http, self.upstream, self.api_version)
-        self.extensions = Extensions(config.files, lookup, self.ledger, self.slurm_token.token, signaller)
+        self.watch = file_watch(config, self.ledger)
+        self.extensions = Extensions(config.files, lookup, self.ledger, self.slurm_token.token, signaller,
+                                     self.watch)
         self.gates = AccessGates(config, self.callers, self.ledger, self.slurm_token, lookup)
         forwarder = Forwarder(self.http, self.upstream, self.slurm_token, self.ledger, config.max_body_bytes,
-                              self.metrics.upstream_seconds)
+                              self.metrics.upstream_seconds, self.watch.submitted if self.watch else None)
         # Every request passes these in order, until one answers (a refusal, or the answer).
         self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, *forwarder.steps()]
         self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)
@@ -79,7 +86,14 @@ class ProxyService:
     def _slurm_user_headers(self) -> dict[str, str]:
         return {header_rules.USER_NAME: self.config.slurm_user, header_rules.USER_TOKEN: self.slurm_token.token()}
 
+    def end_long_polls(self) -> None:
+        """Answer the file watch's long polls now: the servers wait for requests in progress before they stop."""
+        if self.watch is not None:
+            self.watch.close()
+
     async def aclose(self) -> None:
+        if self.watch is not None:
+            self.watch.release()
         await self.http.aclose()
         await self.authorizer.aclose()
 
@@ -149,6 +163,18 @@ class ProxyService:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def file_watch(config: ProxyConfig, ledger: Ledger) -> FileWatch | None:
+    """The file watch of `files.watch` (None: off, or no `files`)."""
+    if config.files is None:
+        return None
+    method = choose_method(config.files.watch, config.files.job_root)
+    log.info("job files under %s: %s", config.files.job_root,
+             "not watched" if method == "off" else f"watched ({method}) for GET /slurmlink/v1/status-changes")
+    if method == "off":
+        return None
+    return FileWatch(PodFiles(config.files.job_root), ledger, method, config.files.watch_stat_interval)
+
+
 def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> FastAPI:
     """The proxy as an ASGI app; serve it with `listeners` (TLS from config.tls, the admin listener).
     The public port says only ok/unavailable on /healthz; the details and /metrics are on the admin listener
@@ -157,7 +183,10 @@ def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watching = asyncio.create_task(service.watch.run()) if service.watch is not None else None
         yield
+        if watching is not None:
+            watching.cancel()
         await service.aclose()
 
     app = FastAPI(title="slurmlink proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -7,6 +7,7 @@ this module (`slurmlink config reference`), and slurmlink/examples/proxy.yaml is
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -52,6 +53,14 @@ class FilesSection(Strict):
     follow_poll_seconds: float = Field(default=0.5, gt=0, description="how often a followed log is read for new bytes")
     max_follows_per_user: int = Field(default=16, ge=1, description=(
         "log follows one user may have open at once (each polls the disk)"))
+    watch: Literal["auto", "inotify", "stat", "off"] = Field(default="auto", description=(
+        "the file watch (`GET /slurmlink/v1/status-changes`, a long poll): how the proxy notices that a job wrote "
+        "its pod's `status/` files, so that a mode-1 API learns starts and ends without asking SLURM. `inotify` "
+        "(the job root on a local filesystem), `stat` (every `watch_stat_interval`: a shared filesystem, where "
+        "inotify does not see the compute nodes' writes), `off` (the route answers 404 and the API keeps to its "
+        "polls); `auto`: `inotify` on a local filesystem where the kernel has it, else `stat`"))
+    watch_stat_interval: float = Field(default=0.5, gt=0, description=(
+        "seconds between two looks at each watched pod's `status/` directory with `watch: stat`"))
 
     @model_validator(mode="after")
     def _absolute(self) -> FilesSection:

@@ -4,6 +4,9 @@
     GET /slurmlink/v1/capacity[?partition=P]          {"cpus", "memory_mb", "gpus": {name: n}}, free now
     GET /slurmlink/v1/jobs/{id}/status                {"job_id", "user", "workdir", "files": {name: text}}
     GET /slurmlink/v1/statuses?jobs=1,2,3             {"jobs": {id: {"user", "workdir", "files"} | {"error", "reason"}}}
+    GET /slurmlink/v1/status-changes?jobs=1,2&since=C&wait=30
+                                                      {"cursor", "reset", "jobs": [id], "refused": {id: reason}}
+                                                      (a long poll: filewatch.py)
     GET /slurmlink/v1/jobs/{id}/logs/{container}      the log's bytes (offset, limit_bytes, tail_lines, follow)
     POST /slurmlink/v1/jobs/{id}/signal?signal=TERM   signal the batch script of a running job (graceful stop)
 
@@ -27,6 +30,7 @@ from slurmlink.proxy import policy
 from slurmlink.proxy.capacity import free_capacity
 from slurmlink.proxy.config import FilesSection
 from slurmlink.proxy.errors import Refusal
+from slurmlink.proxy.filewatch import FileWatch
 from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.logstream import LogReader, parse_query
@@ -37,6 +41,7 @@ from slurmlink.proxy.slurm_token import SlurmTokenError
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile, check_container_name
 from slurmlink.wire.names import LOG_SIZE_HEADER
+from slurmlink.wire.statuschanges import DEFAULT_WAIT_SECONDS, MAX_JOBS_PER_CALL, MAX_WAIT_SECONDS
 
 log = logging.getLogger("slurmlink.proxy")
 MAX_JOBS_PER_STATUSES = 500
@@ -48,7 +53,8 @@ Handler = Callable[[Caller, str, str], Awaitable[Response]]  # (caller, raw path
 
 class Extensions:
     def __init__(self, files: FilesSection | None, lookup: JobLookup, ledger: Ledger | None,
-                 slurm_token: Callable[[], str], signaller: BatchSignaller | None = None) -> None:
+                 slurm_token: Callable[[], str], signaller: BatchSignaller | None = None,
+                 watch: FileWatch | None = None) -> None:
         self.files = PodFiles(files.job_root) if files is not None else None
         self.reader = LogReader(self.files, files.max_chunk_bytes, files.follow_poll_seconds) \
             if self.files is not None and files is not None else None
@@ -58,11 +64,13 @@ class Extensions:
         self.signaller = signaller
         self.max_follows = files.max_follows_per_user if files is not None else 0
         self.follows: dict[str, int] = {}  # caller's account -> log follows open now
+        self.watch = watch
 
     def routes(self) -> dict[str, Handler]:
         """The handler of each extension rule of policy.RULES (which says who may call it)."""
         return {policy.WHOAMI: self.whoami, policy.CAPACITY: self.capacity, policy.STATUSES: self.statuses,
-                policy.STATUS: self.status, policy.SIGNAL: self.signal, policy.LOGS: self.logs}
+                policy.STATUS: self.status, policy.SIGNAL: self.signal, policy.LOGS: self.logs,
+                policy.STATUS_CHANGES: self.status_changes}
 
     async def handle(self, rule: str, caller: Caller, path: str, query: str) -> Response:
         try:
@@ -154,6 +162,22 @@ class Extensions:
         await asyncio.to_thread(read_all)
         return JSONResponse({"jobs": answers})
 
+    async def status_changes(self, caller: Caller, path: str, query: str) -> Response:
+        """The long poll of the file watch (filewatch.py): which of the caller's jobs wrote their status files."""
+        if self.watch is None:
+            raise Refusal(404, "NotFound", "this proxy does not watch job files (`files.watch: off`, or no `files` "
+                          "section): poll SLURM for job states")
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        if set(params) - {"jobs", "since", "wait"} or any(len(values) > 1 for values in params.values()):
+            raise Refusal(400, "BadRequest", "status-changes takes jobs=<id>,<id>,..., since=<cursor> and "
+                          "wait=<seconds>, each at most once")
+        ids = [i for i in params.get("jobs", [""])[0].split(",") if i]
+        if len(ids) > MAX_JOBS_PER_CALL or not all(i.isdigit() and len(i) <= 12 for i in ids):
+            raise Refusal(400, "BadRequest", f"jobs: at most {MAX_JOBS_PER_CALL} job ids, comma-separated")
+        answer = await self.watch.changes(caller, ids, params.get("since", [""])[0] or None,
+                                          _wait_seconds(params.get("wait", [""])[0]))
+        return JSONResponse(answer.to_wire())
+
     async def logs(self, caller: Caller, path: str, query: str) -> Response:
         job_id, container = _job_id(path), urllib.parse.unquote(path.split("/")[6], errors="strict")
         try:
@@ -197,6 +221,18 @@ class Extensions:
             self.follows[user] -= 1
             if not self.follows[user]:
                 del self.follows[user]
+
+
+def _wait_seconds(text: str) -> float:
+    if not text:
+        return float(DEFAULT_WAIT_SECONDS)
+    try:
+        wait = float(text)
+    except ValueError:
+        raise Refusal(400, "BadRequest", f"wait: {text[:40]!r} is not a number of seconds") from None
+    if not wait >= 0:  # also NaN
+        raise Refusal(400, "BadRequest", "wait: 0 or more seconds")
+    return min(wait, float(MAX_WAIT_SECONDS))
 
 
 def _job_id(path: str) -> str:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
 from slurmlink.proxy.errors import error_response
 from slurmlink.proxy.gates import Answer, Call, Step
-from slurmlink.proxy.ledger import Ledger
+from slurmlink.proxy.ledger import Ledger, LedgerEntry
 from slurmlink.proxy.roles import SERVICE
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 
@@ -32,11 +32,13 @@ MAX_SUBMIT_RESPONSE_BYTES = 1024 * 1024  # submit answers are small; they are bu
 
 class Forwarder:
     def __init__(self, http: httpx.AsyncClient, upstream: str, slurm_token: SlurmTokenSource,
-                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram) -> None:
+                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram,
+                 on_submitted: Callable[[LedgerEntry], None] | None = None) -> None:
         self.http = http
         self.upstream = upstream
         self.slurm_token = slurm_token
         self.ledger = ledger
+        self.on_submitted = on_submitted  # e.g. the file watch begins watching the job's directory
         self.max_body_bytes = max_body_bytes
         self.upstream_seconds = upstream_seconds
 
@@ -125,9 +127,12 @@ class Forwarder:
             return
         job_id, name, workdir = submitted
         try:
-            await asyncio.to_thread(self.ledger.record, job_id, user, name, workdir)
+            entry = await asyncio.to_thread(self.ledger.record, job_id, user, name, workdir)
         except OSError as exc:  # the job exists: failing the answer would only make the client submit twice
             log.error("could not record job %s in the ledger %s: %s", job_id, self.ledger.path, exc)
+            return
+        if self.on_submitted is not None:
+            self.on_submitted(entry)
 
 
 async def _buffered(upstream: httpx.Response) -> bytes | None:

@@ -65,6 +65,7 @@ RULES: tuple[Rule, ...] = (
     _rule("GET", "/slurmlink/v1/capacity", extension=True, service=READ),
     _rule("GET", "/slurmlink/v1/jobs/{id}/status", extension=True, service=OWNERS),
     _rule("GET", "/slurmlink/v1/statuses", extension=True, service=OWNERS),
+    _rule("GET", "/slurmlink/v1/status-changes", extension=True, service=OWNERS),
     _rule("GET", "/slurmlink/v1/jobs/{id}/logs/{container}", extension=True, service=OWNERS),
     _rule("POST", "/slurmlink/v1/jobs/{id}/signal", extension=True, service=OWNERS),
 )
@@ -75,6 +76,7 @@ WHOAMI = "GET /slurmlink/v1/whoami"
 CAPACITY = "GET /slurmlink/v1/capacity"
 STATUS = "GET /slurmlink/v1/jobs/{id}/status"
 STATUSES = "GET /slurmlink/v1/statuses"
+STATUS_CHANGES = "GET /slurmlink/v1/status-changes"
 LOGS = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
 SIGNAL = "POST /slurmlink/v1/jobs/{id}/signal"
 

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from slurmlink.core.errors import SlurmlinkError
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
 from slurmlink.identity.refresh import Credentials
+from slurmlink.slurm.statuswatch import OnChange, StatusWatch
 from slurmlink.translate.job import BatchJob
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class SchedulerBackend(abc.ABC):
         """Atomically replace existing files of a running pod's volumes, as `user`'s files (a reader in the
         job sees the old or the new content, never a partial one)."""
         raise Unsupported("this backend cannot write files of a running pod")
+
+    def status_watch(self, on_change: OnChange) -> StatusWatch | None:
+        """A watch of the jobs' status files this backend offers itself (mode 1: the proxy's), or None."""
+        return None
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -31,9 +31,12 @@ from slurmlink.slurm import rest_shapes
 from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, Unsupported
 from slurmlink.slurm.commands import sbatch
 from slurmlink.slurm.credentials import Credential, CredentialStore, FileToken, FixedToken, usable
+from slurmlink.slurm.restwatch import SERVICE, ProxyWatch
+from slurmlink.slurm.statuswatch import OnChange, StatusWatch
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
-from slurmlink.wire.names import EXTENSIONS
+from slurmlink.wire.names import EXTENSIONS, STATUS_CHANGES_ROUTE
+from slurmlink.wire.statuschanges import StatusChanges
 
 log = logging.getLogger(__name__)
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
@@ -81,11 +84,10 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
     def __init__(self, config: RestConfig, *, validator: TokenValidator | None = None,
                  http: httpx.AsyncClient | None = None, credentials: CredentialStore | None = None) -> None:
         self.config = config
-        self.http = http or httpx.AsyncClient(
-            base_url=config.url.rstrip("/"), verify=config.verify, trust_env=False, follow_redirects=False,
-            timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)),
-            limits=httpx.Limits(max_connections=config.max_connections,
-                                max_keepalive_connections=config.max_connections))
+        self.http = http or _client(config, config.max_connections)
+        # The file watch's long polls (one per identity) hold a connection each: a pool of their own, so that they
+        # never wait for the other requests nor hold them up.
+        self.watch_http = http or _client(config, None)
         self.validator = validator  # pins the issuers a refresh token may be sent to; None: no refreshing
         # Refreshes go to Check-in, not to the site: the system's CAs, not the site's CA file.
         self.issuer_http = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=10.0)
@@ -141,10 +143,11 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
     # ---- HTTP ------------------------------------------------------------------------------------------
 
     async def _call(self, method: str, path: str, token: str, *, params: Mapping[str, Any] | None = None,
-                    body: Any = None, timeout: float | None = None) -> httpx.Response:
+                    body: Any = None, timeout: float | None = None,
+                    http: httpx.AsyncClient | None = None) -> httpx.Response:
         """One request; SlurmError (transient when worth retrying) for anything but an answer."""
         try:
-            response = await self.http.request(
+            response = await (http or self.http).request(
                 method, path, params=params, json=body, headers={"Authorization": f"Bearer {token}"},
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.TimeoutException as exc:
@@ -383,6 +386,25 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
                         log.warning("cannot read the container records of job %s: %s", pod.job_id, why)
         return found
 
+    def status_watch(self, on_change: OnChange) -> StatusWatch:
+        """The proxy's file watch, held as a long poll (restwatch.py)."""
+        return ProxyWatch(on_change, self.status_changes, shared=self.service is not None)
+
+    async def status_changes(self, user: str, jobs: list[str], since: str | None, wait: float) -> StatusChanges:
+        """One long poll of the proxy's file watch, with `user`'s token (SERVICE: the service identity's)."""
+        if user == SERVICE:
+            token = await self.service.token() if self.service is not None else ""
+            if not token:
+                raise SlurmError("the service identity has no token to watch with", transient=True)
+        else:
+            token = await self._token_for(user, service_may=False)
+        params: dict[str, Any] = {"jobs": ",".join(jobs), "wait": wait}
+        if since:
+            params["since"] = since
+        response = await self._call("GET", STATUS_CHANGES_ROUTE, token, params=params,
+                                    timeout=wait + self.config.timeout_seconds, http=self.watch_http)
+        return StatusChanges.from_wire(_json(response, "status-changes"))
+
     async def read_log(self, pod: PodDirectory, container: str, offset: int = 0, previous: bool = False) -> bytes:
         if not container or "/" in container or container.startswith(".") or "\0" in container:
             raise SlurmError(f"not a container name: {container!r}")
@@ -401,7 +423,16 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
 
     async def close(self) -> None:
         await self.http.aclose()
+        if self.watch_http is not self.http:
+            await self.watch_http.aclose()
         await self.issuer_http.aclose()
+
+
+def _client(config: RestConfig, max_connections: int | None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=config.url.rstrip("/"), verify=config.verify, trust_env=False, follow_redirects=False,
+        timeout=httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0)),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
 
 
 def _site_time(response: httpx.Response) -> int:

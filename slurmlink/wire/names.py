@@ -12,6 +12,8 @@ from collections.abc import Iterable
 EXTENSIONS = "/slurmlink/v1"  # the proxy's file and capacity extensions live below this prefix
 PROJECTED_ROUTE = f"{EXTENSIONS}/projected"  # the API: new token files of a running pod's projected volumes
 CHANGES_ROUTE = f"{EXTENSIONS}/changes"  # the API: long poll of the pods whose status changed (wire/changes.py)
+# the proxy: long poll of the caller's jobs whose status files changed (wire/statuschanges.py)
+STATUS_CHANGES_ROUTE = f"{EXTENSIONS}/status-changes"
 
 # --- headers --------------------------------------------------------------------------------------------
 

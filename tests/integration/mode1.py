@@ -82,16 +82,19 @@ def sticky_job_root(cluster: DevCluster) -> Path:
     return root
 
 
-def start_mode1(cluster: DevCluster, work: Path) -> Mode1:
-    """The whole mode-1 stack, started; `Mode1.stop()` stops it."""
+def start_mode1(cluster: DevCluster, work: Path, *, api: dict[str, Any] | None = None,
+                files: dict[str, Any] | None = None) -> Mode1:
+    """The whole mode-1 stack, started; `Mode1.stop()` stops it. `api` replaces top-level keys of the API's
+    configuration, `files` keys of the proxy's `files` section."""
     checkin = CheckinStandin().start()
     subjects = {who: checkin.new_subject() for who in ("alice", "bob", "service")}
     accounts = {"alice": cluster.users[0], "bob": cluster.users[1]}
     users_file = work / "users.txt"
     users_file.write_text("".join(f"{checkin.issuer} {subjects[who]} {account}\n" for who, account in accounts.items()))
     job_root = sticky_job_root(cluster)
-    proxy = ProxyProcess(proxy_settings(cluster, checkin, users_file, job_root, subjects["service"],
-                                        work / "proxy-state"), work)
+    settings = proxy_settings(cluster, checkin, users_file, job_root, subjects["service"], work / "proxy-state")
+    settings["files"].update(files or {})
+    proxy = ProxyProcess(settings, work)
     proxy.start()
     service_token_file = work / "service.token"
     service_token_file.write_text(checkin.mint(subjects["service"], lifetime=7200))
@@ -100,6 +103,7 @@ def start_mode1(cluster: DevCluster, work: Path) -> Mode1:
                         rest={"url": proxy.url, "api_version": os.environ.get("SLURMLINK_TEST_REST_VERSION") or "auto",
                               "service_token_file": str(service_token_file),
                               "refresh_issuers": [{"issuer": checkin.issuer}]})
+    config.update(api or {})
     api = ApiProcess(config, work)
     api.start()
     return Mode1(checkin, proxy, api, subjects, accounts, job_root, service_token_file)

@@ -38,7 +38,8 @@ class ProxyServer:
         self.port = config.listen.port
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{config.admin.port}" if config.admin.port else self.url
-        self.servers = Servers(listeners(config, self.app), log_level="warning")
+        self.servers = Servers(listeners(config, self.app), log_level="warning",
+                               on_stop=self.app.state.proxy.end_long_polls)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.servers.serve()), daemon=True)
 
     def start(self) -> ProxyServer:

@@ -27,6 +27,7 @@ from tests.integration.mode1 import Mode1, TokenClient, token_secret, with_confi
 JOB_LIST = "GET /slurm/{v}/jobs/"
 STATUSES = "GET /slurmlink/v1/statuses"
 ONE_STATUS = "GET /slurmlink/v1/jobs/{id}/status"
+WATCH = "GET /slurmlink/v1/status-changes"  # the file watch's long poll (its answers are followed by a read)
 
 
 def sh(script: str, **extra: object) -> dict[str, object]:
@@ -84,16 +85,18 @@ def test_status_is_one_list_call_per_interval_and_304_while_nothing_changes(mode
     # Polls counted first: a poll that ends between the two readings then counts on both sides (read the other
     # way round, under load a whole poll could fit between them and count as calls without a poll).
     polls_before = mode1.api.metric("slurmlink_api_poll_seconds_count")
-    before = {route: sum(proxy_requests(mode1, route).values()) for route in (JOB_LIST, STATUSES, ONE_STATUS)}
+    before = {route: sum(proxy_requests(mode1, route).values())
+              for route in (JOB_LIST, STATUSES, ONE_STATUS, WATCH)}
     for pod in pods:
         assert client.finish(pod)[0].phase == "Succeeded"
     time.sleep(3)  # a quiet queue: these polls must cost 304s
     calls = {route: sum(proxy_requests(mode1, route).values()) - before[route] for route in before}
     polls = mode1.api.metric("slurmlink_api_poll_seconds_count") - polls_before
     # One list call per poll (the service identity sees every job), and the container records of all the
-    # running pods in one more request, whatever the number of pods.
+    # running pods in one more request, whatever the number of pods; and one read (of files, not SLURM) at most
+    # per answer of the file watch.
     assert 0 < calls[JOB_LIST] <= polls + 1, (calls, polls)
-    assert 0 < calls[STATUSES] <= polls + 1, (calls, polls)
+    assert 0 < calls[STATUSES] <= polls + 1 + calls[WATCH], (calls, polls)
     assert calls[ONE_STATUS] == 0
     if TEST_SLURM == "22.05":  # 24.11 says "unchanged" with a 200 and a warning (tests/unit/test_rest_listing.py)
         assert proxy_requests(mode1, JOB_LIST).get("304", 0) > 0

@@ -1,4 +1,4 @@
-"""Noticing the job's writes in a pod's status/ directory (slurmlink/api/statuswatch.py), with real files in a
+"""Noticing the job's writes in a pod's status/ directory (slurmlink/slurm/statuswatch.py), with real files in a
 temporary directory and the kernel's inotify, written the way prelude.sh's `sl_put` writes them (a hidden
 temporary file renamed into place)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmlink.api.statuswatch import (
+from slurmlink.slurm.statuswatch import (
     InotifyWatch,
     StatusWatch,
     StatWatch,

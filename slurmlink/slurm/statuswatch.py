@@ -1,15 +1,18 @@
 """Noticing what a job writes in its pod's `status/` directory (translate/layout.py) between SLURM queries.
 
-Mode 2 only: the job root is a directory of this host. Each running pod's directory is watched for `status/` to
-appear, and `status/` for its files to be replaced (the job script writes them with a rename, prelude.sh's
-`sl_put`); the pods whose files changed are handed to `on_change` (StatusPoller.refresh: their records are read
-again, no SLURM query). Either with inotify (Linux, through libc: no extra package), or, where the job root is
-on a shared filesystem whose writes from other hosts inotify does not see, with one `lstat` of each watched
-pod's `status/` directory every `stat_interval` seconds (a rename changes the directory's mtime).
+Where the job root is a directory of this host: the API's in mode 2, the proxy's for mode 1 (proxy/filewatch.py).
+Each running pod's directory is watched for `status/` to appear, and `status/` for its files to be replaced (the
+job script writes them with a rename, prelude.sh's `sl_put`); the pods whose files changed are handed to
+`on_change` (the API's StatusPoller.refresh: their records are read again, no SLURM query). Either with inotify
+(Linux, through libc: no extra package), or, where the job root is on a shared filesystem whose writes from other
+hosts inotify does not see, with one look (`fstatat`) at each watched pod's `status/` directory every
+`stat_interval` seconds (a rename changes the directory's mtime).
 
-What is seen only triggers a read: the read itself walks from the job root as before (slurm/podfiles.py), so a
-user's symlink in place of `status/` cannot make the API read elsewhere; a missed event costs only time, as
-SLURM's poll still reads the records of every running pod.
+What is seen only triggers a read: the read itself walks from the job root as before (slurm/podfiles.py); a missed
+event costs only time, as SLURM's poll still reads the records of every running pod. Even so, a watch never
+follows a symlink in place of a pod's directory or of its `status/`, and with `owners` it watches only a directory
+of that account: what the proxy tells a user must be about that user's own directories. A pod directory that does
+not exist yet (mode 1: the job makes it when it starts) is waited for with a watch on its parent.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+from slurmlink.core.records import PodDirectory
 from slurmlink.translate.layout import STATUS_DIR
 
 log = logging.getLogger(__name__)
@@ -34,7 +38,8 @@ IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF = 0x100, 0x200, 0x400, 0x800
 IN_Q_OVERFLOW, IN_IGNORED = 0x4000, 0x8000
 IN_ONLYDIR, IN_DONT_FOLLOW = 0x01000000, 0x02000000
 IN_NONBLOCK, IN_CLOEXEC = 0o4000, 0o2000000
-POD_DIR_MASK = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW  # status/ appearing
+POD_DIR_MASK = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR  # status/ appearing (added through /proc/self/fd: followed)
+PARENT_MASK = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR  # a pod directory appearing in the job root
 STATUS_DIR_MASK = (IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF
                    | IN_ONLYDIR | IN_DONT_FOLLOW)
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
@@ -46,6 +51,17 @@ NETWORK_FILESYSTEMS = frozenset({
 })
 
 OnChange = Callable[[set[str]], Awaitable[None]]
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_pod_dir(workdir: str, owner: int | None = None) -> int:
+    """A descriptor of the pod directory itself (a symlink in its place is refused: ELOOP), which must belong to
+    `owner` when one is given (EPERM otherwise). OSError when it cannot be opened."""
+    fd = os.open(workdir, _DIR_FLAGS)
+    if owner is not None and os.fstat(fd).st_uid != owner:
+        os.close(fd)
+        raise PermissionError(1, f"{workdir} does not belong to uid {owner}")
+    return fd
 
 
 def filesystem_of(path: str, mounts: str = "/proc/self/mounts") -> str:
@@ -86,24 +102,37 @@ def _libc_inotify() -> ctypes.CDLL | None:
 
 
 class StatusWatch:
-    """Watches the pods `track` names: {uid: pod directory}."""
+    """Watches the pods `track` names: {uid (or any key): pod directory}."""
 
     def __init__(self, on_change: OnChange) -> None:
         self.on_change = on_change
         self.watched: dict[str, str] = {}
+        self.owners: dict[str, int] = {}  # uid -> the account the directory must belong to (where one is given)
         self._changed: set[str] = set()
         self._pending = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def track(self, pods: Mapping[str, str]) -> None:
-        """Watch exactly these pods from now on."""
+    def track(self, pods: Mapping[str, str], owners: Mapping[str, int] | None = None) -> None:
+        """Watch exactly these pods from now on; with `owners`, only directories of those accounts (by uid)."""
         for uid in set(self.watched) - set(pods):
             self._unwatch(uid)
             del self.watched[uid]
+            self.owners.pop(uid, None)
         for uid, workdir in pods.items():
-            if self.watched.get(uid) != workdir:
+            owner = owners.get(uid) if owners is not None else None
+            if self.watched.get(uid) != workdir or self.owners.get(uid) != owner:
+                if uid in self.watched:
+                    self._unwatch(uid)
                 self.watched[uid] = workdir
+                if owner is None:
+                    self.owners.pop(uid, None)
+                else:
+                    self.owners[uid] = owner
                 self._watch(uid, workdir)
+
+    def track_pods(self, pods: Mapping[str, PodDirectory]) -> None:
+        """`track` for the API's pods (a watch that asks the site for them needs more than the directory)."""
+        self.track({uid: pod.workdir for uid, pod in pods.items()})
 
     def changed(self, uids: set[str]) -> None:
         self._changed |= uids
@@ -133,7 +162,7 @@ class StatusWatch:
 
 
 class StatWatch(StatusWatch):
-    """One `lstat` of each watched pod's `status/` directory every `interval` seconds."""
+    """One look at each watched pod's `status/` directory every `interval` seconds."""
 
     def __init__(self, on_change: OnChange, interval: float) -> None:
         super().__init__(on_change)
@@ -155,9 +184,11 @@ class StatWatch(StatusWatch):
     async def _look_forever(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            signatures = await asyncio.to_thread(_signatures, dict(self.watched))
-            # a pod looked at for the first time may have changed since its first read (StatusWatch._watch)
-            changed = {uid for uid, sig in signatures.items() if uid not in self._seen or self._seen[uid] != sig}
+            signatures = await asyncio.to_thread(_signatures, dict(self.watched), dict(self.owners))
+            # a pod looked at for the first time may have changed since its first read (StatusWatch._watch),
+            # unless it has no status/ (yet) that may be looked at
+            changed = {uid for uid, sig in signatures.items()
+                       if (uid not in self._seen and sig is not None) or (uid in self._seen and self._seen[uid] != sig)}
             for uid, sig in signatures.items():
                 if uid in self.watched:
                     self._seen[uid] = sig
@@ -167,20 +198,28 @@ class StatWatch(StatusWatch):
             self._settling = changed
 
 
-def _signatures(watched: Mapping[str, str]) -> dict[str, tuple[int, int, int] | None]:
-    return {uid: _signature(workdir) for uid, workdir in watched.items()}
+def _signatures(watched: Mapping[str, str], owners: Mapping[str, int]
+                ) -> dict[str, tuple[int, int, int] | None]:
+    return {uid: _signature(workdir, owners.get(uid)) for uid, workdir in watched.items()}
 
 
-def _signature(workdir: str) -> tuple[int, int, int] | None:
+def _signature(workdir: str, owner: int | None) -> tuple[int, int, int] | None:
     try:
-        info = os.lstat(os.path.join(workdir, STATUS_DIR))
+        fd = open_pod_dir(workdir, owner)
     except OSError:
         return None
+    try:
+        info = os.stat(STATUS_DIR, dir_fd=fd, follow_symlinks=False)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 class InotifyWatch(StatusWatch):
-    """inotify on each watched pod's directory (for `status/` to appear) and on its `status/` directory."""
+    """inotify on each watched pod's directory (for `status/` to appear) and on its `status/` directory; on the
+    parent of a pod directory that does not exist yet (for it to appear)."""
 
     def __init__(self, on_change: OnChange, libc: ctypes.CDLL) -> None:
         super().__init__(on_change)
@@ -190,6 +229,8 @@ class InotifyWatch(StatusWatch):
             raise OSError(ctypes.get_errno(), "inotify_init1: " + os.strerror(ctypes.get_errno()))
         self._by_wd: dict[int, tuple[str, bool]] = {}  # wd -> (uid, is the status/ directory)
         self._wds: dict[str, list[int]] = {}
+        self._parents: dict[str, int] = {}  # a directory where pod directories are awaited -> its wd
+        self._awaited: dict[int, dict[str, str]] = {}  # that wd -> {name of the pod directory: uid}
         self._reader = False
         self._full = False  # warned that the watch limit was reached
 
@@ -207,24 +248,57 @@ class InotifyWatch(StatusWatch):
 
     def _watch(self, uid: str, workdir: str) -> None:
         self._ensure_reader()
-        for wd in self._wds.pop(uid, []):
-            self._by_wd.pop(wd, None)
-        wds = []
-        pod_wd = self._add(workdir, POD_DIR_MASK)
-        if pod_wd >= 0:
-            self._by_wd[pod_wd] = (uid, False)
-            wds.append(pod_wd)
-        status_wd = self._add(os.path.join(workdir, STATUS_DIR), STATUS_DIR_MASK)
-        if status_wd >= 0:
-            self._by_wd[status_wd] = (uid, True)
-            wds.append(status_wd)
-        self._wds[uid] = wds
+        self._forget_wds(uid)
+        self._await_dir(uid, workdir)  # before looking: a directory made meanwhile is not missed
+        try:
+            fd = open_pod_dir(workdir, self.owners.get(uid))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a symlink, another account's directory: not watched (the read refuses it too)
+            log.debug("not watching %s: %s", workdir, exc)
+            self._stop_awaiting(uid)
+        else:
+            self._stop_awaiting(uid)
+            try:
+                # Through the descriptor: the directory checked is the one watched, whatever is renamed meanwhile.
+                pod_wd = self._add(f"/proc/self/fd/{fd}", POD_DIR_MASK)
+                status_wd = self._add(f"/proc/self/fd/{fd}/{STATUS_DIR}", STATUS_DIR_MASK)
+            finally:
+                os.close(fd)
+            self._wds[uid] = []
+            for wd, is_status in ((pod_wd, False), (status_wd, True)):
+                if wd >= 0:
+                    self._by_wd[wd] = (uid, is_status)
+                    self._wds[uid].append(wd)
         super()._watch(uid, workdir)  # what was written before the watch began
 
-    def _unwatch(self, uid: str) -> None:
+    def _forget_wds(self, uid: str) -> None:
         for wd in self._wds.pop(uid, []):
             if self._by_wd.pop(wd, None) is not None:
                 self.libc.inotify_rm_watch(self.fd, wd)
+
+    def _await_dir(self, uid: str, workdir: str) -> None:
+        parent, name = os.path.split(os.path.normpath(workdir))
+        wd = self._parents.get(parent)
+        if wd is None:
+            wd = self._add(parent, PARENT_MASK)
+            if wd < 0:
+                return
+            self._parents[parent] = wd
+        self._awaited.setdefault(wd, {})[name] = uid
+
+    def _stop_awaiting(self, uid: str) -> None:
+        for wd, names in list(self._awaited.items()):
+            for name in [n for n, waiting in names.items() if waiting == uid]:
+                del names[name]
+            if not names:
+                del self._awaited[wd]
+                self._parents = {p: w for p, w in self._parents.items() if w != wd}
+                self.libc.inotify_rm_watch(self.fd, wd)
+
+    def _unwatch(self, uid: str) -> None:
+        self._forget_wds(uid)
+        self._stop_awaiting(uid)
 
     def _ensure_reader(self) -> None:
         if not self._reader:
@@ -237,6 +311,7 @@ class InotifyWatch(StatusWatch):
         except BlockingIOError:
             return
         changed: set[str] = set()
+        appeared: set[str] = set()
         offset = 0
         while offset + _EVENT.size <= len(data):
             wd, mask, _, length = _EVENT.unpack_from(data, offset)
@@ -244,11 +319,19 @@ class InotifyWatch(StatusWatch):
             offset += _EVENT.size + length
             if mask & IN_Q_OVERFLOW:
                 changed |= set(self.watched)  # events were lost: read every watched pod
+                appeared |= {uid for names in self._awaited.values() for uid in names.values()}
                 continue
-            where = self._by_wd.get(wd)
             if mask & IN_IGNORED:
                 self._by_wd.pop(wd, None)
+                if self._awaited.pop(wd, None) is not None:
+                    self._parents = {p: w for p, w in self._parents.items() if w != wd}
                 continue
+            if wd in self._awaited:  # a pod directory appeared in a parent
+                uid = self._awaited[wd].get(os.fsdecode(name))
+                if uid is not None:
+                    appeared.add(uid)
+                continue
+            where = self._by_wd.get(wd)
             if where is None:
                 continue
             uid, is_status = where
@@ -259,6 +342,9 @@ class InotifyWatch(StatusWatch):
             if name.startswith(b"."):
                 continue  # the job script's temporary files; the rename that follows is what counts
             changed.add(uid)
+        for uid in appeared:
+            if uid in self.watched:
+                self._watch(uid, self.watched[uid])  # tells it changed
         if changed:
             self.changed(changed)
 
@@ -266,7 +352,14 @@ class InotifyWatch(StatusWatch):
         workdir = self.watched.get(uid)
         if workdir is None:
             return
-        wd = self._add(os.path.join(workdir, STATUS_DIR), STATUS_DIR_MASK)
+        try:
+            fd = open_pod_dir(workdir, self.owners.get(uid))
+        except OSError:
+            return
+        try:
+            wd = self._add(f"/proc/self/fd/{fd}/{STATUS_DIR}", STATUS_DIR_MASK)
+        finally:
+            os.close(fd)
         if wd >= 0:
             self._by_wd[wd] = (uid, True)
             self._wds.setdefault(uid, []).append(wd)
