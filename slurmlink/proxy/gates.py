@@ -104,6 +104,8 @@ class AccessGates:
         if verdict.allowed:
             return None
         log.info("refused %r %r from %s: policy %s", call.method[:20], call.path[:200], call.client, verdict.rule)
+        if verdict.status == 404:
+            return Answer("policy", error_response(404, "NotFound", verdict.message, rule=verdict.rule))
         return Answer("policy", error_response(
             403, "Forbidden", f"refused by the proxy's allow-list: {verdict.message}", rule=verdict.rule))
 
