@@ -24,6 +24,7 @@ from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
+from slurmlink.proxy.edge import EdgeLimits, edge_protocol
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.extensions import Extensions
 from slurmlink.proxy.forward import Forwarder
@@ -70,7 +71,7 @@ class ProxyService:
         self.extensions = Extensions(config.files, lookup, self.ledger, self.slurm_token.token, signaller)
         self.gates = AccessGates(config, self.callers, self.ledger, self.slurm_token, lookup)
         forwarder = Forwarder(self.http, self.upstream, self.slurm_token, self.ledger, config.max_body_bytes,
-                              self.metrics.upstream_seconds)
+                              self.metrics.upstream_seconds, body_timeout=config.clients.body_timeout_seconds)
         # Every request passes these in order, until one answers (a refusal, or the answer).
         self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, *forwarder.steps()]
         self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)
@@ -180,5 +181,11 @@ def listeners(config: ProxyConfig, app: FastAPI) -> list[Listener]:
     """The public port (TLS from config.tls) and the admin listener, for `Servers(...).run()`."""
     service: ProxyService = app.state.proxy
     tls = tls_options(config.tls.cert_file, config.tls.key_file) if config.tls is not None else None
-    main = main_listener(app, config.listen.host, config.listen.port, tls, proxy_headers=False, server_header=False)
+    clients = config.clients
+    edge = edge_protocol(EdgeLimits(header_timeout=clients.header_timeout_seconds,
+                                    max_header_bytes=clients.max_header_bytes,
+                                    max_connections=clients.max_connections,
+                                    max_connections_per_address=clients.max_connections_per_address))
+    main = main_listener(app, config.listen.host, config.listen.port, tls, proxy_headers=False, server_header=False,
+                         http=edge, timeout_keep_alive=clients.keepalive_timeout_seconds)
     return [main, *admin_listener(config.admin, service.healthz, service.metrics.registry)]

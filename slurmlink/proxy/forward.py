@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from prometheus_client import Histogram
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from slurmlink.core.naming import is_job_name
@@ -32,22 +33,38 @@ MAX_SUBMIT_RESPONSE_BYTES = 1024 * 1024  # submit answers are small; they are bu
 
 class Forwarder:
     def __init__(self, http: httpx.AsyncClient, upstream: str, slurm_token: SlurmTokenSource,
-                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram) -> None:
+                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram, *,
+                 body_timeout: float = 30.0) -> None:
         self.http = http
         self.upstream = upstream
         self.slurm_token = slurm_token
         self.ledger = ledger
         self.max_body_bytes = max_body_bytes
         self.upstream_seconds = upstream_seconds
+        self.body_timeout = body_timeout
 
     def steps(self) -> list[Step]:
         return [self.read_body, self.forward]
 
     async def read_body(self, call: Call) -> Answer | None:
-        body = await self._body(call)
+        """The body, whole, within the size and time limits; a refusal here closes the connection (what is
+        left of the body is never read)."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await self._body(call)
+        except TimeoutError:
+            log.info("%s %s from %s as %s: no whole body within %g s", call.method, call.path, call.client,
+                     call.user, self.body_timeout)
+            return Answer("client-timeout", error_response(
+                408, "RequestTimeout", f"the request body did not arrive within {self.body_timeout:g} s",
+                close=True))
+        except ClientDisconnect:
+            log.info("%s %s from %s as %s: the client left before its body arrived", call.method, call.path,
+                     call.client, call.user)
+            return Answer("client-gone", error_response(400, "ClientDisconnected", "the client left", close=True))
         if body is None:
             return Answer("too-large", error_response(
-                413, "PayloadTooLarge", f"the request body exceeds {self.max_body_bytes} bytes"))
+                413, "PayloadTooLarge", f"the request body exceeds {self.max_body_bytes} bytes", close=True))
         call.body = body
         return None
 
