@@ -69,16 +69,28 @@ def refusal_bytes(status: int, error: str, reason: str) -> bytes:
 
 
 class _RememberingConnection(h11.Connection):
-    """h11's connection, remembering why the client's bytes were not HTTP (uvicorn drops the exception)."""
+    """h11's connection, remembering why the client's bytes were not HTTP (uvicorn drops the exception).
+    h11 limits only headers still arriving; headers that arrived whole are measured here."""
 
-    last_error: h11.RemoteProtocolError | None = None
+    def __init__(self, max_header_bytes: int) -> None:
+        super().__init__(h11.SERVER, max_header_bytes)
+        self.max_header_bytes = max_header_bytes
+        self.last_error: h11.RemoteProtocolError | None = None
 
     def next_event(self) -> Any:
         try:
-            return super().next_event()
+            event = super().next_event()
+            if isinstance(event, h11.Request) and header_bytes(event) > self.max_header_bytes:
+                raise h11.RemoteProtocolError("headers too large", error_status_hint=431)
+            return event
         except h11.RemoteProtocolError as exc:
             self.last_error = exc
             raise
+
+
+def header_bytes(request: h11.Request) -> int:
+    """The size of a request line and its headers, about as sent. Pure."""
+    return len(request.target) + 16 + sum(len(name) + len(value) + 4 for name, value in request.headers)
 
 
 def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
@@ -88,7 +100,7 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
     class EdgeProtocol(H11Protocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.remembering = _RememberingConnection(h11.SERVER, limits.max_header_bytes)
+            self.remembering = _RememberingConnection(limits.max_header_bytes)
             self.conn = self.remembering
             self.counted_as: str | None = None
             self.header_timer: asyncio.TimerHandle | None = None

@@ -21,9 +21,11 @@ from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
 from slurmlink.proxy.errors import error_response
 from slurmlink.proxy.gates import Answer, Call, Step
+from slurmlink.proxy.joblookup import INVALID_JOB_ID
 from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.roles import SERVICE
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+from slurmlink.slurm import rest_shapes
 
 log = logging.getLogger("slurmlink.proxy")
 
@@ -104,6 +106,8 @@ class Forwarder:
         passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK}
         if call.route == policy.SUBMIT and self.ledger is not None and call.caller.role != SERVICE:
             return await self._submission(call, upstream, passed)
+        if call.route == policy.JOB and upstream.status_code == 500:
+            return await _job_answer(upstream, passed)
         return Answer("allowed", StreamingResponse(
             _relay(upstream), status_code=upstream.status_code, headers=passed,
             background=BackgroundTask(upstream.aclose)))
@@ -145,6 +149,20 @@ class Forwarder:
             await asyncio.to_thread(self.ledger.record, job_id, user, name, workdir)
         except OSError as exc:  # the job exists: failing the answer would only make the client submit twice
             log.error("could not record job %s in the ledger %s: %s", job_id, self.ledger.path, exc)
+
+
+async def _job_answer(upstream: httpx.Response, passed: dict[str, str]) -> Answer:
+    """slurmrestd before 24.11 answers 500 for a job it does not know (SLURM's error 2017, which 24.11 answers
+    with 404): relayed as a 404, the body as it is, so that an unknown job is a 404 whatever the version."""
+    answer = await _buffered(upstream)
+    if answer is None:
+        return Answer("upstream-error", error_response(502, "UpstreamError", "slurmrestd's answer was too large "
+                                                       "or broken off"))
+    try:
+        unknown = INVALID_JOB_ID in rest_shapes.error_codes(json.loads(answer))
+    except (ValueError, AttributeError, TypeError):
+        unknown = False
+    return Answer("allowed", Response(answer, status_code=404 if unknown else 500, headers=passed))
 
 
 async def _buffered(upstream: httpx.Response) -> bytes | None:
