@@ -116,6 +116,11 @@ class ProxyConfig(Strict):
         "refused tokens per client address: past the burst, the address gets 429 without its token being looked "
         "at. Off by default: in mode 1 one API sends everyone's tokens, and one user's expired tokens would lock "
         "out everyone behind it. Turn it on where clients are people"))
+    token_recheck_on_change_seconds: float | None = Field(default=None, ge=0, description=(
+        "prompt revocation: submits, cancels and signals trust a validated token's identity only this long, then "
+        "ask the issuer again (userinfo, or introspection with `client_id`), so a revoked token or a left VO "
+        "stops changing jobs within it; costs one issuer round trip per token per interval on such requests "
+        "(0: on every one). Null: `identity.issuers[].cache_ttl_seconds` applies to every request"))
     clients: ClientsSection = Field(default_factory=lambda: ClientsSection(), description=(
         "timeouts and connection caps for slow, stalled or greedy clients"))
     allow_slurmdb: bool = Field(default=False, description="allow the read-only `/slurmdb` job queries")

@@ -278,3 +278,35 @@ def test_connections_are_capped_per_address_and_in_total(slurm_cluster: DevClust
         for sock in held:
             sock.close()
         server.stop()
+
+
+# --- the identity cache and token lifetimes ----------------------------------------------------------------------
+
+def test_a_token_issued_for_too_long_is_refused(proxy: ProxyServer, checkin: CheckinStandin,
+                                                people: dict[str, str]) -> None:
+    token = checkin.mint(people["alice"], lifetime=2 * 86400)  # the default maximum is a day
+    answer = httpx.get(f"{proxy.url}/slurm/{V}/ping", headers=bearer(token), timeout=30)
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"] == "TokenRejected" and "(exp - iat)" in answer.json()["reason"]
+
+
+def test_a_revoked_token_stops_changing_jobs_at_once(slurm_cluster: DevCluster, checkin: CheckinStandin,
+                                                     users_file: Path, people: dict[str, str]) -> None:
+    """With `token_recheck_on_change_seconds: 0` a change asks the issuer every time; reads use the cache."""
+    server = ProxyServer(edge_config(slurm_cluster, checkin, users_file, token_recheck_on_change_seconds=0)).start()
+    try:
+        token = checkin.mint(people["alice"])
+        with httpx.Client(base_url=server.url, headers=bearer(token), timeout=30) as client:
+            submitted = client.post(f"/slurm/{V}/job/submit", json=submit_body("slurmlink-proxy-revoked"))
+            assert submitted.status_code == 200, submitted.text
+            job = f"/slurm/{V}/job/{submitted.json()['job_id']}"
+            checkin.revoke(token)
+            assert client.get(job).status_code == 200  # a read: the cached identity (cache_ttl_seconds)
+            before = job_ids(slurm_cluster)
+            refused = client.post(f"/slurm/{V}/job/submit", json=submit_body("slurmlink-proxy-revoked"))
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["error"] == "TokenRejected"
+            assert client.delete(job).status_code == 401
+            assert not job_ids(slurm_cluster) - before
+    finally:
+        server.stop()
