@@ -7,9 +7,11 @@ Requests that must reach the proxy byte for byte are written on raw sockets (HTT
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,3 +312,50 @@ def test_a_revoked_token_stops_changing_jobs_at_once(slurm_cluster: DevCluster, 
             assert not job_ids(slurm_cluster) - before
     finally:
         server.stop()
+
+
+# --- what reaches slurmrestd -------------------------------------------------------------------------------------
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """Stands where slurmrestd stands, to show the headers the proxy sends (slurmrestd cannot show them)."""
+
+    seen: list[list[tuple[str, str]]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        Recorder.seen.append(list(self.headers.items()))
+        body = json.dumps({"meta": {}, "errors": [], "warnings": [], "jobs": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_only_allowed_client_headers_reach_slurmrestd(slurm_cluster: DevCluster, checkin: CheckinStandin,
+                                                      users_file: Path, alice: str) -> None:
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    server = ProxyServer(edge_config(slurm_cluster, checkin, users_file, api_version=V,
+                                     upstream=f"http://127.0.0.1:{upstream.server_address[1]}")).start()
+    try:
+        client_headers = [("Authorization", f"Bearer {alice}"), ("Accept", "application/json"),
+                          ("Content-Type", "application/json"), ("Content-Type", "text/evil"),
+                          ("User-Agent", "evil-agent"), ("Cookie", "session=evil"), ("X-Custom", "evil"),
+                          ("Origin", "https://evil.example.org"), ("Referer", "https://evil.example.org/"),
+                          ("X-Real-IP", "10.6.6.6"), ("Content_Type", "evil"), ("Accept-Language", "evil"),
+                          ("Range", "bytes=0-1"), ("If-None-Match", "\"evil\""), ("Via", "evil"),
+                          ("X-SLURM-USER-NAME", "root"), ("Forwarded", "for=evil")]
+        status, _, data = raw_request(server.port, "GET", f"/slurm/{V}/jobs", client_headers)
+        assert status == 200, data
+        sent = Recorder.seen[-1]
+        assert not [(k, v) for k, v in sent if "evil" in v or "6.6.6" in v], sent
+        assert {k.lower() for k, _ in sent} <= {"host", "accept", "content-type", "accept-encoding", "connection",
+                                                "user-agent", "x-slurm-user-name", "x-slurm-user-token"}, sent
+        assert [v for k, v in sent if k.lower() == "x-slurm-user-name"] == [slurm_cluster.users[0]]
+        assert [v for k, v in sent if k.lower() == "content-type"] == ["application/json"]
+    finally:
+        server.stop()
+        upstream.shutdown()
