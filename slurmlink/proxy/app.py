@@ -6,6 +6,7 @@ forwarding (forward.py). See slurmlink/proxy/config.py for the options."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -25,7 +27,7 @@ from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
 from slurmlink.proxy.edge import EdgeLimits, edge_protocol
-from slurmlink.proxy.errors import Refusal
+from slurmlink.proxy.errors import Refusal, error_response
 from slurmlink.proxy.extensions import Extensions
 from slurmlink.proxy.forward import Forwarder
 from slurmlink.proxy.gates import AccessGates, Answer, Call, Step
@@ -36,6 +38,8 @@ from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 
 PUBLIC_HEALTH_SECONDS = 5.0
+_CAMEL = {404: "NotFound", 405: "MethodNotAllowed"}
+log = logging.getLogger("slurmlink.proxy")
 
 
 class Metrics:
@@ -89,7 +93,13 @@ class ProxyService:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        route, decision, response = await self._handle(request)
+        try:
+            route, decision, response = await self._handle(request)
+        except Exception:  # a bug: answered in the proxy's shape, logged once, never uvicorn's plain 500
+            log.exception("the proxy failed on %s %s", scope.get("method"), scope.get("path", "")[:200])
+            route, decision = "error", "error"
+            response = error_response(500, "InternalError", "the proxy failed on this request; the site's log "
+                                      "has the details")
         self.metrics.requests.labels(route, str(response.status_code), decision).inc()
         await response(scope, receive, send)
 
@@ -174,6 +184,12 @@ def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> 
             return service.metrics_response()
 
     app.router.default = service  # everything else goes through the policy, auth and forwarding
+
+    @app.exception_handler(StarletteHTTPException)
+    async def own_routes_refusal(_: Request, exc: StarletteHTTPException) -> Response:
+        """The proxy's own routes (e.g. POST /healthz) refuse in the proxy's shape, not FastAPI's."""
+        return error_response(exc.status_code, _CAMEL.get(exc.status_code, "Refused"), str(exc.detail))
+
     return app
 
 

@@ -80,12 +80,22 @@ class _RememberingConnection(h11.Connection):
     def next_event(self) -> Any:
         try:
             event = super().next_event()
-            if isinstance(event, h11.Request) and header_bytes(event) > self.max_header_bytes:
-                raise h11.RemoteProtocolError("headers too large", error_status_hint=431)
+            if isinstance(event, h11.Request):
+                check_request(event, self.max_header_bytes)
             return event
         except h11.RemoteProtocolError as exc:
             self.last_error = exc
             raise
+
+
+def check_request(request: h11.Request, max_header_bytes: int) -> None:
+    """What h11 lets through and the proxy does not: headers that arrived whole but too large, and a body
+    framed twice (RFC 9112 6.1 allows refusing it; a framing read two ways is how requests are smuggled)."""
+    if header_bytes(request) > max_header_bytes:
+        raise h11.RemoteProtocolError("headers too large", error_status_hint=431)
+    names = {name for name, _ in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding frame the body")
 
 
 def header_bytes(request: h11.Request) -> int:

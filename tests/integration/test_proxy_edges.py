@@ -194,12 +194,23 @@ def test_a_token_of_8_kib_still_fits(proxy: ProxyServer, alice: str) -> None:
     b"POST /slurm/x HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
     b"POST /slurm/x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
     b"GET /slurm/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nX: \x00\r\n\r\n",
-], ids=["not-http", "bad-header-line", "bad-content-length", "two-content-lengths", "nul-in-header"])
+    b"POST /slurm/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"GET /slurm/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+], ids=["not-http", "bad-header-line", "bad-content-length", "two-content-lengths", "nul-in-header",
+        "length-and-chunked", "unknown-transfer-coding"])
 def test_malformed_http_gets_the_json_shape(proxy: ProxyServer, request_bytes: bytes) -> None:
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
         sock.sendall(request_bytes)
         status, answer = read_answer(sock, 10)
-    assert status == 400 and answer["error"] == "BadRequest", answer
+    assert status in (400, 501) and answer["error"] == "BadRequest", answer
+
+
+@pytest.mark.parametrize("method, path, status", [("POST", "/healthz", 405), ("DELETE", "/healthz", 405)])
+def test_the_proxys_own_routes_refuse_in_its_shape(proxy: ProxyServer, method: str, path: str,
+                                                   status: int) -> None:
+    answered, _, data = raw_request(proxy.port, method, path, [])
+    assert answered == status, data
+    refusal(data)
 
 
 # --- slow, stalled and departing clients ---------------------------------------------------------------------
