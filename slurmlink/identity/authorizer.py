@@ -36,9 +36,10 @@ class Authorizer:
         self.policy = policy
         self.mapper = mapper
 
-    async def authorize(self, token: str, *, action: str, client: str = "") -> Grant:
+    async def authorize(self, token: str, *, action: str, client: str = "", max_age: float | None = None) -> Grant:
+        """`max_age`: see TokenValidator.validate."""
         try:
-            identity = await self.validator.validate(token)
+            identity = await self.validator.validate(token, max_age=max_age)
         except TokenRejected as exc:
             audit.record(action=action, allowed=False, reason=f"token: {exc.message}", client=client)
             raise AccessDenied("TokenRejected", f"the access token was refused: {exc.message}",

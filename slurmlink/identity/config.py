@@ -41,6 +41,13 @@ class IssuerSection(Strict):
     client_secret_file: str | None = Field(default=None, description="the file holding `client_id`'s secret")
     leeway_seconds: int = Field(default=30, description="clock skew allowed on `exp`/`nbf`/`iat`")
     min_lifetime_seconds: int = Field(default=0, description="refuse tokens that expire sooner than this")
+    max_token_lifetime_seconds: int | None = Field(default=86400, gt=0, description=(
+        "refuse tokens issued for longer than this (`exp - iat`; Check-in's access tokens live 3600 s); null: "
+        "any lifetime"))
+    cache_ttl_seconds: float = Field(default=300.0, ge=0, description=(
+        "how long a validated token's identity and claims (entitlements) are reused without asking the issuer; "
+        "never past the token's expiry. Shorter: a revoked token or a left VO is noticed sooner, at one "
+        "userinfo/introspection call per token per TTL"))
     user_key_claim: str = Field(default="voperson_id", description=(
         "the user's key within the issuer (falls back to `sub`)"))
 
@@ -62,6 +69,8 @@ class IssuerSection(Strict):
     def build(self, client_secret: str | None) -> IssuerConfig:
         return IssuerConfig(issuer=self.url, audience=self.audience, leeway_seconds=self.leeway_seconds,
                             min_lifetime_seconds=self.min_lifetime_seconds, user_key_claim=self.user_key_claim,
+                            max_lifetime_seconds=self.max_token_lifetime_seconds,
+                            claims_cache_ttl_seconds=self.cache_ttl_seconds,
                             client_id=self.client_id, client_secret=client_secret)
 
 

@@ -4,6 +4,8 @@ A Check-in VO membership arrives as `urn:mace:egi.eu:group:<vo>[:<subgroup>...]:
 `aarc_entitlement` parses these, but its `satisfies()` ignores the `#authority` and lets subgroup membership
 count for the parent group, so matching is done here on the parsed parts: namespace, group, subgroups, role and
 authority are each compared explicitly. Anything that does not parse is skipped, never trusted, never a crash.
+An entitlement counts only as written: `aarc_entitlement` percent-decodes (`vo%2Eexample` reads as `vo.example`),
+so a value whose parsed parts, written out again, are not exactly the value received is skipped too.
 
 A `Decision` names the VO that let the caller in and carries that VO's settings (for example which mapping
 strategies or which service account apply), so the mapper never has to re-derive the VO from claims.
@@ -243,9 +245,20 @@ def _parse_entitlements(values: Iterable[str]) -> list[_Entitlement]:
             skipped += 1
             continue
         namespace = ":".join(("urn", ent.namespace_id, ent.delegated_namespace, *(ent.subnamespaces or ())))
+        if _written_out(namespace, ent.group, subgroups, ent.role, ent.group_authority) != raw:
+            skipped += 1  # decoded or normalised by the parser: not what the issuer wrote
+            continue
         parsed.append(_Entitlement(namespace, ent.group, subgroups, ent.role or IMPLICIT_ROLE, ent.group_authority))
     if skipped:
         # Counted, not echoed: the values are the caller's data and may be long or hostile.
         log.debug("skipped %d entitlement value(s) that are not AARC-G002 group entitlements", skipped)
     return parsed
 
+
+
+def _written_out(namespace: str, group: str, subgroups: tuple[str, ...], role: str | None,
+                 authority: str | None) -> str:
+    """An entitlement as AARC-G002 writes its parts, with nothing encoded. Pure."""
+    value = ":".join((namespace, "group", group, *subgroups))
+    value += f":role={role}" if role else ""
+    return value + (f"#{authority}" if authority else "")

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -25,7 +26,8 @@ from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
-from slurmlink.proxy.errors import Refusal
+from slurmlink.proxy.edge import EdgeLimits, edge_protocol
+from slurmlink.proxy.errors import Refusal, error_response
 from slurmlink.proxy.extensions import Extensions
 from slurmlink.proxy.filewatch import FileWatch
 from slurmlink.proxy.forward import Forwarder
@@ -39,6 +41,7 @@ from slurmlink.slurm.podfiles import PodFiles
 from slurmlink.slurm.statuswatch import choose_method
 
 PUBLIC_HEALTH_SECONDS = 5.0
+_CAMEL = {404: "NotFound", 405: "MethodNotAllowed"}
 log = logging.getLogger("slurmlink.proxy")
 
 
@@ -77,7 +80,8 @@ class ProxyService:
                                      self.watch)
         self.gates = AccessGates(config, self.callers, self.ledger, self.slurm_token, lookup)
         forwarder = Forwarder(self.http, self.upstream, self.slurm_token, self.ledger, config.max_body_bytes,
-                              self.metrics.upstream_seconds, self.watch.submitted if self.watch else None)
+                              self.metrics.upstream_seconds, body_timeout=config.clients.body_timeout_seconds,
+                              on_submitted=self.watch.submitted if self.watch else None)
         # Every request passes these in order, until one answers (a refusal, or the answer).
         self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, *forwarder.steps()]
         self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)
@@ -102,7 +106,13 @@ class ProxyService:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        route, decision, response = await self._handle(request)
+        try:
+            route, decision, response = await self._handle(request)
+        except Exception:  # a bug: answered in the proxy's shape, logged once, never uvicorn's plain 500
+            log.exception("the proxy failed on %s %s", scope.get("method"), scope.get("path", "")[:200])
+            route, decision = "error", "error"
+            response = error_response(500, "InternalError", "the proxy failed on this request; the site's log "
+                                      "has the details")
         self.metrics.requests.labels(route, str(response.status_code), decision).inc()
         await response(scope, receive, send)
 
@@ -202,6 +212,12 @@ def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> 
             return service.metrics_response()
 
     app.router.default = service  # everything else goes through the policy, auth and forwarding
+
+    @app.exception_handler(StarletteHTTPException)
+    async def own_routes_refusal(_: Request, exc: StarletteHTTPException) -> Response:
+        """The proxy's own routes (e.g. POST /healthz) refuse in the proxy's shape, not FastAPI's."""
+        return error_response(exc.status_code, _CAMEL.get(exc.status_code, "Refused"), str(exc.detail))
+
     return app
 
 
@@ -209,5 +225,11 @@ def listeners(config: ProxyConfig, app: FastAPI) -> list[Listener]:
     """The public port (TLS from config.tls) and the admin listener, for `Servers(...).run()`."""
     service: ProxyService = app.state.proxy
     tls = tls_options(config.tls.cert_file, config.tls.key_file) if config.tls is not None else None
-    main = main_listener(app, config.listen.host, config.listen.port, tls, proxy_headers=False, server_header=False)
+    clients = config.clients
+    edge = edge_protocol(EdgeLimits(header_timeout=clients.header_timeout_seconds,
+                                    max_header_bytes=clients.max_header_bytes,
+                                    max_connections=clients.max_connections,
+                                    max_connections_per_address=clients.max_connections_per_address))
+    main = main_listener(app, config.listen.host, config.listen.port, tls, proxy_headers=False, server_header=False,
+                         http=edge, timeout_keep_alive=clients.keepalive_timeout_seconds)
     return [main, *admin_listener(config.admin, service.healthz, service.metrics.registry)]

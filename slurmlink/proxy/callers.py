@@ -14,11 +14,11 @@ class CallerIdentifier:
         self.authorizer = authorizer
         self.services = services
 
-    async def identify(self, token: str, *, action: str, client: str) -> Caller:
-        """The caller, or AccessDenied (audited either way)."""
+    async def identify(self, token: str, *, action: str, client: str, max_age: float | None = None) -> Caller:
+        """The caller, or AccessDenied (audited either way); `max_age` as for TokenValidator.validate."""
         if self.services:
             try:
-                identity = await self.authorizer.validator.validate(token)
+                identity = await self.authorizer.validator.validate(token, max_age=max_age)
             except TokenRejected as exc:
                 audit.record(action=action, allowed=False, reason=f"token: {exc.message}", client=client)
                 raise AccessDenied("TokenRejected", f"the access token was refused: {exc.message}",
@@ -29,5 +29,5 @@ class CallerIdentifier:
                                  client=client, mapped_user=service.account, role=SERVICE)
                 return Caller(service.account, identity.subject, identity.issuer, SERVICE)
         # the validator caches the identity by token hash: validating again here costs nothing
-        grant = await self.authorizer.authorize(token, action=action, client=client)
+        grant = await self.authorizer.authorize(token, action=action, client=client, max_age=max_age)
         return Caller(grant.username, grant.identity.subject, grant.identity.issuer, USER)

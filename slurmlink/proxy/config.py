@@ -32,6 +32,26 @@ class RateLimitSection(Strict):
     burst: int = Field(default=20, ge=1, description="requests allowed at once above the sustained rate")
 
 
+class ClientsSection(Strict):
+    """What a client may hold of the proxy before its request is whole (slow or stalled clients)."""
+
+    header_timeout_seconds: float = Field(default=10.0, gt=0, description=(
+        "a connection sends its request's headers within this long of connecting (or of its first byte after "
+        "an answer), else 408 and closed"))
+    body_timeout_seconds: float = Field(default=30.0, gt=0, description=(
+        "a request's whole body arrives within this long of its headers, else 408 and closed"))
+    keepalive_timeout_seconds: float = Field(default=5.0, gt=0, description=(
+        "an idle kept-alive connection is closed after this long"))
+    max_header_bytes: int = Field(default=16 * 1024, ge=8 * 1024 + 1024, description=(
+        "largest request line and headers together (a Check-in token is up to 8 KiB), else 431"))
+    max_connections: int = Field(default=1000, ge=1, description=(
+        "connections open at once on the public port, else 503 (each is a file descriptor: stay below the "
+        "process's `ulimit -n` minus `max_upstream_connections`)"))
+    max_connections_per_address: int = Field(default=200, ge=1, description=(
+        "connections open at once from one client address, else 429 (in mode 1 one API holds its pool and every "
+        "followed log: keep this above the API's `max_connections` plus the follows it serves)"))
+
+
 class SignalsSection(Strict):
     """Signalling only a job's batch script (graceful stop): slurmrestd before v0.0.40 signals every process of
     the job, so the proxy runs `scancel --batch` with a token of the job's owner (SLURM_JWT; needs AuthAltTypes
@@ -105,6 +125,13 @@ class ProxyConfig(Strict):
         "refused tokens per client address: past the burst, the address gets 429 without its token being looked "
         "at. Off by default: in mode 1 one API sends everyone's tokens, and one user's expired tokens would lock "
         "out everyone behind it. Turn it on where clients are people"))
+    token_recheck_on_change_seconds: float | None = Field(default=None, ge=0, description=(
+        "prompt revocation: submits, cancels and signals trust a validated token's identity only this long, then "
+        "ask the issuer again (userinfo, or introspection with `client_id`), so a revoked token or a left VO "
+        "stops changing jobs within it; costs one issuer round trip per token per interval on such requests "
+        "(0: on every one). Null: `identity.issuers[].cache_ttl_seconds` applies to every request"))
+    clients: ClientsSection = Field(default_factory=lambda: ClientsSection(), description=(
+        "timeouts and connection caps for slow, stalled or greedy clients"))
     allow_slurmdb: bool = Field(default=False, description="allow the read-only `/slurmdb` job queries")
     tls: TlsSection | None = None
     files: FilesSection | None = Field(default=None, description=(

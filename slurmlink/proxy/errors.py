@@ -22,11 +22,14 @@ class Refusal(SlurmlinkError):
 
 
 def error_response(status: int, error: str, reason: str, *, retry_after: int | None = None,
-                   rule: str | None = None) -> JSONResponse:
+                   rule: str | None = None, close: bool = False) -> JSONResponse:
+    """`close`: end the connection after the answer (a request whose body was not read whole)."""
     body: dict[str, Any] = {"error": error, "reason": reason}
     if rule is not None:
         body["rule"] = rule
-    extra = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    extra: dict[str, str] = {"Retry-After": str(retry_after)} if retry_after is not None else {}
     if status == 401:
-        extra = {**(extra or {}), "WWW-Authenticate": 'Bearer realm="slurmlink"'}
-    return JSONResponse(body, status_code=status, headers=extra)
+        extra["WWW-Authenticate"] = 'Bearer realm="slurmlink"'
+    if close:
+        extra["Connection"] = "close"
+    return JSONResponse(body, status_code=status, headers=extra or None)

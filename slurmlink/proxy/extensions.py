@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from slurmlink.core.kube import is_dns_label
 from slurmlink.core.states import is_finished
 from slurmlink.proxy import policy
 from slurmlink.proxy.capacity import free_capacity
@@ -39,7 +40,7 @@ from slurmlink.proxy.roles import Caller
 from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.slurm_token import SlurmTokenError
 from slurmlink.slurm.base import SlurmError
-from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile, check_container_name
+from slurmlink.slurm.podfiles import PodFiles, UnsafePodFile
 from slurmlink.wire.names import LOG_SIZE_HEADER
 from slurmlink.wire.statuschanges import DEFAULT_WAIT_SECONDS, MAX_JOBS_PER_CALL, MAX_WAIT_SECONDS
 
@@ -131,7 +132,7 @@ class Extensions:
         job is checked on its own, and a refused one carries its refusal instead of files."""
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
         ids = params.get("jobs", [""])[0].split(",") if set(params) == {"jobs"} and len(params["jobs"]) == 1 else []
-        if not ids or len(ids) > MAX_JOBS_PER_STATUSES or not all(i.isdigit() and len(i) <= 12 for i in ids):
+        if not ids or len(ids) > MAX_JOBS_PER_STATUSES or not all(policy.is_job_id(i) and len(i) <= 12 for i in ids):
             raise Refusal(400, "BadRequest", f"statuses takes jobs=<id>,<id>,... (at most {MAX_JOBS_PER_STATUSES})")
         answers: dict[str, dict[str, object]] = {}
         located: list[PodDir] = []
@@ -179,11 +180,9 @@ class Extensions:
         return JSONResponse(answer.to_wire())
 
     async def logs(self, caller: Caller, path: str, query: str) -> Response:
-        job_id, container = _job_id(path), urllib.parse.unquote(path.split("/")[6], errors="strict")
-        try:
-            check_container_name(container)
-        except SlurmError as exc:
-            raise Refusal(400, "BadRequest", exc.message) from None
+        job_id, container = _job_id(path), path.split("/")[6]
+        if not is_dns_label(container):  # as written: Kubernetes names containers so, nothing to decode
+            raise Refusal(400, "BadRequest", f"not a container name: {container[:70]!r} (a DNS label)")
         wanted = parse_query(query)
         if wanted.follow and self.follows.get(caller.user, 0) >= self.max_follows:
             raise Refusal(429, "TooManyFollows", f"{caller.user} already follows {self.max_follows} logs; close one "

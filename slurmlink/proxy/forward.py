@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from prometheus_client import Histogram
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from slurmlink.core.naming import is_job_name
@@ -20,9 +21,11 @@ from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
 from slurmlink.proxy.errors import error_response
 from slurmlink.proxy.gates import Answer, Call, Step
+from slurmlink.proxy.joblookup import INVALID_JOB_ID
 from slurmlink.proxy.ledger import Ledger, LedgerEntry
 from slurmlink.proxy.roles import SERVICE
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+from slurmlink.slurm import rest_shapes
 
 log = logging.getLogger("slurmlink.proxy")
 
@@ -32,8 +35,8 @@ MAX_SUBMIT_RESPONSE_BYTES = 1024 * 1024  # submit answers are small; they are bu
 
 class Forwarder:
     def __init__(self, http: httpx.AsyncClient, upstream: str, slurm_token: SlurmTokenSource,
-                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram,
-                 on_submitted: Callable[[LedgerEntry], None] | None = None) -> None:
+                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram, *,
+                 on_submitted: Callable[[LedgerEntry], None] | None = None, body_timeout: float = 30.0) -> None:
         self.http = http
         self.upstream = upstream
         self.slurm_token = slurm_token
@@ -41,15 +44,30 @@ class Forwarder:
         self.on_submitted = on_submitted  # e.g. the file watch begins watching the job's directory
         self.max_body_bytes = max_body_bytes
         self.upstream_seconds = upstream_seconds
+        self.body_timeout = body_timeout
 
     def steps(self) -> list[Step]:
         return [self.read_body, self.forward]
 
     async def read_body(self, call: Call) -> Answer | None:
-        body = await self._body(call)
+        """The body, whole, within the size and time limits; a refusal here closes the connection (what is
+        left of the body is never read)."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                body = await self._body(call)
+        except TimeoutError:
+            log.info("%s %s from %s as %s: no whole body within %g s", call.method, call.path, call.client,
+                     call.user, self.body_timeout)
+            return Answer("client-timeout", error_response(
+                408, "RequestTimeout", f"the request body did not arrive within {self.body_timeout:g} s",
+                close=True))
+        except ClientDisconnect:
+            log.info("%s %s from %s as %s: the client left before its body arrived", call.method, call.path,
+                     call.client, call.user)
+            return Answer("client-gone", error_response(400, "ClientDisconnected", "the client left", close=True))
         if body is None:
             return Answer("too-large", error_response(
-                413, "PayloadTooLarge", f"the request body exceeds {self.max_body_bytes} bytes"))
+                413, "PayloadTooLarge", f"the request body exceeds {self.max_body_bytes} bytes", close=True))
         call.body = body
         return None
 
@@ -89,6 +107,8 @@ class Forwarder:
         passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK}
         if call.route == policy.SUBMIT and self.ledger is not None and call.caller.role != SERVICE:
             return await self._submission(call, upstream, passed)
+        if call.route == policy.JOB and upstream.status_code == 500:
+            return await _job_answer(upstream, passed)
         return Answer("allowed", StreamingResponse(
             _relay(upstream), status_code=upstream.status_code, headers=passed,
             background=BackgroundTask(upstream.aclose)))
@@ -133,6 +153,20 @@ class Forwarder:
             return
         if self.on_submitted is not None:
             self.on_submitted(entry)
+
+
+async def _job_answer(upstream: httpx.Response, passed: dict[str, str]) -> Answer:
+    """slurmrestd before 24.11 answers 500 for a job it does not know (SLURM's error 2017, which 24.11 answers
+    with 404): relayed as a 404, the body as it is, so that an unknown job is a 404 whatever the version."""
+    answer = await _buffered(upstream)
+    if answer is None:
+        return Answer("upstream-error", error_response(502, "UpstreamError", "slurmrestd's answer was too large "
+                                                       "or broken off"))
+    try:
+        unknown = INVALID_JOB_ID in rest_shapes.error_codes(json.loads(answer))
+    except (ValueError, AttributeError, TypeError):
+        unknown = False
+    return Answer("allowed", Response(answer, status_code=404 if unknown else 500, headers=passed))
 
 
 async def _buffered(upstream: httpx.Response) -> bytes | None:

@@ -32,6 +32,7 @@ from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 log = logging.getLogger("slurmlink.proxy")
 
 NEVER_MAPPED = frozenset({"root"})
+READ_METHODS = frozenset({"GET", "HEAD"})
 _JOB_ID_IN_PATH = re.compile(r"/job/([0-9]+)/?\Z")
 _NOBODY = Caller(user="", subject="", issuer="", role=USER)
 
@@ -104,6 +105,8 @@ class AccessGates:
         if verdict.allowed:
             return None
         log.info("refused %r %r from %s: policy %s", call.method[:20], call.path[:200], call.client, verdict.rule)
+        if verdict.status == 404:
+            return Answer("policy", error_response(404, "NotFound", verdict.message, rule=verdict.rule))
         return Answer("policy", error_response(
             403, "Forbidden", f"refused by the proxy's allow-list: {verdict.message}", rule=verdict.rule))
 
@@ -127,8 +130,11 @@ class AccessGates:
         return Answer("unauthenticated", error_response(401, "Unauthorized", why))
 
     async def identity(self, call: Call) -> Answer | None:
+        # a change (submit, cancel, signal) may want a fresher word from the issuer than a read
+        max_age = self.config.token_recheck_on_change_seconds if call.method not in READ_METHODS else None
         try:
-            call.caller = await self.callers.identify(call.token, action=call.action, client=call.client)
+            call.caller = await self.callers.identify(call.token, action=call.action, client=call.client,
+                                                      max_age=max_age)
         except AccessDenied as exc:
             if exc.transient:
                 return Answer("unavailable", error_response(503, exc.reason, exc.message, retry_after=10))

@@ -41,7 +41,7 @@ class Rule:
 
 def _rule(methods: str, template: str, *, slurmdb: bool = False, extension: bool = False,
           service: ServiceAccess | dict[str, ServiceAccess] = ServiceAccess.REFUSED) -> Rule:
-    regex = re.escape(template).replace(r"\{v\}", VERSION).replace(r"\{id\}", r"[0-9]{1,12}")
+    regex = re.escape(template).replace(r"\{v\}", VERSION).replace(r"\{id\}", r"(?P<id>[0-9]{1,12})")
     # a container name is one path segment; the extension decodes and checks it like the cli backend does
     regex = regex.replace(r"/\?", "/?").replace(r"\{container\}", r"[^/]{1,253}")
     name = f"{methods} {template.replace('/?', '/')}"
@@ -89,11 +89,17 @@ class PolicyDecision:
     rule: str  # the allow rule that matched, or the name of the rule that refused
     message: str = ""
     extension: bool = False
+    status: int = 403  # of a refusal: 404 for a job id no job can have
 
     @property
     def route(self) -> str:
         """A bounded label for metrics: the matched pattern, or `denied:<rule>`."""
         return self.rule if self.allowed else f"denied:{self.rule}"
+
+
+def is_job_id(text: str) -> bool:
+    """A job id as SLURM writes it: SLURM would read `007` as job 7, and a check of `007` would miss job 7."""
+    return text.isascii() and text.isdigit() and text[0] != "0"
 
 
 def _deny(rule: str, message: str) -> PolicyDecision:
@@ -118,13 +124,18 @@ def decide(method: str, path: str, query: str = "", *, allow_slurmdb: bool = Fal
     method = method.upper()
     path_matched = False
     for rule in RULES:
-        if not rule.pattern.match(path):
+        match = rule.pattern.fullmatch(path)
+        if match is None:
             continue
         path_matched = True
         if method not in rule.methods:
             continue
         if rule.slurmdb and not allow_slurmdb:
             return _deny("slurmdb-disabled", "/slurmdb queries are not enabled on this proxy (allow_slurmdb)")
+        job_id = match.groupdict().get("id")
+        if job_id is not None and not is_job_id(job_id):
+            return PolicyDecision(False, "no-such-job", f"there is no job {job_id} (a job id is a number from 1, "
+                                  "without leading zeros)", status=404)
         return PolicyDecision(True, rule.name, extension=rule.extension)
     if path_matched:
         return _deny("method-not-allowed", f"{method} is not allowed on this path")

@@ -205,3 +205,31 @@ def test_claim_values() -> None:
     assert claim_values({"a": "x"}, "a") == ["x"]
     assert claim_values({"a": ["x", 1, "y"]}, "a") == ["x", "y"]
     assert claim_values({}, "a") == []
+
+
+@pytest.mark.parametrize("written", [
+    "urn:mace:egi.eu:group:vo%2Eexample.org:role=member#aai.egi.eu",  # an encoded dot in the VO
+    "urn:mace:egi.eu:group:vo%2eexample%2eorg:role=member#aai.egi.eu",
+    "urn:mace:egi.eu:group:vo.example%2Eorg:role=member#aai.egi.eu",
+    "urn%3Amace:egi.eu:group:vo.example.org:role=member#aai.egi.eu",  # an encoded colon in the namespace
+    "urn:mace:egi.eu%3Agroup:vo.example.org:role=member#aai.egi.eu",
+    "urn:mace:egi.eu:group:vo.example.org:role=%6Dember#aai.egi.eu",  # an encoded role
+    "urn:mace:egi.eu:group:vo.example.org:role=member%23aai.egi.eu",  # an encoded '#'
+    "urn:mace:egi.eu:group:vo.example.org:role=member#aai%2Eegi.eu",  # an encoded authority
+    "urn:mace:egi.eu:group:vo.example.org:role=member#aai.egi.eu\n",  # a trailing newline
+    "urn:mace:egi.eu:group:vo.example.org:role=member#aai.egi.eu ",
+    " urn:mace:egi.eu:group:vo.example.org:role=member#aai.egi.eu",
+    "URN:MACE:EGI.EU:group:vo.example.org:role=member#aai.egi.eu",
+    "urn:mace:egi.eu:GROUP:vo.example.org:role=member#aai.egi.eu",
+])
+def test_an_entitlement_matches_only_as_written(written: str) -> None:
+    decision = EntitlementPolicy(vos=(VoRule(VO),)).decide(claims(written))
+    assert not decision.allowed, written
+
+
+def test_an_encoded_colon_is_no_subgroup_nor_a_role() -> None:
+    manager = EntitlementPolicy(vos=(VoRule(VO, roles=("manager",)),), subgroups_count=True)
+    for written in (ent(f"{VO}%3Asub", role="manager"), ent(VO, role="member%3Arole=manager"),
+                    f"urn:mace:egi.eu:group:{VO}%3Arole=manager#aai.egi.eu"):
+        assert not manager.decide(claims(written)).allowed, written
+    assert manager.decide(claims(ent(f"{VO}:sub", role="manager"))).allowed

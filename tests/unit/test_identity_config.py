@@ -117,6 +117,8 @@ def test_a_bad_policy_fails_at_load_naming_its_key(tmp_path: Path, policy: dict[
     ([{"issuer": ISSUER, "client_id": "me"}], r"give both client_id and client_secret_file"),
     ([{"issuer": ISSUER, "leeway_seconds": 3600}], r"leeway_seconds must be within 0\.\.300"),
     ([{"preset": "egi-production"}, {"issuer": ISSUER}], r"identity: .*configured twice"),
+    ([{"issuer": ISSUER, "max_token_lifetime_seconds": 0}], r"max_token_lifetime_seconds: .*greater than 0"),
+    ([{"issuer": ISSUER, "cache_ttl_seconds": -1}], r"cache_ttl_seconds: .*greater than or equal to 0"),
 ])
 def test_a_bad_issuer_fails_at_load_naming_its_key(tmp_path: Path, issuers: Any, expected: str) -> None:
     section = identity(issuers=issuers)
@@ -199,3 +201,12 @@ def test_the_alise_apikey_is_masked_in_logged_urls() -> None:
         "GET", "https://alise.example.org/api/v1/x?apikey=s3cret&b=1"), None)
     assert RedactQueryParameter("apikey").filter(record)
     assert record.getMessage() == "HTTP Request: GET https://alise.example.org/api/v1/x?apikey=***&b=1"
+
+
+def test_token_lifetime_and_cache_ttl_reach_the_validator(tmp_path: Path) -> None:
+    default, = build_issuers(load_proxy(tmp_path, identity()).identity.issuers, "identity.issuers")
+    assert (default.max_lifetime_seconds, default.claims_cache_ttl_seconds) == (86400, 300)
+    section = identity(issuers=[{"preset": "egi-production", "max_token_lifetime_seconds": None,
+                                 "cache_ttl_seconds": 30}])
+    configured, = build_issuers(load_proxy(tmp_path, section).identity.issuers, "identity.issuers")
+    assert (configured.max_lifetime_seconds, configured.claims_cache_ttl_seconds) == (None, 30)

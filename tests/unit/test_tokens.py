@@ -657,3 +657,64 @@ async def test_standin_refresh_grant_rotates_and_revokes(checkin: CheckinStandin
         checkin.revoke(answer["refresh_token"])
         gone = await http.post(checkin.token_endpoint, data={**form, "refresh_token": answer["refresh_token"]})
         assert gone.status_code == 400
+
+
+# --- lifetime and revocation ----------------------------------------------------------------------------------
+
+
+async def test_a_token_issued_for_longer_than_the_maximum_is_refused(checkin: CheckinStandin) -> None:
+    async with validating(checkin, max_lifetime_seconds=3600) as validator:
+        assert await validator.validate(checkin.mint(lifetime=3599))
+        with pytest.raises(TokenRejected) as caught:
+            await validator.validate(checkin.mint(lifetime=7 * 86400))
+    assert caught.value.reason == "lifetime_too_long"
+    assert "604800 s (exp - iat)" in caught.value.message and "3600 s" in caught.value.message
+
+
+async def test_the_maximum_lifetime_counts_from_iat_not_from_now(checkin: CheckinStandin) -> None:
+    issued = int(time.time()) - 3000  # issued long ago, for too long, with little left: still refused
+    token = checkin.mint(lifetime=3599, iat=issued, exp=issued + 5000)
+    async with validating(checkin, max_lifetime_seconds=3600) as validator:
+        with pytest.raises(TokenRejected) as caught:
+            await validator.validate(token)
+    assert caught.value.reason == "lifetime_too_long"
+
+
+async def test_an_introspected_token_issued_for_too_long_is_refused(checkin: CheckinStandin) -> None:
+    token = checkin.mint_opaque(lifetime=7200)
+    async with validating(checkin, max_lifetime_seconds=3600, **INTROSPECTION) as validator:
+        with pytest.raises(TokenRejected) as caught:
+            await validator.validate(token)
+    assert caught.value.reason == "lifetime_too_long"
+
+
+async def test_max_age_asks_the_issuer_again_and_sees_a_revocation(checkin: CheckinStandin) -> None:
+    clock = Clock()
+    token = checkin.mint()
+    async with validating(checkin, clock, claims_cache_ttl_seconds=3000) as validator:
+        await validator.validate(token)
+        clock.advance(20)
+        await validator.validate(token)  # a read: the cache answers
+        await validator.validate(token, max_age=30)  # young enough
+        assert validator.userinfo_calls == 1 and validator.cache_hits == 2
+        checkin.revoke(token)
+        with pytest.raises(TokenRejected):
+            await validator.validate(token, max_age=10)  # too old for a change: the issuer says it is revoked
+        assert validator.userinfo_calls == 2
+
+
+async def test_max_age_zero_asks_every_time(checkin: CheckinStandin) -> None:
+    token = checkin.mint()
+    async with validating(checkin) as validator:
+        for _ in range(3):
+            await validator.validate(token, max_age=0)
+        await validator.validate(token)
+        assert validator.userinfo_calls >= 3 and validator.cache_hits >= 1
+
+
+async def test_a_zero_ttl_caches_nothing(checkin: CheckinStandin) -> None:
+    token = checkin.mint()
+    async with validating(checkin, claims_cache_ttl_seconds=0) as validator:
+        await validator.validate(token)
+        await validator.validate(token)
+        assert validator.userinfo_calls == 2 and validator.cache_hits == 0

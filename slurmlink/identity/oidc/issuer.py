@@ -38,6 +38,7 @@ class IssuerConfig:
     claims_cache_ttl_seconds: float = 300
     jwks_max_age_seconds: float = 300.0  # keys removed by the issuer stop verifying after this long
     accept_opaque: bool = True  # whether opaque tokens may be sent to this issuer's userinfo/introspection
+    max_lifetime_seconds: int | None = None  # refuse tokens issued for longer than this (exp - iat)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "algorithms", tuple(self.algorithms))  # a list from YAML would stay mutable
@@ -56,6 +57,8 @@ class IssuerConfig:
             raise ValueError(f"issuer {self.issuer}: timeout_seconds and jwks_max_age_seconds must be positive")
         if (self.client_id is None) != (self.client_secret is None):
             raise ValueError(f"issuer {self.issuer}: set both client_id and client_secret (introspection) or neither")
+        if self.max_lifetime_seconds is not None and self.max_lifetime_seconds <= 0:
+            raise ValueError(f"issuer {self.issuer}: max_lifetime_seconds must be positive (or unset)")
         if not self.user_key_claim:
             raise ValueError(f"issuer {self.issuer}: user_key_claim cannot be empty")
 

@@ -137,8 +137,18 @@ def check_times(cfg: IssuerConfig, claims: Mapping[str, Any], now: float) -> flo
                             "of this service and the issuer.")
     if nbf is not None and nbf > now + cfg.leeway_seconds:
         raise TokenRejected("not_yet_valid", "The token is not valid yet (nbf); try again later or check clocks.")
+    check_lifetime(cfg, exp, iat)
     check_expiry(cfg, exp, now)
     return exp
+
+
+def check_lifetime(cfg: IssuerConfig, exp: float, iat: float) -> None:
+    """A token issued for longer than the site accepts is refused, however much of it is left: a long-lived
+    token that leaks stays usable long, and a revoked one is believed (cached) until it expires."""
+    if cfg.max_lifetime_seconds is not None and exp - iat > cfg.max_lifetime_seconds:
+        raise TokenRejected("lifetime_too_long", f"The token was issued for {exp - iat:.0f} s (exp - iat), longer "
+                            f"than the {cfg.max_lifetime_seconds} s this service accepts from {cfg.issuer}; use "
+                            "an access token of the usual lifetime.")
 
 
 def check_expiry(cfg: IssuerConfig, exp: float, now: float) -> None:

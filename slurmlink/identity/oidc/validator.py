@@ -118,12 +118,13 @@ class TokenValidator:
                 result[client.cfg.issuer] = exc.message
         return result
 
-    async def validate(self, token: str) -> Identity:
-        """The identity `token` proves, or `TokenRejected`."""
+    async def validate(self, token: str, *, max_age: float | None = None) -> Identity:
+        """The identity `token` proves, or `TokenRejected`. `max_age`: take a cached identity only if it was
+        validated at most this many seconds ago, else ask the issuer again (prompt revocation, at its cost)."""
         jwt_checks.check_shape(token, self._max_token_bytes)
         token_hash = hashlib.sha256(token.encode("ascii")).hexdigest()
         now = self._clock()
-        cached = self._cache.get(token_hash, now)
+        cached = self._cache.get(token_hash, now, max_age)
         if cached is not None:
             self.cache_hits += 1
             identity, exp = cached
@@ -205,6 +206,9 @@ class TokenValidator:
         if cfg.introspects:
             claims = await introspect(client, token)
             exp = jwt_checks.number(claims, "exp")
+            iat = jwt_checks.number(claims, "iat")
+            if exp is not None and iat is not None:
+                jwt_checks.check_lifetime(cfg, exp, iat)
             if exp is not None:
                 jwt_checks.check_expiry(cfg, exp, now)
         else:

@@ -1,0 +1,113 @@
+"""The pure parts of the proxy's edges: the policy's job ids, the header allow-list, the connection counts,
+the answers the HTTP edge writes itself and what it refuses of a parsed request."""
+
+from __future__ import annotations
+
+import json
+
+import h11
+import pytest
+
+from slurmlink.proxy.edge import EdgeLimits, OpenConnections, check_request, refusal_bytes
+from slurmlink.proxy.headers import upstream_headers
+from slurmlink.proxy.policy import decide, is_job_id
+
+
+@pytest.mark.parametrize("text, valid", [
+    ("1", True), ("17", True), ("999999999999", True), ("0", False), ("00", False), ("007", False),
+    ("", False), ("1\n", False), ("١", False), ("²", False), ("+1", False), (" 1", False),
+])
+def test_job_ids_as_slurm_writes_them(text: str, valid: bool) -> None:
+    assert is_job_id(text) is valid
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/slurm/v0.0.40/job/0"), ("DELETE", "/slurm/v0.0.40/job/0/"), ("GET", "/slurm/v0.0.40/job/0042"),
+    ("GET", "/slurmdb/v0.0.40/job/0"), ("GET", "/slurmlink/v1/jobs/0/status"),
+    ("GET", "/slurmlink/v1/jobs/01/logs/main"), ("POST", "/slurmlink/v1/jobs/0/signal"),
+])
+def test_a_job_id_no_job_can_have_is_a_404(method: str, path: str) -> None:
+    verdict = decide(method, path, allow_slurmdb=True)
+    assert (verdict.allowed, verdict.status, verdict.rule) == (False, 404, "no-such-job")
+
+
+@pytest.mark.parametrize("path", [
+    "/slurm/v0.0.40/job/1\n", "/slurm/v0.0.40\n/ping", "/slurm/v0.0.40/ping\n", "/openapi/v3\n",
+    "/slurm/v0.0.40/job/1%0A", "/slurm/v0.0.40/ping%0a",
+])
+def test_paths_are_matched_whole(path: str) -> None:
+    assert not decide("GET", path).allowed
+
+
+def test_only_allowed_headers_pass_the_first_of_each_as_spelled() -> None:
+    out = upstream_headers([("content-type", "application/json"), ("Content-Type", "text/plain"),
+                            ("content_type", "x"), ("accept", "application/json"), ("user-agent", "u"),
+                            ("x-custom", "1"), ("origin", "o"), ("x-slurm-user-name", "root")],
+                           user="alice", token="T")  # noqa: S106
+    assert out == [("content-type", "application/json"), ("accept", "application/json"),
+                   ("X-SLURM-USER-NAME", "alice"), ("X-SLURM-USER-TOKEN", "T")]
+
+
+def test_connections_are_counted_per_address_and_in_total() -> None:
+    limits = EdgeLimits(max_connections=3, max_connections_per_address=2)
+    counts = OpenConnections()
+    assert counts.admit("a", limits) is None and counts.admit("a", limits) is None
+    assert counts.admit("a", limits)[:2] == (429, "TooManyConnections")  # type: ignore[index]
+    assert counts.admit("b", limits) is None
+    assert counts.admit("c", limits)[:2] == (503, "TooManyConnections")  # type: ignore[index]
+    counts.release("a")
+    assert counts.admit("c", limits) is None
+    for address in ("a", "b", "c"):
+        counts.release(address)
+    assert (counts.total, counts.by_address) == (0, {})
+
+
+def test_the_edges_answers_are_whole_http_with_the_json_shape() -> None:
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+    client.receive_data(refusal_bytes(431, "HeadersTooLarge", "too large"))
+    response = client.next_event()
+    assert isinstance(response, h11.Response) and response.status_code == 431
+    assert (b"connection", b"close") in list(response.headers)
+    data = client.next_event()
+    assert isinstance(data, h11.Data) and json.loads(data.data) == {"error": "HeadersTooLarge",
+                                                                    "reason": "too large"}
+    assert (b"retry-after", b"5") in list(h11_head(refusal_bytes(429, "TooManyConnections", "x")).headers)
+
+
+def h11_head(answer: bytes) -> h11.Response:
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+    client.receive_data(answer)
+    event = client.next_event()
+    assert isinstance(event, h11.Response)
+    return event
+
+
+@pytest.mark.parametrize("headers, target, hint", [
+    ([("Host", "a"), ("X-Big", "x" * 20_000)], "/", 431),
+    ([("Host", "a")], "/" + "a" * 20_000, 431),
+    ([("Host", "a"), ("Content-Length", "5"), ("Transfer-Encoding", "chunked")], "/", 400),
+])
+def test_requests_h11_lets_through_and_the_edge_refuses(headers: list[tuple[str, str]], target: str,
+                                                         hint: int) -> None:
+    request = h11.Request(method="POST", target=target, headers=headers)
+    with pytest.raises(h11.RemoteProtocolError) as caught:
+        check_request(request, 16 * 1024)
+    assert caught.value.error_status_hint == hint
+
+
+def test_an_ordinary_request_with_an_8_kib_token_passes() -> None:
+    check_request(h11.Request(method="GET", target="/slurm/v0.0.40/jobs",
+                              headers=[("Host", "a"), ("Authorization", "Bearer " + "t" * 8192)]), 16 * 1024)
+
+
+@pytest.mark.parametrize("job_id, signal", [
+    ("42", "TERM\n"), ("42", "TERM\r"), ("42", "\u212aILL"), ("42", "\uff11\uff15"), ("42", "1\n"), ("42", "TE RM"),
+    ("42\n", "TERM"), ("4\u00b2", "TERM"), ("42_1\n", "TERM"),
+])
+def test_scancel_checks_job_ids_and_signals_whole(job_id: str, signal: str) -> None:
+    from slurmlink.slurm.base import SlurmError
+    from slurmlink.slurm.commands import scancel
+    with pytest.raises(SlurmError):
+        scancel.argv(job_id, signal)
