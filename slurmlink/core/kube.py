@@ -13,13 +13,13 @@ from typing import Any
 
 from slurmlink.core.errors import PodRejected
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # RFC 1123 label
-DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+DNS_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # RFC 1123 label
+DNS_SUBDOMAIN = re.compile(r"\A(?=.{1,253}\Z)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+UID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9-]{0,62}\Z")
 
 
 def is_dns_label(text: object) -> bool:
-    return isinstance(text, str) and DNS_LABEL.fullmatch(text) is not None  # fullmatch: "$" allows a final "\n"
+    return isinstance(text, str) and DNS_LABEL.match(text) is not None
 
 
 def as_dict(value: Any, what: str) -> dict[str, Any]:

@@ -32,9 +32,9 @@ HOOK_HANDLERS = ("exec", "httpGet", "sleep")
 # Kubernetes' defaults (a 0 in the pod means "default" too, as the apiserver's defaulting does)
 DEFAULT_PERIOD, DEFAULT_TIMEOUT, DEFAULT_SUCCESS, DEFAULT_FAILURE = 10, 1, 1, 3
 DEFAULT_HOST = "127.0.0.1"  # the pod's IP: the job shares the compute node's network
-_HOST = re.compile(r"^[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}$")  # a name or an IP: it becomes /dev/tcp/HOST/PORT
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token
-_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13})$")
+_HOST = re.compile(r"\A[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}\Z")  # a name or an IP: it becomes /dev/tcp/HOST/PORT
+_HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # an HTTP token
+_PORT_NAME = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,13})\Z")
 PATH_SAFE = "/?&=%:@!$'()*+,;-._~#[]"  # kept as they are in a request target; the rest is percent-encoded
 
 ExecArgv = Callable[[list[str]], list[str]]  # a command -> the runtime's argv running it like the container

@@ -33,7 +33,7 @@ _DISABLED = re.compile(
     r"|accounting_storage/none",
     re.IGNORECASE,
 )
-_JOB_ID = re.compile(r"^\d+(_\d+)?$")
+_JOB_ID = re.compile(r"\A[0-9]+(_[0-9]+)?\Z")
 
 
 class AccountingDisabled(SlurmError):

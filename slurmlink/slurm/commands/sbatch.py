@@ -17,7 +17,7 @@ from slurmlink.slurm.runner import CommandResult, error_from, is_transient, slur
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.site import RESERVED_OPTIONS
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 # sbatch reads SBATCH_* as options and SLURM_* are its own: a job's variables may set neither.
 _RESERVED_PREFIXES = ("SBATCH_", "SLURM_", "SALLOC_", "SRUN_")
 _GENERIC = "Batch job submission failed:"

@@ -19,7 +19,7 @@ FIELDS = (
     "WorkDir", "Comment",
 )  # fmt: skip
 ENV = TIME_ENV
-_EXIT_CODE = re.compile(r"^\d+(:\d+)?$")  # "768" (22.05: a wait status) or "3:0" (24.11: code:signal)
+_EXIT_CODE = re.compile(r"\A[0-9]+(:[0-9]+)?\Z")  # "768" (22.05: a wait status) or "3:0" (24.11: code:signal)
 
 
 def format_option() -> str:
