@@ -172,13 +172,17 @@ def socket_path(report: Report, key: str, name: str, fs: Fs) -> None:
         report.ok(key, f"{fs.show(name)} can be created")
 
 
-def directory(report: Report, key: str, name: str, fs: Fs) -> None:
+def existing_directory(report: Report, key: str, name: str, fs: Fs) -> os.stat_result | None:
+    """The directory's stat; an error naming `key` when it is missing or not a directory."""
     info = _stat(report, key, name, fs)
-    if info is None:
-        return
-    if not stat.S_ISDIR(info.st_mode):
+    if info is not None and not stat.S_ISDIR(info.st_mode):
         report.error(key, f"{fs.show(name)} is not a directory")
-    else:
+        return None
+    return info
+
+
+def directory(report: Report, key: str, name: str, fs: Fs) -> None:
+    if existing_directory(report, key, name, fs) is not None:
         report.ok(key, f"{fs.show(name)} is a directory")
 
 

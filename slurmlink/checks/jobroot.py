@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 
-from slurmlink.checks.files import Fs
+from slurmlink.checks.files import Fs, existing_directory
 from slurmlink.checks.report import Report
 
 
@@ -21,18 +21,7 @@ def _directory(report: Report, key: str, name: str, fs: Fs) -> os.stat_result | 
     if not name.startswith("/"):
         report.error(key, f"{name} is not an absolute path")
         return None
-    try:
-        info = os.stat(fs.path(name))
-    except FileNotFoundError:
-        report.error(key, f"{fs.show(name)} does not exist")
-        return None
-    except OSError as exc:
-        report.error(key, f"{fs.show(name)}: {exc.strerror}")
-        return None
-    if not stat.S_ISDIR(info.st_mode):
-        report.error(key, f"{fs.show(name)} is not a directory")
-        return None
-    return info
+    return existing_directory(report, key, name, fs)
 
 
 def check_mode2(report: Report, key: str, name: str, fs: Fs) -> None:
