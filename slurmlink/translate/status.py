@@ -54,6 +54,11 @@ def _container_state(record: ContainerRecord | None, job: JobInfo | None) -> tup
         return {"waiting": {"reason": "ContainerCreating", "message": "submitting the job to SLURM"}}, False
     finished = is_finished(job)
     if record is not None and record.exit_code is not None:
+        if record.reason == "Killed" and not finished:
+            # Stopped by the job's SIGTERM while SLURM's last word is that the job runs: SLURM is ending it
+            # (cancel, requeue, preemption) and its next answer says which; a requeued pod must show Pending
+            # again, never Failed on the way. Until then the container is stopping, not ended.
+            return {"running": {"startedAt": rfc3339(record.started_at)}}, False
         reason = record.reason or ("Completed" if record.exit_code == 0 else "Error")
         if job.state == "OUT_OF_MEMORY" and record.exit_code != 0:
             reason = "OOMKilled"

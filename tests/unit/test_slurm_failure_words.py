@@ -4,6 +4,7 @@ tests/integration/test_slurm_failures.py makes these happen on the real SLURM)."
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -91,8 +92,23 @@ def test_a_requeued_pod_is_pending_whatever_its_last_run_left(state: str, reason
 def test_records_of_a_running_job_still_count() -> None:
     job = JobInfo(job_id="7", name="slurmlink-u1", user="sltest1", state="RUNNING",
                   start_time=datetime(2026, 12, 4, tzinfo=UTC))
-    containers, inits = container_statuses(POD, job, EARLIER_RUN)
-    assert pod_phase(containers, inits).phase == "Failed"  # a container of this run that ended
+    ended = {"main": replace(EARLIER_RUN["main"], exit_code=3, reason="")}
+    containers, inits = container_statuses(POD, job, ended)
+    assert pod_phase(containers, inits).phase == "Failed"  # a container of this run that ended by itself
+
+
+def test_a_container_stopped_by_slurm_waits_for_slurm_to_say_how_the_job_ended() -> None:
+    # The requeue's SIGTERM stopped the container; the file watch reads that before the next poll shows the
+    # job requeued (seen on 24.11 in mode 1): the pod must not be Failed meanwhile.
+    running = JobInfo(job_id="7", name="slurmlink-u1", user="sltest1", state="RUNNING",
+                      start_time=datetime(2026, 12, 4, tzinfo=UTC))
+    containers, inits = container_statuses(POD, running, EARLIER_RUN)
+    assert pod_phase(containers, inits).phase == "Running"
+    assert "running" in containers[0]["state"] and containers[0]["ready"] is False
+    cancelled = replace(running, state="CANCELLED", end_time=datetime(2026, 12, 4, 0, 1, tzinfo=UTC))
+    containers, inits = container_statuses(POD, cancelled, EARLIER_RUN)
+    phase = pod_phase(containers, inits)
+    assert (phase.phase, containers[0]["state"]["terminated"]["exitCode"]) == ("Failed", 143)
 
 
 def test_a_requeued_job_running_again_is_not_judged_by_its_earlier_run() -> None:
