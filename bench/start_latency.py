@@ -246,9 +246,9 @@ def raw_phase(slurm: Slurm, args: argparse.Namespace, rng: random.Random) -> dic
         return when
 
     for i in range(args.pods):
-        start, job_id = submit(args.sleep)
+        start, job_id = submit(args.lengths[i])
         samples["submit_to_running"].append(until(job_id, STARTED_STATES, 60) - start)
-        samples["submit_to_completed"].append(until(job_id, FINISHED_STATES, 60 + args.sleep) - start)
+        samples["submit_to_completed"].append(until(job_id, FINISHED_STATES, 60 + args.lengths[i]) - start)
         print(f"  raw {i + 1}/{args.pods}: RUNNING {samples['submit_to_running'][-1]:.2f} s, COMPLETED "
               f"{samples['submit_to_completed'][-1]:.2f} s", file=sys.stderr)
     for _ in range(args.delete_pods):
@@ -362,8 +362,8 @@ def pod_phase(stack: Stack, watch: JobWatch, label: str, args: argparse.Namespac
 
         for i in range(args.pods):
             name = f"{PREFIX}{label}-{i:03d}"
-            pod, job = apply(name, args.sleep)
-            until(f"pod {name} to finish", lambda: pod.finished, 120 + args.sleep)  # noqa: B023
+            pod, job = apply(name, args.lengths[i])
+            until(f"pod {name} to finish", lambda: pod.finished, 120 + args.lengths[i])  # noqa: B023
             until(f"the job of {name} to be seen finished", lambda: job.finished, 30)  # noqa: B023
             seen_running += pod.running is not None
             assert pod.started is not None and pod.finished is not None
@@ -435,6 +435,7 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "pods": args.pods,
         "delete_pods": args.delete_pods, "rounds": args.rounds, "sleep_seconds": args.sleep,
+        "sleep_spread_seconds": args.sleep_spread, "job_seconds": [round(x, 3) for x in args.lengths],
         "modes": list(args.modes), "jobs_held_at_start": held, "seed": args.seed,
         "loadavg_by_phase": loads, "work": str(work),
         "cluster": {"state_dir": str(cluster.state_dir), "slurm": cluster.slurm},
@@ -511,8 +512,9 @@ def print_table(report: dict[str, Any]) -> None:
     lat = report["latency_seconds"]
     s = report["settings"]
     print(f"{report['pods']} pods and {report['delete_pods']} deletions per mode and round, {report['rounds']} "
-          f"round(s); jobs sleep {report['sleep_seconds']:g} s; API poll_interval {s['api_poll_interval']:g} s, vk "
-          f"status_interval {s['vk_status_interval']:g} s, change feed {'on' if s['change_feed'] else 'off'} "
+          f"round(s); jobs sleep {report['sleep_seconds']:g} s + 0-{report['sleep_spread_seconds']:g} s; API "
+          f"poll_interval {s['api_poll_interval']:g} s, vk status_interval {s['vk_status_interval']:g} s, change "
+          f"feed {'on' if s['change_feed'] else 'off'} "
           f"({'shipped defaults' if s['shipped_defaults'] else 'set'}"
           f"); {report['jobs_held_at_start']} jobs held at start")
     print(f"{'mode':6} {'':44} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'n':>3}   vs SLURM (p50: ratio, over)")
@@ -550,6 +552,9 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES), help="which of raw,mode2,mode1, in this order")
     parser.add_argument("--sleep", type=float, default=8.0, help="seconds each job sleeps (long enough that the "
                         "shipped 5 s status rounds see most pods Running)")
+    parser.add_argument("--sleep-spread", type=float, default=2.0, help="each job sleeps --sleep plus a random "
+                        "0 to this many seconds (the same lengths in every mode), so that its end does not fall at a "
+                        "fixed phase of the polls that started it")
     parser.add_argument("--api-poll-interval", type=float, help="the API's poll_interval (default: shipped)")
     parser.add_argument("--vk-status-interval", type=float, help="the vk's status_interval (default: shipped)")
     parser.add_argument("--feed", choices=("on", "off"), default="on", help="the vk's change feed (`api.changes`; "
@@ -565,6 +570,8 @@ def main() -> None:
         parser.error(f"unknown modes {sorted(unknown)}; known: {','.join(MODES)}")
     if args.delete_pods is None:
         args.delete_pods = args.pods
+    lengths = random.Random(args.seed + 1)  # noqa: S311 - the same job lengths in every run and mode
+    args.lengths = [round(args.sleep + lengths.uniform(0, args.sleep_spread), 2) for _ in range(args.pods)]
     cluster = cluster_of(args)
     was_down = not any(cluster.status().values())
     cluster.up()

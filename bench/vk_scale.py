@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -55,7 +56,9 @@ from bench.services import (  # noqa: E402
     vk_service,
     wait_until,
 )
+from slurmlink.core.naming import pod_workdir  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
+from slurmlink.translate.layout import STATUS_DIR  # noqa: E402
 from standins.kube import KubeStandin  # noqa: E402
 from standins.kube.store import Change  # noqa: E402
 
@@ -220,6 +223,17 @@ def container_times(pod: dict[str, Any]) -> tuple[float | None, float | None, in
     return None, None, None
 
 
+def file_times(job_root: Path, uid: str) -> tuple[float | None, float | None]:
+    """When the job script wrote the container started and finished (its status files, to the microsecond):
+    SLURM's own start and end of the container, finer than the status's whole seconds."""
+    status = Path(pod_workdir(str(job_root), NAMESPACE, uid)) / STATUS_DIR
+    def read(name: str) -> float | None:
+        with contextlib.suppress(OSError, ValueError):
+            return parse_time((status / name).read_text().strip())
+        return None
+    return read("main.started"), read("main.finished")
+
+
 def overlap(spans: list[tuple[float, float]]) -> int:
     """Most spans [start, end) open at once."""
     edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
@@ -288,10 +302,13 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "pods": args.pods, "sleep_seconds": args.sleep,
         "status_interval": args.interval, "api_poll_interval": args.api_poll_interval, "workers": args.workers,
+        "change_feed": args.feed == "on",
         "create_concurrency": args.concurrency, "jobs_held_at_start": held, "slurm_cpus": cluster.cpus,
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3], "work": str(work)}
     timeline = Timeline()
     api = api_service(api_config(cluster, user, args.api_poll_interval, free_port()), work)
+    # the feed off: the vk's periodic /status rounds alone, as before issue 13's change feed
+    feed = {} if args.feed == "on" else {"api": {"url": api.url, "changes": False}}
     vk: Service | None = None
     # A real apiserver's watch cache keeps minutes of changes; the stand-in keeps a count (500 by default), which
     # 1,000 pods would overrun in seconds and turn into relists no real cluster would cause.
@@ -301,7 +318,7 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
             vk = vk_service(vk_config(standin, NODE, node_kubeconfig(standin, work / "node.kubeconfig", NODE),
                                       api.url, workers=args.workers, status_interval=args.interval,
                                       ping_interval=5.0, lease_duration_seconds=40, missing_reference_timeout=300,
-                                      watch_timeout_seconds=300), work, standin.kubelet_client_cert)
+                                      watch_timeout_seconds=300, **feed), work, standin.kubelet_client_cert)
             wait_until(lambda: node_ready(standin), 30, "the node to be Ready", 0.2)
             report.update(measure(cluster, standin, api, vk, timeline, args))
         finally:
@@ -341,12 +358,12 @@ def measure(cluster: DevCluster, standin: KubeStandin, api: Service, vk: Service
     proc1 = {"vk": proc_status(vk.pid), "api": proc_status(api.pid),
              "bench_and_standin": proc_status(os.getpid())}
     api1, vk1 = api_snapshot(api), vk_snapshot(vk)
-    return analyse(standin, timeline, args, t0, applied, elapsed, (api0, api1), (vk0, vk1), (proc0, proc1),
-                   (machine0, machine1), peak_rss)
+    return analyse(standin, timeline, args, cluster.job_root, t0, applied, elapsed, (api0, api1), (vk0, vk1),
+                   (proc0, proc1), (machine0, machine1), peak_rss)
 
 
-def analyse(standin: KubeStandin, timeline: Timeline, args: argparse.Namespace, t0: float, applied: float,
-            elapsed: float, api: tuple[dict[str, Any], ...], vkm: tuple[dict[str, Any], ...],
+def analyse(standin: KubeStandin, timeline: Timeline, args: argparse.Namespace, job_root: Path, t0: float,
+            applied: float, elapsed: float, api: tuple[dict[str, Any], ...], vkm: tuple[dict[str, Any], ...],
             procs: tuple[dict[str, Any], ...], machine: tuple[tuple[float, float], ...], peak_rss: int
             ) -> dict[str, Any]:
     times = dict(timeline.pods)
@@ -359,10 +376,14 @@ def analyse(standin: KubeStandin, timeline: Timeline, args: argparse.Namespace, 
     phases: dict[str, int] = {}
     exits: dict[str, int] = {}
     spans, slurm_wait, vk_start_lag, vk_end_lag, durations = [], [], [], [], []
+    from_files = 0
     for name, p in times.items():
         phases[p.phase] = phases.get(p.phase, 0) + 1
         started_at, finished_at, code = container_times(stored[name])
         exits[str(code)] = exits.get(str(code), 0) + 1
+        precise = file_times(job_root, p.uid)
+        if precise[0] is not None and precise[1] is not None:
+            (started_at, finished_at), from_files = precise, from_files + 1
         if started_at is not None and finished_at is not None:
             spans.append((started_at, finished_at))  # both cut to whole seconds alike
             durations.append(finished_at - started_at)
@@ -411,6 +432,8 @@ def analyse(standin: KubeStandin, timeline: Timeline, args: argparse.Namespace, 
             "vk_start_report_lag": percentiles(vk_start_lag),
             "vk_end_report_lag": percentiles(vk_end_lag),
         },
+        # SLURM's times: the job's status files (µs) for this many pods, the rest the status's whole seconds
+        "slurm_times_from_files": from_files,
         "slurm": {"max_concurrent_jobs": concurrency, "span_seconds": round(slurm_span, 1),
                   "mean_concurrent_jobs": round(sum(durations) / slurm_span, 1) if slurm_span else None,
                   "median_job_seconds": median_duration,
@@ -483,6 +506,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="the vk's workers (its default: 8)")
     parser.add_argument("--concurrency", type=int, default=16, help="clients POSTing pods at once")
     parser.add_argument("--sleep", type=float, default=5.0, help="seconds each pod sleeps")
+    parser.add_argument("--feed", choices=("on", "off"), default="on", help="the vk's change feed (`api.changes`; "
+                        "on: the shipped default; off: the periodic /status rounds alone, as before issue 13)")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (default: from --pods)")
     add_cluster_options(parser)
     args = parser.parse_args()
