@@ -66,6 +66,7 @@ RESULTS = REPO / "bench" / "results" / "status_rpcs.json"
 _RPC = re.compile(r"^\s+([A-Za-z0-9_.-]+)\s+\(\s*\d+\)\s+count:(\d+)")  # a message type or a user
 VO = "vo.example.org"  # the stand-in's users are members of it by default
 TOKEN_SECRET = "checkin-token"  # noqa: S105 - a Secret's name
+POLLS = "slurmlink_api_poll_seconds_count"  # the API's polls so far
 BUDGET_RPCS, BUDGET_SECONDS = 2, 5.0  # issue 13: at most two SLURM RPCs per 5 s at steady state, 200 pods
 NODE_RPCS = frozenset({"MESSAGE_NODE_REGISTRATION_STATUS", "REQUEST_COMPLETE_BATCH_SCRIPT", "MESSAGE_EPILOG_COMPLETE",
                        "REQUEST_STEP_COMPLETE", "REQUEST_COMPLETE_PROLOG"})
@@ -122,8 +123,13 @@ def proxy_counts(url: str) -> dict[str, float]:
     return counts
 
 
+def polls_done(api: Service, count: float, timeout: float) -> float:
+    """Wait until the API has polled `count` times (its poll count, read every 50 ms)."""
+    return wait_until(lambda: (polls := api.metric(POLLS)) >= count and polls, timeout, f"poll {count:g}", 0.05)
+
+
 def api_counts(api: Service) -> dict[str, float]:
-    return {"polls": api.metric("slurmlink_api_poll_seconds_count"),
+    return {"polls": api.metric(POLLS), "poll_seconds": api.metric("slurmlink_api_poll_seconds_sum"),
             "slurm_commands": api.metric("slurmlink_slurm_commands_total")}
 
 
@@ -175,10 +181,10 @@ def sleeping_pods(n: int, seconds: int) -> list[dict[str, Any]]:
 def polls_back_to_interval(api: Service, interval: float, since: float) -> tuple[float, list[float]]:
     """Watch the API's poll count (every 50 ms) from `since` until no poll came for 0.9 × interval: the hurried
     polls are over. Returns when the last one was seen and when each was seen (time.monotonic())."""
-    count, last, seen = api.metric("slurmlink_api_poll_seconds_count"), since, []
+    count, last, seen = api.metric(POLLS), since, []
     while True:
         now = time.monotonic()
-        if (polls := api.metric("slurmlink_api_poll_seconds_count")) != count:
+        if (polls := api.metric(POLLS)) != count:
             count, last = polls, now
             seen.append(now)
         elif now - last >= 0.9 * interval:
@@ -217,13 +223,19 @@ def burst(cluster: DevCluster, api: Service, client: Client, pods: list[dict[str
 def measure(cluster: DevCluster, api: Service, client: Client, pods: list[dict[str, Any]], intervals: int,
             interval: float, proxy_url: str | None, users: Users) -> dict[str, Any]:
     burst_report = burst(cluster, api, client, pods, interval, users, proxy_url)
-    time.sleep(interval)  # one more interval: the steady state is measured from a poll at the interval's pace
+    # From just after one poll to just after the `intervals`-th poll after it: whole poll periods, so that one
+    # poll more or less at the window's edges does not count as 10% more or less.
+    first = polls_done(api, api.metric(POLLS) + 1, 3 * interval)
     rpc0, api0 = rpc_counts(cluster), api_counts(api)
     proxy0 = proxy_counts(proxy_url) if proxy_url else {}
-    started = time.monotonic()
-    while time.monotonic() - started < intervals * interval:
-        client.http.request("GET", "/status", content=json.dumps(pods))  # what a virtual kubelet does
-        time.sleep(interval)
+    started = next_status = time.monotonic()
+    while api.metric(POLLS) < first + intervals:
+        if time.monotonic() >= next_status:
+            client.http.request("GET", "/status", content=json.dumps(pods))  # what a virtual kubelet does
+            next_status += interval
+        time.sleep(0.05)
+        if time.monotonic() - started > 3 * intervals * interval:
+            raise SystemExit(f"the API polled fewer than {intervals} times in {3 * intervals} intervals")
     elapsed = time.monotonic() - started
     rpcs = rpc_delta(rpc_counts(cluster), rpc0)
     polls = delta(api_counts(api), api0).get("polls", 0)
@@ -331,7 +343,9 @@ def main() -> None:
     print(f"the burst ({args.pods} /create one after another, until the polls are back to one per interval):")
     for mode in ("mode2", "mode1"):
         b = report[mode]["burst"]
-        print(f"{mode}: {b['seconds']} s ({b['submit_seconds']} s of submissions), {b['polls']:g} polls, status "
+        mean = b["api"].get("poll_seconds", 0) / b["polls"] if b["polls"] else 0
+        print(f"{mode}: {b['seconds']} s ({b['submit_seconds']} s of submissions), {b['polls']:g} polls of "
+              f"{mean:.2f} s on average, status "
               f"queries {b['status_rpcs']:g} RPCs ({b['status_rpcs_over_steady']:+g} over steady state), "
               f"submissions {b['submit_rpcs']:g} RPCs; by type {b['rpcs_by_type']}; poll gaps after the last create "
               f"{b['poll_gaps_after_last_create']}")
