@@ -97,10 +97,15 @@ class Client:
 
 
 def rpc_counts(cluster: DevCluster) -> dict[str, dict[str, int]]:
-    """slurmctld's RPC counts by message type and by user (sdiag's two tables), read as `BENCH_USER`: the
+    """slurmctld's RPC counts by message type and by user (sdiag's two tables), read as bench_user(): the
     bench's own REQUEST_STATS_INFO falls on a user no service uses."""
-    out = subprocess.run(["runuser", "-u", bench_user(cluster), "--", "sdiag"], env={**os.environ, **cluster.env},
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return parse_sdiag(subprocess.run(["runuser", "-u", bench_user(cluster), "--", "sdiag"],
+                                      env={**os.environ, **cluster.env}, capture_output=True, text=True, check=True,
+                                      timeout=30).stdout)
+
+
+def parse_sdiag(out: str) -> dict[str, dict[str, int]]:
+    """sdiag's RPC counts: {"type": {message type: count}, "user": {user: count}}."""
     by_type, rest = out.split("Remote Procedure Call statistics by message type", 1)[1].split("by user", 1)
     by_user = rest.split("Pending RPC", 1)[0]
     def table(section: str) -> dict[str, int]:
