@@ -108,9 +108,12 @@ class PodController:
         elif not state.submitted:
             await self._submit(state)
         elif state.remote is not None and state.remote_changed:
-            await self._patch(state, podstatus.from_remote(state.pod, state.remote, self._host_ip(), k8s_time()))
-            state.remote_changed = False
-            for note in podstatus.container_events(state.remote, state.notes_seen):
+            remote = state.remote
+            await self._patch(state, podstatus.from_remote(state.pod, remote, self._host_ip(), k8s_time()))
+            # An answer taken while the patch was on its way (the feed, a round) stays to be patched: it queued
+            # the pod again, and clearing the flag would lose it for good (the rounds see no change after).
+            state.remote_changed = state.remote is not remote
+            for note in podstatus.container_events(remote, state.notes_seen):
                 await self.events.emit(state.pod, note.reason, note.message, note.type)
 
     def _host_ip(self) -> str:
