@@ -246,9 +246,9 @@ def raw_phase(slurm: Slurm, args: argparse.Namespace, rng: random.Random) -> dic
         return when
 
     for i in range(args.pods):
-        start, job_id = submit(args.sleep)
+        start, job_id = submit(args.lengths[i])
         samples["submit_to_running"].append(until(job_id, STARTED_STATES, 60) - start)
-        samples["submit_to_completed"].append(until(job_id, FINISHED_STATES, 60 + args.sleep) - start)
+        samples["submit_to_completed"].append(until(job_id, FINISHED_STATES, 60 + args.lengths[i]) - start)
         print(f"  raw {i + 1}/{args.pods}: RUNNING {samples['submit_to_running'][-1]:.2f} s, COMPLETED "
               f"{samples['submit_to_completed'][-1]:.2f} s", file=sys.stderr)
     for _ in range(args.delete_pods):
@@ -320,7 +320,9 @@ def pod_stack(mode: str, cluster: DevCluster, user: str, args: argparse.Namespac
         standin = stack.enter_context(KubeStandin(work / "standin"))
         timeline = Timeline()
         standin.store.add_listener(timeline.on_change)
-        overrides = {"status_interval": args.vk_status_interval} if args.vk_status_interval else {}
+        overrides: dict[str, Any] = {"status_interval": args.vk_status_interval} if args.vk_status_interval else {}
+        if not args.feed:  # the vk's periodic /status rounds alone, as before issue 13's change feed
+            overrides["api"] = {"url": api.url, "changes": False}
         kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", NODE)
         vk = stack.enter_context(vk_service(vk_config(standin, NODE, kubeconfig, api.url, **overrides), work,
                                             standin.kubelet_client_cert))
@@ -360,8 +362,8 @@ def pod_phase(stack: Stack, watch: JobWatch, label: str, args: argparse.Namespac
 
         for i in range(args.pods):
             name = f"{PREFIX}{label}-{i:03d}"
-            pod, job = apply(name, args.sleep)
-            until(f"pod {name} to finish", lambda: pod.finished, 120 + args.sleep)  # noqa: B023
+            pod, job = apply(name, args.lengths[i])
+            until(f"pod {name} to finish", lambda: pod.finished, 120 + args.lengths[i])  # noqa: B023
             until(f"the job of {name} to be seen finished", lambda: job.finished, 30)  # noqa: B023
             seen_running += pod.running is not None
             assert pod.started is not None and pod.finished is not None
@@ -413,10 +415,12 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
     # pods: a random pause over a whole status round (and at least slurmctld's 1 s scheduling pass)
     args.pause = max(JITTER_S, args.vk_status_interval or VkConfig.model_fields["status_interval"].default)
     samples: dict[str, dict[str, list[float]]] = {mode: {} for mode in args.modes}
+    loads: list[dict[str, Any]] = []  # the machine's load average around each phase (others may share it)
     for round_ in range(args.rounds):
         shift = round_ % len(args.modes)  # each round starts with another mode: a drift falls on all of them
         for mode in args.modes[shift:] + args.modes[:shift]:
-            print(f"round {round_ + 1}/{args.rounds}: {mode}", file=sys.stderr)
+            print(f"round {round_ + 1}/{args.rounds}: {mode} (load {loadavg()})", file=sys.stderr)
+            load_before = loadavg()
             if mode == "raw":
                 got = raw_phase(slurm, args, rng)
             else:
@@ -425,17 +429,21 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
                     got = pod_phase(stack, watch, f"{mode}-{round_}", args, rng)
             for key, values in got.items():
                 samples[mode].setdefault(key, []).extend(values)
+            loads.append({"mode": mode, "round": round_ + 1, "start": load_before, "end": loadavg()})
             slurm.drain()
     api_fields, vk_fields = ApiConfig.model_fields, VkConfig.model_fields
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "pods": args.pods,
         "delete_pods": args.delete_pods, "rounds": args.rounds, "sleep_seconds": args.sleep,
+        "sleep_spread_seconds": args.sleep_spread, "job_seconds": [round(x, 3) for x in args.lengths],
         "modes": list(args.modes), "jobs_held_at_start": held, "seed": args.seed,
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3], "work": str(work),
+        "loadavg_by_phase": loads, "work": str(work),
         "cluster": {"state_dir": str(cluster.state_dir), "slurm": cluster.slurm},
         "settings": {"api_poll_interval": args.api_poll_interval or api_fields["poll_interval"].default,
                      "vk_status_interval": args.vk_status_interval or vk_fields["status_interval"].default,
-                     "shipped_defaults": args.api_poll_interval is None and args.vk_status_interval is None,
+                     "change_feed": args.feed,
+                     "shipped_defaults": args.api_poll_interval is None and args.vk_status_interval is None
+                     and args.feed,
                      "squeue_period": args.squeue_period, "job_watch_period": args.job_watch_period,
                      "random_pause_seconds": {"raw": JITTER_S, "pods": args.pause}},
         "latency_seconds": {mode: {key: percentiles(values) for key, values in by_key.items()
@@ -446,6 +454,11 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
                             for mode, by_key in samples.items()},
         "versus_slurm": versus(samples),
     }
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg has them."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def versus(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
@@ -499,8 +512,10 @@ def print_table(report: dict[str, Any]) -> None:
     lat = report["latency_seconds"]
     s = report["settings"]
     print(f"{report['pods']} pods and {report['delete_pods']} deletions per mode and round, {report['rounds']} "
-          f"round(s); jobs sleep {report['sleep_seconds']:g} s; API poll_interval {s['api_poll_interval']:g} s, vk "
-          f"status_interval {s['vk_status_interval']:g} s ({'shipped defaults' if s['shipped_defaults'] else 'set'}"
+          f"round(s); jobs sleep {report['sleep_seconds']:g} s + 0-{report['sleep_spread_seconds']:g} s; API "
+          f"poll_interval {s['api_poll_interval']:g} s, vk status_interval {s['vk_status_interval']:g} s, change "
+          f"feed {'on' if s['change_feed'] else 'off'} "
+          f"({'shipped defaults' if s['shipped_defaults'] else 'set'}"
           f"); {report['jobs_held_at_start']} jobs held at start")
     print(f"{'mode':6} {'':44} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'n':>3}   vs SLURM (p50: ratio, over)")
     for mode in report["modes"]:
@@ -537,18 +552,26 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES), help="which of raw,mode2,mode1, in this order")
     parser.add_argument("--sleep", type=float, default=8.0, help="seconds each job sleeps (long enough that the "
                         "shipped 5 s status rounds see most pods Running)")
+    parser.add_argument("--sleep-spread", type=float, default=2.0, help="each job sleeps --sleep plus a random "
+                        "0 to this many seconds (the same lengths in every mode), so that its end does not fall at a "
+                        "fixed phase of the polls that started it")
     parser.add_argument("--api-poll-interval", type=float, help="the API's poll_interval (default: shipped)")
     parser.add_argument("--vk-status-interval", type=float, help="the vk's status_interval (default: shipped)")
+    parser.add_argument("--feed", choices=("on", "off"), default="on", help="the vk's change feed (`api.changes`; "
+                        "on: the shipped default; off: only the periodic /status rounds, as before issue 13)")
     parser.add_argument("--squeue-period", type=float, default=0.02, help="raw: squeue polled this often")
     parser.add_argument("--job-watch-period", type=float, default=0.1, help="modes: the pods' jobs polled this often")
     parser.add_argument("--seed", type=int, default=1, help="of the random 0-1 s pauses before each submission")
     add_cluster_options(parser)
     args = parser.parse_args()
     args.modes = tuple(m for m in args.modes.split(",") if m)
+    args.feed = args.feed == "on"
     if unknown := set(args.modes) - set(MODES):
         parser.error(f"unknown modes {sorted(unknown)}; known: {','.join(MODES)}")
     if args.delete_pods is None:
         args.delete_pods = args.pods
+    lengths = random.Random(args.seed + 1)  # noqa: S311 - the same job lengths in every run and mode
+    args.lengths = [round(args.sleep + lengths.uniform(0, args.sleep_spread), 2) for _ in range(args.pods)]
     cluster = cluster_of(args)
     was_down = not any(cluster.status().values())
     cluster.up()
@@ -564,6 +587,8 @@ def main() -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
+    print("load average by phase: " + "; ".join(f"{x['mode']} {x['start']} → {x['end']}"
+                                                 for x in report["loadavg_by_phase"]))
     print(f"\nresults: {RESULTS}; logs: {work}; dev cluster {report['dev_cluster']}")
 
 

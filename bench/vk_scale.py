@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -55,7 +56,10 @@ from bench.services import (  # noqa: E402
     vk_service,
     wait_until,
 )
+from slurmlink.core.naming import pod_workdir  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
+from slurmlink.translate.layout import STATUS_DIR  # noqa: E402
+from slurmlink.wire.names import CHANGES_ROUTE  # noqa: E402
 from standins.kube import KubeStandin  # noqa: E402
 from standins.kube.store import Change  # noqa: E402
 
@@ -136,6 +140,49 @@ class Timeline:
                 "started": sum(p.started is not None for p in pods),
                 "running_now": sum(p.phase == "Running" for p in pods),
                 "finished": sum(p.finished is not None for p in pods)}
+
+
+class FeedWatch:
+    """A second client of the API's change feed (a thread of the bench): when the API first told each pod's
+    container running and terminated. It splits the vk's report lag into the API's part (SLURM's start → the
+    feed) and the vk's (the feed → the patch in the stand-in)."""
+
+    def __init__(self, api_url: str) -> None:
+        self.url = f"{api_url}{CHANGES_ROUTE}"
+        self.running: dict[str, float] = {}  # uid -> first told running (or terminated: it ran)
+        self.terminated: dict[str, float] = {}  # uid -> first told terminated
+        self.answers = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="feed-watch", daemon=True)
+
+    def __enter__(self) -> FeedWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(15)
+
+    def _run(self) -> None:
+        cursor = ""
+        with httpx.Client(timeout=httpx.Timeout(10, read=20)) as http:
+            while not self.stopping.is_set():
+                try:
+                    answer = http.get(self.url, params={"since": cursor, "wait": "5"}).json()
+                except (httpx.HTTPError, ValueError) as exc:
+                    print(f"  feed watch: {exc}", file=sys.stderr)
+                    self.stopping.wait(0.5)
+                    continue
+                now = time.time()
+                self.answers += 1
+                cursor = answer.get("cursor", "")
+                for pod in answer.get("pods") or []:
+                    states = [c.get("state") or {} for c in pod.get("containers") or []]
+                    uid = pod.get("UID", "")
+                    if any("running" in st or "terminated" in st for st in states):
+                        self.running.setdefault(uid, now)
+                    if states and all("terminated" in st for st in states):
+                        self.terminated.setdefault(uid, now)
 
 
 # --- measuring helpers -----------------------------------------------------------------------------------------
@@ -220,6 +267,17 @@ def container_times(pod: dict[str, Any]) -> tuple[float | None, float | None, in
     return None, None, None
 
 
+def file_times(job_root: Path, uid: str) -> tuple[float | None, float | None]:
+    """When the job script wrote the container started and finished (its status files, to the microsecond):
+    SLURM's own start and end of the container, finer than the status's whole seconds."""
+    status = Path(pod_workdir(str(job_root), NAMESPACE, uid)) / STATUS_DIR
+    def read(name: str) -> float | None:
+        with contextlib.suppress(OSError, ValueError):
+            return parse_time((status / name).read_text().strip())
+        return None
+    return read("main.started"), read("main.finished")
+
+
 def overlap(spans: list[tuple[float, float]]) -> int:
     """Most spans [start, end) open at once."""
     edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
@@ -288,10 +346,13 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
     report: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "pods": args.pods, "sleep_seconds": args.sleep,
         "status_interval": args.interval, "api_poll_interval": args.api_poll_interval, "workers": args.workers,
+        "change_feed": args.feed == "on",
         "create_concurrency": args.concurrency, "jobs_held_at_start": held, "slurm_cpus": cluster.cpus,
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3], "work": str(work)}
     timeline = Timeline()
     api = api_service(api_config(cluster, user, args.api_poll_interval, free_port()), work)
+    # the feed off: the vk's periodic /status rounds alone, as before issue 13's change feed
+    feed = {} if args.feed == "on" else {"api": {"url": api.url, "changes": False}}
     vk: Service | None = None
     # A real apiserver's watch cache keeps minutes of changes; the stand-in keeps a count (500 by default), which
     # 1,000 pods would overrun in seconds and turn into relists no real cluster would cause.
@@ -301,7 +362,7 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
             vk = vk_service(vk_config(standin, NODE, node_kubeconfig(standin, work / "node.kubeconfig", NODE),
                                       api.url, workers=args.workers, status_interval=args.interval,
                                       ping_interval=5.0, lease_duration_seconds=40, missing_reference_timeout=300,
-                                      watch_timeout_seconds=300), work, standin.kubelet_client_cert)
+                                      watch_timeout_seconds=300, **feed), work, standin.kubelet_client_cert)
             wait_until(lambda: node_ready(standin), 30, "the node to be Ready", 0.2)
             report.update(measure(cluster, standin, api, vk, timeline, args))
         finally:
@@ -319,6 +380,24 @@ def measure(cluster: DevCluster, standin: KubeStandin, api: Service, vk: Service
     proc0 = {"vk": proc_status(vk.pid), "api": proc_status(api.pid),
              "bench_and_standin": proc_status(os.getpid())}
     machine0 = cpu_seconds()
+    feed = FeedWatch(api.url) if args.watch_feed else None
+    with feed or contextlib.nullcontext():
+        t0, applied, elapsed, peak_rss = wait_for_pods(standin, vk, timeline, pods, args)
+    machine1 = cpu_seconds()
+    proc1 = {"vk": proc_status(vk.pid), "api": proc_status(api.pid),
+             "bench_and_standin": proc_status(os.getpid())}
+    api1, vk1 = api_snapshot(api), vk_snapshot(vk)
+    report = analyse(standin, timeline, args, cluster.job_root, t0, applied, elapsed, (api0, api1), (vk0, vk1),
+                     (proc0, proc1), (machine0, machine1), peak_rss)
+    if feed is not None:
+        report["feed_watch"] = split_lag(timeline, feed, cluster.job_root)
+    return report
+
+
+def wait_for_pods(standin: KubeStandin, vk: Service, timeline: Timeline, pods: list[dict[str, Any]],
+                  args: argparse.Namespace) -> tuple[float, float, float, int]:
+    """Apply the pods and wait for all to finish: (the start, when all were applied, seconds from the start to
+    the last one finished, the vk's peak RSS)."""
     t0 = time.time()
     applied = asyncio.run(apply(standin, pods, args.concurrency))
     print(f"applied {args.pods} pods in {applied - t0:.1f}s", file=sys.stderr)
@@ -336,17 +415,31 @@ def measure(cluster: DevCluster, standin: KubeStandin, api: Service, vk: Service
             last_print = time.time()
             print(f"  {last_print - t0:6.0f}s {counts}  vk RSS {peak_rss / 1024:.0f} MiB", file=sys.stderr)
         time.sleep(0.5)
-    elapsed = time.time() - t0
-    machine1 = cpu_seconds()
-    proc1 = {"vk": proc_status(vk.pid), "api": proc_status(api.pid),
-             "bench_and_standin": proc_status(os.getpid())}
-    api1, vk1 = api_snapshot(api), vk_snapshot(vk)
-    return analyse(standin, timeline, args, t0, applied, elapsed, (api0, api1), (vk0, vk1), (proc0, proc1),
-                   (machine0, machine1), peak_rss)
+    return t0, applied, time.time() - t0, peak_rss
 
 
-def analyse(standin: KubeStandin, timeline: Timeline, args: argparse.Namespace, t0: float, applied: float,
-            elapsed: float, api: tuple[dict[str, Any], ...], vkm: tuple[dict[str, Any], ...],
+def split_lag(timeline: Timeline, feed: FeedWatch, job_root: Path) -> dict[str, Any]:
+    """The report lag of each start in two: SLURM's start (the job's file) → the API's feed, and the feed → the
+    vk's patch; and the pods never patched Running, with what the feed told of them."""
+    api_part, vk_part, never_running = [], [], {}
+    for name, p in dict(timeline.pods).items():
+        started, finished = file_times(job_root, p.uid)
+        told = feed.running.get(p.uid)
+        if started is not None and told is not None:
+            api_part.append(told - started)
+            if p.started is not None:
+                vk_part.append(p.started - told)
+        if p.running is None:
+            never_running[name] = {
+                "slurm_start": started, "slurm_end": finished, "feed_running": told,
+                "feed_terminated": feed.terminated.get(p.uid), "patched_finished": p.finished,
+                "feed_told_running_before_end": told is not None and finished is not None and told < finished}
+    return {"answers": feed.answers, "slurm_start_to_feed": percentiles(api_part),
+            "feed_to_patch": percentiles(vk_part), "never_patched_running": never_running}
+
+
+def analyse(standin: KubeStandin, timeline: Timeline, args: argparse.Namespace, job_root: Path, t0: float,
+            applied: float, elapsed: float, api: tuple[dict[str, Any], ...], vkm: tuple[dict[str, Any], ...],
             procs: tuple[dict[str, Any], ...], machine: tuple[tuple[float, float], ...], peak_rss: int
             ) -> dict[str, Any]:
     times = dict(timeline.pods)
@@ -359,10 +452,14 @@ def analyse(standin: KubeStandin, timeline: Timeline, args: argparse.Namespace, 
     phases: dict[str, int] = {}
     exits: dict[str, int] = {}
     spans, slurm_wait, vk_start_lag, vk_end_lag, durations = [], [], [], [], []
+    from_files = 0
     for name, p in times.items():
         phases[p.phase] = phases.get(p.phase, 0) + 1
         started_at, finished_at, code = container_times(stored[name])
         exits[str(code)] = exits.get(str(code), 0) + 1
+        precise = file_times(job_root, p.uid)
+        if precise[0] is not None and precise[1] is not None:
+            (started_at, finished_at), from_files = precise, from_files + 1
         if started_at is not None and finished_at is not None:
             spans.append((started_at, finished_at))  # both cut to whole seconds alike
             durations.append(finished_at - started_at)
@@ -411,6 +508,8 @@ def analyse(standin: KubeStandin, timeline: Timeline, args: argparse.Namespace, 
             "vk_start_report_lag": percentiles(vk_start_lag),
             "vk_end_report_lag": percentiles(vk_end_lag),
         },
+        # SLURM's times: the job's status files (µs) for this many pods, the rest the status's whole seconds
+        "slurm_times_from_files": from_files,
         "slurm": {"max_concurrent_jobs": concurrency, "span_seconds": round(slurm_span, 1),
                   "mean_concurrent_jobs": round(sum(durations) / slurm_span, 1) if slurm_span else None,
                   "median_job_seconds": median_duration,
@@ -470,6 +569,12 @@ def print_table(r: dict[str, Any]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+    if feed := r.get("feed_watch"):
+        print(f"{'  SLURM start → the feed':<{width}}  {feed['slurm_start_to_feed']}")
+        print(f"{'  the feed → the vk patch':<{width}}  {feed['feed_to_patch']}")
+        told = sum(x["feed_told_running_before_end"] for x in feed["never_patched_running"].values())
+        print(f"{'  never patched Running':<{width}}  {len(feed['never_patched_running'])} pods; the feed told "
+              f"{told} of them running before their end")
     for name, status in r["not_succeeded"].items():
         containers = [c.get("state") for c in (status or {}).get("containerStatuses") or []]
         print(f"not Succeeded: {name} {(status or {}).get('phase')} {json.dumps(containers)}")
@@ -483,6 +588,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="the vk's workers (its default: 8)")
     parser.add_argument("--concurrency", type=int, default=16, help="clients POSTing pods at once")
     parser.add_argument("--sleep", type=float, default=5.0, help="seconds each pod sleeps")
+    parser.add_argument("--feed", choices=("on", "off"), default="on", help="the vk's change feed (`api.changes`; "
+                        "on: the shipped default; off: the periodic /status rounds alone, as before issue 13)")
+    parser.add_argument("--watch-feed", action="store_true", help="a second client of the API's change feed in "
+                        "the bench: the report lag split into the API's part and the vk's (one more long poll)")
     parser.add_argument("--timeout", type=float, help="give up after this many seconds (default: from --pods)")
     add_cluster_options(parser)
     args = parser.parse_args()
