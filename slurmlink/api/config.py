@@ -154,8 +154,9 @@ class ApiConfig(Strict):
         "per-pod directories `<job_root>/<namespace>-<uid>` (0700, owned by the user), on a filesystem the "
         "compute nodes share. Mode 2: traversable (`0711`) by the users; mode 1: root-owned `1733`, and the same "
         "path as the proxy's `files.job_root`"))
-    poll_interval: float = Field(default=2.0, gt=0, description=(
-        "seconds between the batched status queries (one `squeue` for all pods)"))
+    poll_interval: float = Field(default=5.0, gt=0, description=(
+        "seconds between the batched status queries (one `squeue` for all pods) at steady state; starts and ends "
+        "come sooner, from the job's files and the hurried queries"))
     poll_interval_fast: float = Field(default=0.25, gt=0, description=(
         "while a submitted job has not been seen started (or a deleted pod's job ended), the next query comes "
         "this many seconds after the last, then after twice that, and so on up to `poll_interval`; at steady "
