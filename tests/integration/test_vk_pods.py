@@ -109,7 +109,7 @@ def test_per_pod_status_calls_for_upstream_interlink(chain: Chain) -> None:
     workdir = chain.workdir / "per-pod"
     workdir.mkdir()
     config = vk_config(chain.standin, node_kubeconfig(chain.standin, workdir / "kubeconfig", name), chain.api.url,
-                       api={"url": chain.api.url, "batch_status": False})
+                       api={"url": chain.api.url, "batch_status": False, "changes": False})
     config["node"]["name"] = name
     second = VkProcess(config, workdir, chain.standin.kubelet_client_cert)
     second.start()
