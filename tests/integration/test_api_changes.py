@@ -24,21 +24,13 @@ from slurmlink.devcluster import DevCluster
 from slurmlink.translate.status import pod_phase
 from slurmlink.wire.changes import Changes
 from slurmlink.wire.names import CHANGES_ROUTE
+from tests.harness.feed import changes
 from tests.harness.pods import GATE_VOLUME, Client, gated_container, make_pod, open_gate
 from tests.harness.ports import free_port
 from tests.harness.services import ApiProcess, api_config
 from tests.harness.waiting import wait_until
 
 QUIET_POLLS = 300.0  # no SLURM poll during a test but the first one
-
-
-def changes(url: str, since: str | None, wait: float) -> Changes:
-    params: dict[str, Any] = {"wait": wait}
-    if since is not None:
-        params["since"] = since
-    answer = httpx.get(url + CHANGES_ROUTE, params=params, timeout=wait + 30)
-    assert answer.status_code == 200, answer.text
-    return Changes.model_validate(answer.json())
 
 
 def squeue_runs(url: str) -> float:
