@@ -97,9 +97,11 @@ def test_status_is_one_list_call_per_interval_and_304_while_nothing_changes(mode
     polls = mode1.api.metric("slurmlink_api_poll_seconds_count") - polls_before
     # One list call per poll (the service identity sees every job), and the container records of all the
     # running pods in one more request, whatever the number of pods; and one read (of files, not SLURM) at most
-    # per answer of the file watch.
+    # per answer of the file watch. The API also reads each new pod once when the watch begins to watch it
+    # (restwatch.py). The watch's reads run one at a time: when the counting starts, one may be in flight and one
+    # batch may wait (for pods submitted, or files told, before it), counted here without what caused them.
     assert 0 < calls[JOB_LIST] <= polls + 1, (calls, polls)
-    assert 0 < calls[STATUSES] <= polls + 1 + calls[WATCH], (calls, polls)
+    assert 0 < calls[STATUSES] <= polls + 1 + calls[WATCH] + 2, (calls, polls)
     assert calls[ONE_STATUS] == 0
 
 
