@@ -18,6 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from slurmlink.api.errors import BadRequest
+from slurmlink.translate.podspec import PodRef
 
 MAX_REMOVALS = 10_000  # removals remembered; an older cursor gets a reset
 
@@ -27,20 +28,13 @@ class BadCursor(BadRequest):
 
 
 @dataclass(frozen=True)
-class Removal:
-    namespace: str
-    name: str
-    uid: str
-
-
-@dataclass(frozen=True)
 class Delta:
     """What a caller is told: the pods to send (their status now), the removals, the cursor to come back with."""
 
     cursor: str
     reset: bool
     uids: list[str]  # on a reset: every known pod
-    removed: list[Removal]
+    removed: list[PodRef]
 
 
 def parse_cursor(text: str) -> tuple[str, int]:
@@ -57,7 +51,7 @@ class ChangeLog:
         self.max_removals = max_removals
         self._fingerprints: dict[str, str] = {}
         self._changed: OrderedDict[str, int] = OrderedDict()  # uid -> revision of its last change, oldest first
-        self._removed: OrderedDict[str, tuple[int, Removal]] = OrderedDict()
+        self._removed: OrderedDict[str, tuple[int, PodRef]] = OrderedDict()
         self._floor = 0  # a cursor below this may have missed a removal that was dropped
 
     @property
@@ -73,7 +67,7 @@ class ChangeLog:
         self._bump(uid)
         return True
 
-    def remove(self, removal: Removal) -> None:
+    def remove(self, removal: PodRef) -> None:
         """The registry forgot the pod."""
         if self._fingerprints.pop(removal.uid, None) is None:
             return  # never reported: nobody can have heard of it from us
@@ -117,7 +111,7 @@ def _newer(changed: OrderedDict[str, int], revision: int) -> list[str]:
     return newer[::-1]
 
 
-def _newer_values(removed: OrderedDict[str, tuple[int, Removal]], revision: int) -> list[tuple[int, Removal]]:
+def _newer_values(removed: OrderedDict[str, tuple[int, PodRef]], revision: int) -> list[tuple[int, PodRef]]:
     newer = []
     for uid in reversed(removed):
         if removed[uid][0] <= revision:
@@ -138,7 +132,7 @@ class ChangeFeed(ChangeLog):
         super()._bump(uid)
         self._wake()
 
-    def remove(self, removal: Removal) -> None:
+    def remove(self, removal: PodRef) -> None:
         before = self.revision
         super().remove(removal)
         if self.revision != before:

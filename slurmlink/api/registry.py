@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from slurmlink.api.changes import ChangeFeed, Removal
+from slurmlink.api.changes import ChangeFeed
 from slurmlink.core.records import ContainerRecord, JobInfo, PodDirectory
+from slurmlink.translate.podspec import PodRef
 from slurmlink.translate.status import is_finished
 
 
@@ -56,7 +57,7 @@ class Registry:
     def forget(self, uid: str) -> None:
         entry = self.entries.pop(uid, None)
         if entry is not None:
-            self.changes.remove(Removal(entry.namespace, entry.name, uid))
+            self.changes.remove(PodRef(entry.namespace, entry.name, uid))
         lock = self._locks.get(uid)
         if lock is not None and not lock.locked():
             del self._locks[uid]

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from slurmlink.api.changes import BadCursor, ChangeFeed, ChangeLog, Removal, parse_cursor
+from slurmlink.api.changes import BadCursor, ChangeFeed, ChangeLog, parse_cursor
+from slurmlink.translate.podspec import PodRef
 
 
 def test_no_cursor_is_a_snapshot_of_every_pod() -> None:
@@ -58,9 +59,9 @@ def test_removals_are_told_once_and_not_in_a_snapshot() -> None:
     log.record("a", "1")
     log.record("b", "1")
     cursor = log.cursor
-    log.remove(Removal("ns", "pa", "a"))
+    log.remove(PodRef("ns", "pa", "a"))
     delta = log.since(cursor)
-    assert delta is not None and delta.uids == [] and delta.removed == [Removal("ns", "pa", "a")]
+    assert delta is not None and delta.uids == [] and delta.removed == [PodRef("ns", "pa", "a")]
     snapshot = log.since(None)
     assert snapshot is not None and snapshot.uids == ["b"] and snapshot.removed == []
     assert log.since(delta.cursor) is None
@@ -68,7 +69,7 @@ def test_removals_are_told_once_and_not_in_a_snapshot() -> None:
 
 def test_a_pod_never_reported_is_removed_silently() -> None:
     log = ChangeLog(epoch="e1")
-    log.remove(Removal("ns", "x", "x"))
+    log.remove(PodRef("ns", "x", "x"))
     assert log.revision == 0
 
 
@@ -78,9 +79,9 @@ def test_a_cursor_older_than_the_removals_kept_gets_a_reset() -> None:
         log.record(uid, "1")
     old = log.cursor  # e1:3
     for uid in "ab":
-        log.remove(Removal("ns", uid, uid))
+        log.remove(PodRef("ns", uid, uid))
     after_first = "e1:4"
-    log.remove(Removal("ns", "c", "c"))  # the removal of a (revision 4) is dropped
+    log.remove(PodRef("ns", "c", "c"))  # the removal of a (revision 4) is dropped
     delta = log.since(old)
     assert delta is not None and delta.reset
     delta = log.since(after_first)
@@ -92,7 +93,7 @@ def test_a_pod_back_after_its_removal_is_a_change_not_a_removal() -> None:
     log = ChangeLog(epoch="e1")
     log.record("a", "1")
     cursor = log.cursor
-    log.remove(Removal("ns", "a", "a"))
+    log.remove(PodRef("ns", "a", "a"))
     log.record("a", "1")
     delta = log.since(cursor)
     assert delta is not None and delta.uids == ["a"] and delta.removed == []
@@ -130,7 +131,7 @@ def test_a_long_poll_wakes_on_a_removal() -> None:
         feed.record("a", "1")
         waiting = asyncio.create_task(feed.wait(feed.cursor, timeout=30))
         await asyncio.sleep(0)
-        feed.remove(Removal("ns", "a", "a"))
+        feed.remove(PodRef("ns", "a", "a"))
         delta = await asyncio.wait_for(waiting, 5)
         return [r.uid for r in delta.removed]
 
