@@ -47,13 +47,11 @@ def _condition(kind: str, status: str, previous: dict[str, Obj], now: str, reaso
                message: str = "") -> Obj:
     old = previous.get(kind) or {}
     moved = old.get("status") != status or not old.get("lastTransitionTime")
-    out: Obj = {"type": kind, "status": status, "lastProbeTime": None,
-                "lastTransitionTime": now if moved else old["lastTransitionTime"]}
-    if reason:
-        out["reason"] = reason
-    if message:
-        out["message"] = message
-    return out
+    # Conditions merge by type in the patch: an empty reason or message is sent as null, which deletes the one
+    # stored (Ready turning True must not keep the ContainersNotReady it had while False).
+    return {"type": kind, "status": status, "lastProbeTime": None,
+            "lastTransitionTime": now if moved else old["lastTransitionTime"],
+            "reason": reason or None, "message": message or None}
 
 
 def _terminated_ok(status: Obj) -> bool:

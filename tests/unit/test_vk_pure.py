@@ -15,6 +15,7 @@ from slurmlink.vk.references import references
 from slurmlink.vk.times import micro_time
 from slurmlink.vk.workqueue import WorkQueue
 from slurmlink.wire.interlink import PingResponse, PodStatus, parse_ping
+from standins.kube.patches import strategic_merge
 from tests.harness.pods import make_pod
 
 NOW = "2026-01-01T00:00:00Z"
@@ -173,6 +174,17 @@ def test_patch_body_sends_complete_container_lists() -> None:
     assert [(s["name"], list(s["state"])) for s in body["initContainerStatuses"]] == [("i", ["terminated"])]
     assert body["hostIPs"] == [{"ip": "h"}, {"$patch": "replace"}]  # merged by ip otherwise
     assert body["reason"] is None  # a Failed pod's reason must not outlive a retry
+
+
+def test_ready_turning_true_deletes_the_reason_it_had_while_false() -> None:
+    # Conditions merge by type, so a True condition must send null for the reason and message stored while False
+    # (the stand-in's strategic merge deletes a null field as the apiserver does).
+    pod = _pod("a", status=podstatus.desired(_pod("a"), [_waiting("a")], [], "1", "h", NOW).status)
+    assert next(c for c in pod["status"]["conditions"] if c["type"] == "Ready")["reason"] == "ContainersNotReady"
+    body = podstatus.patch_body(podstatus.desired(pod, [_running("a")], [], "1", "h", LATER).status)
+    stored = strategic_merge(pod, body)
+    ready = next(c for c in stored["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and "reason" not in ready and "message" not in ready
 
 
 def test_a_finished_pod_keeps_its_phase() -> None:
