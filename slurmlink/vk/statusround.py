@@ -88,10 +88,10 @@ class StatusRounds:
             state.job_id = remote.jid
         if state.remote is None or state.remote.to_wire() != remote.to_wire():
             state.remote, state.remote_changed = remote, True
-            self.controller.queue.add(state.uid)
+            self.controller.queue.add(state.uid, soon=True)
             return True
         if state.deleting:
-            self.controller.queue.add(state.uid)
+            self.controller.queue.add(state.uid, soon=True)
         return False
 
     async def round(self) -> None:
@@ -119,7 +119,7 @@ class StatusRounds:
                     state.rounded = self.round_changes
             elif state.deleting:  # upstream forgets a deleted pod: nothing more to wait for
                 state.remote = None
-                self.controller.queue.add(state.uid)
+                self.controller.queue.add(state.uid, soon=True)
         metrics.STATUS_ROUND.observe(time.monotonic() - started)
 
     def take_changes(self, changes: Changes, asked: int) -> bool:
@@ -145,7 +145,7 @@ class StatusRounds:
             state = self.controller.pods.get(removed.uid)
             if state is not None and state.deleting and not state.gone:
                 state.fed, state.remote = self.feed_answers, None  # the API let go of it: nothing to wait for
-                self.controller.queue.add(state.uid)
+                self.controller.queue.add(state.uid, soon=True)
         return in_order
 
     async def run(self) -> None:

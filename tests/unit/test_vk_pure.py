@@ -277,3 +277,23 @@ async def _queue_run() -> list[str]:
 def test_work_queue_serialises_each_key() -> None:
     import asyncio
     assert asyncio.run(_queue_run()) == ["a", "b", "a"]
+
+
+async def _soon_run() -> list[str]:
+    queue = WorkQueue()
+    for key in ("create-1", "create-2", "status", "create-3"):
+        queue.add(key)
+    queue.add("status", soon=True)  # a status told while its pod waits behind creates moves ahead
+    queue.add("late-status", soon=True)
+    queue.add("late-status")  # a later plain add does not move it back
+    first = await queue.get()
+    queue.add(first, soon=True)  # while active: handled again soon after done
+    seen = [first, await queue.get()]
+    queue.done(first)
+    seen += [await queue.get() for _ in range(4)]
+    return seen + [str(len(queue))]
+
+
+def test_work_queue_serves_status_before_creates() -> None:
+    import asyncio
+    assert asyncio.run(_soon_run()) == ["status", "late-status", "status", "create-1", "create-2", "create-3", "0"]
