@@ -67,6 +67,7 @@ from bench.services import (  # noqa: E402
 )
 from bench.submit_throughput import JITTER_S, Slurm  # noqa: E402
 from bench.submit_throughput import NAMESPACE as RAW_NAMESPACE  # noqa: E402
+from bench.timeline import PodTimes, Timeline  # noqa: E402
 from bench.vk_scale import NODE, TOLERATION, held_jobs, node_ready, percentiles  # noqa: E402
 from slurmlink.api.config import ApiConfig  # noqa: E402
 from slurmlink.core.states import FINISHED_STATES  # noqa: E402
@@ -76,7 +77,6 @@ from slurmlink.vk.config import VkConfig  # noqa: E402
 from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION  # noqa: E402
 from standins.checkin import CheckinStandin  # noqa: E402
 from standins.kube import KubeStandin  # noqa: E402
-from standins.kube.store import Change  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "start_latency.json"
 MODES = ("raw", "mode2", "mode1")
@@ -94,57 +94,6 @@ TARGET_ABSOLUTE_S = 1.5
 
 
 # --- what is observed ------------------------------------------------------------------------------------------
-
-@dataclass
-class PodTimes:
-    """Wall-clock seconds (time.time()) at which the stand-in stored each step of one pod."""
-
-    uid: str
-    created: float
-    running: float | None = None  # first phase Running
-    ready: float | None = None  # first condition Ready=True
-    started: float | None = None  # first Running, Succeeded or Failed (a short job may skip Running)
-    finished: float | None = None  # first Succeeded or Failed
-    gone: float | None = None  # the object deleted from the store
-    phase: str = "Pending"
-
-
-class Timeline:
-    """A listener on the stand-in's store: it runs in the server's thread on every write, so it stays cheap."""
-
-    def __init__(self) -> None:
-        self.pods: dict[str, PodTimes] = {}
-        self.lock = threading.Lock()
-
-    def on_change(self, change: Change) -> None:
-        if change.store_key != "/pods":
-            return
-        meta = change.obj.get("metadata") or {}
-        if not str(meta.get("name", "")).startswith(PREFIX):
-            return
-        now = time.time()
-        status = change.obj.get("status") or {}
-        phase = status.get("phase") or "Pending"
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-        with self.lock:
-            pod = self.pods.setdefault(meta["name"], PodTimes(uid=meta["uid"], created=now))
-            if change.type == "DELETED":
-                pod.gone = pod.gone or now
-                return
-            if pod.running is None and phase == "Running":
-                pod.running = now
-            if pod.ready is None and ready:
-                pod.ready = now
-            if pod.started is None and phase in ("Running", "Succeeded", "Failed"):
-                pod.started = now
-            if pod.finished is None and phase in ("Succeeded", "Failed"):
-                pod.finished = now
-            pod.phase = phase
-
-    def get(self, name: str) -> PodTimes | None:
-        with self.lock:
-            return self.pods.get(name)
-
 
 @dataclass
 class JobTimes:
@@ -318,7 +267,7 @@ def pod_stack(mode: str, cluster: DevCluster, user: str, args: argparse.Namespac
                             "type": "Opaque", "data": {ACCESS_TOKEN_KEY: base64.b64encode(token.encode()).decode()}})
             annotations[TOKEN_SECRET_ANNOTATION] = TOKEN_SECRET
         standin = stack.enter_context(KubeStandin(work / "standin"))
-        timeline = Timeline()
+        timeline = Timeline(PREFIX)
         standin.store.add_listener(timeline.on_change)
         overrides: dict[str, Any] = {"status_interval": args.vk_status_interval} if args.vk_status_interval else {}
         if not args.feed:  # the vk's periodic /status rounds alone, as before issue 13's change feed

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,90 +56,20 @@ from bench.services import (  # noqa: E402
     vk_service,
     wait_until,
 )
+from bench.timeline import Timeline  # noqa: E402
 from slurmlink.core.naming import pod_workdir  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from slurmlink.translate.layout import STATUS_DIR  # noqa: E402
 from slurmlink.wire.names import CHANGES_ROUTE  # noqa: E402
 from standins.kube import KubeStandin  # noqa: E402
-from standins.kube.store import Change  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "vk_scale.json"
 NAMESPACE = "default"
 PREFIX = "scale-"
 MAX_HELD = 9500  # MaxJobCount is 10,000 on the dev cluster; a full slurmctld makes sbatch sleep and retry
 ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
-DONE = ("Succeeded", "Failed")
-JOB_CONDITION = "slurmlink.io/SlurmJob"
 NODE = "slurmlink-test-node"
 TOLERATION = {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}
-
-
-@dataclass
-class PodTimes:
-    """Wall-clock seconds (time.time()) at which the stand-in stored each step of one pod."""
-
-    uid: str
-    created: float
-    bound: float | None = None
-    submitted: float | None = None  # the vk's `Submitted` event (after /create answered)
-    job_condition: float | None = None  # the SLURM job condition first in the pod's status
-    running: float | None = None  # first phase Running
-    started: float | None = None  # first phase Running, Succeeded or Failed (a short job may skip Running)
-    finished: float | None = None  # first phase Succeeded or Failed
-    phase: str = "Pending"
-
-
-class Timeline:
-    """A listener on the stand-in's store: it runs in the server's thread on every write, so it stays cheap."""
-
-    def __init__(self) -> None:
-        self.pods: dict[str, PodTimes] = {}
-        self.lock = threading.Lock()
-
-    def on_change(self, change: Change) -> None:
-        if change.store_key == "events" and change.type == "ADDED":
-            self._on_event(change.obj)
-        if change.store_key != "/pods" or change.type == "DELETED":
-            return
-        meta = change.obj.get("metadata") or {}
-        if not str(meta.get("name", "")).startswith(PREFIX):
-            return
-        now = time.time()
-        status = change.obj.get("status") or {}
-        phase = status.get("phase") or "Pending"
-        with self.lock:
-            pod = self.pods.get(meta["name"])
-            if pod is None:
-                pod = self.pods[meta["name"]] = PodTimes(uid=meta["uid"], created=now)
-            if pod.bound is None and (change.obj.get("spec") or {}).get("nodeName"):
-                pod.bound = now
-            conditions = status.get("conditions") or []
-            if pod.job_condition is None and any(c.get("type") == JOB_CONDITION for c in conditions):
-                pod.job_condition = now
-            if pod.running is None and phase == "Running":
-                pod.running = now
-            if pod.started is None and phase in ("Running", *DONE):
-                pod.started = now
-            if pod.finished is None and phase in DONE:
-                pod.finished = now
-            pod.phase = phase
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        """The vk's `Submitted` event: it is sent as soon as /create answered with the job id."""
-        about = event.get("involvedObject") or event.get("regarding") or {}
-        if event.get("reason") == "Submitted" and str(about.get("name", "")).startswith(PREFIX):
-            with self.lock:
-                pod = self.pods.get(about["name"])
-                if pod is not None and pod.submitted is None:
-                    pod.submitted = time.time()
-
-    def counts(self) -> dict[str, int]:
-        with self.lock:
-            pods = list(self.pods.values())
-        return {"created": len(pods), "submitted": sum(p.submitted is not None for p in pods),
-                "started": sum(p.started is not None for p in pods),
-                "running_now": sum(p.phase == "Running" for p in pods),
-                "finished": sum(p.finished is not None for p in pods)}
 
 
 class FeedWatch:
@@ -349,7 +279,7 @@ def run(cluster: DevCluster, args: argparse.Namespace, work: Path) -> dict[str, 
         "change_feed": args.feed == "on",
         "create_concurrency": args.concurrency, "jobs_held_at_start": held, "slurm_cpus": cluster.cpus,
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3], "work": str(work)}
-    timeline = Timeline()
+    timeline = Timeline(PREFIX)
     api = api_service(api_config(cluster, user, args.api_poll_interval, free_port()), work)
     # the feed off: the vk's periodic /status rounds alone, as before issue 13's change feed
     feed = {} if args.feed == "on" else {"api": {"url": api.url, "changes": False}}
