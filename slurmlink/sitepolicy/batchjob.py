@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from slurmlink.sitepolicy.rules import JobAsk, Placement, fill_and_check, gpus_in, memory_mb, time_minutes
+from slurmlink.sitepolicy.rules import JobAsk, Placement, fill_and_check, gpu_count, gpus_in, memory_mb, time_minutes
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.site import SiteConfig
 
@@ -44,8 +44,8 @@ def _gpus(job: BatchJob, options: dict[str, str | None]) -> tuple[int, bool]:
     for name in ("--gpus", "--gpus-per-node"):
         value = options.get(name)
         if value is not None:
-            count = value.rsplit(":", 1)[-1]
-            total, unknown = (total + int(count), unknown) if count.isdigit() else (total, True)
+            gpus = gpu_count(value)
+            total, unknown = total + (gpus or 0), unknown or gpus is None
     return total, unknown
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slurmlink.sitepolicy.rules import JobAsk, Placement, PolicyRefused, fill_and_check, gpus_in
+from slurmlink.sitepolicy.rules import JobAsk, Placement, PolicyRefused, fill_and_check, gpu_count, gpus_in
 
 # fields where GPUs can be asked: TRES/gres lists, and plain GPU counts (`gpus`, or `type:count`)
 TRES_FIELDS = ("gres", "tres_per_node", "tres_per_job", "tres_per_task", "tres_per_socket")
@@ -64,8 +64,8 @@ def ask_of(part: dict[str, Any]) -> JobAsk:
         if value is None:
             continue
         text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-        count = text.rsplit(":", 1)[-1]
-        gpus, unknown = (gpus + int(count), unknown) if count.isdigit() else (gpus, True)
+        plain = gpu_count(text)
+        gpus, unknown = gpus + (plain or 0), unknown or plain is None
     partition = part.get("partition")
     account, qos = part.get("account"), part.get("qos")
     for name, value in (("account", account), ("partition", partition), ("qos", qos)):

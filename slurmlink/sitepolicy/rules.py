@@ -170,3 +170,9 @@ def gpus_in(spec: str) -> int | None:
             return None
         total += int(count)
     return total
+
+
+def gpu_count(value: str) -> int | None:
+    """A `--gpus`/`--gpus-per-node` value, `2` or `a100:2`; None if it does not parse."""
+    count = value.rsplit(":", 1)[-1]
+    return int(count) if count.isdigit() else None
