@@ -43,6 +43,8 @@ class Decision:
     reason: str
     vo: str | None = None
     vo_settings: Mapping[str, Any] = field(default_factory=lambda: EMPTY_SETTINGS, compare=False)
+    # every admitted VO the caller is a member of, in the policy's order (`vo` first)
+    vos: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class EntitlementPolicy:
         missing = self._missing_assurance(claims)
         if missing:
             return Decision(False, missing, rule.name, rule.settings)
-        return Decision(True, why, rule.name, rule.settings)
+        return Decision(True, why, rule.name, rule.settings, tuple(r.name for r, _ in passed))
 
     def _check_vo(self, rule: VoRule, entitlements: Sequence[_Entitlement]) -> tuple[bool, str]:
         vo = rule.name

@@ -13,9 +13,6 @@ from dataclasses import dataclass, replace
 from slurmlink.core.errors import PodRejected
 from slurmlink.sitepolicy.config import SitePolicySection, VoPolicySection
 
-VO_ANNOTATION = "slurmlink.io/vo"  # a pod's choice among its owner's VOs
-VO_HEADER = "X-Slurmlink-VO"  # the same choice on a submission through the proxy (mode 1)
-
 
 class PolicyRefused(PodRejected):
     """A job outside its VO's policy. `rule` is the config key that refused it (e.g. `partitions`)."""
