@@ -1,0 +1,154 @@
+"""Per-VO site policy on the real SLURM, mode 2 (`slurmlink api` with Check-in identity) — must show:
+
+- each VO's jobs carry its account, partition and QoS (the dev cluster has partitions debug and batch);
+- a user in both VOs chooses with the `slurmlink.io/vo` annotation, and `/create` names VO, account and
+  partition (the vk's Submitted event);
+- out-of-policy pods end Failed with the rule: a VO the owner is not a member of, `-A` of another VO's account,
+  a partition outside the VO's list, a time limit above its maximum; no job is made for them;
+- a VO's per-user cap holds pods (503, the vk keeps them Pending) and holds across an API restart (counted in
+  SLURM), and lets them in once the user's jobs end.
+
+Without slurmdbd SLURM takes any account name as given (no associations to check): what is shown is the
+account slurmlink gave the job. Mode 1 (the proxy) is in test_site_policy_mode1.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from slurmlink.devcluster import DevCluster
+from standins.checkin import CheckinStandin
+from tests.harness.pods import Client, gated_container, make_pod, open_gate, squeue_jobs
+from tests.harness.ports import free_port
+from tests.harness.services import ApiProcess, api_config
+from tests.harness.waiting import wait_until
+
+ALPHA, BETA = "vo.alpha.example.org", "vo.beta.example.org"
+GATE = {"volumes": [{"name": "gate", "emptyDir": {}}]}
+
+
+def entitlements(*vos: str) -> list[str]:
+    return [f"urn:mace:egi.eu:group:{vo}:role=member#aai.egi.eu" for vo in vos]
+
+
+@pytest.fixture(scope="module")
+def members(checkin: CheckinStandin) -> dict[str, str]:
+    """alice is in both VOs, bob in alpha only."""
+    subjects = {name: checkin.new_subject() for name in ("alice", "bob")}
+    checkin.set_user(subjects["alice"], eduperson_entitlement=entitlements(ALPHA, BETA))
+    checkin.set_user(subjects["bob"], eduperson_entitlement=entitlements(ALPHA))
+    return subjects
+
+
+def policy_config(cluster: DevCluster) -> dict[str, Any]:
+    return {"vos": [
+        {"vo": ALPHA, "account": "alpha", "partitions": [cluster.partition], "default_time_minutes": 30,
+         "max_time_minutes": 60, "max_jobs_per_user": 2},
+        {"vo": BETA, "account": "beta", "partitions": [cluster.second_partition]},
+    ]}
+
+
+@pytest.fixture(scope="module")
+def policy_api(slurm_cluster: DevCluster, checkin: CheckinStandin, members: dict[str, str],
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    workdir = tmp_path_factory.mktemp("policy-api")
+    users = workdir / "users.txt"
+    users.write_text(f"{checkin.issuer} {members['alice']} {slurm_cluster.users[0]}\n"
+                     f"{checkin.issuer} {members['bob']} {slurm_cluster.users[1]}\n")
+    identity = {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [ALPHA, BETA]},
+                "mapping": [{"static": {"path": str(users)}}]}
+    process = ApiProcess(api_config(slurm_cluster, free_port(), identity=identity, users={},
+                                    site_policy=policy_config(slurm_cluster)), workdir)
+    process.start()
+    yield process
+    process.stop()
+
+
+def token_pod(checkin: CheckinStandin, subject: str, containers: list[dict[str, Any]] | None = None, *,
+              vo: str | None = None, flags: str | None = None, **spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = make_pod(containers or [{"name": "main", "command": ["true"]}], **spec)
+    annotations = {"slurmlink.io/token-secret": "checkin"}
+    annotations |= {"slurmlink.io/vo": vo} if vo else {}
+    annotations |= {"slurm-job.vk.io/flags": flags} if flags else {}
+    pod["metadata"]["annotations"] = annotations
+    secret = {"metadata": {"name": "checkin", "namespace": "default"},
+              "stringData": {"access_token": checkin.mint(subject)}}
+    return pod, secret
+
+
+def job_fields(cluster: DevCluster, pod: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(account, partition, time limit, user) of the pod's job, from squeue."""
+    env = {**os.environ, **cluster.env}
+    out = subprocess.run(["squeue", "-h", "-a", "--states=all", "-n", f"slurmlink-{pod['metadata']['uid']}",
+                          "-o", "%a|%P|%l|%u"], env=env, capture_output=True, text=True, check=True).stdout
+    [line] = out.splitlines()
+    account, partition, limit, user = line.split("|")
+    return account, partition, limit, user
+
+
+def test_each_vos_jobs_carry_its_account_and_partition_and_the_annotation_chooses(
+        policy_api: ApiProcess, checkin: CheckinStandin, members: dict[str, str], slurm_cluster: DevCluster) -> None:
+    client = Client(policy_api.url)
+    first, secret = token_pod(checkin, members["alice"])
+    answer = client.create(first, secrets=[secret])
+    assert answer.status_code == 200
+    assert answer.headers["X-Slurmlink-Placement"] == f"VO {ALPHA}, account alpha, partition debug"
+    chosen, secret = token_pod(checkin, members["alice"], vo=BETA)
+    answer = client.create(chosen, secrets=[secret])
+    assert answer.headers["X-Slurmlink-Placement"] == f"VO {BETA}, account beta, partition batch"
+    for pod in (first, chosen):
+        assert client.finish(pod)[0].phase == "Succeeded"
+    assert job_fields(slurm_cluster, first) == ("alpha", "debug", "30:00", slurm_cluster.users[0])
+    assert job_fields(slurm_cluster, chosen)[:2] == ("beta", "batch")
+
+
+@pytest.mark.parametrize(("vo", "flags", "spec", "reason", "words"), [
+    (BETA, None, {}, "VoNotMember", "not an admitted member"),
+    (None, "-A beta", {}, "AccountNotAllowed", "rule account"),
+    (None, "--account beta", {}, "AccountNotAllowed", "rule account"),
+    (None, "-p batch", {}, "PartitionNotAllowed", "rule partitions"),
+    (None, "--time=2:00:00", {}, "TimeLimitExceeded", "rule max_time_minutes"),
+    (None, None, {"activeDeadlineSeconds": 7200}, "TimeLimitExceeded", "rule max_time_minutes"),
+])
+def test_out_of_policy_pods_fail_with_the_rule_and_make_no_job(
+        policy_api: ApiProcess, checkin: CheckinStandin, members: dict[str, str], slurm_cluster: DevCluster,
+        vo: str | None, flags: str | None, spec: dict[str, Any], reason: str, words: str) -> None:
+    client = Client(policy_api.url)
+    pod, secret = token_pod(checkin, members["bob"], vo=vo, flags=flags, **spec)
+    assert client.submit(pod, secrets=[secret]) == ""
+    phase, _ = client.finish(pod, timeout=10)
+    assert (phase.phase, phase.reason) == ("Failed", reason)
+    assert words in phase.message
+    assert squeue_jobs({**os.environ, **slurm_cluster.env}, f"slurmlink-{pod['metadata']['uid']}") == []
+
+
+def test_the_per_user_cap_holds_pods_and_holds_across_a_restart(
+        policy_api: ApiProcess, checkin: CheckinStandin, members: dict[str, str], slurm_cluster: DevCluster) -> None:
+    client = Client(policy_api.url)
+    running = [token_pod(checkin, members["bob"], [gated_container()], **GATE) for _ in range(2)]
+    for pod, secret in running:
+        assert client.submit(pod, secrets=[secret])
+    held, secret = token_pod(checkin, members["bob"])
+    answer = client.create(held, secrets=[secret])
+    assert answer.status_code == 503
+    assert "max_jobs_per_user" in answer.text and "JobCapReached" in answer.text
+
+    policy_api.stop()
+    policy_api.start()
+    answer = client.create(held, secrets=[secret])
+    assert answer.status_code == 503 and "max_jobs_per_user" in answer.text  # counted in SLURM, not in memory
+
+    other, other_secret = token_pod(checkin, members["alice"])  # another user of the VO is not held
+    assert client.submit(other, secrets=[other_secret])
+    for pod, _ in running:
+        open_gate(slurm_cluster.job_root, "default", pod["metadata"]["uid"])
+    for pod, _ in running:
+        client.finish(pod)
+    wait_until(lambda: client.create(held, secrets=[secret]).status_code == 200, 60,
+               "the held pod to be taken once bob's jobs ended")
+    assert client.finish(held)[0].phase == "Succeeded"
