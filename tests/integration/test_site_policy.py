@@ -26,14 +26,10 @@ from standins.checkin import CheckinStandin
 from tests.harness.pods import Client, gated_container, make_pod, open_gate, squeue_jobs
 from tests.harness.ports import free_port
 from tests.harness.services import ApiProcess, api_config
+from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
 from tests.harness.waiting import wait_until
 
-ALPHA, BETA = "vo.alpha.example.org", "vo.beta.example.org"
 GATE = {"volumes": [{"name": "gate", "emptyDir": {}}]}
-
-
-def entitlements(*vos: str) -> list[str]:
-    return [f"urn:mace:egi.eu:group:{vo}:role=member#aai.egi.eu" for vo in vos]
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +39,6 @@ def members(checkin: CheckinStandin) -> dict[str, str]:
     checkin.set_user(subjects["alice"], eduperson_entitlement=entitlements(ALPHA, BETA))
     checkin.set_user(subjects["bob"], eduperson_entitlement=entitlements(ALPHA))
     return subjects
-
-
-def policy_config(cluster: DevCluster) -> dict[str, Any]:
-    return {"vos": [
-        {"vo": ALPHA, "account": "alpha", "partitions": [cluster.partition], "default_time_minutes": 30,
-         "max_time_minutes": 60, "max_jobs_per_user": 2},
-        {"vo": BETA, "account": "beta", "partitions": [cluster.second_partition]},
-    ]}
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +52,11 @@ def policy_api(slurm_cluster: DevCluster, checkin: CheckinStandin, members: dict
                 "mapping": [{"static": {"path": str(users)}}]}
     process = ApiProcess(api_config(slurm_cluster, free_port(), identity=identity, users={},
                                     site_policy=policy_config(slurm_cluster)), workdir)
+    clear_accounts(slurm_cluster)
     process.start()
     yield process
     process.stop()
+    clear_accounts(slurm_cluster)
 
 
 def token_pod(checkin: CheckinStandin, subject: str, containers: list[dict[str, Any]] | None = None, *,

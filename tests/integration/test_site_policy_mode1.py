@@ -1,0 +1,109 @@
+"""Per-VO site policy on the real SLURM, mode 1 (`slurmlink proxy` in front of slurmrestd) — must show, for
+submissions straight to the proxy (what a user could send without any slurmlink API in between):
+
+- each VO's jobs carry its account, partition and time limit; the `X-Slurmlink-VO` header chooses among the
+  caller's VOs;
+- a VO the caller is not a member of, another VO's account, a partition outside the list, a time limit above
+  the VO's maximum: 403 naming the rule, and no job in SLURM;
+- the per-user cap: 429 naming the rule once the caller has that many queued or running jobs (counted in
+  SLURM, so neither a proxy restart nor bypassing the API resets it).
+The rules are the same module's as mode 2's (test_site_policy.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from slurmlink.devcluster import DevCluster
+from standins.checkin import CheckinStandin
+from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
+from tests.integration.proxy_fixtures import ProxyServer, V, bearer, job_ids, proxy_config, submit_body
+
+
+@pytest.fixture(scope="module")
+def members(checkin: CheckinStandin) -> dict[str, str]:
+    subjects = {name: checkin.new_subject() for name in ("alice", "bob")}
+    checkin.set_user(subjects["alice"], eduperson_entitlement=entitlements(ALPHA, BETA))
+    checkin.set_user(subjects["bob"], eduperson_entitlement=entitlements(ALPHA))
+    return subjects
+
+
+@pytest.fixture(scope="module")
+def proxy(slurm_cluster: DevCluster, checkin: CheckinStandin, members: dict[str, str],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
+    users = tmp_path_factory.mktemp("policy-proxy") / "users.txt"
+    users.write_text(f"{checkin.issuer} {members['alice']} {slurm_cluster.users[0]}\n"
+                     f"{checkin.issuer} {members['bob']} {slurm_cluster.users[1]}\n")
+    config = proxy_config(slurm_cluster, checkin, Path(users), site_policy=policy_config(slurm_cluster))
+    config.identity.policy.vos = [ALPHA, BETA]
+    clear_accounts(slurm_cluster)
+    server = ProxyServer(config).start()
+    yield server
+    server.stop()
+    clear_accounts(slurm_cluster)
+
+
+def submit(proxy: ProxyServer, token: str, vo: str | None = None, script: str = "#!/bin/bash\ntrue",
+           **job: Any) -> httpx.Response:
+    body = submit_body("policy-mode1", script)
+    body["job"].update(job)
+    headers = {**bearer(token), **({"X-Slurmlink-VO": vo} if vo else {})}
+    return httpx.post(f"{proxy.url}/slurm/{V}/job/submit", headers=headers, json=body, timeout=30)
+
+
+def fields(cluster: DevCluster, job_id: str) -> tuple[str, str, str]:
+    out = subprocess.run(["squeue", "-h", "-a", "--states=all", "-j", job_id, "-o", "%a|%P|%l"],
+                         env={**os.environ, **cluster.env}, capture_output=True, text=True, check=True).stdout
+    account, partition, limit = out.strip().split("|")
+    return account, partition, limit
+
+
+def test_each_vos_submissions_carry_its_account_and_partition(proxy: ProxyServer, checkin: CheckinStandin,
+                                                               members: dict[str, str],
+                                                               slurm_cluster: DevCluster) -> None:
+    token = checkin.mint(members["alice"])
+    first = submit(proxy, token)
+    assert first.status_code == 200, first.text
+    job = {k: v for k, v in submit_body("x")["job"].items() if k == "time_limit"}  # the body's own: 10 minutes
+    assert fields(slurm_cluster, str(first.json()["job_id"])) == ("alpha", "debug", f"{job['time_limit']}:00")
+    chosen = submit(proxy, token, vo=BETA)
+    assert chosen.status_code == 200, chosen.text
+    assert fields(slurm_cluster, str(chosen.json()["job_id"]))[:2] == ("beta", "batch")
+
+
+@pytest.mark.parametrize(("vo", "job", "rule"), [
+    (BETA, {}, "vo"), (None, {"account": "beta"}, "account"), (None, {"partition": "batch"}, "partitions"),
+    (None, {"partition": "debug,batch"}, "partitions"), (None, {"time_limit": 120}, "max_time_minutes"),
+])
+def test_out_of_policy_submissions_are_refused_before_slurmrestd(
+        proxy: ProxyServer, checkin: CheckinStandin, members: dict[str, str], slurm_cluster: DevCluster,
+        vo: str | None, job: dict[str, Any], rule: str) -> None:
+    before = job_ids(slurm_cluster)
+    answer = submit(proxy, checkin.mint(members["bob"]), vo=vo, **job)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["rule"] == rule
+    assert f"rule {rule}:" in answer.json()["reason"] or (rule == "vo" and "not an admitted member" in answer.text)
+    assert job_ids(slurm_cluster) == before
+
+
+def test_the_per_user_cap_holds_however_the_jobs_were_submitted(
+        proxy: ProxyServer, checkin: CheckinStandin, members: dict[str, str], slurm_cluster: DevCluster) -> None:
+    token = checkin.mint(members["bob"])
+    running = []
+    try:
+        for _ in range(2):
+            answer = submit(proxy, token, script="#!/bin/bash\nsleep 300")
+            assert answer.status_code == 200, answer.text
+            running.append(str(answer.json()["job_id"]))
+        refused = submit(proxy, token)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["rule"] == "max_jobs_per_user" and refused.headers["retry-after"]
+        assert submit(proxy, checkin.mint(members["alice"])).status_code == 200  # another user is not held
+    finally:
+        subprocess.run(["scancel", *running], env={**os.environ, **slurm_cluster.env}, check=False)
