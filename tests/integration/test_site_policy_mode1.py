@@ -7,7 +7,9 @@ submissions straight to the proxy (what a user could send without any slurmlink 
   the VO's maximum: 403 naming the rule, and no job in SLURM;
 - the per-user cap: 429 naming the rule once the caller has that many queued or running jobs (counted in
   SLURM, so neither a proxy restart nor bypassing the API resets it).
-The rules are the same module's as mode 2's (test_site_policy.py)."""
+The rules are the same module's as mode 2's (test_site_policy.py). Then pods through the whole mode-1 stack:
+the `slurmlink.io/vo` annotation travels to the proxy as the header, and an out-of-policy pod ends Failed with
+the proxy's rule."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ import pytest
 
 from slurmlink.devcluster import DevCluster
 from standins.checkin import CheckinStandin
+from tests.harness.pods import make_pod, squeue_jobs
 from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
+from tests.integration.mode1 import Mode1, start_mode1
 from tests.integration.proxy_fixtures import ProxyServer, V, bearer, job_ids, proxy_config, submit_body
 
 
@@ -107,3 +111,54 @@ def test_the_per_user_cap_holds_however_the_jobs_were_submitted(
         assert submit(proxy, checkin.mint(members["alice"])).status_code == 200  # another user is not held
     finally:
         subprocess.run(["scancel", *running], env={**os.environ, **slurm_cluster.env}, check=False)
+
+
+# --- pods through the whole mode-1 stack: vk's /create -> slurmlink api (rest) -> slurmlink proxy -> slurmrestd ---
+
+@pytest.fixture(scope="module")
+def stack(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mode1]:
+    clear_accounts(slurm_cluster)
+    stack = start_mode1(slurm_cluster, tmp_path_factory.mktemp("policy-mode1"),
+                        proxy_keys={"site_policy": policy_config(slurm_cluster)}, vos=[ALPHA, BETA])
+    stack.checkin.set_user(stack.subjects["alice"], eduperson_entitlement=entitlements(ALPHA, BETA))
+    stack.checkin.set_user(stack.subjects["bob"], eduperson_entitlement=entitlements(ALPHA))
+    yield stack
+    stack.stop()
+    clear_accounts(slurm_cluster)
+
+
+def test_a_pods_vo_annotation_reaches_the_proxy_and_places_its_job(stack: Mode1, slurm_cluster: DevCluster) -> None:
+    client = stack.client()  # namespace default: alice; team-b: bob
+    chosen = make_pod([{"name": "main", "command": ["true"]}])
+    chosen["metadata"]["annotations"] = {"slurmlink.io/vo": BETA}
+    plain = make_pod([{"name": "main", "command": ["true"]}])
+    for pod in (chosen, plain):
+        assert client.submit(pod)
+        assert client.finish(pod)[0].phase == "Succeeded"
+    assert pod_job(slurm_cluster, chosen)[:2] == ["beta", "batch"]
+    assert pod_job(slurm_cluster, plain)[:2] == ["alpha", "debug"]
+
+
+@pytest.mark.parametrize(("annotations", "rule"), [
+    ({"slurmlink.io/vo": BETA}, "not an admitted member of it"),
+    ({"slurm-job.vk.io/flags": "-A beta"}, "rule account:"),
+    ({"slurm-job.vk.io/flags": "--partition=batch"}, "rule partitions:"),
+])
+def test_an_out_of_policy_pod_fails_with_the_proxys_rule(stack: Mode1, slurm_cluster: DevCluster,
+                                                         annotations: dict[str, str], rule: str) -> None:
+    client = stack.client()
+    pod = make_pod([{"name": "main", "command": ["true"]}], namespace="team-b")  # bob: alpha only
+    pod["metadata"]["annotations"] = dict(annotations)
+    assert client.submit(pod) == ""
+    phase, _ = client.finish(pod, timeout=30)
+    assert phase.phase == "Failed" and rule in phase.message
+    assert squeue_jobs({**os.environ, **slurm_cluster.env}, f"slurmlink-{pod['metadata']['uid']}") == []
+
+
+def pod_job(cluster: DevCluster, pod: dict[str, Any]) -> list[str]:
+    """[account, partition] of the pod's job, from squeue."""
+    out = subprocess.run(["squeue", "-h", "-a", "--states=all", "-n", f"slurmlink-{pod['metadata']['uid']}",
+                          "-o", "%a|%P"], env={**os.environ, **cluster.env}, capture_output=True, text=True,
+                         check=True).stdout
+    [line] = out.splitlines()
+    return line.split("|")
