@@ -14,6 +14,7 @@ account slurmlink gave the job. Mode 1 (the proxy) is in test_site_policy_mode1.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +22,10 @@ from typing import Any
 
 import pytest
 
+from slurmlink.checks.report import Report
+from slurmlink.checks.sitepolicy import check_with_commands
 from slurmlink.devcluster import DevCluster
+from slurmlink.sitepolicy.config import SitePolicySection
 from standins.checkin import CheckinStandin
 from tests.harness.pods import Client, gated_container, make_pod, open_gate, squeue_jobs
 from tests.harness.ports import free_port
@@ -142,3 +146,25 @@ def test_the_per_user_cap_holds_pods_and_holds_across_a_restart(
     wait_until(lambda: client.create(held, secrets=[secret]).status_code == 200, 60,
                "the held pod to be taken once bob's jobs ended")
     assert client.finish(held)[0].phase == "Succeeded"
+
+
+def test_check_config_finds_the_policys_partitions_in_slurm(slurm_cluster: DevCluster) -> None:
+    """What `check-config api --online` runs: sinfo knows debug and batch, not `nope`; without slurmdbd the
+    accounts cannot be listed, which is a warning, not an error."""
+    policy = SitePolicySection.model_validate(policy_config(slurm_cluster))
+    policy.vos[1].partitions.append("nope")
+    report = Report("api.yaml")
+    asyncio.run(check_with_commands(report, policy, str(slurm_cluster.bin_dir) if slurm_cluster.bin_dir else None,
+                                    str(slurm_cluster.conf_path)))
+    found = {(f.level, f.key) for f in report.findings}
+    assert ("ok", "site_policy.vos.0.partitions") in found
+    assert ("error", "site_policy.vos.1.partitions") in found
+    assert any("nope: no such partition" in f.message for f in report.findings)
+    assert ("warning", "site_policy.vos") in found or ("ok", "site_policy.vos.0.account") in found
+
+
+def test_pinglink_counts_the_vos_partitions(policy_api: ApiProcess) -> None:
+    """sinfo takes the VOs' partitions as one list (debug,batch: the same node, counted once)."""
+    answer = policy_api.get("/pinglink")
+    assert answer.status_code == 200, answer.text
+    assert int(answer.json()["resources"]["cpu"]) > 0

@@ -8,6 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from slurmlink.api.backends import capacity_partitions
+from slurmlink.api.config import ApiConfig
+from slurmlink.checks.report import Report
+from slurmlink.checks.sitepolicy import check_site_policy, compare
 from slurmlink.core.errors import PodRejected
 from slurmlink.sitepolicy.batchjob import place_job, site_for
 from slurmlink.sitepolicy.config import SitePolicySection
@@ -187,3 +191,30 @@ def test_fill_leaves_an_unrestricted_field_as_asked() -> None:
 def test_inconsistent_entries_fail_at_load(entry: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         SitePolicySection.model_validate({"vos": [entry]})
+
+
+def test_check_config_compares_the_policy_with_what_slurm_lists() -> None:
+    report = Report("api.yaml")
+    compare(report, POLICY, {"debug"}, None, {"normal"}, "sinfo/sacctmgr")
+    lines = {(f.level, f.key): f.message for f in report.findings}
+    assert lines[("ok", "site_policy.vos.0.partitions")] == "debug: known to SLURM"
+    assert "batch: no such partition" in lines[("error", "site_policy.vos.1.partitions")]
+    assert "cannot list each account" in lines[("warning", "site_policy.vos")]
+
+
+def test_check_config_wants_each_vo_admitted() -> None:
+    report = Report("proxy.yaml")
+    check_site_policy(report, POLICY, ["alpha.example.org"])
+    assert [(f.level, f.key) for f in report.findings] == [("ok", "site_policy.vos.0"),
+                                                           ("error", "site_policy.vos.1.vo")]
+    report = Report("api.yaml")
+    check_site_policy(report, POLICY, None)
+    assert report.findings[0].level == "warning"
+
+
+def test_capacity_is_counted_in_the_vos_partitions() -> None:
+    config = ApiConfig.model_validate({"site": {"partition": "debug"}, "site_policy": {"vos": [
+        {"vo": "a", "partitions": ["gpu", "debug"]}, {"vo": "b", "partitions": ["long"]}]}})
+    assert capacity_partitions(config) == "debug,gpu,long"
+    config.site_policy.vos[1].partitions.clear()  # a VO that may use any partition: the site's choice
+    assert capacity_partitions(config) == "debug"
