@@ -15,6 +15,7 @@ account slurmlink gave the job. Mode 1 (the proxy) is in test_site_policy_mode1.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -27,11 +28,12 @@ from slurmlink.checks.sitepolicy import check_with_commands
 from slurmlink.devcluster import DevCluster
 from slurmlink.sitepolicy.config import SitePolicySection
 from standins.checkin import CheckinStandin
-from tests.harness.pods import Client, gated_container, make_pod, open_gate, squeue_jobs
+from tests.harness.pods import Client, gated_container, make_pod, open_gate, pod_manifest, squeue_jobs
 from tests.harness.ports import free_port
 from tests.harness.services import ApiProcess, api_config
 from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
 from tests.harness.waiting import wait_until
+from tests.integration.vk_harness import open_chain
 
 GATE = {"volumes": [{"name": "gate", "emptyDir": {}}]}
 
@@ -168,3 +170,26 @@ def test_pinglink_counts_the_vos_partitions(policy_api: ApiProcess) -> None:
     answer = policy_api.get("/pinglink")
     assert answer.status_code == 200, answer.text
     assert int(answer.json()["resources"]["cpu"]) > 0
+
+
+def test_the_pods_events_name_its_vo_account_and_partition(
+        policy_api: ApiProcess, checkin: CheckinStandin, members: dict[str, str], slurm_cluster: DevCluster,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Through kubectl, the stand-in apiserver and a vk: the Submitted event, and a refused pod's Failed status."""
+    with open_chain(slurm_cluster, policy_api, tmp_path_factory.mktemp("policy-chain")) as chain:
+        secrets = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"checkin-{who}"},
+                    "stringData": {"access_token": checkin.mint(members[who], lifetime=3600)}}
+                   for who in ("alice", "bob")]
+        chosen = pod_manifest("policy-beta", "true")
+        chosen["metadata"]["annotations"] = {"slurmlink.io/token-secret": "checkin-alice", "slurmlink.io/vo": BETA}
+        refused = pod_manifest("policy-refused", "true")
+        refused["metadata"]["annotations"] = {"slurmlink.io/token-secret": "checkin-bob",
+                                              "slurm-job.vk.io/flags": "--partition=batch"}
+        chain.apply(*secrets, chosen, refused)
+        assert chain.wait_phase("policy-beta", ("Succeeded", "Failed"))["status"]["phase"] == "Succeeded"
+        events = chain.kubectl("get", "events", "--field-selector", "involvedObject.name=policy-beta", "-o",
+                               "jsonpath={.items[*].message}").stdout
+        assert f"(VO {BETA}, account beta, partition batch)" in events, events
+        failed = chain.wait_phase("policy-refused", ("Succeeded", "Failed"))
+        assert failed["status"]["phase"] == "Failed"
+        assert "rule partitions" in json.dumps(failed["status"]), failed["status"]
