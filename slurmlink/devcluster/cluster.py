@@ -125,7 +125,7 @@ class DevCluster:
         self.db_port = db_port
         self.min_job_age = min_job_age  # seconds slurmctld keeps a finished job (then only accounting has it)
         # account -> its users, each an association on this cluster (with accounting)
-        self.accounts = dict(accounts or {acct.DEFAULT_ACCOUNT: self.users})
+        self.accounts = dict(accounts or acct.default_accounts(self.users))
 
     # ---- layout -------------------------------------------------------------------------------------
 
