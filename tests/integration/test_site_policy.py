@@ -101,6 +101,10 @@ def test_each_vos_jobs_carry_its_account_and_partition_and_the_annotation_choose
         assert client.finish(pod)[0].phase == "Succeeded"
     assert job_fields(slurm_cluster, first) == ("alpha", "debug", "30:00", slurm_cluster.users[0])
     assert job_fields(slurm_cluster, chosen)[:2] == ("beta", "batch")
+    audit = [json.loads(line[line.index("{"):]) for line in policy_api.log_text().splitlines()
+             if '"event":"decision"' in line and "site policy" in line]
+    assert {(a["vo"], a["account"], a["partition"]) for a in audit if a["client"] == f"pod default/"
+            f"{chosen['metadata']['name']}"} == {(BETA, "beta", "batch")}  # the choice is in the audit log
 
 
 @pytest.mark.parametrize(("vo", "flags", "spec", "reason", "words"), [
