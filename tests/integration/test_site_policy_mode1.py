@@ -24,8 +24,9 @@ import pytest
 
 from slurmlink.devcluster import DevCluster
 from standins.checkin import CheckinStandin
-from tests.harness.pods import make_pod, squeue_jobs
+from tests.harness.pods import GATE_VOLUME, gated_container, make_pod, open_gate, squeue_jobs
 from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
+from tests.harness.waiting import wait_until
 from tests.integration.mode1 import Mode1, start_mode1
 from tests.integration.proxy_fixtures import ProxyServer, V, bearer, job_ids, proxy_config, submit_body
 
@@ -162,3 +163,20 @@ def pod_job(cluster: DevCluster, pod: dict[str, Any]) -> list[str]:
                          check=True).stdout
     [line] = out.splitlines()
     return line.split("|")
+
+
+def test_a_pod_over_its_vos_cap_waits_until_there_is_room(stack: Mode1, slurm_cluster: DevCluster) -> None:
+    """The proxy's 429 reaches the vk as the API's 503: the pod stays Pending and is taken once bob's jobs end."""
+    client = stack.client()
+    running = [make_pod([gated_container()], namespace="team-b", volumes=[GATE_VOLUME]) for _ in range(2)]
+    for pod in running:
+        assert client.submit(pod)
+    held = make_pod([{"name": "main", "command": ["true"]}], namespace="team-b")
+    answer = client.create(held)
+    assert answer.status_code == 503 and "max_jobs_per_user" in answer.text, answer.text
+    for pod in running:
+        open_gate(stack.job_root, "team-b", pod["metadata"]["uid"])
+    for pod in running:
+        client.finish(pod)
+    wait_until(lambda: client.create(held).status_code == 200, 60, "the held pod to be taken")
+    assert client.finish(held)[0].phase == "Succeeded"
