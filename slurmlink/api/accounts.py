@@ -31,6 +31,7 @@ class PodAccount:
 
     user: str
     vos: tuple[str, ...] | None = None
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # roles held per group path (Decision.groups)
 
 
 class AccountResolver(Protocol):
@@ -79,7 +80,7 @@ class CheckinAccounts:
             if exc.transient:
                 raise NotReady(exc.message) from exc
             raise PodRejected(exc.message, exc.reason) from exc
-        return PodAccount(grant.username, grant.decision.vos)
+        return PodAccount(grant.username, grant.decision.vos, grant.decision.groups)
 
     async def sent_again(self, request: CreateRequest) -> None:
         return None

@@ -49,7 +49,7 @@ class SitePolicyGate:
         API does not know its owner's VOs (mode 1: the site's proxy decides; `users:`: no VOs)."""
         if account.vos is None:
             return Placement(None, None)
-        return choose_vo(self.policy, account.vos, pod_annotations(pod).get(VO_ANNOTATION))
+        return choose_vo(self.policy, account.vos, pod_annotations(pod).get(VO_ANNOTATION), account.groups)
 
     def site_for(self, placement: Placement) -> SiteConfig:
         return site_for(self.site, placement)

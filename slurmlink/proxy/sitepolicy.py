@@ -56,7 +56,7 @@ class SubmitPolicy:
         except ValueError:
             return Answer("site-policy", error_response(400, "BadRequest", "the submission is not JSON"))
         try:
-            placement = choose_vo(self.site_policy, call.caller.vos, asked[0] if asked else None)
+            placement = choose_vo(self.site_policy, call.caller.vos, asked[0] if asked else None, call.caller.groups)
             placed = place_body(body, placement)
         except PolicyRefused as exc:
             self._audit(call, placement=None, allowed=False, reason=exc.message, rule=exc.rule)

@@ -22,6 +22,10 @@ from slurmlink.config import Strict
 
 class VoPolicySection(Strict):
     vo: str = Field(min_length=1, description="the VO's name, as in `identity.policy.vos`")
+    group: str | None = Field(default=None, description=(
+        "a subgroup path within the VO (`hpc`, `hpc:gpu`): the entry applies to its members only"))
+    role: str | None = Field(default=None, description=(
+        "a role (`role=` of the entitlement) in the VO, or in `group`: the entry applies to holders only"))
     account: str | None = Field(default=None, description=(
         "the SLURM account the VO's jobs are charged to; a job naming another account is refused. Unset: "
         "whatever account SLURM gives the user"))
@@ -62,6 +66,16 @@ class VoPolicySection(Strict):
             raise ValueError("max_jobs_per_user and max_jobs count jobs under the VO's account: set `account`")
         return self
 
+    def applies_to(self, groups: dict[str, set[str]]) -> bool:
+        """Whether a member holding `groups` (group path -> roles) is one this entry is for."""
+        path = f"{self.vo}:{self.group}" if self.group else self.vo
+        return path in groups and (self.role is None or self.role in groups[path])
+
+    @property
+    def name(self) -> str:
+        """The entry as a person names it: `vo`, `vo:group`, with `#role=...`."""
+        return (f"{self.vo}:{self.group}" if self.group else self.vo) + (f"#role={self.role}" if self.role else "")
+
     @property
     def partition(self) -> str | None:
         return self.default_partition or (self.partitions[0] if self.partitions else None)
@@ -73,19 +87,21 @@ class VoPolicySection(Strict):
 
 class SitePolicySection(Strict):
     vos: list[VoPolicySection] = Field(default_factory=list, description=(
-        "one entry per VO (see [site-policy.md](site-policy.md)); a VO without one runs under the site's "
-        "settings only"))
+        "one entry per VO, or per group or role within it (see [site-policy.md](site-policy.md)): the first "
+        "entry of the job's VO that the user's groups and roles match applies; a VO without one runs under the "
+        "site's settings only"))
 
     @model_validator(mode="after")
     def _distinct(self) -> SitePolicySection:
-        names = [v.vo for v in self.vos]
+        names = [v.name for v in self.vos]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise ValueError(f"VO {twice[0]} has two entries")
+            raise ValueError(f"{twice[0]} has two entries")
         return self
 
-    def for_vo(self, vo: str | None) -> VoPolicySection | None:
-        return next((v for v in self.vos if v.vo == vo), None)
+    def for_vo(self, vo: str | None, groups: dict[str, set[str]]) -> VoPolicySection | None:
+        """The first entry of `vo` that a member holding `groups` (group path -> roles) matches."""
+        return next((entry for entry in self.vos if entry.vo == vo and entry.applies_to(groups)), None)
 
     def accounts(self) -> dict[str, str]:
         """VO -> account, for the VOs that name one."""

@@ -44,21 +44,26 @@ class Placement:
     policy: VoPolicySection | None
 
 
-def choose_vo(site_policy: SitePolicySection, member_of: Sequence[str], asked: str | None) -> Placement:
+def choose_vo(site_policy: SitePolicySection, member_of: Sequence[str], asked: str | None,
+              groups: Sequence[tuple[str, Sequence[str]]] | None = None) -> Placement:
     """The VO a job runs under: the one `asked` (annotation or header), which the caller must be a member of;
-    else the first of `member_of` (the site's order, from the entitlement policy)."""
+    else the first of `member_of` (the site's order, from the entitlement policy). Its policy is the VO's first
+    entry the caller's `groups` (group path -> roles held) match; without `groups`, each VO's plain member."""
+    held = {path: set(roles) for path, roles in groups} if groups is not None else \
+        {vo: {"member"} for vo in member_of}
     if asked is not None:
         asked = asked.strip()
         if asked not in member_of:
             raise PolicyRefused(f"site policy: VO {asked[:100]!r} was asked for, but the owner is not an admitted "
                                 f"member of it (member of: {', '.join(member_of) or 'none'})", "VoNotMember", "vo")
-        return Placement(asked, site_policy.for_vo(asked))
+        return Placement(asked, site_policy.for_vo(asked, held))
     vo = member_of[0] if member_of else None
-    return Placement(vo, site_policy.for_vo(vo))
+    return Placement(vo, site_policy.for_vo(vo, held))
 
 
 def _refuse(placement: Placement, rule: str, reason: str, why: str) -> PolicyRefused:
-    return PolicyRefused(f"site policy of VO {placement.vo}, rule {rule}: {why}", reason, rule)
+    entry = placement.policy.name if placement.policy is not None else placement.vo
+    return PolicyRefused(f"site policy of VO {entry}, rule {rule}: {why}", reason, rule)
 
 
 def fill_and_check(placement: Placement, ask: JobAsk) -> JobAsk:

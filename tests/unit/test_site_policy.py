@@ -13,6 +13,7 @@ from slurmlink.api.config import ApiConfig
 from slurmlink.checks.report import Report
 from slurmlink.checks.sitepolicy import check_site_policy, compare
 from slurmlink.core.errors import PodRejected
+from slurmlink.identity.entitlements import EntitlementPolicy
 from slurmlink.sitepolicy.batchjob import place_job, site_for
 from slurmlink.sitepolicy.config import SitePolicySection
 from slurmlink.sitepolicy.jobdesc import place_body
@@ -218,3 +219,37 @@ def test_capacity_is_counted_in_the_vos_partitions() -> None:
     assert capacity_partitions(config) == "debug,gpu,long"
     config.site_policy.vos[1].partitions.clear()  # a VO that may use any partition: the site's choice
     assert capacity_partitions(config) == "debug"
+
+
+ROLE_POLICY = SitePolicySection.model_validate({"vos": [
+    {"vo": "alpha.example.org", "role": "manager", "account": "alpha-managers", "max_time_minutes": 2880},
+    {"vo": "alpha.example.org", "group": "gpu", "account": "alpha-gpu", "partitions": ["gpu"], "max_gpus": 4},
+    {"vo": "alpha.example.org", "account": "alpha", "max_time_minutes": 60},
+]})
+
+
+@pytest.mark.parametrize(("entitlements", "account"), [
+    (["urn:mace:egi.eu:group:alpha.example.org:role=member#aai.egi.eu"], "alpha"),
+    (["urn:mace:egi.eu:group:alpha.example.org:role=member#aai.egi.eu",
+      "urn:mace:egi.eu:group:alpha.example.org:role=manager#aai.egi.eu"], "alpha-managers"),
+    (["urn:mace:egi.eu:group:alpha.example.org:role=member#aai.egi.eu",
+      "urn:mace:egi.eu:group:alpha.example.org:gpu:role=member#aai.egi.eu"], "alpha-gpu"),
+    # a manager of the subgroup only is not a manager of the VO; an untrusted authority counts for nothing
+    (["urn:mace:egi.eu:group:alpha.example.org:role=member#aai.egi.eu",
+      "urn:mace:egi.eu:group:alpha.example.org:gpu:role=manager#aai.egi.eu"], "alpha-gpu"),
+    (["urn:mace:egi.eu:group:alpha.example.org:role=member#aai.egi.eu",
+      "urn:mace:egi.eu:group:alpha.example.org:role=manager#evil.example.org"], "alpha"),
+])
+def test_entries_per_group_and_role_follow_the_entitlements(entitlements: list[str], account: str) -> None:
+    decision = EntitlementPolicy.from_dict({"vos": ["alpha.example.org"]}).decide(
+        {"eduperson_entitlement": entitlements})
+    assert decision.allowed
+    placement = choose_vo(ROLE_POLICY, decision.vos, None, decision.groups)
+    assert placement.policy is not None and placement.policy.account == account
+
+
+def test_an_entry_per_role_is_distinct_from_the_vos_own() -> None:
+    with pytest.raises(ValidationError, match="two entries"):
+        SitePolicySection.model_validate({"vos": [{"vo": "a", "role": "x"}, {"vo": "a", "role": "x"}]})
+    assert [e.name for e in ROLE_POLICY.vos] == ["alpha.example.org#role=manager", "alpha.example.org:gpu",
+                                                 "alpha.example.org"]
