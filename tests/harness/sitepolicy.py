@@ -1,5 +1,5 @@
 """The two VOs of the site-policy tests (both modes): alpha on the dev cluster's default partition with a
-per-user cap and a longest time, beta on its second partition."""
+per-user cap and a longest time (its managers may use both partitions), beta on its second partition."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from tests.harness.waiting import wait_until
 ALPHA, BETA = "vo.alpha.example.org", "vo.beta.example.org"
 
 
-def entitlements(*vos: str) -> list[str]:
-    return [f"urn:mace:egi.eu:group:{vo}:role=member#aai.egi.eu" for vo in vos]
+def entitlements(*vos: str, role: str = "member") -> list[str]:
+    return [f"urn:mace:egi.eu:group:{vo}:role={r}#aai.egi.eu" for vo in vos for r in dict.fromkeys(("member", role))]
 
 
 def policy_config(cluster: DevCluster) -> dict[str, Any]:
     return {"vos": [
+        {"vo": ALPHA, "role": "manager", "account": "alpha",
+         "partitions": [cluster.partition, cluster.second_partition]},
         {"vo": ALPHA, "account": "alpha", "partitions": [cluster.partition], "default_time_minutes": 30,
          "max_time_minutes": 60, "max_jobs_per_user": 2},
         {"vo": BETA, "account": "beta", "partitions": [cluster.second_partition]},

@@ -40,10 +40,11 @@ GATE = {"volumes": [{"name": "gate", "emptyDir": {}}]}
 
 @pytest.fixture(scope="module")
 def members(checkin: CheckinStandin) -> dict[str, str]:
-    """alice is in both VOs, bob in alpha only."""
-    subjects = {name: checkin.new_subject() for name in ("alice", "bob")}
+    """alice is in both VOs, bob in alpha only, carol a manager of alpha."""
+    subjects = {name: checkin.new_subject() for name in ("alice", "bob", "carol")}
     checkin.set_user(subjects["alice"], eduperson_entitlement=entitlements(ALPHA, BETA))
     checkin.set_user(subjects["bob"], eduperson_entitlement=entitlements(ALPHA))
+    checkin.set_user(subjects["carol"], eduperson_entitlement=entitlements(ALPHA, role="manager"))
     return subjects
 
 
@@ -53,7 +54,8 @@ def policy_api(slurm_cluster: DevCluster, checkin: CheckinStandin, members: dict
     workdir = tmp_path_factory.mktemp("policy-api")
     users = workdir / "users.txt"
     users.write_text(f"{checkin.issuer} {members['alice']} {slurm_cluster.users[0]}\n"
-                     f"{checkin.issuer} {members['bob']} {slurm_cluster.users[1]}\n")
+                     f"{checkin.issuer} {members['bob']} {slurm_cluster.users[1]}\n"
+                     f"{checkin.issuer} {members['carol']} {slurm_cluster.users[2]}\n")
     identity = {"issuers": [{"issuer": checkin.issuer}], "policy": {"vos": [ALPHA, BETA]},
                 "mapping": [{"static": {"path": str(users)}}]}
     process = ApiProcess(api_config(slurm_cluster, free_port(), identity=identity, users={},
@@ -197,3 +199,14 @@ def test_the_pods_events_name_its_vo_account_and_partition(
         failed = chain.wait_phase("policy-refused", ("Succeeded", "Failed"))
         assert failed["status"]["phase"] == "Failed"
         assert "rule partitions" in json.dumps(failed["status"]), failed["status"]
+
+
+def test_a_roles_entry_applies_to_its_holders(policy_api: ApiProcess, checkin: CheckinStandin,
+                                              members: dict[str, str], slurm_cluster: DevCluster) -> None:
+    """carol, a manager of alpha, may use the batch partition that alpha's other members may not (bob's
+    `-p batch` fails above)."""
+    client = Client(policy_api.url)
+    pod, secret = token_pod(checkin, members["carol"], flags="-p batch")
+    assert client.submit(pod, secrets=[secret])
+    assert client.finish(pod)[0].phase == "Succeeded"
+    assert job_fields(slurm_cluster, pod)[:2] == ("alpha", "batch")
