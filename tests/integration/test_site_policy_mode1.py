@@ -25,6 +25,7 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from standins.checkin import CheckinStandin
 from tests.harness.pods import GATE_VOLUME, gated_container, make_pod, open_gate, squeue_jobs
+from tests.harness.ports import free_port
 from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
 from tests.harness.waiting import wait_until
 from tests.integration.mode1 import Mode1, start_mode1
@@ -110,6 +111,13 @@ def test_the_per_user_cap_holds_however_the_jobs_were_submitted(
         assert refused.status_code == 429, refused.text
         assert refused.json()["rule"] == "max_jobs_per_user" and refused.headers["retry-after"]
         assert submit(proxy, checkin.mint(members["alice"])).status_code == 200  # another user is not held
+        again = ProxyServer(proxy.config.model_copy(update={"listen": proxy.config.listen.model_copy(
+            update={"port": free_port()}), "admin": proxy.config.admin.model_copy(update={"port": free_port()})}))
+        again.start()  # a second proxy, as after a restart: the count is SLURM's, not the first proxy's
+        try:
+            assert submit(again, token).status_code == 429
+        finally:
+            again.stop()
     finally:
         subprocess.run(["scancel", *running], env={**os.environ, **slurm_cluster.env}, check=False)
 

@@ -14,6 +14,7 @@ from slurmlink.checks.report import Report
 from slurmlink.checks.sitepolicy import check_site_policy, compare
 from slurmlink.core.errors import PodRejected
 from slurmlink.identity.entitlements import EntitlementPolicy
+from slurmlink.proxy.sitepolicy import count_active
 from slurmlink.sitepolicy.batchjob import place_job, site_for
 from slurmlink.sitepolicy.config import SitePolicySection
 from slurmlink.sitepolicy.jobdesc import place_body
@@ -253,3 +254,16 @@ def test_an_entry_per_role_is_distinct_from_the_vos_own() -> None:
         SitePolicySection.model_validate({"vos": [{"vo": "a", "role": "x"}, {"vo": "a", "role": "x"}]})
     assert [e.name for e in ROLE_POLICY.vos] == ["alpha.example.org#role=manager", "alpha.example.org:gpu",
                                                  "alpha.example.org"]
+
+
+def test_the_proxy_counts_queued_and_running_jobs_of_the_account_per_user() -> None:
+    jobs = {"jobs": [
+        {"account": "alpha", "user_name": "u1", "job_state": "PENDING"},
+        {"account": "alpha", "user_name": "u1", "job_state": ["RUNNING", "COMPLETING"]},  # v0.0.40+: a list
+        {"account": "alpha", "user_name": "u2", "job_state": "RUNNING"},
+        {"account": "alpha", "user_name": "u1", "job_state": "COMPLETED"},
+        {"account": "beta", "user_name": "u1", "job_state": "RUNNING"},
+        "junk",
+    ]}
+    assert count_active(jobs, "alpha") == {"u1": 2, "u2": 1}
+    assert count_active({"jobs": None}, "alpha") == {}
