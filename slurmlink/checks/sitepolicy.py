@@ -27,6 +27,10 @@ def check_site_policy(report: Report, site_policy: SitePolicySection, admitted: 
         report.warning("site_policy", "set, but this service does not know its users' VOs (no `identity:`; in "
                                       "mode 1 the site's proxy applies its own site_policy): it is not applied")
         return
+    for vo in dict.fromkeys(entry.vo for entry in site_policy.vos):
+        if all(e.group or e.role for e in site_policy.vos if e.vo == vo):
+            report.warning(KEY, f"VO {vo} has entries for some groups or roles only: its other members run under "
+                                "the site's settings (add an entry without group and role, last)")
     for i, entry in enumerate(site_policy.vos):
         if entry.vo not in admitted:
             report.error(f"{KEY}.{i}.vo", f"{entry.vo} is not one of identity.policy.vos: no user can be in it")

@@ -67,9 +67,12 @@ class VoPolicySection(Strict):
         return self
 
     def applies_to(self, groups: dict[str, set[str]]) -> bool:
-        """Whether a member holding `groups` (group path -> roles) is one this entry is for."""
+        """Whether a member of the VO holding `groups` (group path -> roles) is one this entry is for. An entry
+        without group and role is every member's (also one admitted through a subgroup only)."""
         path = f"{self.vo}:{self.group}" if self.group else self.vo
-        return path in groups and (self.role is None or self.role in groups[path])
+        if self.group is not None and path not in groups:
+            return False
+        return self.role is None or self.role in groups.get(path, set())
 
     @property
     def name(self) -> str:

@@ -267,3 +267,17 @@ def test_the_proxy_counts_queued_and_running_jobs_of_the_account_per_user() -> N
     ]}
     assert count_active(jobs, "alpha") == {"u1": 2, "u2": 1}
     assert count_active({"jobs": None}, "alpha") == {}
+
+
+def test_a_member_through_a_subgroup_only_still_gets_the_vos_plain_entry() -> None:
+    decision = EntitlementPolicy.from_dict({"vos": ["alpha.example.org"], "subgroups_count": True}).decide(
+        {"eduperson_entitlement": ["urn:mace:egi.eu:group:alpha.example.org:other:role=member#aai.egi.eu"]})
+    placement = choose_vo(ROLE_POLICY, decision.vos, None, decision.groups)
+    assert placement.policy is not None and placement.policy.account == "alpha"  # never unrestricted
+
+
+def test_check_config_warns_of_a_vo_with_group_or_role_entries_only() -> None:
+    report = Report("api.yaml")
+    only_roles = SitePolicySection.model_validate({"vos": [{"vo": "a", "role": "manager"}]})
+    check_site_policy(report, only_roles, ["a"])
+    assert report.findings[0].level == "warning" and "add an entry without group and role" in report.findings[0].message
