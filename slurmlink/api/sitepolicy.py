@@ -23,7 +23,7 @@ from slurmlink.api.errors import NotReady
 from slurmlink.identity import audit
 from slurmlink.sitepolicy.batchjob import place_job, site_for
 from slurmlink.sitepolicy.config import SitePolicySection
-from slurmlink.sitepolicy.rules import Placement, PolicyRefused, check_cap, choose_vo, has_cap
+from slurmlink.sitepolicy.rules import Placement, PolicyRefused, asked_vo, check_cap, choose_vo, has_cap
 from slurmlink.slurm.base import SlurmError
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.podspec import pod_annotations
@@ -59,7 +59,7 @@ class SitePolicyGate:
         """The translated job placed by its VO's policy (PolicyRefused otherwise), audited either way. Where
         the site decides (mode 1's proxy), the job carries the pod's VO annotation there."""
         if account.vos is None:
-            return replace(job, vo=pod_annotations(pod).get(VO_ANNOTATION))
+            return replace(job, vo=asked_vo(pod_annotations(pod).get(VO_ANNOTATION)))
         try:
             placed = place_job(job, placement, self.site)
         except PolicyRefused as exc:

@@ -61,6 +61,19 @@ def choose_vo(site_policy: SitePolicySection, member_of: Sequence[str], asked: s
     return Placement(vo, site_policy.for_vo(vo, held))
 
 
+_VO_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def asked_vo(text: str | None) -> str | None:
+    """A VO named by a pod or a header, if it can be one (a bare group name such as `vo.example.org`); what
+    cannot be is refused here, before it reaches a header or a log line."""
+    if text is None:
+        return None
+    if not _VO_NAME.fullmatch(text.strip()):
+        raise PolicyRefused(f"site policy: {text[:100]!r} is not a VO name", "VoNotMember", "vo")
+    return text.strip()
+
+
 def _refuse(placement: Placement, rule: str, reason: str, why: str) -> PolicyRefused:
     entry = placement.policy.name if placement.policy is not None else placement.vo
     return PolicyRefused(f"site policy of VO {entry}, rule {rule}: {why}", reason, rule)

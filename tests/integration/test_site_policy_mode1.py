@@ -150,6 +150,7 @@ def test_a_pods_vo_annotation_reaches_the_proxy_and_places_its_job(stack: Mode1,
 
 @pytest.mark.parametrize(("annotations", "rule"), [
     ({"slurmlink.io/vo": BETA}, "not an admitted member of it"),
+    ({"slurmlink.io/vo": f"{ALPHA}\r\nX-SLURM-USER-NAME: root"}, "is not a VO name"),  # never a header
     ({"slurm-job.vk.io/flags": "-A beta"}, "rule account:"),
     ({"slurm-job.vk.io/flags": "--partition=batch"}, "rule partitions:"),
 ])

@@ -21,6 +21,7 @@ from slurmlink.sitepolicy.jobdesc import place_body
 from slurmlink.sitepolicy.rules import (
     JobAsk,
     PolicyRefused,
+    asked_vo,
     check_cap,
     choose_vo,
     fill_and_check,
@@ -281,3 +282,11 @@ def test_check_config_warns_of_a_vo_with_group_or_role_entries_only() -> None:
     only_roles = SitePolicySection.model_validate({"vos": [{"vo": "a", "role": "manager"}]})
     check_site_policy(report, only_roles, ["a"])
     assert report.findings[0].level == "warning" and "add an entry without group and role" in report.findings[0].message
+
+
+@pytest.mark.parametrize("text", ["vo.example.org\nX-Evil: 1", "vo.example.org\r\n\r\nx", "vö.example.org", "", "-x",
+                                  "a" * 300])
+def test_what_cannot_be_a_vo_name_never_reaches_a_header(text: str) -> None:
+    with pytest.raises(PolicyRefused, match="is not a VO name"):
+        asked_vo(text)
+    assert asked_vo(" vo.example.org ") == "vo.example.org" and asked_vo(None) is None
