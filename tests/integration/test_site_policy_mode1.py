@@ -13,6 +13,7 @@ the proxy's rule."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
+from slurmlink.checks.report import Report
+from slurmlink.checks.sitepolicy import check_with_slurmrestd
 from slurmlink.devcluster import DevCluster
+from slurmlink.sitepolicy.config import SitePolicySection
 from standins.checkin import CheckinStandin
 from tests.harness.pods import GATE_VOLUME, gated_container, make_pod, open_gate, squeue_jobs
 from tests.harness.ports import free_port
@@ -189,3 +193,18 @@ def test_a_pod_over_its_vos_cap_waits_until_there_is_room(stack: Mode1, slurm_cl
         client.finish(pod)
     wait_until(lambda: client.create(held).status_code == 200, 60, "the held pod to be taken")
     assert client.finish(held)[0].phase == "Succeeded"
+
+
+def test_check_config_of_the_proxy_finds_the_partitions_through_slurmrestd(slurm_cluster: DevCluster) -> None:
+    """What `check-config proxy --online` runs: slurmrestd's /partitions as the SlurmUser; without slurmdbd
+    the accounts cannot be listed (a warning)."""
+    policy = SitePolicySection.model_validate(policy_config(slurm_cluster))
+    policy.vos[2].partitions.append("nope")
+    headers = {"X-SLURM-USER-NAME": slurm_cluster.slurm_user,
+               "X-SLURM-USER-TOKEN": slurm_cluster.token(slurm_cluster.slurm_user)}
+    report = Report("proxy.yaml")
+    asyncio.run(check_with_slurmrestd(report, policy, slurm_cluster.rest_url, V, headers))
+    found = {(f.level, f.key): f.message for f in report.findings}
+    assert found[("ok", "site_policy.vos.0.partitions")] == "debug, batch: known to SLURM"
+    assert "nope: no such partition in SLURM (slurmrestd)" in found[("error", "site_policy.vos.2.partitions")]
+    assert ("warning", "site_policy.vos") in found
