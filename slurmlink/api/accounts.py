@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 from slurmlink.api.config import ApiConfig, UsersConfig
@@ -23,8 +24,18 @@ from slurmlink.wire.interlink import CreateRequest
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class PodAccount:
+    """Who a pod's job runs as, and the VOs its owner is an admitted member of, in the site's order (None:
+    not known here; mode 1's proxy decides them, and `users:` knows none)."""
+
+    user: str
+    vos: tuple[str, ...] | None = None
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # roles held per group path (Decision.groups)
+
+
 class AccountResolver(Protocol):
-    async def account_for(self, request: CreateRequest) -> str:
+    async def account_for(self, request: CreateRequest) -> PodAccount:
         """The pod's account; PodRejected when it has none, NotReady when it cannot be known right now."""
 
     async def sent_again(self, request: CreateRequest) -> None:
@@ -40,12 +51,12 @@ class NamespaceAccounts:
     def __init__(self, users: UsersConfig) -> None:
         self.users = users
 
-    async def account_for(self, request: CreateRequest) -> str:
+    async def account_for(self, request: CreateRequest) -> PodAccount:
         user = self.users.namespaces.get(request.namespace) or self.users.default
         if not user:
             raise PodRejected(f"no local account is configured for namespace {request.namespace}",
                               "NoAccountMapping")
-        return user
+        return PodAccount(user)
 
     async def sent_again(self, request: CreateRequest) -> None:
         return None
@@ -60,7 +71,7 @@ class CheckinAccounts:
     def __init__(self, authorizer: Authorizer) -> None:
         self.authorizer = authorizer
 
-    async def account_for(self, request: CreateRequest) -> str:
+    async def account_for(self, request: CreateRequest) -> PodAccount:
         token = access_token(request.pod, request.secrets)
         try:
             grant = await self.authorizer.authorize(token, action="create",
@@ -69,7 +80,7 @@ class CheckinAccounts:
             if exc.transient:
                 raise NotReady(exc.message) from exc
             raise PodRejected(exc.message, exc.reason) from exc
-        return grant.username
+        return PodAccount(grant.username, grant.decision.vos, grant.decision.groups)
 
     async def sent_again(self, request: CreateRequest) -> None:
         return None
@@ -84,7 +95,7 @@ class SiteProxyAccounts:
     def __init__(self, pod_tokens: PodTokenVisibility) -> None:
         self.pod_tokens = pod_tokens
 
-    async def account_for(self, request: CreateRequest) -> str:
+    async def account_for(self, request: CreateRequest) -> PodAccount:
         credentials = Credentials.from_secret(token_secret(request.pod, request.secrets))
         if not credentials.access_token:
             raise PodRejected(f"the token Secret has no key {ACCESS_TOKEN_KEY!r}", "NoToken")
@@ -96,7 +107,7 @@ class SiteProxyAccounts:
             raise PodRejected(f"the site refused the pod's token: {exc.message}", "TokenRefused") from exc
         if not user:
             raise PodRejected("the backend does not map tokens to accounts", "NoAccountMapping")
-        return user
+        return PodAccount(user)
 
     async def sent_again(self, request: CreateRequest) -> None:
         """A pod sent again may carry an updated token Secret (the way a user revives an expired token)."""

@@ -101,7 +101,9 @@ def _install_interlink_routes(app: FastAPI, service: PodService) -> None:
         parsed = parse_create(await _json(request))
         job_id = await service.create(parsed)
         dropped = service.dropped_flags(parsed.pod) if job_id else ()
-        headers = {names.DROPPED_FLAGS_HEADER: names.dropped_flags_value(dropped)} if dropped else None
+        headers = {names.DROPPED_FLAGS_HEADER: names.dropped_flags_value(dropped)} if dropped else {}
+        if job_id and (placement := service.placement(parsed.uid)):
+            headers[names.PLACEMENT_HEADER] = placement
         return JSONResponse(CreateStruct(pod_uid=parsed.uid, pod_jid=job_id).to_wire(), headers=headers)
 
     @app.api_route("/delete", methods=ANY_METHOD)

@@ -23,5 +23,16 @@ def make_backend(config: ApiConfig) -> SchedulerBackend:
             credentials=CredentialStore())  # the pods' credentials: an object of their own, not the backend's
     env = {"SLURM_CONF": config.cli.slurm_conf} if config.cli.slurm_conf else {}
     return CliBackend(CliConfig(job_root=config.job_root, bin_dir=config.cli.bin_dir or "", env=env,
-                                timeout_seconds=config.cli.timeout_seconds, partition=config.site.partition,
+                                timeout_seconds=config.cli.timeout_seconds, partition=capacity_partitions(config),
                                 accounting_lookback_hours=config.cli.accounting_lookback_hours))
+
+
+def capacity_partitions(config: ApiConfig) -> str | None:
+    """Where mode 2's capacity (`/pinglink`, the node's allocatable) is counted: the partitions the site policy's
+    VOs may use, with the site's own (sinfo takes the list and counts a node in two of them once); unset: every
+    node. A VO that may use any partition, or none listed at all, leaves it to the site's partition."""
+    named = [p for vo in config.site_policy.vos for p in vo.partitions]
+    if not named or any(not vo.partitions for vo in config.site_policy.vos):
+        return config.site.partition
+    wanted = [*([config.site.partition] if config.site.partition else []), *named]
+    return ",".join(dict.fromkeys(wanted))

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from slurmlink.config import AbsolutePath, AdminListen, Strict
 from slurmlink.identity.config import IdentityConfig, IssuerSection
+from slurmlink.sitepolicy.config import SitePolicySection
 from slurmlink.slurm.rest_shapes import SUPPORTED
 from slurmlink.translate import site as site_model
 
@@ -172,6 +173,9 @@ class ApiConfig(Strict):
         "`watch_files: stat`"))
     users: UsersConfig = Field(default_factory=UsersConfig)
     site: SiteSection = Field(default_factory=SiteSection)
+    site_policy: SitePolicySection = Field(default_factory=SitePolicySection, description=(
+        "per-VO account, partitions, QoS, limits and job caps (mode 2, with `identity:`; in mode 1 the site's "
+        "proxy applies its own). See [site-policy.md](site-policy.md)"))
     auth: AuthConfig = Field(default_factory=AuthConfig)
     log_follow_interval: float = Field(default=1.0, gt=0, description="how often a followed log is read for new bytes")
     identity: IdentityConfig | None = Field(default=None, description=(

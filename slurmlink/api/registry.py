@@ -31,6 +31,7 @@ class PodEntry:
     forget_after: float = 0.0  # once deleted and finished: when to drop it (monotonic time)
     records_read: int = 0  # the read (StatusPoller.read_seq) its records come from: an older one must not win
     started_by_files: float = 0.0  # when its files showed the start that SLURM had not shown yet (monotonic)
+    placement: str = ""  # the VO, account and partition the site policy gave its job (for the pod's event)
 
     @property
     def finished(self) -> bool:

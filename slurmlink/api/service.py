@@ -18,6 +18,7 @@ from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
+from slurmlink.api.sitepolicy import SitePolicyGate, describe
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.naming import job_name, pod_workdir
 from slurmlink.core.records import JobInfo
@@ -48,6 +49,7 @@ class PodService:
         self.accounts = choose_resolver(config, backend)  # who a pod's job runs as
         self.registry = registry or Registry()
         self.site: SiteConfig = config.site.to_site()
+        self.site_policy = SitePolicyGate(config.site_policy, self.site, backend)
         self.poller = StatusPoller(self.registry, backend, config.poll_interval, self.workdir_for,
                                    fast_interval=config.poll_interval_fast, on_change=self._changed)
         # The job's writes to its pod's status/ are noticed between polls: here in mode 2, through the proxy's
@@ -106,15 +108,20 @@ class PodService:
                 return entry.job_id  # the same pod twice is one job
             entry = PodEntry(uid=ref.uid, namespace=ref.namespace, name=ref.name, pod=request.pod)
             try:
-                entry.user = await self.accounts.account_for(request)
+                account = await self.accounts.account_for(request)
+                entry.user = account.user
+                placement = self.site_policy.place(request.pod, account)
                 uncertain = ref.uid in self._uncertain
                 if (uncertain or self._maybe_submitted_before_start(request.pod)) \
                         and await self._found_after_uncertain_submit(entry, fresh=uncertain):
                     self._changed([ref.uid])
                     return entry.job_id
                 entry.workdir = self.workdir_for(ref.namespace, ref.uid)
-                job = self._translate(request, entry.workdir)
-                entry.job_id = await self.backend.submit(job, entry.user)
+                job = self._translate(request, entry.workdir, self.site_policy.site_for(placement))
+                job = self.site_policy.job_for(job, request.pod, placement, account, f"pod {ref.namespace}/{ref.name}")
+                async with self.site_policy.within_caps(placement, entry.user):
+                    entry.job_id = await self.backend.submit(job, entry.user)
+                entry.placement = describe(job, placement) if placement.vo else ""
                 # A poll whose job list was taken before the job existed must not judge it (and take it
                 # for gone): polls only judge entries that existed when they began.
                 entry.created = time.monotonic()
@@ -143,6 +150,11 @@ class PodService:
                 self.poller.hurry()
             return entry.job_id
 
+    def placement(self, uid: str) -> str:
+        """The VO, account and partition the site policy gave the pod's job ("" when no VO applied)."""
+        entry = self.registry.get(uid)
+        return entry.placement if entry is not None else ""
+
     def dropped_flags(self, pod: dict[str, Any]) -> tuple[str, ...]:
         """Options of the pod's flags annotation that slurmlink sets itself and so dropped (see flags.py)."""
         try:
@@ -150,11 +162,11 @@ class PodService:
         except PodRejected:
             return ()
 
-    def _translate(self, request: CreateRequest, workdir: str) -> BatchJob:
+    def _translate(self, request: CreateRequest, workdir: str, site: SiteConfig) -> BatchJob:
         projected = {str((m.get("metadata") or {}).get("name")): dict(m.get("data") or {})
                      for m in request.projected}
         try:
-            return build_job(request.pod, workdir=workdir, site=self.site, configmaps=request.configmaps,
+            return build_job(request.pod, workdir=workdir, site=site, configmaps=request.configmaps,
                              secrets=request.secrets, projected=projected)
         except PodRejected:
             raise

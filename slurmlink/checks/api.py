@@ -11,6 +11,7 @@ from slurmlink.checks.identity import check_identity
 from slurmlink.checks.jobroot import check_agreement, check_mode2
 from slurmlink.checks.online import check_healthz, check_issuers
 from slurmlink.checks.report import Report
+from slurmlink.checks.sitepolicy import check_site_policy, check_with_commands
 from slurmlink.proxy.config import ProxyConfig
 from slurmlink.slurm.cli import COMMANDS, CliConfig
 from slurmlink.statepaths import api_state
@@ -30,6 +31,9 @@ def check_api(report: Report, config: ApiConfig, fs: Fs, proxy: tuple[str, Proxy
         _mode2(report, config, fs)
     if config.identity is not None:
         check_identity(report, config.identity, "identity", fs)
+    admitted = [vo if isinstance(vo, str) else vo.name for vo in config.identity.policy.vos] \
+        if config.identity is not None and config.backend == "cli" else None
+    check_site_policy(report, config.site_policy, admitted)
     if proxy is not None:
         source, proxy_config = proxy
         if config.backend != "rest":
@@ -67,6 +71,8 @@ def _account(report: Report, key: str, account: str) -> None:
 async def check_api_online(report: Report, config: ApiConfig) -> None:
     if config.identity is not None:
         await check_issuers(report, "identity.issuers", config.identity.issuers)
+    if config.backend == "cli" and config.identity is not None:
+        await check_with_commands(report, config.site_policy, config.cli.bin_dir, config.cli.slurm_conf)
     if config.backend == "rest" and config.rest is not None:
         if config.rest.refresh_issuers:
             await check_issuers(report, "rest.refresh_issuers", config.rest.refresh_issuers)

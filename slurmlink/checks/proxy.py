@@ -12,6 +12,7 @@ from slurmlink.checks.identity import check_identity
 from slurmlink.checks.jobroot import check_mode1
 from slurmlink.checks.online import TIMEOUT_SECONDS, check_issuers, shorten
 from slurmlink.checks.report import Report
+from slurmlink.checks.sitepolicy import check_site_policy, check_with_slurmrestd
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.config import ProxyConfig
@@ -24,6 +25,8 @@ def check_proxy(report: Report, config: ProxyConfig, fs: Fs) -> None:
     check_named_files(report, config, fs)
     check_state(report, proxy_state(config), fs)
     check_identity(report, config.identity, "identity", fs)
+    check_site_policy(report, config.site_policy, [vo if isinstance(vo, str) else vo.name
+                                                   for vo in config.identity.policy.vos])
     if config.files is not None:
         check_mode1(report, "files.job_root", config.files.job_root, fs)
     else:
@@ -71,6 +74,7 @@ async def _slurmrestd(report: Report, config: ProxyConfig) -> None:
     report.ok("upstream", f"slurmrestd at {upstream} answers a SlurmUser ping ({version})")
     if diag.is_success:
         report.ok(key, "slurmctld accepts the SlurmUser token (diag)")
+        await check_with_slurmrestd(report, config.site_policy, upstream, version, headers)
     else:
         report.error(key, f"slurmctld refused the SlurmUser token (diag answered {diag.status_code}: "
                           f"{_slurm_errors(diag)}): {question}")

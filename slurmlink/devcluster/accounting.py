@@ -19,7 +19,10 @@ from pathlib import Path
 DATABASE = "slurm_acct_db"
 DB_USER = "slurm"  # MariaDB account slurmdbd logs in as (from 127.0.0.1 only)
 MYSQL_USER = "mysql"  # the system user Debian's package made; mariadbd runs as it
-DEFAULT_ACCOUNT = "slurmlink"  # every test user's account unless the cluster is given others
+DEFAULT_ACCOUNT = "slurmlink"  # every test user's account (their default) unless the cluster is given others
+# Two VOs' allocations for the site-policy tests (docs/site-policy.md): the first user is in both, the second in
+# the first only, the third in neither.
+VO_ACCOUNTS = ("alpha", "beta")
 
 
 def missing_packages(release_has_slurmdbd: bool, path: str) -> str | None:
@@ -116,12 +119,21 @@ def slurm_conf_lines(*, dbd_port: int, munge_socket: Path) -> list[str]:
 
 def association_commands(cluster: str, accounts: Mapping[str, tuple[str, ...]]) -> list[list[str]]:
     """sacctmgr arguments that register the cluster and each account with its users (idempotent with -i:
-    what exists already is left as it is)."""
+    what exists already is left as it is). A user's default account is the first that lists them."""
     commands = [["-i", "add", "cluster", cluster]]
+    seen: set[str] = set()
     for account, users in accounts.items():
         commands.append(["-i", "add", "account", account, f"Cluster={cluster}",
                          f"Description={account}", "Organization=slurmlink"])
-        if users:
-            commands.append(["-i", "add", "user", ",".join(users), f"Account={account}",
-                             f"Cluster={cluster}", f"DefaultAccount={account}"])
+        for first, group in ((True, [u for u in users if u not in seen]), (False, [u for u in users if u in seen])):
+            if group:
+                commands.append(["-i", "add", "user", ",".join(group), f"Account={account}", f"Cluster={cluster}",
+                                 *([f"DefaultAccount={account}"] if first else [])])
+        seen.update(users)
     return commands
+
+
+def default_accounts(users: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Every user in DEFAULT_ACCOUNT; the VO accounts as VO_ACCOUNTS says."""
+    alpha, beta = VO_ACCOUNTS
+    return {DEFAULT_ACCOUNT: users, alpha: users[:2], beta: users[:1]}

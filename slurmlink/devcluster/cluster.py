@@ -79,7 +79,8 @@ class DevCluster:
     munge_user = "munge"
     rest_user = "slurmrest"  # slurmrestd refuses root and the SlurmUser
     users: tuple[str, ...] = ("sltest1", "sltest2", "sltest3")
-    partition = "debug"
+    partition = "debug"  # the default partition
+    second_partition = "batch"  # the same node, for per-VO partitions (site policy)
     cluster_name = "slurmlink"  # ClusterName, and the cluster's name in accounting
 
     def __init__(
@@ -124,7 +125,7 @@ class DevCluster:
         self.db_port = db_port
         self.min_job_age = min_job_age  # seconds slurmctld keeps a finished job (then only accounting has it)
         # account -> its users, each an association on this cluster (with accounting)
-        self.accounts = dict(accounts or {acct.DEFAULT_ACCOUNT: self.users})
+        self.accounts = dict(accounts or acct.default_accounts(self.users))
 
     # ---- layout -------------------------------------------------------------------------------------
 
@@ -512,6 +513,7 @@ SlurmdParameters=config_overrides
 NodeName={self.node_name} NodeAddr=127.0.0.1 NodeHostname=localhost CPUs={self.cpus} \
 RealMemory={_real_memory_mb()} State=UNKNOWN
 PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName={self.second_partition} Nodes=ALL Default=NO MaxTime=INFINITE State=UP
 """
 
     # ---- down ---------------------------------------------------------------------------------------
@@ -642,8 +644,9 @@ PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 
     def _node_ready(self) -> bool:
         out = _run(["sinfo", "-h", "-N", "-n", self.node_name, "-o", "%T"], env=self.env, check=False)
-        # Left-over jobs from an earlier run may keep the node busy: that is ready too.
-        return out is not None and out.strip() in ("idle", "mixed", "allocated")
+        # Left-over jobs from an earlier run may keep the node busy: that is ready too. One line per partition.
+        states = set((out or "").split())
+        return bool(states) and states <= {"idle", "mixed", "allocated"}
 
     def _rest_up(self) -> bool:
         headers = {"X-SLURM-USER-NAME": self.slurm_user, "X-SLURM-USER-TOKEN": self.token(self.slurm_user)}

@@ -33,6 +33,7 @@ DEFAULT_NAMESPACE = "urn:mace:egi.eu"
 IMPLICIT_ROLE = "member"
 
 Match = Literal["any", "all"]
+GroupRoles = tuple[tuple[str, tuple[str, ...]], ...]  # (("vo", roles), ("vo:sub", roles)): Decision.groups
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Decision:
     reason: str
     vo: str | None = None
     vo_settings: Mapping[str, Any] = field(default_factory=lambda: EMPTY_SETTINGS, compare=False)
+    # every admitted VO the caller is a member of, in the policy's order (`vo` first)
+    vos: tuple[str, ...] = field(default=(), compare=False)
+    # the roles held in each group of those VOs, trusted entitlements only: (("vo", roles), ("vo:sub", roles))
+    groups: GroupRoles = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,16 @@ class EntitlementPolicy:
         missing = self._missing_assurance(claims)
         if missing:
             return Decision(False, missing, rule.name, rule.settings)
-        return Decision(True, why, rule.name, rule.settings)
+        vos = tuple(r.name for r, _ in passed)
+        return Decision(True, why, rule.name, rule.settings, vos, self._groups(vos, entitlements))
+
+    def _groups(self, vos: tuple[str, ...], entitlements: Sequence[_Entitlement]) -> GroupRoles:
+        """Roles held per group path of the admitted VOs (for per-group/role site policy)."""
+        held: dict[str, set[str]] = {}
+        for e in entitlements:
+            if e.namespace == self.namespace and e.authority == self.authority and e.group in vos:
+                held.setdefault(":".join((e.group, *e.subgroups)), set()).add(e.role)
+        return tuple((path, tuple(sorted(roles))) for path, roles in sorted(held.items()))
 
     def _check_vo(self, rule: VoRule, entitlements: Sequence[_Entitlement]) -> tuple[bool, str]:
         vo = rule.name

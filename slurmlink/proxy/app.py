@@ -36,6 +36,7 @@ from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.roles import ServiceIdentity
 from slurmlink.proxy.signals import BatchSignaller
+from slurmlink.proxy.sitepolicy import SubmitPolicy
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 from slurmlink.slurm.podfiles import PodFiles
 from slurmlink.slurm.statuswatch import choose_method
@@ -82,8 +83,11 @@ class ProxyService:
         forwarder = Forwarder(self.http, self.upstream, self.slurm_token, self.ledger, config.max_body_bytes,
                               self.metrics.upstream_seconds, body_timeout=config.clients.body_timeout_seconds,
                               on_submitted=self.watch.submitted if self.watch else None)
+        site_policy = SubmitPolicy(config.site_policy, self.http, self.upstream, self.api_version.get,
+                                   self.slurm_token.token, config.slurm_user)
+        read_body, forward = forwarder.steps()
         # Every request passes these in order, until one answers (a refusal, or the answer).
-        self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, *forwarder.steps()]
+        self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, read_body, site_policy.check, forward]
         self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)
         self._public_health_lock = asyncio.Lock()
 

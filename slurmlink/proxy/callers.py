@@ -30,4 +30,5 @@ class CallerIdentifier:
                 return Caller(service.account, identity.subject, identity.issuer, SERVICE)
         # the validator caches the identity by token hash: validating again here costs nothing
         grant = await self.authorizer.authorize(token, action=action, client=client, max_age=max_age)
-        return Caller(grant.username, grant.identity.subject, grant.identity.issuer, USER)
+        return Caller(grant.username, grant.identity.subject, grant.identity.issuer, USER, grant.decision.vos,
+                      grant.decision.groups)

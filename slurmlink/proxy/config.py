@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from slurmlink.config import AbsolutePath, AdminListen, Strict
 from slurmlink.identity.config import IdentityConfig
+from slurmlink.sitepolicy.config import SitePolicySection
 
 
 class ListenSection(Strict):
@@ -132,6 +133,9 @@ class ProxyConfig(Strict):
         "(0: on every one). Null: `identity.issuers[].cache_ttl_seconds` applies to every request"))
     clients: ClientsSection = Field(default_factory=lambda: ClientsSection(), description=(
         "timeouts and connection caps for slow, stalled or greedy clients"))
+    site_policy: SitePolicySection = Field(default_factory=SitePolicySection, description=(
+        "per-VO account, partitions, QoS, limits and job caps, applied to every submission (see "
+        "[site-policy.md](site-policy.md))"))
     allow_slurmdb: bool = Field(default=False, description="allow the read-only `/slurmdb` job queries")
     tls: TlsSection | None = None
     files: FilesSection | None = Field(default=None, description=(

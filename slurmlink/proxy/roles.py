@@ -24,6 +24,8 @@ class Caller:
     subject: str
     issuer: str
     role: str = USER
+    vos: tuple[str, ...] = ()  # the admitted VOs the user is a member of, in the site's order (site policy)
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # roles held per group path (site policy)
 
 
 @dataclass(frozen=True)

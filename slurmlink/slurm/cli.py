@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import stat
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from slurmlink.core.naming import JOB_NAME_PREFIX
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
 from slurmlink.core.states import is_finished
 from slurmlink.slurm.base import SchedulerBackend, SlurmError
-from slurmlink.slurm.commands import sacct, sbatch, scancel, sinfo, squeue
+from slurmlink.slurm.commands import jobcount, sacct, sbatch, scancel, sinfo, squeue
 from slurmlink.slurm.podfiles import PodFiles, check_container_name
 from slurmlink.slurm.runner import DEFAULT_PATH, Runner, error_from
 from slurmlink.translate import layout
@@ -138,6 +139,13 @@ class CliBackend(SchedulerBackend):
         self._account(user)
         argv = scancel.argv(job_id, signal, self.bin["scancel"], only_state)
         scancel.parse(await self.runner.run(argv, user=user))
+
+    async def active_jobs(self, account: str) -> Counter[str]:
+        """Queued and running jobs under `account`, per user, as SLURM counts them now (a VO's caps)."""
+        result = await self.runner.run(jobcount.argv(account, self.bin["squeue"]))
+        if not result.ok:
+            raise error_from(result, "squeue")
+        return jobcount.parse(result.out)
 
     async def capacity(self) -> Capacity:
         result = await self.runner.run(sinfo.argv(self.config.partition, self.bin["sinfo"]))

@@ -35,6 +35,7 @@ from slurmlink.slurm.restwatch import SERVICE, ProxyWatch
 from slurmlink.slurm.statuswatch import OnChange, StatusWatch
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
+from slurmlink.wire import names
 from slurmlink.wire.names import EXTENSIONS, STATUS_CHANGES_ROUTE
 from slurmlink.wire.statuschanges import StatusChanges
 
@@ -144,11 +145,11 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
 
     async def _call(self, method: str, path: str, token: str, *, params: Mapping[str, Any] | None = None,
                     body: Any = None, timeout: float | None = None,
-                    http: httpx.AsyncClient | None = None) -> httpx.Response:
+                    http: httpx.AsyncClient | None = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """One request; SlurmError (transient when worth retrying) for anything but an answer."""
         try:
             response = await (http or self.http).request(
-                method, path, params=params, json=body, headers={"Authorization": f"Bearer {token}"},
+                method, path, params=params, json=body, headers={"Authorization": f"Bearer {token}", **(headers or {})},
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
         except httpx.TimeoutException as exc:
             raise SlurmError(f"{method} {path}: no answer in time ({type(exc).__name__})", transient=True) from exc
@@ -212,7 +213,8 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         environment = sbatch.environment(job) or {"SLURMLINK_SUBMITTED_BY": "rest"}
         body = rest_shapes.submit_body(job, await self._api_version(token), environment)
         answer = await self._slurm("POST", "job/submit", token, body=body,
-                                   timeout=self.config.submit_timeout_seconds)
+                                   timeout=self.config.submit_timeout_seconds,
+                                   headers={names.VO_HEADER: job.vo} if job.vo else None)
         return rest_shapes.parse_submit(answer)
 
     async def jobs(self, *, fresh: bool = False) -> list[JobInfo]:

@@ -29,3 +29,5 @@ class BatchJob:
     # Seconds between SIGTERM and SIGKILL when the pod is deleted.
     grace_seconds: int = 30
     environment: dict[str, str] = field(default_factory=dict)  # job-level env (the script clears it per container)
+    # The VO the pod asked to run under, for a site that decides the policy itself (mode 1: the proxy's header)
+    vo: str | None = None

@@ -162,7 +162,8 @@ class PodController:
         if state.remote_changed:  # the change feed told about the pod before /create returned
             self.queue.add(state.uid)
         if created.pod_jid:
-            await self.events.emit(state.pod, "Submitted", f"Submitted to SLURM as job {created.pod_jid}")
+            placed = f" ({created.placement})" if created.placement else ""  # the site policy's VO/account/partition
+            await self.events.emit(state.pod, "Submitted", f"Submitted to SLURM as job {created.pod_jid}{placed}")
         dropped = flags.owned_only(created.dropped_flags)  # names slurmlink owns only: another process's word
         if dropped:  # options slurmlink sets itself: the pod runs, and is told they were ignored
             await self._warn(state, flags.DROPPED_REASON, flags.dropped_message(dropped))

@@ -62,6 +62,7 @@ class Created:
 
     pod_jid: str
     dropped_flags: list[str] = field(default_factory=list)
+    placement: str = ""  # the VO, account and partition the API's site policy gave the job (its header)
 
 
 def create_body(pod: Obj, configmaps: list[Obj] | None = None, secrets: list[Obj] | None = None) -> Obj:
@@ -139,7 +140,9 @@ class InterlinkClient:
             answer = CreateStruct.from_wire(response.content)
         except WireError as exc:
             raise ApiCallError("/create", 502, f"unreadable answer: {exc}") from exc
-        return Created(answer.pod_jid, names.dropped_flags(response.headers.get(names.DROPPED_FLAGS_HEADER)))
+        placement = "".join(c for c in response.headers.get(names.PLACEMENT_HEADER, "") if c.isprintable())
+        return Created(answer.pod_jid, names.dropped_flags(response.headers.get(names.DROPPED_FLAGS_HEADER)),
+                       placement[:names.MAX_PLACEMENT])
 
     async def delete(self, pod: Obj) -> str:
         return (await self._call("DELETE", "/delete", pod)).text

@@ -22,6 +22,12 @@ UNKNOWN_POD_HEADER = "X-Slurmlink-Unknown-Pod"
 # The API names the sbatch options it dropped in this header of its `/create` answer (an addition the upstream
 # wire ignores); the vk turns it into the pod's Warning event.
 DROPPED_FLAGS_HEADER = "X-Slurmlink-Dropped-Flags"
+# The API says in this header of its `/create` answer which VO, account and partition the site policy gave the
+# pod's job (`VO x, account a, partition p`); the vk puts it in the pod's Submitted event.
+PLACEMENT_HEADER = "X-Slurmlink-Placement"
+MAX_PLACEMENT = 300  # the receiver keeps at most this much of it (another process's word)
+# A pod's choice among its owner's VOs (the annotation), and the same on a submission through the proxy
+VO_HEADER = "X-Slurmlink-VO"
 # The proxy's log extension: the size of the log file when the answer began.
 LOG_SIZE_HEADER = "X-Slurmlink-Log-Size"
 
@@ -40,6 +46,7 @@ def dropped_flags(value: str | None) -> list[str]:
 FLAGS_ANNOTATION = "slurm-job.vk.io/flags"  # interLink's SLURM plugin's: extra sbatch options
 PRE_EXEC_ANNOTATION = "slurm-job.vk.io/pre-exec"  # interLink's SLURM plugin's: a shell snippet (if the site allows)
 RUNTIME_ANNOTATION = "slurmlink.io/runtime"
+VO_ANNOTATION = "slurmlink.io/vo"  # which of its owner's VOs the pod runs under (site policy)
 TOKEN_SECRET_ANNOTATION = "slurmlink.io/token-secret"  # noqa: S105 - a name, not a secret
 JOB_CONDITION = "slurmlink.io/SlurmJob"  # the pod condition carrying the job's id and state
 NODE_LABEL = "slurmlink.io/node"

@@ -83,9 +83,11 @@ def sticky_job_root(cluster: DevCluster) -> Path:
 
 
 def start_mode1(cluster: DevCluster, work: Path, *, api: dict[str, Any] | None = None,
-                files: dict[str, Any] | None = None) -> Mode1:
+                files: dict[str, Any] | None = None, proxy_keys: dict[str, Any] | None = None,
+                vos: list[str] | None = None) -> Mode1:
     """The whole mode-1 stack, started; `Mode1.stop()` stops it. `api` replaces top-level keys of the API's
-    configuration, `files` keys of the proxy's `files` section."""
+    configuration, `files` keys of the proxy's `files` section, `proxy_keys` top-level keys of the proxy's; `vos`:
+    the VOs the proxy admits (default: VO)."""
     checkin = CheckinStandin().start()
     subjects = {who: checkin.new_subject() for who in ("alice", "bob", "service")}
     accounts = {"alice": cluster.users[0], "bob": cluster.users[1]}
@@ -94,6 +96,8 @@ def start_mode1(cluster: DevCluster, work: Path, *, api: dict[str, Any] | None =
     job_root = sticky_job_root(cluster)
     settings = proxy_settings(cluster, checkin, users_file, job_root, subjects["service"], work / "proxy-state")
     settings["files"].update(files or {})
+    settings.update(proxy_keys or {})
+    settings["identity"]["policy"]["vos"] = vos or [VO]
     proxy = ProxyProcess(settings, work)
     proxy.start()
     service_token_file = work / "service.token"

@@ -35,6 +35,14 @@ def test_association_commands_register_cluster_account_and_users() -> None:
     assert [c[2] for c in commands] == ["cluster", "account", "user", "account"]
 
 
+def test_a_users_default_account_is_the_first_that_lists_them() -> None:
+    commands = acct.association_commands("c", acct.default_accounts(("u1", "u2", "u3")))
+    users = [c for c in commands if c[2] == "user"]
+    assert users == [["-i", "add", "user", "u1,u2,u3", "Account=slurmlink", "Cluster=c", "DefaultAccount=slurmlink"],
+                     ["-i", "add", "user", "u1,u2", "Account=alpha", "Cluster=c"],
+                     ["-i", "add", "user", "u1", "Account=beta", "Cluster=c"]]
+
+
 @pytest.mark.parametrize("release", ["22.05", "24.11"])
 def test_slurm_conf_with_and_without_accounting(release: str, tmp_path: Path) -> None:
     if release != "22.05":

@@ -1,0 +1,96 @@
+"""Mode 1: the policy on a job description submitted through `slurmlink proxy` (slurmrestd's JSON). Pure.
+
+Every part of the submission (`job`, or each of `jobs`) is checked, and the VO's account, partition, QoS and
+time limit are written into it, so slurmrestd receives the job as the policy placed it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slurmlink.sitepolicy.rules import JobAsk, Placement, PolicyRefused, fill_and_check, gpu_count, gpus_in
+
+# fields where GPUs can be asked: TRES/gres lists, and plain GPU counts (`gpus`, or `type:count`)
+TRES_FIELDS = ("gres", "tres_per_node", "tres_per_job", "tres_per_task", "tres_per_socket")
+GPU_FIELDS = ("gpus", "gpus_per_node", "gpus_per_task", "gpus_per_socket")
+
+
+def job_parts(body: Any) -> list[dict[str, Any]]:
+    """The job descriptions in a submit body; PolicyRefused when there is none to check."""
+    parts: list[Any] = []
+    if isinstance(body, dict) and isinstance(body.get("job"), dict):
+        parts.append(body["job"])
+    if isinstance(body, dict) and isinstance(body.get("jobs"), list):
+        parts.extend(body["jobs"])
+    if not parts or not all(isinstance(p, dict) for p in parts):
+        raise PolicyRefused("site policy: the submission holds no job description to check", "InvalidJob", "job")
+    return parts
+
+
+def _number(value: Any) -> tuple[int | None, bool]:
+    """slurmrestd's number: an int, or {"set", "infinite", "number"} (v0.0.40+). (number, infinite)."""
+    if isinstance(value, bool):
+        return None, False
+    if isinstance(value, int):
+        return value, False
+    if isinstance(value, dict):
+        if value.get("infinite"):
+            return None, True
+        if value.get("set") is False:
+            return None, False
+        number = value.get("number")
+        return (number, False) if isinstance(number, int) and not isinstance(number, bool) else (None, False)
+    return None, False
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def ask_of(part: dict[str, Any]) -> JobAsk:
+    raw = part.get("time_limit")
+    time, infinite = _number(raw)
+    unreadable = raw is not None and not isinstance(raw, dict) and time is None
+    mem, _ = _number(part.get("memory_per_cpu"))
+    gpus, unknown = 0, False
+    for name in TRES_FIELDS:
+        value = part.get(name)
+        if value is None:
+            continue
+        count = gpus_in(value) if isinstance(value, str) else None
+        gpus, unknown = gpus + (count or 0), unknown or count is None
+    for name in GPU_FIELDS:
+        value = part.get(name)
+        if value is None:
+            continue
+        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        plain = gpu_count(text)
+        gpus, unknown = gpus + (plain or 0), unknown or plain is None
+    partition = part.get("partition")
+    account, qos = part.get("account"), part.get("qos")
+    for name, value in (("account", account), ("partition", partition), ("qos", qos)):
+        if value is not None and not isinstance(value, str):
+            raise PolicyRefused(f"site policy: job field {name} must be a string", "InvalidJob", name)
+    return JobAsk(account=_text(account), partitions=tuple(p for p in (partition or "").split(",") if p),
+                  qos=_text(qos), time_minutes=time,
+                  time_text="infinite" if infinite else ("unreadable" if unreadable else None),
+                  mem_per_cpu_mb=mem, gpus=gpus, gpus_unknown=unknown)
+
+
+def place_body(body: Any, placement: Placement) -> list[JobAsk]:
+    """Check and fill every job description of `body` in place; PolicyRefused naming the rule."""
+    if placement.policy is None:
+        return []
+    placed = []
+    for part in job_parts(body):
+        filled = fill_and_check(placement, ask_of(part))
+        if filled.account:
+            part["account"] = filled.account
+        if filled.partitions:
+            part["partition"] = ",".join(filled.partitions)
+        if filled.qos:
+            part["qos"] = filled.qos
+        if filled.time_minutes is not None:
+            part["time_limit"] = filled.time_minutes
+        placed.append(filled)
+    return placed
