@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from slurmlink.core.errors import SlurmlinkError
+
 VERSION = 3
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = 1, 2, 3, 4, 6, 7, 8, 9
 FLAG_FIN, FLAG_UNIDIRECTIONAL = 0x01, 0x02
@@ -55,7 +57,7 @@ HEADER_DICTIONARY = b"".join(struct.pack(">I", len(word)) + word.encode() for wo
     _DICTIONARY_TAIL.encode()
 
 
-class SpdyError(Exception):
+class SpdyError(SlurmlinkError):
     """The peer broke the protocol, or the session ended under a stream."""
 
 
@@ -190,8 +192,9 @@ class SpdyStream:
                     self.session.window_open.clear()
                     await (self.window_open.wait() if self.send_window <= 0 else self.session.window_open.wait())
                     continue
-                self.send_window -= size
-                self.session.send_window -= size
+            # counted even for a peer that does not count yet: its first WINDOW_UPDATE then adds up
+            self.send_window -= size
+            self.session.send_window -= size
             await self.session.send(encode_data(self.id, 0, bytes(view[:size])))
             view = view[size:]
 

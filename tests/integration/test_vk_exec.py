@@ -6,14 +6,23 @@ the running job on the test SLURM, as the pod's account."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
+import pty
+import select
 import ssl
+import struct
+import subprocess
+import termios
+import time
 
 import pytest
 
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.upgrade import SPDY, dial
 from tests.harness.pods import pod_manifest
-from tests.integration.vk_harness import Chain
+from tests.integration.vk_harness import KUBECTL, Chain
 
 pytestmark = pytest.mark.timeout(180)
 POD = "exec-target"
@@ -80,3 +89,41 @@ def test_a_user_without_nodes_proxy_is_refused(running: Chain) -> None:
     running.standin.grant("user:exec-erin", ("create",), ("nodes/proxy",))
     status, _ = _exec_directly(running, "tok-exec-erin")
     assert status == 101
+
+
+def _kubectl_env(running: Chain, **extra: str) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": str(running.standin.kubeconfig),
+            "KUBECACHEDIR": str(running.workdir / "kubecache"), **extra}
+
+
+def test_kubectls_own_spdy_reaches_the_job(running: Chain) -> None:
+    # kubectl's SPDY executor (Go's spdystream), relayed untouched by the stand-in: our SPDY server and its
+    # header compression interoperate with Go's.
+    env = _kubectl_env(running, KUBECTL_REMOTE_COMMAND_WEBSOCKETS="false")
+    result = subprocess.run([str(KUBECTL), "exec", "-i", POD, "--", "sh", "-c", "cat; exit 5"], input="via spdy\n",
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert (result.returncode, result.stdout) == (5, "via spdy\n"), result.stderr
+
+
+def test_a_tty_gets_the_terminals_size(running: Chain) -> None:
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    command = "stty size; [ -t 0 ] && echo on-a-terminal; exit 4"
+    with subprocess.Popen([str(KUBECTL), "exec", "-t", "-i", POD, "--", "sh", "-c", command],
+                          stdin=child, stdout=child, stderr=child, env=_kubectl_env(running),
+                          start_new_session=True) as kubectl:
+        os.close(child)
+        seen = b""
+        deadline = time.monotonic() + 60
+        while kubectl.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if ready:
+                with contextlib.suppress(OSError):
+                    seen += os.read(main, 4096)
+        with contextlib.suppress(OSError):
+            seen += os.read(main, 4096)
+        os.close(main)
+        assert kubectl.wait(timeout=10) == 4, seen
+    text = seen.decode(errors="replace")
+    assert "33 101" in text, text
+    assert "on-a-terminal" in text, text
