@@ -1,6 +1,7 @@
 """`kubectl exec` and `attach` at the site (mode 2): the vk relays the apiserver's SPDY/3.1 connection here,
-and this serves it the way a kubelet does, running the command as a new step of the pod's job, as the pod's
-own mapped account (`runuser -u <user> -- srun --overlap --jobid=<job> ...`).
+and this serves it the way a kubelet does. exec runs the command as a new step of the pod's job, as the pod's
+own mapped account (`runuser -u <user> -- srun --overlap --jobid=<job> ...`); attach follows the container's
+output (SLURM keeps no stdin of a running step to join).
 
 It sits in front of the API's app as plain ASGI (the connection leaves HTTP after the 101, which FastAPI's
 middleware cannot follow), checks the same bearer token, and limits sessions per pod and per account.
@@ -19,7 +20,7 @@ import signal
 import struct
 import termios
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,6 +28,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from slurmlink.api import logs
 from slurmlink.api.registry import PodEntry
 from slurmlink.api.service import PodService
 from slurmlink.core.errors import PodRejected
@@ -34,7 +36,8 @@ from slurmlink.slurm.base import SlurmError, Unsupported
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 from slurmlink.streams.upgrade import SPDY, switch_protocols
-from slurmlink.translate.execcmd import exec_argv
+from slurmlink.translate.execcmd import exec_argv, find_container
+from slurmlink.wire.interlink import ContainerLogOpts
 from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE
 
 log = logging.getLogger(__name__)
@@ -78,15 +81,17 @@ class ExecEndpoint:
         if entry.finished or not entry.job_id or (entry.job is not None and entry.job.state != "RUNNING"):
             return PlainTextResponse(f"container {container} is not running: its job "
                                      f"{entry.job_id or '(none)'} is not running\n", 400), None
-        if scope["path"] == ATTACH_ROUTE:
-            return PlainTextResponse(
-                "attach is not supported: a SLURM job step's standard streams cannot be reattached once the job "
-                "started (use kubectl logs -f to follow the output, kubectl exec to run a command)\n", 400), None
         options = rc.ExecOptions.from_kubelet_query(query)
         try:
-            argv = exec_argv(entry.pod, container, options.command, site=self.service.site, workdir=entry.workdir)
-            step, env = self.service.backend.step_command(entry.job_id, entry.user, entry.workdir, argv,
-                                                          pty=options.tty)
+            if scope["path"] == ATTACH_ROUTE:
+                find_container(entry.pod, container)
+                step: list[str] = []
+                env: dict[str, str] = {}
+            else:
+                argv = exec_argv(entry.pod, container, options.command, site=self.service.site,
+                                 workdir=entry.workdir)
+                step, env = self.service.backend.step_command(entry.job_id, entry.user, entry.workdir, argv,
+                                                              pty=options.tty)
         except PodRejected as exc:
             return PlainTextResponse(f"{exc}\n", 400), None
         except Unsupported as exc:
@@ -104,8 +109,11 @@ class ExecEndpoint:
             return PlainTextResponse(f"too many exec sessions (at most {self.per_pod} per pod and {self.per_user} "
                                      f"per account)\n", 429), None
         reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, protocol)])
-        return None, self._counted(entry, ExecSession(SpdySession(reader, writer, server=True), options, protocol,
-                                                     step, env).run())
+        session = SpdySession(reader, writer, server=True)
+        if scope["path"] == ATTACH_ROUTE:
+            output = await attach_output(self.service, entry, container)
+            return None, self._counted(entry, AttachSession(session, options, protocol, output).run())
+        return None, self._counted(entry, ExecSession(session, options, protocol, step, env).run())
 
     async def _counted(self, entry: PodEntry, session: Awaitable[None]) -> None:
         self.sessions_of_pod[entry.uid] += 1
@@ -208,6 +216,62 @@ class ExecSession:
                 _kill_group(proc)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(exited, 5)
+
+
+class AttachSession(ExecSession):
+    """`kubectl attach`: the container's output from now on, until it ends. A SLURM job's container has no
+    stdin to join and no terminal: what the client types is read and dropped, as a runtime does for a
+    container started without `stdin: true`."""
+
+    def __init__(self, session: SpdySession, options: rc.ExecOptions, protocol: str,
+                 output: AsyncIterator[bytes]) -> None:
+        super().__init__(session, options, protocol, [], {})
+        self.output = output
+
+    async def _run_step(self) -> int | None:
+        async def copy() -> None:
+            async for chunk in self.output:
+                if "stdout" in self.streams:
+                    await self.streams["stdout"].write(chunk)
+
+        copying = asyncio.create_task(copy())
+        dropping = asyncio.create_task(_pump_in(self.streams.get("stdin"), _Discard()))
+        gone = asyncio.create_task(self.session.ended.wait())
+        try:
+            await asyncio.wait([copying, gone], return_when=asyncio.FIRST_COMPLETED)
+            return 0 if copying.done() and not gone.done() else None
+        finally:
+            for task in (copying, dropping, gone):
+                task.cancel()
+
+
+class _Discard:
+    def write(self, data: bytes) -> None:
+        return None
+
+    async def drain(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+async def attach_output(service: PodService, entry: PodEntry, container: str) -> AsyncIterator[bytes]:
+    """The container's log from its current end on, until the container ends (or restarts)."""
+    base = 0
+    while chunk := await service.backend.read_log(entry.directory, container, base):
+        base += len(chunk)
+    record = entry.records.get(container)
+    restarts = record.restarts if record else 0
+
+    async def read(offset: int) -> bytes:
+        return await service.backend.read_log(entry.directory, container, base + offset)
+
+    def ended() -> bool:
+        now = entry.records.get(container)
+        return entry.finished or (now is not None and (now.exit_code is not None or now.restarts != restarts))
+
+    return logs.stream(read, ContainerLogOpts(follow=True), record, ended, service.config.log_follow_interval)
 
 
 def _take_terminal() -> None:

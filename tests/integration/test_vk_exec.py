@@ -127,3 +127,13 @@ def test_a_tty_gets_the_terminals_size(running: Chain) -> None:
     text = seen.decode(errors="replace")
     assert "33 101" in text, text
     assert "on-a-terminal" in text, text
+
+
+def test_attach_follows_the_containers_output(chain: Chain) -> None:
+    chain.apply(pod_manifest("attach-target", "i=0; while [ $i -lt 40 ]; do echo line$i; i=$((i+1)); sleep 0.5; done"))
+    chain.wait_phase("attach-target", ("Running",), timeout=90)
+    result = chain.kubectl("attach", "attach-target", timeout=60)
+    # what it writes from the moment of attaching on, until it ends: a run of lines without gaps
+    lines = result.stdout.splitlines()
+    first = int(lines[0].removeprefix("line"))
+    assert lines == [f"line{n}" for n in range(first, 40)], result
