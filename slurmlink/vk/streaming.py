@@ -47,9 +47,13 @@ async def relay(request: Request, controller: PodController, api: InterlinkClien
     except ApiCallError as exc:
         return PlainTextResponse(f"{verb} {namespace}/{name}/{container}: {exc}", 503)
     if network is None:
-        text = body.decode(errors="replace").strip()
+        text = body.decode(errors="replace").strip() or f"{verb}: the API answered {status}"
+        if status == 501:  # the site cannot (mode 1): the pod's events say so, for `kubectl describe`
+            with contextlib.suppress(Exception):
+                await controller.events.emit(state.pod, f"{verb.capitalize()}NotSupported",
+                                             f"{verb} is not supported with this site: {text}", "Warning")
         code = status if status in (400, 403, 404, 429, 501) else 502
-        return PlainTextResponse(text or f"{verb}: the API answered {status}", code)
+        return PlainTextResponse(text, code)
     chosen = next((value for key, value in answer if key.lower() == PROTOCOL_HEADER.lower()), "")
     reader, writer = switch_protocols(request.scope, [("Upgrade", SPDY), (PROTOCOL_HEADER, chosen)])
 

@@ -115,11 +115,12 @@ async def _translate(websocket: WebSocket, session: SpdySession, options: rc.Exe
                 streams[kind] = await session.open_stream({rc.STREAM_TYPE_HEADER: kind})
         outputs = [asyncio.create_task(_to_websocket(websocket, streams[kind], rc.STREAM_TYPES[kind]))
                    for kind in ("stdout", "stderr") if kind in streams]
-        inputs = asyncio.create_task(_from_websocket(websocket, streams))
+        inputs = asyncio.create_task(_from_websocket(websocket, streams, session))
         error = await _read_all(streams["error"])
         await asyncio.gather(*outputs, return_exceptions=True)
         if error:
-            await websocket.send_bytes(rc.frame(rc.ERROR, error))
+            with contextlib.suppress(Exception):  # kubectl may have gone already
+                await websocket.send_bytes(rc.frame(rc.ERROR, error))
         inputs.cancel()
     finally:
         await session.close()
@@ -134,11 +135,12 @@ async def _read_all(stream: SpdyStream) -> bytes:
 
 
 async def _to_websocket(websocket: WebSocket, stream: SpdyStream, channel: int) -> None:
-    while chunk := await stream.read():
-        await websocket.send_bytes(rc.frame(channel, chunk))
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # kubectl gone: the session closes below
+        while chunk := await stream.read():
+            await websocket.send_bytes(rc.frame(channel, chunk))
 
 
-async def _from_websocket(websocket: WebSocket, streams: dict[str, SpdyStream]) -> None:
+async def _from_websocket(websocket: WebSocket, streams: dict[str, SpdyStream], session: SpdySession) -> None:
     try:
         while True:
             channel, data = rc.unframe(await websocket.receive_bytes())
@@ -149,9 +151,7 @@ async def _from_websocket(websocket: WebSocket, streams: dict[str, SpdyStream]) 
             elif channel == rc.CLOSE and data[:1] == bytes([rc.STDIN]) and "stdin" in streams:
                 await streams["stdin"].close()
     except (WebSocketDisconnect, ValueError, KeyError, RuntimeError):
-        for stream in streams.values():  # kubectl went away: end what we opened
-            with contextlib.suppress(Exception):
-                await stream.close()
+        await session.close()  # kubectl went away: so does the connection to the kubelet
 
 
 async def spdy_passthrough(request: Request, registry: Registry, kubelet: KubeletClient, verb: str,

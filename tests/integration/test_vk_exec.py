@@ -22,6 +22,7 @@ import pytest
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.upgrade import SPDY, dial
 from tests.harness.pods import pod_manifest
+from tests.harness.waiting import wait_until
 from tests.integration.vk_harness import KUBECTL, Chain
 
 pytestmark = pytest.mark.timeout(180)
@@ -137,3 +138,45 @@ def test_attach_follows_the_containers_output(chain: Chain) -> None:
     lines = result.stdout.splitlines()
     first = int(lines[0].removeprefix("line"))
     assert lines == [f"line{n}" for n in range(first, 40)], result
+
+
+def _background_exec(running: Chain, *command: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(KUBECTL), "exec", POD, "--", *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_kubectl_env(running))
+
+
+def _steps(running: Chain, pod: str = POD) -> int:
+    """Running steps of the pod's job beyond the batch step: the open exec sessions."""
+    uid = running.pod(pod)["metadata"]["uid"]  # type: ignore[index]
+    [[job_id, _state, _user]] = running.jobs(uid)
+    listed = subprocess.run(["squeue", "--steps", "--noheader", "--format=%i", "--jobs", job_id],
+                            capture_output=True, text=True, env=running.cluster.env, check=True).stdout.split()
+    return len([step for step in listed if step.split(".")[-1].isdigit()])
+
+
+def test_sessions_per_pod_are_limited(running: Chain) -> None:
+    sleepers = [_background_exec(running, "sleep", "120") for _ in range(4)]  # the API's default limit
+    try:
+        wait_until(lambda: _steps(running) == 4, 60, "four exec steps to run")
+        refused = running.kubectl("exec", POD, "--", "echo", "one more", check=False)
+        assert refused.returncode != 0 and "too many exec sessions" in refused.stderr, refused
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+    # kubectl gone, its sessions end and their steps are killed
+    wait_until(lambda: _steps(running) == 0, 60, "the exec steps to end")
+    assert running.kubectl("exec", POD, "--", "echo", "again").stdout == "again\n"
+
+
+def test_deleting_the_pod_ends_its_sessions(chain: Chain) -> None:
+    chain.apply(pod_manifest("exec-deleted", "sleep 600"))
+    chain.wait_phase("exec-deleted", ("Running",), timeout=90)
+    session = subprocess.Popen([str(KUBECTL), "exec", "exec-deleted", "--", "sleep", "300"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=_kubectl_env(chain))
+    try:
+        wait_until(lambda: _steps(chain, "exec-deleted") == 1, 60, "the session's step to run")
+        chain.kubectl("delete", "pod", "exec-deleted", "--wait=false")
+        assert session.wait(timeout=60) != 0
+    finally:
+        session.kill()
