@@ -85,6 +85,7 @@ class ExecEndpoint:
         try:
             if scope["path"] == ATTACH_ROUTE:
                 find_container(entry.pod, container)
+                output = await attach_output(self.service, entry, container)
                 step: list[str] = []
                 env: dict[str, str] = {}
             else:
@@ -108,21 +109,29 @@ class ExecEndpoint:
         if self.sessions_of_pod[entry.uid] >= self.per_pod or self.sessions_of_user[entry.user] >= self.per_user:
             return PlainTextResponse(f"too many exec sessions (at most {self.per_pod} per pod and {self.per_user} "
                                      f"per account)\n", 429), None
-        reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, protocol)])
-        session = SpdySession(reader, writer, server=True)
-        if scope["path"] == ATTACH_ROUTE:
-            output = await attach_output(self.service, entry, container)
-            return None, self._counted(entry, AttachSession(session, options, protocol, output).run())
-        return None, self._counted(entry, ExecSession(session, options, protocol, step, env).run())
+        self.sessions_of_pod[entry.uid] += 1  # counted before any await: two requests cannot both pass
+        self.sessions_of_user[entry.user] += 1
+        try:
+            reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, protocol)])
+            session = SpdySession(reader, writer, server=True)
+            if scope["path"] == ATTACH_ROUTE:
+                return None, self._counted(entry, AttachSession(session, options, protocol, output).run())
+            return None, self._counted(entry, ExecSession(session, options, protocol, step, env).run())
+        except BaseException:
+            self._release(entry)
+            raise
 
     async def _counted(self, entry: PodEntry, session: Awaitable[None]) -> None:
-        self.sessions_of_pod[entry.uid] += 1
-        self.sessions_of_user[entry.user] += 1
         try:
             await session
         finally:
-            self.sessions_of_pod[entry.uid] -= 1
-            self.sessions_of_user[entry.user] -= 1
+            self._release(entry)
+
+    def _release(self, entry: PodEntry) -> None:
+        for counter, key in ((self.sessions_of_pod, entry.uid), (self.sessions_of_user, entry.user)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
 
 
 class ExecSession:
@@ -145,10 +154,13 @@ class ExecSession:
     async def run(self) -> None:
         reading = asyncio.create_task(self.session.run())
         try:
-            try:
-                await asyncio.wait_for(self.all_there.wait(), STREAMS_TIMEOUT)
-            except TimeoutError:
-                log.info("exec: the client did not open its streams in time")
+            waits = [asyncio.create_task(self.all_there.wait()), asyncio.create_task(self.session.ended.wait())]
+            await asyncio.wait(waits, timeout=STREAMS_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+            if not self.all_there.is_set():  # a client that left, or never opened its streams
+                log.info("exec: the client did not open its streams (%s)",
+                         "it went away" if self.session.ended.is_set() else "in time")
                 return
             code = await self._run_step()
             if code is not None:

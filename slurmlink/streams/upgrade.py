@@ -38,6 +38,10 @@ class UpgradableH11(H11Protocol):
         super().connection_made(transport)
         self.app_state = {**self.app_state, TAKE_OVER: self._take_over}
 
+    def _unsupported_upgrade_warning(self) -> None:
+        if (self._get_upgrade() or b"").lower() != SPDY.lower().encode():  # SPDY is ours to switch to
+            super()._unsupported_upgrade_warning()
+
     def _take_over(self) -> tuple[asyncio.Transport, bytes]:
         if self.cycle is not None:
             self.cycle.disconnected = True  # whatever the app sends after this is dropped

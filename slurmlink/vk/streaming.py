@@ -26,7 +26,8 @@ from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
-GONE_CHECK_SECONDS = 2.0  # how soon a deleted pod's open sessions are closed
+GONE_CHECK_SECONDS = 2.0
+POD_KEYS = frozenset({"namespace", "pod", "uid", "container"})  # how soon a deleted pod's open sessions are closed
 
 
 async def relay(request: Request, controller: PodController, api: InterlinkClient) -> Response:
@@ -37,8 +38,9 @@ async def relay(request: Request, controller: PodController, api: InterlinkClien
         return PlainTextResponse(f"pod {namespace}/{name} is not on this node", 404)
     if (request.headers.get("upgrade") or "").lower() != SPDY.lower():
         return PlainTextResponse("Upgrade request required", 400)
-    params = [*request.query_params.multi_items(), ("namespace", namespace), ("pod", name), ("uid", state.uid),
-              ("container", container)]
+    # the pod is named by the path the caller was authorised for, never by its query
+    params = [(key, value) for key, value in request.query_params.multi_items() if key not in POD_KEYS]
+    params += [("namespace", namespace), ("pod", name), ("uid", state.uid), ("container", container)]
     headers = [("Connection", "Upgrade"), ("Upgrade", SPDY),
                *((PROTOCOL_HEADER, value) for value in request.headers.getlist(PROTOCOL_HEADER))]
     route = EXEC_ROUTE if verb == "exec" else ATTACH_ROUTE
