@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import fcntl
 import hmac
+import json
 import logging
 import os
 import pty
@@ -35,7 +36,7 @@ from slurmlink.core.errors import PodRejected
 from slurmlink.slurm.base import SlurmError, Unsupported
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.spdy import SpdySession, SpdyStream
-from slurmlink.streams.upgrade import SPDY, switch_protocols
+from slurmlink.streams.upgrade import SPDY, on_server_shutdown, switch_protocols
 from slurmlink.translate.execcmd import exec_argv, find_container
 from slurmlink.wire.interlink import ContainerLogOpts
 from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE
@@ -43,6 +44,7 @@ from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE
 log = logging.getLogger(__name__)
 STREAMS_TIMEOUT = 30.0  # the kubelet's streamCreationTimeout
 READ_SIZE = 32 * 1024
+MAX_POD_BYTES = 4 * 1024 * 1024
 
 
 class ExecEndpoint:
@@ -59,22 +61,27 @@ class ExecEndpoint:
         if scope["type"] != "http" or scope["path"] not in (EXEC_ROUTE, ATTACH_ROUTE):
             await self.app(scope, receive, send)
             return
-        refusal, started = await self._start(scope)
+        refusal, started = await self._start(scope, receive)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         assert started is not None
         await started
 
-    async def _start(self, scope: Scope) -> tuple[ASGIApp | None, Awaitable[None] | None]:
+    async def _start(self, scope: Scope, receive: Receive) -> tuple[ASGIApp | None, Awaitable[None] | None]:
         headers = Headers(scope=scope)
         given = headers.get("authorization", "")
         if self.token is not None and not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
             return PlainTextResponse("missing or wrong bearer token\n", 401), None
+        if not self.service.recovered.is_set():
+            return PlainTextResponse("slurmlink has not yet recovered its state from SLURM; retry\n", 503), None
         query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         params = dict(query)
         entry = self.service.registry.get(params.get("uid", ""))
         container = params.get("container", "")
+        pod = await _pod_of(receive)
+        if entry is not None and pod is not None and (pod.get("metadata") or {}).get("uid") == entry.uid:
+            entry.pod = pod  # as /status does: after a restart the API knows the spec only from the vk
         if entry is None or entry.pod is None or entry.rejected is not None:
             return PlainTextResponse(f"pod {params.get('namespace')}/{params.get('pod')} is not known here\n",
                                      404), None
@@ -114,9 +121,10 @@ class ExecEndpoint:
         try:
             reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, protocol)])
             session = SpdySession(reader, writer, server=True)
-            if scope["path"] == ATTACH_ROUTE:
-                return None, self._counted(entry, AttachSession(session, options, protocol, output).run())
-            return None, self._counted(entry, ExecSession(session, options, protocol, step, env).run())
+            served = AttachSession(session, options, protocol, output) if scope["path"] == ATTACH_ROUTE else \
+                ExecSession(session, options, protocol, step, env)
+            on_server_shutdown(scope, served.interrupt)
+            return None, self._counted(entry, served.run())
         except BaseException:
             self._release(entry)
             raise
@@ -134,6 +142,25 @@ class ExecEndpoint:
                 del counter[key]
 
 
+async def _pod_of(receive: Receive) -> dict[str, Any] | None:
+    """The pod object the vk sends as the request's body (read before the connection switches)."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body += message.get("body", b"")
+        if len(body) > MAX_POD_BYTES:
+            return None
+        if not message.get("more_body"):
+            break
+    try:
+        pod = json.loads(body) if body else None
+    except ValueError:
+        return None
+    return pod if isinstance(pod, dict) and pod.get("spec") else None
+
+
 class ExecSession:
     """One exec: wait for the client's streams, run the step, pump bytes, report the exit code, close."""
 
@@ -144,6 +171,20 @@ class ExecSession:
         self.streams: dict[str, SpdyStream] = {}
         self.all_there = asyncio.Event()
         session.on_stream = self._arrived
+
+    def interrupt(self) -> None:
+        """The API is shutting down: tell the client why (a failure on the error stream), then close."""
+        async def say_goodbye() -> None:
+            error = self.streams.get("error")
+            if error is not None:
+                status = rc.failure_status("the slurmlink API is shutting down: the session was closed",
+                                           "ServiceUnavailable", 503)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(error.write(rc.error_stream_bytes(status, self.protocol)), 2)
+                    await error.close()
+            await self.session.close()
+
+        self._goodbye = asyncio.ensure_future(say_goodbye())
 
     def _arrived(self, stream: SpdyStream) -> None:
         kind = stream.headers.get(rc.STREAM_TYPE_HEADER, "")
@@ -163,7 +204,7 @@ class ExecSession:
                          "it went away" if self.session.ended.is_set() else "in time")
                 return
             code = await self._run_step()
-            if code is not None:
+            if code is not None and not self.session.closed:
                 error = self.streams["error"]
                 with contextlib.suppress(Exception):
                     await error.write(rc.error_stream_bytes(rc.exit_status(code, self.options.command),

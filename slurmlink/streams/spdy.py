@@ -290,8 +290,8 @@ class SpdySession:
                     break
                 for frame in self._frames.feed(data):
                     await self._handle(frame)
-        except (ConnectionError, asyncio.IncompleteReadError, SpdyError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, SpdyError, struct.error):
+            pass  # the peer left, or sent what is not SPDY: the session ends either way
         finally:
             self._end()
 

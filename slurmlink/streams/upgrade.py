@@ -4,7 +4,8 @@ Server: uvicorn serves HTTP/1.1 through h11 and only knows how to hand a connect
 UpgradableH11 protocol puts a `take over` function in each request's scope state; a route that decided to
 switch (after the usual authentication and authorisation) calls `switch_protocols`, which answers 101 on the
 raw transport and turns it into an asyncio stream pair. uvicorn forgets the request (its cycle counts as
-disconnected), so nothing it would send later reaches the wire.
+disconnected), so nothing it would send later reaches the wire, but keeps the connection among its own until it
+closes: a server shutdown closes it (the session ends) instead of waiting for it.
 
 Client: `dial` sends one upgrade request over TCP (or TLS) and returns the stream pair after a 101, or the
 status and body of any other answer.
@@ -23,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from slurmlink.core.errors import SlurmlinkError
 
 TAKE_OVER = "slurmlink.take_over"
+ON_SHUTDOWN = "slurmlink.on_shutdown"
 SPDY = "SPDY/3.1"
 MAX_HEAD = 64 * 1024
 
@@ -36,18 +38,46 @@ class UpgradableH11(H11Protocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self.app_state = {**self.app_state, TAKE_OVER: self._take_over}
+        self.app_state = {**self.app_state, TAKE_OVER: self._take_over, ON_SHUTDOWN: self._on_shutdown}
+        self._switched = False
+        self._closer: Callable[[], None] | None = None
+
+    def _on_shutdown(self, closer: Callable[[], None]) -> None:
+        self._closer = closer
 
     def _unsupported_upgrade_warning(self) -> None:
         if (self._get_upgrade() or b"").lower() != SPDY.lower().encode():  # SPDY is ours to switch to
             super()._unsupported_upgrade_warning()
 
-    def _take_over(self) -> tuple[asyncio.Transport, bytes]:
+    def _take_over(self) -> tuple[asyncio.Transport, bytes, Callable[[], None]]:
         if self.cycle is not None:
             self.cycle.disconnected = True  # whatever the app sends after this is dropped
-        self.connections.discard(self)
+        self._switched = True
         leftover, _closed = self.conn.trailing_data  # bytes the client sent after its request
-        return self.transport, bytes(leftover)
+        return self.transport, bytes(leftover), lambda: self.connections.discard(self)
+
+    def shutdown(self) -> None:
+        # uvicorn's shutdown asks every connection to end: a switched one is closed (its session sees the end)
+        if self._switched:
+            if self._closer is not None:
+                self._closer()  # the session says goodbye in its own protocol, then closes
+            else:
+                self.transport.close()
+            self.connections.discard(self)
+            return
+        super().shutdown()
+
+
+class _Switched(asyncio.StreamReaderProtocol):
+    """The stream protocol of a switched connection, telling uvicorn when the connection is gone."""
+
+    def __init__(self, reader: asyncio.StreamReader, on_lost: Callable[[], None]) -> None:
+        super().__init__(reader)
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost()
+        super().connection_lost(exc)
 
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -55,21 +85,29 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 def switch_protocols(scope: MutableMapping[str, Any], headers: Sequence[tuple[str, str]]) -> Streams:
     """Answer 101 with `headers` (plus Connection: Upgrade) and return the connection as streams."""
-    take_over: Callable[[], tuple[asyncio.Transport, bytes]] | None = (scope.get("state") or {}).get(TAKE_OVER)
+    take_over: Callable[[], tuple[asyncio.Transport, bytes, Callable[[], None]]] | None = \
+        (scope.get("state") or {}).get(TAKE_OVER)
     if take_over is None:
         raise UpgradeUnavailable("this listener cannot switch protocols")
-    transport, leftover = take_over()
+    transport, leftover, on_lost = take_over()
     head = "".join(f"{name}: {value}\r\n" for name, value in [("Connection", "Upgrade"), *headers])
     transport.write(f"HTTP/1.1 101 Switching Protocols\r\n{head}\r\n".encode("latin-1"))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_HEAD)
-    protocol = asyncio.StreamReaderProtocol(reader)
+    protocol = _Switched(reader, on_lost)
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
     if leftover:
         reader.feed_data(leftover)
     transport.resume_reading()
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+def on_server_shutdown(scope: MutableMapping[str, Any], closer: Callable[[], None]) -> None:
+    """What a switched connection's session does when the server shuts down (instead of a bare close)."""
+    register = (scope.get("state") or {}).get(ON_SHUTDOWN)
+    if register is not None:
+        register(closer)
 
 
 @dataclass

@@ -2,9 +2,10 @@
 
 The vk does not speak the remote-command protocol itself: once KubeletGuard has authorised the caller
 (`nodes/proxy`) and the pod is found on this node, it asks the API (the same token as its other calls) for
-the same upgrade, answers the apiserver with the API's 101 (and its chosen protocol), and copies bytes both
-ways until either side ends or the pod leaves the node. A refusal of the API reaches the apiserver with its
-status and text, as a kubelet's own would.
+the same upgrade (with the pod's object as the body, as `/status` carries it: an API that restarted knows
+the pod's spec only from its callers), answers the apiserver with the API's 101 (and its chosen protocol),
+and copies bytes both ways until either side ends or the pod leaves the node. A refusal of the API reaches
+the apiserver with its status and text, as a kubelet's own would.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ async def relay(request: Request, controller: PodController, api: InterlinkClien
                *((PROTOCOL_HEADER, value) for value in request.headers.getlist(PROTOCOL_HEADER))]
     route = EXEC_ROUTE if verb == "exec" else ATTACH_ROUTE
     try:
-        status, answer, body, network = await api.upgrade(route, params, headers)
+        status, answer, body, network = await api.upgrade(route, params, headers, state.pod)
     except ApiCallError as exc:
         return PlainTextResponse(f"{verb} {namespace}/{name}/{container}: {exc}", 503)
     if network is None:
@@ -54,7 +55,7 @@ async def relay(request: Request, controller: PodController, api: InterlinkClien
             with contextlib.suppress(Exception):
                 await controller.events.emit(state.pod, f"{verb.capitalize()}NotSupported",
                                              f"{verb} is not supported with this site: {text}", "Warning")
-        code = status if status in (400, 403, 404, 429, 501) else 502
+        code = status if status in (400, 403, 404, 429, 501, 503) else 502
         return PlainTextResponse(text, code)
     chosen = next((value for key, value in answer if key.lower() == PROTOCOL_HEADER.lower()), "")
     reader, writer = switch_protocols(request.scope, [("Upgrade", SPDY), (PROTOCOL_HEADER, chosen)])

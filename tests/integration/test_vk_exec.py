@@ -185,3 +185,24 @@ def test_deleting_the_pod_ends_its_sessions(chain: Chain) -> None:
         assert session.wait(timeout=60) != 0
     finally:
         session.kill()
+
+
+def test_an_api_restart_ends_open_sessions(running: Chain) -> None:
+    before = _steps(running)
+    session = _background_exec(running, "sleep", "300")
+    process = running.api.process
+    assert process is not None
+    try:
+        wait_until(lambda: _steps(running) == before + 1, 60, "the session's step to run")
+        process.terminate()
+        assert process.wait(30) == 0  # it stopped by itself: the open session did not hold its shutdown
+        assert session.wait(timeout=30) != 0  # kubectl was told why
+        assert session.stderr is not None and "the slurmlink API is shutting down" in session.stderr.read()
+        wait_until(lambda: _steps(running) == before, 60, "the session's step to end")
+    finally:
+        session.kill()
+        session.wait()
+        running.api.start()
+    # the API knows the pod again once it recovered from SLURM and the vk told it the pod's object
+    wait_until(lambda: running.kubectl("exec", POD, "--", "echo", "back", check=False).stdout == "back\n", 60,
+               "exec to work again after the restart")
