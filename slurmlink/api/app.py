@@ -22,11 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slurmlink.api import metrics
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
+from slurmlink.api.exec import ExecEndpoint
 from slurmlink.api.service import PodService
 from slurmlink.config import ConfigError
 from slurmlink.core.errors import PodRejected
 from slurmlink.listeners import Listener, admin_listener, main_listener, tls_options
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
+from slurmlink.streams.upgrade import UpgradableH11
 from slurmlink.wire import names
 from slurmlink.wire import projected as wire_projected
 from slurmlink.wire.changes import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS, Changes, RemovedPod
@@ -61,6 +63,7 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
 
     app = FastAPI(title="slurmlink api", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
+    app.state.token = token
 
     # With an admin listener, /metrics moves there; without one it stays open here, as it always was.
     open_paths = {"/healthz"} if config.admin.port is not None else {"/healthz", "/metrics"}
@@ -185,7 +188,11 @@ def listeners(config: ApiConfig, app: FastAPI) -> list[Listener]:
     async def admin_health() -> Response:
         return health_response(service, detailed=True)
 
-    return [main_listener(app, listen.host, listen.port, tls, listen.socket, listen.socket_group),
+    # exec/attach leave HTTP after their 101: served in front of the app, on an h11 that can switch protocols
+    served = ExecEndpoint(app, service, app.state.token, per_pod=config.exec.max_sessions_per_pod,
+                          per_user=config.exec.max_sessions_per_user)
+    return [main_listener(served, listen.host, listen.port, tls, listen.socket, listen.socket_group,
+                          http=UpgradableH11),
             *admin_listener(config.admin, admin_health)]
 
 

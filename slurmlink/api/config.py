@@ -142,6 +142,15 @@ class AuthConfig(Strict):
         "one otherwise: any local user of the host could submit as any mapped account"))
 
 
+class ExecSection(Strict):
+    """`kubectl exec` into running pods (mode 2; see [vk.md](vk.md#exec-and-attach))."""
+
+    max_sessions_per_pod: int = Field(default=4, ge=0, description=(
+        "open exec sessions into one pod at once; more are refused (429)"))
+    max_sessions_per_user: int = Field(default=16, ge=0, description=(
+        "open exec sessions of one mapped account at once, over all its pods; more are refused (429)"))
+
+
 class ApiConfig(Strict):
     listen: ListenConfig = Field(default_factory=ListenConfig)
     admin: AdminListen = Field(default_factory=AdminListen, description=(
@@ -177,6 +186,7 @@ class ApiConfig(Strict):
         "per-VO account, partitions, QoS, limits and job caps (mode 2, with `identity:`; in mode 1 the site's "
         "proxy applies its own). See [site-policy.md](site-policy.md)"))
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    exec: ExecSection = Field(default_factory=ExecSection)
     log_follow_interval: float = Field(default=1.0, gt=0, description="how often a followed log is read for new bytes")
     identity: IdentityConfig | None = Field(default=None, description=(
         "Check-in identity: each pod's own token decides who its job runs as (then `users` is not used)"))

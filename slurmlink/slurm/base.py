@@ -89,6 +89,13 @@ class SchedulerBackend(abc.ABC):
     async def capacity(self) -> Capacity:
         """Free capacity of the site right now."""
 
+    def step_command(self, job_id: str, user: str, workdir: str, argv: list[str], *, pty: bool
+                     ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that start `argv` as a new step of a running job, as `user` (`kubectl
+        exec`). Backends that cannot start a process at the site say so."""
+        raise Unsupported("exec and attach are not supported with this site (mode 1 reaches SLURM through its "
+                          "REST API, which cannot start an interactive step)")
+
     async def write_volume_files(self, pod: PodDirectory, files: list[VolumeFile]) -> None:
         """Atomically replace existing files of a running pod's volumes, as `user`'s files (a reader in the
         job sees the old or the new content, never a partial one)."""

@@ -1,4 +1,5 @@
-"""The kubelet HTTPS endpoint the apiserver dials: `kubectl logs` (`/containerLogs/...`), `/healthz`,
+"""The kubelet HTTPS endpoint the apiserver dials: `kubectl logs` (`/containerLogs/...`), `kubectl exec` and
+`attach` (`/exec/...`, `/attach/...`, relayed to the API: streaming.py), `/healthz`,
 `/runningpods/`, `/metrics`. Logs are relayed from the interLink API's `/getLogs` as they stream. Only requests
 that kubeletauth.KubeletGuard (wrapped around this app by the service) let through reach these routes."""
 
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from slurmlink.core.errors import SlurmlinkError
 from slurmlink.vk.controller import PodController
+from slurmlink.vk.streaming import relay
 from slurmlink.wire.client import ApiCallError, InterlinkClient
 from slurmlink.wire.gojson import WireError
 from slurmlink.wire.interlink import ContainerLogOpts, LogStruct
@@ -109,11 +111,16 @@ def build_app(controller: PodController, api: InterlinkClient, healthy: Callable
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    async def exec_or_attach(request: Request) -> Response:
+        return await relay(request, controller, api)
+
     async def unsupported(request: Request) -> Response:
-        return PlainTextResponse("exec, attach and port-forward are not supported for pods run as SLURM jobs", 501)
+        return PlainTextResponse("port-forward is not supported for pods run as SLURM jobs", 501)
 
     return Starlette(routes=[
         Route("/containerLogs/{namespace}/{pod}/{container}", container_logs),
+        Route("/exec/{namespace}/{pod}/{container}", exec_or_attach, methods=["GET", "POST"]),
+        Route("/attach/{namespace}/{pod}/{container}", exec_or_attach, methods=["GET", "POST"]),
         Route("/healthz", healthz), Route("/runningpods/", running_pods), Route("/metrics", prometheus),
         Route("/{verb:str}/{namespace}/{pod}/{container}", unsupported, methods=["GET", "POST"]),
     ])

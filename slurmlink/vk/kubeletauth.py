@@ -16,9 +16,9 @@ from lightkube import AsyncClient
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from slurmlink.core.errors import SlurmlinkError
+from slurmlink.streams.upgrade import UpgradableH11
 from slurmlink.vk.config import KubeletConfig
 from slurmlink.vk.kube import Obj, raw
 from slurmlink.vk.kubeletaccess import (
@@ -172,8 +172,9 @@ class KubeletGuard:
         return None
 
 
-class PeerCertProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1, plus the client certificate the TLS layer verified, in each request's scope state."""
+class PeerCertProtocol(UpgradableH11):
+    """uvicorn's HTTP/1.1 (able to switch to SPDY for exec), plus the client certificate the TLS layer
+    verified, in each request's scope state."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)

@@ -214,5 +214,26 @@ class InterlinkClient:
         finally:
             await response.aclose()
 
+    async def upgrade(self, route: str, params: list[tuple[str, str]], headers: list[tuple[str, str]],
+                      body: Obj | None = None) -> tuple[int, list[tuple[str, str]], bytes, Any]:
+        """One upgrade request (`kubectl exec` relayed as SPDY/3.1, with the pod as its JSON body): (status,
+        headers, body, the connection as an httpcore network stream after a 101, else None)."""
+        sent = [*self._headers().items(), *headers]
+        timeout = httpx.Timeout(self.timeout, read=None)
+        request = self.http.build_request("POST", route, params=tuple(params), headers=sent, timeout=timeout,
+                                          content=json.dumps(body or {}))
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise ApiCallError(route, 0, str(exc) or type(exc).__name__) from exc
+        answer_headers = list(response.headers.multi_items())
+        if response.status_code == 101:
+            return 101, answer_headers, b"", response.extensions["network_stream"]
+        try:
+            text = await response.aread()
+        finally:
+            await response.aclose()
+        return response.status_code, answer_headers, text[:MAX_ERROR_TEXT], None
+
     async def close(self) -> None:
         await self.http.aclose()

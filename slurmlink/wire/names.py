@@ -14,6 +14,9 @@ PROJECTED_ROUTE = f"{EXTENSIONS}/projected"  # the API: new token files of a run
 CHANGES_ROUTE = f"{EXTENSIONS}/changes"  # the API: long poll of the pods whose status changed (wire/changes.py)
 # the proxy: long poll of the caller's jobs whose status files changed (wire/statuschanges.py)
 STATUS_CHANGES_ROUTE = f"{EXTENSIONS}/status-changes"
+# the API (mode 2): `kubectl exec`/`attach` relayed by the vk, as an SPDY/3.1 upgrade (api/exec.py)
+EXEC_ROUTE = f"{EXTENSIONS}/exec"
+ATTACH_ROUTE = f"{EXTENSIONS}/attach"
 
 # --- headers --------------------------------------------------------------------------------------------
 

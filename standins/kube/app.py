@@ -13,7 +13,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from . import discovery, reviews, tables
 from .audit import AuditLog
@@ -27,6 +28,7 @@ from .registry import Caller, Registry
 from .request_info import RequestInfo, parse
 from .resources import GROUPS, ResourceType, lookup
 from .scheduler import Scheduler, bind
+from .streams import spdy_passthrough, stream_verb, websocket_exec
 from .tokens import TokenIssuer
 from .watch import open_watch
 
@@ -222,6 +224,8 @@ def build_app(services: Services) -> Starlette:
                 await asyncio.sleep(services.faults.latency)
             caller = services.authenticator.authenticate(request.headers.get("authorization"),
                                                          request.scope.get("state", {}).get("peer_cert"))
+            if (target := stream_verb(path)) is not None and request.headers.get("upgrade"):
+                return await spdy_passthrough(request, services.registry, services.kubelet, *target)
             if request.method == "GET" and (found := _discovery(services, request)) is not None:
                 services.audit.non_resource(caller.user, request.method, path)
                 return found
@@ -243,5 +247,18 @@ def build_app(services: Services) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def handle_websocket(websocket: WebSocket) -> None:
+        """kubectl exec/attach (WebSocket, translated to SPDY for the kubelet: streams.py)."""
+        target = stream_verb(websocket.url.path)
+        try:
+            services.authenticator.authenticate(websocket.headers.get("authorization"),
+                                                websocket.scope.get("state", {}).get("peer_cert"))
+            if target is None:
+                raise path_not_found()
+            await websocket_exec(websocket, services.registry, services.kubelet, *target)
+        except StatusError as error:
+            await websocket.send_denial_response(_status_response(error))
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
-    return Starlette(routes=[Route("/{path:path}", handle, methods=methods)], lifespan=lifespan)
+    return Starlette(routes=[Route("/{path:path}", handle, methods=methods),
+                             WebSocketRoute("/{path:path}", handle_websocket)], lifespan=lifespan)

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import uvicorn
 import yaml
-from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from slurmlink.streams.upgrade import UpgradableH11
 
 from . import csr as csrs
 from .app import Services, build_app
@@ -35,8 +36,9 @@ ADMIN = Caller("kubernetes-admin", ("system:masters", AUTHENTICATED))
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
-class _PeerCertProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, plus the verified client certificate in each request's scope state."""
+class _PeerCertProtocol(UpgradableH11):
+    """uvicorn's HTTP/1.1 protocol (able to relay an SPDY upgrade to a kubelet), plus the verified client
+    certificate in each request's scope state."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)

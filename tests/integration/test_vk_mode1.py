@@ -6,6 +6,7 @@ slurmlink proxy → slurmrestd → the test SLURM. Pods name a Secret holding al
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -126,3 +127,16 @@ def test_an_expired_token_in_the_secret_fails_the_pod_with_a_token_reason(chain1
     assert re.search(r"\btoken\b.*\bexpired\b", status["message"], re.IGNORECASE), status["message"]
     assert terminated(pod)["reason"] == "TokenRefused"
     assert chain1.jobs(pod["metadata"]["uid"]) == []
+
+
+def test_exec_is_refused_with_a_clear_message_and_an_event(chain1: Chain) -> None:
+    # mode 1 reaches SLURM through slurmrestd, which cannot start an interactive step (issue 15)
+    chain1.apply(alice_pod("m1-exec", "sleep 300"))
+    chain1.wait_phase("m1-exec", ("Running",))
+    result = chain1.kubectl("exec", "m1-exec", "--", "echo", "hi", check=False)
+    assert result.returncode != 0 and "not supported with this site" in result.stderr, result
+    events = json.loads(chain1.kubectl("get", "events", "-o", "json", "--field-selector",
+                                       "involvedObject.name=m1-exec").stdout)["items"]
+    assert any(e["reason"] == "ExecNotSupported" and "not supported with this site" in e["message"]
+               for e in events), events
+    chain1.kubectl("delete", "pod", "m1-exec", "--wait=false")
