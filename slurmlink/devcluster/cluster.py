@@ -26,7 +26,9 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -46,6 +48,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/slurmlink/dev-cluster")
 PORT_OFFSET = {HOST_RELEASE: 0, "24.11": 10}  # each release's default cluster has its own ports: side by side
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLL = 0.05  # seconds between checks while waiting on a condition
+LOG_KEEP_BYTES = 20 * 1024 * 1024  # a daemon log past this moves to .1 at the next start
 
 # Popen objects of the daemons this process started, so that their exit is reaped (no zombies that
 # look alive) and Python does not warn about dropping a running child.
@@ -193,6 +196,18 @@ class DevCluster:
 
     def log_path(self, daemon: str) -> Path:
         return self.log_dir / f"{daemon}.log"
+
+    def _open_log(self, daemon: str) -> BinaryIO:
+        """The daemon's log, appended to with a line per start (a post-mortem wants what came before a restart);
+        the log of earlier starts moves to `.1` once it passes LOG_KEEP_BYTES."""
+        path = self.log_path(daemon)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size > LOG_KEEP_BYTES:
+                path.replace(path.with_name(path.name + ".1"))
+        log = open(path, "ab")  # noqa: SIM115 (the caller closes it)
+        log.write(f"=== {daemon} started {datetime.now(UTC).isoformat(timespec='seconds')} ===\n".encode())
+        log.flush()
+        return log
 
     def log_tail(self, daemon: str, lines: int = 30) -> str:
         try:
@@ -589,7 +604,7 @@ PartitionName={self.second_partition} Nodes=ALL Default=NO MaxTime=INFINITE Stat
             binds = [self.state_dir, Path("/home"), Path("/tmp")]
             argv = rootfs.daemon_argv(self.root, argv, binds, uid or 0, gid or 0, groups or [])
             uid = gid = groups = None
-        with open(self.log_path(name), "wb") as log:
+        with self._open_log(name) as log:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
