@@ -1,7 +1,7 @@
 """Job submission through `slurmlink proxy` against straight to slurmrestd, measured in the same run (issue 4).
 
-Usage (as root, from the repository): .venv/bin/python bench/proxy_throughput.py [--jobs 500] [--clients 8] [--json]
-[--slurm 24.11]
+Usage (as root, from the repository): .venv/bin/python bench/proxy_throughput.py [--jobs 500] [--clients 8,1]
+[--json] [--slurm 24.11] [--state-dir DIR --ports REST,CTLD,SLURMD]
 
 Both ways, `--clients` concurrent keep-alive httpx clients POST the same trivial job (`#!/bin/bash\\ntrue`) as
 the same user to `/slurm/v0.0.38/job/submit` (24.11: `v0.0.42`):
@@ -9,6 +9,7 @@ the same user to `/slurm/v0.0.38/job/submit` (24.11: `v0.0.42`):
 - proxy: to `slurmlink proxy` (its own process, uvicorn on loopback) with the user's Check-in access token as
   bearer; the Check-in stand-in (standins/checkin.py) is the issuer and a static map names the user.
 The phases alternate (ABBA by default) and every phase starts with none of the bench's jobs left in the queue.
+Each `--clients` count gets its own set of phases: 8 clients for throughput, 1 for the latency the proxy adds.
 See bench/README.md. Not a test: nothing passes or fails.
 """
 
@@ -33,7 +34,7 @@ sys.path.insert(0, str(REPO))  # bench.services and the Check-in stand-in (stand
 
 import httpx  # noqa: E402
 
-from bench.services import BenchError, free_port, proxy_config, proxy_service, wait_until  # noqa: E402
+from bench.services import BenchError, cluster_of, free_port, proxy_config, proxy_service, wait_until  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from slurmlink.devcluster.cluster import REST_VERSIONS_OF, default_cluster  # noqa: E402
 from slurmlink.slurm.rest_shapes import submit_body  # noqa: E402
@@ -187,7 +188,8 @@ def run_phases(order: list[str], jobs: int, clients: int, targets: dict[str, tup
     for number, mode in enumerate(order, 1):
         n = next(shares[mode])
         url, headers = targets[mode]
-        at_start = {"jobs_held_at_start": slurm.held(), "active_jobs_at_start": slurm.active(bench_only=False)}
+        at_start = {"jobs_held_at_start": slurm.held(), "active_jobs_at_start": slurm.active(bench_only=False),
+                    "loadavg_at_start": round(os.getloadavg()[0], 2)}
         seconds, samples, errors, cpu = asyncio.run(timed_submissions(url, headers, payload, n, clients, meter))
         ok = n - len(errors)
         if not ok:
@@ -197,7 +199,8 @@ def run_phases(order: list[str], jobs: int, clients: int, targets: dict[str, tup
                        "seconds": round(seconds, 3), "jobs_per_s": round(ok / seconds, 1),
                        **percentiles_ms(samples), **at_start, **cpu})
         print(f"  phase {number} {mode:6}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s, "
-              f"p50 {phases[-1]['p50_ms']:.1f} ms, p95 {phases[-1]['p95_ms']:.1f} ms"
+              f"p50 {phases[-1]['p50_ms']:.1f} ms, p95 {phases[-1]['p95_ms']:.1f} ms, "
+              f"load {at_start['loadavg_at_start']:.2f}"
               + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
         slurm.drain()
     return phases, latencies
@@ -219,6 +222,8 @@ def summarize(phases: list[dict[str, Any]], latencies: dict[str, list[float]]) -
                                               for k in ("jobs_per_s", "p50_ms", "p95_ms")}
         summary["added_latency_ms"] = {k: round(proxy[k] - direct[k], 2) for k in ("p50_ms", "p95_ms")}
         summary["proxy_cpu_ms_per_request"] = proxy["cpu_ms_per_request"]["proxy"]
+        summary["slurmrestd_cpu_ratio_proxy_over_direct"] = round(
+            proxy["cpu_ms_per_request"]["slurmrestd"] / max(direct["cpu_ms_per_request"]["slurmrestd"], 1e-9), 3)
     return summary
 
 
@@ -234,15 +239,23 @@ def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=500, help="jobs per mode, split over that mode's phases")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
+    parser.add_argument("--clients", default="8,1", help="concurrent keep-alive clients; a list runs the phases "
+                        "once for each count (8: throughput; 1: the latency the proxy adds)")
     parser.add_argument("--order", default="direct,proxy,proxy,direct", help="phases, in order")
     parser.add_argument("--slurm", default="22.05", choices=sorted(REST_VERSIONS_OF),
                         help="the release's default dev cluster (docs/dev-cluster.md)")
+    parser.add_argument("--state-dir", type=Path, help="another dev cluster's state directory (e.g. a test "
+                        "cluster of one's own; then --ports, and --slurm is not used)")
+    parser.add_argument("--ports", default="6820,6817,6818", help="its slurmrestd,slurmctld,slurmd ports")
     parser.add_argument("--json", type=Path, nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
                         help=f"write the results as JSON (default path {DEFAULT_JSON.relative_to(REPO)})")
     args = parser.parse_args()
     args.order = args.order.split(",")
-    if not set(args.order) <= set(MODES) or args.jobs < 2 * len(args.order) or args.clients < 1:
+    try:
+        args.clients = [int(count) for count in args.clients.split(",")]
+    except ValueError:
+        parser.error("--clients takes numbers, e.g. 8,1")
+    if not set(args.order) <= set(MODES) or args.jobs < 2 * len(args.order) or min(args.clients) < 1:
         parser.error(f"--order takes {' and '.join(MODES)}; --jobs must allow 2 per phase; --clients >= 1")
     return args
 
@@ -251,7 +264,7 @@ def main() -> None:
     global API_VERSION
     args = parse_args()
     wall = time.perf_counter()
-    cluster = default_cluster(args.slurm)
+    cluster = cluster_of(args) if args.state_dir else default_cluster(args.slurm)
     API_VERSION = cluster.rest_versions[0]
     was_down = not any(cluster.status().values())
     cluster.up()
@@ -276,9 +289,10 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": {"nproc": os.cpu_count(), "slurm": slurm.run("sbatch", "--version").strip(),
                     "python": platform.python_version(), "loadavg_at_start": os.getloadavg(),
-                    "cluster_cpus": cluster.cpus, **preflight(slurm, args.jobs * len(set(args.order)))},
+                    "cluster_cpus": cluster.cpus,
+                    **preflight(slurm, args.jobs * len(set(args.order)) * len(args.clients))},
         "parameters": {"jobs_per_mode": args.jobs, "clients": args.clients, "order": args.order, "user": user,
-                       "slurm": cluster.slurm, "api_version": API_VERSION,
+                       "slurm": cluster.slurm, "api_version": API_VERSION, "state_dir": str(cluster.state_dir),
                        "payload_bytes": len(job_payload())}}
     tmp = Path(tempfile.mkdtemp(prefix="slurmlink-proxy-bench-"))
     report["proxy_log"] = str(tmp / "proxy.log")
@@ -296,21 +310,31 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
             daemons = cluster.status()
             meter = CpuMeter({"proxy": proxy.pid, "slurmrestd": daemons["slurmrestd"] or 0,
                               "slurmctld": daemons["slurmctld"] or 0, "bench_clients": os.getpid()})
+            report["by_clients"] = []
             try:
-                phases, latencies = run_phases(args.order, args.jobs, args.clients, targets, slurm, meter)
+                for clients in args.clients:
+                    print(f"{clients} client(s):", flush=True)
+                    phases, latencies = run_phases(args.order, args.jobs, clients, targets, slurm, meter)
+                    report["by_clients"].append({"clients": clients, "loadavg_after": os.getloadavg(),
+                                                 "phases": phases, "summary": summarize(phases, latencies)})
             finally:
                 slurm.drain()
             proxy.check_alive()
         report["checkin_calls"] = {e: checkin.count(e) for e in ("discovery", "certs", "userinfo")}
-    report["phases"] = phases
-    report["summary"] = summarize(phases, latencies)
     return report
 
 
 def print_table(report: dict[str, Any]) -> None:
-    m, p, s = report["machine"], report["parameters"], report["summary"]
+    m, p = report["machine"], report["parameters"]
     print(f"\n{m['slurm']}, {m['nproc']} cores, load {m['loadavg_at_start'][0]:.2f} at start; {p['jobs_per_mode']} "
-          f"jobs per mode in phases {','.join(p['order'])}, {p['clients']} clients, user {p['user']}")
+          f"jobs per mode and client count in phases {','.join(p['order'])}, user {p['user']}")
+    for run in report["by_clients"]:
+        print(f"\n{run['clients']} client(s), load {run['loadavg_after'][0]:.2f} after:")
+        print_summary(run["summary"], run["phases"])
+    print(f"wall time {report['wall_seconds']:.1f}s")
+
+
+def print_summary(s: dict[str, Any], phases: list[dict[str, Any]]) -> None:
     print(f"{'':<22}{'jobs/s':>9}{'p50 ms':>9}{'p95 ms':>9}   CPU ms/request: proxy, slurmrestd, slurmctld, clients")
     for mode in (x for x in MODES if x in s):
         cpu = s[mode]["cpu_ms_per_request"]
@@ -320,9 +344,9 @@ def print_table(report: dict[str, Any]) -> None:
         r, added = s["ratio_proxy_over_direct"], s["added_latency_ms"]
         print(f"  {'ratio proxy/direct':<20}{r['jobs_per_s']:>9.3f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}")
         print(f"  {'added (proxy-direct)':<20}{'':>9}{added['p50_ms']:>+9.1f}{added['p95_ms']:>+9.1f}   "
-              f"proxy CPU {s['proxy_cpu_ms_per_request']:.2f} ms/request")
-    errors = sum(ph["errors"] for ph in report["phases"])
-    print(f"errors {errors}; wall time {report['wall_seconds']:.1f}s")
+              f"proxy CPU {s['proxy_cpu_ms_per_request']:.2f} ms/request, slurmrestd CPU proxy/direct "
+              f"{s['slurmrestd_cpu_ratio_proxy_over_direct']:.2f}")
+    print(f"  errors {sum(ph['errors'] for ph in phases)}")
 
 
 if __name__ == "__main__":
