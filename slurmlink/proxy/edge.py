@@ -5,6 +5,9 @@ seconds of connecting (or of its first byte after an answer; idle keep-alive con
 `timeout_keep_alive`); headers larger than `max_header_bytes` are a 431; connections are capped per client
 address and in total; and every refusal made here has the proxy's JSON shape (errors.py), malformed HTTP
 included. A refusal here closes the connection.
+
+The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
+and its body separately, which would be two sends (and two wake-ups of the client) per request.
 """
 
 from __future__ import annotations
@@ -56,6 +59,36 @@ class OpenConnections:
         left = self.by_address.pop(address) - 1
         if left:
             self.by_address[address] = left
+
+
+class CoalescingTransport:
+    """A transport whose writes within one turn of the event loop leave in one send, at the end of that turn.
+    Everything else is the real transport's; closing sends what is pending first."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def refusal_bytes(status: int, error: str, reason: str) -> bytes:
@@ -117,6 +150,7 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
             address = self.client[0] if self.client else ""
             refused = connections.admit(address, limits)
             if refused is not None:
