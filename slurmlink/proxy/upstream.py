@@ -143,7 +143,10 @@ class UpstreamPool:
         """Send one request (`target` checked with `valid_target`); the answer's head is read, its body is not."""
         head = self._head(method, target, headers, body)
         try:
-            async with asyncio.timeout(self.timeout):
+            if self._slots.locked():  # else it is taken at once: no timer to set
+                async with asyncio.timeout(self.timeout):
+                    await self._slots.acquire()
+            else:
                 await self._slots.acquire()
         except TimeoutError:
             raise UpstreamTimeout("no connection to slurmrestd became free in time") from None
