@@ -8,6 +8,9 @@ the same user to `/slurm/v0.0.38/job/submit` (24.11: `v0.0.42`):
 - direct: to slurmrestd, with X-SLURM-USER-NAME and an HS256 token of the user minted from the cluster's key;
 - proxy: to `slurmlink proxy` (its own process, uvicorn on loopback) with the user's Check-in access token as
   bearer; the Check-in stand-in (standins/checkin.py) is the issuer and a static map names the user.
+- nginx (only when --order names it): a plain nginx reverse proxy (Debian's package, one worker, keep-alive
+  to slurmrestd, an access log line per request) forwarding the direct mode's request as it is. It decides
+  nothing: it is the floor of what an nginx data plane in front of slurmrestd would cost.
 The phases alternate (ABBA by default) and every phase starts with none of the bench's jobs left in the queue.
 Each `--clients` count gets its own set of phases: 8 clients for throughput, 1 for the latency the proxy adds.
 See bench/README.md. Not a test: nothing passes or fails.
@@ -20,12 +23,15 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +51,23 @@ API_VERSION = "v0.0.38"  # the dev cluster's newest: Debian 12's slurmrestd (22.
 JOB_NAME = "slbench-proxy"  # every job of this bench has this name: how its jobs are told from others
 VO = "vo.example.org"  # the stand-in's users are members of it by default
 ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
-MODES = ("direct", "proxy")
+MODES = ("direct", "proxy", "nginx")
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log {tmp}/nginx-access.log;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  upstream slurmrestd {{ server {upstream}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://slurmrestd; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
 DEFAULT_JSON = REPO / "bench" / "results" / "proxy_throughput.json"
 T = TypeVar("T")
 
@@ -216,15 +238,53 @@ def summarize(phases: list[dict[str, Any]], latencies: dict[str, list[float]]) -
                for name in mine[0]["cpu_ms_per_request"]}
         summary[mode] = {"jobs": ok, "errors": sum(p["errors"] for p in mine), "seconds": round(seconds, 3),
                          "jobs_per_s": round(ok / seconds, 1), **percentiles_ms(samples), "cpu_ms_per_request": cpu}
-    if set(MODES) <= set(summary):
-        direct, proxy = summary["direct"], summary["proxy"]
-        summary["ratio_proxy_over_direct"] = {k: round(proxy[k] / direct[k], 3)
-                                              for k in ("jobs_per_s", "p50_ms", "p95_ms")}
-        summary["added_latency_ms"] = {k: round(proxy[k] - direct[k], 2) for k in ("p50_ms", "p95_ms")}
-        summary["proxy_cpu_ms_per_request"] = proxy["cpu_ms_per_request"]["proxy"]
-        summary["slurmrestd_cpu_ratio_proxy_over_direct"] = round(
-            proxy["cpu_ms_per_request"]["slurmrestd"] / max(direct["cpu_ms_per_request"]["slurmrestd"], 1e-9), 3)
+    for mode in (m for m in MODES[1:] if m in summary and "direct" in summary):
+        direct, via = summary["direct"], summary[mode]
+        summary[f"ratio_{mode}_over_direct"] = {k: round(via[k] / direct[k], 3)
+                                                for k in ("jobs_per_s", "p50_ms", "p95_ms")}
+        summary[f"added_latency_ms_{mode}"] = {k: round(via[k] - direct[k], 2) for k in ("p50_ms", "p95_ms")}
+        summary[f"{mode}_cpu_ms_per_request"] = via["cpu_ms_per_request"][mode]
+        summary[f"slurmrestd_cpu_ratio_{mode}_over_direct"] = round(
+            via["cpu_ms_per_request"]["slurmrestd"] / max(direct["cpu_ms_per_request"]["slurmrestd"], 1e-9), 3)
     return summary
+
+
+@contextmanager
+def nginx_relay(cluster: DevCluster, tmp: Path, wanted: bool) -> Iterator[tuple[str, int]]:
+    """(url, pid of its worker) of a plain nginx in front of slurmrestd, stopped by its PID; ("", 0) if not wanted."""
+    if not wanted:
+        yield "", 0
+        return
+    binary = shutil.which("nginx")
+    if binary is None:
+        raise BenchError("--order names nginx, but nginx is not installed (apt-get install nginx-light)")
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, upstream=cluster.rest_url.split("://", 1)[1]))
+    with open(tmp / "nginx.out", "wb") as out:
+        master = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        children = Path(f"/proc/{master.pid}/task/{master.pid}/children")
+        worker = wait_until(lambda: int(children.read_text().split()[0]) if children.read_text().split() else 0,
+                            30, "nginx's worker to start")
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url), 30, "nginx to answer")
+        yield url, worker
+    finally:
+        master.send_signal(signal.SIGQUIT)  # graceful: the master stops its worker
+        try:
+            master.wait(15)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+        return True
+    except httpx.HTTPError:
+        return False
 
 
 def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
@@ -301,15 +361,17 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
         subject = checkin.new_subject()
         users_file = tmp / "users.txt"
         users_file.write_text(f"{checkin.issuer} {subject} {user}\n")
-        with proxy_service(proxy_config(cluster, checkin.issuer, users_file, free_port(), VO), tmp) as proxy:
-            targets = {"direct": (cluster.rest_url, {"X-SLURM-USER-NAME": user,
-                                                     "X-SLURM-USER-TOKEN": cluster.token(user, lifespan=3600),
-                                                     "Content-Type": "application/json"}),
+        with proxy_service(proxy_config(cluster, checkin.issuer, users_file, free_port(), VO), tmp) as proxy, \
+                nginx_relay(cluster, tmp, "nginx" in args.order) as (nginx_url, nginx_pid):
+            direct_headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": cluster.token(user, lifespan=3600),
+                              "Content-Type": "application/json"}
+            targets = {"direct": (cluster.rest_url, direct_headers), "nginx": (nginx_url, direct_headers),
                        "proxy": (proxy.url, {"Authorization": f"Bearer {checkin.mint(subject)}",
                                              "Content-Type": "application/json"})}
             daemons = cluster.status()
-            meter = CpuMeter({"proxy": proxy.pid, "slurmrestd": daemons["slurmrestd"] or 0,
-                              "slurmctld": daemons["slurmctld"] or 0, "bench_clients": os.getpid()})
+            meter = CpuMeter({"proxy": proxy.pid, **({"nginx": nginx_pid} if nginx_pid else {}),
+                              "slurmrestd": daemons["slurmrestd"] or 0, "slurmctld": daemons["slurmctld"] or 0,
+                              "bench_clients": os.getpid()})
             report["by_clients"] = []
             try:
                 for clients in args.clients:
@@ -335,17 +397,18 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def print_summary(s: dict[str, Any], phases: list[dict[str, Any]]) -> None:
-    print(f"{'':<22}{'jobs/s':>9}{'p50 ms':>9}{'p95 ms':>9}   CPU ms/request: proxy, slurmrestd, slurmctld, clients")
+    names = list(next(s[m] for m in MODES if m in s)["cpu_ms_per_request"])
+    print(f"{'':<22}{'jobs/s':>9}{'p50 ms':>9}{'p95 ms':>9}   CPU ms/request: {', '.join(names)}")
     for mode in (x for x in MODES if x in s):
         cpu = s[mode]["cpu_ms_per_request"]
         print(f"  {mode:<20}{s[mode]['jobs_per_s']:>9.1f}{s[mode]['p50_ms']:>9.1f}{s[mode]['p95_ms']:>9.1f}   "
-              f"{cpu['proxy']:.2f}, {cpu['slurmrestd']:.2f}, {cpu['slurmctld']:.2f}, {cpu['bench_clients']:.2f}")
-    if "ratio_proxy_over_direct" in s:
-        r, added = s["ratio_proxy_over_direct"], s["added_latency_ms"]
-        print(f"  {'ratio proxy/direct':<20}{r['jobs_per_s']:>9.3f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}")
-        print(f"  {'added (proxy-direct)':<20}{'':>9}{added['p50_ms']:>+9.1f}{added['p95_ms']:>+9.1f}   "
-              f"proxy CPU {s['proxy_cpu_ms_per_request']:.2f} ms/request, slurmrestd CPU proxy/direct "
-              f"{s['slurmrestd_cpu_ratio_proxy_over_direct']:.2f}")
+              + ", ".join(f"{cpu[name]:.2f}" for name in names))
+    for mode in (m for m in MODES[1:] if f"ratio_{m}_over_direct" in s):
+        r, added = s[f"ratio_{mode}_over_direct"], s[f"added_latency_ms_{mode}"]
+        print(f"  {'ratio ' + mode + '/direct':<20}{r['jobs_per_s']:>9.3f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}")
+        print(f"  {'added (' + mode + '-direct)':<20}{'':>9}{added['p50_ms']:>+9.1f}{added['p95_ms']:>+9.1f}   "
+              f"{mode} CPU {s[f'{mode}_cpu_ms_per_request']:.2f} ms/request, slurmrestd CPU {mode}/direct "
+              f"{s[f'slurmrestd_cpu_ratio_{mode}_over_direct']:.2f}")
     print(f"  errors {sum(ph['errors'] for ph in phases)}")
 
 
