@@ -15,6 +15,8 @@ import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+from slurmlink.core.errors import SlurmlinkError
+
 MAX_HEAD_BYTES = 64 * 1024  # slurmrestd's answer heads are a few hundred bytes
 READ_SIZE = 64 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})
@@ -25,12 +27,17 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9]{2})(?: [^\r\n]*)?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 
 
-class UpstreamError(Exception):
+class UpstreamError(SlurmlinkError):
     """slurmrestd could not be reached, or its answer was not HTTP/1.1 the proxy can relay."""
+
+    default_reason = "UpstreamUnreachable"
+    default_transient = True
 
 
 class UpstreamTimeout(UpstreamError):
     """slurmrestd did not connect, or answer, within the timeout."""
+
+    default_reason = "UpstreamUnavailable"
 
 
 def valid_target(target: str) -> bool:
