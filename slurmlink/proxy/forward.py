@@ -47,6 +47,8 @@ class Forwarder:
         self.body_timeout = body_timeout
 
     def steps(self) -> list[Step]:
+        # A check of what a request carries (e.g. a site's policy on a submission's job) is a step between
+        # these two: `call.body` is whole by then, and nothing has reached slurmrestd yet.
         return [self.read_body, self.forward]
 
     async def read_body(self, call: Call) -> Answer | None:
