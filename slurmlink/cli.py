@@ -123,7 +123,7 @@ def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLI
     from slurmlink.proxy.config import ProxyConfig
     from slurmlink.statepaths import prepare, proxy_state
 
-    configure_logging(log_level, log_format)
+    configure_logging(log_level, log_format, batched=True)  # a line or two per request: bench/README.md
     try:
         settings = load_config(ProxyConfig, config)
         prepare(proxy_state(settings))

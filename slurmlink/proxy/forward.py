@@ -103,7 +103,10 @@ class Forwarder:
         upstream = await self._send(call, target, outgoing)
         if isinstance(upstream, Answer):
             return upstream
-        log.info("%s %s from %s as %s -> %d", call.method, call.path, call.client, call.user, upstream.status_code)
+        # One line per request: the audit line says who, what and the decision; this one adds slurmrestd's
+        # status, worth a line of its own only when it is an error (the metrics count every status).
+        log.log(logging.INFO if upstream.status_code >= 400 else logging.DEBUG, "%s %s from %s as %s -> %d",
+                call.method, call.path, call.client, call.user, upstream.status_code)
         passed = {k: v for k, v in upstream.headers if k in PASSED_BACK}
         if call.route == policy.SUBMIT and self.ledger is not None and call.caller.role != SERVICE:
             return await self._submission(call, upstream, passed)
