@@ -87,6 +87,9 @@ class CoalescingTransport:
         self.flush()
         self._transport.close()
 
+    def is_closing(self) -> bool:  # asked several times per request: not through __getattr__
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
@@ -146,6 +149,9 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             self.remembering = _RememberingConnection(limits.max_header_bytes)
             self.conn = self.remembering
             self.counted_as: str | None = None
+            # One timer per connection, not one per request: each request moves the deadline it checks
+            # (None: no request's headers are awaited now), and it re-arms itself when it finds one later.
+            self.headers_due: float | None = None
             self.header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -164,7 +170,7 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             if self.counted_as is not None:
                 connections.release(self.counted_as)
                 self.counted_as = None
-            self.stop_header_timer()
+            self.cancel_header_timer()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -174,7 +180,7 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
                 self.await_headers()
             super().data_received(data)
             if not self.waiting_for_headers():
-                self.stop_header_timer()
+                self.headers_due = None
 
         def send_400_response(self, msg: str) -> None:
             error = self.remembering.last_error
@@ -188,23 +194,32 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             return self.cycle is None or self.cycle.response_complete
 
         def await_headers(self) -> None:
+            if self.headers_due is not None:
+                return
+            self.headers_due = self.loop.time() + limits.header_timeout
             if self.header_timer is None and not self.transport.is_closing():
-                self.header_timer = self.loop.call_later(limits.header_timeout, self.headers_too_slow)
+                self.header_timer = self.loop.call_at(self.headers_due, self.headers_too_slow)
 
-        def stop_header_timer(self) -> None:
+        def cancel_header_timer(self) -> None:
+            self.headers_due = None
             if self.header_timer is not None:
                 self.header_timer.cancel()
                 self.header_timer = None
 
         def headers_too_slow(self) -> None:
             self.header_timer = None
+            if self.headers_due is None:  # no headers awaited now; the next request arms a timer again
+                return
+            if self.headers_due > self.loop.time():  # a later request's deadline
+                self.header_timer = self.loop.call_at(self.headers_due, self.headers_too_slow)
+                return
             if self.waiting_for_headers() and not self.transport.is_closing():
                 log.info("closed a connection from %s: no whole request within %g s", self.counted_as,
                          limits.header_timeout)
                 self.refuse(408, "RequestTimeout", f"no whole request headers within {limits.header_timeout:g} s")
 
         def refuse(self, status: int, error: str, reason: str) -> None:
-            self.stop_header_timer()
+            self.cancel_header_timer()
             if not self.transport.is_closing():
                 self.transport.write(refusal_bytes(status, error, reason))
                 self.transport.close()
