@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -55,6 +56,23 @@ class Metrics:
         self.upstream_seconds = Histogram("slurmlink_proxy_upstream_seconds",
                                           "Time until slurmrestd answered (headers)", ["route"],
                                           registry=self.registry)
+        # a metric's child for each set of labels, looked up once (prometheus_client's `labels()` checks and
+        # locks on every call)
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[str, Histogram] = {}
+
+    def count(self, route: str, status: int, decision: str) -> None:
+        key = (route, str(status), decision)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.requests.labels(*key)
+        child.inc()
+
+    def upstream_timer(self, route: str) -> Histogram:
+        child = self._timed.get(route)
+        if child is None:
+            child = self._timed[route] = self.upstream_seconds.labels(route)
+        return child
 
 
 class ProxyService:
@@ -85,7 +103,7 @@ class ProxyService:
                                  timeout=config.upstream_timeout_seconds,
                                  connect_timeout=config.upstream_connect_timeout_seconds)
         forwarder = Forwarder(self.pool, self.slurm_token, self.ledger, config.max_body_bytes,
-                              self.metrics.upstream_seconds, body_timeout=config.clients.body_timeout_seconds,
+                              self.metrics.upstream_timer, body_timeout=config.clients.body_timeout_seconds,
                               on_submitted=self.watch.submitted if self.watch else None)
         # Every request passes these in order, until one answers (a refusal, or the answer).
         self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, *forwarder.steps()]
@@ -119,7 +137,7 @@ class ProxyService:
             route, decision = "error", "error"
             response = error_response(500, "InternalError", "the proxy failed on this request; the site's log "
                                       "has the details")
-        self.metrics.requests.labels(route, str(response.status_code), decision).inc()
+        self.metrics.count(route, response.status_code, decision)
         await response(scope, receive, send)
 
     async def _handle(self, request: Request) -> tuple[str, str, Response]:

@@ -36,7 +36,7 @@ MAX_SUBMIT_RESPONSE_BYTES = 1024 * 1024  # submit answers are small; they are bu
 
 class Forwarder:
     def __init__(self, pool: UpstreamPool, slurm_token: SlurmTokenSource,
-                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram, *,
+                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Callable[[str], Histogram], *,
                  on_submitted: Callable[[LedgerEntry], None] | None = None, body_timeout: float = 30.0) -> None:
         self.pool = pool
         self.slurm_token = slurm_token
@@ -95,7 +95,7 @@ class Forwarder:
             log.error("no SlurmUser token: %s", exc)
             return Answer("unavailable", error_response(503, "ProxyMisconfigured", "the proxy has no SlurmUser token",
                                                         retry_after=30))
-        outgoing = header_rules.upstream_headers(call.request.headers.items(), user=call.user, token=slurm_token)
+        outgoing = header_rules.upstream_headers(call.headers, user=call.user, token=slurm_token)
         outgoing.append(("Accept-Encoding", "identity"))  # relay bytes as they are
         target = call.path + (f"?{call.query}" if call.query else "")
         if not valid_target(target):
@@ -131,7 +131,7 @@ class Forwarder:
         except ValueError as exc:  # a client header that cannot be sent as it is (the edge lets none through)
             return Answer("policy", error_response(400, "BadRequest", str(exc)))
         finally:
-            self.upstream_seconds.labels(call.route).observe(time.monotonic() - started)
+            self.upstream_seconds(call.route).observe(time.monotonic() - started)
 
     async def _submission(self, call: Call, upstream: UpstreamResponse, passed: dict[str, str]) -> Answer:
         """The answer to a user's submission, buffered so that its job enters the ledger first."""
