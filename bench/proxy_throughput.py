@@ -1,14 +1,18 @@
 """Job submission through `slurmlink proxy` against straight to slurmrestd, measured in the same run (issue 4).
 
-Usage (as root, from the repository): .venv/bin/python bench/proxy_throughput.py [--jobs 500] [--clients 8] [--json]
-[--slurm 24.11]
+Usage (as root, from the repository): .venv/bin/python bench/proxy_throughput.py [--jobs 500] [--clients 8,1]
+[--json] [--slurm 24.11] [--state-dir DIR --ports REST,CTLD,SLURMD]
 
 Both ways, `--clients` concurrent keep-alive httpx clients POST the same trivial job (`#!/bin/bash\\ntrue`) as
 the same user to `/slurm/v0.0.38/job/submit` (24.11: `v0.0.42`):
 - direct: to slurmrestd, with X-SLURM-USER-NAME and an HS256 token of the user minted from the cluster's key;
 - proxy: to `slurmlink proxy` (its own process, uvicorn on loopback) with the user's Check-in access token as
   bearer; the Check-in stand-in (standins/checkin.py) is the issuer and a static map names the user.
+- nginx (only when --order names it): a plain nginx reverse proxy (Debian's package, one worker, keep-alive
+  to slurmrestd, an access log line per request) forwarding the direct mode's request as it is. It decides
+  nothing: it is the floor of what an nginx data plane in front of slurmrestd would cost.
 The phases alternate (ABBA by default) and every phase starts with none of the bench's jobs left in the queue.
+Each `--clients` count gets its own set of phases: 8 clients for throughput, 1 for the latency the proxy adds.
 See bench/README.md. Not a test: nothing passes or fails.
 """
 
@@ -19,12 +23,15 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +40,7 @@ sys.path.insert(0, str(REPO))  # bench.services and the Check-in stand-in (stand
 
 import httpx  # noqa: E402
 
-from bench.services import BenchError, free_port, proxy_config, proxy_service, wait_until  # noqa: E402
+from bench.services import BenchError, cluster_of, free_port, proxy_config, proxy_service, wait_until  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from slurmlink.devcluster.cluster import REST_VERSIONS_OF, default_cluster  # noqa: E402
 from slurmlink.slurm.rest_shapes import submit_body  # noqa: E402
@@ -44,7 +51,23 @@ API_VERSION = "v0.0.38"  # the dev cluster's newest: Debian 12's slurmrestd (22.
 JOB_NAME = "slbench-proxy"  # every job of this bench has this name: how its jobs are told from others
 VO = "vo.example.org"  # the stand-in's users are members of it by default
 ACTIVE_STATES = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
-MODES = ("direct", "proxy")
+MODES = ("direct", "proxy", "nginx")
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log {tmp}/nginx-access.log;
+  client_body_temp_path {tmp}/nginx-body;
+  proxy_temp_path {tmp}/nginx-proxy;
+  upstream slurmrestd {{ server {upstream}; keepalive 32; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://slurmrestd; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
 DEFAULT_JSON = REPO / "bench" / "results" / "proxy_throughput.json"
 T = TypeVar("T")
 
@@ -187,7 +210,8 @@ def run_phases(order: list[str], jobs: int, clients: int, targets: dict[str, tup
     for number, mode in enumerate(order, 1):
         n = next(shares[mode])
         url, headers = targets[mode]
-        at_start = {"jobs_held_at_start": slurm.held(), "active_jobs_at_start": slurm.active(bench_only=False)}
+        at_start = {"jobs_held_at_start": slurm.held(), "active_jobs_at_start": slurm.active(bench_only=False),
+                    "loadavg_at_start": round(os.getloadavg()[0], 2)}
         seconds, samples, errors, cpu = asyncio.run(timed_submissions(url, headers, payload, n, clients, meter))
         ok = n - len(errors)
         if not ok:
@@ -197,7 +221,8 @@ def run_phases(order: list[str], jobs: int, clients: int, targets: dict[str, tup
                        "seconds": round(seconds, 3), "jobs_per_s": round(ok / seconds, 1),
                        **percentiles_ms(samples), **at_start, **cpu})
         print(f"  phase {number} {mode:6}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s, "
-              f"p50 {phases[-1]['p50_ms']:.1f} ms, p95 {phases[-1]['p95_ms']:.1f} ms"
+              f"p50 {phases[-1]['p50_ms']:.1f} ms, p95 {phases[-1]['p95_ms']:.1f} ms, "
+              f"load {at_start['loadavg_at_start']:.2f}"
               + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
         slurm.drain()
     return phases, latencies
@@ -213,13 +238,53 @@ def summarize(phases: list[dict[str, Any]], latencies: dict[str, list[float]]) -
                for name in mine[0]["cpu_ms_per_request"]}
         summary[mode] = {"jobs": ok, "errors": sum(p["errors"] for p in mine), "seconds": round(seconds, 3),
                          "jobs_per_s": round(ok / seconds, 1), **percentiles_ms(samples), "cpu_ms_per_request": cpu}
-    if set(MODES) <= set(summary):
-        direct, proxy = summary["direct"], summary["proxy"]
-        summary["ratio_proxy_over_direct"] = {k: round(proxy[k] / direct[k], 3)
-                                              for k in ("jobs_per_s", "p50_ms", "p95_ms")}
-        summary["added_latency_ms"] = {k: round(proxy[k] - direct[k], 2) for k in ("p50_ms", "p95_ms")}
-        summary["proxy_cpu_ms_per_request"] = proxy["cpu_ms_per_request"]["proxy"]
+    for mode in (m for m in MODES[1:] if m in summary and "direct" in summary):
+        direct, via = summary["direct"], summary[mode]
+        summary[f"ratio_{mode}_over_direct"] = {k: round(via[k] / direct[k], 3)
+                                                for k in ("jobs_per_s", "p50_ms", "p95_ms")}
+        summary[f"added_latency_ms_{mode}"] = {k: round(via[k] - direct[k], 2) for k in ("p50_ms", "p95_ms")}
+        summary[f"{mode}_cpu_ms_per_request"] = via["cpu_ms_per_request"][mode]
+        summary[f"slurmrestd_cpu_ratio_{mode}_over_direct"] = round(
+            via["cpu_ms_per_request"]["slurmrestd"] / max(direct["cpu_ms_per_request"]["slurmrestd"], 1e-9), 3)
     return summary
+
+
+@contextmanager
+def nginx_relay(cluster: DevCluster, tmp: Path, wanted: bool) -> Iterator[tuple[str, int]]:
+    """(url, pid of its worker) of a plain nginx in front of slurmrestd, stopped by its PID; ("", 0) if not wanted."""
+    if not wanted:
+        yield "", 0
+        return
+    binary = shutil.which("nginx")
+    if binary is None:
+        raise BenchError("--order names nginx, but nginx is not installed (apt-get install nginx-light)")
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, upstream=cluster.rest_url.split("://", 1)[1]))
+    with open(tmp / "nginx.out", "wb") as out:
+        master = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        children = Path(f"/proc/{master.pid}/task/{master.pid}/children")
+        worker = wait_until(lambda: int(children.read_text().split()[0]) if children.read_text().split() else 0,
+                            30, "nginx's worker to start")
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url), 30, "nginx to answer")
+        yield url, worker
+    finally:
+        master.send_signal(signal.SIGQUIT)  # graceful: the master stops its worker
+        try:
+            master.wait(15)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+        return True
+    except httpx.HTTPError:
+        return False
 
 
 def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
@@ -234,15 +299,23 @@ def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=500, help="jobs per mode, split over that mode's phases")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
+    parser.add_argument("--clients", default="8,1", help="concurrent keep-alive clients; a list runs the phases "
+                        "once for each count (8: throughput; 1: the latency the proxy adds)")
     parser.add_argument("--order", default="direct,proxy,proxy,direct", help="phases, in order")
     parser.add_argument("--slurm", default="22.05", choices=sorted(REST_VERSIONS_OF),
                         help="the release's default dev cluster (docs/dev-cluster.md)")
+    parser.add_argument("--state-dir", type=Path, help="another dev cluster's state directory (e.g. a test "
+                        "cluster of one's own; then --ports, and --slurm is not used)")
+    parser.add_argument("--ports", default="6820,6817,6818", help="its slurmrestd,slurmctld,slurmd ports")
     parser.add_argument("--json", type=Path, nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
                         help=f"write the results as JSON (default path {DEFAULT_JSON.relative_to(REPO)})")
     args = parser.parse_args()
     args.order = args.order.split(",")
-    if not set(args.order) <= set(MODES) or args.jobs < 2 * len(args.order) or args.clients < 1:
+    try:
+        args.clients = [int(count) for count in args.clients.split(",")]
+    except ValueError:
+        parser.error("--clients takes numbers, e.g. 8,1")
+    if not set(args.order) <= set(MODES) or args.jobs < 2 * len(args.order) or min(args.clients) < 1:
         parser.error(f"--order takes {' and '.join(MODES)}; --jobs must allow 2 per phase; --clients >= 1")
     return args
 
@@ -251,7 +324,7 @@ def main() -> None:
     global API_VERSION
     args = parse_args()
     wall = time.perf_counter()
-    cluster = default_cluster(args.slurm)
+    cluster = cluster_of(args) if args.state_dir else default_cluster(args.slurm)
     API_VERSION = cluster.rest_versions[0]
     was_down = not any(cluster.status().values())
     cluster.up()
@@ -276,9 +349,10 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": {"nproc": os.cpu_count(), "slurm": slurm.run("sbatch", "--version").strip(),
                     "python": platform.python_version(), "loadavg_at_start": os.getloadavg(),
-                    "cluster_cpus": cluster.cpus, **preflight(slurm, args.jobs * len(set(args.order)))},
+                    "cluster_cpus": cluster.cpus,
+                    **preflight(slurm, args.jobs * len(set(args.order)) * len(args.clients))},
         "parameters": {"jobs_per_mode": args.jobs, "clients": args.clients, "order": args.order, "user": user,
-                       "slurm": cluster.slurm, "api_version": API_VERSION,
+                       "slurm": cluster.slurm, "api_version": API_VERSION, "state_dir": str(cluster.state_dir),
                        "payload_bytes": len(job_payload())}}
     tmp = Path(tempfile.mkdtemp(prefix="slurmlink-proxy-bench-"))
     report["proxy_log"] = str(tmp / "proxy.log")
@@ -287,42 +361,55 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
         subject = checkin.new_subject()
         users_file = tmp / "users.txt"
         users_file.write_text(f"{checkin.issuer} {subject} {user}\n")
-        with proxy_service(proxy_config(cluster, checkin.issuer, users_file, free_port(), VO), tmp) as proxy:
-            targets = {"direct": (cluster.rest_url, {"X-SLURM-USER-NAME": user,
-                                                     "X-SLURM-USER-TOKEN": cluster.token(user, lifespan=3600),
-                                                     "Content-Type": "application/json"}),
+        with proxy_service(proxy_config(cluster, checkin.issuer, users_file, free_port(), VO), tmp) as proxy, \
+                nginx_relay(cluster, tmp, "nginx" in args.order) as (nginx_url, nginx_pid):
+            direct_headers = {"X-SLURM-USER-NAME": user, "X-SLURM-USER-TOKEN": cluster.token(user, lifespan=3600),
+                              "Content-Type": "application/json"}
+            targets = {"direct": (cluster.rest_url, direct_headers), "nginx": (nginx_url, direct_headers),
                        "proxy": (proxy.url, {"Authorization": f"Bearer {checkin.mint(subject)}",
                                              "Content-Type": "application/json"})}
             daemons = cluster.status()
-            meter = CpuMeter({"proxy": proxy.pid, "slurmrestd": daemons["slurmrestd"] or 0,
-                              "slurmctld": daemons["slurmctld"] or 0, "bench_clients": os.getpid()})
+            meter = CpuMeter({"proxy": proxy.pid, **({"nginx": nginx_pid} if nginx_pid else {}),
+                              "slurmrestd": daemons["slurmrestd"] or 0, "slurmctld": daemons["slurmctld"] or 0,
+                              "bench_clients": os.getpid()})
+            report["by_clients"] = []
             try:
-                phases, latencies = run_phases(args.order, args.jobs, args.clients, targets, slurm, meter)
+                for clients in args.clients:
+                    print(f"{clients} client(s):", flush=True)
+                    phases, latencies = run_phases(args.order, args.jobs, clients, targets, slurm, meter)
+                    report["by_clients"].append({"clients": clients, "loadavg_after": os.getloadavg(),
+                                                 "phases": phases, "summary": summarize(phases, latencies)})
             finally:
                 slurm.drain()
             proxy.check_alive()
         report["checkin_calls"] = {e: checkin.count(e) for e in ("discovery", "certs", "userinfo")}
-    report["phases"] = phases
-    report["summary"] = summarize(phases, latencies)
     return report
 
 
 def print_table(report: dict[str, Any]) -> None:
-    m, p, s = report["machine"], report["parameters"], report["summary"]
+    m, p = report["machine"], report["parameters"]
     print(f"\n{m['slurm']}, {m['nproc']} cores, load {m['loadavg_at_start'][0]:.2f} at start; {p['jobs_per_mode']} "
-          f"jobs per mode in phases {','.join(p['order'])}, {p['clients']} clients, user {p['user']}")
-    print(f"{'':<22}{'jobs/s':>9}{'p50 ms':>9}{'p95 ms':>9}   CPU ms/request: proxy, slurmrestd, slurmctld, clients")
+          f"jobs per mode and client count in phases {','.join(p['order'])}, user {p['user']}")
+    for run in report["by_clients"]:
+        print(f"\n{run['clients']} client(s), load {run['loadavg_after'][0]:.2f} after:")
+        print_summary(run["summary"], run["phases"])
+    print(f"wall time {report['wall_seconds']:.1f}s")
+
+
+def print_summary(s: dict[str, Any], phases: list[dict[str, Any]]) -> None:
+    names = list(next(s[m] for m in MODES if m in s)["cpu_ms_per_request"])
+    print(f"{'':<22}{'jobs/s':>9}{'p50 ms':>9}{'p95 ms':>9}   CPU ms/request: {', '.join(names)}")
     for mode in (x for x in MODES if x in s):
         cpu = s[mode]["cpu_ms_per_request"]
         print(f"  {mode:<20}{s[mode]['jobs_per_s']:>9.1f}{s[mode]['p50_ms']:>9.1f}{s[mode]['p95_ms']:>9.1f}   "
-              f"{cpu['proxy']:.2f}, {cpu['slurmrestd']:.2f}, {cpu['slurmctld']:.2f}, {cpu['bench_clients']:.2f}")
-    if "ratio_proxy_over_direct" in s:
-        r, added = s["ratio_proxy_over_direct"], s["added_latency_ms"]
-        print(f"  {'ratio proxy/direct':<20}{r['jobs_per_s']:>9.3f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}")
-        print(f"  {'added (proxy-direct)':<20}{'':>9}{added['p50_ms']:>+9.1f}{added['p95_ms']:>+9.1f}   "
-              f"proxy CPU {s['proxy_cpu_ms_per_request']:.2f} ms/request")
-    errors = sum(ph["errors"] for ph in report["phases"])
-    print(f"errors {errors}; wall time {report['wall_seconds']:.1f}s")
+              + ", ".join(f"{cpu[name]:.2f}" for name in names))
+    for mode in (m for m in MODES[1:] if f"ratio_{m}_over_direct" in s):
+        r, added = s[f"ratio_{mode}_over_direct"], s[f"added_latency_ms_{mode}"]
+        print(f"  {'ratio ' + mode + '/direct':<20}{r['jobs_per_s']:>9.3f}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}")
+        print(f"  {'added (' + mode + '-direct)':<20}{'':>9}{added['p50_ms']:>+9.1f}{added['p95_ms']:>+9.1f}   "
+              f"{mode} CPU {s[f'{mode}_cpu_ms_per_request']:.2f} ms/request, slurmrestd CPU {mode}/direct "
+              f"{s[f'slurmrestd_cpu_ratio_{mode}_over_direct']:.2f}")
+    print(f"  errors {sum(ph['errors'] for ph in phases)}")
 
 
 if __name__ == "__main__":

@@ -143,15 +143,16 @@ class Servers:
                     if os.stat(item.unix_path).st_ino == item.unix_inode:
                         os.unlink(item.unix_path)
 
-    def run(self) -> None:
-        """Serve until SIGTERM or SIGINT."""
+    def run(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+        """Serve until SIGTERM or SIGINT, in a loop from `loop_factory` (asyncio's default if None)."""
         async def main() -> None:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
             await self.serve()
 
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main())
 
 
 def main_listener(app: ASGIApp, host: str, port: int, tls: dict[str, Any] | None = None,

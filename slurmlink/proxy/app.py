@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -17,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slurmlink.identity.authorizer import Authorizer
 from slurmlink.identity.build import build_authorizer
@@ -38,10 +39,12 @@ from slurmlink.proxy.roles import ServiceIdentity
 from slurmlink.proxy.signals import BatchSignaller
 from slurmlink.proxy.sitepolicy import SubmitPolicy
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+from slurmlink.proxy.upstream import UpstreamPool
 from slurmlink.slurm.podfiles import PodFiles
 from slurmlink.slurm.statuswatch import choose_method
 
 PUBLIC_HEALTH_SECONDS = 5.0
+OWN_PATHS = frozenset({"/healthz", "/metrics"})  # FastAPI's routes in create_app (with or without a final '/')
 _CAMEL = {404: "NotFound", 405: "MethodNotAllowed"}
 log = logging.getLogger("slurmlink.proxy")
 
@@ -54,6 +57,23 @@ class Metrics:
         self.upstream_seconds = Histogram("slurmlink_proxy_upstream_seconds",
                                           "Time until slurmrestd answered (headers)", ["route"],
                                           registry=self.registry)
+        # a metric's child for each set of labels, looked up once (prometheus_client's `labels()` checks and
+        # locks on every call)
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[str, Histogram] = {}
+
+    def count(self, route: str, status: int, decision: str) -> None:
+        key = (route, str(status), decision)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.requests.labels(*key)
+        child.inc()
+
+    def upstream_timer(self, route: str) -> Histogram:
+        child = self._timed.get(route)
+        if child is None:
+            child = self._timed[route] = self.upstream_seconds.labels(route)
+        return child
 
 
 class ProxyService:
@@ -80,8 +100,11 @@ class ProxyService:
         self.extensions = Extensions(config.files, lookup, self.ledger, self.slurm_token.token, signaller,
                                      self.watch)
         self.gates = AccessGates(config, self.callers, self.ledger, self.slurm_token, lookup)
-        forwarder = Forwarder(self.http, self.upstream, self.slurm_token, self.ledger, config.max_body_bytes,
-                              self.metrics.upstream_seconds, body_timeout=config.clients.body_timeout_seconds,
+        self.pool = UpstreamPool(self.upstream, max_connections=config.max_upstream_connections,
+                                 timeout=config.upstream_timeout_seconds,
+                                 connect_timeout=config.upstream_connect_timeout_seconds)
+        forwarder = Forwarder(self.pool, self.slurm_token, self.ledger, config.max_body_bytes,
+                              self.metrics.upstream_timer, body_timeout=config.clients.body_timeout_seconds,
                               on_submitted=self.watch.submitted if self.watch else None)
         site_policy = SubmitPolicy(config.site_policy, self.http, self.upstream, self.api_version.get,
                                    self.slurm_token.token, config.slurm_user)
@@ -102,6 +125,7 @@ class ProxyService:
     async def aclose(self) -> None:
         if self.watch is not None:
             self.watch.release()
+        await self.pool.aclose()
         await self.http.aclose()
         await self.authorizer.aclose()
 
@@ -117,7 +141,7 @@ class ProxyService:
             route, decision = "error", "error"
             response = error_response(500, "InternalError", "the proxy failed on this request; the site's log "
                                       "has the details")
-        self.metrics.requests.labels(route, str(response.status_code), decision).inc()
+        self.metrics.count(route, response.status_code, decision)
         await response(scope, receive, send)
 
     async def _handle(self, request: Request) -> tuple[str, str, Response]:
@@ -225,6 +249,21 @@ def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> 
     return app
 
 
+def lean_front(app: FastAPI) -> ASGIApp:
+    """What the public port serves: a proxied request goes straight to the service, which answers every
+    request itself (its refusals, its own errors); FastAPI's middleware stack (seven layers, measurable per
+    request: bench/README.md) serves only the lifespan and the proxy's own routes."""
+    service: ProxyService = app.state.proxy
+
+    async def front(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") not in OWN_PATHS:
+            await service(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return front
+
+
 def listeners(config: ProxyConfig, app: FastAPI) -> list[Listener]:
     """The public port (TLS from config.tls) and the admin listener, for `Servers(...).run()`."""
     service: ProxyService = app.state.proxy
@@ -234,6 +273,6 @@ def listeners(config: ProxyConfig, app: FastAPI) -> list[Listener]:
                                     max_header_bytes=clients.max_header_bytes,
                                     max_connections=clients.max_connections,
                                     max_connections_per_address=clients.max_connections_per_address))
-    main = main_listener(app, config.listen.host, config.listen.port, tls, proxy_headers=False, server_header=False,
-                         http=edge, timeout_keep_alive=clients.keepalive_timeout_seconds)
+    main = main_listener(lean_front(app), config.listen.host, config.listen.port, tls, proxy_headers=False,
+                         server_header=False, http=edge, timeout_keep_alive=clients.keepalive_timeout_seconds)
     return [main, *admin_listener(config.admin, service.healthz, service.metrics.registry)]

@@ -120,7 +120,8 @@ class ProxyConfig(Strict):
     upstream_timeout_seconds: float = Field(default=30.0, gt=0, description="per request to slurmrestd")
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0, description="to connect to slurmrestd")
     max_upstream_connections: int = Field(default=32, ge=1, description=(
-        "keep it below slurmrestd's `--max-connections` (124)"))
+        "kept-alive connections that forward requests; the proxy's own lookups (job owners, API version, "
+        "health) have a pool of the same size: keep twice it below slurmrestd's `--max-connections` (124)"))
     rate_limit: RateLimitSection = Field(default_factory=lambda: RateLimitSection(), description="per mapped user")
     auth_failure_limit: RateLimitSection | None = Field(default=None, description=(
         "refused tokens per client address: past the burst, the address gets 429 without its token being looked "

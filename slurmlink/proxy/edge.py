@@ -5,6 +5,9 @@ seconds of connecting (or of its first byte after an answer; idle keep-alive con
 `timeout_keep_alive`); headers larger than `max_header_bytes` are a 431; connections are capped per client
 address and in total; and every refusal made here has the proxy's JSON shape (errors.py), malformed HTTP
 included. A refusal here closes the connection.
+
+The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
+and its body separately, which would be two sends (and two wake-ups of the client) per request.
 """
 
 from __future__ import annotations
@@ -56,6 +59,39 @@ class OpenConnections:
         left = self.by_address.pop(address) - 1
         if left:
             self.by_address[address] = left
+
+
+class CoalescingTransport:
+    """A transport whose writes within one turn of the event loop leave in one send, at the end of that turn.
+    Everything else is the real transport's; closing sends what is pending first."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:  # asked several times per request: not through __getattr__
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def refusal_bytes(status: int, error: str, reason: str) -> bytes:
@@ -113,10 +149,14 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             self.remembering = _RememberingConnection(limits.max_header_bytes)
             self.conn = self.remembering
             self.counted_as: str | None = None
+            # One timer per connection, not one per request: each request moves the deadline it checks
+            # (None: no request's headers are awaited now), and it re-arms itself when it finds one later.
+            self.headers_due: float | None = None
             self.header_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
             address = self.client[0] if self.client else ""
             refused = connections.admit(address, limits)
             if refused is not None:
@@ -130,7 +170,7 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             if self.counted_as is not None:
                 connections.release(self.counted_as)
                 self.counted_as = None
-            self.stop_header_timer()
+            self.cancel_header_timer()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -140,7 +180,7 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
                 self.await_headers()
             super().data_received(data)
             if not self.waiting_for_headers():
-                self.stop_header_timer()
+                self.headers_due = None
 
         def send_400_response(self, msg: str) -> None:
             error = self.remembering.last_error
@@ -154,23 +194,32 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             return self.cycle is None or self.cycle.response_complete
 
         def await_headers(self) -> None:
+            if self.headers_due is not None:
+                return
+            self.headers_due = self.loop.time() + limits.header_timeout
             if self.header_timer is None and not self.transport.is_closing():
-                self.header_timer = self.loop.call_later(limits.header_timeout, self.headers_too_slow)
+                self.header_timer = self.loop.call_at(self.headers_due, self.headers_too_slow)
 
-        def stop_header_timer(self) -> None:
+        def cancel_header_timer(self) -> None:
+            self.headers_due = None
             if self.header_timer is not None:
                 self.header_timer.cancel()
                 self.header_timer = None
 
         def headers_too_slow(self) -> None:
             self.header_timer = None
+            if self.headers_due is None:  # no headers awaited now; the next request arms a timer again
+                return
+            if self.headers_due > self.loop.time():  # a later request's deadline
+                self.header_timer = self.loop.call_at(self.headers_due, self.headers_too_slow)
+                return
             if self.waiting_for_headers() and not self.transport.is_closing():
                 log.info("closed a connection from %s: no whole request within %g s", self.counted_as,
                          limits.header_timeout)
                 self.refuse(408, "RequestTimeout", f"no whole request headers within {limits.header_timeout:g} s")
 
         def refuse(self, status: int, error: str, reason: str) -> None:
-            self.stop_header_timer()
+            self.cancel_header_timer()
             if not self.transport.is_closing():
                 self.transport.write(refusal_bytes(status, error, reason))
                 self.transport.close()

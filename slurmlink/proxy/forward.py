@@ -1,5 +1,6 @@
 """The last steps of a request the gates let through to slurmrestd: read its body, forward it as the mapped
-user with the SlurmUser token, and relay the answer (a slurmlink job's submission also enters the ledger)."""
+user with the SlurmUser token on a kept-alive connection (upstream.py), and relay the answer (a slurmlink
+job's submission also enters the ledger)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 from prometheus_client import Histogram
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
@@ -25,6 +25,7 @@ from slurmlink.proxy.joblookup import INVALID_JOB_ID
 from slurmlink.proxy.ledger import Ledger, LedgerEntry
 from slurmlink.proxy.roles import SERVICE
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
+from slurmlink.proxy.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout, valid_target
 from slurmlink.slurm import rest_shapes
 
 log = logging.getLogger("slurmlink.proxy")
@@ -34,11 +35,10 @@ MAX_SUBMIT_RESPONSE_BYTES = 1024 * 1024  # submit answers are small; they are bu
 
 
 class Forwarder:
-    def __init__(self, http: httpx.AsyncClient, upstream: str, slurm_token: SlurmTokenSource,
-                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Histogram, *,
+    def __init__(self, pool: UpstreamPool, slurm_token: SlurmTokenSource,
+                 ledger: Ledger | None, max_body_bytes: int, upstream_seconds: Callable[[str], Histogram], *,
                  on_submitted: Callable[[LedgerEntry], None] | None = None, body_timeout: float = 30.0) -> None:
-        self.http = http
-        self.upstream = upstream
+        self.pool = pool
         self.slurm_token = slurm_token
         self.ledger = ledger
         self.on_submitted = on_submitted  # e.g. the file watch begins watching the job's directory
@@ -47,6 +47,8 @@ class Forwarder:
         self.body_timeout = body_timeout
 
     def steps(self) -> list[Step]:
+        # A check of what a request carries (e.g. a site's policy on a submission's job) is a step between
+        # these two: `call.body` is whole by then, and nothing has reached slurmrestd yet.
         return [self.read_body, self.forward]
 
     async def read_body(self, call: Call) -> Answer | None:
@@ -93,18 +95,19 @@ class Forwarder:
             log.error("no SlurmUser token: %s", exc)
             return Answer("unavailable", error_response(503, "ProxyMisconfigured", "the proxy has no SlurmUser token",
                                                         retry_after=30))
-        outgoing = header_rules.upstream_headers(call.request.headers.items(), user=call.user, token=slurm_token)
+        outgoing = header_rules.upstream_headers(call.headers, user=call.user, token=slurm_token)
         outgoing.append(("Accept-Encoding", "identity"))  # relay bytes as they are
-        url = self.upstream + call.path + (f"?{call.query}" if call.query else "")
-        try:
-            upstream_request = self.http.build_request(call.method, url, headers=outgoing, content=call.body)
-        except httpx.InvalidURL:
+        target = call.path + (f"?{call.query}" if call.query else "")
+        if not valid_target(target):
             return Answer("policy", error_response(400, "BadRequest", "the query string is not valid"))
-        upstream = await self._send(call, upstream_request)
+        upstream = await self._send(call, target, outgoing)
         if isinstance(upstream, Answer):
             return upstream
-        log.info("%s %s from %s as %s -> %d", call.method, call.path, call.client, call.user, upstream.status_code)
-        passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_BACK}
+        # One line per request: the audit line says who, what and the decision; this one adds slurmrestd's
+        # status, worth a line of its own only when it is an error (the metrics count every status).
+        log.log(logging.INFO if upstream.status_code >= 400 else logging.DEBUG, "%s %s from %s as %s -> %d",
+                call.method, call.path, call.client, call.user, upstream.status_code)
+        passed = {k: v for k, v in upstream.headers if k in PASSED_BACK}
         if call.route == policy.SUBMIT and self.ledger is not None and call.caller.role != SERVICE:
             return await self._submission(call, upstream, passed)
         if call.route == policy.JOB and upstream.status_code == 500:
@@ -113,23 +116,24 @@ class Forwarder:
             _relay(upstream), status_code=upstream.status_code, headers=passed,
             background=BackgroundTask(upstream.aclose)))
 
-    async def _send(self, call: Call, request: httpx.Request) -> httpx.Response | Answer:
+    async def _send(self, call: Call, target: str, headers: list[tuple[str, str]]) -> UpstreamResponse | Answer:
         started = time.monotonic()
         try:
-            return await self.http.send(request, stream=True)
-        except (httpx.TimeoutException, httpx.PoolTimeout) as exc:
-            log.warning("slurmrestd timed out for %s %s as %s: %s", call.method, call.path, call.user,
-                        type(exc).__name__)
+            return await self.pool.send(call.method, target, headers, call.body)
+        except UpstreamTimeout as exc:
+            log.warning("slurmrestd timed out for %s %s as %s: %s", call.method, call.path, call.user, exc)
             return Answer("upstream-timeout", error_response(
                 503, "UpstreamUnavailable", "slurmrestd did not answer in time; try again later", retry_after=5))
-        except httpx.HTTPError as exc:
-            log.warning("slurmrestd unreachable for %s %s: %s", call.method, call.path, type(exc).__name__)
+        except UpstreamError as exc:
+            log.warning("slurmrestd unreachable for %s %s: %s", call.method, call.path, exc)
             return Answer("upstream-error", error_response(
-                502, "UpstreamUnreachable", f"slurmrestd is unreachable: {type(exc).__name__}"))
+                502, "UpstreamUnreachable", f"slurmrestd is unreachable: {exc}"))
+        except ValueError as exc:  # a client header that cannot be sent as it is (the edge lets none through)
+            return Answer("policy", error_response(400, "BadRequest", str(exc)))
         finally:
-            self.upstream_seconds.labels(call.route).observe(time.monotonic() - started)
+            self.upstream_seconds(call.route).observe(time.monotonic() - started)
 
-    async def _submission(self, call: Call, upstream: httpx.Response, passed: dict[str, str]) -> Answer:
+    async def _submission(self, call: Call, upstream: UpstreamResponse, passed: dict[str, str]) -> Answer:
         """The answer to a user's submission, buffered so that its job enters the ledger first."""
         answer = await _buffered(upstream)
         if answer is None:
@@ -155,7 +159,7 @@ class Forwarder:
             self.on_submitted(entry)
 
 
-async def _job_answer(upstream: httpx.Response, passed: dict[str, str]) -> Answer:
+async def _job_answer(upstream: UpstreamResponse, passed: dict[str, str]) -> Answer:
     """slurmrestd before 24.11 answers 500 for a job it does not know (SLURM's error 2017, which 24.11 answers
     with 404): relayed as a 404, the body as it is, so that an unknown job is a 404 whatever the version."""
     answer = await _buffered(upstream)
@@ -169,22 +173,15 @@ async def _job_answer(upstream: httpx.Response, passed: dict[str, str]) -> Answe
     return Answer("allowed", Response(answer, status_code=404 if unknown else 500, headers=passed))
 
 
-async def _buffered(upstream: httpx.Response) -> bytes | None:
+async def _buffered(upstream: UpstreamResponse) -> bytes | None:
     """The whole (small) upstream body, or None when it is too large or broken off."""
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async for chunk in upstream.aiter_raw():
-            size += len(chunk)
-            if size > MAX_SUBMIT_RESPONSE_BYTES:
-                return None
-            chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        log.warning("slurmrestd broke off a submit answer: %s", type(exc).__name__)
+        return await upstream.read(MAX_SUBMIT_RESPONSE_BYTES)
+    except UpstreamError as exc:
+        log.warning("slurmrestd broke off a submit answer: %s", exc)
         return None
     finally:
         await upstream.aclose()
-    return b"".join(chunks)
 
 
 def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, str, str] | None:
@@ -210,12 +207,12 @@ def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, st
     return str(job_id), name, workdir if isinstance(workdir, str) else ""
 
 
-async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay(upstream: UpstreamResponse) -> AsyncIterator[bytes]:
     """The upstream body as it arrives; the upstream connection goes back to the pool even if the client left."""
     try:
         async for chunk in upstream.aiter_raw():
             yield chunk
-    except httpx.HTTPError as exc:
-        log.warning("slurmrestd broke off a response: %s", type(exc).__name__)
+    except UpstreamError as exc:
+        log.warning("slurmrestd broke off a response: %s", exc)
     finally:
         await upstream.aclose()

@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -60,6 +61,11 @@ class Call:
         client = scope["client"][0] if scope.get("client") else ""
         verdict = policy.decide(request.method, path, query, allow_slurmdb=allow_slurmdb)
         return cls(request, request.method, path, query, client, verdict)
+
+    @cached_property
+    def headers(self) -> list[tuple[str, str]]:
+        """The client's headers (names lower-case), decoded once for all the steps."""
+        return self.request.headers.items()
 
     @property
     def route(self) -> str:
@@ -119,7 +125,7 @@ class AccessGates:
             retry_after=retry_after(wait)))
 
     async def bearer_token(self, call: Call) -> Answer | None:
-        authorization = [v for k, v in call.request.headers.items() if k == "authorization"]
+        authorization = [v for k, v in call.headers if k == "authorization"]
         scheme, _, token = authorization[0].strip().partition(" ") if len(authorization) == 1 else ("", "", "")
         call.token = token.strip()
         if scheme.lower() == "bearer" and call.token:

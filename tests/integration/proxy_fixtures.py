@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
 import os
@@ -12,6 +11,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.listeners import Servers
@@ -40,7 +41,8 @@ class ProxyServer:
         self.admin_url = f"http://127.0.0.1:{config.admin.port}" if config.admin.port else self.url
         self.servers = Servers(listeners(config, self.app), log_level="warning",
                                on_stop=self.app.state.proxy.end_long_polls)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.servers.serve()), daemon=True)
+        # on uvloop, the event loop `slurmlink proxy` runs on (cli.py)
+        self.thread = threading.Thread(target=lambda: uvloop.run(self.servers.serve()), daemon=True)
 
     def start(self) -> ProxyServer:
         self.thread.start()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
+import time
 
-from slurmlink.logs import JsonFormatter
+from slurmlink.logs import BatchingStreamHandler, JsonFormatter
 
 
 def formatted(record: logging.LogRecord) -> dict[str, object]:
@@ -62,3 +64,63 @@ def test_a_handler_with_it_writes_one_line_per_record() -> None:
     finally:
         logger.removeHandler(handler)
     assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["one", "two\nlines"]
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_a_batching_handler_writes_its_lines_together_and_all_of_them_when_flushed() -> None:
+    stream = CountingStream()
+    handler = BatchingStreamHandler(stream, interval=3600.0)  # only flush() writes here
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("slurmlink.test.batching")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for n in range(3):
+            logger.warning("line %d", n)
+        assert stream.getvalue() == "" and stream.writes == 0
+        handler.flush()
+        assert stream.getvalue() == "line 0\nline 1\nline 2\n" and stream.writes == 1
+        logger.warning("last")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()  # what logging.shutdown does at exit: nothing pending is lost
+    assert stream.getvalue().endswith("line 2\nlast\n")
+
+
+def test_a_batching_handler_writes_within_its_interval_and_bounds_what_it_holds() -> None:
+    stream = CountingStream()
+    handler = BatchingStreamHandler(stream, interval=0.05, max_pending=2)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        handler.handle(record("soon"))
+        deadline = time.monotonic() + 10
+        while "soon" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.getvalue() == "soon\n"
+    finally:
+        handler.close()
+    bounded = BatchingStreamHandler(CountingStream(), interval=3600.0, max_pending=2)
+    bounded.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        bounded.handle(record("a"))
+        assert bounded.stream.getvalue() == ""
+        bounded.handle(record("b"))  # the second pending line: both written at once
+        assert bounded.stream.getvalue() == "a\nb\n" and bounded.stream.writes == 1
+    finally:
+        bounded.close()
+
+
+def test_a_batched_process_loses_no_line_at_exit() -> None:
+    code = ("import logging; from slurmlink.logs import configure; configure('info', batched=True); "
+            "[logging.getLogger('t').info('line %d', n) for n in range(50)]")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert [line.rsplit(" ", 1)[-1] for line in done.stderr.splitlines()] == [str(n) for n in range(50)]
