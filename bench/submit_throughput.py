@@ -38,7 +38,15 @@ sys.path.insert(0, str(REPO))  # bench.services: the benches' own helpers
 import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from bench.services import BenchError, Service, api_config, free_port, wait_until  # noqa: E402
+from bench.services import (  # noqa: E402
+    BenchError,
+    Service,
+    add_cluster_options,
+    api_config,
+    cluster_of,
+    free_port,
+    wait_until,
+)
 from slurmlink.core.states import FINISHED_STATES  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from slurmlink.slurm.commands import sbatch  # noqa: E402
@@ -239,7 +247,7 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
     phases: list[dict[str, Any]] = []
     for i, kind in enumerate(order, 1):
         pods = [make_pod() for _ in range(n)]
-        extra: dict[str, Any] = {"jobs_held_at_start": slurm.held()}
+        extra: dict[str, Any] = {"jobs_held_at_start": slurm.held(), "loadavg_at_start": os.getloadavg()}
         if kind == "raw":
             t0 = time.perf_counter()
             jobs = [slurm.raw_job(p) for p in pods]  # translation is not timed for raw: reported per pod
@@ -260,7 +268,8 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
             raise BenchError(f"every submission of phase {i} ({kind}) failed, e.g. {errors[0]}")
         phases.append({"phase": i, "kind": kind, "jobs": ok, "errors": len(errors), "first_errors": errors[:3],
                        "seconds": round(seconds, 3), "jobs_per_s": round(ok / seconds, 1), **extra})
-        print(f"  phase {i} {kind:3}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s"
+        print(f"  phase {i} {kind:3}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s, "
+              f"{extra['cpu_ms_per_job']} CPU ms/job, load {extra['loadavg_at_start'][0]:.2f} at start"
               + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
         slurm.drain()
     result: dict[str, Any] = {"phases": phases}
@@ -294,11 +303,12 @@ def main() -> None:
     parser.add_argument("--order", default="raw,api,api,raw", help="throughput phases, in order")
     parser.add_argument("--latency-poll-intervals", default="0.5,0.2", help="API poll_interval of each latency run")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "submit_throughput.json")
+    add_cluster_options(parser)
     args = parser.parse_args()
     order = args.order.split(",")
     intervals = [float(x) for x in args.latency_poll_intervals.split(",") if x]
     wall = time.perf_counter()
-    cluster = DevCluster()
+    cluster = cluster_of(args)
     cluster.up()
     slurm = Slurm(cluster, cluster.users[0])
     planned = args.pods * len(order) + args.latency_pods * (1 + len(intervals))

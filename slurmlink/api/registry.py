@@ -30,6 +30,9 @@ class PodEntry:
     forget_after: float = 0.0  # once deleted and finished: when to drop it (monotonic time)
     records_read: int = 0  # the read (StatusPoller.read_seq) its records come from: an older one must not win
     started_by_files: float = 0.0  # when its files showed the start that SLURM had not shown yet (monotonic)
+    # What the change feed's last status of it was made from (PodService.observe): the same again needs no new
+    # status, so a poll of many pods costs a comparison for each unchanged one.
+    fed: tuple[Any, ...] | None = None
 
     @property
     def finished(self) -> bool:

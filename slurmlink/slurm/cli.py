@@ -60,6 +60,7 @@ class CliBackend(SchedulerBackend):
         self.bin = {name: self._locate(name) for name in COMMANDS}
         self.accounting: bool | None = None  # None until sacct has told; False: never ask again
         self._looked_back = False  # the first job list also holds what accounting has of the lookback
+        self._squeue_lines: dict[str, JobInfo] = {}  # the last job list's jobs by their line (squeue.parse)
 
     def _locate(self, name: str) -> str:
         if self.config.bin_dir:
@@ -82,7 +83,7 @@ class CliBackend(SchedulerBackend):
         result = await self.runner.run(squeue.argv(self.bin["squeue"]), env=squeue.ENV)
         if not result.ok:
             raise error_from(result, "squeue")
-        listed = squeue.parse(result.out, JOB_NAME_PREFIX)
+        listed = squeue.parse(result.out, JOB_NAME_PREFIX, reuse=self._squeue_lines)
         if not self._looked_back:  # the service's first list, that it recovers its pods from
             listed += await self._ended_while_away({job.job_id for job in listed})
             self._looked_back = True
