@@ -225,6 +225,13 @@ def cpu_seconds() -> tuple[float, float]:
     return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # idle and iowait are not busy
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, all threads) one process used so far, from /proc/<pid>/stat; its children
+    (runuser, sbatch, squeue) are not in it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def counted(api: Api, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
     """`work()`, and how much the API's /metrics counters grew meanwhile."""
     before = api.counters()
@@ -257,10 +264,11 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
             cpu1 = cpu_seconds()
         else:
             with Api(cluster, slurm.user, 0.5, tmp) as api:  # its start-up (adopting every job) is not counted
-                cpu0 = cpu_seconds()
+                cpu0, api0 = cpu_seconds(), process_cpu_seconds(api.proc.pid)
                 (seconds, errors), extra["api_counters"] = counted(
                     api, lambda: asyncio.run(api_throughput(api, pods, concurrency)))  # noqa: B023
-                cpu1 = cpu_seconds()
+                cpu1, api1 = cpu_seconds(), process_cpu_seconds(api.proc.pid)
+                extra["api_process_cpu_ms_per_job"] = round(1000 * (api1 - api0) / n, 2)
         busy, total = (end - start for end, start in zip(cpu1, cpu0, strict=True))
         ok = n - len(errors)
         extra |= {"machine_cpu_busy_pct": round(100 * busy / total, 1), "cpu_ms_per_job": round(1000 * busy / n, 1)}
@@ -269,7 +277,9 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
         phases.append({"phase": i, "kind": kind, "jobs": ok, "errors": len(errors), "first_errors": errors[:3],
                        "seconds": round(seconds, 3), "jobs_per_s": round(ok / seconds, 1), **extra})
         print(f"  phase {i} {kind:3}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s, "
-              f"{extra['cpu_ms_per_job']} CPU ms/job, load {extra['loadavg_at_start'][0]:.2f} at start"
+              f"{extra['cpu_ms_per_job']} CPU ms/job"
+              + (f" ({extra['api_process_cpu_ms_per_job']} in the API)" if kind == "api" else "")
+              + f", load {extra['loadavg_at_start'][0]:.2f} at start"
               + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
         slurm.drain()
     result: dict[str, Any] = {"phases": phases}

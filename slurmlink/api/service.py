@@ -58,6 +58,7 @@ class PodService:
             self.watch = make_watch(method, self.poller.refresh, config.watch_stat_interval)
         elif config.watch_files != "off":
             self.watch = backend.status_watch(self.poller.refresh)
+        self.poller.files_watched = self.watch is not None
         log.info("job files under %s: %s", config.job_root,
                  "not watched" if self.watch is None else f"watched ({type(self.watch).__name__})")
         self.recovered = asyncio.Event()
@@ -139,8 +140,8 @@ class PodService:
             self._changed([ref.uid])
             if entry.job_id:
                 # The entry already says PENDING; polls come sooner (backing off) until SLURM or the job's files
-                # show it started. A burst of creates costs one poll per `poll_interval_fast`, not one per create.
-                self.poller.hurry()
+                # show it started. A burst of creates costs a few polls, not one per create (poller.submitted).
+                self.poller.submitted()
             return entry.job_id
 
     def dropped_flags(self, pod: dict[str, Any]) -> tuple[str, ...]:
