@@ -130,8 +130,11 @@ class Slurm:
 class Api(Service):
     """One `slurmlink api` process on loopback (a context manager: stopped by its PID on exit)."""
 
-    def __init__(self, cluster: DevCluster, user: str, poll_interval: float, tmp: Path) -> None:
-        config = api_config(cluster, user, poll_interval, free_port())
+    def __init__(self, cluster: DevCluster, user: str, poll_interval: float | None, tmp: Path) -> None:
+        """`poll_interval` None: the shipped default."""
+        config = api_config(cluster, user, poll_interval or 0.0, free_port())
+        if poll_interval is None:
+            del config["poll_interval"]
         super().__init__("api", config, tmp, port=config["listen"]["port"])
 
     def counters(self) -> dict[str, float]:
@@ -250,7 +253,7 @@ def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
 
 
 def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, concurrency: int,
-               tmp: Path) -> dict[str, Any]:
+               poll_interval: float | None, tmp: Path) -> dict[str, Any]:
     phases: list[dict[str, Any]] = []
     for i, kind in enumerate(order, 1):
         pods = [make_pod() for _ in range(n)]
@@ -263,7 +266,7 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
             seconds, errors = raw_throughput(slurm, jobs, concurrency)
             cpu1 = cpu_seconds()
         else:
-            with Api(cluster, slurm.user, 0.5, tmp) as api:  # its start-up (adopting every job) is not counted
+            with Api(cluster, slurm.user, poll_interval, tmp) as api:  # its start-up (adopting jobs) is not counted
                 cpu0, api0 = cpu_seconds(), process_cpu_seconds(api.proc.pid)
                 (seconds, errors), extra["api_counters"] = counted(
                     api, lambda: asyncio.run(api_throughput(api, pods, concurrency)))  # noqa: B023
@@ -311,6 +314,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--latency-pods", type=int, default=40)
     parser.add_argument("--order", default="raw,api,api,raw", help="throughput phases, in order")
+    parser.add_argument("--api-poll-interval", type=float, default=0.5,
+                        help="the API's poll_interval in the throughput phases; 0: the shipped default")
     parser.add_argument("--latency-poll-intervals", default="0.5,0.2", help="API poll_interval of each latency run")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "submit_throughput.json")
     add_cluster_options(parser)
@@ -327,12 +332,14 @@ def main() -> None:
                     "python": platform.python_version(), "kernel": platform.release(),
                     "loadavg_at_start": os.getloadavg(), "cluster_cpus": cluster.cpus, **preflight(slurm, planned)},
         "parameters": {"pods": args.pods, "concurrency": args.concurrency, "latency_pods": args.latency_pods,
-                       "order": order, "throughput_api_poll_interval": 0.5, "latency_poll_intervals": intervals,
+                       "order": order, "throughput_api_poll_interval": args.api_poll_interval or "default",
+                       "latency_poll_intervals": intervals,
                        "latency_tick_s": TICK, "user": slurm.user}}
     tmp = Path(tempfile.mkdtemp(prefix="slurmlink-bench-"))
     try:
         slurm.drain()
-        report["throughput"] = throughput(cluster, slurm, order, args.pods, args.concurrency, tmp)
+        report["throughput"] = throughput(cluster, slurm, order, args.pods, args.concurrency,
+                                          args.api_poll_interval or None, tmp)
         report["foreign_active_jobs_before_latency"] = len(slurm.active(bench_only=False))
         report["latency"] = latency(cluster, slurm, args.latency_pods, intervals, tmp)
     finally:
@@ -349,7 +356,8 @@ def main() -> None:
 def print_table(report: dict[str, Any]) -> None:
     m, p, t = report["machine"], report["parameters"], report["throughput"]
     print(f"\n{m['slurm']}, {m['nproc']} cores, load {m['loadavg_at_start'][0]:.2f} at start; {p['pods']} pods "
-          f"per phase ({','.join(p['order'])}), concurrency {p['concurrency']}")
+          f"per phase ({','.join(p['order'])}), concurrency {p['concurrency']}, API poll_interval "
+          f"{p['throughput_api_poll_interval']}")
     print(f"{'throughput (submissions)':<40}{'jobs/s':>10}")
     rows = [("raw sbatch (runuser)", "raw_jobs_per_s"), ("slurmlink api /create", "api_jobs_per_s"),
             ("ratio api/raw", "ratio_api_over_raw")]
