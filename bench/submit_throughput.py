@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -20,6 +21,7 @@ import os
 import platform
 import pwd
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -228,11 +230,27 @@ def cpu_seconds() -> tuple[float, float]:
     return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # idle and iowait are not busy
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system, all threads) one process used so far, from /proc/<pid>/stat; its children
-    (runuser, sbatch, squeue) are not in it."""
+def process_cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system, all threads) one process used so far, from /proc/<pid>/stat; with
+    `children`, also those of its children that it has waited for (runuser and the sbatch under it, squeue)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return used / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds(cluster: DevCluster, api: Service | None) -> float:
+    """CPU seconds used so far by what a phase runs, and nothing else on the machine: this process and its
+    waited-for children (raw: runuser and sbatch), the API with its commands, and the cluster's daemons with
+    their children (slurmctld; slurmd and the job steps it waits for; munged, slurmrestd). The machine is
+    shared: unlike /proc/stat, this does not count other work that happens to run meanwhile."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    pids = [pid for pid in cluster.status().values() if pid is not None] + ([api.proc.pid] if api else [])
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += process_cpu_seconds(pid, children=True)
+    return total
 
 
 def counted(api: Api, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
@@ -262,25 +280,26 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
             t0 = time.perf_counter()
             jobs = [slurm.raw_job(p) for p in pods]  # translation is not timed for raw: reported per pod
             extra["build_job_ms_per_pod"] = round((time.perf_counter() - t0) * 1000 / n, 3)
-            cpu0 = cpu_seconds()
+            cpu0, own0 = cpu_seconds(), own_cpu_seconds(cluster, None)
             seconds, errors = raw_throughput(slurm, jobs, concurrency)
-            cpu1 = cpu_seconds()
+            cpu1, own1 = cpu_seconds(), own_cpu_seconds(cluster, None)
         else:
             with Api(cluster, slurm.user, poll_interval, tmp) as api:  # its start-up (adopting jobs) is not counted
-                cpu0, api0 = cpu_seconds(), process_cpu_seconds(api.proc.pid)
+                cpu0, api0, own0 = cpu_seconds(), process_cpu_seconds(api.proc.pid), own_cpu_seconds(cluster, api)
                 (seconds, errors), extra["api_counters"] = counted(
                     api, lambda: asyncio.run(api_throughput(api, pods, concurrency)))  # noqa: B023
-                cpu1, api1 = cpu_seconds(), process_cpu_seconds(api.proc.pid)
+                cpu1, api1, own1 = cpu_seconds(), process_cpu_seconds(api.proc.pid), own_cpu_seconds(cluster, api)
                 extra["api_process_cpu_ms_per_job"] = round(1000 * (api1 - api0) / n, 2)
         busy, total = (end - start for end, start in zip(cpu1, cpu0, strict=True))
         ok = n - len(errors)
-        extra |= {"machine_cpu_busy_pct": round(100 * busy / total, 1), "cpu_ms_per_job": round(1000 * busy / n, 1)}
+        extra |= {"machine_cpu_busy_pct": round(100 * busy / total, 1), "cpu_ms_per_job": round(1000 * busy / n, 1),
+                  "own_cpu_ms_per_job": round(1000 * (own1 - own0) / n, 2)}
         if not ok:
             raise BenchError(f"every submission of phase {i} ({kind}) failed, e.g. {errors[0]}")
         phases.append({"phase": i, "kind": kind, "jobs": ok, "errors": len(errors), "first_errors": errors[:3],
                        "seconds": round(seconds, 3), "jobs_per_s": round(ok / seconds, 1), **extra})
         print(f"  phase {i} {kind:3}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s, "
-              f"{extra['cpu_ms_per_job']} CPU ms/job"
+              f"{extra['cpu_ms_per_job']} CPU ms/job on the machine, {extra['own_cpu_ms_per_job']} its own"
               + (f" ({extra['api_process_cpu_ms_per_job']} in the API)" if kind == "api" else "")
               + f", load {extra['loadavg_at_start'][0]:.2f} at start"
               + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
@@ -289,8 +308,14 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
     for kind in sorted(set(order)):
         mine = [p for p in phases if p["kind"] == kind]
         result[f"{kind}_jobs_per_s"] = round(sum(p["jobs"] for p in mine) / sum(p["seconds"] for p in mine), 1)
+        result[f"{kind}_own_cpu_ms_per_job"] = round(
+            sum(p["own_cpu_ms_per_job"] * p["jobs"] for p in mine) / sum(p["jobs"] for p in mine), 2)
     if {"raw", "api"} <= set(order):
         result["ratio_api_over_raw"] = round(result["api_jobs_per_s"] / result["raw_jobs_per_s"], 3)
+        # Throughput on a saturated machine is the inverse of the CPU per job: this ratio is that of the CPU the
+        # bench's own processes used, which other work on a shared machine moves much less than jobs/s.
+        result["ratio_raw_over_api_own_cpu"] = round(result["raw_own_cpu_ms_per_job"]
+                                                     / result["api_own_cpu_ms_per_job"], 3)
     return result
 
 
@@ -360,7 +385,8 @@ def print_table(report: dict[str, Any]) -> None:
           f"{p['throughput_api_poll_interval']}")
     print(f"{'throughput (submissions)':<40}{'jobs/s':>10}")
     rows = [("raw sbatch (runuser)", "raw_jobs_per_s"), ("slurmlink api /create", "api_jobs_per_s"),
-            ("ratio api/raw", "ratio_api_over_raw")]
+            ("ratio api/raw", "ratio_api_over_raw"), ("own CPU ms/job raw", "raw_own_cpu_ms_per_job"),
+            ("own CPU ms/job api", "api_own_cpu_ms_per_job"), ("ratio raw/api own CPU", "ratio_raw_over_api_own_cpu")]
     for label, key in rows:
         if key in t:
             print(f"  {label:<38}{t[key]:>10.3g}" if key.startswith("ratio") else f"  {label:<38}{t[key]:>10.1f}")
