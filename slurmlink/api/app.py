@@ -29,7 +29,6 @@ from slurmlink.config import ConfigError
 from slurmlink.core.errors import PodRejected
 from slurmlink.listeners import Listener, admin_listener, main_listener, tls_options
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
-from slurmlink.slurm.runner import watch_children_with_pidfd
 from slurmlink.wire import names
 from slurmlink.wire import projected as wire_projected
 from slurmlink.wire.changes import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS, Changes, RemovedPod
@@ -51,7 +50,6 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        restore_child_watcher = watch_children_with_pidfd()
         recovery = asyncio.create_task(service.recover())
         tasks = [recovery, asyncio.create_task(_after(recovery, service.poller.run()))]
         if service.watch is not None:
@@ -61,7 +59,6 @@ def create_app(config: ApiConfig, backend: SchedulerBackend) -> FastAPI:
             task.cancel()
         await service.close()
         await backend.close()
-        restore_child_watcher()
 
     app = FastAPI(title="slurmlink api", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service

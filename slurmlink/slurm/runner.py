@@ -13,10 +13,8 @@ import os
 import pwd
 import re
 import signal
-import sys
-import warnings
 from collections import Counter as _Tally
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -163,34 +161,6 @@ class Runner:
             await _kill(proc)
             raise
         return CommandResult(tuple(full), -1 if proc.returncode is None else proc.returncode, stdout, stderr)
-
-
-def watch_children_with_pidfd() -> Callable[[], None]:
-    """On Python 3.11, have asyncio learn of a command's end from a pidfd on the running loop, not from a new
-    thread for every command that the loop waits to see started (with the cores busy, about a tenth of the
-    API's loop in a burst of creates: bench/submit_throughput.py). Python 3.12 does this by itself. Returns
-    what puts the previous way back (the watcher is process-wide)."""
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return lambda: None
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:  # a kernel before 5.3
-        return lambda: None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        previous = asyncio.get_child_watcher()
-        watcher = asyncio.PidfdChildWatcher()
-        watcher.attach_loop(asyncio.get_running_loop())
-        asyncio.set_child_watcher(watcher)
-
-    def restore() -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            if asyncio.get_child_watcher() is watcher:
-                asyncio.set_child_watcher(previous)
-        watcher.close()
-
-    return restore
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
