@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -20,6 +21,7 @@ import os
 import platform
 import pwd
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -38,7 +40,15 @@ sys.path.insert(0, str(REPO))  # bench.services: the benches' own helpers
 import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from bench.services import BenchError, Service, api_config, free_port, wait_until  # noqa: E402
+from bench.services import (  # noqa: E402
+    BenchError,
+    Service,
+    add_cluster_options,
+    api_config,
+    cluster_of,
+    free_port,
+    wait_until,
+)
 from slurmlink.core.states import FINISHED_STATES  # noqa: E402
 from slurmlink.devcluster import DevCluster  # noqa: E402
 from slurmlink.slurm.commands import sbatch  # noqa: E402
@@ -122,8 +132,11 @@ class Slurm:
 class Api(Service):
     """One `slurmlink api` process on loopback (a context manager: stopped by its PID on exit)."""
 
-    def __init__(self, cluster: DevCluster, user: str, poll_interval: float, tmp: Path) -> None:
-        config = api_config(cluster, user, poll_interval, free_port())
+    def __init__(self, cluster: DevCluster, user: str, poll_interval: float | None, tmp: Path) -> None:
+        """`poll_interval` None: the shipped default."""
+        config = api_config(cluster, user, poll_interval or 0.0, free_port())
+        if poll_interval is None:
+            del config["poll_interval"]
         super().__init__("api", config, tmp, port=config["listen"]["port"])
 
     def counters(self) -> dict[str, float]:
@@ -217,6 +230,29 @@ def cpu_seconds() -> tuple[float, float]:
     return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # idle and iowait are not busy
 
 
+def process_cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system, all threads) one process used so far, from /proc/<pid>/stat; with
+    `children`, also those of its children that it has waited for (runuser and the sbatch under it, squeue)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    used = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return used / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds(cluster: DevCluster, api: Service | None) -> float:
+    """CPU seconds used so far by what a phase runs, and nothing else on the machine: this process and its
+    waited-for children (raw: runuser and sbatch), the API with its commands, and the cluster's daemons with
+    their children (slurmctld; slurmd and the job steps it waits for; munged, slurmrestd). The machine is
+    shared: unlike /proc/stat, this does not count other work that happens to run meanwhile."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    pids = [pid for pid in cluster.status().values() if pid is not None] + ([api.proc.pid] if api else [])
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += process_cpu_seconds(pid, children=True)
+    return total
+
+
 def counted(api: Api, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
     """`work()`, and how much the API's /metrics counters grew meanwhile."""
     before = api.counters()
@@ -235,40 +271,51 @@ def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
 
 
 def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, concurrency: int,
-               tmp: Path) -> dict[str, Any]:
+               poll_interval: float | None, tmp: Path) -> dict[str, Any]:
     phases: list[dict[str, Any]] = []
     for i, kind in enumerate(order, 1):
         pods = [make_pod() for _ in range(n)]
-        extra: dict[str, Any] = {"jobs_held_at_start": slurm.held()}
+        extra: dict[str, Any] = {"jobs_held_at_start": slurm.held(), "loadavg_at_start": os.getloadavg()}
         if kind == "raw":
             t0 = time.perf_counter()
             jobs = [slurm.raw_job(p) for p in pods]  # translation is not timed for raw: reported per pod
             extra["build_job_ms_per_pod"] = round((time.perf_counter() - t0) * 1000 / n, 3)
-            cpu0 = cpu_seconds()
+            cpu0, own0 = cpu_seconds(), own_cpu_seconds(cluster, None)
             seconds, errors = raw_throughput(slurm, jobs, concurrency)
-            cpu1 = cpu_seconds()
+            cpu1, own1 = cpu_seconds(), own_cpu_seconds(cluster, None)
         else:
-            with Api(cluster, slurm.user, 0.5, tmp) as api:  # its start-up (adopting every job) is not counted
-                cpu0 = cpu_seconds()
+            with Api(cluster, slurm.user, poll_interval, tmp) as api:  # its start-up (adopting jobs) is not counted
+                cpu0, api0, own0 = cpu_seconds(), process_cpu_seconds(api.proc.pid), own_cpu_seconds(cluster, api)
                 (seconds, errors), extra["api_counters"] = counted(
                     api, lambda: asyncio.run(api_throughput(api, pods, concurrency)))  # noqa: B023
-                cpu1 = cpu_seconds()
+                cpu1, api1, own1 = cpu_seconds(), process_cpu_seconds(api.proc.pid), own_cpu_seconds(cluster, api)
+                extra["api_process_cpu_ms_per_job"] = round(1000 * (api1 - api0) / n, 2)
         busy, total = (end - start for end, start in zip(cpu1, cpu0, strict=True))
         ok = n - len(errors)
-        extra |= {"machine_cpu_busy_pct": round(100 * busy / total, 1), "cpu_ms_per_job": round(1000 * busy / n, 1)}
+        extra |= {"machine_cpu_busy_pct": round(100 * busy / total, 1), "cpu_ms_per_job": round(1000 * busy / n, 1),
+                  "own_cpu_ms_per_job": round(1000 * (own1 - own0) / n, 2)}
         if not ok:
             raise BenchError(f"every submission of phase {i} ({kind}) failed, e.g. {errors[0]}")
         phases.append({"phase": i, "kind": kind, "jobs": ok, "errors": len(errors), "first_errors": errors[:3],
                        "seconds": round(seconds, 3), "jobs_per_s": round(ok / seconds, 1), **extra})
-        print(f"  phase {i} {kind:3}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s"
+        print(f"  phase {i} {kind:3}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s, "
+              f"{extra['cpu_ms_per_job']} CPU ms/job on the machine, {extra['own_cpu_ms_per_job']} its own"
+              + (f" ({extra['api_process_cpu_ms_per_job']} in the API)" if kind == "api" else "")
+              + f", load {extra['loadavg_at_start'][0]:.2f} at start"
               + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
         slurm.drain()
     result: dict[str, Any] = {"phases": phases}
     for kind in sorted(set(order)):
         mine = [p for p in phases if p["kind"] == kind]
         result[f"{kind}_jobs_per_s"] = round(sum(p["jobs"] for p in mine) / sum(p["seconds"] for p in mine), 1)
+        result[f"{kind}_own_cpu_ms_per_job"] = round(
+            sum(p["own_cpu_ms_per_job"] * p["jobs"] for p in mine) / sum(p["jobs"] for p in mine), 2)
     if {"raw", "api"} <= set(order):
         result["ratio_api_over_raw"] = round(result["api_jobs_per_s"] / result["raw_jobs_per_s"], 3)
+        # Throughput on a saturated machine is the inverse of the CPU per job: this ratio is that of the CPU the
+        # bench's own processes used, which other work on a shared machine moves much less than jobs/s.
+        result["ratio_raw_over_api_own_cpu"] = round(result["raw_own_cpu_ms_per_job"]
+                                                     / result["api_own_cpu_ms_per_job"], 3)
     return result
 
 
@@ -292,13 +339,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--latency-pods", type=int, default=40)
     parser.add_argument("--order", default="raw,api,api,raw", help="throughput phases, in order")
+    parser.add_argument("--api-poll-interval", type=float, default=0.5,
+                        help="the API's poll_interval in the throughput phases; 0: the shipped default")
     parser.add_argument("--latency-poll-intervals", default="0.5,0.2", help="API poll_interval of each latency run")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "submit_throughput.json")
+    add_cluster_options(parser)
     args = parser.parse_args()
     order = args.order.split(",")
     intervals = [float(x) for x in args.latency_poll_intervals.split(",") if x]
     wall = time.perf_counter()
-    cluster = DevCluster()
+    cluster = cluster_of(args)
     cluster.up()
     slurm = Slurm(cluster, cluster.users[0])
     planned = args.pods * len(order) + args.latency_pods * (1 + len(intervals))
@@ -307,12 +357,14 @@ def main() -> None:
                     "python": platform.python_version(), "kernel": platform.release(),
                     "loadavg_at_start": os.getloadavg(), "cluster_cpus": cluster.cpus, **preflight(slurm, planned)},
         "parameters": {"pods": args.pods, "concurrency": args.concurrency, "latency_pods": args.latency_pods,
-                       "order": order, "throughput_api_poll_interval": 0.5, "latency_poll_intervals": intervals,
+                       "order": order, "throughput_api_poll_interval": args.api_poll_interval or "default",
+                       "latency_poll_intervals": intervals,
                        "latency_tick_s": TICK, "user": slurm.user}}
     tmp = Path(tempfile.mkdtemp(prefix="slurmlink-bench-"))
     try:
         slurm.drain()
-        report["throughput"] = throughput(cluster, slurm, order, args.pods, args.concurrency, tmp)
+        report["throughput"] = throughput(cluster, slurm, order, args.pods, args.concurrency,
+                                          args.api_poll_interval or None, tmp)
         report["foreign_active_jobs_before_latency"] = len(slurm.active(bench_only=False))
         report["latency"] = latency(cluster, slurm, args.latency_pods, intervals, tmp)
     finally:
@@ -329,10 +381,12 @@ def main() -> None:
 def print_table(report: dict[str, Any]) -> None:
     m, p, t = report["machine"], report["parameters"], report["throughput"]
     print(f"\n{m['slurm']}, {m['nproc']} cores, load {m['loadavg_at_start'][0]:.2f} at start; {p['pods']} pods "
-          f"per phase ({','.join(p['order'])}), concurrency {p['concurrency']}")
+          f"per phase ({','.join(p['order'])}), concurrency {p['concurrency']}, API poll_interval "
+          f"{p['throughput_api_poll_interval']}")
     print(f"{'throughput (submissions)':<40}{'jobs/s':>10}")
     rows = [("raw sbatch (runuser)", "raw_jobs_per_s"), ("slurmlink api /create", "api_jobs_per_s"),
-            ("ratio api/raw", "ratio_api_over_raw")]
+            ("ratio api/raw", "ratio_api_over_raw"), ("own CPU ms/job raw", "raw_own_cpu_ms_per_job"),
+            ("own CPU ms/job api", "api_own_cpu_ms_per_job"), ("ratio raw/api own CPU", "ratio_raw_over_api_own_cpu")]
     for label, key in rows:
         if key in t:
             print(f"  {label:<38}{t[key]:>10.3g}" if key.startswith("ratio") else f"  {label:<38}{t[key]:>10.1f}")

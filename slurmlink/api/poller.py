@@ -43,6 +43,9 @@ class StatusPoller:
         self.interval = interval
         self.fast_interval = min(fast_interval or interval / 4, interval)
         self._backoff = self.fast_interval  # the next delay while a job is awaited
+        self._hurried = False  # polls are hurried now (since a submission or a cancel, until nothing is awaited)
+        # The jobs' own files are watched (slurm/statuswatch.py): a start shows there between polls.
+        self.files_watched = False
         self.on_change = on_change or (lambda uids: None)  # after every change applied (None: any pod)
         self.read_seq = 0  # numbers the record reads, so that an older read never replaces a newer one
         self.workdir_for = workdir_for  # (namespace, uid) -> the pod's directory
@@ -54,7 +57,16 @@ class StatusPoller:
     def hurry(self) -> None:
         """A job was submitted or cancelled: poll `fast_interval` after the last poll, then back off."""
         self._backoff = self.fast_interval
+        self._hurried = True
         self._wake.set()
+
+    def submitted(self) -> None:
+        """A job was submitted: hurry. Where the jobs' files are watched, their starts show there, so a
+        submission while polls are hurried already does not start the backoff again: a burst of creates
+        costs a few polls backing off to the interval, not one per `fast_interval` while it lasts, each a
+        query of every job SLURM holds competing with the submissions (bench/submit_throughput.py)."""
+        if not (self.files_watched and self._hurried):
+            self.hurry()
 
     def awaiting(self) -> bool:
         """Some submitted job has not been seen started, or some deleted pod's job has not been seen ended."""
@@ -71,6 +83,7 @@ class StatusPoller:
         """Seconds from the start of one poll to the next: the interval at steady state; while a job is awaited,
         `fast_interval` doubling up to the interval (a job that waits long in the queue costs no more)."""
         if not self.awaiting():
+            self._hurried = False
             return self.interval
         delay = self._backoff
         self._backoff = min(self._backoff * 2, self.interval)

@@ -32,6 +32,9 @@ class PodEntry:
     records_read: int = 0  # the read (StatusPoller.read_seq) its records come from: an older one must not win
     started_by_files: float = 0.0  # when its files showed the start that SLURM had not shown yet (monotonic)
     placement: str = ""  # the VO, account and partition the site policy gave its job (for the pod's event)
+    # What the change feed's last status of it was made from (PodService.observe): the same again needs no new
+    # status, so a poll of many pods costs a comparison for each unchanged one.
+    fed: tuple[Any, ...] | None = None
 
     @property
     def finished(self) -> bool:

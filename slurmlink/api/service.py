@@ -60,6 +60,7 @@ class PodService:
             self.watch = make_watch(method, self.poller.refresh, config.watch_stat_interval)
         elif config.watch_files != "off":
             self.watch = backend.status_watch(self.poller.refresh)
+        self.poller.files_watched = self.watch is not None
         log.info("job files under %s: %s", config.job_root,
                  "not watched" if self.watch is None else f"watched ({type(self.watch).__name__})")
         self.recovered = asyncio.Event()
@@ -146,8 +147,8 @@ class PodService:
             self._changed([ref.uid])
             if entry.job_id:
                 # The entry already says PENDING; polls come sooner (backing off) until SLURM or the job's files
-                # show it started. A burst of creates costs one poll per `poll_interval_fast`, not one per create.
-                self.poller.hurry()
+                # show it started. A burst of creates costs a few polls, not one per create (poller.submitted).
+                self.poller.submitted()
             return entry.job_id
 
     def placement(self, uid: str) -> str:
@@ -261,9 +262,13 @@ class PodService:
     def _changed(self, uids: list[str] | None) -> None:
         """After a poll (None: any pod may have changed), a refresh of some pods' records or a create."""
         self.observe(uids)
-        if self.watch is not None:
-            self.watch.track_pods({e.uid: e.directory for e in self.registry.entries.values()
-                                   if e.job_id and e.workdir and not e.rejected and not e.records_final})
+        if self.watch is None:
+            return
+        if uids is None:  # after a poll: exactly the pods still to watch
+            self.watch.track_pods({e.uid: e.directory for e in self.registry.entries.values() if _watched(e)})
+        else:  # only these pods can have become watchable; one whose records became final goes at the next poll
+            entries = self.registry.entries
+            self.watch.add_pods({uid: e.directory for uid in uids if (e := entries.get(uid)) and _watched(e)})
 
     def observe(self, uids: list[str] | None = None) -> None:
         """Give the change feed the status of these pods (None: all) as /status would answer it now; those
@@ -271,7 +276,7 @@ class PodService:
         entries = self.registry.entries
         for uid in list(entries) if uids is None else uids:
             entry = entries.get(uid)
-            if entry is not None:
+            if entry is not None and not _fed_already(entry):
                 self.registry.changes.record(uid, _fingerprint(self.feed_status(entry)))
 
     def feed_status(self, entry: PodEntry) -> PodStatus:
@@ -396,6 +401,22 @@ def _grace(pod: dict[str, Any], entry: PodEntry) -> float:
         if isinstance(value, int) and value >= 0:
             return float(value)
     return 30.0
+
+
+def _watched(entry: PodEntry) -> bool:
+    """Whether the pod's files are worth watching: it has a job whose records may still change."""
+    return bool(entry.job_id and entry.workdir and not entry.rejected and not entry.records_final)
+
+
+def _fed_already(entry: PodEntry) -> bool:
+    """Whether the feed already has the status of the entry as it is now (status_of reads only these). Notes
+    what it is now otherwise. The pod is the same object or not: callers replace it, never change it."""
+    basis = (entry.pod, entry.job_id, entry.job, entry.rejected, entry.records)
+    fed = entry.fed
+    if fed is not None and fed[0] is basis[0] and fed[1:] == basis[1:]:
+        return True
+    entry.fed = basis
+    return False
 
 
 def _fingerprint(status: PodStatus) -> str:

@@ -57,6 +57,9 @@ class ProxyWatch(StatusWatch):
         if self._running:
             self._follow_groups()
 
+    def add_pods(self, pods: Mapping[str, PodDirectory]) -> None:
+        self.track_pods({**self.pods, **pods})
+
     def _group(self, pod: PodDirectory) -> str:
         return SERVICE if self.shared else pod.user
 

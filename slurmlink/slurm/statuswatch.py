@@ -118,6 +118,9 @@ class StatusWatch:
             self._unwatch(uid)
             del self.watched[uid]
             self.owners.pop(uid, None)
+        self._track_each(pods, owners)
+
+    def _track_each(self, pods: Mapping[str, str], owners: Mapping[str, int] | None) -> None:
         for uid, workdir in pods.items():
             owner = owners.get(uid) if owners is not None else None
             if self.watched.get(uid) != workdir or self.owners.get(uid) != owner:
@@ -133,6 +136,11 @@ class StatusWatch:
     def track_pods(self, pods: Mapping[str, PodDirectory]) -> None:
         """`track` for the API's pods (a watch that asks the site for them needs more than the directory)."""
         self.track({uid: pod.workdir for uid, pod in pods.items()})
+
+    def add_pods(self, pods: Mapping[str, PodDirectory]) -> None:
+        """Watch these pods too (a new submission), leaving the others as they are: the cost of a create does
+        not grow with the number of pods watched."""
+        self._track_each({uid: pod.workdir for uid, pod in pods.items()}, None)
 
     def changed(self, uids: set[str]) -> None:
         self._changed |= uids
@@ -231,6 +239,7 @@ class InotifyWatch(StatusWatch):
         self._wds: dict[str, list[int]] = {}
         self._parents: dict[str, int] = {}  # a directory where pod directories are awaited -> its wd
         self._awaited: dict[int, dict[str, str]] = {}  # that wd -> {name of the pod directory: uid}
+        self._awaiting: dict[str, set[tuple[int, str]]] = {}  # uid -> its (wd, name) in _awaited
         self._reader = False
         self._full = False  # warned that the watch limit was reached
 
@@ -286,15 +295,16 @@ class InotifyWatch(StatusWatch):
                 return
             self._parents[parent] = wd
         self._awaited.setdefault(wd, {})[name] = uid
+        self._awaiting.setdefault(uid, set()).add((wd, name))
 
     def _stop_awaiting(self, uid: str) -> None:
-        for wd, names in list(self._awaited.items()):
-            for name in [n for n, waiting in names.items() if waiting == uid]:
+        # Through the index: a pod's create must not cost a look at every other awaited pod. The parent's
+        # watch stays when no pod is awaited there any more (there is one parent, job_root): removing it takes
+        # the kernel milliseconds (inotify_rm_watch waits for a grace period), and the next create adds it back.
+        for wd, name in self._awaiting.pop(uid, ()):
+            names = self._awaited.get(wd)
+            if names is not None and names.get(name) == uid:
                 del names[name]
-            if not names:
-                del self._awaited[wd]
-                self._parents = {p: w for p, w in self._parents.items() if w != wd}
-                self.libc.inotify_rm_watch(self.fd, wd)
 
     def _unwatch(self, uid: str) -> None:
         self._forget_wds(uid)

@@ -147,6 +147,29 @@ def test_polls_come_sooner_only_while_a_job_is_awaited() -> None:
     assert asyncio.run(scenario()) == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
 
 
+def test_a_burst_of_creates_restarts_the_hurried_polls_only_where_no_file_shows_the_starts() -> None:
+    async def scenario(files_watched: bool) -> list[float]:
+        service, backend = make_service(poll_interval=2.0, poll_interval_fast=0.25)
+        poller = service.poller
+        poller.files_watched = files_watched  # as PodService sets it when it watches the job files
+        delays = []
+        for i in range(4):
+            pod = make_pod([{"name": "main", "command": ["sleep", "9"]}], name=f"p{i}", uid=f"u-{i}")
+            await service.create(parse_create({"pod": pod}))
+            delays.append(poller.next_delay())  # a poll after each create
+        for job_id in ("7", "8", "9", "10"):
+            backend.start(job_id)
+        await poller.poll_once()
+        delays.append(poller.next_delay())  # nothing awaited: the interval, and the next create hurries again
+        pod = make_pod([{"name": "main", "command": ["sleep", "9"]}], name="p9", uid="u-9")
+        await service.create(parse_create({"pod": pod}))
+        delays.append(poller.next_delay())
+        return delays
+
+    assert asyncio.run(scenario(files_watched=True)) == [0.25, 0.5, 1.0, 2.0, 2.0, 0.25]
+    assert asyncio.run(scenario(files_watched=False)) == [0.25, 0.25, 0.25, 0.25, 2.0, 0.25]
+
+
 def test_a_deleted_pods_job_is_awaited_until_it_ends() -> None:
     async def scenario() -> tuple[bool, bool]:
         service, backend = make_service()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from slurmlink.core import states
-from slurmlink.core.records import PodDirectory
+from slurmlink.core.records import JobInfo, PodDirectory
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.cli import CliBackend, CliConfig
 from slurmlink.slurm.commands import SEP, epoch, sacct, sbatch, scancel, sinfo, squeue
@@ -129,6 +129,21 @@ def test_squeue_parse_2411_code_signal_exit_codes() -> None:
     assert (jobs["12"].exit_code, jobs["12"].signal) == (None, 15)
     assert (jobs["13"].exit_code, jobs["13"].signal) == (0, None)
     assert (jobs["14"].state, jobs["14"].exit_code) == ("RUNNING", None)
+
+
+def test_squeue_parse_reuses_the_jobs_of_unchanged_lines_and_reads_changed_ones_again() -> None:
+    reuse: dict[str, JobInfo] = {}
+    first = squeue.parse(SQUEUE_2411_OUT, "slurmlink-", reuse=reuse)
+    assert first == squeue.parse(SQUEUE_2411_OUT, "slurmlink-")  # the same answer as without
+    lines = SQUEUE_2411_OUT.splitlines(keepends=True)
+    # Job 14 ends, job 11 leaves the controller's memory, nothing else changes.
+    ended = lines[3].replace("RUNNING", "COMPLETED")
+    second = {job.job_id: job for job in squeue.parse("".join([lines[1], lines[2], ended]), "slurmlink-",
+                                                      reuse=reuse)}
+    by_id = {job.job_id: job for job in first}
+    assert second["12"] is by_id["12"] and second["13"] is by_id["13"]  # unchanged lines: not parsed again
+    assert (second["14"].state, second["14"].exit_code) == ("COMPLETED", 0)
+    assert set(second) == {"12", "13", "14"} and len(reuse) == 3  # what left the list is not kept
 
 
 def test_squeue_parse_empty_and_garbage() -> None:

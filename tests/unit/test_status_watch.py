@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from slurmlink.core.records import PodDirectory
 from slurmlink.slurm.statuswatch import (
     InotifyWatch,
     StatusWatch,
@@ -149,3 +150,40 @@ def test_the_watches_are_of_the_kind_asked_for() -> None:
     stat, inotify = asyncio.run(scenario())
     assert stat is StatWatch
     assert inotify is (InotifyWatch if _libc_inotify() is not None else StatWatch)
+
+
+@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+def test_inotify_sees_pod_directories_appear_one_by_one_as_pods_are_added(tmp_path: Path) -> None:
+    """Pods added one at a time (creates: add_pods), their directories made later, in another order; the
+    parent's watch outlives the moments when no pod is awaited in it."""
+    async def scenario() -> None:
+        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+
+        async def on_change(uids: set[str]) -> None:
+            await batches.put(uids)
+
+        watch = make_watch("inotify", on_change, 0.05)
+        assert isinstance(watch, InotifyWatch)
+        runner = asyncio.create_task(watch.run())
+        try:
+            pods = {uid: PodDirectory(str(tmp_path / f"ns-{uid}"), "someone", uid) for uid in ("a", "b", "c")}
+            watch.add_pods({"a": pods["a"]})
+            watch.add_pods({"b": pods["b"]})
+            await told(batches, "a", "b")  # each read once at first
+            (tmp_path / "ns-b").mkdir()
+            assert "b" in await told(batches, "b")
+            (tmp_path / "ns-a").mkdir()
+            assert "a" in await told(batches, "a")  # no pod is awaited now; the parent stays watched
+            watch.add_pods({"c": pods["c"]})
+            await told(batches, "c")
+            (tmp_path / "ns-c").mkdir()
+            assert "c" in await told(batches, "c")
+            assert set(watch.watched) == {"a", "b", "c"}
+            (tmp_path / "ns-a" / "status").mkdir()
+            put(tmp_path / "ns-a" / "status", "main.started", "2026-12-05T01:00:00Z")
+            assert "a" in await told(batches, "a")
+        finally:
+            runner.cancel()
+            watch.close()
+
+    asyncio.run(scenario())

@@ -39,13 +39,21 @@ def parse_line(line: str) -> JobInfo | None:
     return job_info(parts, decode_exit_code)
 
 
-def parse(output: str, prefix: str = "") -> list[JobInfo]:
+def parse(output: str, prefix: str = "", reuse: dict[str, JobInfo] | None = None) -> list[JobInfo]:
     """Jobs in squeue's output whose name starts with `prefix`. Other users' jobs are skipped before
     their fields are parsed: on a busy cluster they are most of the lines. Raises SlurmError when lines
-    are there but none has this format, which is a changed format, not an empty queue."""
+    are there but none has this format, which is a changed format, not an empty queue.
+
+    `reuse`: the jobs of the last call by their line, replaced by this call's. A job that did not change prints
+    the same line (most lines are finished jobs the controller still holds), so it is not parsed again."""
     lines = [line for line in output.splitlines() if line.strip()]
     ours = [line for line in lines if line.split(SEP, 2)[1:2] and line.split(SEP, 2)[1].startswith(prefix)]
-    jobs = [job for job in map(parse_line, ours) if job is not None]
+    known = reuse if reuse is not None else {}
+    parsed = {line: job for line in ours if (job := known.get(line) or parse_line(line)) is not None}
+    jobs = list(parsed.values())
+    if reuse is not None:
+        reuse.clear()
+        reuse.update(parsed)
     if lines and not jobs and not any(parse_line(line) for line in lines[:5]):
         raise SlurmError(f"cannot read squeue's output (first line: {lines[0][:200]!r})")
     return jobs
