@@ -1,7 +1,8 @@
 """A lean HTTP/1.1 client for the proxy's forwarding to slurmrestd: kept-alive connections, each request written
 in one piece (head and body in one send, so slurmrestd reads it whole at once), the answer's head parsed here.
 
-It does only what forwarding needs: no redirects, cookies, decompression, proxies or retries. Measured per
+It does only what forwarding needs: no redirects, cookies, decompression or proxies, and no retry of a request
+once sent (a refused connect is tried again for up to 2 s: nothing was sent). Measured per
 request, httpx's general machinery (its pool, anyio, h11, two sends) was the largest part of the proxy's own
 CPU (bench/README.md). The proxy's other calls to slurmrestd (version discovery, job lookups, health) are rare
 and keep using httpx.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -20,6 +22,8 @@ from slurmlink.core.errors import SlurmlinkError
 MAX_HEAD_BYTES = 64 * 1024  # slurmrestd's answer heads are a few hundred bytes
 READ_SIZE = 64 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})
+REFUSED_RETRY_SECONDS = (0.05, 0.5)  # after a refused connect: first delay, doubling up to the second
+REFUSED_RETRY_WINDOW = 2.0  # refused connects are tried again for this long (within the connect timeout)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a header name
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # no CR, LF or NUL: one header stays one header
 _TARGET = re.compile(r"/[!-~]*")  # visible ASCII only: what is checked is what is sent
@@ -203,9 +207,21 @@ class UpstreamPool:
             if conn.usable():
                 return conn
             conn.close()
-        async with asyncio.timeout(self.connect_timeout):
-            reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls, limit=MAX_HEAD_BYTES)
-        return _Connection(reader, writer)
+        started = time.monotonic()
+        deadline, retry_until = started + self.connect_timeout, started + REFUSED_RETRY_WINDOW
+        delay = REFUSED_RETRY_SECONDS[0]
+        while True:
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls,
+                                                                   limit=MAX_HEAD_BYTES)
+                return _Connection(reader, writer)
+            except ConnectionRefusedError:
+                # slurmrestd restarting (an upgrade, a new key): nothing was sent, so trying again is safe
+                if time.monotonic() + delay >= min(deadline, retry_until):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REFUSED_RETRY_SECONDS[1])
 
     async def _answer(self, conn: _Connection, method: str) -> UpstreamResponse:
         while True:

@@ -176,3 +176,41 @@ def test_targets_and_headers_that_would_change_the_request_are_refused() -> None
 
     canned = run([OK], scenario)
     assert len(canned.requests) == 1
+
+
+def test_a_refused_connect_is_tried_again_until_slurmrestd_listens() -> None:
+    # slurmrestd restarting: the port refuses for a moment, then answers; nothing was sent, so the send waits.
+    async def main() -> None:
+        canned = CannedServer([OK])
+        probe = await asyncio.start_server(canned.handle, "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        pool = UpstreamPool(f"http://127.0.0.1:{port}", max_connections=2, timeout=5, connect_timeout=5)
+        servers = []
+
+        async def listen_later() -> None:
+            await asyncio.sleep(0.3)
+            servers.append(await asyncio.start_server(canned.handle, "127.0.0.1", port))
+        later = asyncio.create_task(listen_later())
+        try:
+            assert await body_of(pool) == (200, b"{}")
+        finally:
+            await later
+            await pool.aclose()
+            servers[0].close()
+
+    asyncio.run(main())
+
+
+def test_a_port_that_keeps_refusing_is_an_upstream_error_after_the_connect_timeout() -> None:
+    async def main() -> None:
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        pool = UpstreamPool(f"http://127.0.0.1:{port}", max_connections=2, timeout=5, connect_timeout=0.3)
+        with pytest.raises(UpstreamError, match="ConnectionRefusedError"):
+            await body_of(pool)
+
+    asyncio.run(main())
