@@ -4,6 +4,7 @@ the API's loop spin or buffer without end, and output the client does not take s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pty
 import termios
@@ -63,10 +64,8 @@ async def _output_nobody_takes() -> int:
     written = 0
     chunk = b"x" * 4096
     for _ in range(400):  # the step keeps printing; the client takes nothing
-        try:
+        with contextlib.suppress(BlockingIOError):
             written += os.write(side, chunk)
-        except BlockingIOError:
-            pass
         await asyncio.sleep(0)
     queued = terminal.readable.qsize()
     termios.tcsetattr(side, termios.TCSANOW, attrs)
