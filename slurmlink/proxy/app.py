@@ -106,9 +106,9 @@ class ProxyService:
         forwarder = Forwarder(self.pool, self.slurm_token, self.ledger, config.max_body_bytes,
                               self.metrics.upstream_timer, body_timeout=config.clients.body_timeout_seconds,
                               on_submitted=self.watch.submitted if self.watch else None)
-        site_policy = SubmitPolicy(config.site_policy, self.http, self.upstream, self.api_version.get,
-                                   self.slurm_token.token, config.slurm_user)
         read_body, forward = forwarder.steps()
+        site_policy = SubmitPolicy(config.site_policy, self.http, self.upstream, self.api_version.get,
+                                   self.slurm_token.token, config.slurm_user, forward)
         # Every request passes these in order, until one answers (a refusal, or the answer).
         self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, read_body, site_policy.check, forward]
         self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)

@@ -3,23 +3,27 @@ the rule, the same way on a mode-2 batch job (through the real flags parsing) an
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from slurmlink.api.backends import capacity_partitions
 from slurmlink.api.config import ApiConfig
+from slurmlink.api.sitepolicy import describe as describe_job
 from slurmlink.checks.report import Report
 from slurmlink.checks.sitepolicy import check_site_policy, compare
 from slurmlink.core.errors import PodRejected
 from slurmlink.identity.entitlements import EntitlementPolicy
-from slurmlink.proxy.sitepolicy import count_active
+from slurmlink.proxy.sitepolicy import SubmitPolicy, cap_key, count_active, describe
 from slurmlink.sitepolicy.batchjob import place_job, site_for
 from slurmlink.sitepolicy.config import SitePolicySection
 from slurmlink.sitepolicy.jobdesc import place_body
 from slurmlink.sitepolicy.rules import (
     JobAsk,
+    Placement,
     PolicyRefused,
     asked_vo,
     check_cap,
@@ -28,6 +32,7 @@ from slurmlink.sitepolicy.rules import (
     gpus_in,
     time_minutes,
 )
+from slurmlink.slurm.rest import _refused
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 from slurmlink.wire.names import FLAGS_ANNOTATION
@@ -290,3 +295,53 @@ def test_what_cannot_be_a_vo_name_never_reaches_a_header(text: str) -> None:
     with pytest.raises(PolicyRefused, match="is not a VO name"):
         asked_vo(text)
     assert asked_vo(" vo.example.org ") == "vo.example.org" and asked_vo(None) is None
+
+
+def test_the_proxy_tells_the_placement_as_mode_2s_api_says_it() -> None:
+    placement, job = placed(["alpha.example.org"])
+    [filled] = place_body({"job": {"name": "j"}}, placement)
+    assert describe(placement, filled) == describe_job(job, placement) == \
+        "VO alpha.example.org, account alpha, partition debug, QoS normal"
+    free = Placement("x.org", SitePolicySection.model_validate({"vos": [{"vo": "x.org"}]}).vos[0])
+    [asked] = place_body({"job": {"partition": "a\r\nX-Evil: 1" + "p" * 400}}, free)  # a partition not restricted
+    told = describe(free, asked)
+    assert "\r" not in told and "\n" not in told and len(told) <= 300
+    assert told.startswith("VO x.org, account (user default), partition aX-Evil: 1")
+
+
+def test_capped_submissions_wait_per_account_and_user_or_per_account_when_the_vo_is_capped() -> None:
+    per_user = choose_vo(POLICY, ["alpha.example.org"], None)  # max_jobs too: the whole VO counts
+    assert cap_key(per_user, "u1") == cap_key(per_user, "u2") == "alpha"
+    only_users = Placement("a", SitePolicySection.model_validate(
+        {"vos": [{"vo": "a", "account": "acc", "max_jobs_per_user": 1}]}).vos[0])
+    assert (cap_key(only_users, "u1"), cap_key(only_users, "u2")) == ("acc/u1", "acc/u2")
+
+
+def test_one_capped_submission_at_a_time_per_key_and_the_locks_are_forgotten() -> None:
+    policy = SubmitPolicy(POLICY, None, "", None, lambda: "", "slurm", None)  # type: ignore[arg-type]
+    inside: list[str] = []
+    most: dict[str, int] = {}
+
+    async def hold(key: str) -> None:
+        async with policy._held(key):
+            inside.append(key)
+            most[key] = max(most.get(key, 0), inside.count(key))
+            for _ in range(3):  # let the others run: any that got in would be counted
+                await asyncio.sleep(0)
+            inside.remove(key)
+
+    async def main() -> None:
+        await asyncio.gather(*(hold(k) for k in ("a/u1", "a/u1", "a/u1", "a/u2", "a/u2")))
+
+    asyncio.run(main())
+    assert most == {"a/u1": 1, "a/u2": 1} and policy._locks == {}
+
+
+def test_the_mode_1_api_reads_the_proxys_rule_from_its_refusal() -> None:
+    body = {"error": "PartitionNotAllowed", "reason": "site policy of VO a, rule partitions: no", "rule": "partitions"}
+    refused = _refused(httpx.Response(403, json=body))
+    assert (refused.error, refused.rule, refused.detail) == ("PartitionNotAllowed", "partitions", body["reason"])
+    odd = _refused(httpx.Response(403, json={**body, "error": "not a word\n"}))
+    assert odd.error == "Forbidden" and odd.rule == "partitions"
+    plain = _refused(httpx.Response(403, text="no"))
+    assert (plain.rule, plain.error) == ("", "Forbidden")
