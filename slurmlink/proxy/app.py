@@ -97,8 +97,9 @@ class ProxyService:
                                       config.api_version_recheck_seconds)
         lookup = JobLookup(self.http, self.upstream, self.api_version)
         self.watch = file_watch(config, self.ledger)
+        policy_partitions = config.site_policy.partitions()  # capacity: only what the site policy's VOs may use
         self.extensions = Extensions(config.files, lookup, self.ledger, self.slurm_token.token, signaller,
-                                     self.watch)
+                                     self.watch, ",".join(policy_partitions) if policy_partitions else None)
         self.gates = AccessGates(config, self.callers, self.ledger, self.slurm_token, lookup)
         self.pool = UpstreamPool(self.upstream, max_connections=config.max_upstream_connections,
                                  timeout=config.upstream_timeout_seconds,

@@ -106,6 +106,13 @@ class SitePolicySection(Strict):
         """The first entry of `vo` that a member holding `groups` (group path -> roles) matches."""
         return next((entry for entry in self.vos if entry.vo == vo and entry.applies_to(groups)), None)
 
+    def partitions(self) -> list[str] | None:
+        """The partitions the VOs may use, in order (where capacity is counted); None when an entry may use any
+        partition, or there is no entry."""
+        if not self.vos or any(not vo.partitions for vo in self.vos):
+            return None
+        return list(dict.fromkeys(p for vo in self.vos for p in vo.partitions))
+
     def accounts(self) -> dict[str, str]:
         """VO -> account, for the VOs that name one."""
         return {v.vo: v.account for v in self.vos if v.account}

@@ -152,6 +152,31 @@ def test_submissions_arriving_at_once_do_not_overshoot_the_cap(
         clear_accounts(slurm_cluster)
 
 
+def test_the_proxys_capacity_counts_only_the_vos_partitions(
+        proxy: ProxyServer, checkin: CheckinStandin, members: dict[str, str]) -> None:
+    """What the mode-1 node's allocatable and /pinglink show: the nodes of the policy's partitions only (the
+    dev cluster's one node is in both of them; a policy of a partition without nodes counts nothing)."""
+    token = bearer(checkin.mint(members["alice"]))
+    whole = httpx.get(f"{proxy.url}/slurmlink/v1/capacity", headers=token, timeout=30)
+    assert whole.status_code == 200 and whole.json()["cpus"] > 0, whole.text
+    elsewhere = {"vos": [{**v, "partitions": ["nowhere"]} for v in policy_config_entries(proxy)]}
+    other = ProxyServer(proxy.config.model_copy(update={
+        "site_policy": SitePolicySection.model_validate(elsewhere),
+        "listen": proxy.config.listen.model_copy(update={"port": free_port()}),
+        "admin": proxy.config.admin.model_copy(update={"port": free_port()})})).start()
+    try:
+        narrowed = httpx.get(f"{other.url}/slurmlink/v1/capacity", headers=token, timeout=30)
+        assert narrowed.status_code == 200 and narrowed.json()["cpus"] == 0, narrowed.text
+        asked = httpx.get(f"{other.url}/slurmlink/v1/capacity?partition=debug", headers=token, timeout=30)
+        assert asked.status_code == 200 and asked.json()["cpus"] > 0  # the partition the API names counts too
+    finally:
+        other.stop()
+
+
+def policy_config_entries(proxy: ProxyServer) -> list[dict[str, Any]]:
+    return [v.model_dump(exclude_none=True) for v in proxy.config.site_policy.vos]
+
+
 # --- pods through the whole mode-1 stack: vk's /create -> slurmlink api (rest) -> slurmlink proxy -> slurmrestd ---
 
 @pytest.fixture(scope="module")

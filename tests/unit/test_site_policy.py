@@ -33,6 +33,7 @@ from slurmlink.sitepolicy.rules import (
     time_minutes,
 )
 from slurmlink.slurm.rest import _refused
+from slurmlink.slurm.rest_shapes import parse_capacity
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 from slurmlink.wire.names import FLAGS_ANNOTATION
@@ -226,6 +227,16 @@ def test_capacity_is_counted_in_the_vos_partitions() -> None:
     assert capacity_partitions(config) == "debug,gpu,long"
     config.site_policy.vos[1].partitions.clear()  # a VO that may use any partition: the site's choice
     assert capacity_partitions(config) == "debug"
+    assert config.site_policy.partitions() is None and SitePolicySection().partitions() is None
+
+
+def test_the_proxys_capacity_counts_a_node_of_any_listed_partition_once() -> None:
+    node = {"cpus": 4, "alloc_cpus": 1, "real_memory": 1000, "alloc_memory": 0, "state": "idle"}
+    nodes = [{**node, "partitions": ["debug", "batch"]}, {**node, "partitions": ["gpu"]}, {**node, "partitions": None}]
+    assert parse_capacity(nodes, "debug,batch").cpus == 3  # the mode-1 node of VOs on debug and batch
+    assert parse_capacity(nodes, "batch,gpu").cpus == 6
+    assert parse_capacity(nodes, None).cpus == 9 and parse_capacity(nodes, "long").cpus == 0
+    assert POLICY.partitions() == ["debug", "batch"]
 
 
 ROLE_POLICY = SitePolicySection.model_validate({"vos": [
