@@ -13,6 +13,7 @@ from slurmlink.sitepolicy.rules import JobAsk, Placement, PolicyRefused, fill_an
 # fields where GPUs can be asked: TRES/gres lists, and plain GPU counts (`gpus`, or `type:count`)
 TRES_FIELDS = ("gres", "tres_per_node", "tres_per_job", "tres_per_task", "tres_per_socket")
 GPU_FIELDS = ("gpus", "gpus_per_node", "gpus_per_task", "gpus_per_socket")
+MEMORY_FIELDS = ("memory_per_node", "memory_per_cpu", "memory_per_tres")  # a job that sets none gets the default
 
 
 def job_parts(body: Any) -> list[dict[str, Any]]:
@@ -41,6 +42,11 @@ def _number(value: Any) -> tuple[int | None, bool]:
         number = value.get("number")
         return (number, False) if isinstance(number, int) and not isinstance(number, bool) else (None, False)
     return None, False
+
+
+def _asked(value: Any) -> bool:
+    """Whether a field asks for something: set, and not slurmrestd's "not set" ({"set": false})."""
+    return value is not None and value != "" and not (isinstance(value, dict) and value.get("set") is False)
 
 
 def _text(value: Any) -> str | None:
@@ -92,5 +98,7 @@ def place_body(body: Any, placement: Placement) -> list[JobAsk]:
             part["qos"] = filled.qos
         if filled.time_minutes is not None:
             part["time_limit"] = filled.time_minutes
+        if placement.policy.default_mem_per_cpu_mb and not any(_asked(part.get(f)) for f in MEMORY_FIELDS):
+            part["memory_per_cpu"] = placement.policy.default_mem_per_cpu_mb
         placed.append(filled)
     return placed

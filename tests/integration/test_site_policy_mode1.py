@@ -32,7 +32,7 @@ from slurmlink.sitepolicy.config import SitePolicySection
 from standins.checkin import CheckinStandin
 from tests.harness.pods import GATE_VOLUME, gated_container, make_pod, open_gate, squeue_jobs
 from tests.harness.ports import free_port
-from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
+from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, memory_per_cpu, policy_config
 from tests.harness.waiting import wait_until
 from tests.integration.mode1 import Mode1, start_mode1
 from tests.integration.proxy_fixtures import ProxyServer, V, bearer, job_ids, proxy_config, submit_body
@@ -89,6 +89,8 @@ def test_each_vos_submissions_carry_its_account_and_partition(proxy: ProxyServer
     assert chosen.status_code == 200, chosen.text
     assert fields(slurm_cluster, str(chosen.json()["job_id"]))[:2] == ("beta", "batch")
     assert chosen.headers["X-Slurmlink-Placement"] == f"VO {BETA}, account beta, partition batch"
+    assert memory_per_cpu(slurm_cluster, str(chosen.json()["job_id"])) == "256M"  # beta's default per CPU
+    assert memory_per_cpu(slurm_cluster, str(first.json()["job_id"])) == ""  # alpha has none
 
 
 @pytest.mark.parametrize(("vo", "job", "rule"), [

@@ -196,6 +196,8 @@ def test_fill_leaves_an_unrestricted_field_as_asked() -> None:
 @pytest.mark.parametrize("entry", [
     {"vo": "a", "partitions": ["x"], "default_partition": "y"}, {"vo": "a", "qos": ["x"], "default_qos": "y"},
     {"vo": "a", "default_time_minutes": 10, "max_time_minutes": 5}, {"vo": "a", "max_jobs": 1},
+    {"vo": "a", "default_mem_per_cpu_mb": 512, "max_mem_per_cpu_mb": 256},
+    {"vo": "a", "default_mem_per_cpu_mb": 512, "default_memory_mb": 1024},
 ])
 def test_inconsistent_entries_fail_at_load(entry: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
@@ -356,3 +358,48 @@ def test_the_mode_1_api_reads_the_proxys_rule_from_its_refusal() -> None:
     assert odd.error == "Forbidden" and odd.rule == "partitions"
     plain = _refused(httpx.Response(403, text="no"))
     assert (plain.rule, plain.error) == ("", "Forbidden")
+
+
+PER_CPU = SitePolicySection.model_validate({"vos": [
+    {"vo": "pc.example.org", "partitions": ["debug"], "default_mem_per_cpu_mb": 512, "max_mem_per_cpu_mb": 1024}]})
+
+
+def placed_per_cpu(flags: str | None = None, **spec: Any):
+    placement = choose_vo(PER_CPU, ["pc.example.org"], None)
+    job = build_job(pod(flags, **spec), workdir="/jobs/ns-u1", site=site_for(SITE, placement))
+    return place_job(job, placement, SITE)
+
+
+def test_a_pod_asking_no_memory_gets_its_vos_default_per_cpu() -> None:
+    job = placed_per_cpu()
+    assert job.memory_mb is None and "--mem-per-cpu=512" in job.extra_options  # no total beside it (sbatch)
+    asked = placed_per_cpu("--mem-per-cpu=800")
+    assert asked.memory_mb is None and "--mem-per-cpu=800" in asked.extra_options
+    assert "--mem-per-cpu=512" not in asked.extra_options
+    total = placed_per_cpu("--mem=3G")
+    assert total.memory_mb == 3072 and not any(o.startswith("--mem-per-cpu") for o in total.extra_options)
+    plain = placed(["alpha.example.org"])[1]  # a VO without the key: the site's total, as before
+    assert plain.memory_mb == SITE.default_memory_mb
+
+
+def test_a_pods_memory_request_wins_over_the_vos_default_per_cpu() -> None:
+    spec_pod = pod()
+    spec_pod["spec"]["containers"][0]["resources"] = {"requests": {"memory": "1Gi"}}
+    placement = choose_vo(PER_CPU, ["pc.example.org"], None)
+    job = place_job(build_job(spec_pod, workdir="/jobs/ns-u1", site=site_for(SITE, placement)), placement, SITE)
+    assert job.memory_mb == 1024 and not any(o.startswith("--mem-per-cpu") for o in job.extra_options)
+
+
+def test_a_job_description_asking_no_memory_gets_the_vos_default_per_cpu() -> None:
+    placement = choose_vo(PER_CPU, ["pc.example.org"], None)
+    bare: dict[str, Any] = {"job": {"name": "j"}}
+    place_body(bare, placement)
+    assert bare["job"]["memory_per_cpu"] == 512
+    for field, value in (("memory_per_node", 2048), ("memory_per_node", {"set": True, "number": 2048}),
+                         ("memory_per_tres", "gres/gpu:4096"), ("memory_per_cpu", 100)):
+        body: dict[str, Any] = {"job": {"name": "j", field: value}}
+        place_body(body, placement)
+        assert body["job"].get("memory_per_cpu") == (value if field == "memory_per_cpu" else None), field
+    unset: dict[str, Any] = {"job": {"name": "j", "memory_per_node": {"set": False}}}  # v0.0.40+: not set
+    place_body(unset, placement)
+    assert unset["job"]["memory_per_cpu"] == 512
