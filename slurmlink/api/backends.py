@@ -31,8 +31,8 @@ def capacity_partitions(config: ApiConfig) -> str | None:
     """Where mode 2's capacity (`/pinglink`, the node's allocatable) is counted: the partitions the site policy's
     VOs may use, with the site's own (sinfo takes the list and counts a node in two of them once); unset: every
     node. A VO that may use any partition, or none listed at all, leaves it to the site's partition."""
-    named = [p for vo in config.site_policy.vos for p in vo.partitions]
-    if not named or any(not vo.partitions for vo in config.site_policy.vos):
+    named = config.site_policy.partitions()
+    if named is None:
         return config.site.partition
     wanted = [*([config.site.partition] if config.site.partition else []), *named]
     return ",".join(dict.fromkeys(wanted))

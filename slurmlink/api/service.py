@@ -18,7 +18,7 @@ from slurmlink.api.config import ApiConfig
 from slurmlink.api.errors import BadRequest, Conflict, NotFound, NotReady
 from slurmlink.api.poller import StatusPoller
 from slurmlink.api.registry import PodEntry, Registry
-from slurmlink.api.sitepolicy import SitePolicyGate, describe
+from slurmlink.api.sitepolicy import SitePolicyGate
 from slurmlink.core.errors import PodRejected
 from slurmlink.core.naming import job_name, pod_workdir
 from slurmlink.core.records import JobInfo
@@ -122,7 +122,7 @@ class PodService:
                 job = self.site_policy.job_for(job, request.pod, placement, account, f"pod {ref.namespace}/{ref.name}")
                 async with self.site_policy.within_caps(placement, entry.user):
                     entry.job_id = await self.backend.submit(job, entry.user)
-                entry.placement = describe(job, placement) if placement.vo else ""
+                entry.placement = self.site_policy.placed(job, placement, entry.job_id)
                 # A poll whose job list was taken before the job existed must not judge it (and take it
                 # for gone): polls only judge entries that existed when they began.
                 entry.created = time.monotonic()

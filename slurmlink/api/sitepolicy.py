@@ -37,11 +37,18 @@ class CountsJobs(Protocol):
         """Queued and running jobs under `account`, per user."""
 
 
+@runtime_checkable
+class TellsPlacement(Protocol):
+    def placement(self, job_id: str) -> str:
+        """The VO, account and partition the site's proxy gave a job just submitted (mode 1); "" if none."""
+
+
 class SitePolicyGate:
     def __init__(self, policy: SitePolicySection, site: SiteConfig, backend: object) -> None:
         self.policy = policy
         self.site = site
         self.counter = backend if isinstance(backend, CountsJobs) else None
+        self.teller = backend if isinstance(backend, TellsPlacement) else None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     def place(self, pod: dict[str, Any], account: PodAccount) -> Placement:
@@ -70,6 +77,13 @@ class SitePolicyGate:
                      client=client, vo=placement.vo, mapped_user=account.user, account=_account(placed),
                      partition=placed.partition)
         return placed
+
+    def placed(self, job: BatchJob, placement: Placement, job_id: str) -> str:
+        """What the pod's Submitted event says the job runs under: this API's placement, or where the site
+        decides (mode 1), the proxy's word; "" when no VO applied."""
+        if placement.vo:
+            return describe(job, placement)
+        return self.teller.placement(job_id) if self.teller is not None else ""
 
     @asynccontextmanager
     async def within_caps(self, placement: Placement, user: str) -> AsyncIterator[None]:

@@ -97,8 +97,9 @@ class ProxyService:
                                       config.api_version_recheck_seconds)
         lookup = JobLookup(self.http, self.upstream, self.api_version)
         self.watch = file_watch(config, self.ledger)
+        policy_partitions = config.site_policy.partitions()  # capacity: only what the site policy's VOs may use
         self.extensions = Extensions(config.files, lookup, self.ledger, self.slurm_token.token, signaller,
-                                     self.watch)
+                                     self.watch, ",".join(policy_partitions) if policy_partitions else None)
         self.gates = AccessGates(config, self.callers, self.ledger, self.slurm_token, lookup)
         self.pool = UpstreamPool(self.upstream, max_connections=config.max_upstream_connections,
                                  timeout=config.upstream_timeout_seconds,
@@ -106,9 +107,9 @@ class ProxyService:
         forwarder = Forwarder(self.pool, self.slurm_token, self.ledger, config.max_body_bytes,
                               self.metrics.upstream_timer, body_timeout=config.clients.body_timeout_seconds,
                               on_submitted=self.watch.submitted if self.watch else None)
-        site_policy = SubmitPolicy(config.site_policy, self.http, self.upstream, self.api_version.get,
-                                   self.slurm_token.token, config.slurm_user)
         read_body, forward = forwarder.steps()
+        site_policy = SubmitPolicy(config.site_policy, self.http, self.upstream, self.api_version.get,
+                                   self.slurm_token.token, config.slurm_user, forward)
         # Every request passes these in order, until one answers (a refusal, or the answer).
         self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, read_body, site_policy.check, forward]
         self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)

@@ -1,7 +1,8 @@
 """The proxy's own endpoints under `/slurmlink/v1/` (what slurmrestd cannot do: read files at the site).
 
     GET /slurmlink/v1/whoami                          {"user", "subject", "issuer", "role"}
-    GET /slurmlink/v1/capacity[?partition=P]          {"cpus", "memory_mb", "gpus": {name: n}}, free now
+    GET /slurmlink/v1/capacity[?partition=P]          {"cpus", "memory_mb", "gpus": {name: n}}, free now (in P and
+                                                      the site policy's partitions, when it lists them)
     GET /slurmlink/v1/jobs/{id}/status                {"job_id", "user", "workdir", "files": {name: text}}
     GET /slurmlink/v1/statuses?jobs=1,2,3             {"jobs": {id: {"user", "workdir", "files"} | {"error", "reason"}}}
     GET /slurmlink/v1/status-changes?jobs=1,2&since=C&wait=30
@@ -55,7 +56,7 @@ Handler = Callable[[Caller, str, str], Awaitable[Response]]  # (caller, raw path
 class Extensions:
     def __init__(self, files: FilesSection | None, lookup: JobLookup, ledger: Ledger | None,
                  slurm_token: Callable[[], str], signaller: BatchSignaller | None = None,
-                 watch: FileWatch | None = None) -> None:
+                 watch: FileWatch | None = None, partitions: str | None = None) -> None:
         self.files = PodFiles(files.job_root) if files is not None else None
         self.reader = LogReader(self.files, files.max_chunk_bytes, files.follow_poll_seconds) \
             if self.files is not None and files is not None else None
@@ -66,6 +67,7 @@ class Extensions:
         self.max_follows = files.max_follows_per_user if files is not None else 0
         self.follows: dict[str, int] = {}  # caller's account -> log follows open now
         self.watch = watch
+        self.partitions = partitions  # where capacity is counted when the caller names no partition (site policy)
 
     def routes(self) -> dict[str, Handler]:
         """The handler of each extension rule of policy.RULES (which says who may call it)."""
@@ -92,7 +94,9 @@ class Extensions:
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
         if set(params) - {"partition"} or len(params.get("partition", [])) > 1:
             raise Refusal(400, "BadRequest", "capacity takes one query parameter: partition")
-        partition = params.get("partition", [""])[0] or None
+        asked = params.get("partition", [""])[0]
+        # as mode 2 counts: the site policy's partitions with the one the caller names
+        partition = ",".join(p for p in (asked, self.partitions) if p) or None
         url = f"{self.lookup.upstream}/slurm/{await self.lookup.versions.get()}/nodes"
         return JSONResponse(await free_capacity(self.lookup.http, url, as_user=caller.user,
                                                 token=self.slurm_token(), partition=partition))

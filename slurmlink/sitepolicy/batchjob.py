@@ -35,6 +35,7 @@ def site_for(site: SiteConfig, placement: Placement) -> SiteConfig:
     allowed = site.allowed_options if vo.allowed_options is None else site.allowed_options & set(vo.allowed_options)
     return replace(site, partition=None, default_time_minutes=None,
                    default_memory_mb=vo.default_memory_mb or site.default_memory_mb,
+                   default_mem_per_cpu_mb=vo.default_mem_per_cpu_mb,
                    gres=dict(vo.gres) if vo.gres is not None else site.gres, allowed_options=frozenset(allowed))
 
 

@@ -40,6 +40,10 @@ class VoPolicySection(Strict):
     max_time_minutes: int | None = Field(default=None, gt=0, description="longest time limit a job may ask for")
     default_memory_mb: int | None = Field(default=None, ge=16, description=(
         "memory of a pod that requests none (unset: `site.default_memory_mb`; mode 2 only)"))
+    default_mem_per_cpu_mb: int | None = Field(default=None, gt=0, description=(
+        "`--mem-per-cpu` of a job that asks for no memory (mode 2: a pod without a memory request, in place of "
+        "`default_memory_mb`; mode 1: a submission without `memory_per_node`, `memory_per_cpu` or "
+        "`memory_per_tres`)"))
     max_mem_per_cpu_mb: int | None = Field(default=None, gt=0, description="largest `--mem-per-cpu` a job may ask for")
     gres: dict[str, str] | None = Field(default=None, description=(
         "Kubernetes extended resource -> SLURM gres for this VO (e.g. `nvidia.com/gpu: gpu:a100`); unset: "
@@ -62,6 +66,11 @@ class VoPolicySection(Strict):
         if (self.default_time_minutes and self.max_time_minutes
                 and self.default_time_minutes > self.max_time_minutes):
             raise ValueError("default_time_minutes is above max_time_minutes")
+        if self.default_memory_mb and self.default_mem_per_cpu_mb:
+            raise ValueError("set one of default_memory_mb and default_mem_per_cpu_mb")
+        if (self.default_mem_per_cpu_mb and self.max_mem_per_cpu_mb
+                and self.default_mem_per_cpu_mb > self.max_mem_per_cpu_mb):
+            raise ValueError("default_mem_per_cpu_mb is above max_mem_per_cpu_mb")
         if (self.max_jobs_per_user is not None or self.max_jobs is not None) and not self.account:
             raise ValueError("max_jobs_per_user and max_jobs count jobs under the VO's account: set `account`")
         return self
@@ -105,6 +114,13 @@ class SitePolicySection(Strict):
     def for_vo(self, vo: str | None, groups: dict[str, set[str]]) -> VoPolicySection | None:
         """The first entry of `vo` that a member holding `groups` (group path -> roles) matches."""
         return next((entry for entry in self.vos if entry.vo == vo and entry.applies_to(groups)), None)
+
+    def partitions(self) -> list[str] | None:
+        """The partitions the VOs may use, in order (where capacity is counted); None when an entry may use any
+        partition, or there is no entry."""
+        if not self.vos or any(not vo.partitions for vo in self.vos):
+            return None
+        return list(dict.fromkeys(p for vo in self.vos for p in vo.partitions))
 
     def accounts(self) -> dict[str, str]:
         """VO -> account, for the VOs that name one."""

@@ -24,6 +24,7 @@ TRES_FIELDS = ("gres", "tres_per_node", "tres_per_job", "tres_per_task", "tres_p
 GPU_FIELDS = ("gpus", "gpus_per_node", "gpus_per_task", "gpus_per_socket")
 PER_NODE_FIELDS = ("gres", "tres_per_node", "gpus_per_node")  # counted once per node the job may get
 PER_TASK_FIELDS = ("tres_per_task", "tres_per_socket", "gpus_per_task", "gpus_per_socket")
+MEMORY_FIELDS = ("memory_per_node", "memory_per_cpu", "memory_per_tres")  # a job that sets none gets the default
 
 
 def job_parts(body: Any) -> list[dict[str, Any]]:
@@ -52,6 +53,11 @@ def _number(value: Any) -> tuple[int | None, bool]:
         number = value.get("number")
         return (number, False) if isinstance(number, int) and not isinstance(number, bool) else (None, False)
     return None, False
+
+
+def _asked(value: Any) -> bool:
+    """Whether a field asks for something: set, and not slurmrestd's "not set" ({"set": false})."""
+    return value is not None and value != "" and not (isinstance(value, dict) and value.get("set") is False)
 
 
 def _text(value: Any) -> str | None:
@@ -125,6 +131,8 @@ def place_body(body: Any, placement: Placement) -> list[JobAsk]:
             part["qos"] = filled.qos
         if filled.time_minutes is not None:
             part["time_limit"] = filled.time_minutes
+        if placement.policy.default_mem_per_cpu_mb and not any(_asked(part.get(f)) for f in MEMORY_FIELDS):
+            part["memory_per_cpu"] = placement.policy.default_mem_per_cpu_mb
         placed.append(filled)
     if has_cap(placement) and (len(parts) > 1 or any(part.get("array") is not None for part in parts)):
         # one submission, many jobs: the caps count jobs as one submission each

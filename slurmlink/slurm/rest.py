@@ -15,6 +15,7 @@ with each pod's own Check-in token (docs/mode1.md).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from slurmlink.core.errors import PodRejected
 from slurmlink.core.naming import JOB_NAME_PREFIX
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
 from slurmlink.identity.oidc import TokenValidator
@@ -65,11 +67,15 @@ class RestConfig:
 
 
 class Refused(SlurmError):
-    """The proxy refused the request (401, 403, 404, 413), with its reason."""
+    """The proxy refused the request (401, 403, 404, 413), with its reason; `error` and `rule` are its body's
+    (a site policy's refusal names the rule)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, error: str = "", rule: str = "", detail: str = "") -> None:
         super().__init__(message)
-        self.status = status
+        self.status, self.error, self.rule, self.detail = status, error, rule, detail or message
+
+
+_REASON_WORD = re.compile(r"[A-Z][A-Za-z]{0,63}")
 
 
 @dataclass
@@ -101,6 +107,7 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         self._no_update_time: set[str] = set()  # API versions that refuse `jobs?update_time=`
         self._blind: frozenset[str] = frozenset()
         self._proxy_signals: bool | None = None  # does the proxy signal job scripts alone (None: not asked yet)
+        self._placements: dict[str, str] = {}  # job id -> the placement the proxy told, until the API asks
 
     # ---- identities ------------------------------------------------------------------------------------
 
@@ -165,13 +172,19 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         if response.status_code == 404 and _from_slurmrestd(response):
             return response  # 24.11: "no such job" is a 404 with SLURM's error 2017, an answer for _slurm
         if response.status_code in (401, 403, 404, 413):  # the proxy's refusals carry a reason
-            raise Refused(response.status_code, _reason(response))
+            raise _refused(response)
         return response
 
     async def _slurm(self, method: str, path: str, token: str, *, gone_ok: bool = False,
                      **kwargs: Any) -> dict[str, Any]:
         """A slurmrestd call whose `errors` are read whatever the HTTP status (slurmrestd puts them there).
         With `gone_ok`, "no such job (any more)" is an answer, not an error."""
+        body, _ = await self._slurm_answer(method, path, token, gone_ok=gone_ok, **kwargs)
+        return body
+
+    async def _slurm_answer(self, method: str, path: str, token: str, *, gone_ok: bool = False,
+                            **kwargs: Any) -> tuple[dict[str, Any], httpx.Response]:
+        """`_slurm`'s body, with the response it came in (its headers)."""
         version = await self._api_version(token)
         response = await self._call(method, f"/slurm/{version}/{path}", token, **kwargs)
         body = _json(response, path)
@@ -179,12 +192,12 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         codes = rest_shapes.error_codes(body)
         if problems and not body.get("job_id"):
             if gone_ok and codes and codes <= GONE_ERRORS:
-                return {}
+                return {}, response
             transient = any(c in TRANSIENT_SLURM_ERRORS for c in codes)
             raise SlurmError("; ".join(problems), transient=transient)
         if response.status_code >= 400 and not body.get("job_id"):
             raise SlurmError(f"{method} {path}: HTTP {response.status_code}")
-        return body
+        return body, response
 
     async def _api_version(self, token: str) -> str:
         if not self.version:
@@ -212,10 +225,25 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         # sets each container's environment itself, so one harmless variable is enough.
         environment = sbatch.environment(job) or {"SLURMLINK_SUBMITTED_BY": "rest"}
         body = rest_shapes.submit_body(job, await self._api_version(token), environment)
-        answer = await self._slurm("POST", "job/submit", token, body=body,
-                                   timeout=self.config.submit_timeout_seconds,
-                                   headers={names.VO_HEADER: job.vo} if job.vo else None)
-        return rest_shapes.parse_submit(answer)
+        try:
+            answer, response = await self._slurm_answer("POST", "job/submit", token, body=body,
+                                                        timeout=self.config.submit_timeout_seconds,
+                                                        headers={names.VO_HEADER: job.vo} if job.vo else None)
+        except Refused as exc:
+            if exc.status == 403 and exc.rule:  # the site's policy: the pod fails with the rule's own reason
+                raise PodRejected(exc.detail, exc.error) from exc
+            raise
+        job_id = rest_shapes.parse_submit(answer)
+        # the proxy's word on the job's VO, account and partition (its site policy), for the pod's event
+        told = "".join(c for c in response.headers.get(names.PLACEMENT_HEADER, "") if c.isprintable())
+        if told:
+            self._placements[job_id] = told[:names.MAX_PLACEMENT]
+        return job_id
+
+    def placement(self, job_id: str) -> str:
+        """The VO, account and partition the proxy's site policy gave a job just submitted ("" when it said
+        none); told once."""
+        return self._placements.pop(job_id, "")
 
     async def jobs(self, *, fresh: bool = False) -> list[JobInfo]:
         """One list call per identity (just the service's when there is one); unchanged lists cost a 304.
@@ -471,6 +499,19 @@ def _json(response: httpx.Response, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise SlurmError(f"{what}: the answer is not a JSON object", transient=True)
     return body
+
+
+def _refused(response: httpx.Response) -> Refused:
+    """The proxy's refusal, with its `error` word (when it is one) and `rule`."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    fields = body if isinstance(body, dict) else {}
+    error, rule, detail = (fields.get(k) for k in ("error", "rule", "reason"))
+    return Refused(response.status_code, _reason(response),
+                   error=error if isinstance(error, str) and _REASON_WORD.fullmatch(error) else "Forbidden",
+                   rule=rule if isinstance(rule, str) else "", detail=detail[:1000] if isinstance(detail, str) else "")
 
 
 def _reason(response: httpx.Response) -> str:

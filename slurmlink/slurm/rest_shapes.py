@@ -195,11 +195,13 @@ def parse_jobs(body: dict[str, Any], prefix: str = "") -> list[JobInfo]:
 
 
 def parse_capacity(nodes: list[Any], partition: str | None) -> Capacity:
-    """Free CPUs, memory and GPUs summed over the usable nodes of a `/nodes` reply (of `partition` only)."""
+    """Free CPUs, memory and GPUs summed over the usable nodes of a `/nodes` reply (of `partition` only: a
+    comma-separated list counts a node in any of them, once)."""
     cpus = memory = 0
     free_gpus: dict[str, int] = {}
+    wanted = {p for p in (partition or "").split(",") if p}
     for node in nodes:
-        if not isinstance(node, dict) or (partition and partition not in (node.get("partitions") or [])):
+        if not isinstance(node, dict) or (wanted and wanted.isdisjoint(_names(node.get("partitions")))):
             continue
         if not usable(_node_state_words(node)):
             continue
@@ -209,6 +211,10 @@ def parse_capacity(nodes: list[Any], partition: str | None) -> Capacity:
         for name, total in gpus(str(node.get("gres") or "")).items():
             free_gpus[name] = free_gpus.get(name, 0) + max(0, total - used.get(name, 0))
     return Capacity(cpus=cpus, memory_mb=memory, gpus=free_gpus)
+
+
+def _names(value: Any) -> set[str]:
+    return {str(v) for v in value} if isinstance(value, list) else set()
 
 
 def _node_state_words(node: dict[str, Any]) -> str:

@@ -213,7 +213,9 @@ def _scheduling(res: Resources, options: dict[str, str | None], deadline: int | 
     extra = dict(options)
     cpus = res.cpus or _pop_int(extra, "--cpus-per-task") or site.default_cpus
     memory: int | None = res.memory_mb or _pop_memory(extra)
-    if memory is not None or "--mem-per-cpu" not in extra:
+    if memory is None and "--mem-per-cpu" not in extra and site.default_mem_per_cpu_mb:
+        extra["--mem-per-cpu"] = str(site.default_mem_per_cpu_mb)  # the site's default is per CPU: no total
+    elif memory is not None or "--mem-per-cpu" not in extra:
         # sbatch takes --mem or --mem-per-cpu, not both: a total (the pod's, or --mem) wins over per CPU
         extra.pop("--mem-per-cpu", None)
         memory = memory or site.default_memory_mb

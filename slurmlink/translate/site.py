@@ -73,6 +73,7 @@ class SiteConfig:
     partition: str | None = None
     default_cpus: int = 1
     default_memory_mb: int = 2048  # what a pod without a memory request gets: never 1 MB
+    default_mem_per_cpu_mb: int | None = None  # per CPU in its place (a VO's site policy sets it)
     default_time_minutes: int | None = None
     # Kubernetes extended resources that are GPUs (or other generic resources) -> SLURM gres name
     gres: dict[str, str] = field(default_factory=lambda: {"nvidia.com/gpu": "gpu", "amd.com/gpu": "gpu"})

@@ -1,5 +1,6 @@
 """The two VOs of the site-policy tests (both modes): alpha on the dev cluster's default partition with a
-per-user cap and a longest time (its managers may use both partitions), beta on its second partition."""
+per-user cap and a longest time (its managers may use both partitions), beta on its second partition with a
+default memory per CPU."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def policy_config(cluster: DevCluster) -> dict[str, Any]:
          "partitions": [cluster.partition, cluster.second_partition]},
         {"vo": ALPHA, "account": "alpha", "partitions": [cluster.partition], "default_time_minutes": 30,
          "max_time_minutes": 60, "max_jobs_per_user": 2},
-        {"vo": BETA, "account": "beta", "partitions": [cluster.second_partition]},
+        {"vo": BETA, "account": "beta", "partitions": [cluster.second_partition], "default_mem_per_cpu_mb": 256},
     ]}
 
 
@@ -40,3 +41,10 @@ def clear_accounts(cluster: DevCluster) -> None:
         return not out.strip()
 
     wait_until(none_left, 60, "no queued or running jobs under accounts alpha and beta")
+
+
+def memory_per_cpu(cluster: DevCluster, job_id: str) -> str:
+    """The job's MinMemoryCPU as scontrol shows it ("" when it has a total instead)."""
+    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], env={**os.environ, **cluster.env},
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return next((w.partition("=")[2] for w in out.split() if w.startswith("MinMemoryCPU=")), "")

@@ -31,7 +31,7 @@ from standins.checkin import CheckinStandin
 from tests.harness.pods import Client, gated_container, make_pod, open_gate, pod_manifest, squeue_jobs
 from tests.harness.ports import free_port
 from tests.harness.services import ApiProcess, api_config
-from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
+from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, memory_per_cpu, policy_config
 from tests.harness.waiting import wait_until
 from tests.integration.vk_harness import open_chain
 
@@ -99,6 +99,7 @@ def test_each_vos_jobs_carry_its_account_and_partition_and_the_annotation_choose
     chosen, secret = token_pod(checkin, members["alice"], vo=BETA)
     answer = client.create(chosen, secrets=[secret])
     assert answer.headers["X-Slurmlink-Placement"] == f"VO {BETA}, account beta, partition batch"
+    assert memory_per_cpu(slurm_cluster, answer.json()["PodJID"]) == "256M"  # beta's default per CPU, no total
     for pod in (first, chosen):
         assert client.finish(pod)[0].phase == "Succeeded"
     assert job_fields(slurm_cluster, first) == ("alpha", "debug", "30:00", slurm_cluster.users[0])

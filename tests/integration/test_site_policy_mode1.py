@@ -6,10 +6,12 @@ submissions straight to the proxy (what a user could send without any slurmlink 
 - a VO the caller is not a member of, another VO's account, a partition outside the list, a time limit above
   the VO's maximum: 403 naming the rule, and no job in SLURM;
 - the per-user cap: 429 naming the rule once the caller has that many queued or running jobs (counted in
-  SLURM, so neither a proxy restart nor bypassing the API resets it).
+  SLURM, so neither a proxy restart nor bypassing the API resets it), also when many arrive at once;
+- the answer to a placed submission tells the placement (`X-Slurmlink-Placement`).
 The rules are the same module's as mode 2's (test_site_policy.py). Then pods through the whole mode-1 stack:
-the `slurmlink.io/vo` annotation travels to the proxy as the header, and an out-of-policy pod ends Failed with
-the proxy's rule."""
+the `slurmlink.io/vo` annotation travels to the proxy as the header, the API's /create answer tells the
+placement the proxy told it (the pod's Submitted event), and an out-of-policy pod ends Failed with the rule's
+own reason and the proxy's sentence."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from slurmlink.sitepolicy.config import SitePolicySection
 from standins.checkin import CheckinStandin
 from tests.harness.pods import GATE_VOLUME, gated_container, make_pod, open_gate, squeue_jobs
 from tests.harness.ports import free_port
-from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, policy_config
+from tests.harness.sitepolicy import ALPHA, BETA, clear_accounts, entitlements, memory_per_cpu, policy_config
 from tests.harness.waiting import wait_until
 from tests.integration.mode1 import Mode1, start_mode1
 from tests.integration.proxy_fixtures import ProxyServer, V, bearer, job_ids, proxy_config, submit_body
@@ -80,11 +82,15 @@ def test_each_vos_submissions_carry_its_account_and_partition(proxy: ProxyServer
     token = checkin.mint(members["alice"])
     first = submit(proxy, token)
     assert first.status_code == 200, first.text
+    assert first.headers["X-Slurmlink-Placement"] == f"VO {ALPHA}, account alpha, partition debug"
     job = {k: v for k, v in submit_body("x")["job"].items() if k == "time_limit"}  # the body's own: 10 minutes
     assert fields(slurm_cluster, str(first.json()["job_id"])) == ("alpha", "debug", f"{job['time_limit']}:00")
     chosen = submit(proxy, token, vo=BETA)
     assert chosen.status_code == 200, chosen.text
     assert fields(slurm_cluster, str(chosen.json()["job_id"]))[:2] == ("beta", "batch")
+    assert chosen.headers["X-Slurmlink-Placement"] == f"VO {BETA}, account beta, partition batch"
+    assert memory_per_cpu(slurm_cluster, str(chosen.json()["job_id"])) == "256M"  # beta's default per CPU
+    assert memory_per_cpu(slurm_cluster, str(first.json()["job_id"])) == ""  # alpha has none
 
 
 @pytest.mark.parametrize(("vo", "job", "rule"), [
@@ -126,6 +132,53 @@ def test_the_per_user_cap_holds_however_the_jobs_were_submitted(
         subprocess.run(["scancel", *running], env={**os.environ, **slurm_cluster.env}, check=False)
 
 
+def test_submissions_arriving_at_once_do_not_overshoot_the_cap(
+        proxy: ProxyServer, checkin: CheckinStandin, members: dict[str, str], slurm_cluster: DevCluster) -> None:
+    """Six submissions at the same moment against bob's cap of 2: exactly 2 are taken (the count is held
+    until slurmrestd has each job), the others are 429 naming the cap."""
+    token = checkin.mint(members["bob"])
+    body = submit_body("policy-mode1", "#!/bin/bash\nsleep 300")
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            return await asyncio.gather(*(http.post(f"{proxy.url}/slurm/{V}/job/submit", headers=bearer(token),
+                                                    json=body) for _ in range(6)))
+
+    answers = asyncio.run(burst())
+    taken = [str(a.json()["job_id"]) for a in answers if a.status_code == 200]
+    try:
+        assert sorted(a.status_code for a in answers) == [200, 200, 429, 429, 429, 429], [a.text for a in answers]
+        assert all(a.json()["rule"] == "max_jobs_per_user" for a in answers if a.status_code == 429)
+    finally:
+        subprocess.run(["scancel", *taken], env={**os.environ, **slurm_cluster.env}, check=False)
+        clear_accounts(slurm_cluster)
+
+
+def test_the_proxys_capacity_counts_only_the_vos_partitions(
+        proxy: ProxyServer, checkin: CheckinStandin, members: dict[str, str]) -> None:
+    """What the mode-1 node's allocatable and /pinglink show: the nodes of the policy's partitions only (the
+    dev cluster's one node is in both of them; a policy of a partition without nodes counts nothing)."""
+    token = bearer(checkin.mint(members["alice"]))
+    whole = httpx.get(f"{proxy.url}/slurmlink/v1/capacity", headers=token, timeout=30)
+    assert whole.status_code == 200 and whole.json()["cpus"] > 0, whole.text
+    elsewhere = {"vos": [{**v, "partitions": ["nowhere"]} for v in policy_config_entries(proxy)]}
+    other = ProxyServer(proxy.config.model_copy(update={
+        "site_policy": SitePolicySection.model_validate(elsewhere),
+        "listen": proxy.config.listen.model_copy(update={"port": free_port()}),
+        "admin": proxy.config.admin.model_copy(update={"port": free_port()})})).start()
+    try:
+        narrowed = httpx.get(f"{other.url}/slurmlink/v1/capacity", headers=token, timeout=30)
+        assert narrowed.status_code == 200 and narrowed.json()["cpus"] == 0, narrowed.text
+        asked = httpx.get(f"{other.url}/slurmlink/v1/capacity?partition=debug", headers=token, timeout=30)
+        assert asked.status_code == 200 and asked.json()["cpus"] > 0  # the partition the API names counts too
+    finally:
+        other.stop()
+
+
+def policy_config_entries(proxy: ProxyServer) -> list[dict[str, Any]]:
+    return [v.model_dump(exclude_none=True) for v in proxy.config.site_policy.vos]
+
+
 # --- pods through the whole mode-1 stack: vk's /create -> slurmlink api (rest) -> slurmlink proxy -> slurmrestd ---
 
 @pytest.fixture(scope="module")
@@ -145,27 +198,34 @@ def test_a_pods_vo_annotation_reaches_the_proxy_and_places_its_job(stack: Mode1,
     chosen = make_pod([{"name": "main", "command": ["true"]}])
     chosen["metadata"]["annotations"] = {"slurmlink.io/vo": BETA}
     plain = make_pod([{"name": "main", "command": ["true"]}])
+    told = {}
     for pod in (chosen, plain):
-        assert client.submit(pod)
+        answer = client.create(pod)
+        assert answer.status_code == 200 and answer.json()["PodJID"], answer.text
+        told[pod["metadata"]["name"]] = answer.headers.get("X-Slurmlink-Placement")  # the pod's Submitted event
+    for pod in (chosen, plain):
         assert client.finish(pod)[0].phase == "Succeeded"
     assert pod_job(slurm_cluster, chosen)[:2] == ["beta", "batch"]
     assert pod_job(slurm_cluster, plain)[:2] == ["alpha", "debug"]
+    assert told == {chosen["metadata"]["name"]: f"VO {BETA}, account beta, partition batch",
+                    plain["metadata"]["name"]: f"VO {ALPHA}, account alpha, partition debug"}
 
 
-@pytest.mark.parametrize(("annotations", "rule"), [
-    ({"slurmlink.io/vo": BETA}, "not an admitted member of it"),
-    ({"slurmlink.io/vo": f"{ALPHA}\r\nX-SLURM-USER-NAME: root"}, "is not a VO name"),  # never a header
-    ({"slurm-job.vk.io/flags": "-A beta"}, "rule account:"),
-    ({"slurm-job.vk.io/flags": "--partition=batch"}, "rule partitions:"),
+@pytest.mark.parametrize(("annotations", "reason", "rule"), [
+    ({"slurmlink.io/vo": BETA}, "VoNotMember", "not an admitted member of it"),
+    ({"slurmlink.io/vo": f"{ALPHA}\r\nX-SLURM-USER-NAME: root"}, "VoNotMember", "is not a VO name"),  # no header
+    ({"slurm-job.vk.io/flags": "-A beta"}, "AccountNotAllowed", f"site policy of VO {ALPHA}, rule account:"),
+    ({"slurm-job.vk.io/flags": "--partition=batch"}, "PartitionNotAllowed",
+     f"site policy of VO {ALPHA}, rule partitions:"),
 ])
 def test_an_out_of_policy_pod_fails_with_the_proxys_rule(stack: Mode1, slurm_cluster: DevCluster,
-                                                         annotations: dict[str, str], rule: str) -> None:
+                                                         annotations: dict[str, str], reason: str, rule: str) -> None:
     client = stack.client()
     pod = make_pod([{"name": "main", "command": ["true"]}], namespace="team-b")  # bob: alpha only
     pod["metadata"]["annotations"] = dict(annotations)
     assert client.submit(pod) == ""
     phase, _ = client.finish(pod, timeout=30)
-    assert phase.phase == "Failed" and rule in phase.message
+    assert (phase.phase, phase.reason) == ("Failed", reason) and rule in phase.message, phase
     assert squeue_jobs({**os.environ, **slurm_cluster.env}, f"slurmlink-{pod['metadata']['uid']}") == []
 
 

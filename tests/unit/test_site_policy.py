@@ -3,24 +3,28 @@ the rule, the same way on a mode-2 batch job (through the real flags parsing) an
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from slurmlink.api.backends import capacity_partitions
 from slurmlink.api.config import ApiConfig
+from slurmlink.api.sitepolicy import describe as describe_job
 from slurmlink.checks.report import Report
 from slurmlink.checks.sitepolicy import check_site_policy, compare
 from slurmlink.core.errors import PodRejected
 from slurmlink.identity.entitlements import EntitlementPolicy
-from slurmlink.proxy.sitepolicy import count_active
+from slurmlink.proxy.sitepolicy import SubmitPolicy, cap_key, count_active, describe
 from slurmlink.sitepolicy.batchjob import place_job, site_for
 from slurmlink.sitepolicy.config import SitePolicySection
 from slurmlink.sitepolicy.jobdesc import place_body
 from slurmlink.sitepolicy.rules import (
     JobAsk,
+    Placement,
     PolicyRefused,
     asked_vo,
     check_cap,
@@ -29,6 +33,8 @@ from slurmlink.sitepolicy.rules import (
     gpus_in,
     time_minutes,
 )
+from slurmlink.slurm.rest import _refused
+from slurmlink.slurm.rest_shapes import parse_capacity
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import SiteConfig
 from slurmlink.wire.names import FLAGS_ANNOTATION
@@ -191,6 +197,8 @@ def test_fill_leaves_an_unrestricted_field_as_asked() -> None:
 @pytest.mark.parametrize("entry", [
     {"vo": "a", "partitions": ["x"], "default_partition": "y"}, {"vo": "a", "qos": ["x"], "default_qos": "y"},
     {"vo": "a", "default_time_minutes": 10, "max_time_minutes": 5}, {"vo": "a", "max_jobs": 1},
+    {"vo": "a", "default_mem_per_cpu_mb": 512, "max_mem_per_cpu_mb": 256},
+    {"vo": "a", "default_mem_per_cpu_mb": 512, "default_memory_mb": 1024},
 ])
 def test_inconsistent_entries_fail_at_load(entry: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
@@ -222,6 +230,16 @@ def test_capacity_is_counted_in_the_vos_partitions() -> None:
     assert capacity_partitions(config) == "debug,gpu,long"
     config.site_policy.vos[1].partitions.clear()  # a VO that may use any partition: the site's choice
     assert capacity_partitions(config) == "debug"
+    assert config.site_policy.partitions() is None and SitePolicySection().partitions() is None
+
+
+def test_the_proxys_capacity_counts_a_node_of_any_listed_partition_once() -> None:
+    node = {"cpus": 4, "alloc_cpus": 1, "real_memory": 1000, "alloc_memory": 0, "state": "idle"}
+    nodes = [{**node, "partitions": ["debug", "batch"]}, {**node, "partitions": ["gpu"]}, {**node, "partitions": None}]
+    assert parse_capacity(nodes, "debug,batch").cpus == 3  # the mode-1 node of VOs on debug and batch
+    assert parse_capacity(nodes, "batch,gpu").cpus == 6
+    assert parse_capacity(nodes, None).cpus == 9 and parse_capacity(nodes, "long").cpus == 0
+    assert POLICY.partitions() == ["debug", "batch"]
 
 
 ROLE_POLICY = SitePolicySection.model_validate({"vos": [
@@ -350,3 +368,96 @@ def test_arrays_and_heterogeneous_jobs_are_refused_under_a_cap(body: dict[str, A
         place_body(copy.deepcopy(body), choose_vo(POLICY, ["alpha.example.org"], None))
     assert refused.value.reason == "JobCapReached"
     place_body(copy.deepcopy(body), choose_vo(POLICY, ["beta.example.org"], None))  # no cap: taken
+def test_the_proxy_tells_the_placement_as_mode_2s_api_says_it() -> None:
+    placement, job = placed(["alpha.example.org"])
+    [filled] = place_body({"job": {"name": "j"}}, placement)
+    assert describe(placement, filled) == describe_job(job, placement) == \
+        "VO alpha.example.org, account alpha, partition debug, QoS normal"
+    free = Placement("x.org", SitePolicySection.model_validate({"vos": [{"vo": "x.org"}]}).vos[0])
+    [asked] = place_body({"job": {"partition": "a\r\nX-Evil: 1" + "p" * 400}}, free)  # a partition not restricted
+    told = describe(free, asked)
+    assert "\r" not in told and "\n" not in told and len(told) <= 300
+    assert told.startswith("VO x.org, account (user default), partition aX-Evil: 1")
+
+
+def test_capped_submissions_wait_per_account_and_user_or_per_account_when_the_vo_is_capped() -> None:
+    per_user = choose_vo(POLICY, ["alpha.example.org"], None)  # max_jobs too: the whole VO counts
+    assert cap_key(per_user, "u1") == cap_key(per_user, "u2") == "alpha"
+    only_users = Placement("a", SitePolicySection.model_validate(
+        {"vos": [{"vo": "a", "account": "acc", "max_jobs_per_user": 1}]}).vos[0])
+    assert (cap_key(only_users, "u1"), cap_key(only_users, "u2")) == ("acc/u1", "acc/u2")
+
+
+def test_one_capped_submission_at_a_time_per_key_and_the_locks_are_forgotten() -> None:
+    policy = SubmitPolicy(POLICY, None, "", None, lambda: "", "slurm", None)  # type: ignore[arg-type]
+    inside: list[str] = []
+    most: dict[str, int] = {}
+
+    async def hold(key: str) -> None:
+        async with policy._held(key):
+            inside.append(key)
+            most[key] = max(most.get(key, 0), inside.count(key))
+            for _ in range(3):  # let the others run: any that got in would be counted
+                await asyncio.sleep(0)
+            inside.remove(key)
+
+    async def main() -> None:
+        await asyncio.gather(*(hold(k) for k in ("a/u1", "a/u1", "a/u1", "a/u2", "a/u2")))
+
+    asyncio.run(main())
+    assert most == {"a/u1": 1, "a/u2": 1} and policy._locks == {}
+
+
+def test_the_mode_1_api_reads_the_proxys_rule_from_its_refusal() -> None:
+    body = {"error": "PartitionNotAllowed", "reason": "site policy of VO a, rule partitions: no", "rule": "partitions"}
+    refused = _refused(httpx.Response(403, json=body))
+    assert (refused.error, refused.rule, refused.detail) == ("PartitionNotAllowed", "partitions", body["reason"])
+    odd = _refused(httpx.Response(403, json={**body, "error": "not a word\n"}))
+    assert odd.error == "Forbidden" and odd.rule == "partitions"
+    plain = _refused(httpx.Response(403, text="no"))
+    assert (plain.rule, plain.error) == ("", "Forbidden")
+
+
+PER_CPU = SitePolicySection.model_validate({"vos": [
+    {"vo": "pc.example.org", "partitions": ["debug"], "default_mem_per_cpu_mb": 512, "max_mem_per_cpu_mb": 1024}]})
+
+
+def placed_per_cpu(flags: str | None = None, **spec: Any):
+    placement = choose_vo(PER_CPU, ["pc.example.org"], None)
+    job = build_job(pod(flags, **spec), workdir="/jobs/ns-u1", site=site_for(SITE, placement))
+    return place_job(job, placement, SITE)
+
+
+def test_a_pod_asking_no_memory_gets_its_vos_default_per_cpu() -> None:
+    job = placed_per_cpu()
+    assert job.memory_mb is None and "--mem-per-cpu=512" in job.extra_options  # no total beside it (sbatch)
+    asked = placed_per_cpu("--mem-per-cpu=800")
+    assert asked.memory_mb is None and "--mem-per-cpu=800" in asked.extra_options
+    assert "--mem-per-cpu=512" not in asked.extra_options
+    total = placed_per_cpu("--mem=3G")
+    assert total.memory_mb == 3072 and not any(o.startswith("--mem-per-cpu") for o in total.extra_options)
+    plain = placed(["alpha.example.org"])[1]  # a VO without the key: the site's total, as before
+    assert plain.memory_mb == SITE.default_memory_mb
+
+
+def test_a_pods_memory_request_wins_over_the_vos_default_per_cpu() -> None:
+    spec_pod = pod()
+    spec_pod["spec"]["containers"][0]["resources"] = {"requests": {"memory": "1Gi"}}
+    placement = choose_vo(PER_CPU, ["pc.example.org"], None)
+    job = place_job(build_job(spec_pod, workdir="/jobs/ns-u1", site=site_for(SITE, placement)), placement, SITE)
+    assert job.memory_mb == 1024 and not any(o.startswith("--mem-per-cpu") for o in job.extra_options)
+
+
+def test_a_job_description_asking_no_memory_gets_the_vos_default_per_cpu() -> None:
+    placement = choose_vo(PER_CPU, ["pc.example.org"], None)
+    bare: dict[str, Any] = {"job": {"name": "j"}}
+    place_body(bare, placement)
+    assert bare["job"]["memory_per_cpu"] == 512
+    for field, value in (("memory_per_node", 2048), ("memory_per_node", {"set": True, "number": 2048}),
+                         ("memory_per_tres", "gres/gpu:4096"), ("memory_per_cpu", 100)):
+        body: dict[str, Any] = {"job": {"name": "j", field: value}}
+        place_body(body, placement)
+        assert body["job"].get("memory_per_cpu") == (value if field == "memory_per_cpu" else None), field
+    unset: dict[str, Any] = {"job": {"name": "j", "memory_per_node": {"set": False}}}  # v0.0.40+: not set
+    place_body(unset, placement)
+    assert unset["job"]["memory_per_cpu"] == 512
