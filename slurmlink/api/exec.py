@@ -95,7 +95,8 @@ class ExecEndpoint:
         job_id, user, workdir = entry.job_id, entry.user, entry.workdir
 
         def step_for(port: int) -> tuple[list[str], dict[str, str]]:
-            return self.service.backend.step_command(job_id, user, workdir, connector_argv(port), pty=False)
+            return self.service.backend.step_command(job_id, user, workdir, connector_argv(port), pty=False,
+                                                     unbuffered=True)
 
         step: list[str] = []
         env: dict[str, str] = {}
