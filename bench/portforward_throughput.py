@@ -4,14 +4,16 @@ costs, against a direct connection to the same server.
 The chain: kubectl → the Kubernetes stand-in (in this process; SPDY tunnelled in WebSocket, kubectl's default)
 → `slurmlink vk` → `slurmlink api` (mode 2) → per connection, an `srun --overlap` step of the pod's job as its
 account, connected to the server on 127.0.0.1 → an echo server in the job. The baseline connects to the echo
-server directly (the dev cluster's node is this host).
+server directly (the dev cluster's node is this host); a third path, `step`, runs the API's connecting step
+by hand for each connection (`runuser -u <user> -- srun --overlap --unbuffered ... python3 -c CONNECTOR`, its
+stdin and stdout the socket): what the step design costs on its own, apart from kubectl, stand-in, vk and API.
 
 - connect: `--connects` (20) new connections, each until its first echoed byte (through the forward, a new
   step each), p50 and p95;
 - round trip: `--pings` (200) one-byte round trips on one open connection, p50 and p95;
 - throughput: `--megabytes` (20) MB sent and echoed back on one connection, MB/s each way.
 
-The phases run in ABBA order (direct, forward, forward, direct) and are averaged.
+The phases run in the order direct, step, forward, forward, step, direct and are averaged.
 
     .venv/bin/python bench/portforward_throughput.py
     .venv/bin/python bench/portforward_throughput.py --state-dir /var/lib/slurmlink/test-cluster-NAME --ports R,C,D
@@ -48,6 +50,7 @@ from bench.services import (  # noqa: E402
     vk_service,
     wait_until,
 )
+from slurmlink.api.portforward import connector_argv  # noqa: E402
 from standins.kube import KubeStandin  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "portforward_throughput.json"
@@ -122,6 +125,22 @@ def phase(port: int, connects: int, pings: int, megabytes: int) -> dict[str, flo
             "rtt_p95_ms": trip_p95, "mb_per_s": megabytes / seconds}
 
 
+def step_listener(job: str, server_port: int, env: dict[str, str]) -> int:
+    """A local port whose every connection is handed to a new connecting step, as the API starts it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    argv = ["runuser", "-u", USER, "--", "srun", "--overlap", f"--jobid={job}", "--nodes=1", "--ntasks=1",
+            "--mem=0", "--quiet", "--unbuffered", "--", *connector_argv(server_port)]
+
+    def serve() -> None:
+        while True:
+            conn, _ = listener.accept()
+            subprocess.Popen(argv, stdin=conn, stdout=conn, env=env)
+            conn.close()  # the step holds it now
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connects", type=int, default=20)
@@ -149,7 +168,9 @@ def main() -> None:
                 found = standin.get("pods", POD, "default") or {}
                 return found if (found.get("status") or {}).get("phase") == "Running" else {}
 
-            wait_until(running, 120, "the pod to run")
+            uid = wait_until(running, 120, "the pod to run")["metadata"]["uid"]
+            job = subprocess.run(["squeue", "--noheader", "--format=%i", "--name", f"slurmlink-{uid}"],
+                                 capture_output=True, text=True, env=cluster.env, check=True).stdout.split()[0]
             wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", server_port)) == 0, 60,
                        "the echo server to listen")
             local = free_port()
@@ -159,8 +180,9 @@ def main() -> None:
             try:
                 wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", local)) == 0, 60,
                            "kubectl port-forward to listen")
-                ports = {"direct": server_port, "forward": local}
-                order = ["direct", "forward", "forward", "direct"]
+                step = step_listener(job, server_port, {**os.environ, **cluster.env})
+                ports = {"direct": server_port, "step": step, "forward": local}
+                order = ["direct", "step", "forward", "forward", "step", "direct"]
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
                 for name in order:
                     runs[name].append(phase(ports[name], args.connects, args.pings, args.megabytes))
