@@ -150,3 +150,27 @@ def test_a_pod_that_is_not_running_is_refused(chain: Chain) -> None:
         return answer.status
     assert asyncio.run(straight_to_the_standin()) == 400
     chain.kubectl("delete", "pod", "pf-finished", "--wait=false")
+
+
+def test_deleting_the_pod_closes_its_forwards(chain: Chain) -> None:
+    port = free_port()
+    chain.apply(pod_manifest("pf-deleted", f"exec python3 -m http.server {port} --bind 127.0.0.1"))
+    chain.wait_phase("pf-deleted", ("Running",), timeout=90)
+
+    def answering() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+    wait_until(answering, 60, "the job's HTTP server to listen")
+    forward = Forward(chain, port, pod="pf-deleted")
+    try:
+        forward.wait_listening()
+        with socket.create_connection(("127.0.0.1", forward.local), timeout=90) as held:
+            held.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: the server keeps it open
+            assert held.recv(12).startswith(b"HTTP/1.")
+            chain.kubectl("delete", "pod", "pf-deleted", "--wait=false")
+            while held.recv(65536):  # the rest of the answer, then the end
+                pass
+        assert forward.process.wait(timeout=90) != 0  # kubectl lost its connection to the pod
+    finally:
+        forward.process.kill()
+        forward.process.wait()
