@@ -102,7 +102,11 @@ class ExecEndpoint:
         env: dict[str, str] = {}
         try:
             if forwarding:
-                step_for(1)  # refused now, before the upgrade, if this site cannot start steps
+                try:
+                    step_for(1)  # refused now, before the upgrade, if this site cannot start steps
+                except Unsupported:
+                    raise Unsupported("port-forward is not supported with this site (mode 1 reaches SLURM "
+                                      "through its REST API, which cannot start a step)") from None
             elif scope["path"] == ATTACH_ROUTE:
                 find_container(entry.pod, container)
                 output = await attach_output(self.service, entry, container)

@@ -152,7 +152,8 @@ async def _relay_through_step(argv: list[str], env: dict[str, str], data: SpdySt
     feeding = asyncio.create_task(inward())
     try:
         await asyncio.gather(outward(), proc.wait())
-        problem = (await stderr.read()).decode(errors="replace").strip()
+        said = (await stderr.read()).decode(errors="replace").splitlines()
+        problem = " ".join(line for line in said if not line.startswith("srun: "))  # srun's own: not the pod's
         if proc.returncode != 0:
             return f"error forwarding port {port}: {problem or f'the step ended with status {proc.returncode}'}"
         return ""

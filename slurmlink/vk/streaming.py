@@ -55,7 +55,7 @@ async def relay(request: Request, controller: PodController, api: InterlinkClien
         text = body.decode(errors="replace").strip() or f"{verb}: the API answered {status}"
         if status == 501:  # the site cannot (mode 1): the pod's events say so, for `kubectl describe`
             with contextlib.suppress(Exception):
-                await controller.events.emit(state.pod, f"{verb.capitalize()}NotSupported",
+                await controller.events.emit(state.pod, f"{verb[0].upper()}{verb[1:]}NotSupported",
                                              f"{verb} is not supported with this site: {text}", "Warning")
         code = status if status in (400, 403, 404, 429, 501, 503) else 502
         return PlainTextResponse(text, code)
