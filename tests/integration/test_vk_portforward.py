@@ -177,3 +177,19 @@ def test_deleting_the_pod_closes_its_forwards(chain: Chain) -> None:
     finally:
         forward.process.kill()
         forward.process.wait()
+
+
+def test_forwards_count_against_the_pods_session_limit(chain: Chain) -> None:
+    chain.apply(pod_manifest("pf-limits", "sleep 600"))
+    chain.wait_phase("pf-limits", ("Running",), timeout=90)
+    forwards = [Forward(chain, CLOSED_PORT, pod="pf-limits") for _ in range(4)]  # the API's default limit
+    try:
+        for forward in forwards:
+            forward.wait_listening()  # kubectl listens once its session is open
+        refused = chain.kubectl("port-forward", "pf-limits", f"{free_port()}:{CLOSED_PORT}", check=False)
+        assert refused.returncode != 0 and "too many exec sessions" in refused.stderr, refused
+    finally:
+        for forward in forwards:
+            forward.process.kill()
+            forward.process.wait()
+        chain.kubectl("delete", "pod", "pf-limits", "--wait=false")
