@@ -46,6 +46,8 @@ from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE, PORTFORWARD_ROUTE
 log = logging.getLogger(__name__)
 STREAMS_TIMEOUT = 30.0  # the kubelet's streamCreationTimeout
 READ_SIZE = 32 * 1024
+MAX_QUEUED_READS = 8  # terminal output chunks waiting for the client before the terminal is read no more
+MAX_RESIZE_BYTES = 4096  # of the resize stream kept while looking for a message's end
 MAX_POD_BYTES = 4 * 1024 * 1024
 
 
@@ -88,8 +90,28 @@ class ExecEndpoint:
             return PlainTextResponse(f"pod {params.get('namespace')}/{params.get('pod')} is not known here\n",
                                      404), None
         if entry.finished or not entry.job_id or (entry.job is not None and entry.job.state != "RUNNING"):
-            return PlainTextResponse(f"container {container} is not running: its job "
+            what = f"container {container}" if container else f"pod {params.get('namespace')}/{params.get('pod')}"
+            return PlainTextResponse(f"{what} is not running: its job "
                                      f"{entry.job_id or '(none)'} is not running\n", 400), None
+        if self.sessions_of_pod[entry.uid] >= self.per_pod or self.sessions_of_user[entry.user] >= self.per_user:
+            return PlainTextResponse(f"too many exec sessions (at most {self.per_pod} per pod and {self.per_user} "
+                                     f"per account)\n", 429), None
+        # Counted before any await (two requests cannot both pass), and before attach reads the log.
+        self.sessions_of_pod[entry.uid] += 1
+        self.sessions_of_user[entry.user] += 1
+        try:
+            refusal, started = await self._prepare(scope, headers, query, entry, container)
+        except BaseException:
+            self._release(entry)
+            raise
+        if refusal is not None:
+            self._release(entry)
+        return refusal, started
+
+    async def _prepare(self, scope: Scope, headers: Headers, query: list[tuple[str, str]], entry: PodEntry,
+                       container: str) -> tuple[ASGIApp | None, Awaitable[None] | None]:
+        """The step (or the attached output) and the upgrade, for a session already counted."""
+        assert entry.pod is not None
         options = rc.ExecOptions.from_kubelet_query(query)
         forwarding = scope["path"] == PORTFORWARD_ROUTE
         job_id, user, workdir = entry.job_id, entry.user, entry.workdir
@@ -129,26 +151,17 @@ class ExecEndpoint:
         if protocol is None:
             return PlainTextResponse(f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
                                      f"server supports {list(supported)}\n", 403), None
-        if self.sessions_of_pod[entry.uid] >= self.per_pod or self.sessions_of_user[entry.user] >= self.per_user:
-            return PlainTextResponse(f"too many exec sessions (at most {self.per_pod} per pod and {self.per_user} "
-                                     f"per account)\n", 429), None
-        self.sessions_of_pod[entry.uid] += 1  # counted before any await: two requests cannot both pass
-        self.sessions_of_user[entry.user] += 1
-        try:
-            reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, protocol)])
-            session = SpdySession(reader, writer, server=True)
-            served: ExecSession | PortForwardSession
-            if forwarding:
-                served = PortForwardSession(session, step_for)
-            elif scope["path"] == ATTACH_ROUTE:
-                served = AttachSession(session, options, protocol, output)
-            else:
-                served = ExecSession(session, options, protocol, step, env)
-            on_server_shutdown(scope, served.interrupt)
-            return None, self._counted(entry, served.run())
-        except BaseException:
-            self._release(entry)
-            raise
+        reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, protocol)])
+        session = SpdySession(reader, writer, server=True)
+        served: ExecSession | PortForwardSession
+        if forwarding:
+            served = PortForwardSession(session, step_for)
+        elif scope["path"] == ATTACH_ROUTE:
+            served = AttachSession(session, options, protocol, output)
+        else:
+            served = ExecSession(session, options, protocol, step, env)
+        on_server_shutdown(scope, served.interrupt)
+        return None, self._counted(entry, served.run())
 
     async def _counted(self, entry: PodEntry, session: Awaitable[None]) -> None:
         try:
@@ -359,39 +372,72 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 class _Terminal:
-    """The pty's main side, read and written without blocking the loop."""
+    """The pty's main side, read and written without blocking the loop. Both ways are bounded: output is read
+    only while fewer than MAX_QUEUED_READS chunks wait for the client, and `drain` waits until what was written
+    has gone into the terminal (a step that reads no input must not make the API spin or buffer without end)."""
 
     def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
         self.fd, self.loop = fd, loop
         self.readable: asyncio.Queue[bytes] = asyncio.Queue()
+        self._reading = False
+        self._pending = bytearray()  # written by the client, not yet taken by the terminal
+        self._drained = asyncio.Event()
+        self._drained.set()
         os.set_blocking(fd, False)
-        loop.add_reader(fd, self._ready)
+        self._read_again()
+
+    def _read_again(self) -> None:
+        if not self._reading:
+            self.loop.add_reader(self.fd, self._ready)
+            self._reading = True
 
     def _ready(self) -> None:
         try:
             data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return
         except OSError:  # EIO: every process let go of the terminal
             data = b""
-        if not data:
-            self.loop.remove_reader(self.fd)
+        if not data or self.readable.qsize() + 1 >= MAX_QUEUED_READS:
+            self.loop.remove_reader(self.fd)  # at the end; or until the client has taken some
+            self._reading = False
         self.readable.put_nowait(data)
 
     async def read(self, _size: int = READ_SIZE) -> bytes:
-        return await self.readable.get()
+        data = await self.readable.get()
+        if data and self.readable.qsize() < MAX_QUEUED_READS // 2:
+            self._read_again()
+        return data
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
+        self._pending += data
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._pending:
             try:
-                view = view[os.write(self.fd, view):]
+                written = os.write(self.fd, self._pending)
             except BlockingIOError:
-                continue
+                break
+            except OSError:  # the terminal is gone: what is left has nowhere to go
+                self._pending.clear()
+                break
+            del self._pending[:written]
+        if self._pending:
+            if self._drained.is_set():
+                self._drained.clear()
+                self.loop.add_writer(self.fd, self._flush)
+        elif not self._drained.is_set():
+            self.loop.remove_writer(self.fd)
+            self._drained.set()
 
     async def drain(self) -> None:
-        return None
+        await self._drained.wait()
 
     def close(self) -> None:
         self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self._drained.set()
         with contextlib.suppress(OSError):
             os.close(self.fd)
 
@@ -420,7 +466,7 @@ async def _resizes(stream: SpdyStream | None, fd: int) -> None:
         return
     pending = b""
     while chunk := await stream.read():
-        pending += chunk
+        pending = (pending + chunk)[-MAX_RESIZE_BYTES:]  # a message is a few dozen bytes: garbage is dropped
         while b"}" in pending:
             message, _, pending = pending.partition(b"}")
             size = rc.parse_resize(message + b"}")

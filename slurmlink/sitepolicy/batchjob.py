@@ -7,13 +7,25 @@ checks what the job asks and fills in the VO's account, partition, QoS and time 
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
-from slurmlink.sitepolicy.rules import JobAsk, Placement, fill_and_check, gpu_count, gpus_in, memory_mb, time_minutes
+from slurmlink.sitepolicy.rules import (
+    JobAsk,
+    Placement,
+    fill_and_check,
+    gpu_count,
+    gpus_in,
+    memory_mb,
+    time_minutes,
+    upper_count,
+)
 from slurmlink.translate.job import BatchJob
 from slurmlink.translate.site import SiteConfig
 
 DECIDED = ("--account", "--qos", "--time")  # options whose value the policy sets on the job
+# GPU options a site may allow whose count depends on tasks or sockets: not counted, so refused under a max
+_UNCOUNTED_GPUS = re.compile(r"--(?:gpus-per-(?:task|socket)|tres-per-[a-z]+)")
 
 
 def site_for(site: SiteConfig, placement: Placement) -> SiteConfig:
@@ -34,19 +46,38 @@ def _options(job: BatchJob) -> dict[str, str | None]:
     return options
 
 
+def _nodes_at_most(options: dict[str, str | None]) -> int | None:
+    """The most nodes the job may get: `--nodes`' upper end; without it, as many as its tasks (SLURM may spread
+    `--ntasks` over that many); else one. None if a count does not parse."""
+    for name in ("--nodes", "--ntasks"):
+        value = options.get(name)
+        if value is not None:
+            return upper_count(value)
+    return 1
+
+
 def _gpus(job: BatchJob, options: dict[str, str | None]) -> tuple[int, bool]:
-    """GPUs the job asks for, and whether some are asked in a form not counted here."""
-    total, unknown = 0, False
+    """GPUs the job asks for in all, and whether some are asked in a form not counted here. Per-node requests
+    count once per node the job may get; per-task and per-socket ones are not counted (refused under a max)."""
+    nodes = _nodes_at_most(options)
+    per_node, per_job, unknown = 0, 0, False
     for spec in (job.gres, options.get("--gres")):
         if spec:
             count = gpus_in(spec)
-            total, unknown = total + (count or 0), unknown or count is None
-    for name in ("--gpus", "--gpus-per-node"):
+            per_node, unknown = per_node + (count or 0), unknown or count is None
+    for name, is_per_node in (("--gpus", False), ("--gpus-per-node", True)):
         value = options.get(name)
         if value is not None:
             gpus = gpu_count(value)
-            total, unknown = total + (gpus or 0), unknown or gpus is None
-    return total, unknown
+            unknown = unknown or gpus is None
+            if is_per_node:
+                per_node += gpus or 0
+            else:
+                per_job += gpus or 0
+    unknown = unknown or any(_UNCOUNTED_GPUS.fullmatch(name) for name in options)
+    if per_node and nodes is None:
+        return per_job, True
+    return per_job + per_node * (nodes or 1), unknown
 
 
 def ask_of(job: BatchJob) -> JobAsk:

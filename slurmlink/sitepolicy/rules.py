@@ -103,6 +103,9 @@ def fill_and_check(placement: Placement, ask: JobAsk) -> JobAsk:
                           f"time limit {ask.time_text[:40]!r} cannot be read; at most {vo.max_time_minutes} minutes")
         if time is None:
             time = vo.max_time_minutes  # no limit asked or defaulted: the VO's longest, never "infinite"
+        if time <= 0:  # SLURM reads a time limit of 0 as none at all
+            raise _refuse(placement, "max_time_minutes", "TimeLimitExceeded",
+                          f"time limit {time} means no limit to SLURM; at most {vo.max_time_minutes} minutes")
         if time > vo.max_time_minutes:
             raise _refuse(placement, "max_time_minutes", "TimeLimitExceeded",
                           f"time limit {time} minutes is above {vo.max_time_minutes}")
@@ -185,6 +188,14 @@ def gpus_in(spec: str) -> int | None:
             return None
         total += int(count)
     return total
+
+
+def upper_count(value: str) -> int | None:
+    """The largest number a SLURM count or range allows (`4`, `2-8`, `2-8:2`); None if it does not parse."""
+    match = re.fullmatch(r"(\d+)(?:-(\d+))?(?::\d+)?", value.strip())
+    if match is None:
+        return None
+    return int(match.group(2) or match.group(1))
 
 
 def gpu_count(value: str) -> int | None:

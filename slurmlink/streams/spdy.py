@@ -28,6 +28,12 @@ SETTINGS_INITIAL_WINDOW_SIZE = 7
 INITIAL_WINDOW = 64 * 1024
 MAX_FRAME_DATA = 16 * 1024  # what we put in one DATA frame
 MAX_FRAME_LENGTH = (1 << 24) - 1
+# What a peer may make us hold (a session serves one user, but in the API's process beside everyone's):
+MAX_CONTROL_FRAME = 64 * 1024  # SYN_STREAM and the like carry a few headers
+MAX_DATA_FRAME = 1024 * 1024  # Go's spdystream writes what io.Copy read (32 KiB) as one frame
+MAX_HEADER_BLOCK = 64 * 1024  # a header block once decompressed (zlib could expand a frame a thousandfold)
+MAX_STREAM_BUFFER = 256 * 1024  # a stream's data not yet read: past it, the session reads no more (backpressure)
+MAX_OPEN_STREAMS = 64  # streams the peer may hold open at once; more are refused
 RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_CANCEL, RST_FLOW_CONTROL_ERROR = 1, 3, 5, 7
 
 # The header compression dictionary of SPDY/3 (section 2.6.10.1): a fixed protocol constant, which both
@@ -103,6 +109,8 @@ class FrameReader:
         while len(self._buffer) >= 8:
             first, second = struct.unpack_from(">II", self._buffer)
             length = second & 0xFFFFFF
+            if length > (MAX_CONTROL_FRAME if first & 0x80000000 else MAX_DATA_FRAME):
+                raise SpdyError(f"a frame of {length} bytes is more than this end takes")
             if len(self._buffer) < 8 + length:
                 break
             body = bytes(self._buffer[8:8 + length])
@@ -136,15 +144,21 @@ class HeaderCodec:
 
     def decode(self, data: bytes) -> Headers:
         try:
-            block = self._decompress.decompress(data)
+            block = self._decompress.decompress(data, MAX_HEADER_BLOCK)
         except zlib.error as exc:
             raise SpdyError(f"header block: {exc}") from None
+        if self._decompress.unconsumed_tail:
+            raise SpdyError(f"a header block of more than {MAX_HEADER_BLOCK} bytes")
         try:
             (count,), offset, headers = struct.unpack_from(">I", block), 4, {}
+            if count > (len(block) - 4) // 8:
+                raise SpdyError("a header block that counts more headers than it holds")
             for _ in range(count):
                 pair = []
                 for _part in range(2):
                     (length,) = struct.unpack_from(">I", block, offset)
+                    if offset + 4 + length > len(block):
+                        raise SpdyError("truncated header block")
                     pair.append(block[offset + 4:offset + 4 + length].decode("utf-8", "replace"))
                     offset += 4 + length
                 headers[pair[0].lower()] = pair[1]
@@ -169,6 +183,11 @@ class SpdyStream:
     local_closed: bool = False
     reset: bool = False
     unacknowledged: int = 0  # bytes consumed that we have not yet granted back
+    buffered: int = 0  # bytes in `incoming`
+    room: asyncio.Event = field(default_factory=asyncio.Event)  # set while `buffered` is under MAX_STREAM_BUFFER
+
+    def __post_init__(self) -> None:
+        self.room.set()
 
     async def read(self) -> bytes:
         """The next chunk; b"" once the peer closed or reset the stream."""
@@ -176,6 +195,9 @@ class SpdyStream:
             return b""
         chunk = await self.incoming.get()
         if chunk:
+            self.buffered -= len(chunk)
+            if self.buffered < MAX_STREAM_BUFFER:
+                self.room.set()
             self.session.consumed(self, len(chunk))
         return chunk
 
@@ -207,6 +229,10 @@ class SpdyStream:
     def end_input(self) -> None:
         self.remote_closed = True
         self.incoming.put_nowait(b"")
+
+    @property
+    def open(self) -> bool:
+        return not self.reset and not (self.remote_closed and self.local_closed)
 
 
 StreamHandler = Callable[[SpdyStream], Awaitable[None] | None]
@@ -290,6 +316,10 @@ class SpdySession:
                     break
                 for frame in self._frames.feed(data):
                     await self._handle(frame)
+                # A stream whose reader is behind holds the whole session, as spdystream's does: the peer's
+                # sending then waits on TCP, and nothing here grows without end.
+                for stream in list(self.streams.values()):
+                    await stream.room.wait()
         except (ConnectionError, asyncio.IncompleteReadError, SpdyError, struct.error):
             pass  # the peer left, or sent what is not SPDY: the session ends either way
         finally:
@@ -302,6 +332,7 @@ class SpdySession:
                 stream.end_input()
             stream.window_open.set()
             stream.replied.set()
+            stream.room.set()
         self.window_open.set()
         self.ended.set()
 
@@ -314,6 +345,11 @@ class SpdySession:
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
 
+    def _forget_ended(self) -> None:
+        """Drop streams over at both ends and read to the end (a long session opens many)."""
+        for stream_id in [i for i, s in self.streams.items() if not s.open and s.incoming.empty()]:
+            del self.streams[stream_id]
+
     async def _handle(self, frame: Frame) -> None:
         if isinstance(frame, DataFrame):
             stream = self.streams.get(frame.stream_id)
@@ -321,6 +357,9 @@ class SpdySession:
                 return  # a stream we reset or finished: its late data is dropped
             if frame.data:
                 stream.incoming.put_nowait(frame.data)
+                stream.buffered += len(frame.data)
+                if stream.buffered >= MAX_STREAM_BUFFER:
+                    stream.room.clear()
             if frame.flags & FLAG_FIN:
                 stream.end_input()
             return
@@ -328,8 +367,13 @@ class SpdySession:
         if frame.kind == SYN_STREAM:
             stream_id = struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF
             headers = self._codec.decode(payload[10:])  # decode always: the zlib stream must stay in step
-            if stream_id % 2 == (0 if self.server else 1) or stream_id in self.streams:
-                await self.reset_stream(stream_id, RST_PROTOCOL_ERROR)
+            if stream_id % 2 == (0 if self.server else 1) or stream_id <= self._last_peer_stream:
+                await self.reset_stream(stream_id, RST_PROTOCOL_ERROR)  # ids only grow (SPDY/3 2.3.2)
+                return
+            self._forget_ended()
+            if sum(1 for s in self.streams.values() if s.open) >= MAX_OPEN_STREAMS:
+                self._last_peer_stream = stream_id
+                await self.reset_stream(stream_id, RST_REFUSED_STREAM)
                 return
             self._last_peer_stream = stream_id
             stream = SpdyStream(self, stream_id, headers, send_window=self.peer_initial_window)

@@ -3,6 +3,7 @@ the rule, the same way on a mode-2 batch job (through the real flags parsing) an
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -290,3 +291,62 @@ def test_what_cannot_be_a_vo_name_never_reaches_a_header(text: str) -> None:
     with pytest.raises(PolicyRefused, match="is not a VO name"):
         asked_vo(text)
     assert asked_vo(" vo.example.org ") == "vo.example.org" and asked_vo(None) is None
+
+
+# --- what a review found: limits that other spellings passed ---------------------------------------------------
+
+@pytest.mark.parametrize("flags", ["-t 0", "--time=0", "--time=00:00", "--time=0-0"])
+def test_a_time_limit_of_zero_is_no_limit_and_is_refused_under_a_max(flags: str) -> None:
+    with pytest.raises(PolicyRefused, match="means no limit") as refused:
+        placed(["alpha.example.org"], flags)
+    assert refused.value.rule == "max_time_minutes"
+
+
+@pytest.mark.parametrize("limit", [0, -1, -2, {"set": True, "number": 0}, {"set": True, "number": -1}])
+def test_a_job_description_with_a_time_limit_of_zero_or_less_is_refused(limit: Any) -> None:
+    placement = choose_vo(POLICY, ["alpha.example.org"], None)
+    with pytest.raises(PolicyRefused, match="means no limit"):
+        place_body({"job": {"name": "x", "time_limit": limit}}, placement)
+
+
+@pytest.mark.parametrize(("flags", "allowed"), [
+    ("--gres=gpu:2", True), ("--gres=gpu:1 --nodes=2", True), ("--gres=gpu:1 --nodes=64", False),
+    ("--gres=gpu:1 -N 1-3", False), ("--gpus-per-node=1 --ntasks=3", False), ("--gres=gpu:1 --ntasks=2", True),
+    ("--gpus=2 --nodes=8", True), ("--gres=gpu:1 --nodes=x", False),
+])
+def test_per_node_gpus_count_once_per_node_the_job_may_get(flags: str, allowed: bool) -> None:
+    if allowed:
+        placed(["beta.example.org"], flags)
+    else:
+        with pytest.raises(PodRejected) as refused:
+            placed(["beta.example.org"], flags)
+        assert refused.value.reason == "GpuLimitExceeded"
+
+
+@pytest.mark.parametrize(("job", "allowed"), [
+    ({"gres": "gpu:1", "nodes": 2}, True), ({"gres": "gpu:1", "nodes": 64}, False),
+    ({"gres": "gpu:1", "maximum_nodes": 3}, False), ({"gres": "gpu:1", "nodes": "1-3"}, False),
+    ({"gres": "gpu:1", "tasks": 64}, False), ({"gpus_per_node": "1", "minimum_nodes": 1}, True),
+    ({"gpus_per_task": 1, "tasks": 64}, False), ({"tres_per_task": "gres/gpu:1"}, False),
+    ({"tres_per_job": "gres/gpu:2", "nodes": 64}, True),
+])
+def test_job_description_gpus_count_per_node_and_refuse_per_task(job: dict[str, Any], allowed: bool) -> None:
+    placement = choose_vo(POLICY, ["beta.example.org"], None)
+    body = {"job": {"name": "x", **job}}
+    if allowed:
+        place_body(body, placement)
+    else:
+        with pytest.raises(PolicyRefused) as refused:
+            place_body(body, placement)
+        assert refused.value.reason == "GpuLimitExceeded"
+
+
+@pytest.mark.parametrize("body", [
+    {"job": {"name": "x", "array": "0-9999"}},
+    {"jobs": [{"name": "a"}, {"name": "b"}]},
+])
+def test_arrays_and_heterogeneous_jobs_are_refused_under_a_cap(body: dict[str, Any]) -> None:
+    with pytest.raises(PolicyRefused, match="arrays and heterogeneous") as refused:
+        place_body(copy.deepcopy(body), choose_vo(POLICY, ["alpha.example.org"], None))
+    assert refused.value.reason == "JobCapReached"
+    place_body(copy.deepcopy(body), choose_vo(POLICY, ["beta.example.org"], None))  # no cap: taken

@@ -172,3 +172,71 @@ async def test_pings_from_the_peer_are_answered() -> None:
     await server.close()
     for task in tasks:
         task.cancel()
+
+
+# --- what a hostile peer can make us hold -------------------------------------------------------------------
+
+def test_frames_over_the_limits_end_the_session_before_they_are_buffered() -> None:
+    with pytest.raises(spdy.SpdyError, match="more than this end takes"):
+        FrameReader().feed(struct.pack(">HHI", 0x8003, spdy.SYN_STREAM, spdy.MAX_CONTROL_FRAME + 1))
+    with pytest.raises(spdy.SpdyError, match="more than this end takes"):
+        FrameReader().feed(struct.pack(">II", 1, spdy.MAX_DATA_FRAME + 1))
+
+
+def test_a_header_block_that_inflates_without_end_is_refused() -> None:
+    # 10 MB of one header value compresses to a few kB: decompression stops at the limit
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY)
+    block = struct.pack(">I", 1) + struct.pack(">I", 1) + b"a" + struct.pack(">I", 10_000_000) + b"x" * 10_000_000
+    data = bomb.compress(block) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    assert len(data) < spdy.MAX_CONTROL_FRAME
+    with pytest.raises(spdy.SpdyError, match="more than"):
+        HeaderCodec().decode(data)
+
+
+def test_a_header_block_that_claims_more_than_it_holds_is_refused() -> None:
+    sender = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY)
+    lying = struct.pack(">I", 1) + struct.pack(">I", 4) + b"name" + struct.pack(">I", 500) + b"short"
+    with pytest.raises(spdy.SpdyError, match="truncated"):
+        HeaderCodec().decode(sender.compress(lying) + sender.flush(zlib.Z_SYNC_FLUSH))
+
+
+@pytest.mark.anyio
+async def test_streams_past_the_limit_are_refused_and_ended_ones_do_not_count() -> None:
+    client, server, arrived = await _pair()
+    tasks = [asyncio.create_task(client.run()), asyncio.create_task(server.run())]
+    opened = [await client.open_stream({"n": str(i)}) for i in range(spdy.MAX_OPEN_STREAMS)]
+    with pytest.raises(spdy.SpdyError, match="refused"):
+        await asyncio.wait_for(client.open_stream({"n": "one too many"}), 5)
+    # Two streams end at both ends: two more may open.
+    for stream in opened[:2]:
+        await stream.close()
+    for theirs in arrived[:2]:
+        assert await theirs.read() == b""
+        await theirs.close()
+    for stream in opened[:2]:
+        assert await asyncio.wait_for(stream.read(), 5) == b""
+    await asyncio.wait_for(client.open_stream({"n": "again"}), 5)
+    await client.close()
+    for task in tasks:
+        task.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_stream_nobody_reads_holds_the_session_not_the_memory() -> None:
+    client, server, arrived = await _pair()
+    server.consumed = lambda stream, size: None  # type: ignore[method-assign]
+    tasks = [asyncio.create_task(client.run()), asyncio.create_task(server.run())]
+    opened = await client.open_stream({"streamtype": "stdin"})
+    # A peer that does not count windows (as spdystream) writes on; the server reads no more once the stream holds
+    # MAX_STREAM_BUFFER, so the writer ends up waiting on the socket.
+    writing = asyncio.create_task(opened.write(b"z" * (16 * spdy.MAX_STREAM_BUFFER)))
+    await asyncio.sleep(0.5)
+    assert not writing.done()
+    assert arrived[0].buffered <= spdy.MAX_STREAM_BUFFER + spdy.MAX_FRAME_DATA * 4
+    got = 0
+    while got < 16 * spdy.MAX_STREAM_BUFFER:  # the reader catches up: everything arrives
+        got += len(await asyncio.wait_for(arrived[0].read(), 5))
+    await asyncio.wait_for(writing, 5)
+    await client.close()
+    for task in tasks:
+        task.cancel()
