@@ -77,7 +77,7 @@ class PortForwardSession:
         self.session = session
         self.step_for = step_for
         self.pairs: dict[str, dict[str, SpdyStream]] = {}
-        self.relays: set[asyncio.Task[None]] = set()
+        self.relays: set[asyncio.Future[None]] = set()
         session.on_stream = self._arrived
 
     def interrupt(self) -> None:
@@ -87,6 +87,8 @@ class PortForwardSession:
     def _arrived(self, stream: SpdyStream) -> None:
         request_id = stream.headers.get("requestid", "")
         kind = stream.headers.get("streamtype", "")
+        if request_id not in self.pairs:
+            asyncio.get_running_loop().call_later(STREAMS_TIMEOUT, self._give_up, request_id)
         pair = self.pairs.setdefault(request_id, {})
         pair[kind] = stream
         if {"error", "data"} <= pair.keys():
@@ -94,6 +96,14 @@ class PortForwardSession:
             task = asyncio.create_task(self._forward(pair["error"], pair["data"]))
             self.relays.add(task)
             task.add_done_callback(self.relays.discard)
+
+    def _give_up(self, request_id: str) -> None:
+        """The other stream of a pair never came (the kubelet's rule): reset the one that did."""
+        for stream in self.pairs.pop(request_id, {}).values():
+            if not self.session.closed:
+                task = asyncio.ensure_future(self.session.reset_stream(stream.id))
+                self.relays.add(task)
+                task.add_done_callback(self.relays.discard)
 
     async def run(self) -> None:
         try:

@@ -7,6 +7,9 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
+import pytest
+
+from slurmlink.api import portforward
 from slurmlink.api.portforward import CONNECTOR, PortForwardSession
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 
@@ -85,4 +88,20 @@ def test_a_port_that_is_no_port_is_refused_without_a_step() -> None:
         for port in ("http", "0", "70000", "1; id"):
             answer, error = await _forward(port, "2", b"x", api)
             assert (answer, error) == (b"", f"invalid port {port!r}".encode())
+    asyncio.run(_with_servers(test))
+
+
+def test_a_stream_whose_pair_never_comes_is_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(portforward, "STREAMS_TIMEOUT", 0.2)
+
+    async def test(echo: int, api: int, _closed: int) -> None:
+        client = SpdySession(*await asyncio.open_connection("127.0.0.1", api), server=False)
+        reading = asyncio.create_task(client.run())
+        try:
+            lonely = await client.open_stream({"streamtype": "data", "port": str(echo), "requestid": "7"})
+            assert await asyncio.wait_for(lonely.read(), 30) == b""  # reset: no error stream came
+            assert lonely.reset
+        finally:
+            await client.close()
+            reading.cancel()
     asyncio.run(_with_servers(test))
