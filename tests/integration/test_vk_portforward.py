@@ -193,3 +193,35 @@ def test_forwards_count_against_the_pods_session_limit(chain: Chain) -> None:
             forward.process.kill()
             forward.process.wait()
         chain.kubectl("delete", "pod", "pf-limits", "--wait=false")
+
+
+def test_an_api_restart_ends_open_forwards(running: Chain) -> None:
+    # last in the module: the API restarts under the module's pod
+    _wait_server(running)
+    forward = Forward(running, SERVER_PORT)
+    process = running.api.process
+    assert process is not None
+    try:
+        forward.wait_listening()
+        assert forward.get("/hello.txt") == "hello-from-the-job\n"
+        process.terminate()
+        assert process.wait(30) == 0  # the open forward did not hold the API's shutdown
+        assert forward.process.wait(timeout=60) != 0  # kubectl lost its connection to the pod
+    finally:
+        forward.process.kill()
+        forward.process.wait()
+        running.api.start()
+    wait_until(lambda: _one_forward_answers(running), 60, "port-forward to work again after the restart")
+
+
+def _one_forward_answers(running: Chain) -> bool:
+    """A new kubectl port-forward and one request; False if kubectl gave up (the API may still recover)."""
+    forward = Forward(running, SERVER_PORT)
+    try:
+        def listening_or_gone() -> bool:
+            with socket.socket() as probe:
+                return forward.process.poll() is not None or probe.connect_ex(("127.0.0.1", forward.local)) == 0
+        wait_until(listening_or_gone, 30, "kubectl port-forward to listen or give up")
+        return forward.process.poll() is None and forward.get("/hello.txt") == "hello-from-the-job\n"
+    finally:
+        forward.stop()
