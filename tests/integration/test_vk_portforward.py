@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import ssl
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -60,11 +62,16 @@ class Forward:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def wait_listening(self) -> None:
-        def listening() -> bool:
+        """Until kubectl says it forwards (its session is open then). Not by connecting: a connection to a
+        port nothing listens on in the pod would end the forward."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
             assert self.process.poll() is None, self.process.communicate()
-            with socket.socket() as probe:
-                return probe.connect_ex(("127.0.0.1", self.local)) == 0
-        wait_until(listening, 60, "kubectl port-forward to listen")
+            ready = select.select([self.process.stdout], [], [], 0.5)[0]
+            if ready and "Forwarding from" in self.process.stdout.readline():
+                return
+        raise AssertionError("kubectl port-forward did not start forwarding")
 
     def get(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.local}{path}", timeout=60) as answer:
@@ -76,11 +83,15 @@ class Forward:
         return out, err
 
 
-def _wait_server(running: Chain) -> None:
+def _wait_listening_in_job(port: int) -> None:
     def answering() -> bool:
         with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", SERVER_PORT)) == 0
+            return probe.connect_ex(("127.0.0.1", port)) == 0
     wait_until(answering, 60, "the job's HTTP server to listen")
+
+
+def _wait_server(running: Chain) -> None:
+    _wait_listening_in_job(SERVER_PORT)
 
 
 @pytest.mark.parametrize("websockets", [True, False], ids=["websocket-tunnel", "spdy"])
@@ -160,10 +171,7 @@ def test_deleting_the_pod_closes_its_forwards(chain: Chain) -> None:
     chain.apply(pod_manifest("pf-deleted", f"exec python3 -m http.server {port} --bind 127.0.0.1"))
     chain.wait_phase("pf-deleted", ("Running",), timeout=90)
 
-    def answering() -> bool:
-        with socket.socket() as probe:
-            return probe.connect_ex(("127.0.0.1", port)) == 0
-    wait_until(answering, 60, "the job's HTTP server to listen")
+    _wait_listening_in_job(port)
     forward = Forward(chain, port, pod="pf-deleted")
     try:
         forward.wait_listening()
@@ -180,14 +188,19 @@ def test_deleting_the_pod_closes_its_forwards(chain: Chain) -> None:
 
 
 def test_forwards_count_against_the_pods_session_limit(chain: Chain) -> None:
-    chain.apply(pod_manifest("pf-limits", "sleep 600"))
+    # a server to forward to: wait_listening's probe is a connection, and an error on one ends a kubectl forward
+    port = free_port()
+    chain.apply(pod_manifest("pf-limits", f"exec python3 -m http.server {port} --bind 127.0.0.1"))
     chain.wait_phase("pf-limits", ("Running",), timeout=90)
-    forwards = [Forward(chain, CLOSED_PORT, pod="pf-limits") for _ in range(4)]  # the API's default limit
+    _wait_listening_in_job(port)
+    forwards = [Forward(chain, port, pod="pf-limits") for _ in range(4)]  # the API's default limit
     try:
         for forward in forwards:
             forward.wait_listening()  # kubectl listens once its session is open
-        refused = chain.kubectl("port-forward", "pf-limits", f"{free_port()}:{CLOSED_PORT}", check=False)
-        assert refused.returncode != 0 and "too many exec sessions" in refused.stderr, refused
+        assert [forward.process.poll() for forward in forwards] == [None] * 4
+        refused = chain.kubectl("port-forward", "pf-limits", f"{free_port()}:{port}", check=False)
+        assert refused.returncode != 0 and "too many exec sessions" in refused.stderr, \
+            (refused, [forward.process.poll() for forward in forwards])
     finally:
         for forward in forwards:
             forward.process.kill()
