@@ -30,6 +30,8 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slurmlink.api import logs
+from slurmlink.api.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
+from slurmlink.api.portforward import PortForwardSession, connector_argv
 from slurmlink.api.registry import PodEntry
 from slurmlink.api.service import PodService
 from slurmlink.core.errors import PodRejected
@@ -39,7 +41,7 @@ from slurmlink.streams.spdy import SpdySession, SpdyStream
 from slurmlink.streams.upgrade import SPDY, on_server_shutdown, switch_protocols
 from slurmlink.translate.execcmd import exec_argv, find_container
 from slurmlink.wire.interlink import ContainerLogOpts
-from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE
+from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE, PORTFORWARD_ROUTE
 
 log = logging.getLogger(__name__)
 STREAMS_TIMEOUT = 30.0  # the kubelet's streamCreationTimeout
@@ -60,7 +62,7 @@ class ExecEndpoint:
         self.sessions_of_user: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in (EXEC_ROUTE, ATTACH_ROUTE):
+        if scope["type"] != "http" or scope["path"] not in (EXEC_ROUTE, ATTACH_ROUTE, PORTFORWARD_ROUTE):
             await self.app(scope, receive, send)
             return
         refusal, started = await self._start(scope, receive)
@@ -88,7 +90,8 @@ class ExecEndpoint:
             return PlainTextResponse(f"pod {params.get('namespace')}/{params.get('pod')} is not known here\n",
                                      404), None
         if entry.finished or not entry.job_id or (entry.job is not None and entry.job.state != "RUNNING"):
-            return PlainTextResponse(f"container {container} is not running: its job "
+            what = f"container {container}" if container else f"pod {params.get('namespace')}/{params.get('pod')}"
+            return PlainTextResponse(f"{what} is not running: its job "
                                      f"{entry.job_id or '(none)'} is not running\n", 400), None
         if self.sessions_of_pod[entry.uid] >= self.per_pod or self.sessions_of_user[entry.user] >= self.per_user:
             return PlainTextResponse(f"too many exec sessions (at most {self.per_pod} per pod and {self.per_user} "
@@ -110,12 +113,25 @@ class ExecEndpoint:
         """The step (or the attached output) and the upgrade, for a session already counted."""
         assert entry.pod is not None
         options = rc.ExecOptions.from_kubelet_query(query)
+        forwarding = scope["path"] == PORTFORWARD_ROUTE
+        job_id, user, workdir = entry.job_id, entry.user, entry.workdir
+
+        def step_for(port: int) -> tuple[list[str], dict[str, str]]:
+            return self.service.backend.step_command(job_id, user, workdir, connector_argv(port), pty=False,
+                                                     unbuffered=True)
+
+        step: list[str] = []
+        env: dict[str, str] = {}
         try:
-            if scope["path"] == ATTACH_ROUTE:
+            if forwarding:
+                try:
+                    step_for(1)  # refused now, before the upgrade, if this site cannot start steps
+                except Unsupported:
+                    raise Unsupported("port-forward is not supported with this site (mode 1 reaches SLURM "
+                                      "through its REST API, which cannot start a step)") from None
+            elif scope["path"] == ATTACH_ROUTE:
                 find_container(entry.pod, container)
                 output = await attach_output(self.service, entry, container)
-                step: list[str] = []
-                env: dict[str, str] = {}
             else:
                 argv = exec_argv(entry.pod, container, options.command, site=self.service.site,
                                  workdir=entry.workdir)
@@ -130,14 +146,20 @@ class ExecEndpoint:
         if (headers.get("upgrade") or "").lower() != SPDY.lower():
             return PlainTextResponse("Upgrade request required\n", 400), None
         offered = headers.getlist(rc.PROTOCOL_HEADER)
-        protocol = rc.negotiate(offered, rc.SPDY_PROTOCOLS)
+        supported = (PORTFORWARD_PROTOCOL,) if forwarding else rc.SPDY_PROTOCOLS
+        protocol = rc.negotiate(offered, supported)
         if protocol is None:
             return PlainTextResponse(f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
-                                     f"server supports {list(rc.SPDY_PROTOCOLS)}\n", 403), None
+                                     f"server supports {list(supported)}\n", 403), None
         reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, protocol)])
         session = SpdySession(reader, writer, server=True)
-        served = AttachSession(session, options, protocol, output) if scope["path"] == ATTACH_ROUTE else \
-            ExecSession(session, options, protocol, step, env)
+        served: ExecSession | PortForwardSession
+        if forwarding:
+            served = PortForwardSession(session, step_for)
+        elif scope["path"] == ATTACH_ROUTE:
+            served = AttachSession(session, options, protocol, output)
+        else:
+            served = ExecSession(session, options, protocol, step, env)
         on_server_shutdown(scope, served.interrupt)
         return None, self._counted(entry, served.run())
 

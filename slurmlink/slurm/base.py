@@ -89,10 +89,11 @@ class SchedulerBackend(abc.ABC):
     async def capacity(self) -> Capacity:
         """Free capacity of the site right now."""
 
-    def step_command(self, job_id: str, user: str, workdir: str, argv: list[str], *, pty: bool
-                     ) -> tuple[list[str], dict[str, str]]:
+    def step_command(self, job_id: str, user: str, workdir: str, argv: list[str], *, pty: bool,
+                     unbuffered: bool = False) -> tuple[list[str], dict[str, str]]:
         """The argv and environment that start `argv` as a new step of a running job, as `user` (`kubectl
-        exec`). Backends that cannot start a process at the site say so."""
+        exec`; `unbuffered`: output passed on as it comes, not by lines, as port-forward needs). Backends
+        that cannot start a process at the site say so."""
         raise Unsupported("exec and attach are not supported with this site (mode 1 reaches SLURM through its "
                           "REST API, which cannot start an interactive step)")
 

@@ -199,12 +199,14 @@ class CliBackend(SchedulerBackend):
 
         await asyncio.to_thread(write)
 
-    def step_command(self, job_id: str, user: str, workdir: str, argv: list[str], *, pty: bool
-                     ) -> tuple[list[str], dict[str, str]]:
+    def step_command(self, job_id: str, user: str, workdir: str, argv: list[str], *, pty: bool,
+                     unbuffered: bool = False) -> tuple[list[str], dict[str, str]]:
         # --overlap: the step shares the CPUs the job's batch step holds; --mem=0: and its memory.
+        # --unbuffered: slurmstepd otherwise passes the step's output on a line at a time.
         self._account(user)
         step = [self._locate("srun"), "--overlap", f"--jobid={job_id}", "--nodes=1", "--ntasks=1", "--mem=0",
-                "--quiet", f"--chdir={workdir}", *(["--pty"] if pty else []), "--", *argv]
+                "--quiet", f"--chdir={workdir}", *(["--pty"] if pty else []),
+                *(["--unbuffered"] if unbuffered else []), "--", *argv]
         return self.runner.argv_for(step, user), self.runner.base_env()
 
     def _account(self, user: str) -> pwd.struct_passwd:

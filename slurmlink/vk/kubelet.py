@@ -115,12 +115,13 @@ def build_app(controller: PodController, api: InterlinkClient, healthy: Callable
         return await relay(request, controller, api)
 
     async def unsupported(request: Request) -> Response:
-        return PlainTextResponse("port-forward is not supported for pods run as SLURM jobs", 501)
+        return PlainTextResponse("this kubelet call is not supported for pods run as SLURM jobs", 501)
 
     return Starlette(routes=[
         Route("/containerLogs/{namespace}/{pod}/{container}", container_logs),
         Route("/exec/{namespace}/{pod}/{container}", exec_or_attach, methods=["GET", "POST"]),
         Route("/attach/{namespace}/{pod}/{container}", exec_or_attach, methods=["GET", "POST"]),
+        Route("/portForward/{namespace}/{pod}", exec_or_attach, methods=["GET", "POST"]),
         Route("/healthz", healthz), Route("/runningpods/", running_pods), Route("/metrics", prometheus),
         Route("/{verb:str}/{namespace}/{pod}/{container}", unsupported, methods=["GET", "POST"]),
     ])

@@ -1,4 +1,5 @@
-"""`/exec` and `/attach` on the kubelet endpoint: the apiserver's SPDY/3.1 connection, relayed to the API.
+"""`/exec`, `/attach` and `/portForward` on the kubelet endpoint: the apiserver's SPDY/3.1 connection,
+relayed to the API.
 
 The vk does not speak the remote-command protocol itself: once KubeletGuard has authorised the caller
 (`nodes/proxy`) and the pod is found on this node, it asks the API (the same token as its other calls) for
@@ -23,7 +24,7 @@ from slurmlink.streams.remotecommand import PROTOCOL_HEADER
 from slurmlink.streams.upgrade import SPDY, switch_protocols
 from slurmlink.vk.controller import PodController
 from slurmlink.wire.client import ApiCallError, InterlinkClient
-from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE
+from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE, PORTFORWARD_ROUTE
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -32,7 +33,8 @@ POD_KEYS = frozenset({"namespace", "pod", "uid", "container"})  # how soon a del
 
 
 async def relay(request: Request, controller: PodController, api: InterlinkClient) -> Response:
-    namespace, name, container = (request.path_params[k] for k in ("namespace", "pod", "container"))
+    namespace, name = request.path_params["namespace"], request.path_params["pod"]
+    container = request.path_params.get("container", "")  # port-forward names none
     verb = request.url.path.split("/")[1]
     state = controller.lookup(namespace, name)
     if state is None or state.gone:
@@ -44,7 +46,7 @@ async def relay(request: Request, controller: PodController, api: InterlinkClien
     params += [("namespace", namespace), ("pod", name), ("uid", state.uid), ("container", container)]
     headers = [("Connection", "Upgrade"), ("Upgrade", SPDY),
                *((PROTOCOL_HEADER, value) for value in request.headers.getlist(PROTOCOL_HEADER))]
-    route = EXEC_ROUTE if verb == "exec" else ATTACH_ROUTE
+    route = {"exec": EXEC_ROUTE, "attach": ATTACH_ROUTE, "portForward": PORTFORWARD_ROUTE}[verb]
     try:
         status, answer, body, network = await api.upgrade(route, params, headers, state.pod)
     except ApiCallError as exc:
@@ -53,7 +55,7 @@ async def relay(request: Request, controller: PodController, api: InterlinkClien
         text = body.decode(errors="replace").strip() or f"{verb}: the API answered {status}"
         if status == 501:  # the site cannot (mode 1): the pod's events say so, for `kubectl describe`
             with contextlib.suppress(Exception):
-                await controller.events.emit(state.pod, f"{verb.capitalize()}NotSupported",
+                await controller.events.emit(state.pod, f"{verb[0].upper()}{verb[1:]}NotSupported",
                                              f"{verb} is not supported with this site: {text}", "Warning")
         code = status if status in (400, 403, 404, 429, 501, 503) else 502
         return PlainTextResponse(text, code)

@@ -17,6 +17,8 @@ STATUS_CHANGES_ROUTE = f"{EXTENSIONS}/status-changes"
 # the API (mode 2): `kubectl exec`/`attach` relayed by the vk, as an SPDY/3.1 upgrade (api/exec.py)
 EXEC_ROUTE = f"{EXTENSIONS}/exec"
 ATTACH_ROUTE = f"{EXTENSIONS}/attach"
+# the API (mode 2): `kubectl port-forward` relayed by the vk, as an SPDY/3.1 upgrade (api/portforward.py)
+PORTFORWARD_ROUTE = f"{EXTENSIONS}/portforward"
 
 # --- headers --------------------------------------------------------------------------------------------
 

@@ -28,11 +28,13 @@ behave like the real apiserver (v1.36) on what a kubelet and kubectl use, per `s
 - SelfSubjectReview (`kubectl auth whoami`): any authenticated caller learns its user name and groups.
 - pods/exec and pods/attach: kubectl's WebSocket (v5/v4.channel.k8s.io) translated to SPDY/3.1 streams to the
   node's kubelet, and kubectl's SPDY relayed to it untouched (streams.py).
+- pods/portforward (Running pods only): kubectl's SPDY tunnelled in a WebSocket (`SPDY/3.1+portforward.k8s.io`)
+  unwrapped and relayed to the kubelet's `/portForward` as plain SPDY/3.1, or its plain SPDY relayed untouched.
 
 It deliberately does not do: authorization of ordinary requests (the grant table answers reviews only: no RBAC
 on other verbs, no Node authorizer, no NodeRestriction), roles and bindings as objects, admission webhooks,
 managedFields and true server-side apply (apply-patch is approximated by strategic merge), protobuf, quantity
-normalisation, reading past resourceVersions (lists always answer the current state), port-forward,
+normalisation, reading past resourceVersions (lists always answer the current state),
 controllers (but for a small scheduler, the namespace cleanup, the default ServiceAccount/kube-root-ca.crt, and
 the two garbage collectors a kubelet meets after `kubectl delete node`: owner references and orphaned pods, gc.py).
 

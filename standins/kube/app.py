@@ -28,7 +28,7 @@ from .registry import Caller, Registry
 from .request_info import RequestInfo, parse
 from .resources import GROUPS, ResourceType, lookup
 from .scheduler import Scheduler, bind
-from .streams import spdy_passthrough, stream_verb, websocket_exec
+from .streams import spdy_passthrough, stream_verb, websocket_exec, websocket_portforward
 from .tokens import TokenIssuer
 from .watch import open_watch
 
@@ -248,14 +248,18 @@ def build_app(services: Services) -> Starlette:
                 await task
 
     async def handle_websocket(websocket: WebSocket) -> None:
-        """kubectl exec/attach (WebSocket, translated to SPDY for the kubelet: streams.py)."""
+        """kubectl exec/attach (WebSocket, translated to SPDY for the kubelet) and port-forward (SPDY tunnelled in
+        WebSocket, unwrapped): streams.py."""
         target = stream_verb(websocket.url.path)
         try:
             services.authenticator.authenticate(websocket.headers.get("authorization"),
                                                 websocket.scope.get("state", {}).get("peer_cert"))
             if target is None:
                 raise path_not_found()
-            await websocket_exec(websocket, services.registry, services.kubelet, *target)
+            if target[0] == "portforward":
+                await websocket_portforward(websocket, services.registry, services.kubelet, *target[1:])
+            else:
+                await websocket_exec(websocket, services.registry, services.kubelet, *target)
         except StatusError as error:
             await websocket.send_denial_response(_status_response(error))
 

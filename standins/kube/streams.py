@@ -71,6 +71,20 @@ def kubelet_target(registry: Registry, kubelet: KubeletClient, verb: str, namesp
     return host, port, "/" + path
 
 
+def portforward_target(registry: Registry, kubelet: KubeletClient, namespace: str, name: str
+                       ) -> tuple[str, int, str]:
+    """(host, port, `/portForward/{ns}/{pod}`) of a Running pod; the apiserver refuses any other phase."""
+    pod = registry.current(by_kind("Pod"), namespace, name)
+    phase = (pod.get("status") or {}).get("phase")
+    if phase != "Running":
+        raise bad_request(f"pod {name} is not running and cannot be port-forwarded; current phase is {phase}")
+    node = registry.store.get("/nodes", "", (pod.get("spec") or {}).get("nodeName") or "")
+    if node is None:
+        raise bad_request(f"pod {name} does not have a host assigned")
+    host, port = _kubelet_location(node, kubelet.preferred_address_types)
+    return host, port, "/" + "/".join(urllib.parse.quote(part, safe="") for part in ("portForward", namespace, name))
+
+
 async def _dial_kubelet(kubelet: KubeletClient, host: str, port: int, target: str) -> Answer:
     headers = [("Upgrade", SPDY), *((rc.PROTOCOL_HEADER, offer) for offer in OFFERED_TO_KUBELET)]
     return await dial(host, port, target, headers, ssl_context=kubelet.ssl_context())
@@ -159,9 +173,12 @@ async def spdy_passthrough(request: Request, registry: Registry, kubelet: Kubele
     """kubectl's SPDY (its fallback, or KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false): relayed byte for byte to
     the kubelet after both upgrades, as the apiserver's UpgradeAwareHandler does."""
     params = urllib.parse.parse_qs(request.url.query, keep_blank_values=True)
-    exec_options(verb, params)
-    host, port, path = kubelet_target(registry, kubelet, verb, namespace, name, params)
-    query = urllib.parse.urlencode(exec_options(verb, params).kubelet_query())
+    if verb == "portforward":
+        host, port, path = portforward_target(registry, kubelet, namespace, name)
+        query = request.url.query  # the ports, as given
+    else:
+        host, port, path = kubelet_target(registry, kubelet, verb, namespace, name, params)
+        query = urllib.parse.urlencode(exec_options(verb, params).kubelet_query())
     headers = [("Upgrade", SPDY), *((rc.PROTOCOL_HEADER, offer) for offer in request.headers.getlist(
         rc.PROTOCOL_HEADER))]
     answer = await dial(host, port, f"{path}?{query}", headers, ssl_context=kubelet.ssl_context())
@@ -189,9 +206,51 @@ async def spdy_passthrough(request: Request, registry: Registry, kubelet: Kubele
 
 
 def stream_verb(path: str) -> tuple[str, str, str] | None:
-    """(verb, namespace, pod) for /api/v1/namespaces/{ns}/pods/{pod}/{exec|attach}; None otherwise."""
+    """(verb, namespace, pod) for /api/v1/namespaces/{ns}/pods/{pod}/{exec|attach|portforward}; None
+    otherwise."""
     parts = path.strip("/").split("/")
     if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" \
-            and parts[6] in ("exec", "attach"):
+            and parts[6] in ("exec", "attach", "portforward"):
         return parts[6], parts[3], parts[5]
     return None
+
+
+PORTFORWARD_PROTOCOL = "portforward.k8s.io"
+TUNNELED_PORTFORWARD = f"{SPDY}+{PORTFORWARD_PROTOCOL}"  # kubectl's WebSocket subprotocol since 1.31
+
+
+async def websocket_portforward(websocket: WebSocket, registry: Registry, kubelet: KubeletClient, namespace: str,
+                                name: str) -> None:
+    """kubectl port-forward's SPDY tunnelled in WebSocket binary messages: unwrapped and relayed as plain
+    SPDY/3.1 to the kubelet (the apiserver's tunnelling handler), after the kubelet's own 101."""
+    if TUNNELED_PORTFORWARD not in (websocket.scope.get("subprotocols") or []):
+        raise bad_request(f"unable to upgrade: the server supports only {TUNNELED_PORTFORWARD}")
+    host, port, path = portforward_target(registry, kubelet, namespace, name)
+    query = websocket.scope["query_string"].decode("latin-1")
+    headers = [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, PORTFORWARD_PROTOCOL)]
+    answer = await dial(host, port, f"{path}?{query}", headers, ssl_context=kubelet.ssl_context())
+    if answer.streams is None:
+        text = answer.body.decode(errors="replace").strip()
+        raise StatusError(answer.status if answer.status < 500 else 500, "InternalError", text)
+    await websocket.accept(subprotocol=TUNNELED_PORTFORWARD)
+    up_reader, up_writer = answer.streams
+
+    async def to_kubelet() -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while True:
+                up_writer.write(await websocket.receive_bytes())
+                await up_writer.drain()
+
+    async def to_kubectl() -> None:
+        while data := await up_reader.read(CHUNK):
+            await websocket.send_bytes(data)
+
+    tasks = [asyncio.create_task(to_kubelet()), asyncio.create_task(to_kubectl())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        up_writer.close()
+        with contextlib.suppress(Exception):
+            await websocket.close(1000)

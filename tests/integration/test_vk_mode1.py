@@ -135,8 +135,13 @@ def test_exec_is_refused_with_a_clear_message_and_an_event(chain1: Chain) -> Non
     chain1.wait_phase("m1-exec", ("Running",))
     result = chain1.kubectl("exec", "m1-exec", "--", "echo", "hi", check=False)
     assert result.returncode != 0 and "not supported with this site" in result.stderr, result
+    # port-forward too, in its own words (kubectl fails at its first connection: it dials the pod then)
+    forwarded = chain1.kubectl("port-forward", "m1-exec", ":8080", check=False)
+    assert forwarded.returncode != 0 and "port-forward is not supported with this site" in forwarded.stderr, \
+        forwarded
     events = json.loads(chain1.kubectl("get", "events", "-o", "json", "--field-selector",
                                        "involvedObject.name=m1-exec").stdout)["items"]
     assert any(e["reason"] == "ExecNotSupported" and "not supported with this site" in e["message"]
                for e in events), events
+    assert any(e["reason"] == "PortForwardNotSupported" for e in events), events
     chain1.kubectl("delete", "pod", "m1-exec", "--wait=false")

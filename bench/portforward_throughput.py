@@ -1,0 +1,208 @@
+"""Benchmark (not a test) of issue 15, item 2: what a `kubectl port-forward` to a server in a running pod
+costs, against a direct connection to the same server.
+
+The chain: kubectl → the Kubernetes stand-in (in this process; SPDY tunnelled in WebSocket, kubectl's default)
+→ `slurmlink vk` → `slurmlink api` (mode 2) → per connection, an `srun --overlap` step of the pod's job as its
+account, connected to the server on 127.0.0.1 → an echo server in the job. The baseline connects to the echo
+server directly (the dev cluster's node is this host); a third path, `step`, runs the API's connecting step
+by hand for each connection (`runuser -u <user> -- srun --overlap --unbuffered ... python3 -c CONNECTOR`, its
+stdin and stdout the socket): what the step design costs on its own, apart from kubectl, stand-in, vk and API.
+
+- connect: `--connects` (20) new connections, each until its first echoed byte (through the forward, a new
+  step each), p50 and p95;
+- round trip: `--pings` (200) one-byte round trips on one open connection, p50 and p95;
+- throughput: `--megabytes` (20) MB sent and echoed back on one connection, MB/s each way.
+
+The phases run in the order direct, step, forward, forward, step, direct and are averaged.
+
+    .venv/bin/python bench/portforward_throughput.py
+    .venv/bin/python bench/portforward_throughput.py --state-dir /var/lib/slurmlink/test-cluster-NAME --ports R,C,D
+
+Results go to bench/results/portforward_throughput.json (git-ignored). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # bench.services and the kube-apiserver stand-in (standins/) are not installed
+
+from bench.services import (  # noqa: E402
+    add_cluster_options,
+    api_config,
+    api_service,
+    cluster_of,
+    free_port,
+    node_kubeconfig,
+    vk_config,
+    vk_service,
+    wait_until,
+)
+from slurmlink.api.portforward import connector_argv  # noqa: E402
+from standins.kube import KubeStandin  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "portforward_throughput.json"
+KUBECTL = Path(sys.executable).parent / "kubectl"
+NODE = "bench-pf-node"
+USER = "sltest1"
+POD = "pf-bench"
+ECHO_SERVER = """
+import socket, sys, threading
+def echo(conn):
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    threading.Thread(target=echo, args=(server.accept()[0],), daemon=True).start()
+"""
+
+
+def _pod(port: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": "default"},
+            "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "restartPolicy": "Never",
+                     "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists",
+                                      "effect": "NoSchedule"}],
+                     "automountServiceAccountToken": False,
+                     "containers": [{"name": "main", "image": "debian",
+                                     "command": ["python3", "-c", ECHO_SERVER, str(port)]}]}}
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    values = sorted(values)
+    return statistics.median(values) * 1000, values[int(0.95 * (len(values) - 1))] * 1000
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> None:
+    while size:
+        chunk = conn.recv(min(size, 1 << 20))
+        if not chunk:
+            raise ConnectionError("closed early")
+        size -= len(chunk)
+
+
+def phase(port: int, connects: int, pings: int, megabytes: int) -> dict[str, float]:
+    setups = []
+    for _ in range(connects):
+        start = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+            conn.sendall(b"x")
+            _recv_exactly(conn, 1)
+        setups.append(time.perf_counter() - start)
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sendall(b"x")
+        _recv_exactly(conn, 1)  # the connection is set up before the clock runs
+        trips = []
+        for _ in range(pings):
+            start = time.perf_counter()
+            conn.sendall(b"x")
+            _recv_exactly(conn, 1)
+            trips.append(time.perf_counter() - start)
+        size = megabytes * 1024 * 1024
+        block = b"\0" * (1 << 20)
+        sender = threading.Thread(target=lambda: [conn.sendall(block) for _ in range(megabytes)])
+        start = time.perf_counter()
+        sender.start()
+        _recv_exactly(conn, size)
+        seconds = time.perf_counter() - start
+        sender.join()
+    connect_p50, connect_p95 = _ms(setups)
+    trip_p50, trip_p95 = _ms(trips)
+    return {"connect_p50_ms": connect_p50, "connect_p95_ms": connect_p95, "rtt_p50_ms": trip_p50,
+            "rtt_p95_ms": trip_p95, "mb_per_s": megabytes / seconds}
+
+
+def step_listener(job: str, server_port: int, env: dict[str, str]) -> int:
+    """A local port whose every connection is handed to a new connecting step, as the API starts it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    argv = ["runuser", "-u", USER, "--", "srun", "--overlap", f"--jobid={job}", "--nodes=1", "--ntasks=1",
+            "--mem=0", "--quiet", "--unbuffered", "--", *connector_argv(server_port)]
+
+    def serve() -> None:
+        while True:
+            conn, _ = listener.accept()
+            subprocess.Popen(argv, stdin=conn, stdout=conn, env=env)
+            conn.close()  # the step holds it now
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connects", type=int, default=20)
+    parser.add_argument("--pings", type=int, default=200)
+    parser.add_argument("--megabytes", type=int, default=20)
+    add_cluster_options(parser)
+    args = parser.parse_args()
+    cluster = cluster_of(args)
+    cluster.up()
+    server_port = free_port()
+    with (tempfile.TemporaryDirectory(prefix="slbench-pf-") as tmp,
+          KubeStandin(Path(tmp) / "standin") as standin):
+        work = Path(tmp)
+        for part in ("api", "vk"):
+            (work / part).mkdir()
+        api = api_service(api_config(cluster, USER, 0.5, free_port()), work / "api")
+        kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", NODE)
+        vk = vk_service(vk_config(standin, NODE, kubeconfig, api.url), work / "vk", standin.kubelet_client_cert)
+        with api, vk:
+            kube_env = {**os.environ, "KUBECONFIG": str(standin.kubeconfig), "KUBECACHEDIR": str(work / "cache")}
+            subprocess.run([str(KUBECTL), "apply", "-f", "-"], input=json.dumps(_pod(server_port)).encode(),
+                           env=kube_env, check=True, capture_output=True)
+
+            def running() -> dict[str, Any]:
+                found = standin.get("pods", POD, "default") or {}
+                return found if (found.get("status") or {}).get("phase") == "Running" else {}
+
+            uid = wait_until(running, 120, "the pod to run")["metadata"]["uid"]
+            job = subprocess.run(["squeue", "--noheader", "--format=%i", "--name", f"slurmlink-{uid}"],
+                                 capture_output=True, text=True, env=cluster.env, check=True).stdout.split()[0]
+            wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", server_port)) == 0, 60,
+                       "the echo server to listen")
+            local = free_port()
+            forward = subprocess.Popen([str(KUBECTL), "port-forward", POD, f"{local}:{server_port}",
+                                        "--address=127.0.0.1"], env=kube_env, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE)
+            try:
+                wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", local)) == 0, 60,
+                           "kubectl port-forward to listen")
+                step = step_listener(job, server_port, {**os.environ, **cluster.env})
+                ports = {"direct": server_port, "step": step, "forward": local}
+                order = ["direct", "step", "forward", "forward", "step", "direct"]
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
+                for name in order:
+                    runs[name].append(phase(ports[name], args.connects, args.pings, args.megabytes))
+                    print(f"{name:>8}: {runs[name][-1]}", flush=True)
+            finally:
+                forward.terminate()
+                forward.wait(30)
+            subprocess.run([str(KUBECTL), "delete", "pod", POD, "--wait=false"], env=kube_env, capture_output=True)
+    report = {name: {key: statistics.mean(run[key] for run in phases) for key in phases[0]}
+              for name, phases in runs.items()}
+    print(f"\n{'path':>8} {'connect p50':>12} {'p95':>8} {'rtt p50 ms':>11} {'p95':>8} {'MB/s':>8}")
+    for name, numbers in report.items():
+        print(f"{name:>8} {numbers['connect_p50_ms']:12.1f} {numbers['connect_p95_ms']:8.1f} "
+              f"{numbers['rtt_p50_ms']:11.2f} {numbers['rtt_p95_ms']:8.2f} {numbers['mb_per_s']:8.1f}")
+    load = os.getloadavg()
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"connects": args.connects, "pings": args.pings, "megabytes": args.megabytes,
+                                   "order": order, "runs": runs, "mean": report, "load": load}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
