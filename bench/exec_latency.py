@@ -25,41 +25,17 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # bench.services and the kube-apiserver stand-in (standins/) are not installed
 
-from bench.services import (  # noqa: E402
-    add_cluster_options,
-    api_config,
-    api_service,
-    cluster_of,
-    free_port,
-    node_kubeconfig,
-    vk_config,
-    vk_service,
-    wait_until,
-)
-from standins.kube import KubeStandin  # noqa: E402
+from bench.services import KUBECTL, add_cluster_options, cluster_of, pod_on, running_pod, step_argv  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "exec_latency.json"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 NODE = "bench-exec-node"
-USER = "sltest1"
 POD = "exec-bench"
-
-
-def _pod() -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": "default"},
-            "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "restartPolicy": "Never",
-                     "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists",
-                                      "effect": "NoSchedule"}],
-                     "automountServiceAccountToken": False,
-                     "containers": [{"name": "main", "image": "debian", "command": ["sleep", "3600"]}]}}
 
 
 def _timed(argv: list[str], env: dict[str, str], stdin: bytes = b"") -> tuple[float, bytes]:
@@ -86,36 +62,14 @@ def main() -> None:
     add_cluster_options(parser)
     args = parser.parse_args()
     cluster = cluster_of(args)
-    cluster.up()
-    with (tempfile.TemporaryDirectory(prefix="slbench-exec-") as tmp,
-          KubeStandin(Path(tmp) / "standin") as standin):
-        work = Path(tmp)
-        for part in ("api", "vk"):
-            (work / part).mkdir()
-        api = api_service(api_config(cluster, USER, 0.5, free_port()), work / "api")
-        kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", NODE)
-        vk = vk_service(vk_config(standin, NODE, kubeconfig, api.url), work / "vk", standin.kubelet_client_cert)
-        with api, vk:
-            kube_env = {**os.environ, "KUBECONFIG": str(standin.kubeconfig), "KUBECACHEDIR": str(work / "cache")}
-            subprocess.run([str(KUBECTL), "apply", "-f", "-"], input=json.dumps(_pod()).encode(), env=kube_env,
-                           check=True, capture_output=True)
-            def running() -> dict[str, Any]:
-                found = standin.get("pods", POD, "default") or {}
-                return found if (found.get("status") or {}).get("phase") == "Running" else {}
-
-            uid = wait_until(running, 120, "the pod to run")["metadata"]["uid"]
-            job = subprocess.run(["squeue", "--noheader", "--format=%i", "--name", f"slurmlink-{uid}"],
-                                 capture_output=True, text=True, env=cluster.env, check=True).stdout.split()[0]
-            direct = ["runuser", "-u", USER, "--", "srun", "--overlap", f"--jobid={job}", "--nodes=1",
-                      "--ntasks=1", "--mem=0", "--quiet", "--"]
-            prefixes = {"direct": (direct, {**os.environ, **cluster.env}),
-                        "kubectl": ([str(KUBECTL), "exec", "-i", POD, "--"], kube_env)}
-            order = ["direct", "kubectl", "kubectl", "direct"]
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in prefixes}
-            for name in order:
-                runs[name].append(phase(*prefixes[name], args.execs, args.megabytes))
-                print(f"{name:>8}: {runs[name][-1]}", flush=True)
-            subprocess.run([str(KUBECTL), "delete", "pod", POD, "--wait=false"], env=kube_env, capture_output=True)
+    with running_pod(cluster, NODE, pod_on(NODE, POD, ["sleep", "3600"])) as pod:
+        prefixes = {"direct": (step_argv(pod.job), pod.slurm_env),
+                    "kubectl": ([str(KUBECTL), "exec", "-i", POD, "--"], pod.kube_env)}
+        order = ["direct", "kubectl", "kubectl", "direct"]
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in prefixes}
+        for name in order:
+            runs[name].append(phase(*prefixes[name], args.execs, args.megabytes))
+            print(f"{name:>8}: {runs[name][-1]}", flush=True)
     report = {name: {key: statistics.mean(run[key] for run in phases) for key in phases[0]}
               for name, phases in runs.items()}
     print(f"\n{'path':>8} {'p50 ms':>8} {'p95 ms':>8} {'in MB/s':>8} {'out MB/s':>8}")

@@ -30,33 +30,27 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # bench.services and the kube-apiserver stand-in (standins/) are not installed
 
 from bench.services import (  # noqa: E402
+    KUBECTL,
     add_cluster_options,
-    api_config,
-    api_service,
     cluster_of,
     free_port,
-    node_kubeconfig,
-    vk_config,
-    vk_service,
+    pod_on,
+    running_pod,
+    step_argv,
     wait_until,
 )
 from slurmlink.api.portforward import connector_argv  # noqa: E402
-from standins.kube import KubeStandin  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "portforward_throughput.json"
-KUBECTL = Path(sys.executable).parent / "kubectl"
 NODE = "bench-pf-node"
-USER = "sltest1"
 POD = "pf-bench"
 ECHO_SERVER = """
 import socket, sys, threading
@@ -68,16 +62,6 @@ server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
 while True:
     threading.Thread(target=echo, args=(server.accept()[0],), daemon=True).start()
 """
-
-
-def _pod(port: int) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": "default"},
-            "spec": {"nodeSelector": {"kubernetes.io/hostname": NODE}, "restartPolicy": "Never",
-                     "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists",
-                                      "effect": "NoSchedule"}],
-                     "automountServiceAccountToken": False,
-                     "containers": [{"name": "main", "image": "debian",
-                                     "command": ["python3", "-c", ECHO_SERVER, str(port)]}]}}
 
 
 def _ms(values: list[float]) -> tuple[float, float]:
@@ -113,7 +97,10 @@ def phase(port: int, connects: int, pings: int, megabytes: int) -> dict[str, flo
             trips.append(time.perf_counter() - start)
         size = megabytes * 1024 * 1024
         block = b"\0" * (1 << 20)
-        sender = threading.Thread(target=lambda: [conn.sendall(block) for _ in range(megabytes)])
+        def send_all() -> None:
+            for _ in range(megabytes):
+                conn.sendall(block)
+        sender = threading.Thread(target=send_all)
         start = time.perf_counter()
         sender.start()
         _recv_exactly(conn, size)
@@ -128,13 +115,12 @@ def phase(port: int, connects: int, pings: int, megabytes: int) -> dict[str, flo
 def step_listener(job: str, server_port: int, env: dict[str, str]) -> int:
     """A local port whose every connection is handed to a new connecting step, as the API starts it."""
     listener = socket.create_server(("127.0.0.1", 0))
-    argv = ["runuser", "-u", USER, "--", "srun", "--overlap", f"--jobid={job}", "--nodes=1", "--ntasks=1",
-            "--mem=0", "--quiet", "--unbuffered", "--", *connector_argv(server_port)]
+    argv = [*step_argv(job, "--unbuffered"), *connector_argv(server_port)]
 
     def serve() -> None:
         while True:
             conn, _ = listener.accept()
-            subprocess.Popen(argv, stdin=conn, stdout=conn, env=env)
+            subprocess.Popen(argv, stdin=conn.fileno(), stdout=conn.fileno(), env=env)
             conn.close()  # the step holds it now
 
     threading.Thread(target=serve, daemon=True).start()
@@ -149,48 +135,27 @@ def main() -> None:
     add_cluster_options(parser)
     args = parser.parse_args()
     cluster = cluster_of(args)
-    cluster.up()
     server_port = free_port()
-    with (tempfile.TemporaryDirectory(prefix="slbench-pf-") as tmp,
-          KubeStandin(Path(tmp) / "standin") as standin):
-        work = Path(tmp)
-        for part in ("api", "vk"):
-            (work / part).mkdir()
-        api = api_service(api_config(cluster, USER, 0.5, free_port()), work / "api")
-        kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", NODE)
-        vk = vk_service(vk_config(standin, NODE, kubeconfig, api.url), work / "vk", standin.kubelet_client_cert)
-        with api, vk:
-            kube_env = {**os.environ, "KUBECONFIG": str(standin.kubeconfig), "KUBECACHEDIR": str(work / "cache")}
-            subprocess.run([str(KUBECTL), "apply", "-f", "-"], input=json.dumps(_pod(server_port)).encode(),
-                           env=kube_env, check=True, capture_output=True)
-
-            def running() -> dict[str, Any]:
-                found = standin.get("pods", POD, "default") or {}
-                return found if (found.get("status") or {}).get("phase") == "Running" else {}
-
-            uid = wait_until(running, 120, "the pod to run")["metadata"]["uid"]
-            job = subprocess.run(["squeue", "--noheader", "--format=%i", "--name", f"slurmlink-{uid}"],
-                                 capture_output=True, text=True, env=cluster.env, check=True).stdout.split()[0]
-            wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", server_port)) == 0, 60,
-                       "the echo server to listen")
-            local = free_port()
-            forward = subprocess.Popen([str(KUBECTL), "port-forward", POD, f"{local}:{server_port}",
-                                        "--address=127.0.0.1"], env=kube_env, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE)
-            try:
-                wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", local)) == 0, 60,
-                           "kubectl port-forward to listen")
-                step = step_listener(job, server_port, {**os.environ, **cluster.env})
-                ports = {"direct": server_port, "step": step, "forward": local}
-                order = ["direct", "step", "forward", "forward", "step", "direct"]
-                runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
-                for name in order:
-                    runs[name].append(phase(ports[name], args.connects, args.pings, args.megabytes))
-                    print(f"{name:>8}: {runs[name][-1]}", flush=True)
-            finally:
-                forward.terminate()
-                forward.wait(30)
-            subprocess.run([str(KUBECTL), "delete", "pod", POD, "--wait=false"], env=kube_env, capture_output=True)
+    with running_pod(cluster, NODE, pod_on(NODE, POD, ["python3", "-c", ECHO_SERVER, str(server_port)])) as pod:
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", server_port)) == 0, 60,
+                   "the echo server to listen")
+        local = free_port()
+        forward = subprocess.Popen([str(KUBECTL), "port-forward", POD, f"{local}:{server_port}",
+                                    "--address=127.0.0.1"], env=pod.kube_env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", local)) == 0, 60,
+                       "kubectl port-forward to listen")
+            step = step_listener(pod.job, server_port, pod.slurm_env)
+            ports = {"direct": server_port, "step": step, "forward": local}
+            order = ["direct", "step", "forward", "forward", "step", "direct"]
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
+            for name in order:
+                runs[name].append(phase(ports[name], args.connects, args.pings, args.megabytes))
+                print(f"{name:>8}: {runs[name][-1]}", flush=True)
+        finally:
+            forward.terminate()
+            forward.wait(30)
     report = {name: {key: statistics.mean(run[key] for run in phases) for key in phases[0]}
               for name, phases in runs.items()}
     print(f"\n{'path':>8} {'connect p50':>12} {'p95':>8} {'rtt p50 ms':>11} {'p95':>8} {'MB/s':>8}")

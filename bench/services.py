@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import json
 import os
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -223,3 +227,64 @@ def vk_service(config: dict[str, Any], workdir: Path, client: tuple[Path, Path] 
                ready_path: str = "/healthz") -> Service:
     return Service("vk", config, workdir, port=config["kubelet"]["port"], https=True, ready_path=ready_path,
                    client=client)
+
+
+# --- one long pod on a virtual node, for the interactive benches (exec_latency.py, portforward_throughput.py) --
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+POD_USER = "sltest1"  # the account the pods run as (the API's `users` default)
+
+
+@dataclass(frozen=True)
+class RunningPod:
+    name: str
+    job: str  # its SLURM job
+    kube_env: dict[str, str]  # kubectl's environment, towards the stand-in
+    slurm_env: dict[str, str]  # SLURM's commands' environment, towards the cluster
+
+
+def pod_on(node: str, name: str, command: list[str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "restartPolicy": "Never",
+                     "tolerations": [{"key": "virtual-node.interlink/no-schedule", "operator": "Exists",
+                                      "effect": "NoSchedule"}],
+                     "automountServiceAccountToken": False,
+                     "containers": [{"name": "main", "image": "debian", "command": command}]}}
+
+
+@contextlib.contextmanager
+def running_pod(cluster: DevCluster, node: str, pod: dict[str, Any]) -> Iterator[RunningPod]:
+    """The Kubernetes stand-in, a mode-2 `slurmlink api` and a `slurmlink vk` for `node`, and `pod` applied with
+    kubectl and Running; the pod is deleted at the end."""
+    cluster.up()
+    name = pod["metadata"]["name"]
+    with (tempfile.TemporaryDirectory(prefix="slbench-pod-") as tmp, KubeStandin(Path(tmp) / "standin") as standin):
+        work = Path(tmp)
+        for part in ("api", "vk"):
+            (work / part).mkdir()
+        api = api_service(api_config(cluster, POD_USER, 0.5, free_port()), work / "api")
+        kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", node)
+        vk = vk_service(vk_config(standin, node, kubeconfig, api.url), work / "vk", standin.kubelet_client_cert)
+        with api, vk:
+            kube_env = {**os.environ, "KUBECONFIG": str(standin.kubeconfig), "KUBECACHEDIR": str(work / "cache")}
+            subprocess.run([str(KUBECTL), "apply", "-f", "-"], input=json.dumps(pod).encode(), env=kube_env,
+                           check=True, capture_output=True)
+
+            def running() -> dict[str, Any]:
+                found = standin.get("pods", name, "default") or {}
+                return found if (found.get("status") or {}).get("phase") == "Running" else {}
+
+            uid = wait_until(running, 120, "the pod to run")["metadata"]["uid"]
+            job = subprocess.run(["squeue", "--noheader", "--format=%i", "--name", f"slurmlink-{uid}"],
+                                 capture_output=True, text=True, env=cluster.env, check=True).stdout.split()[0]
+            try:
+                yield RunningPod(name, job, kube_env, {**os.environ, **cluster.env})
+            finally:
+                subprocess.run([str(KUBECTL), "delete", "pod", name, "--wait=false"], env=kube_env,
+                               capture_output=True)
+
+
+def step_argv(job: str, *options: str) -> list[str]:
+    """A new step of `job` as the pods' account, started as the API starts exec and port-forward steps."""
+    return ["runuser", "-u", POD_USER, "--", "srun", "--overlap", f"--jobid={job}", "--nodes=1", "--ntasks=1",
+            "--mem=0", "--quiet", *options, "--"]
