@@ -1,4 +1,5 @@
-"""Per-VO site policy with accounting (slurmdbd, AccountingStorageEnforce=associations), mode 2 — must show:
+"""Per-VO site policy with accounting (slurmdbd, AccountingStorageEnforce=associations), mode 2 and mode 1 (the
+proxy in front of the same cluster's slurmrestd) — must show:
 the dev cluster's VO accounts have associations for the test users (alpha: sltest1, sltest2; beta: sltest1),
 each VO's jobs run charged to its account with its QoS (sacct says so), `check-config --online` finds the
 accounts and QoS the policy names, and SLURM itself refuses an account the mapped user has no association
@@ -10,8 +11,10 @@ import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from slurmlink.checks.report import Report
@@ -24,6 +27,7 @@ from tests.harness.ports import free_port
 from tests.harness.services import ApiProcess, api_config
 from tests.harness.sitepolicy import ALPHA, BETA, entitlements, policy_config
 from tests.harness.waiting import wait_until
+from tests.integration.proxy_fixtures import ProxyServer, V, bearer, proxy_config, submit_body
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +121,44 @@ def test_check_config_finds_the_accounts_and_qos(slurm_accounting_cluster: DevCl
     found = {(f.level, f.key): f.message for f in report.findings}
     assert ("ok", "site_policy.vos.0.account") in found and ("ok", "site_policy.vos.0.qos") in found
     assert "gamma: no such account" in found[("error", "site_policy.vos.1.account")]
+
+
+# --- mode 1: the proxy places the job; SLURM's accounting charges it -----------------------------------------
+
+@pytest.fixture(scope="module")
+def accounting_proxy(slurm_accounting_cluster: DevCluster, checkin: CheckinStandin, members: dict[str, str],
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyServer]:
+    cluster = slurm_accounting_cluster
+    users = tmp_path_factory.mktemp("policy-acct-proxy") / "users.txt"
+    users.write_text(f"{checkin.issuer} {members['alice']} {cluster.users[0]}\n"
+                     f"{checkin.issuer} {members['carol']} {cluster.users[2]}\n")
+    policy = policy_config(cluster)
+    for entry in policy["vos"]:
+        entry["qos"] = ["normal"]
+    config = proxy_config(cluster, checkin, Path(users), site_policy=policy)
+    config.identity.policy.vos = [ALPHA, BETA]
+    server = ProxyServer(config).start()
+    yield server
+    server.stop()
+
+
+def test_through_the_proxy_each_vos_jobs_are_charged_to_its_account(
+        accounting_proxy: ProxyServer, checkin: CheckinStandin, members: dict[str, str],
+        slurm_accounting_cluster: DevCluster) -> None:
+    token = checkin.mint(members["alice"])
+    for vo, account in ((None, "alpha"), (BETA, "beta")):
+        headers = {**bearer(token), **({"X-Slurmlink-VO": vo} if vo else {})}
+        answer = httpx.post(f"{accounting_proxy.url}/slurm/{V}/job/submit", headers=headers, timeout=30,
+                            json=submit_body("policy-acct-mode1", "#!/bin/bash\ntrue"))
+        assert answer.status_code == 200 and not answer.json().get("errors"), answer.text
+        job_id = str(answer.json()["job_id"])
+        assert slurm_says(slurm_accounting_cluster,
+                          ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Account"]) == account
+
+
+def test_through_the_proxy_slurm_refuses_an_account_without_an_association(
+        accounting_proxy: ProxyServer, checkin: CheckinStandin, members: dict[str, str]) -> None:
+    answer = httpx.post(f"{accounting_proxy.url}/slurm/{V}/job/submit", headers=bearer(checkin.mint(members["carol"])),
+                        json=submit_body("policy-acct-mode1", "#!/bin/bash\ntrue"), timeout=30)
+    assert answer.status_code != 200 or answer.json().get("errors"), answer.text
+    assert "account" in answer.text.lower() or "association" in answer.text.lower(), answer.text
