@@ -37,9 +37,9 @@ def test_readiness_drives_ready_and_liveness_restarts_with_events_and_previous_l
     container = {"name": "main", "image": "debian", "command": ["sh", "-c", script],
                  "volumeMounts": [{"name": "state", "mountPath": "/state"}],
                  "readinessProbe": {"exec": {"command": ["test", "-e", "/state/ready"]}, "periodSeconds": 1,
-                                    "failureThreshold": 1},
+                                    "failureThreshold": 1, "timeoutSeconds": 5},
                  "livenessProbe": {"exec": {"command": ["test", "-e", "/state/alive"]}, "periodSeconds": 1,
-                                   "failureThreshold": 1, "initialDelaySeconds": 2}}
+                                   "failureThreshold": 1, "initialDelaySeconds": 2, "timeoutSeconds": 5}}
     chain.apply(pod_manifest("probed", "", containers=[container], restartPolicy="Always",
                              volumes=[{"name": "state", "emptyDir": {}}], terminationGracePeriodSeconds=2))
     pod = chain.wait_phase("probed", ("Running",))

@@ -77,7 +77,9 @@ def test_a_liveness_kill_past_the_sites_restart_limit_promises_no_restart() -> N
 
 
 def test_a_failed_startup_probe_kills_the_container_and_never_restarts_it_under_never() -> None:
-    probe = {"exec": {"command": ["sh", "-c", "echo not yet; exit 1"]}, "periodSeconds": 1, "failureThreshold": 2}
+    # a generous timeout: on a loaded machine the default 1 s can pass before sh answers, and the note changes
+    probe = {"exec": {"command": ["sh", "-c", "echo not yet; exit 1"]}, "periodSeconds": 1, "failureThreshold": 2,
+             "timeoutSeconds": 10}
     container = {"command": ["sh", "-c", "while :; do sleep 0.1; done"], "startupProbe": probe,
                  "readinessProbe": {"exec": {"command": ["true"]}}}
     with job(pod(container, terminationGracePeriodSeconds=5)) as (process, workdir):
