@@ -1,10 +1,14 @@
 """The proxy's HTTP edge: what a client can do before its request is whole, which the app never sees.
 
-uvicorn's h11 protocol, tightened: a connection must send its request's headers within `header_timeout`
-seconds of connecting (or of its first byte after an answer; idle keep-alive connections are uvicorn's
-`timeout_keep_alive`); headers larger than `max_header_bytes` are a 431; connections are capped per client
-address and in total; and every refusal made here has the proxy's JSON shape (errors.py), malformed HTTP
-included. A refusal here closes the connection.
+uvicorn's httptools protocol (llhttp: about a tenth of h11's CPU per request, bench/README.md), tightened: a
+connection must send its request's headers within `header_timeout` seconds of connecting (or of its first byte
+after an answer; idle keep-alive connections are uvicorn's `timeout_keep_alive`); headers larger than
+`max_header_bytes` are a 431, whether whole or still arriving (httptools itself holds a head of any size);
+what llhttp reads but the proxy does not serve is refused with the head (`head_refusal`: other HTTP versions,
+targets that are not paths, upgrades, a body framed twice or by another coding, a missing Host); trailers
+of a chunked body are dropped; connections are capped per client address and in total; and every refusal
+made here has the proxy's JSON shape (errors.py), malformed HTTP included. A refusal here closes the
+connection.
 
 The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
 and its body separately, which would be two sends (and two wake-ups of the client) per request.
@@ -18,8 +22,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("slurmlink.proxy")
 
@@ -104,55 +108,65 @@ def refusal_bytes(status: int, error: str, reason: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-class _RememberingConnection(h11.Connection):
-    """h11's connection, remembering why the client's bytes were not HTTP (uvicorn drops the exception).
-    h11 limits only headers still arriving; headers that arrived whole are measured here."""
-
-    def __init__(self, max_header_bytes: int) -> None:
-        super().__init__(h11.SERVER, max_header_bytes)
-        self.max_header_bytes = max_header_bytes
-        self.last_error: h11.RemoteProtocolError | None = None
-
-    def next_event(self) -> Any:
-        try:
-            event = super().next_event()
-            if isinstance(event, h11.Request):
-                check_request(event, self.max_header_bytes)
-            return event
-        except h11.RemoteProtocolError as exc:
-            self.last_error = exc
-            raise
+Refused = tuple[int, str, str]  # (status, error, reason): an answer in the shape of errors.error_response
 
 
-def check_request(request: h11.Request, max_header_bytes: int) -> None:
-    """What h11 lets through and the proxy does not: headers that arrived whole but too large, and a body
-    framed twice (RFC 9112 6.1 allows refusing it; a framing read two ways is how requests are smuggled)."""
-    if header_bytes(request) > max_header_bytes:
-        raise h11.RemoteProtocolError("headers too large", error_status_hint=431)
-    names = {name for name, _ in request.headers}
-    if b"content-length" in names and b"transfer-encoding" in names:
-        raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding frame the body")
+def head_refusal(*, method: str, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]],
+                 upgrade: bool, max_header_bytes: int) -> Refused | None:
+    """What llhttp (httptools) lets through and the proxy does not, judged on a request's whole head; None if
+    it may go on. Header names are lower case, as uvicorn gives them. Pure.
+
+    llhttp itself refuses a body framed twice (Content-Length with Transfer-Encoding, two Content-Lengths),
+    malformed lengths, bad header lines and control characters; the framing rules are checked here again so
+    that they hold whatever the parser's leniencies (a framing read two ways is how requests are smuggled)."""
+    if head_bytes(target, headers) > max_header_bytes:
+        return too_large(max_header_bytes)
+    if http_version not in ("1.0", "1.1"):  # llhttp reads HTTP/0.9 and 2.0 request lines too
+        return 400, "BadRequest", f"HTTP/{http_version} is not served: HTTP/1.1 or 1.0"
+    if not target.startswith(b"/") or b"#" in target:  # llhttp's URL parser would take the path of the rest
+        return 400, "BadRequest", f"{method} with a target that is not a path (origin form) is not served"
+    if upgrade:  # the proxy switches to no other protocol; llhttp would stop reading the connection as HTTP
+        return 400, "BadRequest", "the proxy does not switch protocols (Upgrade, CONNECT)"
+    names = [name for name, _ in headers]
+    if http_version == "1.1" and names.count(b"host") != 1:  # RFC 9112 3.2
+        return 400, "BadRequest", "an HTTP/1.1 request has exactly one Host header"
+    codings = [value for name, value in headers if name == b"transfer-encoding"]
+    if codings and b"content-length" in names:  # RFC 9112 6.1 allows refusing it
+        return 400, "BadRequest", "both Content-Length and Transfer-Encoding frame the body"
+    if codings and (http_version == "1.0" or len(codings) > 1 or codings[0].strip().lower() != b"chunked"):
+        return 400, "BadRequest", "Transfer-Encoding other than one `chunked` in HTTP/1.1 is not served"
+    return None
 
 
-def header_bytes(request: h11.Request) -> int:
+def head_bytes(target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
     """The size of a request line and its headers, about as sent. Pure."""
-    return len(request.target) + 16 + sum(len(name) + len(value) + 4 for name, value in request.headers)
+    return len(target) + 16 + sum(len(name) + len(value) + 4 for name, value in headers)
 
 
-def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
+class _Refusal(Exception):
+    """Raised in a parser callback: stops llhttp, and says what to answer."""
+
+    def __init__(self, refused: Refused) -> None:
+        super().__init__(refused[2])
+        self.refused = refused
+
+
+def edge_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
     """The protocol class for one listener (uvicorn's `http=`), with its own count of open connections."""
     connections = OpenConnections()
 
-    class EdgeProtocol(H11Protocol):
+    class EdgeProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.remembering = _RememberingConnection(limits.max_header_bytes)
-            self.conn = self.remembering
             self.counted_as: str | None = None
             # One timer per connection, not one per request: each request moves the deadline it checks
             # (None: no request's headers are awaited now), and it re-arms itself when it finds one later.
             self.headers_due: float | None = None
             self.header_timer: asyncio.TimerHandle | None = None
+            # A head still arriving is held by httptools whole, without a limit: its bytes are counted here.
+            self.in_head = True
+            self.head_seen = 0
+            self.message_ended = False  # in the bytes being parsed now
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -174,21 +188,59 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self.counted_as is None:  # refused: nothing it sends is read
+            if self.counted_as is None or self.transport.is_closing():  # refused: nothing more is read
                 return
             if self.waiting_for_headers():
                 self.await_headers()
-            super().data_received(data)
+            self._unset_keepalive_if_required()
+            self.message_ended = False
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError as exc:  # the callback errors too, with our _Refusal as context
+                self.refuse_request(exc)
+                return
+            except httptools.HttpParserUpgrade:  # not reached: upgrades are refused with their head
+                self.refuse_request(_Refusal((400, "BadRequest", "the proxy does not switch protocols")))
+                return
+            if self.in_head and not self.message_ended:  # (a head begun after a message in the same bytes:
+                self.head_seen += len(data)              # counted from the next bytes on)
+                if self.head_seen > limits.max_header_bytes:
+                    self.refuse_request(_Refusal(too_large(limits.max_header_bytes)))
+                    return
             if not self.waiting_for_headers():
                 self.headers_due = None
 
-        def send_400_response(self, msg: str) -> None:
-            error = self.remembering.last_error
-            if error is not None and error.error_status_hint == 431:
-                self.refuse(431, "HeadersTooLarge", f"the request's headers exceed {limits.max_header_bytes} bytes")
+        # --- llhttp's callbacks, around uvicorn's -------------------------------------------------------
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if self.in_head:  # not a trailer after a chunked body: uvicorn would add it to the request's headers
+                super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            refused = head_refusal(method=self.parser.get_method().decode("ascii", "replace"), target=self.url,
+                                   http_version=self.parser.get_http_version(), headers=self.headers,
+                                   upgrade=self.parser.should_upgrade(), max_header_bytes=limits.max_header_bytes)
+            if refused is not None:
+                raise _Refusal(refused)
+            self.in_head, self.head_seen = False, 0
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.in_head, self.head_seen, self.message_ended = True, 0, True
+            super().on_message_complete()
+
+        # --- refusals -----------------------------------------------------------------------------------
+        def refuse_request(self, exc: BaseException) -> None:
+            """A request the parser or head_refusal refused. Answered unless the app has begun answering the
+            request whose body broke (then the connection is only closed: one answer per request)."""
+            cause = exc if isinstance(exc, _Refusal) else exc.__context__
+            refused = cause.refused if isinstance(cause, _Refusal) else (
+                400, "BadRequest", f"the request is not valid HTTP/1.1: {str(cause or exc)[:200]}")
+            log.info("refused a request from %s: %s", self.counted_as, refused[2])
+            if not self.in_head and self.cycle is not None and self.cycle.response_started:
+                self.cancel_header_timer()
+                self.transport.close()
                 return
-            said = str(error)[:200] if error is not None else msg
-            self.refuse(400, "BadRequest", f"the request is not valid HTTP/1.1: {said}")
+            self.refuse(*refused)
 
         def waiting_for_headers(self) -> bool:
             return self.cycle is None or self.cycle.response_complete
@@ -225,3 +277,7 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
                 self.transport.close()
 
     return EdgeProtocol
+
+
+def too_large(max_header_bytes: int) -> Refused:
+    return 431, "HeadersTooLarge", f"the request's headers exceed {max_header_bytes} bytes"

@@ -1,0 +1,240 @@
+"""The proxy's HTTP edge (slurmlink/proxy/edge.py) as uvicorn serves it, on loopback with uvloop as in
+`slurmlink proxy`, in front of an app that records every request it is given: what llhttp (httptools) reads
+but the proxy must not serve, request smuggling, heads too large whether whole or still arriving, trailers,
+pipelining, and one answer per request. The whole proxy at its edges: tests/integration/test_proxy_edges.py.
+
+Requests are written on raw sockets, byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+import uvloop
+
+from slurmlink.proxy.edge import CoalescingTransport, EdgeLimits, edge_protocol
+from tests.harness.waiting import wait_until
+
+HEADER_TIMEOUT = 1.0
+
+
+class Recorder:
+    """An ASGI app that reads each request's body whole and answers 200 with what it was given, except
+    `/early`, answered before its body is read. `seen` holds (method, path, headers, body)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, list[tuple[bytes, bytes]], bytes]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        if scope["path"] != "/early":
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+        self.seen.append((scope["method"], scope["path"], list(scope["headers"]), body))
+        answer = json.dumps({"path": scope["path"], "body": body.decode("latin-1")}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
+        await send({"type": "http.response.body", "body": answer})
+
+
+class Edge:
+    def __init__(self, app: Recorder) -> None:
+        self.app = app
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        protocol = edge_protocol(EdgeLimits(header_timeout=HEADER_TIMEOUT))
+        self.server = uvicorn.Server(uvicorn.Config(app, http=protocol, lifespan="off", log_level="warning",
+                                                    log_config=None, timeout_keep_alive=30))
+        self.thread = threading.Thread(target=lambda: uvloop.run(self.server.serve(sockets=[self.sock])),
+                                       daemon=True)
+
+
+@pytest.fixture(scope="module")
+def edge() -> Iterator[Edge]:
+    served = Edge(Recorder())
+    served.thread.start()
+    wait_until(lambda: served.server.started, 20, "the edge to listen")
+    yield served
+    served.server.should_exit = True
+    served.thread.join(15)
+
+
+@pytest.fixture()
+def app(edge: Edge) -> Recorder:
+    edge.app.seen.clear()
+    return edge.app
+
+
+def exchange(port: int, *parts: bytes, timeout: float = 10) -> bytes:
+    """Everything the edge sends back until it closes the connection (or `timeout` passes: then the bytes so
+    far), after writing `parts` one send each."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        for part in parts:
+            try:
+                sock.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):  # refused and closed before all was sent
+                break
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return data
+
+
+def answers(data: bytes) -> list[tuple[int, Any]]:
+    """(status, JSON body) of each answer in `data`, in order (each has a Content-Length)."""
+    found = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
+        found.append((int(lines[0].split(b" ", 2)[1]), json.loads(rest[:length])))
+        data = rest[length:]
+    return found
+
+
+def refused_with(data: bytes, status: int, error: str) -> dict[str, Any]:
+    (answered, body), = answers(data)
+    assert (answered, body["error"]) == (status, error), body
+    assert body["reason"], body
+    return body
+
+
+HEAD = b"POST /slurm/v0.0.40/job/submit HTTP/1.1\r\nHost: a\r\n"
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    HEAD + b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    HEAD + b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    HEAD + b"Content-Length: 0\r\nContent-Length: 39\r\n\r\n" + SMUGGLED,
+    HEAD + b"Content-Length: 0, 39\r\n\r\n" + SMUGGLED,
+    HEAD + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    HEAD + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    HEAD + b"Transfer-Encoding : chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\nabcde\n0\n\n" + SMUGGLED,
+    HEAD + b"X: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,  # obs-fold
+    b"POST /slurm/v0.0.40/job/submit HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+    b"POST /slurm/v0.0.40/job/submit HTTP/1.1\nHost: a\nContent-Length: 0\n\n" + SMUGGLED,
+    b"POST /slurm/v0.0.40/job/submit HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+    b"Content-Length: 39\r\n\r\n" + SMUGGLED,
+], ids=["length-then-chunked", "chunked-then-length", "two-lengths", "length-list", "other-coding",
+        "two-codings", "space-before-colon", "bare-lf-chunks", "obs-fold", "chunked-in-1.0", "bare-lf-head",
+        "upgrade-with-body"])
+def test_a_body_framed_two_ways_is_refused_and_nothing_reaches_the_app(edge: Edge, app: Recorder,
+                                                                       request_bytes: bytes) -> None:
+    refused_with(exchange(edge.port, request_bytes), 400, "BadRequest")
+    assert app.seen == []
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET http://evil.example.org/slurm/v0.0.40/jobs HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /slurm/v0.0.40/jobs#x HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"CONNECT evil.example.org:443 HTTP/1.1\r\nHost: evil.example.org:443\r\n\r\n",
+    b"GET /slurm/v0.0.40/jobs\r\n\r\n",
+    b"GET /slurm/v0.0.40/jobs HTTP/2.0\r\nHost: a\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"GET /slurm/v0.0.40/jobs HTTP/1.1\r\n\r\n",
+    b"GET /slurm/v0.0.40/jobs HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET /slurm/v0.0.40/jobs HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    b"BREW /slurm/v0.0.40/jobs HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /slurm/v0.0.40/jobs\xff HTTP/1.1\r\nHost: a\r\n\r\n",
+], ids=["absolute-form", "fragment", "asterisk-form", "connect", "http-0.9", "http-2.0", "h2-preface", "no-host",
+        "two-hosts", "websocket", "unknown-method", "non-ascii-target"])
+def test_what_llhttp_reads_but_the_proxy_does_not_serve(edge: Edge, app: Recorder, request_bytes: bytes) -> None:
+    refused_with(exchange(edge.port, request_bytes), 400, "BadRequest")
+    assert app.seen == []
+
+
+def test_a_head_still_arriving_past_the_limit_is_431(edge: Edge, app: Recorder) -> None:
+    """httptools holds an unfinished header whole, however large: the edge counts the bytes as they come."""
+    pieces = [b"GET /slurm/v0.0.40/jobs HTTP/1.1\r\nHost: a\r\nX-Endless: "] + [b"x" * 4096] * 8
+    refused_with(exchange(edge.port, *pieces), 431, "HeadersTooLarge")
+    assert app.seen == []
+
+
+def test_a_whole_head_past_the_limit_is_431(edge: Edge, app: Recorder) -> None:
+    headers = b"".join(b"X-Many-%d: %s\r\n" % (i, b"y" * 100) for i in range(200))
+    refused_with(exchange(edge.port, b"GET /slurm/v0.0.40/jobs HTTP/1.1\r\nHost: a\r\n" + headers + b"\r\n"),
+                 431, "HeadersTooLarge")
+    assert app.seen == []
+
+
+def test_a_head_of_8_kib_in_small_pieces_is_served(edge: Edge, app: Recorder) -> None:
+    head = b"GET /ok HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + b"t" * 8192 + b"\r\nConnection: close\r\n\r\n"
+    data = exchange(edge.port, *[head[i:i + 512] for i in range(0, len(head), 512)])
+    assert [status for status, _ in answers(data)] == [200]
+
+
+def test_trailers_never_join_the_requests_headers(edge: Edge, app: Recorder) -> None:
+    data = exchange(edge.port, HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    b"5\r\nabcde\r\n0\r\nX-Slurm-User-Name: root\r\nContent-Type: text/evil\r\n\r\n")
+    assert [(status, body["body"]) for status, body in answers(data)] == [(200, "abcde")]
+    (_, _, headers, _), = app.seen
+    assert [name for name, _ in headers] == [b"host", b"transfer-encoding", b"connection"]
+
+
+def test_pipelined_requests_are_answered_in_order_once_each(edge: Edge, app: Recorder) -> None:
+    requests = (b"POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+                b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+                b"GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    data = exchange(edge.port, requests)
+    assert [(status, body["path"]) for status, body in answers(data)] == [(200, "/one"), (200, "/two"),
+                                                                          (200, "/three")]
+
+
+def test_a_body_broken_after_the_answer_began_closes_without_a_second_answer(edge: Edge, app: Recorder) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        wait_until(lambda: app.seen, 10, "the app to answer before the body")
+        sock.sendall(b"zz\r\nnot a chunk\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert [status for status, _ in answers(data)] == [200]
+
+
+def test_headers_that_do_not_come_are_a_408(edge: Edge, app: Recorder) -> None:
+    data = exchange(edge.port, b"GET /slurm/v0.0.40/jobs HTTP/1.1\r\nHost: a\r\n", timeout=HEADER_TIMEOUT + 10)
+    refused_with(data, 408, "RequestTimeout")
+    assert app.seen == []
+
+
+def test_the_writes_of_one_turn_leave_in_one_send() -> None:
+    sent: list[bytes] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    async def answer() -> None:
+        transport = CoalescingTransport(Transport(), asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport.write(b"head")
+        transport.write(b"body")
+        await asyncio.sleep(0)
+        transport.write(b"next")
+        await asyncio.sleep(0)
+
+    asyncio.run(answer())
+    assert sent == [b"headbody", b"next"]
