@@ -167,6 +167,8 @@ def edge_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
             self.in_head = True
             self.head_seen = 0
             self.message_ended = False  # in the bytes being parsed now
+            # a refusal of a pipelined request, sent once the answers to the requests before it are out
+            self.deferred: Refused | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -188,8 +190,8 @@ def edge_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self.counted_as is None or self.transport.is_closing():  # refused: nothing more is read
-                return
+            if self.counted_as is None or self.deferred is not None or self.transport.is_closing():
+                return  # refused: nothing more is read
             if self.waiting_for_headers():
                 self.await_headers()
             self._unset_keepalive_if_required()
@@ -236,11 +238,26 @@ def edge_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
             refused = cause.refused if isinstance(cause, _Refusal) else (
                 400, "BadRequest", f"the request is not valid HTTP/1.1: {str(cause or exc)[:200]}")
             log.info("refused a request from %s: %s", self.counted_as, refused[2])
-            if not self.in_head and self.cycle is not None and self.cycle.response_started:
+            broken = None if self.in_head else self.cycle  # the request whose body broke
+            if broken is not None and broken.response_started:
                 self.cancel_header_timer()
                 self.transport.close()
                 return
+            # uvicorn parses pipelined requests ahead and queues them (newest first): the answers to the
+            # requests before this one go out first, in order, and a queued broken request never runs
+            queued = bool(self.pipeline) and self.pipeline[0][0] is broken
+            if queued:
+                self.pipeline.popleft()
+            if queued or self.pipeline or (broken is None and not self.waiting_for_headers()):
+                self.deferred = refused
+                return
             self.refuse(*refused)
+
+        def on_response_complete(self) -> None:
+            more = bool(self.pipeline)  # then uvicorn starts the next queued request
+            super().on_response_complete()
+            if self.deferred is not None and not more:
+                self.refuse(*self.deferred)
 
         def waiting_for_headers(self) -> bool:
             return self.cycle is None or self.cycle.response_complete

@@ -201,6 +201,20 @@ def test_pipelined_requests_are_answered_in_order_once_each(edge: Edge, app: Rec
                                                                           (200, "/three")]
 
 
+@pytest.mark.parametrize("refused", [
+    b"GARBAGE\r\n\r\n",
+    b"GET http://evil.example.org/x HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"POST /three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+], ids=["not-http", "absolute-form", "broken-body"])
+def test_a_refused_pipelined_request_is_answered_after_those_before_it(edge: Edge, app: Recorder,
+                                                                       refused: bytes) -> None:
+    data = exchange(edge.port, b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nPOST /two HTTP/1.1\r\nHost: a\r\n"
+                    b"Content-Length: 2\r\n\r\nok" + refused)
+    assert [(status, body.get("path", body.get("error"))) for status, body in answers(data)] == [
+        (200, "/one"), (200, "/two"), (400, "BadRequest")]
+    assert [path for _, path, _, _ in app.seen] == ["/one", "/two"]
+
+
 def test_a_body_broken_after_the_answer_began_closes_without_a_second_answer(edge: Edge, app: Recorder) -> None:
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
         sock.sendall(b"POST /early HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
