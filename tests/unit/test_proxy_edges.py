@@ -11,7 +11,7 @@ import pytest
 
 from slurmlink.proxy.edge import EdgeLimits, OpenConnections, head_refusal, refusal_bytes
 from slurmlink.proxy.headers import upstream_headers
-from slurmlink.proxy.policy import decide, is_job_id
+from slurmlink.proxy.policy import MAX_REMEMBERED_TARGET, decide, decide_remembered, is_job_id
 
 
 @pytest.mark.parametrize("text, valid", [
@@ -38,6 +38,18 @@ def test_a_job_id_no_job_can_have_is_a_404(method: str, path: str) -> None:
 ])
 def test_paths_are_matched_whole(path: str) -> None:
     assert not decide("GET", path).allowed
+
+
+@pytest.mark.parametrize("method, path, query", [
+    ("POST", "/slurm/v0.0.40/job/submit", ""), ("GET", "/slurm/v0.0.40/job/0", ""), ("GET", "/slurm/v0.0.40/job/7", ""),
+    ("DELETE", "/slurm/v0.0.40/job/7", ""), ("GET", "/slurmlink/v1/statuses", "jobs=1,2"), ("GET", "/slurm/x", ""),
+    ("GET", "/slurm/v0.0.40/jobs", "%00"), ("GET", "/slurm/v0.0.40/" + "a" * MAX_REMEMBERED_TARGET, ""),
+])
+def test_remembered_decisions_are_decides(method: str, path: str, query: str) -> None:
+    for allow_slurmdb in (False, True):
+        for _ in range(2):  # the second time from memory
+            assert decide_remembered(method, path, query, allow_slurmdb=allow_slurmdb) == \
+                decide(method, path, query, allow_slurmdb=allow_slurmdb)
 
 
 def test_only_allowed_headers_pass_the_first_of_each_as_spelled() -> None:
