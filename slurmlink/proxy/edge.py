@@ -1,6 +1,6 @@
 """The proxy's HTTP edge: what a client can do before its request is whole, which the app never sees.
 
-uvicorn's httptools protocol (llhttp: about a tenth of h11's CPU per request, bench/README.md), tightened: a
+uvicorn's httptools protocol (llhttp, in C: cheaper per request than h11, bench/README.md), tightened: a
 connection must send its request's headers within `header_timeout` seconds of connecting (or of its first byte
 after an answer; idle keep-alive connections are uvicorn's `timeout_keep_alive`); headers larger than
 `max_header_bytes` are a 431, whether whole or still arriving (httptools itself holds a head of any size);
