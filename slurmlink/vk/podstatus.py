@@ -108,7 +108,8 @@ class Desired:
     phase: Phase
 
 
-def desired(pod: Obj, containers: list[Obj], inits: list[Obj], job_id: str, host_ip: str, now: str) -> Desired:
+def desired(pod: Obj, containers: list[Obj], inits: list[Obj], job_id: str, host_ip: str, now: str,
+            pod_ip: str | None = None) -> Desired:
     containers = _with_images(pod, _normalised(containers), "containers")
     inits = _with_images(pod, _normalised(inits), "initContainers")
     phase = pod_phase(containers, inits)
@@ -116,13 +117,15 @@ def desired(pod: Obj, containers: list[Obj], inits: list[Obj], job_id: str, host
     status: Obj = {"phase": phase.phase, "conditions": conditions(pod, phase, containers, inits, job_id, now),
                    "containerStatuses": containers, "initContainerStatuses": inits,
                    "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "startTime": current.get("startTime") or now}
+    if pod_ip:  # only pods whose ports the vk serves have one (vk `services`)
+        status["podIP"], status["podIPs"] = pod_ip, [{"ip": pod_ip}]
     if phase.phase == "Failed":
         status["reason"], status["message"] = phase.reason or "Error", phase.message or ""
     return Desired(status, phase)
 
 
-def from_remote(pod: Obj, remote: PodStatus, host_ip: str, now: str) -> Desired:
-    return desired(pod, remote.containers, remote.init_containers, remote.jid, host_ip, now)
+def from_remote(pod: Obj, remote: PodStatus, host_ip: str, now: str, pod_ip: str | None = None) -> Desired:
+    return desired(pod, remote.containers, remote.init_containers, remote.jid, host_ip, now, pod_ip)
 
 
 def failed(pod: Obj, reason: str, message: str, host_ip: str, now: str) -> Desired:
@@ -153,13 +156,14 @@ def patch_body(status: Obj) -> Obj:
 
     A real apiserver replaces `containerStatuses` and `initContainerStatuses` whole (they have no patch strategy),
     so `status` carries every container, each with its one current state; `conditions` merge by type (ours are
-    all there); `hostIPs` merge by ip, so the list is marked to replace the stored one (a node address changed
-    between restarts must not linger beside the new one); a Failed pod's reason and message are deleted (null)
-    when the pod is retried.
+    all there); `hostIPs` and `podIPs` merge by ip, so each list is marked to replace the stored one (a node
+    address changed between restarts must not linger beside the new one); a Failed pod's reason and message are
+    deleted (null) when the pod is retried.
     """
     body = dict(status)
-    if "hostIPs" in body:
-        body["hostIPs"] = [*body["hostIPs"], {"$patch": "replace"}]
+    for key in ("hostIPs", "podIPs"):
+        if key in body:
+            body[key] = [*body[key], {"$patch": "replace"}]
     for key in ("reason", "message"):
         body.setdefault(key, None)
     return {"status": body}
@@ -171,8 +175,9 @@ def fingerprint(status: Obj) -> str:
         return (c.get("type"), c.get("status"), c.get("reason") or "", c.get("message") or "")
     conds = sorted((condition(c) for c in status.get("conditions") or [] if c.get("type") in _CONDITION_ORDER),
                    key=lambda t: str(t[0]))
-    return json.dumps({"phase": status.get("phase"), "reason": status.get("reason") or "",
-                       "message": status.get("message") or "", "conditions": conds,
+    return json.dumps({"phase": status.get("phase"), "podIP": status.get("podIP") or "",
+                       "reason": status.get("reason") or "", "message": status.get("message") or "",
+                       "conditions": conds,
                        "containers": _normalised(status.get("containerStatuses") or []),
                        "inits": _normalised(status.get("initContainerStatuses") or [])}, sort_keys=True)
 

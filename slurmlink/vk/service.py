@@ -31,6 +31,7 @@ from slurmlink.vk.kubeletauth import KubeletAuth, KubeletGuard, PeerCertProtocol
 from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
 from slurmlink.vk.nodewatch import NodeWatcher
+from slurmlink.vk.servicerelay import ServiceRelay
 from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.tokenrefresh import TokenRefresher
@@ -127,7 +128,11 @@ async def run(config: VkConfig) -> None:
     cert, key = _initial_certificate(config, Path(scratch.name))
 
     node = NodeKeeper(config, kube, api, port)
-    controller = PodController(config, kube, api, EventRecorder(kube, config.node.name))
+    services = None
+    if config.services.enabled:
+        assert config.services.pod_addresses is not None
+        services = ServiceRelay(config.services.pod_addresses, api)
+    controller = PodController(config, kube, api, EventRecorder(kube, config.node.name), services)
     watcher = PodWatcher(kube, config.node.name, config.watch_timeout_seconds, controller.observe,
                          controller.vanish, controller.known)
     rounds = StatusRounds(config, api, controller)
@@ -179,6 +184,8 @@ async def run(config: VkConfig) -> None:
     log.info("slurmlink vk: node %s, kubelet endpoint https://%s:%d, interLink API %s", config.node.name,
              config.node.internal_ip, port, config.api.url)
     await _run_until_stopped(parts, servers)
+    if services is not None:
+        await services.close()  # listeners and port-forward sessions end with the vk
     await api.close()
     await kube.close()
     scratch.cleanup()
