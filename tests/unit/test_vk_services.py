@@ -1,0 +1,197 @@
+"""vk `services` without SLURM or Kubernetes: the address allocation (pure), and the relay on loopback — the
+vk's listeners and its port-forward client (SPDY over the API's upgraded connection, through the real
+InterlinkClient) against the API's real port-forward session, whose connecting step is the real connector
+program run directly, to a real TCP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from slurmlink.api.portforward import CONNECTOR, PortForwardSession
+from slurmlink.streams.remotecommand import PROTOCOL_HEADER
+from slurmlink.streams.spdy import SpdySession
+from slurmlink.streams.upgrade import SPDY, UpgradableH11, switch_protocols
+from slurmlink.vk.config import VkConfig
+from slurmlink.vk.podaddresses import PodAddresses
+from slurmlink.vk.servicerelay import ServiceRelay, tcp_ports
+from slurmlink.wire.client import InterlinkClient
+
+# --- allocation ----------------------------------------------------------------------------------------------
+
+
+def test_an_address_is_stable_for_its_pod_and_never_given_twice() -> None:
+    addresses = PodAddresses("10.9.0.0/24")
+    first = addresses.assign("uid-a")
+    assert first is not None and addresses.assign("uid-a") == first
+    taken = {first, *(addresses.assign(f"uid-{n}") for n in range(200))}
+    assert None not in taken and len(taken) == 201  # every pod its own
+    assert all(a not in ("10.9.0.0", "10.9.0.255") for a in taken)  # not the network's nor its broadcast
+
+
+def test_a_restarted_vk_gives_a_pod_the_same_address() -> None:
+    before = PodAddresses("10.9.0.0/16")
+    shown = {uid: before.assign(uid) for uid in ("p1", "p2", "p3")}
+    after = PodAddresses("10.9.0.0/16")  # deterministic: without the pods' status, the same places
+    assert {uid: after.assign(uid) for uid in ("p3", "p1", "p2")} == shown
+
+
+def test_the_address_a_pod_shows_is_kept_and_not_given_to_another() -> None:
+    addresses = PodAddresses("10.9.0.0/24")
+    assert addresses.keep("old", "10.9.0.7")
+    assert addresses.keep("old", "10.9.0.7")  # seen again by the watch
+    assert not addresses.keep("other", "10.9.0.7")  # someone else's: the other pod gets a new one
+    assert not addresses.keep("outside", "10.10.0.7") and not addresses.keep("junk", "not an address")
+    assert addresses.assign("old") == "10.9.0.7"
+    assert "10.9.0.7" not in {addresses.assign(f"new-{n}") for n in range(250)}
+
+
+def test_an_exhausted_range_says_so_and_a_released_address_comes_back() -> None:
+    addresses = PodAddresses("10.9.0.0/30")  # two usable addresses
+    assert addresses.assign("a") and addresses.assign("b")
+    assert addresses.assign("c") is None
+    freed = addresses.address_of("a")
+    addresses.release("a")
+    assert addresses.assign("c") == freed and len(addresses) == 2
+
+
+def test_only_declared_tcp_ports_are_served() -> None:
+    pod = {"spec": {"containers": [
+        {"name": "a", "ports": [{"containerPort": 8000}, {"containerPort": 53, "protocol": "UDP"}]},
+        {"name": "b", "ports": [{"containerPort": 8000, "protocol": "TCP"}, {"containerPort": 9000}]}]}}
+    assert tcp_ports(pod) == ([8000, 9000], ["UDP port 53 of container a"])
+
+
+def test_the_config_needs_a_range_when_enabled() -> None:
+    assert not VkConfig().services.enabled
+    with pytest.raises(ValueError, match="services.pod_addresses"):
+        VkConfig.model_validate({"services": {"enabled": True}})
+    with pytest.raises(ValueError, match="host bits"):
+        VkConfig.model_validate({"services": {"enabled": True, "pod_addresses": "10.0.0.1/24"}})
+
+
+# --- the relay on loopback ------------------------------------------------------------------------------------
+
+RANGE = "127.88.0.0/24"
+
+
+def _pod(uid: str, *ports: int) -> dict[str, Any]:
+    return {"metadata": {"name": f"pod-{uid}", "namespace": "default", "uid": uid}, "status": {},
+            "spec": {"containers": [{"name": "main", "ports": [{"containerPort": p} for p in ports]}]}}
+
+
+async def _portforward_api(scope: Any, receive: Any, send: Any) -> None:
+    """The API's /portForward, reduced to what the relay needs: the upgrade, and the real session."""
+    assert scope["type"] == "http" and scope["path"] == "/slurmlink/v1/portforward", scope["path"]
+    while (await receive()).get("more_body"):
+        pass
+    reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (PROTOCOL_HEADER, "portforward.k8s.io")])
+    step = lambda port: ([sys.executable, "-c", CONNECTOR, str(port)], {})  # noqa: E731
+    await PortForwardSession(SpdySession(reader, writer, server=True), step).run()
+
+
+@contextlib.asynccontextmanager
+async def _api_and_server() -> AsyncIterator[tuple[InterlinkClient, int]]:
+    """(a client of the API, the port of an echo server in 'the job', answering in upper case)."""
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data.upper())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    api = uvicorn.Server(uvicorn.Config(_portforward_api, http=UpgradableH11, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(api.serve(sockets=[sock]))
+    while not api.started:
+        await asyncio.sleep(0.01)
+    client = InterlinkClient(f"http://127.0.0.1:{sock.getsockname()[1]}")
+    try:
+        yield client, server.sockets[0].getsockname()[1]
+    finally:
+        await client.close()
+        api.should_exit = True
+        await serving
+        server.close()
+
+
+async def _exchange(address: str, port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(address, port)
+    writer.write(payload)
+    writer.write_eof()
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    return answer
+
+
+def test_connections_to_the_pods_address_reach_its_server() -> None:
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            relay = ServiceRelay(RANGE, api)
+            address, warnings = await relay.place(_pod("u1", port), "Running")
+            assert address is not None and address.startswith("127.88.0.") and warnings == []
+            payload = b"through the service\n" * 10000  # past the SPDY windows
+            answers = await asyncio.gather(*(_exchange(address, port, payload) for _ in range(3)))
+            assert answers == [payload.upper()] * 3
+            assert await relay.place(_pod("u1", port), "Running") == (address, [])  # unchanged
+            await relay.release("u1")
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(address, port)
+            await relay.close()
+    asyncio.run(test())
+
+
+def test_a_finished_pod_keeps_its_shown_address_but_nothing_listens() -> None:
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            relay = ServiceRelay(RANGE, api)
+            pod = _pod("u2", port)
+            address, _ = await relay.place(pod, "Running")
+            pod["status"] = {"podIP": address, "phase": "Succeeded"}
+            assert await relay.place(pod, "Succeeded") == (address, [])
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(address, port)
+            assert await relay.place(_pod("u3"), "Running") == (None, [])  # no ports: no address
+            assert await relay.place(_pod("u4", port), "Pending") == (None, [])
+            assert len(relay.addresses) == 0
+    asyncio.run(test())
+
+
+def test_a_used_up_range_is_a_warning_not_a_crash() -> None:
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            relay = ServiceRelay("127.88.1.0/30", api)
+            assert (await relay.place(_pod("a", port), "Running"))[0]
+            assert (await relay.place(_pod("b", port), "Running"))[0]
+            address, warnings = await relay.place(_pod("c", port), "Running")
+            assert address is None and [reason for reason, _ in warnings] == ["ServiceAddressUnavailable"]
+            assert "127.88.1.0/30" in warnings[0][1]
+            await relay.release("a")
+            assert (await relay.place(_pod("c", port), "Running"))[0]
+            await relay.close()
+    asyncio.run(test())
+
+
+def test_a_port_that_cannot_be_bound_is_a_warning() -> None:
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            relay = ServiceRelay(RANGE, api)
+            address = relay.addresses.assign("busy")
+            assert address is not None
+            with socket.create_server((address, 0)) as taken:  # someone else holds (address, that port)
+                busy = taken.getsockname()[1]
+                placed, warnings = await relay.place(_pod("busy", busy, port), "Running")
+                assert placed == address
+                assert [reason for reason, _ in warnings] == ["ServicePortUnavailable"]
+                assert f"{address}:{busy}" in warnings[0][1]
+                assert await _exchange(address, port, b"still served\n") == b"STILL SERVED\n"
+            await relay.close()
+    asyncio.run(test())
