@@ -29,7 +29,7 @@ from tests.harness.waiting import wait_until
 from tests.integration.vk_harness import Chain, open_chain
 
 pytestmark = pytest.mark.timeout(240)
-POD_ADDRESSES = "127.77.0.0/16"
+POD_ADDRESSES = "127.77.0.0/30"  # two addresses: a third serving pod finds the range used up
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_a_service_reaches_the_server_in_the_job_once_ready(serving: Chain) -> N
     running = wait_until(lambda: (p := serving.pod("web")) and (p.get("status") or {}).get("podIP") and p, 30,
                          "the pod's address")
     address = running["status"]["podIP"]
-    assert address.startswith("127.77.") and running["status"]["podIPs"] == [{"ip": address}]
+    assert address in ("127.77.0.1", "127.77.0.2") and running["status"]["podIPs"] == [{"ip": address}]
     _server_up(port)
 
     # listed but not ready while its readiness probe fails: the cluster side sends it nothing yet
@@ -155,3 +155,39 @@ def test_without_services_a_pod_has_no_address_and_nothing_listens(chain: Chain)
     assert _endpoints(chain, "unserved") == []
     chain.kubectl("delete", "pod", "unserved", "--wait=false")
     chain.wait_gone("unserved", timeout=90)
+
+
+def _events(chain: Chain, name: str) -> list[tuple[str, str, str]]:
+    out = chain.kubectl("get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json").stdout
+    return [(e["type"], e["reason"], e["message"]) for e in json.loads(out)["items"]]
+
+
+def _pod_ip(chain: Chain, name: str) -> str:
+    return str(((chain.pod(name) or {}).get("status") or {}).get("podIP") or "")
+
+
+def test_a_used_up_range_is_an_event_and_a_freed_address_is_given_again(serving: Chain) -> None:
+    def idle(name: str) -> dict[str, Any]:
+        container = {"name": "main", "image": IMAGE, "command": ["sh", "-c", "sleep 600"],
+                     "ports": [{"containerPort": free_port()}]}
+        return pod_manifest(name, "", containers=[container])
+
+    serving.apply(idle("first"), idle("second"))
+    for name in ("first", "second"):
+        serving.wait_phase(name, ("Running",), timeout=90)
+    assert {_pod_ip(serving, "first"), _pod_ip(serving, "second")} == {"127.77.0.1", "127.77.0.2"}
+    serving.apply(idle("third"))
+    serving.wait_phase("third", ("Running",), timeout=90)
+    wait_until(lambda: any(e[:2] == ("Warning", "ServiceAddressUnavailable") for e in _events(serving, "third")),
+               30, "the Warning that no address is left")
+    message = next(m for _t, reason, m in _events(serving, "third") if reason == "ServiceAddressUnavailable")
+    assert "127.77.0.0/30" in message
+    assert _pod_ip(serving, "third") == ""
+
+    freed = _pod_ip(serving, "first")
+    serving.kubectl("delete", "pod", "first", "--wait=false")
+    wait_until(lambda: _pod_ip(serving, "third") == freed, 60, "the freed address to go to the waiting pod")
+    assert serving.vk.process is not None and serving.vk.process.poll() is None  # no crash on the way
+    serving.kubectl("delete", "pod", "second", "third", "--wait=false")
+    for name in ("first", "second", "third"):
+        serving.wait_gone(name, timeout=90)
