@@ -128,11 +128,15 @@ async def run(config: VkConfig) -> None:
     cert, key = _initial_certificate(config, Path(scratch.name))
 
     node = NodeKeeper(config, kube, api, port)
+    events = EventRecorder(kube, config.node.name)
     services = None
     if config.services.enabled:
         assert config.services.pod_addresses is not None
-        services = ServiceRelay(config.services.pod_addresses, api)
-    controller = PodController(config, kube, api, EventRecorder(kube, config.node.name), services)
+
+        async def warn(pod: dict[str, Any], reason: str, message: str) -> None:
+            await events.emit(pod, reason, message, "Warning")
+        services = ServiceRelay(config.services.pod_addresses, api, warn)
+    controller = PodController(config, kube, api, events, services)
     watcher = PodWatcher(kube, config.node.name, config.watch_timeout_seconds, controller.observe,
                          controller.vanish, controller.known)
     rounds = StatusRounds(config, api, controller)

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ ERROR_WAIT_SECONDS = 5.0  # after the data stream ended: how long the API may ta
 TERMINAL = ("Succeeded", "Failed")
 
 PodWarning = tuple[str, str]  # (reason, message) of a Warning event on the pod
+Warn = Callable[[Obj, str, str], Awaitable[None]]  # (pod, reason, message): emit a Warning event
 
 
 def tcp_ports(pod: Obj) -> tuple[list[int], list[str]]:
@@ -70,8 +72,10 @@ class PodListeners:
 
     address: str
     forward: PodForward
+    warn: Warn | None = None  # a Warning event on the pod, when its connections cannot be relayed
     servers: dict[int, asyncio.Server] = field(default_factory=dict)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
+    refused: bool = False  # the last session the vk asked the API for was refused (told once, until one works)
 
     async def listen(self, ports: list[int]) -> list[str]:
         """Listen on the ports not yet served; what could not be bound, said for the pod's events."""
@@ -92,7 +96,11 @@ class PodListeners:
         assert task is not None
         self.connections.add(task)
         try:
-            await relay_connection(self.forward, port, reader, writer)
+            refusal = await relay_connection(self.forward, port, reader, writer)
+            first, self.refused = bool(refusal) and not self.refused, bool(refusal)
+            if first and self.warn is not None:
+                await self.warn(self.forward.pod, "ServiceRelayFailed",
+                                f"a connection to port {port} at {self.address} could not be relayed: {refusal}")
         finally:
             self.connections.discard(task)
 
@@ -106,15 +114,16 @@ class PodListeners:
 
 
 async def relay_connection(forward: PodForward, port: int, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
-    """Copy one accepted connection to the pod's port and back, until the pod's side ends."""
+                           writer: asyncio.StreamWriter) -> str:
+    """Copy one accepted connection to the pod's port and back, until the pod's side ends; why it could not
+    be relayed at all ("" when it was)."""
     try:
         error, data = await forward.open(port)
     except ForwardRefused as exc:
         log.warning("a connection to port %d of pod %s/%s is refused: %s", port,
                     forward.pod["metadata"]["namespace"], forward.pod["metadata"]["name"], exc)
         writer.close()
-        return
+        return str(exc)
     failure = asyncio.create_task(_read_all(error))
 
     async def inward() -> None:
@@ -145,6 +154,7 @@ async def relay_connection(forward: PodForward, port: int, reader: asyncio.Strea
         if text:
             log.info("a connection to port %d of pod %s/%s: %s", port, forward.pod["metadata"]["namespace"],
                      forward.pod["metadata"]["name"], text.decode(errors="replace").strip())
+    return ""
 
 
 async def _read_all(stream: SpdyStream) -> bytes:
@@ -157,9 +167,9 @@ async def _read_all(stream: SpdyStream) -> bytes:
 class ServiceRelay:
     """Addresses and listeners for the node's pods (one per vk)."""
 
-    def __init__(self, pod_addresses: str, api: InterlinkClient) -> None:
+    def __init__(self, pod_addresses: str, api: InterlinkClient, warn: Warn | None = None) -> None:
         self.addresses = PodAddresses(pod_addresses)
-        self.api = api
+        self.api, self.warn = api, warn
         self.served: dict[str, PodListeners] = {}
 
     def observe(self, pod: Obj) -> None:
@@ -191,7 +201,7 @@ class ServiceRelay:
             return None, warnings
         listeners = self.served.get(uid)
         if listeners is None:
-            listeners = self.served[uid] = PodListeners(address, PodForward(self.api, pod))
+            listeners = self.served[uid] = PodListeners(address, PodForward(self.api, pod), self.warn)
         listeners.forward.pod = pod  # the newest copy, which the API gets when the session is (re)opened
         problems = await listeners.listen(ports)
         if problems:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from starlette.responses import PlainTextResponse
 
 from slurmlink.api.portforward import CONNECTOR, PortForwardSession
 from slurmlink.streams.remotecommand import PROTOCOL_HEADER
@@ -92,6 +93,9 @@ async def _portforward_api(scope: Any, receive: Any, send: Any) -> None:
     assert scope["type"] == "http" and scope["path"] == "/slurmlink/v1/portforward", scope["path"]
     while (await receive()).get("more_body"):
         pass
+    if b"uid=refused" in scope["query_string"]:  # as a mode-1 API answers
+        await PlainTextResponse("port-forward is not supported with this site\n", 501)(scope, receive, send)
+        return
     reader, writer = switch_protocols(scope, [("Upgrade", SPDY), (PROTOCOL_HEADER, "portforward.k8s.io")])
     step = lambda port: ([sys.executable, "-c", CONNECTOR, str(port)], {})  # noqa: E731
     await PortForwardSession(SpdySession(reader, writer, server=True), step).run()
@@ -193,5 +197,24 @@ def test_a_port_that_cannot_be_bound_is_a_warning() -> None:
                 assert [reason for reason, _ in warnings] == ["ServicePortUnavailable"]
                 assert f"{address}:{busy}" in warnings[0][1]
                 assert await _exchange(address, port, b"still served\n") == b"STILL SERVED\n"
+            await relay.close()
+    asyncio.run(test())
+
+
+def test_a_refused_relay_is_one_warning_and_the_connection_closes() -> None:
+    async def test() -> None:
+        warned: list[tuple[str, str, str]] = []
+
+        async def warn(pod: dict[str, Any], reason: str, message: str) -> None:
+            warned.append((pod["metadata"]["uid"], reason, message))
+
+        async with _api_and_server() as (api, port):
+            relay = ServiceRelay(RANGE, api, warn)
+            address, _ = await relay.place(_pod("refused", port), "Running")
+            assert address is not None
+            for _ in range(2):
+                assert await _exchange(address, port, b"x") == b""  # accepted, then closed unanswered
+            assert warned == [("refused", "ServiceRelayFailed", f"a connection to port {port} at {address} could "
+                               "not be relayed: port-forward is not supported with this site")]
             await relay.close()
     asyncio.run(test())
