@@ -24,7 +24,6 @@ from slurmlink.vk.state import PodState
 from slurmlink.vk.times import k8s_time
 from slurmlink.vk.workqueue import WorkQueue
 from slurmlink.wire.client import ApiCallError, InterlinkClient
-from slurmlink.wire.interlink import PodStatus
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -121,7 +120,7 @@ class PodController:
             try:
                 desired = podstatus.from_remote(state.pod, remote, self._host_ip(), k8s_time())
                 if self.services is not None:
-                    desired = await self._with_address(state, remote, desired)
+                    desired = await self._with_address(state, desired)
                 await self._patch(state, desired)
             except Exception:
                 state.remote_changed = True  # not patched: the retry patches the newest answer
@@ -129,8 +128,7 @@ class PodController:
             for note in podstatus.container_events(remote, state.notes_seen):
                 await self.events.emit(state.pod, note.reason, note.message, note.type)
 
-    async def _with_address(self, state: PodState, remote: PodStatus, desired: podstatus.Desired
-                            ) -> podstatus.Desired:
+    async def _with_address(self, state: PodState, desired: podstatus.Desired) -> podstatus.Desired:
         """The status with the pod's address (listeners opened before it is shown); a pod that could not get
         its address or a listener says why and is looked at again later."""
         assert self.services is not None
@@ -140,9 +138,7 @@ class PodController:
         if any(reason != "ServicePortUnsupported" for reason, _ in warnings):
             state.remote_changed = True
             self.queue.add_after(state.uid, SERVICE_RETRY_SECONDS)
-        if not pod_ip:
-            return desired
-        return podstatus.from_remote(state.pod, remote, self._host_ip(), k8s_time(), pod_ip)
+        return podstatus.with_pod_ip(desired, pod_ip) if pod_ip else desired
 
     async def _unserve(self, state: PodState) -> None:
         if self.services is not None:

@@ -108,8 +108,7 @@ class Desired:
     phase: Phase
 
 
-def desired(pod: Obj, containers: list[Obj], inits: list[Obj], job_id: str, host_ip: str, now: str,
-            pod_ip: str | None = None) -> Desired:
+def desired(pod: Obj, containers: list[Obj], inits: list[Obj], job_id: str, host_ip: str, now: str) -> Desired:
     containers = _with_images(pod, _normalised(containers), "containers")
     inits = _with_images(pod, _normalised(inits), "initContainers")
     phase = pod_phase(containers, inits)
@@ -117,15 +116,18 @@ def desired(pod: Obj, containers: list[Obj], inits: list[Obj], job_id: str, host
     status: Obj = {"phase": phase.phase, "conditions": conditions(pod, phase, containers, inits, job_id, now),
                    "containerStatuses": containers, "initContainerStatuses": inits,
                    "hostIP": host_ip, "hostIPs": [{"ip": host_ip}], "startTime": current.get("startTime") or now}
-    if pod_ip:  # only pods whose ports the vk serves have one (vk `services`)
-        status["podIP"], status["podIPs"] = pod_ip, [{"ip": pod_ip}]
     if phase.phase == "Failed":
         status["reason"], status["message"] = phase.reason or "Error", phase.message or ""
     return Desired(status, phase)
 
 
-def from_remote(pod: Obj, remote: PodStatus, host_ip: str, now: str, pod_ip: str | None = None) -> Desired:
-    return desired(pod, remote.containers, remote.init_containers, remote.jid, host_ip, now, pod_ip)
+def from_remote(pod: Obj, remote: PodStatus, host_ip: str, now: str) -> Desired:
+    return desired(pod, remote.containers, remote.init_containers, remote.jid, host_ip, now)
+
+
+def with_pod_ip(wanted: Desired, pod_ip: str) -> Desired:
+    """The status with the pod's address; only pods whose ports the vk serves have one (vk `services`)."""
+    return Desired({**wanted.status, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]}, wanted.phase)
 
 
 def failed(pod: Obj, reason: str, message: str, host_ip: str, now: str) -> Desired:

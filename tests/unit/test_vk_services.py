@@ -20,6 +20,8 @@ from slurmlink.api.portforward import CONNECTOR, PortForwardSession
 from slurmlink.streams.remotecommand import PROTOCOL_HEADER
 from slurmlink.streams.spdy import SpdySession
 from slurmlink.streams.upgrade import SPDY, UpgradableH11, switch_protocols
+from slurmlink.translate.status import Phase
+from slurmlink.vk import podstatus
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.podaddresses import PodAddresses
 from slurmlink.vk.servicerelay import ServiceRelay, tcp_ports
@@ -76,6 +78,14 @@ def test_the_config_needs_a_range_when_enabled() -> None:
         VkConfig.model_validate({"services": {"enabled": True}})
     with pytest.raises(ValueError, match="host bits"):
         VkConfig.model_validate({"services": {"enabled": True, "pod_addresses": "10.0.0.1/24"}})
+
+
+def test_the_status_carries_the_address_and_replaces_the_old_one() -> None:
+    status = {"phase": "Running", "hostIP": "h", "hostIPs": [{"ip": "h"}]}
+    wanted = podstatus.with_pod_ip(podstatus.Desired(status, Phase("Running")), "10.9.0.3")
+    assert wanted.status["podIP"] == "10.9.0.3" and "podIP" not in status
+    assert podstatus.patch_body(wanted.status)["status"]["podIPs"] == [{"ip": "10.9.0.3"}, {"$patch": "replace"}]
+    assert podstatus.fingerprint(wanted.status) != podstatus.fingerprint(status)  # a new address is patched
 
 
 # --- the relay on loopback ------------------------------------------------------------------------------------
@@ -146,7 +156,12 @@ def test_connections_to_the_pods_address_reach_its_server() -> None:
             answers = await asyncio.gather(*(_exchange(address, port, payload) for _ in range(3)))
             assert answers == [payload.upper()] * 3
             assert await relay.place(_pod("u1", port), "Running") == (address, [])  # unchanged
-            await relay.release("u1")
+            held_reader, held_writer = await asyncio.open_connection(address, port)
+            held_writer.write(b"open ")
+            assert await asyncio.wait_for(held_reader.readexactly(5), 30) == b"OPEN "
+            await relay.release("u1")  # the pod ended or left: its open connections end too
+            assert await asyncio.wait_for(held_reader.read(), 30) == b""
+            held_writer.close()
             with pytest.raises(ConnectionRefusedError):
                 await asyncio.open_connection(address, port)
             await relay.close()
