@@ -127,11 +127,17 @@ class PodForward:
         session = await self._open_session()
         request_id = str(next(self._request_ids))
         try:
-            error = await session.open_stream({"streamtype": "error", "port": str(port), "requestid": request_id})
-            await error.close()  # the client never writes on the error stream
-            data = await session.open_stream({"streamtype": "data", "port": str(port), "requestid": request_id})
+            async with asyncio.timeout(self.api.timeout):  # an API that stopped answering is not waited for
+                error = await session.open_stream({"streamtype": "error", "port": str(port),
+                                                   "requestid": request_id})
+                await error.close()  # the client never writes on the error stream
+                data = await session.open_stream({"streamtype": "data", "port": str(port),
+                                                  "requestid": request_id})
         except SlurmlinkError as exc:  # the session ended under us, or the API refused the streams
             raise ForwardRefused(f"the port-forward session to the pod failed: {exc}") from exc
+        except TimeoutError:
+            await session.close()  # the next connection opens a new one
+            raise ForwardRefused(f"the API did not open streams within {self.api.timeout:g}s") from None
         return error, data
 
     async def close(self) -> None:

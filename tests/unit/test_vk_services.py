@@ -111,23 +111,19 @@ async def _portforward_api(scope: Any, receive: Any, send: Any) -> None:
     await PortForwardSession(SpdySession(reader, writer, server=True), step).run()
 
 
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data.upper())
+        await writer.drain()
+    writer.close()
+
+
 @contextlib.asynccontextmanager
 async def _api_and_server() -> AsyncIterator[tuple[InterlinkClient, int]]:
     """(a client of the API, the port of an echo server in 'the job', answering in upper case)."""
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data.upper())
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    api = uvicorn.Server(uvicorn.Config(_portforward_api, http=UpgradableH11, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(api.serve(sockets=[sock]))
-    while not api.started:
-        await asyncio.sleep(0.01)
-    client = InterlinkClient(f"http://127.0.0.1:{sock.getsockname()[1]}")
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    api, serving = await _start_api(0)
+    client = InterlinkClient(f"http://127.0.0.1:{api.servers[0].sockets[0].getsockname()[1]}")
     try:
         yield client, server.sockets[0].getsockname()[1]
     finally:
@@ -135,6 +131,17 @@ async def _api_and_server() -> AsyncIterator[tuple[InterlinkClient, int]]:
         api.should_exit = True
         await serving
         server.close()
+
+
+async def _start_api(port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    api = uvicorn.Server(uvicorn.Config(_portforward_api, http=UpgradableH11, lifespan="off", log_level="warning"))
+    serving = asyncio.create_task(api.serve(sockets=[sock]))
+    while not api.started:
+        await asyncio.sleep(0.01)
+    return api, serving
 
 
 async def _exchange(address: str, port: int, payload: bytes) -> bytes:
@@ -232,4 +239,33 @@ def test_a_refused_relay_is_one_warning_and_the_connection_closes() -> None:
             assert warned == [("refused", "ServiceRelayFailed", f"a connection to port {port} at {address} could "
                                "not be relayed: port-forward is not supported with this site")]
             await relay.close()
+    asyncio.run(test())
+
+
+def test_a_session_an_api_restart_ended_is_opened_again() -> None:
+    async def test() -> None:
+        echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        port = echo.sockets[0].getsockname()[1]
+        api, serving = await _start_api(0)
+        api_port = api.servers[0].sockets[0].getsockname()[1]
+        client = InterlinkClient(f"http://127.0.0.1:{api_port}")
+        relay = ServiceRelay(RANGE, client)
+        try:
+            address, _ = await relay.place(_pod("u5", port), "Running")
+            assert address is not None
+            assert await _exchange(address, port, b"before\n") == b"BEFORE\n"
+            api.should_exit = True  # the API stops: the vk's session to it ends
+            await serving
+            api, serving = await _start_api(api_port)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while await _exchange(address, port, b"after\n") != b"AFTER\n":  # the first may meet the old session
+                assert loop.time() < deadline, "no new session after the API's restart"
+                await asyncio.sleep(0.1)
+        finally:
+            await relay.close()
+            await client.close()
+            api.should_exit = True
+            await serving
+            echo.close()
     asyncio.run(test())
