@@ -52,6 +52,9 @@ def test_a_service_lists_its_pods_by_address_and_readiness(cluster: Cluster, kub
     service = cluster.kubectl("get", "service", "web", "-n", ns, "-o", "json")
     spec = json.loads(service.stdout)["spec"]
     assert spec["type"] == "ClusterIP" and spec["clusterIP"] and spec["ports"][0]["protocol"] == "TCP"
+    table = cluster.kubectl("get", "service", "web", "-n", ns).stdout.split()
+    assert table[:6] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert table[6:11] == ["web", "ClusterIP", spec["clusterIP"], "<none>", "80/TCP,81/TCP"]
 
     _serving_pod(kube, ns, node.name, "web-ready", {"app": "web"}, "10.244.7.1", ready=True)
     _serving_pod(kube, ns, node.name, "web-unready", {"app": "web"}, "10.244.7.2", ready=False)
