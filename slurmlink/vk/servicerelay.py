@@ -31,9 +31,15 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value; Python 3.11 d
 BACKLOG = 128
 ERROR_WAIT_SECONDS = 5.0  # after the data stream ended: how long the API may take to close the error stream
 TERMINAL = ("Succeeded", "Failed")
+MAX_SESSIONS = 4096  # pods whose connections are relayed at once (one API connection each), whatever the range
 
 PodWarning = tuple[str, str]  # (reason, message) of a Warning event on the pod
 Warn = Callable[[Obj, str, str], Awaitable[None]]  # (pod, reason, message): emit a Warning event
+
+
+def relay_sessions(pod_addresses: str) -> int:
+    """How many API connections the relay may hold: one per pod with an address, at most MAX_SESSIONS."""
+    return min(PodAddresses(pod_addresses).size, MAX_SESSIONS)
 
 
 def tcp_ports(pod: Obj) -> tuple[list[int], list[str]]:

@@ -24,7 +24,7 @@ from slurmlink.translate.status import Phase
 from slurmlink.vk import podstatus
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.podaddresses import PodAddresses
-from slurmlink.vk.servicerelay import ServiceRelay, tcp_ports
+from slurmlink.vk.servicerelay import MAX_SESSIONS, ServiceRelay, relay_sessions, tcp_ports
 from slurmlink.wire.client import InterlinkClient
 
 # --- allocation ----------------------------------------------------------------------------------------------
@@ -268,4 +268,27 @@ def test_a_session_an_api_restart_ended_is_opened_again() -> None:
             api.should_exit = True
             await serving
             echo.close()
+    asyncio.run(test())
+
+
+def test_each_serving_pod_holds_one_api_connection_of_the_relays_own() -> None:
+    # the vk gives the relay a client of its own with this many connections (service.py): a session holds one
+    # for as long as its pod serves, which the vk's other calls must never wait for
+    assert relay_sessions("10.0.0.0/8") == MAX_SESSIONS and relay_sessions("10.9.0.0/30") == 2
+
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            url = str(api.http.base_url).rstrip("/")
+            own = InterlinkClient(url, max_connections=relay_sessions("127.88.1.0/30"), timeout=10)
+            relay = ServiceRelay("127.88.1.0/30", own)
+            first, _ = await relay.place(_pod("a", port), "Running")
+            second, _ = await relay.place(_pod("b", port), "Running")
+            assert first and second
+            held_reader, held_writer = await asyncio.open_connection(first, port)
+            held_writer.write(b"held ")
+            assert await asyncio.wait_for(held_reader.readexactly(5), 30) == b"HELD "
+            assert await _exchange(second, port, b"both at once\n") == b"BOTH AT ONCE\n"
+            held_writer.close()
+            await relay.close()
+            await own.close()
     asyncio.run(test())
