@@ -107,6 +107,9 @@ class PodListeners:
             if first and self.warn is not None:
                 await self.warn(self.forward.pod, "ServiceRelayFailed",
                                 f"a connection to port {port} at {self.address} could not be relayed: {refusal}")
+        except Exception:  # one connection's bug must not go unseen, nor leave the client hanging
+            log.exception("relaying a connection to %s:%d failed", self.address, port)
+            writer.close()
         finally:
             self.connections.discard(task)
 
@@ -163,10 +166,11 @@ async def relay_connection(forward: PodForward, port: int, reader: asyncio.Strea
     return ""
 
 
-async def _read_all(stream: SpdyStream) -> bytes:
+async def _read_all(stream: SpdyStream, keep: int = 4096) -> bytes:
+    """The stream to its end; only its first `keep` bytes are kept (an error's text)."""
     text = b""
     while chunk := await stream.read():
-        text += chunk[:4096]
+        text += chunk[:max(0, keep - len(text))]
     return text
 
 
