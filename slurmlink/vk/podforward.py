@@ -133,7 +133,7 @@ class PodForward:
                 await error.close()  # the client never writes on the error stream
                 data = await session.open_stream({"streamtype": "data", "port": str(port),
                                                   "requestid": request_id})
-        except SlurmlinkError as exc:  # the session ended under us, or the API refused the streams
+        except (SlurmlinkError, ConnectionError) as exc:  # the session ended under us, or the API refused
             raise ForwardRefused(f"the port-forward session to the pod failed: {exc}") from exc
         except TimeoutError:
             await session.close()  # the next connection opens a new one
