@@ -195,13 +195,13 @@ class ServiceRelay:
         uid = str(pod["metadata"]["uid"])
         shown = (pod.get("status") or {}).get("podIP") or None
         ports, skipped = tcp_ports(pod)
+        warnings: list[PodWarning] = []
+        if phase == "Running" and skipped:
+            warnings.append(("ServicePortUnsupported", f"not served (only TCP is relayed): {', '.join(skipped)}"))
         if phase != "Running" or not ports:
             await self.release(uid)
             # a kubelet leaves a finished pod's podIP in its status; the endpoints controller skips such pods
-            return (shown if phase in TERMINAL else None), []
-        warnings: list[PodWarning] = []
-        if skipped:
-            warnings.append(("ServicePortUnsupported", f"not served (only TCP is relayed): {', '.join(skipped)}"))
+            return (shown if phase in TERMINAL else None), warnings
         address = self.addresses.assign(uid)
         if address is None:
             size = self.addresses.size

@@ -187,6 +187,10 @@ def test_a_finished_pod_keeps_its_shown_address_but_nothing_listens() -> None:
                 await asyncio.open_connection(address, port)
             assert await relay.place(_pod("u3"), "Running") == (None, [])  # no ports: no address
             assert await relay.place(_pod("u4", port), "Pending") == (None, [])
+            udp = _pod("u6")
+            udp["spec"]["containers"][0]["ports"] = [{"containerPort": 53, "protocol": "UDP"}]
+            assert await relay.place(udp, "Running") == (None, [
+                ("ServicePortUnsupported", "not served (only TCP is relayed): UDP port 53 of container main")])
             assert len(relay.addresses) == 0
     asyncio.run(test())
 
