@@ -31,6 +31,7 @@ from slurmlink.vk.kubeletauth import KubeletAuth, KubeletGuard, PeerCertProtocol
 from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
 from slurmlink.vk.nodewatch import NodeWatcher
+from slurmlink.vk.servicerelay import ServiceRelay, relay_sessions
 from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.tokenrefresh import TokenRefresher
@@ -127,7 +128,20 @@ async def run(config: VkConfig) -> None:
     cert, key = _initial_certificate(config, Path(scratch.name))
 
     node = NodeKeeper(config, kube, api, port)
-    controller = PodController(config, kube, api, EventRecorder(kube, config.node.name))
+    events = EventRecorder(kube, config.node.name)
+    services = relay_api = None
+    if config.services.enabled:
+        assert config.services.pod_addresses is not None
+        # Connections to the API of its own: a pod's relay session holds one as long as the pod serves, and
+        # must never take those the status rounds and pod creation need.
+        relay_api = InterlinkClient(config.api.url, token=token_file_reader(config.api.token_file),
+                                    timeout=config.api.timeout_seconds, verify=_api_tls(config),
+                                    max_connections=relay_sessions(config.services.pod_addresses))
+
+        async def warn(pod: dict[str, Any], reason: str, message: str) -> None:
+            await events.emit(pod, reason, message, "Warning")
+        services = ServiceRelay(config.services.pod_addresses, relay_api, warn)
+    controller = PodController(config, kube, api, events, services)
     watcher = PodWatcher(kube, config.node.name, config.watch_timeout_seconds, controller.observe,
                          controller.vanish, controller.known)
     rounds = StatusRounds(config, api, controller)
@@ -179,6 +193,9 @@ async def run(config: VkConfig) -> None:
     log.info("slurmlink vk: node %s, kubelet endpoint https://%s:%d, interLink API %s", config.node.name,
              config.node.internal_ip, port, config.api.url)
     await _run_until_stopped(parts, servers)
+    if services is not None and relay_api is not None:
+        await services.close()  # listeners and port-forward sessions end with the vk
+        await relay_api.close()
     await api.close()
     await kube.close()
     scratch.cleanup()
