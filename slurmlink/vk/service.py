@@ -39,6 +39,9 @@ from slurmlink.vk.watch import PodWatcher
 from slurmlink.wire.client import InterlinkClient, tls_context, token_file_reader
 
 log = logging.getLogger(__name__)
+# Connections the kubelet endpoint may hold to the API at once (`kubectl logs -f`, exec, port-forward sessions):
+# past this, one more waits for a free one (api.timeout_seconds) and then gets 503.
+KUBELET_API_CONNECTIONS = 1024
 
 
 def _initial_certificate(config: VkConfig, scratch: Path) -> tuple[str, str]:
@@ -154,7 +157,13 @@ async def run(config: VkConfig) -> None:
     def healthy() -> bool:
         return node.registered.is_set() and controller.adopted.is_set()
 
-    server_config, serving_ssl = _kubelet_server_config(config, build_app(controller, api, healthy), kube, cert, key)
+    # The kubelet endpoint's calls (logs, exec, port-forward) hold connections as long as a user's kubectl does:
+    # they have their own, and never take those the status rounds and pod creation need.
+    kubelet_api = InterlinkClient(config.api.url, token=token_file_reader(config.api.token_file),
+                                  timeout=config.api.timeout_seconds, verify=_api_tls(config),
+                                  max_connections=KUBELET_API_CONNECTIONS)
+    server_config, serving_ssl = _kubelet_server_config(config, build_app(controller, kubelet_api, healthy), kube,
+                                                        cert, key)
     served = [(QuietServer(server_config), sock), *((item.server("warning"), item.sock)
                                                     for item in _admin(config, healthy))]
     servers: list[uvicorn.Server] = [server for server, _ in served]
@@ -196,6 +205,7 @@ async def run(config: VkConfig) -> None:
     if services is not None and relay_api is not None:
         await services.close()  # listeners and port-forward sessions end with the vk
         await relay_api.close()
+    await kubelet_api.close()
     await api.close()
     await kube.close()
     scratch.cleanup()
