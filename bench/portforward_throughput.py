@@ -47,7 +47,7 @@ from bench.services import (  # noqa: E402
     step_argv,
     wait_until,
 )
-from slurmlink.api.portforward import connector_argv  # noqa: E402
+from slurmlink.steps.portforward import connector_argv  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "portforward_throughput.json"
 NODE = "bench-pf-node"
