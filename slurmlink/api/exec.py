@@ -146,9 +146,12 @@ class ExecEndpoint:
             return PlainTextResponse("Upgrade request required\n", 400), None
         offered = headers.getlist(rc.PROTOCOL_HEADER)
         if relayed:
-            query = [] if forwarding else rc.ExecOptions(tuple(step), options.stdin, options.stdout, options.stderr,
+            # the channels in the query, as a kubelet gets them; the argv (with its runtime's prelude, tens of
+            # KiB) in the body, where the proxy's limit on a request's head does not apply
+            query = [] if forwarding else rc.ExecOptions((), options.stdin, options.stdout, options.stderr,
                                                          options.tty).kubelet_query()
-            return await self._relay(scope, entry, "portforward" if forwarding else "exec", query, offered)
+            body = b"" if forwarding else json.dumps({"command": step}).encode()
+            return await self._relay(scope, entry, "portforward" if forwarding else "exec", query, body, offered)
         supported = (PORTFORWARD_PROTOCOL,) if forwarding else rc.SPDY_PROTOCOLS
         protocol = rc.negotiate(offered, supported)
         if protocol is None:
@@ -166,12 +169,12 @@ class ExecEndpoint:
         on_server_shutdown(scope, served.interrupt)
         return None, self._counted(entry, served.run())
 
-    async def _relay(self, scope: Scope, entry: PodEntry, kind: str, query: list[tuple[str, str]],
+    async def _relay(self, scope: Scope, entry: PodEntry, kind: str, query: list[tuple[str, str]], body: bytes,
                      offered: list[str]) -> tuple[ASGIApp | None, Awaitable[None] | None]:
         """Mode 1: the proxy's upgraded connection to the step, relayed to the vk byte for byte."""
         headers = [("Upgrade", SPDY), *((rc.PROTOCOL_HEADER, value) for value in offered)]
         try:
-            answer = await self.service.backend.open_step_stream(entry.directory, kind, query, headers)
+            answer = await self.service.backend.open_step_stream(entry.directory, kind, query, headers, body)
         except SlurmError as exc:
             return PlainTextResponse(f"{exc}\n", 503), None
         if answer.network is None:

@@ -113,7 +113,7 @@ class ProxyService:
         site_policy = SubmitPolicy(config.site_policy, self.http, self.upstream, self.api_version.get,
                                    self.slurm_token.token, config.slurm_user, forward)
         # Every request passes these in order, until one answers (a refusal, or the answer).
-        self.steps: list[Step] = [*self.gates.steps(), self.interactive.answer, self.answer_extension, read_body,
+        self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, read_body, self.interactive.answer,
                                   site_policy.check, forward]
         self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)
         self._public_health_lock = asyncio.Lock()

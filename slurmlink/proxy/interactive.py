@@ -1,8 +1,12 @@
 """`kubectl exec` and `port-forward` into mode-1 pods: the proxy's interactive extension (`interactive` in the
 config, off by default).
 
-    POST /slurmlink/v1/jobs/{id}/exec?command=..&input=1&output=1&error=1&tty=1    (Upgrade: SPDY/3.1)
-    POST /slurmlink/v1/jobs/{id}/portforward                                        (Upgrade: SPDY/3.1)
+    POST /slurmlink/v1/jobs/{id}/exec?input=1&output=1&error=1&tty=1   {"command": [argv]}   (Upgrade: SPDY/3.1)
+    POST /slurmlink/v1/jobs/{id}/portforward                                                 (Upgrade: SPDY/3.1)
+
+The channels are a kubelet's query; the argv is in the JSON body (the API's wraps the pod's command in its
+runtime's prelude: tens of KiB, more than a request's head may be), read within `max_body_bytes` like every
+body (forward.py's read_body runs before this step).
 
 The mode-1 API relays the vk's upgraded connection here with the pod's own Check-in token. The request has
 passed the same gates as any other (allow-list, token, VO policy, mapping, rate limit; a service identity is
@@ -17,9 +21,11 @@ caller could submit; it is passed as argv, never to a shell.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from urllib.parse import parse_qsl
 
 from starlette.responses import Response
@@ -91,9 +97,9 @@ class Interactive:
         if protocol is None:
             raise Refusal(403, "ProtocolMismatch", f"unable to negotiate protocol: client supports {offered}, "
                           f"server supports {list(supported)}")
-        options = rc.ExecOptions.from_kubelet_query(parse_qsl(call.query, keep_blank_values=True))
-        if not forwarding and not options.command:
-            raise Refusal(400, "BadRequest", "exec needs a command (command=...)")
+        query = parse_qsl(call.query, keep_blank_values=True)
+        options = rc.ExecOptions.from_kubelet_query(query)
+        options = replace(options, command=() if forwarding else command_of(call.body))
         if self.sessions[owner] >= self.section.max_sessions_per_user:
             raise Refusal(429, "TooManySessions", f"{owner} has {self.section.max_sessions_per_user} exec and "
                           "port-forward sessions open at this site; close one", retry_after=5)
@@ -121,9 +127,22 @@ class Interactive:
             self.sessions[owner] -= 1
             if self.sessions[owner] <= 0:
                 del self.sessions[owner]
-        return Answer("allowed", Response())  # never sent: the connection left HTTP
+        return Answer("allowed", Response(status_code=101))  # for the metrics; never sent: the connection left HTTP
 
     def _step(self, owner: str, job_id: str, workdir: str, argv: list[str], *, pty: bool,
               unbuffered: bool = False) -> list[str]:
         step = step_argv(self.section.srun, job_id, workdir, argv, pty=pty, unbuffered=unbuffered)
         return as_account(step, owner, setpriv=self.section.setpriv)
+
+
+def command_of(body: bytes) -> tuple[str, ...]:
+    """The argv of an exec request's body (`{"command": ["argv0", ...]}`); Refusal when it is not one."""
+    try:
+        command = json.loads(body).get("command") if body else None
+    except (ValueError, AttributeError):
+        command = None
+    if not isinstance(command, list) or not command or not all(isinstance(word, str) and "\x00" not in word
+                                                               for word in command):
+        raise Refusal(400, "BadRequest", 'exec takes its command as a JSON body: {"command": ["argv0", ...]} '
+                      "(strings without NUL, at least one)")
+    return tuple(command)

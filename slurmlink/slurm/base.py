@@ -112,7 +112,7 @@ class SchedulerBackend(abc.ABC):
     relays_steps = False  # True: steps run elsewhere (mode 1: the proxy), reached with `open_step_stream`
 
     async def open_step_stream(self, pod: PodDirectory, kind: str, params: list[tuple[str, str]],
-                               headers: list[tuple[str, str]]) -> StepStream:
+                               headers: list[tuple[str, str]], body: bytes = b"") -> StepStream:
         """Ask the site for an upgraded connection serving `kind` ("exec" or "portforward") on the pod's job,
         as the pod's user (only where `relays_steps`)."""
         raise Unsupported(f"{kind} is not relayed by this backend")

@@ -453,13 +453,13 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
     relays_steps = True  # exec and port-forward: the proxy's interactive extension runs the steps
 
     async def open_step_stream(self, pod: PodDirectory, kind: str, params: list[tuple[str, str]],
-                               headers: list[tuple[str, str]]) -> StepStream:
+                               headers: list[tuple[str, str]], body: bytes = b"") -> StepStream:
         """The proxy's upgraded connection to a step of the pod's job, asked with the pod's user's own token
         (never the service identity's: the proxy runs the step as the token's account)."""
         route = {"exec": PROXY_EXEC_ROUTE, "portforward": PROXY_PORTFORWARD_ROUTE}[kind].format(job_id=pod.job_id)
         token = await self._token_for(pod.user, service_may=False)
         sent = [("Authorization", f"Bearer {token}"), ("Connection", "Upgrade"), *headers]
-        request = self.stream_http.build_request("POST", route, params=tuple(params), headers=sent,
+        request = self.stream_http.build_request("POST", route, params=tuple(params), headers=sent, content=body,
                                                  timeout=httpx.Timeout(self.config.timeout_seconds, read=None))
         try:
             response = await self.stream_http.send(request, stream=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import pty
@@ -106,7 +107,7 @@ class ExecSession:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.step, env={**self.env, "TERM": "xterm"}, stdin=child, stdout=child, stderr=child,
-                preexec_fn=_take_terminal)  # noqa: PLW1509 - setsid + controlling tty: srun --pty needs a terminal
+                preexec_fn=functools.partial(_take_terminal, child))  # noqa: PLW1509 - srun --pty needs a terminal
         finally:
             os.close(child)
         loop = asyncio.get_running_loop()
@@ -177,9 +178,11 @@ class _Discard:
         return None
 
 
-def _take_terminal() -> None:
+def _take_terminal(terminal: int) -> None:
+    """In the child: a session of its own whose controlling terminal is the pty. By its fd, not fd 0: uvloop
+    (the proxy's loop) runs this before it sets up the child's stdin."""
     os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:

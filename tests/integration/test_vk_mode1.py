@@ -130,18 +130,20 @@ def test_an_expired_token_in_the_secret_fails_the_pod_with_a_token_reason(chain1
 
 
 def test_exec_is_refused_with_a_clear_message_and_an_event(chain1: Chain) -> None:
-    # mode 1 reaches SLURM through slurmrestd, which cannot start an interactive step (issue 15)
+    # slurmrestd cannot start an interactive step; the proxy's interactive extension can, but is off by default
+    # (test_vk_mode1_interactive.py has it on)
     chain1.apply(alice_pod("m1-exec", "sleep 300"))
     chain1.wait_phase("m1-exec", ("Running",))
     result = chain1.kubectl("exec", "m1-exec", "--", "echo", "hi", check=False)
-    assert result.returncode != 0 and "not supported with this site" in result.stderr, result
+    assert result.returncode != 0 and "exec is not enabled at this site" in result.stderr, result
+    assert "interactive.enabled: false" in result.stderr, result
     # port-forward too, in its own words (kubectl fails at its first connection: it dials the pod then)
     forwarded = chain1.kubectl("port-forward", "m1-exec", ":8080", check=False)
-    assert forwarded.returncode != 0 and "port-forward is not supported with this site" in forwarded.stderr, \
+    assert forwarded.returncode != 0 and "port-forward is not enabled at this site" in forwarded.stderr, \
         forwarded
     events = json.loads(chain1.kubectl("get", "events", "-o", "json", "--field-selector",
                                        "involvedObject.name=m1-exec").stdout)["items"]
-    assert any(e["reason"] == "ExecNotSupported" and "not supported with this site" in e["message"]
+    assert any(e["reason"] == "ExecNotSupported" and "exec is not enabled at this site" in e["message"]
                for e in events), events
     assert any(e["reason"] == "PortForwardNotSupported" for e in events), events
     chain1.kubectl("delete", "pod", "m1-exec", "--wait=false")

@@ -1,5 +1,5 @@
-"""The port-forward session (steps/portforward.py) without SLURM: a real SPDY client on loopback, the real connector program
-(run directly instead of as a job step) and a real TCP server."""
+"""The port-forward session (steps/portforward.py) without SLURM: a real SPDY client on loopback, the real
+connector program (run directly instead of as a job step) and a real TCP server."""
 
 from __future__ import annotations
 
