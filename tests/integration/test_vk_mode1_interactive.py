@@ -39,6 +39,7 @@ from tests.integration.vk_harness import KUBECTL, Chain, wait_node_ready
 
 pytestmark = pytest.mark.timeout(180)
 POD = "m1i-target"
+PROXY_SESSIONS = 2  # the proxy's limit per account, below the API's per pod (4): the proxy's is met first
 SERVER_PORT = 18000 + os.getpid() % 1000  # the job's HTTP server, on the test SLURM's (shared) host
 
 
@@ -49,7 +50,8 @@ def stack(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -
     work = tmp_path_factory.mktemp("mode1-interactive")
     srun = str(slurm_cluster.bin_dir / "srun") if slurm_cluster.bin_dir else "srun"
     mode1 = start_mode1(slurm_cluster, work, proxy_keys={"interactive": {
-        "enabled": True, "srun": srun, "slurm_conf": str(slurm_cluster.conf_path)}})
+        "enabled": True, "srun": srun, "slurm_conf": str(slurm_cluster.conf_path),
+        "max_sessions_per_user": PROXY_SESSIONS}})
     try:
         with KubeStandin(work / "standin", bookmark_interval=1.0) as standin:
             kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", NODE)
@@ -204,3 +206,30 @@ def test_a_token_of_another_user_is_refused(stack: tuple[Chain, Mode1]) -> None:
     assert status == 403 and json.loads(body)["rule"] == "service-scope", body
     # alice's own token is let through (and switches protocols)
     assert _exec_at_the_proxy(mode1, job_id, mode1.checkin.mint(mode1.subjects["alice"]))[0] == 101
+
+
+def _steps(chain: Chain) -> int:
+    """Running steps of the pod's job beyond the batch step: the open exec sessions."""
+    listed = subprocess.run(["squeue", "--steps", "--noheader", "--format=%i", "--jobs", _job_id(chain)],
+                            capture_output=True, text=True, env=chain.cluster.env, check=True).stdout.split()
+    return len([step for step in listed if step.split(".")[-1].isdigit()])
+
+
+def test_the_proxy_limits_sessions_per_account_and_ends_steps_whose_client_left(stack: tuple[Chain, Mode1]) -> None:
+    chain, _ = stack
+    env = {**os.environ, "KUBECONFIG": str(chain.standin.kubeconfig), "KUBECACHEDIR": str(chain.workdir / "kubecache")}
+    before = _steps(chain)
+    sleepers = [subprocess.Popen([str(KUBECTL), "exec", POD, "--", "sleep", "120"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env) for _ in range(PROXY_SESSIONS)]
+    try:
+        wait_until(lambda: _steps(chain) == before + PROXY_SESSIONS, 90, "the exec steps to run")
+        refused = chain.kubectl("exec", POD, "--", "echo", "one more", check=False)
+        assert refused.returncode != 0 and "TooManySessions" in refused.stderr, refused
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+    # kubectl gone: the vk, the API and the proxy close the session, and the proxy kills the step
+    wait_until(lambda: _steps(chain) == before, 60, "the exec steps to end")
+    wait_until(lambda: chain.kubectl("exec", POD, "--", "echo", "again", check=False).stdout == "again\n", 30,
+               "a new session to be taken")
