@@ -38,11 +38,10 @@ from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.poddir import local_uid, owner_of
 from slurmlink.proxy.slurm_token import SlurmTokenError
-from slurmlink.slurm.base import SlurmError
 from slurmlink.steps.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.steps.portforward import PortForwardSession, connector_argv
 from slurmlink.steps.session import ExecSession
-from slurmlink.steps.srun import account_env, as_account, step_argv
+from slurmlink.steps.srun import StepRefused, account_env, as_account, step_argv
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.spdy import SpdySession
 from slurmlink.streams.upgrade import SPDY, on_server_shutdown, switch_protocols
@@ -112,7 +111,7 @@ class Interactive:
         try:
             step = [] if forwarding else self._step(owner, job_id, workdir, list(options.command),
                                                     pty=options.tty)
-        except SlurmError as exc:
+        except StepRefused as exc:
             raise Refusal(403, "Forbidden", exc.message) from None
         self.sessions[owner] += 1
         try:

@@ -26,7 +26,7 @@ from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.slurm.commands import jobcount, sacct, sbatch, scancel, sinfo, squeue
 from slurmlink.slurm.podfiles import PodFiles, check_container_name
 from slurmlink.slurm.runner import DEFAULT_PATH, Runner, error_from
-from slurmlink.steps.srun import step_argv
+from slurmlink.steps.srun import StepRefused, step_argv
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
 
@@ -203,7 +203,10 @@ class CliBackend(SchedulerBackend):
     def step_command(self, job_id: str, user: str, workdir: str, argv: list[str], *, pty: bool,
                      unbuffered: bool = False) -> tuple[list[str], dict[str, str]]:
         self._account(user)
-        step = step_argv(self._locate("srun"), job_id, workdir, argv, pty=pty, unbuffered=unbuffered)
+        try:
+            step = step_argv(self._locate("srun"), job_id, workdir, argv, pty=pty, unbuffered=unbuffered)
+        except StepRefused as exc:
+            raise SlurmError(exc.message) from None
         return self.runner.argv_for(step, user), self.runner.base_env()
 
     def _account(self, user: str) -> pwd.struct_passwd:

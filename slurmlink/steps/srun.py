@@ -14,13 +14,19 @@ from __future__ import annotations
 import pwd
 from collections.abc import Sequence
 
-from slurmlink.slurm.base import SlurmError
+from slurmlink.core.errors import SlurmlinkError
+
+
+class StepRefused(SlurmlinkError):
+    """No step for this: not a job id, not a local account, or root."""
+
+    default_reason = "StepRefused"
 
 
 def step_argv(srun: str, job_id: str, workdir: str, argv: Sequence[str], *, pty: bool,
               unbuffered: bool = False) -> list[str]:
     if not (job_id.isascii() and job_id.isdigit()):
-        raise SlurmError(f"not a job id: {job_id[:30]!r}")
+        raise StepRefused(f"not a job id: {job_id[:30]!r}")
     return [srun, "--overlap", f"--jobid={job_id}", "--nodes=1", "--ntasks=1", "--mem=0", "--quiet",
             f"--chdir={workdir}", *(["--pty"] if pty else []), *(["--unbuffered"] if unbuffered else []), "--",
             *argv]
@@ -31,9 +37,9 @@ def as_account(argv: Sequence[str], user: str, *, setpriv: str = "setpriv") -> l
     try:
         account = pwd.getpwnam(user)
     except KeyError:
-        raise SlurmError(f"no local user {user!r}") from None
+        raise StepRefused(f"no local user {user!r}") from None
     if account.pw_uid == 0:
-        raise SlurmError("slurmlink never runs steps as root")
+        raise StepRefused("slurmlink never runs steps as root")
     return [setpriv, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups",
             "--inh-caps=-all", "--ambient-caps=-all", "--", *argv]
 

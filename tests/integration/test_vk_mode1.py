@@ -5,7 +5,6 @@ slurmlink proxy → slurmrestd → the test SLURM. Pods name a Secret holding al
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator
@@ -14,18 +13,15 @@ from typing import Any
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY
-from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
 from standins.kube import KubeStandin
-from tests.harness.pods import NODE, pod_manifest
+from tests.harness.pods import NODE
 from tests.harness.services import VkProcess, node_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
-from tests.integration.mode1 import Mode1
+from tests.integration.mode1 import ALICE_SECRET, Mode1, alice_pod, secret
 from tests.integration.vk_harness import Chain, wait_node_ready
 
 pytestmark = pytest.mark.timeout(120)
 
-ALICE_SECRET = "alice-checkin"  # noqa: S105 - a Secret's name
 EXPIRED_SECRET = "alice-expired"  # noqa: S105 - a Secret's name
 LOG_ROUTE = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
 
@@ -49,17 +45,6 @@ def chain1(mode1: Mode1, slurm_cluster: DevCluster, tmp_path_factory: pytest.Tem
             yield chain
         finally:
             vk.stop()
-
-
-def secret(name: str, token: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque",
-            "data": {ACCESS_TOKEN_KEY: base64.b64encode(token.encode()).decode()}}
-
-
-def alice_pod(name: str, script: str, token_secret: str = ALICE_SECRET) -> dict[str, Any]:
-    pod = pod_manifest(name, script)
-    pod["metadata"]["annotations"] = {TOKEN_SECRET_ANNOTATION: token_secret}
-    return pod
 
 
 def terminated(pod: dict[str, Any]) -> dict[str, Any]:

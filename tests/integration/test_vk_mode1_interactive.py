@@ -33,8 +33,7 @@ from standins.kube import KubeStandin
 from tests.harness.pods import NODE
 from tests.harness.services import VkProcess, node_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
-from tests.integration.mode1 import Mode1, start_mode1
-from tests.integration.test_vk_mode1 import ALICE_SECRET, alice_pod, secret
+from tests.integration.mode1 import ALICE_SECRET, Mode1, alice_pod, secret, start_mode1
 from tests.integration.vk_harness import KUBECTL, Chain, wait_node_ready
 
 pytestmark = pytest.mark.timeout(180)

@@ -18,8 +18,7 @@ from slurmlink.proxy.edge import EdgeLimits, edge_protocol
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.interactive import command_of
 from slurmlink.proxy.policy import ServiceAccess, decide
-from slurmlink.slurm.base import SlurmError
-from slurmlink.steps.srun import account_env, as_account, step_argv
+from slurmlink.steps.srun import StepRefused, account_env, as_account, step_argv
 from slurmlink.streams.upgrade import SPDY, dial, switch_protocols
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_until_async
@@ -52,7 +51,7 @@ def test_the_step_argv_ends_with_the_command_word_for_word() -> None:
     assert step[:step.index("--")] == ["/usr/bin/srun", "--overlap", "--jobid=17", "--nodes=1", "--ntasks=1",
                                        "--mem=0", "--quiet", "--chdir=/jobs/p", "--pty", "--unbuffered"]
     assert step[step.index("--") + 1:] == command
-    with pytest.raises(SlurmError, match="not a job id"):
+    with pytest.raises(StepRefused, match="not a job id"):
         step_argv("srun", "17 --uid=0", "/w", ["id"], pty=False)
 
 
@@ -61,9 +60,9 @@ def test_the_account_switch_drops_every_capability_and_never_becomes_root() -> N
     switched = as_account(["srun", "--", "id"], NOBODY, setpriv="/usr/bin/setpriv")
     assert switched == ["/usr/bin/setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
                         "--init-groups", "--inh-caps=-all", "--ambient-caps=-all", "--", "srun", "--", "id"]
-    with pytest.raises(SlurmError, match="never runs steps as root"):
+    with pytest.raises(StepRefused, match="never runs steps as root"):
         as_account(["id"], "root")
-    with pytest.raises(SlurmError, match="no local user"):
+    with pytest.raises(StepRefused, match="no local user"):
         as_account(["id"], "no-such-user-here")
     env = account_env(NOBODY, {"PATH": "/usr/bin"})
     assert env == {"PATH": "/usr/bin", "HOME": account.pw_dir, "USER": NOBODY, "LOGNAME": NOBODY,
