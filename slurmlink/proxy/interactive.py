@@ -80,39 +80,23 @@ class Interactive:
             raise Refusal(501, "InteractiveDisabled", f"{verb} is not enabled at this site: its slurmlink proxy has "
                           "`interactive.enabled: false` (the site's administrators can turn it on)")
         job_id = call.path.split("/")[4]  # "", "slurmlink", "v1", "jobs", id, verb
-        owner, workdir = await owner_of(job_id, call.caller, ledger=self.ledger, lookup=self.lookup,
-                                  token=self.slurm_token())
-        job = await self.lookup.job(job_id, as_user=owner, token=self.slurm_token())
-        if job.user != owner:  # a job id SLURM has given out again is someone else's job
-            raise Refusal(403, "Forbidden", f"job {job_id} no longer belongs to {owner}")
-        if job.state != "RUNNING":
-            raise Refusal(400, "NotRunning", f"job {job_id} is not running ({job.state}): {verb} needs a running job")
-        local_uid(job_id, owner)  # a local account, never root
-        if (call.request.headers.get("upgrade") or "").lower() != SPDY.lower():
-            raise Refusal(400, "UpgradeRequired", f"{verb} is an upgrade to {SPDY}")
-        offered = [value for name, value in call.headers if name == rc.PROTOCOL_HEADER.lower()]
-        supported = (PORTFORWARD_PROTOCOL,) if forwarding else rc.SPDY_PROTOCOLS
-        protocol = rc.negotiate(offered, supported)
-        if protocol is None:
-            raise Refusal(403, "ProtocolMismatch", f"unable to negotiate protocol: client supports {offered}, "
-                          f"server supports {list(supported)}")
-        query = parse_qsl(call.query, keep_blank_values=True)
-        options = rc.ExecOptions.from_kubelet_query(query)
+        owner, workdir = await self._running_job_of(call, job_id, verb)
+        protocol = _protocol(call, (PORTFORWARD_PROTOCOL,) if forwarding else rc.SPDY_PROTOCOLS, verb)
+        options = rc.ExecOptions.from_kubelet_query(parse_qsl(call.query, keep_blank_values=True))
         options = replace(options, command=() if forwarding else command_of(call.body))
-        if self.sessions[owner] >= self.section.max_sessions_per_user:
-            raise Refusal(429, "TooManySessions", f"{owner} has {self.section.max_sessions_per_user} exec and "
-                          "port-forward sessions open at this site; close one", retry_after=5)
         env = account_env(owner, self.env)
-        workdir = job.workdir or workdir
 
         def step_for(port: int) -> tuple[list[str], dict[str, str]]:
             return self._step(owner, job_id, workdir, connector_argv(port), pty=False, unbuffered=True), env
 
         try:
-            step = [] if forwarding else self._step(owner, job_id, workdir, list(options.command),
-                                                    pty=options.tty)
+            step = [] if forwarding else self._step(owner, job_id, workdir, list(options.command), pty=options.tty)
         except StepRefused as exc:
             raise Refusal(403, "Forbidden", exc.message) from None
+        # checked and counted with no await between: two requests cannot both take the last session
+        if self.sessions[owner] >= self.section.max_sessions_per_user:
+            raise Refusal(429, "TooManySessions", f"{owner} has {self.section.max_sessions_per_user} exec and "
+                          "port-forward sessions open at this site; close one", retry_after=5)
         self.sessions[owner] += 1
         try:
             reader, writer = switch_protocols(call.request.scope, [("Upgrade", SPDY), (rc.PROTOCOL_HEADER, protocol)])
@@ -127,6 +111,18 @@ class Interactive:
             if self.sessions[owner] <= 0:
                 del self.sessions[owner]
         return Answer("allowed", Response(status_code=101))  # for the metrics; never sent: the connection left HTTP
+
+    async def _running_job_of(self, call: Call, job_id: str, verb: str) -> tuple[str, str]:
+        """(owner, workdir) of a running job of the caller's, by the ledger's or SLURM's word, then SLURM's."""
+        owner, workdir = await owner_of(job_id, call.caller, ledger=self.ledger, lookup=self.lookup,
+                                        token=self.slurm_token())
+        job = await self.lookup.job(job_id, as_user=owner, token=self.slurm_token())
+        if job.user != owner:  # a job id SLURM has given out again is someone else's job
+            raise Refusal(403, "Forbidden", f"job {job_id} no longer belongs to {owner}")
+        if job.state != "RUNNING":
+            raise Refusal(400, "NotRunning", f"job {job_id} is not running ({job.state}): {verb} needs a running job")
+        local_uid(job_id, owner)  # a local account, never root
+        return owner, job.workdir or workdir
 
     def _step(self, owner: str, job_id: str, workdir: str, argv: list[str], *, pty: bool,
               unbuffered: bool = False) -> list[str]:
@@ -145,3 +141,15 @@ def command_of(body: bytes) -> tuple[str, ...]:
         raise Refusal(400, "BadRequest", 'exec takes its command as a JSON body: {"command": ["argv0", ...]} '
                       "(strings without NUL, at least one)")
     return tuple(command)
+
+
+def _protocol(call: Call, supported: tuple[str, ...], verb: str) -> str:
+    """The SPDY upgrade's stream protocol: the client's first offer we speak (a kubelet's rule)."""
+    if (call.request.headers.get("upgrade") or "").lower() != SPDY.lower():
+        raise Refusal(400, "UpgradeRequired", f"{verb} is an upgrade to {SPDY}")
+    offered = [value for name, value in call.headers if name == rc.PROTOCOL_HEADER.lower()]
+    protocol = rc.negotiate(offered, supported)
+    if protocol is None:
+        raise Refusal(403, "ProtocolMismatch", f"unable to negotiate protocol: client supports {offered}, "
+                      f"server supports {list(supported)}")
+    return protocol
