@@ -232,3 +232,25 @@ def test_the_proxy_limits_sessions_per_account_and_ends_steps_whose_client_left(
     wait_until(lambda: _steps(chain) == before, 60, "the exec steps to end")
     wait_until(lambda: chain.kubectl("exec", POD, "--", "echo", "again", check=False).stdout == "again\n", 30,
                "a new session to be taken")
+
+
+def test_a_proxy_restart_ends_open_sessions_and_says_why(stack: tuple[Chain, Mode1]) -> None:
+    chain, mode1 = stack
+    env = {**os.environ, "KUBECONFIG": str(chain.standin.kubeconfig), "KUBECACHEDIR": str(chain.workdir / "kubecache")}
+    before = _steps(chain)
+    session = subprocess.Popen([str(KUBECTL), "exec", POD, "--", "sleep", "300"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_until(lambda: _steps(chain) == before + 1, 60, "the session's step to run")
+        process = mode1.proxy.process
+        assert process is not None
+        process.terminate()
+        assert process.wait(30) == 0  # it stopped by itself: the open session did not hold its shutdown
+        assert session.wait(timeout=30) != 0
+        assert session.stderr is not None and "the site's slurmlink proxy is shutting down" in session.stderr.read()
+    finally:
+        session.kill()
+        mode1.proxy.start()
+    wait_until(lambda: _steps(chain) == before, 60, "the step to be killed")
+    wait_until(lambda: chain.kubectl("exec", POD, "--", "echo", "again", check=False).stdout == "again\n", 60,
+               "exec to work again after the restart")
