@@ -242,6 +242,7 @@ POD_USER = "sltest1"  # the account the pods run as (the API's `users` default)
 class RunningPod:
     name: str
     job: str  # its SLURM job
+    pod_ip: str  # status.podIP once Running ("" without one: the vk's `services` off, or no ports)
     kube_env: dict[str, str]  # kubectl's environment, towards the stand-in
     slurm_env: dict[str, str]  # SLURM's commands' environment, towards the cluster
 
@@ -256,10 +257,11 @@ def pod_on(node: str, name: str, command: list[str]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running_pod(cluster: DevCluster, node: str, pod: dict[str, Any], *, mode1: bool = False) -> Iterator[RunningPod]:
+def running_pod(cluster: DevCluster, node: str, pod: dict[str, Any], *, mode1: bool = False,
+                **vk_overrides: Any) -> Iterator[RunningPod]:
     """The Kubernetes stand-in, a mode-2 `slurmlink api` (`mode1`: a Check-in stand-in, `slurmlink proxy` with its
-    interactive extension on and a mode-1 api) and a `slurmlink vk` for `node`, and `pod` applied with kubectl
-    and Running; the pod is deleted at the end."""
+    interactive extension on and a mode-1 api) and a `slurmlink vk` for `node` (`vk_overrides`: its
+    configuration keys), and `pod` applied with kubectl and Running; the pod is deleted at the end."""
     cluster.up()
     name = pod["metadata"]["name"]
     with (tempfile.TemporaryDirectory(prefix="slbench-pod-") as tmp, KubeStandin(Path(tmp) / "standin") as standin,
@@ -274,7 +276,8 @@ def running_pod(cluster: DevCluster, node: str, pod: dict[str, Any], *, mode1: b
             pod = {**pod, "metadata": {**pod["metadata"], "annotations": {TOKEN_SECRET_ANNOTATION: MODE1_SECRET}}}
         api = stack.enter_context(api_service(config, work / "api"))
         kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", node)
-        vk = vk_service(vk_config(standin, node, kubeconfig, api.url), work / "vk", standin.kubelet_client_cert)
+        vk = vk_service(vk_config(standin, node, kubeconfig, api.url, **vk_overrides), work / "vk",
+                        standin.kubelet_client_cert)
         with vk:
             subprocess.run([str(KUBECTL), "apply", "-f", "-"], input=json.dumps(pod).encode(), env=kube_env,
                            check=True, capture_output=True)
@@ -283,11 +286,12 @@ def running_pod(cluster: DevCluster, node: str, pod: dict[str, Any], *, mode1: b
                 found = standin.get("pods", name, "default") or {}
                 return found if (found.get("status") or {}).get("phase") == "Running" else {}
 
-            uid = wait_until(running, 120, "the pod to run")["metadata"]["uid"]
+            found = wait_until(running, 120, "the pod to run")
+            uid, pod_ip = found["metadata"]["uid"], str(found["status"].get("podIP") or "")
             job = subprocess.run(["squeue", "--noheader", "--format=%i", "--name", f"slurmlink-{uid}"],
                                  capture_output=True, text=True, env=cluster.env, check=True).stdout.split()[0]
             try:
-                yield RunningPod(name, job, kube_env, {**os.environ, **cluster.env})
+                yield RunningPod(name, job, pod_ip, kube_env, {**os.environ, **cluster.env})
             finally:
                 subprocess.run([str(KUBECTL), "delete", "pod", name, "--wait=false"], env=kube_env,
                                capture_output=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Literal
 
@@ -198,11 +199,43 @@ class KubeletConfig(Strict):
         return self
 
 
+class ServicesConfig(Strict):
+    """Pod ports reachable from the cluster (Services): see *Services* in [vk.md](vk.md)."""
+
+    enabled: bool = Field(default=False, description=(
+        "give each Running pod that declares TCP `containerPorts` an address of `pod_addresses` (its "
+        "`status.podIP`), listen there on those ports and relay each connection to the pod through the API's "
+        "port-forward; `false`: pods show no podIP and nothing listens"))
+    pod_addresses: str | None = Field(default=None, description=(
+        "the range (CIDR) the addresses come from, routed by the site's network to the vk's host (it need not be "
+        "configured on an interface); `127.0.0.0/8` sub-ranges work on one host without setup. Required when "
+        "`enabled`"))
+
+    @field_validator("pod_addresses")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                network = ipaddress.ip_network(value)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR range with no host bits set: {exc}") from None
+            if network.num_addresses < 4 and network.version == 4:
+                raise ValueError(f"{value}: too small (a /30 or larger)")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> ServicesConfig:
+        if self.enabled and self.pod_addresses is None:
+            raise ValueError("services.enabled needs services.pod_addresses (a CIDR range routed to this host)")
+        return self
+
+
 class VkConfig(Strict):
     node: NodeConfig = Field(default_factory=NodeConfig)
     kube: KubeConfigSection = Field(default_factory=KubeConfigSection)
     api: InterlinkApiConfig = Field(default_factory=InterlinkApiConfig)
     kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
+    services: ServicesConfig = Field(default_factory=ServicesConfig)
     admin: AdminListen = Field(default_factory=AdminListen, description=(
         "plain HTTP `/healthz` and `/metrics` without client certificates (probes, Prometheus)"))
     workers: int = Field(default=8, ge=1, description="pods handled at once (one pod only ever by one worker)")
