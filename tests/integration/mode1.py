@@ -110,9 +110,9 @@ def start_mode1(cluster: DevCluster, work: Path, *, api: dict[str, Any] | None =
                               "service_token_file": str(service_token_file),
                               "refresh_issuers": [{"issuer": checkin.issuer}]})
     config.update(api or {})
-    api = ApiProcess(config, work)
-    api.start()
-    return Mode1(checkin, proxy, api, subjects, accounts, job_root, service_token_file)
+    api_process = ApiProcess(config, work)
+    api_process.start()
+    return Mode1(checkin, proxy, api_process, subjects, accounts, job_root, service_token_file)
 
 
 def proxy_settings(cluster: DevCluster, checkin: CheckinStandin, users_file: Path, job_root: Path,

@@ -8,17 +8,12 @@ test_vk_mode1.py's (the default)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import json
 import os
-import pty
 import re
 import select
 import socket
-import struct
 import subprocess
-import termios
 import time
 import urllib.parse
 import urllib.request
@@ -33,6 +28,13 @@ from standins.kube import KubeStandin
 from tests.harness.pods import NODE
 from tests.harness.services import VkProcess, node_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
+from tests.integration.kubectl_sessions import (
+    background_exec,
+    exec_on_a_terminal,
+    kubectl_env,
+    running_steps,
+    session_limit_holds,
+)
 from tests.integration.mode1 import ALICE_SECRET, Mode1, alice_pod, secret, start_mode1
 from tests.integration.vk_harness import KUBECTL, Chain, wait_node_ready
 
@@ -116,24 +118,9 @@ def test_the_exit_code_reaches_kubectl(stack: tuple[Chain, Mode1]) -> None:
 
 def test_a_tty_gets_the_terminals_size(stack: tuple[Chain, Mode1]) -> None:
     chain, _ = stack
-    main, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 29, 97, 0, 0))
-    env = {**os.environ, "KUBECONFIG": str(chain.standin.kubeconfig), "KUBECACHEDIR": str(chain.workdir / "kubecache")}
-    with subprocess.Popen([str(KUBECTL), "exec", "-t", "-i", POD, "--", "sh", "-c",
-                           "stty size; [ -t 0 ] && echo on-a-terminal; exit 4"],
-                          stdin=child, stdout=child, stderr=child, env=env, start_new_session=True) as kubectl:
-        os.close(child)
-        seen = b""
-        deadline = time.monotonic() + 60
-        while kubectl.poll() is None and time.monotonic() < deadline:
-            if select.select([main], [], [], 0.5)[0]:
-                with contextlib.suppress(OSError):
-                    seen += os.read(main, 4096)
-        with contextlib.suppress(OSError):
-            seen += os.read(main, 4096)
-        os.close(main)
-        assert kubectl.wait(timeout=10) == 4, seen
-    assert "29 97" in seen.decode(errors="replace") and "on-a-terminal" in seen.decode(errors="replace"), seen
+    code, seen = exec_on_a_terminal(chain, POD, 29, 97, "stty size; [ -t 0 ] && echo on-a-terminal; exit 4")
+    assert code == 4, seen
+    assert "29 97" in seen and "on-a-terminal" in seen, seen
 
 
 def test_attach_follows_the_output_through_the_log_extension(stack: tuple[Chain, Mode1]) -> None:
@@ -162,9 +149,8 @@ def test_port_forward_carries_an_http_request_to_the_server_in_the_job(stack: tu
             return probe.connect_ex(("127.0.0.1", SERVER_PORT)) == 0
     wait_until(answering, 60, "the job's HTTP server to listen")
     local = _free_port()
-    env = {**os.environ, "KUBECONFIG": str(chain.standin.kubeconfig), "KUBECACHEDIR": str(chain.workdir / "kubecache")}
     process = subprocess.Popen([str(KUBECTL), "port-forward", POD, f"{local}:{SERVER_PORT}", "--address=127.0.0.1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kubectl_env(chain))
     try:
         assert process.stdout is not None
         deadline = time.monotonic() + 60
@@ -207,41 +193,20 @@ def test_a_token_of_another_user_is_refused(stack: tuple[Chain, Mode1]) -> None:
     assert _exec_at_the_proxy(mode1, job_id, mode1.checkin.mint(mode1.subjects["alice"]))[0] == 101
 
 
-def _steps(chain: Chain) -> int:
-    """Running steps of the pod's job beyond the batch step: the open exec sessions."""
-    listed = subprocess.run(["squeue", "--steps", "--noheader", "--format=%i", "--jobs", _job_id(chain)],
-                            capture_output=True, text=True, env=chain.cluster.env, check=True).stdout.split()
-    return len([step for step in listed if step.split(".")[-1].isdigit()])
-
-
 def test_the_proxy_limits_sessions_per_account_and_ends_steps_whose_client_left(stack: tuple[Chain, Mode1]) -> None:
+    # once the kubectls are gone, the vk, the API and the proxy close the sessions, and the proxy kills the steps
     chain, _ = stack
-    env = {**os.environ, "KUBECONFIG": str(chain.standin.kubeconfig), "KUBECACHEDIR": str(chain.workdir / "kubecache")}
-    before = _steps(chain)
-    sleepers = [subprocess.Popen([str(KUBECTL), "exec", POD, "--", "sleep", "120"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env) for _ in range(PROXY_SESSIONS)]
-    try:
-        wait_until(lambda: _steps(chain) == before + PROXY_SESSIONS, 90, "the exec steps to run")
-        refused = chain.kubectl("exec", POD, "--", "echo", "one more", check=False)
-        assert refused.returncode != 0 and "TooManySessions" in refused.stderr, refused
-    finally:
-        for sleeper in sleepers:
-            sleeper.kill()
-            sleeper.wait()
-    # kubectl gone: the vk, the API and the proxy close the session, and the proxy kills the step
-    wait_until(lambda: _steps(chain) == before, 60, "the exec steps to end")
-    wait_until(lambda: chain.kubectl("exec", POD, "--", "echo", "again", check=False).stdout == "again\n", 30,
-               "a new session to be taken")
+    session_limit_holds(chain, POD, PROXY_SESSIONS, "TooManySessions", lambda: running_steps(chain, _job_id(chain)))
 
 
 def test_a_proxy_restart_ends_open_sessions_and_says_why(stack: tuple[Chain, Mode1]) -> None:
     chain, mode1 = stack
-    env = {**os.environ, "KUBECONFIG": str(chain.standin.kubeconfig), "KUBECACHEDIR": str(chain.workdir / "kubecache")}
-    before = _steps(chain)
-    session = subprocess.Popen([str(KUBECTL), "exec", POD, "--", "sleep", "300"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
+    def steps() -> int:
+        return running_steps(chain, _job_id(chain))
+    before = steps()
+    session = background_exec(chain, POD, "sleep", "300")
     try:
-        wait_until(lambda: _steps(chain) == before + 1, 60, "the session's step to run")
+        wait_until(lambda: steps() == before + 1, 60, "the session's step to run")
         process = mode1.proxy.process
         assert process is not None
         process.terminate()
@@ -251,6 +216,6 @@ def test_a_proxy_restart_ends_open_sessions_and_says_why(stack: tuple[Chain, Mod
     finally:
         session.kill()
         mode1.proxy.start()
-    wait_until(lambda: _steps(chain) == before, 60, "the step to be killed")
+    wait_until(lambda: steps() == before, 60, "the step to be killed")
     wait_until(lambda: chain.kubectl("exec", POD, "--", "echo", "again", check=False).stdout == "again\n", 60,
                "exec to work again after the restart")
