@@ -26,7 +26,7 @@ from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.slurm.commands import jobcount, sacct, sbatch, scancel, sinfo, squeue
 from slurmlink.slurm.podfiles import PodFiles, check_container_name
 from slurmlink.slurm.runner import DEFAULT_PATH, Runner, error_from
-from slurmlink.steps.srun import StepRefused, step_argv
+from slurmlink.steps.srun import StepRefused, local_account, step_argv
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
 
@@ -212,11 +212,9 @@ class CliBackend(SchedulerBackend):
     def _account(self, user: str) -> pwd.struct_passwd:
         """The local account `user`: must exist, is never root, and is ours unless we are root."""
         try:
-            account = pwd.getpwnam(user)
-        except KeyError:
-            raise SlurmError(f"no local user {user!r}") from None
-        if account.pw_uid == 0:
-            raise SlurmError("slurmlink never runs jobs as root")
+            account = local_account(user, runs="jobs")
+        except StepRefused as exc:
+            raise SlurmError(exc.message) from None
         if os.geteuid() != 0 and account.pw_uid != os.geteuid():
             raise SlurmError(f"slurmlink does not run as root: it cannot act for user {user!r}")
         return account

@@ -32,14 +32,20 @@ def step_argv(srun: str, job_id: str, workdir: str, argv: Sequence[str], *, pty:
             *argv]
 
 
-def as_account(argv: Sequence[str], user: str, *, setpriv: str = "setpriv") -> list[str]:
-    """`argv` run as local account `user` (never root), its supplementary groups included."""
+def local_account(user: str, runs: str = "steps") -> pwd.struct_passwd:
+    """The local account `user`, which must exist and is never root (StepRefused says which)."""
     try:
         account = pwd.getpwnam(user)
     except KeyError:
         raise StepRefused(f"no local user {user!r}") from None
     if account.pw_uid == 0:
-        raise StepRefused("slurmlink never runs steps as root")
+        raise StepRefused(f"slurmlink never runs {runs} as root")
+    return account
+
+
+def as_account(argv: Sequence[str], user: str, *, setpriv: str = "setpriv") -> list[str]:
+    """`argv` run as local account `user` (never root), its supplementary groups included."""
+    account = local_account(user)
     return [setpriv, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups",
             "--inh-caps=-all", "--ambient-caps=-all", "--", *argv]
 
