@@ -141,8 +141,7 @@ async def relay_connection(forward: PodForward, port: int, reader: asyncio.Strea
                 await data.write(chunk)
             await data.close()  # half-close: the step shuts the write side of its socket to the server
         except (ConnectionError, SpdyError):
-            await data.session.reset_stream(data.id)
-            data.end_input()  # the client went away: so does the way back
+            await data.session.reset_stream(data.id)  # the client went away: so does the way back
 
     async def outward() -> None:
         with contextlib.suppress(ConnectionError):
@@ -158,11 +157,14 @@ async def relay_connection(forward: PodForward, port: int, reader: asyncio.Strea
         writer.close()
         if data.open:
             await data.session.reset_stream(data.id)
-    with contextlib.suppress(TimeoutError):
+    try:
         text = await asyncio.wait_for(failure, ERROR_WAIT_SECONDS)
-        if text:
-            log.info("a connection to port %d of pod %s/%s: %s", port, forward.pod["metadata"]["namespace"],
-                     forward.pod["metadata"]["name"], text.decode(errors="replace").strip())
+    except TimeoutError:
+        await error.session.reset_stream(error.id)  # so that the session forgets it
+        text = b""
+    if text:
+        log.info("a connection to port %d of pod %s/%s: %s", port, forward.pod["metadata"]["namespace"],
+                 forward.pod["metadata"]["name"], text.decode(errors="replace").strip())
     return ""
 
 
