@@ -15,11 +15,12 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from slurmlink.streams.spdy import SpdyError, SpdyStream
+from slurmlink.vk.config import VkConfig
 from slurmlink.vk.podaddresses import PodAddresses
 from slurmlink.vk.podforward import ForwardRefused, PodForward
 from slurmlink.wire.client import InterlinkClient
@@ -35,6 +36,26 @@ MAX_SESSIONS = 4096  # pods whose connections are relayed at once (one API conne
 
 PodWarning = tuple[str, str]  # (reason, message) of a Warning event on the pod
 Warn = Callable[[Obj, str, str], Awaitable[None]]  # (pod, reason, message): emit a Warning event
+
+
+@dataclass(frozen=True)
+class ServingRules:
+    """What the relay may serve, and what of the vk's own host it leaves alone."""
+
+    ports: tuple[int, int] = (1024, 65535)  # services.ports
+    host_ports: Mapping[int, str] = field(default_factory=dict)  # the vk's own listeners' ports: whose
+    host_addresses: tuple[str, ...] = ()  # never handed to a pod
+
+    @classmethod
+    def of(cls, config: VkConfig) -> ServingRules:
+        return cls(config.services.port_range, config.own_ports(), tuple(config.own_addresses()))
+
+    def refusal(self, port: int) -> str:
+        """Why `port` is not served ("" when it is)."""
+        if port in self.host_ports:
+            return self.host_ports[port]
+        first, last = self.ports
+        return "" if first <= port <= last else f"outside services.ports {first}-{last}"
 
 
 def relay_sessions(pod_addresses: str) -> int:
@@ -79,6 +100,7 @@ class PodListeners:
     address: str
     forward: PodForward
     warn: Warn | None = None  # a Warning event on the pod, when its connections cannot be relayed
+    rules: ServingRules = field(default_factory=ServingRules)
     servers: dict[int, asyncio.Server] = field(default_factory=dict)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     refused: bool = False  # the last session the vk asked the API for was refused (told once, until one works)
@@ -88,6 +110,10 @@ class PodListeners:
         problems = []
         for port in ports:
             if port in self.servers:
+                continue
+            refusal = self.rules.refusal(port)
+            if refusal:
+                problems.append(f"{self.address}:{port}: {refusal}")
                 continue
             try:
                 sock = listening_socket(self.address, port)
@@ -179,8 +205,10 @@ async def _read_all(stream: SpdyStream, keep: int = 4096) -> bytes:
 class ServiceRelay:
     """Addresses and listeners for the node's pods (one per vk)."""
 
-    def __init__(self, pod_addresses: str, api: InterlinkClient, warn: Warn | None = None) -> None:
-        self.addresses = PodAddresses(pod_addresses)
+    def __init__(self, pod_addresses: str, api: InterlinkClient, warn: Warn | None = None,
+                 rules: ServingRules | None = None) -> None:
+        self.rules = rules or ServingRules()
+        self.addresses = PodAddresses(pod_addresses, self.rules.host_addresses)
         self.api, self.warn = api, warn
         self.served: dict[str, PodListeners] = {}
 
@@ -213,7 +241,8 @@ class ServiceRelay:
             return None, warnings
         listeners = self.served.get(uid)
         if listeners is None:
-            listeners = self.served[uid] = PodListeners(address, PodForward(self.api, pod), self.warn)
+            listeners = self.served[uid] = PodListeners(address, PodForward(self.api, pod), self.warn,
+                                                                self.rules)
         listeners.forward.pod = pod  # the newest copy, which the API gets when the session is (re)opened
         problems = await listeners.listen(ports)
         if problems:

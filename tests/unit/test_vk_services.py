@@ -24,7 +24,7 @@ from slurmlink.translate.status import Phase
 from slurmlink.vk import podstatus
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.podaddresses import PodAddresses
-from slurmlink.vk.servicerelay import MAX_SESSIONS, ServiceRelay, relay_sessions, tcp_ports
+from slurmlink.vk.servicerelay import MAX_SESSIONS, ServiceRelay, ServingRules, relay_sessions, tcp_ports
 from slurmlink.wire.client import InterlinkClient
 
 # --- allocation ----------------------------------------------------------------------------------------------
@@ -63,6 +63,46 @@ def test_an_exhausted_range_says_so_and_a_released_address_comes_back() -> None:
     freed = addresses.address_of("a")
     addresses.release("a")
     assert addresses.assign("c") == freed and len(addresses) == 2
+
+
+def test_the_hosts_own_addresses_are_never_handed_out() -> None:
+    addresses = PodAddresses("10.9.0.0/29", excluded=["10.9.0.3", "10.9.0.5", "192.0.2.1"])
+    assert not addresses.keep("p", "10.9.0.3")  # shown by a pod, but the host's: not kept
+    taken = {addresses.assign(f"p{n}") for n in range(4)}
+    assert taken == {"10.9.0.1", "10.9.0.2", "10.9.0.4", "10.9.0.6"}
+    assert addresses.assign("one more") is None
+
+
+def test_the_range_must_keep_apart_from_the_hosts_own_addresses() -> None:
+    def config(pod_addresses: str, **more: Any) -> VkConfig:
+        return VkConfig.model_validate({"services": {"enabled": True, "pod_addresses": pod_addresses}, **more})
+
+    assert config("127.77.0.0/24").services.port_range == (1024, 65535)
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1 \(loopback\)"):
+        config("127.0.0.0/8")
+    with pytest.raises(ValueError, match=r"10\.1\.2\.3 \(node.internal_ip\)"):
+        config("10.1.0.0/16", node={"internal_ip": "10.1.2.3"})
+    with pytest.raises(ValueError, match=r"10\.1\.9\.9 \(kubelet.host\)"):
+        config("10.1.0.0/16", kubelet={"host": "10.1.9.9", "authentication": {"anonymous": {"enabled": True}}})
+    with pytest.raises(ValueError, match=r"10\.1\.0\.8 \(admin.host\)"):
+        config("10.1.0.0/16", admin={"host": "10.1.0.8", "port": 10248})
+    with pytest.raises(ValueError, match=r"10\.1\.0\.9 \(api.url\)"):
+        config("10.1.0.0/16", api={"url": "http://10.1.0.9:3000"})
+    served = config("10.1.0.0/16", api={"url": "https://api.example:3000"}, admin={"port": 10248},
+                    services={"enabled": True, "pod_addresses": "10.1.0.0/16", "ports": "80-9000"})
+    assert served.services.port_range == (80, 9000)
+    assert served.own_ports() == {10250: "the vk's kubelet port", 10248: "the vk's admin port"}
+    for wrong in ("1024-", "9000-80", "0-10", "http"):
+        with pytest.raises(ValueError, match="ports"):
+            config("10.1.0.0/16", services={"enabled": True, "pod_addresses": "10.1.0.0/16", "ports": wrong})
+
+
+def test_low_ports_and_the_vks_own_ports_are_not_served() -> None:
+    rules = ServingRules.of(VkConfig.model_validate({"admin": {"port": 10248}}))
+    assert rules.refusal(8786) == "" and rules.refusal(65535) == ""
+    assert rules.refusal(80) == "outside services.ports 1024-65535"
+    assert rules.refusal(10250) == "the vk's kubelet port" and rules.refusal(10248) == "the vk's admin port"
+    assert "127.0.0.1" in rules.host_addresses
 
 
 def test_only_declared_tcp_ports_are_served() -> None:
@@ -223,6 +263,13 @@ def test_a_port_that_cannot_be_bound_is_a_warning() -> None:
                 assert [reason for reason, _ in warnings] == ["ServicePortUnavailable"]
                 assert f"{address}:{busy}" in warnings[0][1]
                 assert await _exchange(address, port, b"still served\n") == b"STILL SERVED\n"
+            await relay.close()
+            relay = ServiceRelay(RANGE, api, rules=ServingRules(host_ports={10250: "the vk's kubelet port"}))
+            placed, warnings = await relay.place(_pod("low", 80, 10250, port), "Running")
+            assert placed is not None and warnings == [("ServicePortUnavailable", (
+                f"cannot listen on {placed}:80: outside services.ports 1024-65535; "
+                f"{placed}:10250: the vk's kubelet port"))]
+            assert await _exchange(placed, port, b"served\n") == b"SERVED\n"
             await relay.close()
     asyncio.run(test())
 
