@@ -216,6 +216,11 @@ class ServicesConfig(Strict):
     ports: str = Field(default="1024-65535", description=(
         "the pod ports served, `FIRST-LAST` (or one port); others get a `ServicePortUnavailable` Warning. The vk's own "
         "kubelet and admin ports are never served"))
+    max_ports_per_pod: int = Field(default=16, ge=1, description=(
+        "ports served per pod (listeners); a pod's further ports get a `ServicePortUnavailable` Warning"))
+    max_connections_per_pod: int = Field(default=32, ge=1, description=(
+        "connections relayed to one pod at once; a further one is closed as soon as it is accepted (one "
+        "port-forward session carries at most 32: the API's SPDY limit of 64 streams, two per connection)"))
 
     @field_validator("pod_addresses")
     @classmethod

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slurmlink.streams.spdy import SpdyError, SpdyStream
+from slurmlink.vk import metrics
 from slurmlink.vk.config import VkConfig
 from slurmlink.vk.podaddresses import PodAddresses
 from slurmlink.vk.podforward import ForwardRefused, PodForward
@@ -45,10 +46,14 @@ class ServingRules:
     ports: tuple[int, int] = (1024, 65535)  # services.ports
     host_ports: Mapping[int, str] = field(default_factory=dict)  # the vk's own listeners' ports: whose
     host_addresses: tuple[str, ...] = ()  # never handed to a pod
+    max_ports: int = 16  # per pod
+    max_connections: int = 32  # per pod, at once
 
     @classmethod
     def of(cls, config: VkConfig) -> ServingRules:
-        return cls(config.services.port_range, config.own_ports(), tuple(config.own_addresses()))
+        services = config.services
+        return cls(services.port_range, config.own_ports(), tuple(config.own_addresses()),
+                   services.max_ports_per_pod, services.max_connections_per_pod)
 
     def refusal(self, port: int) -> str:
         """Why `port` is not served ("" when it is)."""
@@ -56,6 +61,10 @@ class ServingRules:
             return self.host_ports[port]
         first, last = self.ports
         return "" if first <= port <= last else f"outside services.ports {first}-{last}"
+
+
+def _namespace_name(pod: Obj) -> tuple[str, str]:
+    return pod["metadata"]["namespace"], pod["metadata"]["name"]
 
 
 def relay_sessions(pod_addresses: str) -> int:
@@ -104,6 +113,7 @@ class PodListeners:
     servers: dict[int, asyncio.Server] = field(default_factory=dict)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     refused: bool = False  # the last session the vk asked the API for was refused (told once, until one works)
+    turned_away: int = 0  # connections closed at once: the pod had max_connections in flight
 
     async def listen(self, ports: list[int]) -> list[str]:
         """Listen on the ports not yet served; what could not be bound, said for the pod's events."""
@@ -112,6 +122,8 @@ class PodListeners:
             if port in self.servers:
                 continue
             refusal = self.rules.refusal(port)
+            if not refusal and len(self.servers) >= self.rules.max_ports:
+                refusal = f"more than services.max_ports_per_pod ({self.rules.max_ports}) ports"
             if refusal:
                 problems.append(f"{self.address}:{port}: {refusal}")
                 continue
@@ -124,6 +136,15 @@ class PodListeners:
         return problems
 
     async def _accepted(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.connections) >= self.rules.max_connections:
+            writer.close()
+            self.turned_away += 1
+            if self.turned_away == 1:  # said once per pod; the count is in the vk's metrics
+                log.warning("pod %s/%s has %d connections at %s in flight (services.max_connections_per_pod): "
+                            "further ones are closed at once", *_namespace_name(self.forward.pod),
+                            len(self.connections), self.address)
+            metrics.SERVICE_CONNECTIONS_TURNED_AWAY.inc()
+            return
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)

@@ -193,6 +193,13 @@ async def _exchange(address: str, port: int, payload: bytes) -> bytes:
     return answer
 
 
+async def _exchange_or_reset(address: str, port: int, payload: bytes) -> bytes:
+    try:
+        return await _exchange(address, port, payload)
+    except ConnectionResetError:
+        return b""
+
+
 def test_connections_to_the_pods_address_reach_its_server() -> None:
     async def test() -> None:
         async with _api_and_server() as (api, port):
@@ -342,4 +349,36 @@ def test_each_serving_pod_holds_one_api_connection_of_the_relays_own() -> None:
             held_writer.close()
             await relay.close()
             await own.close()
+    asyncio.run(test())
+
+
+def test_a_pods_ports_and_connections_in_flight_are_bounded() -> None:
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            second = socket.create_server(("127.0.0.1", 0))
+            other = second.getsockname()[1]
+            second.close()
+            relay = ServiceRelay(RANGE, api, rules=ServingRules(max_ports=1, max_connections=2))
+            address, warnings = await relay.place(_pod("many", port, other), "Running")
+            assert address is not None
+            low, high = sorted((port, other))
+            assert warnings == [("ServicePortUnavailable", f"cannot listen on {address}:{high}: more than "
+                                 "services.max_ports_per_pod (1) ports")]
+            held = []
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection(address, low)
+                writer.write(b"held ")
+                assert await asyncio.wait_for(reader.readexactly(5), 30) == b"HELD "
+                held.append(writer)
+            for _ in range(2):  # one too many: closed at once (reset, as what was sent is not read)
+                assert await _exchange_or_reset(address, low, b"x") == b""
+            assert relay.served["many"].turned_away == 2
+            held.pop().close()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while await _exchange_or_reset(address, low, b"again\n") != b"AGAIN\n":  # once the closed one has ended
+                assert loop.time() < deadline, "a freed place was not taken again"
+                await asyncio.sleep(0.1)
+            held.pop().close()
+            await relay.close()
     asyncio.run(test())
