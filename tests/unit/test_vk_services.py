@@ -355,13 +355,11 @@ def test_each_serving_pod_holds_one_api_connection_of_the_relays_own() -> None:
 def test_a_pods_ports_and_connections_in_flight_are_bounded() -> None:
     async def test() -> None:
         async with _api_and_server() as (api, port):
-            second = socket.create_server(("127.0.0.1", 0))
-            other = second.getsockname()[1]
-            second.close()
+            low, high = port, 65001  # ports are served in their order: the echo server's first
+            assert low < high
             relay = ServiceRelay(RANGE, api, rules=ServingRules(max_ports=1, max_connections=2))
-            address, warnings = await relay.place(_pod("many", port, other), "Running")
+            address, warnings = await relay.place(_pod("many", high, low), "Running")
             assert address is not None
-            low, high = sorted((port, other))
             assert warnings == [("ServicePortUnavailable", f"cannot listen on {address}:{high}: more than "
                                  "services.max_ports_per_pod (1) ports")]
             held = []
@@ -381,4 +379,30 @@ def test_a_pods_ports_and_connections_in_flight_are_bounded() -> None:
                 await asyncio.sleep(0.1)
             held.pop().close()
             await relay.close()
+    asyncio.run(test())
+
+
+def test_an_api_that_never_answers_the_upgrade_is_not_waited_for() -> None:
+    async def test() -> None:
+        asked: list[asyncio.StreamWriter] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            asked.append(writer)  # takes the request, never answers
+
+        api = await asyncio.start_server(silent, "127.0.0.1", 0)
+        client = InterlinkClient(f"http://127.0.0.1:{api.sockets[0].getsockname()[1]}", timeout=1)
+        relay = ServiceRelay(RANGE, client)
+        try:
+            address, _ = await relay.place(_pod("silent", 8000), "Running")
+            assert address is not None
+            # three connections at once: the first waits out the timeout, the two queued behind it fail with it
+            answers = await asyncio.wait_for(asyncio.gather(
+                *(_exchange_or_reset(address, 8000, b"x") for _ in range(3))), 30)
+            assert answers == [b""] * 3 and len(asked) == 1
+        finally:
+            await relay.close()
+            await client.close()
+            for writer in asked:
+                writer.close()
+            api.close()
     asyncio.run(test())
