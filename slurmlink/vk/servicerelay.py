@@ -5,7 +5,8 @@ The controller asks `place` for a pod's address whenever it writes the pod's sta
 containerPorts gets an address (podaddresses.py) and a listener on (address, port) for each port, bound with
 IP_FREEBIND so that the address need not be on an interface of the vk's host (the site routes the range to
 it); the address goes into status.podIP, from which the cluster's EndpointSlice controller lists the pod
-behind its Services once it is Ready. A pod that ends or is deleted loses its listeners and its address.
+behind its Services once it is Ready. A terminating pod is served while its job runs (its grace period, as a
+kubelet does) and keeps its address until its object is gone; a pod that finished frees its address.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ class ServiceRelay:
         """A pod seen by the watch: the address a running one shows stays its own (a vk restart)."""
         status = pod.get("status") or {}
         shown = status.get("podIP")
-        if shown and status.get("phase") not in TERMINAL and not pod["metadata"].get("deletionTimestamp"):
+        if shown and status.get("phase") not in TERMINAL:  # deleting ones too: held until they are gone
             self.addresses.keep(str(pod["metadata"]["uid"]), str(shown))
 
     async def place(self, pod: Obj, phase: str) -> tuple[str | None, list[PodWarning]]:
@@ -270,10 +271,15 @@ class ServiceRelay:
             warnings.append(("ServicePortUnavailable", f"cannot listen on {'; '.join(problems)}"))
         return address, warnings
 
-    async def release(self, uid: str) -> None:
+    async def stop_serving(self, uid: str) -> None:
+        """Close the pod's listeners and connections; it keeps its address (still shown in its status)."""
         listeners = self.served.pop(uid, None)
         if listeners is not None:
             await listeners.close()
+
+    async def release(self, uid: str) -> None:
+        """The pod has finished or is gone: its listeners close and its address is free again."""
+        await self.stop_serving(uid)
         self.addresses.release(uid)
 
     async def close(self) -> None:

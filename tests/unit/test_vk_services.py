@@ -406,3 +406,36 @@ def test_an_api_that_never_answers_the_upgrade_is_not_waited_for() -> None:
                 writer.close()
             api.close()
     asyncio.run(test())
+
+
+def test_a_terminating_pods_address_stays_its_own_until_it_is_gone() -> None:
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            relay = ServiceRelay("127.88.2.0/30", api)
+            pod = _pod("leaving", port)
+            address, _ = await relay.place(pod, "Running")
+            assert address is not None
+            await relay.stop_serving("leaving")  # its job ended while it terminates: nothing listens
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(address, port)
+            assert relay.addresses.address_of("leaving") == address  # but no other pod gets it
+            other, _ = await relay.place(_pod("other", port), "Running")
+            assert other not in (None, address)
+            assert (await relay.place(_pod("third", port), "Running"))[0] is None  # /30: two addresses
+            await relay.release("leaving")  # its object is gone
+            assert (await relay.place(_pod("third", port), "Running"))[0] == address
+            await relay.close()
+    asyncio.run(test())
+
+
+def test_a_restarted_vk_keeps_the_address_a_terminating_pod_shows() -> None:
+    relay = ServiceRelay("127.88.2.0/30", InterlinkClient("http://127.0.0.1:9"))
+    pod = _pod("leaving", 8000)
+    pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    pod["status"] = {"phase": "Running", "podIP": "127.88.2.2"}
+    relay.observe(pod)
+    assert relay.addresses.address_of("leaving") == "127.88.2.2"
+    finished = _pod("done", 8000)
+    finished["status"] = {"phase": "Succeeded", "podIP": "127.88.2.1"}
+    relay.observe(finished)  # a finished pod's address is free
+    assert relay.addresses.address_of("done") is None
