@@ -250,10 +250,13 @@ class ServiceRelay:
         warnings: list[PodWarning] = []
         if phase == "Running" and skipped:
             warnings.append(("ServicePortUnsupported", f"not served (only TCP is relayed): {', '.join(skipped)}"))
-        if phase != "Running" or not ports:
+        if phase in TERMINAL or not ports:
             await self.release(uid)
             # a kubelet leaves a finished pod's podIP in its status; the endpoints controller skips such pods
             return (shown if phase in TERMINAL else None), warnings
+        if phase != "Running":  # requeued by SLURM (Pending again): nothing to relay to, but the podIP it
+            await self.stop_serving(uid)  # shows stays its own, for when it runs again
+            return self.addresses.address_of(uid), warnings
         address = self.addresses.assign(uid)
         if address is None:
             size = self.addresses.size

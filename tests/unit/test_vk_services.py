@@ -234,6 +234,18 @@ def test_a_finished_pod_keeps_its_shown_address_but_nothing_listens() -> None:
                 await asyncio.open_connection(address, port)
             assert await relay.place(_pod("u3"), "Running") == (None, [])  # no ports: no address
             assert await relay.place(_pod("u4", port), "Pending") == (None, [])
+            requeued = _pod("u7", port)
+            first, _ = await relay.place(requeued, "Running")
+            assert first is not None
+            requeued["status"] = {"podIP": first, "phase": "Running"}
+            assert await relay.place(requeued, "Pending") == (first, [])  # SLURM requeued its job
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(first, port)
+            assert (await relay.place(_pod("u8", port), "Running"))[0] != first  # still its own
+            assert await relay.place(requeued, "Running") == (first, [])  # running again: served again
+            assert await _exchange(first, port, b"back\n") == b"BACK\n"
+            await relay.release("u7")
+            await relay.release("u8")
             udp = _pod("u6")
             udp["spec"]["containers"][0]["ports"] = [{"containerPort": 53, "protocol": "UDP"}]
             assert await relay.place(udp, "Running") == (None, [
