@@ -132,6 +132,9 @@ class PodController:
         """The status with the pod's address (listeners opened before it is shown); a pod that could not get
         its address or a listener says why and is looked at again later."""
         assert self.services is not None
+        if str((state.pod.get("status") or {}).get("phase") or "") in podstatus.TERMINAL:
+            await self._unserve(state)  # finished by someone else: _patch leaves it so, and nothing is served
+            return desired
         pod_ip, warnings = await self.services.place(state.pod, desired.phase.phase)
         for reason, message in warnings:
             await self._warn(state, reason, message)

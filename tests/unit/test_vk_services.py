@@ -10,7 +10,7 @@ import contextlib
 import socket
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
@@ -23,8 +23,11 @@ from slurmlink.streams.upgrade import SPDY, UpgradableH11, switch_protocols
 from slurmlink.translate.status import Phase
 from slurmlink.vk import podstatus
 from slurmlink.vk.config import VkConfig
+from slurmlink.vk.controller import PodController
+from slurmlink.vk.events import EventRecorder
 from slurmlink.vk.podaddresses import PodAddresses
 from slurmlink.vk.servicerelay import MAX_SESSIONS, ServiceRelay, ServingRules, relay_sessions, tcp_ports
+from slurmlink.vk.state import PodState
 from slurmlink.wire.client import InterlinkClient
 
 # --- allocation ----------------------------------------------------------------------------------------------
@@ -451,3 +454,23 @@ def test_a_restarted_vk_keeps_the_address_a_terminating_pod_shows() -> None:
     finished["status"] = {"phase": "Succeeded", "podIP": "127.88.2.1"}
     relay.observe(finished)  # a finished pod's address is free
     assert relay.addresses.address_of("done") is None
+
+
+def test_a_pod_someone_else_finished_is_no_longer_served() -> None:
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            relay = ServiceRelay(RANGE, api)
+            controller = PodController(VkConfig(), cast(Any, None), api, EventRecorder(cast(Any, None), "node"),
+                                       relay)
+            pod = _pod("evicted", port)
+            state = PodState.of(pod)
+            running = podstatus.Desired({"phase": "Running"}, Phase("Running"))
+            address = (await controller._with_address(state, running)).status["podIP"]
+            assert await _exchange(address, port, b"up\n") == b"UP\n"
+            pod["status"] = {"phase": "Failed", "podIP": address, "reason": "Evicted"}  # set by someone else
+            assert "podIP" not in (await controller._with_address(state, running)).status
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(address, port)
+            assert relay.addresses.address_of("evicted") is None
+            await relay.close()
+    asyncio.run(test())
