@@ -272,6 +272,12 @@ class ServiceRelay:
         problems = await listeners.listen(ports)
         if problems:
             warnings.append(("ServicePortUnavailable", f"cannot listen on {'; '.join(problems)}"))
+        if not listeners.servers:  # an address where nothing listens is not reported
+            await self.stop_serving(uid)
+            if shown == address:
+                return address, warnings  # shown already (before a vk restart): it stays the pod's
+            self.addresses.release(uid)
+            return None, warnings
         return address, warnings
 
     async def stop_serving(self, uid: str) -> None:

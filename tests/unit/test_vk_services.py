@@ -292,6 +292,9 @@ def test_a_port_that_cannot_be_bound_is_a_warning() -> None:
                 f"cannot listen on {placed}:80: outside services.ports 1024-65535; "
                 f"{placed}:10250: the vk's kubelet port"))]
             assert await _exchange(placed, port, b"served\n") == b"SERVED\n"
+            placed, warnings = await relay.place(_pod("none", 80, 10250), "Running")
+            assert placed is None and [reason for reason, _ in warnings] == ["ServicePortUnavailable"]
+            assert relay.addresses.address_of("none") is None  # no listener: no address reported, none held
             await relay.close()
     asyncio.run(test())
 
