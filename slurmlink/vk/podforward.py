@@ -57,6 +57,7 @@ class _NetworkWriter:
         self._pending += data
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
+            self._flushing.add_done_callback(_seen)  # its failure is drain's to tell, if anyone drains
 
     async def _flush(self) -> None:
         while self._pending:
@@ -86,6 +87,12 @@ class _NetworkWriter:
     async def wait_closed(self) -> None:
         if self._closing is not None:
             await asyncio.shield(self._closing)
+
+
+def _seen(task: asyncio.Task[None]) -> None:
+    """Mark a task's exception as retrieved: the connection's loss is seen by the session's reads."""
+    if not task.cancelled():
+        task.exception()
 
 
 class PodForward:

@@ -157,8 +157,8 @@ class PodListeners:
                                 f"a connection to port {port} at {self.address} could not be relayed: {refusal}")
         except Exception:  # one connection's bug must not go unseen, nor leave the client hanging
             log.exception("relaying a connection to %s:%d failed", self.address, port)
-            writer.close()
         finally:
+            writer.close()
             self.connections.discard(task)
 
     async def close(self) -> None:
@@ -166,8 +166,10 @@ class PodListeners:
             server.close()  # no new connections; the open ones end with the session
         self.servers.clear()
         await self.forward.close()
-        for task in list(self.connections):
+        relaying = list(self.connections)
+        for task in relaying:
             task.cancel()
+        await asyncio.gather(*relaying, return_exceptions=True)  # each has closed its client's connection
 
 
 async def relay_connection(forward: PodForward, port: int, reader: asyncio.StreamReader,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from slurmlink.vk.config import VkConfig
 from slurmlink.vk.controller import PodController
 from slurmlink.vk.events import EventRecorder
 from slurmlink.vk.podaddresses import PodAddresses
+from slurmlink.vk.podforward import _NetworkWriter
 from slurmlink.vk.servicerelay import MAX_SESSIONS, ServiceRelay, ServingRules, relay_sessions, tcp_ports
 from slurmlink.vk.state import PodState
 from slurmlink.wire.client import InterlinkClient
@@ -477,3 +479,40 @@ def test_a_pod_someone_else_finished_is_no_longer_served() -> None:
             assert relay.addresses.address_of("evicted") is None
             await relay.close()
     asyncio.run(test())
+
+
+def test_closing_a_pods_listeners_waits_for_its_connections_to_end() -> None:
+    async def test() -> None:
+        async with _api_and_server() as (api, port):
+            relay = ServiceRelay(RANGE, api)
+            address, _ = await relay.place(_pod("tidy", port), "Running")
+            assert address is not None
+            reader, writer = await asyncio.open_connection(address, port)
+            writer.write(b"open ")
+            assert await asyncio.wait_for(reader.readexactly(5), 30) == b"OPEN "
+            relaying = list(relay.served["tidy"].connections)
+            assert relaying
+            await relay.release("tidy")
+            assert all(task.done() for task in relaying)
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+            writer.close()
+    asyncio.run(test())
+
+
+def test_a_failed_write_to_the_api_leaves_no_unretrieved_error() -> None:
+    class Broken:
+        async def write(self, data: bytes) -> None:
+            raise OSError("the API's connection is gone")
+
+    async def test() -> list[dict[str, Any]]:
+        unretrieved: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: unretrieved.append(context))
+        writer = _NetworkWriter(Broken())
+        writer.write(b"a WINDOW_UPDATE nobody drains")
+        flushing = writer._flushing
+        assert flushing is not None
+        await asyncio.wait([flushing])
+        del flushing, writer
+        gc.collect()
+        return unretrieved
+    assert asyncio.run(test()) == []
