@@ -30,13 +30,13 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slurmlink.api import logs
-from slurmlink.api.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.api.portforward import PortForwardSession, connector_argv
 from slurmlink.api.registry import PodEntry
 from slurmlink.api.service import PodService
 from slurmlink.core.errors import PodRejected
 from slurmlink.slurm.base import SlurmError, Unsupported
 from slurmlink.streams import remotecommand as rc
+from slurmlink.streams.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 from slurmlink.streams.upgrade import SPDY, on_server_shutdown, switch_protocols
 from slurmlink.translate.execcmd import exec_argv, find_container

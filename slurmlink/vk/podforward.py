@@ -16,13 +16,13 @@ import itertools
 from typing import Any, cast
 
 from slurmlink.core.errors import SlurmlinkError
+from slurmlink.streams.portforward import PROTOCOL
 from slurmlink.streams.remotecommand import PROTOCOL_HEADER
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 from slurmlink.streams.upgrade import SPDY
 from slurmlink.wire.client import ApiCallError, InterlinkClient
 from slurmlink.wire.names import PORTFORWARD_ROUTE
 
-PROTOCOL = "portforward.k8s.io"
 Obj = dict[str, Any]
 
 

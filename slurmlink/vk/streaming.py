@@ -28,8 +28,8 @@ from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE, PORTFORWARD_ROUTE
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
-GONE_CHECK_SECONDS = 2.0
-POD_KEYS = frozenset({"namespace", "pod", "uid", "container"})  # how soon a deleted pod's open sessions are closed
+GONE_CHECK_SECONDS = 2.0  # how soon a deleted pod's open sessions are closed
+POD_KEYS = frozenset({"namespace", "pod", "uid", "container"})
 
 
 async def relay(request: Request, controller: PodController, api: InterlinkClient) -> Response:
