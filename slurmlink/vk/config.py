@@ -209,7 +209,7 @@ class ServicesConfig(Strict):
         "`status.podIP`), listen there on those ports and relay each connection to the pod through the API's "
         "port-forward; `false`: pods show no podIP and nothing listens"))
     pod_addresses: str | None = Field(default=None, description=(
-        "the range (CIDR) the addresses come from, routed by the site's network to the vk's host (it need not be "
+        "the IPv4 range (CIDR) the addresses come from, routed by the site's network to the vk's host (it need not be "
         "configured on an interface); a `127.0.0.0/8` sub-range without 127.0.0.1 (e.g. `127.77.0.0/24`) works "
         "on one host without setup. It must not hold 127.0.0.1, `node.internal_ip`, nor the hosts of "
         "`kubelet`, `admin` and `api.url`. Required when `enabled`"))
@@ -230,7 +230,9 @@ class ServicesConfig(Strict):
                 network = ipaddress.ip_network(value)
             except ValueError as exc:
                 raise ValueError(f"not a CIDR range with no host bits set: {exc}") from None
-            if network.num_addresses < 4 and network.version == 4:
+            if network.version == 6:
+                raise ValueError(f"{value}: IPv6 ranges are not supported yet (give an IPv4 range)")
+            if network.num_addresses < 4:
                 raise ValueError(f"{value}: too small (a /30 or larger)")
         return value
 

@@ -123,6 +123,8 @@ def test_the_config_needs_a_range_when_enabled() -> None:
         VkConfig.model_validate({"services": {"enabled": True}})
     with pytest.raises(ValueError, match="host bits"):
         VkConfig.model_validate({"services": {"enabled": True, "pod_addresses": "10.0.0.1/24"}})
+    with pytest.raises(ValueError, match="IPv6 ranges are not supported yet"):
+        VkConfig.model_validate({"services": {"enabled": True, "pod_addresses": "fd00:77::/64"}})
 
 
 def test_the_status_carries_the_address_and_replaces_the_old_one() -> None:
