@@ -20,10 +20,16 @@ apiserver.
 
 The phases run in the order direct, step, forward, service, service, forward, step, direct and are averaged.
 
-    .venv/bin/python bench/portforward_throughput.py
+With `--mode1` the forward goes through mode 1 instead: kubectl → stand-in → vk → `slurmlink api --backend
+rest` → (the same bytes relayed) `slurmlink proxy` with its interactive extension → per connection a step
+started by the proxy (`setpriv` to the account, then the same srun) → the echo server. The `step` path is the
+same in both modes.
+
+    .venv/bin/python bench/portforward_throughput.py [--mode1]
     .venv/bin/python bench/portforward_throughput.py --state-dir /var/lib/slurmlink/test-cluster-NAME --ports R,C,D
 
-Results go to bench/results/portforward_throughput.json (git-ignored). See bench/README.md.
+Results go to bench/results/portforward_throughput.json (`--mode1`: portforward_throughput-mode1.json;
+git-ignored). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -52,7 +58,7 @@ from bench.services import (  # noqa: E402
     step_argv,
     wait_until,
 )
-from slurmlink.api.portforward import connector_argv  # noqa: E402
+from slurmlink.steps.portforward import connector_argv  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "portforward_throughput.json"
 NODE = "bench-pf-node"
@@ -138,13 +144,15 @@ def main() -> None:
     parser.add_argument("--connects", type=int, default=20)
     parser.add_argument("--pings", type=int, default=200)
     parser.add_argument("--megabytes", type=int, default=20)
+    parser.add_argument("--mode1", action="store_true", help="forward through the mode-1 API and the proxy")
     add_cluster_options(parser)
     args = parser.parse_args()
     cluster = cluster_of(args)
     server_port = free_port()
     pod_body = pod_on(NODE, POD, ["python3", "-c", ECHO_SERVER, str(server_port)])
     pod_body["spec"]["containers"][0]["ports"] = [{"containerPort": server_port}]
-    with running_pod(cluster, NODE, pod_body, services={"enabled": True, "pod_addresses": POD_ADDRESSES}) as pod:
+    with running_pod(cluster, NODE, pod_body, mode1=args.mode1,
+                     services={"enabled": True, "pod_addresses": POD_ADDRESSES}) as pod:
         wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", server_port)) == 0, 60,
                    "the echo server to listen")
         local = free_port()
@@ -175,9 +183,11 @@ def main() -> None:
               f"{numbers['rtt_p50_ms']:11.2f} {numbers['rtt_p95_ms']:8.2f} {numbers['mb_per_s']:8.1f}")
     load = os.getloadavg()
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"connects": args.connects, "pings": args.pings, "megabytes": args.megabytes,
-                                   "order": order, "runs": runs, "mean": report, "load": load}, indent=2))
+    results = RESULTS.with_stem(f"{RESULTS.stem}-mode1") if args.mode1 else RESULTS
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps({"mode": 1 if args.mode1 else 2, "connects": args.connects, "pings": args.pings,
+                                   "megabytes": args.megabytes, "order": order, "runs": runs, "mean": report,
+                                   "load": load}, indent=2))
 
 
 if __name__ == "__main__":

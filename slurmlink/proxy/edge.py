@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from slurmlink.streams.upgrade import UpgradableH11
 
 log = logging.getLogger("slurmlink.proxy")
 
@@ -143,7 +146,7 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
     """The protocol class for one listener (uvicorn's `http=`), with its own count of open connections."""
     connections = OpenConnections()
 
-    class EdgeProtocol(H11Protocol):
+    class EdgeProtocol(UpgradableH11):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.remembering = _RememberingConnection(limits.max_header_bytes)
@@ -167,11 +170,26 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             self.await_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self.release()
+            super().connection_lost(exc)
+
+        def release(self) -> None:
             if self.counted_as is not None:
                 connections.release(self.counted_as)
                 self.counted_as = None
             self.cancel_header_timer()
-            super().connection_lost(exc)
+
+        def _take_over(self) -> tuple[asyncio.Transport, bytes, Callable[[], None]]:
+            """A switched connection (interactive.py) stays counted until it is lost, which its new protocol
+            hears instead of this one."""
+            self.cancel_header_timer()
+            transport, leftover, on_lost = super()._take_over()
+
+            def lost() -> None:
+                self.release()
+                on_lost()
+
+            return transport, leftover, lost
 
         def data_received(self, data: bytes) -> None:
             if self.counted_as is None:  # refused: nothing it sends is read

@@ -5,7 +5,7 @@ One upgraded connection to the API's `/portForward` per pod (SPDY/3.1, `portforw
 first TCP connection and opened again after it ended (an API restart); per TCP connection one pair of SPDY
 streams with the same `requestID` and the pod's `port`: `error` (read only: the API writes a failure there as
 text) and `data` (the connection's bytes). The API then relays the pair through a step of the pod's job
-(api/portforward.py). The session counts as one of the pod's sessions at the API (`exec.max_sessions_per_pod`).
+(steps/portforward.py). The session counts as one of the pod's sessions at the API (`exec.max_sessions_per_pod`).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from starlette.responses import PlainTextResponse
 
-from slurmlink.api.portforward import CONNECTOR, PortForwardSession
+from slurmlink.steps.portforward import CONNECTOR, PortForwardSession
 from slurmlink.streams.remotecommand import PROTOCOL_HEADER
 from slurmlink.streams.spdy import SpdySession
 from slurmlink.streams.upgrade import SPDY, UpgradableH11, switch_protocols
