@@ -32,10 +32,10 @@ from slurmlink.api.registry import PodEntry
 from slurmlink.api.service import PodService
 from slurmlink.core.errors import PodRejected
 from slurmlink.slurm.base import SlurmError, Unsupported
-from slurmlink.steps.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.steps.portforward import PortForwardSession, connector_argv
 from slurmlink.steps.session import AttachSession, ExecSession
 from slurmlink.streams import remotecommand as rc
+from slurmlink.streams.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.streams.relay import splice
 from slurmlink.streams.spdy import SpdySession
 from slurmlink.streams.upgrade import SPDY, on_server_shutdown, switch_protocols

@@ -38,11 +38,11 @@ from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.poddir import local_uid, owner_of
 from slurmlink.proxy.slurm_token import SlurmTokenError
-from slurmlink.steps.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.steps.portforward import PortForwardSession, connector_argv
 from slurmlink.steps.session import ExecSession
 from slurmlink.steps.srun import StepRefused, account_env, as_account, step_argv
 from slurmlink.streams import remotecommand as rc
+from slurmlink.streams.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.streams.spdy import SpdySession
 from slurmlink.streams.upgrade import SPDY, on_server_shutdown, switch_protocols
 

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 
 log = logging.getLogger(__name__)
-PROTOCOL = "portforward.k8s.io"  # the only version a kubelet offers
 STREAMS_TIMEOUT = 30.0  # the kubelet's streamCreationTimeout: how long the pair of a requestID may take
 READ_SIZE = 32 * 1024
 

@@ -132,6 +132,9 @@ class PodController:
         """The status with the pod's address (listeners opened before it is shown); a pod that could not get
         its address or a listener says why and is looked at again later."""
         assert self.services is not None
+        if str((state.pod.get("status") or {}).get("phase") or "") in podstatus.TERMINAL:
+            await self._unserve(state)  # finished by someone else: _patch leaves it so, and nothing is served
+            return desired
         pod_ip, warnings = await self.services.place(state.pod, desired.phase.phase)
         for reason, message in warnings:
             await self._warn(state, reason, message)
@@ -141,6 +144,7 @@ class PodController:
         return podstatus.with_pod_ip(desired, pod_ip) if pod_ip else desired
 
     async def _unserve(self, state: PodState) -> None:
+        """The pod finished or is gone: no listeners, and its address is free."""
         if self.services is not None:
             await self.services.release(state.uid)
 
@@ -244,7 +248,8 @@ class PodController:
 
     async def _delete(self, state: PodState) -> None:
         """Graceful deletion: cancel the job, then confirm once the API says it is over (or never had it)."""
-        await self._unserve(state)  # a terminating pod takes no new connections
+        # A terminating pod is served until its job ends (its grace period, as on a kubelet), and keeps its address
+        # until its object is gone: the EndpointSlice controller still lists it, as terminating.
         if state.submitted and not state.delete_sent and not state.finished:
             try:
                 await self.api.delete(state.pod)
@@ -261,12 +266,15 @@ class PodController:
             return  # the next status round tells when the job is over
         if state.submitted and not state.finished and not self._over(state):
             return
+        if self.services is not None:
+            await self.services.stop_serving(state.uid)  # the job has ended
         try:
             await confirm_pod_deletion(self.kube, state.namespace, state.name, state.uid)
         except ApiError as exc:
             if status_code(exc) not in (404, 409):  # gone already, or a new pod of the same name
                 raise
         log.info("pod %s/%s deleted", state.namespace, state.name)
+        await self._unserve(state)
         self._forget(state)
 
     def _over(self, state: PodState) -> bool:

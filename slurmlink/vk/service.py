@@ -31,7 +31,7 @@ from slurmlink.vk.kubeletauth import KubeletAuth, KubeletGuard, PeerCertProtocol
 from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
 from slurmlink.vk.nodewatch import NodeWatcher
-from slurmlink.vk.servicerelay import ServiceRelay, relay_sessions
+from slurmlink.vk.servicerelay import ServiceRelay, ServingRules, relay_sessions
 from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.tokenrefresh import TokenRefresher
@@ -143,7 +143,7 @@ async def run(config: VkConfig) -> None:
 
         async def warn(pod: dict[str, Any], reason: str, message: str) -> None:
             await events.emit(pod, reason, message, "Warning")
-        services = ServiceRelay(config.services.pod_addresses, relay_api, warn)
+        services = ServiceRelay(config.services.pod_addresses, relay_api, warn, ServingRules.of(config))
     controller = PodController(config, kube, api, events, services)
     watcher = PodWatcher(kube, config.node.name, config.watch_timeout_seconds, controller.observe,
                          controller.vanish, controller.known)

@@ -5,7 +5,8 @@ The controller asks `place` for a pod's address whenever it writes the pod's sta
 containerPorts gets an address (podaddresses.py) and a listener on (address, port) for each port, bound with
 IP_FREEBIND so that the address need not be on an interface of the vk's host (the site routes the range to
 it); the address goes into status.podIP, from which the cluster's EndpointSlice controller lists the pod
-behind its Services once it is Ready. A pod that ends or is deleted loses its listeners and its address.
+behind its Services once it is Ready. A terminating pod is served while its job runs (its grace period, as a
+kubelet does) and keeps its address until its object is gone; a pod that finished frees its address.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from slurmlink.streams.spdy import SpdyError, SpdyStream
+from slurmlink.vk import metrics
+from slurmlink.vk.config import VkConfig
 from slurmlink.vk.podaddresses import PodAddresses
 from slurmlink.vk.podforward import ForwardRefused, PodForward
 from slurmlink.wire.client import InterlinkClient
@@ -35,6 +38,34 @@ MAX_SESSIONS = 4096  # pods whose connections are relayed at once (one API conne
 
 PodWarning = tuple[str, str]  # (reason, message) of a Warning event on the pod
 Warn = Callable[[Obj, str, str], Awaitable[None]]  # (pod, reason, message): emit a Warning event
+
+
+@dataclass(frozen=True)
+class ServingRules:
+    """What the relay may serve, and what of the vk's own host it leaves alone."""
+
+    ports: tuple[int, int] = (1024, 65535)  # services.ports
+    host_ports: Mapping[int, str] = field(default_factory=dict)  # the vk's own listeners' ports: whose
+    host_addresses: tuple[str, ...] = ()  # never handed to a pod
+    max_ports: int = 16  # per pod
+    max_connections: int = 32  # per pod, at once
+
+    @classmethod
+    def of(cls, config: VkConfig) -> ServingRules:
+        services = config.services
+        return cls(services.port_range, config.own_ports(), tuple(config.own_addresses()),
+                   services.max_ports_per_pod, services.max_connections_per_pod)
+
+    def refusal(self, port: int) -> str:
+        """Why `port` is not served ("" when it is)."""
+        if port in self.host_ports:
+            return self.host_ports[port]
+        first, last = self.ports
+        return "" if first <= port <= last else f"outside services.ports {first}-{last}"
+
+
+def _namespace_name(pod: Obj) -> tuple[str, str]:
+    return pod["metadata"]["namespace"], pod["metadata"]["name"]
 
 
 def relay_sessions(pod_addresses: str) -> int:
@@ -79,15 +110,23 @@ class PodListeners:
     address: str
     forward: PodForward
     warn: Warn | None = None  # a Warning event on the pod, when its connections cannot be relayed
+    rules: ServingRules = field(default_factory=ServingRules)
     servers: dict[int, asyncio.Server] = field(default_factory=dict)
     connections: set[asyncio.Task[None]] = field(default_factory=set)
     refused: bool = False  # the last session the vk asked the API for was refused (told once, until one works)
+    turned_away: int = 0  # connections closed at once: the pod had max_connections in flight
 
     async def listen(self, ports: list[int]) -> list[str]:
         """Listen on the ports not yet served; what could not be bound, said for the pod's events."""
         problems = []
         for port in ports:
             if port in self.servers:
+                continue
+            refusal = self.rules.refusal(port)
+            if not refusal and len(self.servers) >= self.rules.max_ports:
+                refusal = f"more than services.max_ports_per_pod ({self.rules.max_ports}) ports"
+            if refusal:
+                problems.append(f"{self.address}:{port}: {refusal}")
                 continue
             try:
                 sock = listening_socket(self.address, port)
@@ -98,6 +137,15 @@ class PodListeners:
         return problems
 
     async def _accepted(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.connections) >= self.rules.max_connections:
+            writer.close()
+            self.turned_away += 1
+            if self.turned_away == 1:  # said once per pod; the count is in the vk's metrics
+                log.warning("pod %s/%s has %d connections at %s in flight (services.max_connections_per_pod): "
+                            "further ones are closed at once", *_namespace_name(self.forward.pod),
+                            len(self.connections), self.address)
+            metrics.SERVICE_CONNECTIONS_TURNED_AWAY.inc()
+            return
         task = asyncio.current_task()
         assert task is not None
         self.connections.add(task)
@@ -109,8 +157,8 @@ class PodListeners:
                                 f"a connection to port {port} at {self.address} could not be relayed: {refusal}")
         except Exception:  # one connection's bug must not go unseen, nor leave the client hanging
             log.exception("relaying a connection to %s:%d failed", self.address, port)
-            writer.close()
         finally:
+            writer.close()
             self.connections.discard(task)
 
     async def close(self) -> None:
@@ -118,8 +166,10 @@ class PodListeners:
             server.close()  # no new connections; the open ones end with the session
         self.servers.clear()
         await self.forward.close()
-        for task in list(self.connections):
+        relaying = list(self.connections)
+        for task in relaying:
             task.cancel()
+        await asyncio.gather(*relaying, return_exceptions=True)  # each has closed its client's connection
 
 
 async def relay_connection(forward: PodForward, port: int, reader: asyncio.StreamReader,
@@ -141,8 +191,7 @@ async def relay_connection(forward: PodForward, port: int, reader: asyncio.Strea
                 await data.write(chunk)
             await data.close()  # half-close: the step shuts the write side of its socket to the server
         except (ConnectionError, SpdyError):
-            await data.session.reset_stream(data.id)
-            data.end_input()  # the client went away: so does the way back
+            await data.session.reset_stream(data.id)  # the client went away: so does the way back
 
     async def outward() -> None:
         with contextlib.suppress(ConnectionError):
@@ -158,11 +207,14 @@ async def relay_connection(forward: PodForward, port: int, reader: asyncio.Strea
         writer.close()
         if data.open:
             await data.session.reset_stream(data.id)
-    with contextlib.suppress(TimeoutError):
+    try:
         text = await asyncio.wait_for(failure, ERROR_WAIT_SECONDS)
-        if text:
-            log.info("a connection to port %d of pod %s/%s: %s", port, forward.pod["metadata"]["namespace"],
-                     forward.pod["metadata"]["name"], text.decode(errors="replace").strip())
+    except TimeoutError:
+        await error.session.reset_stream(error.id)  # so that the session forgets it
+        text = b""
+    if text:
+        log.info("a connection to port %d of pod %s/%s: %s", port, forward.pod["metadata"]["namespace"],
+                 forward.pod["metadata"]["name"], text.decode(errors="replace").strip())
     return ""
 
 
@@ -177,8 +229,10 @@ async def _read_all(stream: SpdyStream, keep: int = 4096) -> bytes:
 class ServiceRelay:
     """Addresses and listeners for the node's pods (one per vk)."""
 
-    def __init__(self, pod_addresses: str, api: InterlinkClient, warn: Warn | None = None) -> None:
-        self.addresses = PodAddresses(pod_addresses)
+    def __init__(self, pod_addresses: str, api: InterlinkClient, warn: Warn | None = None,
+                 rules: ServingRules | None = None) -> None:
+        self.rules = rules or ServingRules()
+        self.addresses = PodAddresses(pod_addresses, self.rules.host_addresses)
         self.api, self.warn = api, warn
         self.served: dict[str, PodListeners] = {}
 
@@ -186,7 +240,7 @@ class ServiceRelay:
         """A pod seen by the watch: the address a running one shows stays its own (a vk restart)."""
         status = pod.get("status") or {}
         shown = status.get("podIP")
-        if shown and status.get("phase") not in TERMINAL and not pod["metadata"].get("deletionTimestamp"):
+        if shown and status.get("phase") not in TERMINAL:  # deleting ones too: held until they are gone
             self.addresses.keep(str(pod["metadata"]["uid"]), str(shown))
 
     async def place(self, pod: Obj, phase: str) -> tuple[str | None, list[PodWarning]]:
@@ -198,10 +252,13 @@ class ServiceRelay:
         warnings: list[PodWarning] = []
         if phase == "Running" and skipped:
             warnings.append(("ServicePortUnsupported", f"not served (only TCP is relayed): {', '.join(skipped)}"))
-        if phase != "Running" or not ports:
+        if phase in TERMINAL or not ports:
             await self.release(uid)
             # a kubelet leaves a finished pod's podIP in its status; the endpoints controller skips such pods
             return (shown if phase in TERMINAL else None), warnings
+        if phase != "Running":  # requeued by SLURM (Pending again): nothing to relay to, but the podIP it
+            await self.stop_serving(uid)  # shows stays its own, for when it runs again
+            return self.addresses.address_of(uid), warnings
         address = self.addresses.assign(uid)
         if address is None:
             size = self.addresses.size
@@ -211,17 +268,29 @@ class ServiceRelay:
             return None, warnings
         listeners = self.served.get(uid)
         if listeners is None:
-            listeners = self.served[uid] = PodListeners(address, PodForward(self.api, pod), self.warn)
+            listeners = self.served[uid] = PodListeners(address, PodForward(self.api, pod), self.warn,
+                                                                self.rules)
         listeners.forward.pod = pod  # the newest copy, which the API gets when the session is (re)opened
         problems = await listeners.listen(ports)
         if problems:
             warnings.append(("ServicePortUnavailable", f"cannot listen on {'; '.join(problems)}"))
+        if not listeners.servers:  # an address where nothing listens is not reported
+            await self.stop_serving(uid)
+            if shown == address:
+                return address, warnings  # shown already (before a vk restart): it stays the pod's
+            self.addresses.release(uid)
+            return None, warnings
         return address, warnings
 
-    async def release(self, uid: str) -> None:
+    async def stop_serving(self, uid: str) -> None:
+        """Close the pod's listeners and connections; it keeps its address (still shown in its status)."""
         listeners = self.served.pop(uid, None)
         if listeners is not None:
             await listeners.close()
+
+    async def release(self, uid: str) -> None:
+        """The pod has finished or is gone: its listeners close and its address is free again."""
+        await self.stop_serving(uid)
         self.addresses.release(uid)
 
     async def close(self) -> None:

@@ -3,8 +3,9 @@ with a selector, EndpointSlices (discovery.k8s.io/v1) listing the matching pods 
 
 As the real one (pkg/controller/endpointslice and its reconciler): a pod is listed when it matches the
 selector in the Service's namespace, has status.podIP and is not Succeeded or Failed; its endpoint's
-`conditions.ready` is the pod's Ready condition (true for every pod when `publishNotReadyAddresses`), false
-while the pod terminates (then `terminating: true`, `serving` its Ready); each port of the Service becomes a
+`conditions.serving` is the pod's Ready condition, `terminating` whether it has a deletionTimestamp, and
+`ready` is `serving` and not `terminating`, or true whatever they say when `publishNotReadyAddresses`; an
+ExternalName Service gets no slices (as for one without a selector); each port of the Service becomes a
 port of the slice, its number the pod's `targetPort` (a number, or the name of a containerPort of the pod,
 resolved per pod: pods whose names resolve to other numbers go into another slice; a name a pod does not
 declare leaves that port out of the pod's slice; a Service that nothing backs has one empty slice). Slices
@@ -66,11 +67,12 @@ def target_port(service_port: Obj, pod: Obj) -> int | None:
 
 def _endpoint(pod: Obj, publish_not_ready: bool) -> Obj:
     meta = pod["metadata"]
-    ready = publish_not_ready or _ready(pod)
+    serving = _ready(pod)
     terminating = bool(meta.get("deletionTimestamp"))
+    # the real controller's podToEndpoint: publishNotReadyAddresses makes it ready, even while terminating
+    ready = publish_not_ready or (serving and not terminating)
     endpoint: Obj = {"addresses": [pod["status"]["podIP"]],
-                     "conditions": {"ready": ready and not terminating, "serving": ready,
-                                    "terminating": terminating},
+                     "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
                      "targetRef": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
                                    "uid": meta["uid"]}}
     if (pod.get("spec") or {}).get("nodeName"):
@@ -143,9 +145,10 @@ class EndpointSliceController:
         pods, _ = store.snapshot("/pods")
         slices, _ = store.snapshot(SLICES)
         for service in services:
-            selector = (service.get("spec") or {}).get("selector")
-            if not selector:
-                continue  # a Service without a selector: its slices are someone else's to write
+            spec = service.get("spec") or {}
+            selector = spec.get("selector")
+            if not selector or spec.get("type") == "ExternalName":
+                continue  # its slices are someone else's to write; an ExternalName Service gets none
             meta = service["metadata"]
             chosen = [p for p in pods if p["metadata"]["namespace"] == meta["namespace"] and _selects(selector, p)]
             owned = [s for s in slices if s["metadata"]["namespace"] == meta["namespace"]

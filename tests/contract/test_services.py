@@ -92,3 +92,44 @@ def test_a_pod_without_an_address_is_not_listed(cluster: Cluster, kube: Client, 
     _serving_pod(kube, ns, node.name, "with-address", {"app": "bare"}, "10.244.8.1", ready=True)
     wait_until(lambda: _endpoints(kube, ns, "bare") == [("10.244.8.1", True, [("", 80)])], 30,
                "the addressed pod, on the Service's port (targetPort defaults to port)")
+
+
+def _conditions(kube: Client, ns: str, service: str) -> dict[str, tuple[bool, bool, bool]]:
+    """{address: (ready, serving, terminating)} of the Service's endpoints."""
+    found = {}
+    for item in kube.list(EndpointSlice, namespace=ns, labels={"kubernetes.io/service-name": service}):
+        for endpoint in item.to_dict().get("endpoints") or []:
+            conditions = endpoint["conditions"]
+            found[endpoint["addresses"][0]] = (bool(conditions.get("ready")), bool(conditions.get("serving")),
+                                               bool(conditions.get("terminating")))
+    return found
+
+
+def test_terminating_pods_are_serving_not_ready_unless_not_ready_ones_are_published(
+        cluster: Cluster, kube: Client, ns: str, node: ContractNode) -> None:
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "elsewhere"},
+        "spec": {"type": "ExternalName", "externalName": "example.org", "selector": {"app": "going"},
+                 "ports": [{"port": 80}]}}))
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=_service("going", {"app": "going"}, [{"port": 80}]))
+    published = json.loads(_service("published", {"app": "going"}, [{"port": 80}]))
+    published["spec"]["publishNotReadyAddresses"] = True
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(published))
+    _serving_pod(kube, ns, node.name, "going-ready", {"app": "going"}, "10.244.9.1", ready=True)
+    _serving_pod(kube, ns, node.name, "going-unready", {"app": "going"}, "10.244.9.2", ready=False)
+    wait_until(lambda: _conditions(kube, ns, "going") == {"10.244.9.1": (True, True, False),
+                                                          "10.244.9.2": (False, False, False)}, 30,
+               "a ready and a not-ready endpoint")
+    wait_until(lambda: _conditions(kube, ns, "published") == {"10.244.9.1": (True, True, False),
+                                                              "10.244.9.2": (True, False, False)}, 30,
+               "both ready where not-ready addresses are published")
+
+    for name in ("going-ready", "going-unready"):
+        kube.delete(Pod, name, namespace=ns)  # bound to a node: they terminate, waiting for its kubelet
+    wait_until(lambda: _conditions(kube, ns, "going") == {"10.244.9.1": (False, True, True),
+                                                          "10.244.9.2": (False, False, True)}, 30,
+               "terminating endpoints: not ready, serving as their Ready condition says")
+    wait_until(lambda: _conditions(kube, ns, "published") == {"10.244.9.1": (True, True, True),
+                                                              "10.244.9.2": (True, False, True)}, 30,
+               "terminating endpoints still ready where not-ready addresses are published")
+    assert list(kube.list(EndpointSlice, namespace=ns, labels={"kubernetes.io/service-name": "elsewhere"})) == []
