@@ -19,16 +19,15 @@ Not done: Endpoints (core/v1, the legacy object), IPv6 and dual-stack slices, to
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import ipaddress
 import logging
 from typing import Any
 
-from .registry import Caller, Registry
+from .controllers import Controller
+from .registry import Caller
 from .resources import by_kind
-from .store import Change
 
 log = logging.getLogger(__name__)
 CONTROLLER = Caller("system:serviceaccount:kube-system:endpointslice-controller")
@@ -117,27 +116,8 @@ def _mapping(slice_: Obj) -> tuple[tuple[str, int], ...]:
     return tuple((str(p.get("name") or ""), int(p.get("port") or 0)) for p in slice_.get("ports") or [])
 
 
-class EndpointSliceController:
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        registry.store.add_listener(self._on_change)
-
-    def _on_change(self, change: Change) -> None:
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self) -> None:
-        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-            self._wake.clear()
-            try:
-                self.sync()
-            except Exception:  # a bug here must not stop the stand-in
-                log.exception("EndpointSlice pass failed")
+class EndpointSliceController(Controller):
+    name = "EndpointSlice"
 
     def sync(self) -> None:
         store = self.registry.store
