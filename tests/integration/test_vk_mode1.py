@@ -13,12 +13,9 @@ from typing import Any
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from standins.kube import KubeStandin
-from tests.harness.pods import NODE
-from tests.harness.services import VkProcess, node_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
 from tests.integration.mode1 import ALICE_SECRET, Mode1, alice_pod, secret
-from tests.integration.vk_harness import Chain, wait_node_ready
+from tests.integration.vk_harness import Chain, ready_chain
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,21 +27,11 @@ LOG_ROUTE = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
 def chain1(mode1: Mode1, slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     """The vk chain of vk_harness, but in front of the mode-1 API, with alice's token Secrets applied by kubectl."""
     workdir = tmp_path_factory.mktemp("vk-mode1")
-    with KubeStandin(workdir / "standin", bookmark_interval=1.0) as standin:
-        kubeconfig = node_kubeconfig(standin, workdir / "node.kubeconfig", NODE)
-        vk = VkProcess(vk_config(standin, kubeconfig, mode1.api.url), workdir, standin.kubelet_client_cert)
-        vk.start()
-        try:
-            chain = Chain(standin, vk, mode1.api, slurm_cluster, workdir)
-            # VkProcess.start() returns on any answer of /healthz (503 too): wait for the real 200 and a Ready node.
-            wait_until(lambda: vk.get("/healthz").status_code == 200, 20, "the vk's /healthz to answer 200")
-            wait_node_ready(chain)
-            alice = mode1.subjects["alice"]
-            chain.apply(secret(ALICE_SECRET, mode1.checkin.mint(alice)),
-                        secret(EXPIRED_SECRET, mode1.checkin.mint(alice, lifetime=-600)))
-            yield chain
-        finally:
-            vk.stop()
+    with ready_chain(slurm_cluster, mode1.api, workdir) as chain:
+        alice = mode1.subjects["alice"]
+        chain.apply(secret(ALICE_SECRET, mode1.checkin.mint(alice)),
+                    secret(EXPIRED_SECRET, mode1.checkin.mint(alice, lifetime=-600)))
+        yield chain
 
 
 def terminated(pod: dict[str, Any]) -> dict[str, Any]:

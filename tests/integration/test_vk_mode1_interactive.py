@@ -24,9 +24,6 @@ import pytest
 from slurmlink.devcluster import DevCluster
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.upgrade import SPDY, dial
-from standins.kube import KubeStandin
-from tests.harness.pods import NODE
-from tests.harness.services import VkProcess, node_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
 from tests.integration.kubectl_sessions import (
     background_exec,
@@ -36,7 +33,7 @@ from tests.integration.kubectl_sessions import (
     session_limit_holds,
 )
 from tests.integration.mode1 import ALICE_SECRET, Mode1, alice_pod, secret, start_mode1
-from tests.integration.vk_harness import KUBECTL, Chain, wait_node_ready
+from tests.integration.vk_harness import KUBECTL, Chain, ready_chain
 
 pytestmark = pytest.mark.timeout(180)
 POD = "m1i-target"
@@ -54,22 +51,13 @@ def stack(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -
         "enabled": True, "srun": srun, "slurm_conf": str(slurm_cluster.conf_path),
         "max_sessions_per_user": PROXY_SESSIONS}})
     try:
-        with KubeStandin(work / "standin", bookmark_interval=1.0) as standin:
-            kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", NODE)
-            vk = VkProcess(vk_config(standin, kubeconfig, mode1.api.url), work, standin.kubelet_client_cert)
-            vk.start()
-            try:
-                chain = Chain(standin, vk, mode1.api, slurm_cluster, work)
-                wait_until(lambda: vk.get("/healthz").status_code == 200, 20, "the vk's /healthz to answer 200")
-                wait_node_ready(chain)
-                chain.apply(secret(ALICE_SECRET, mode1.checkin.mint(mode1.subjects["alice"])))
-                chain.apply(alice_pod(POD, f"cd \"$(mktemp -d)\" && echo hello-from-the-job > hello.txt && "
-                                           f"exec python3 -m http.server {SERVER_PORT} --bind 127.0.0.1"))
-                chain.wait_phase(POD, ("Running",), timeout=90)
-                yield chain, mode1
-                chain.kubectl("delete", "pod", POD, "--wait=false")
-            finally:
-                vk.stop()
+        with ready_chain(slurm_cluster, mode1.api, work) as chain:
+            chain.apply(secret(ALICE_SECRET, mode1.checkin.mint(mode1.subjects["alice"])))
+            chain.apply(alice_pod(POD, f"cd \"$(mktemp -d)\" && echo hello-from-the-job > hello.txt && "
+                                       f"exec python3 -m http.server {SERVER_PORT} --bind 127.0.0.1"))
+            chain.wait_phase(POD, ("Running",), timeout=90)
+            yield chain, mode1
+            chain.kubectl("delete", "pod", POD, "--wait=false")
     finally:
         mode1.stop()
 
