@@ -1,5 +1,6 @@
-"""Benchmark (not a test) of issue 15, item 2: what a `kubectl port-forward` to a server in a running pod
-costs, against a direct connection to the same server.
+"""Benchmark (not a test) of issue 15, items 2 and 3: what a `kubectl port-forward` to a server in a running
+pod costs, and a connection to the pod's address as a Service's endpoint (the vk's `services`), against a
+direct connection to the same server.
 
 The chain: kubectl → the Kubernetes stand-in (in this process; SPDY tunnelled in WebSocket, kubectl's default)
 → `slurmlink vk` → `slurmlink api` (mode 2) → per connection, an `srun --overlap` step of the pod's job as its
@@ -7,18 +8,28 @@ account, connected to the server on 127.0.0.1 → an echo server in the job. The
 server directly (the dev cluster's node is this host); a third path, `step`, runs the API's connecting step
 by hand for each connection (`runuser -u <user> -- srun --overlap --unbuffered ... python3 -c CONNECTOR`, its
 stdin and stdout the socket): what the step design costs on its own, apart from kubectl, stand-in, vk and API.
+A fourth, `service`, connects to the pod's address (status.podIP, from `services.pod_addresses`, here a
+loopback range) on the declared port, where the vk listens and relays through the API's port-forward: the
+path a client in the cluster takes to a Service's endpoint (minus kube-proxy), without kubectl and the
+apiserver.
 
 - connect: `--connects` (20) new connections, each until its first echoed byte (through the forward, a new
   step each), p50 and p95;
 - round trip: `--pings` (200) one-byte round trips on one open connection, p50 and p95;
 - throughput: `--megabytes` (20) MB sent and echoed back on one connection, MB/s each way.
 
-The phases run in the order direct, step, forward, forward, step, direct and are averaged.
+The phases run in the order direct, step, forward, service, service, forward, step, direct and are averaged.
 
-    .venv/bin/python bench/portforward_throughput.py
+With `--mode1` the forward goes through mode 1 instead: kubectl → stand-in → vk → `slurmlink api --backend
+rest` → (the same bytes relayed) `slurmlink proxy` with its interactive extension → per connection a step
+started by the proxy (`setpriv` to the account, then the same srun) → the echo server. The `step` path is the
+same in both modes.
+
+    .venv/bin/python bench/portforward_throughput.py [--mode1]
     .venv/bin/python bench/portforward_throughput.py --state-dir /var/lib/slurmlink/test-cluster-NAME --ports R,C,D
 
-Results go to bench/results/portforward_throughput.json (git-ignored). See bench/README.md.
+Results go to bench/results/portforward_throughput.json (`--mode1`: portforward_throughput-mode1.json;
+git-ignored). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -47,10 +58,11 @@ from bench.services import (  # noqa: E402
     step_argv,
     wait_until,
 )
-from slurmlink.api.portforward import connector_argv  # noqa: E402
+from slurmlink.steps.portforward import connector_argv  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "portforward_throughput.json"
 NODE = "bench-pf-node"
+POD_ADDRESSES = "127.78.0.0/16"  # the vk's `services` range: loopback, so nothing to route
 POD = "pf-bench"
 ECHO_SERVER = """
 import socket, sys, threading
@@ -77,15 +89,15 @@ def _recv_exactly(conn: socket.socket, size: int) -> None:
         size -= len(chunk)
 
 
-def phase(port: int, connects: int, pings: int, megabytes: int) -> dict[str, float]:
+def phase(address: tuple[str, int], connects: int, pings: int, megabytes: int) -> dict[str, float]:
     setups = []
     for _ in range(connects):
         start = time.perf_counter()
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        with socket.create_connection(address, timeout=60) as conn:
             conn.sendall(b"x")
             _recv_exactly(conn, 1)
         setups.append(time.perf_counter() - start)
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+    with socket.create_connection(address, timeout=60) as conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.sendall(b"x")
         _recv_exactly(conn, 1)  # the connection is set up before the clock runs
@@ -132,11 +144,15 @@ def main() -> None:
     parser.add_argument("--connects", type=int, default=20)
     parser.add_argument("--pings", type=int, default=200)
     parser.add_argument("--megabytes", type=int, default=20)
+    parser.add_argument("--mode1", action="store_true", help="forward through the mode-1 API and the proxy")
     add_cluster_options(parser)
     args = parser.parse_args()
     cluster = cluster_of(args)
     server_port = free_port()
-    with running_pod(cluster, NODE, pod_on(NODE, POD, ["python3", "-c", ECHO_SERVER, str(server_port)])) as pod:
+    pod_body = pod_on(NODE, POD, ["python3", "-c", ECHO_SERVER, str(server_port)])
+    pod_body["spec"]["containers"][0]["ports"] = [{"containerPort": server_port}]
+    with running_pod(cluster, NODE, pod_body, mode1=args.mode1,
+                     services={"enabled": True, "pod_addresses": POD_ADDRESSES}) as pod:
         wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", server_port)) == 0, 60,
                    "the echo server to listen")
         local = free_port()
@@ -146,9 +162,12 @@ def main() -> None:
         try:
             wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", local)) == 0, 60,
                        "kubectl port-forward to listen")
+            if not pod.pod_ip:
+                raise SystemExit("the pod got no address: is the vk's `services` section taken?")
             step = step_listener(pod.job, server_port, pod.slurm_env)
-            ports = {"direct": server_port, "step": step, "forward": local}
-            order = ["direct", "step", "forward", "forward", "step", "direct"]
+            ports = {"direct": ("127.0.0.1", server_port), "step": ("127.0.0.1", step),
+                     "forward": ("127.0.0.1", local), "service": (pod.pod_ip, server_port)}
+            order = ["direct", "step", "forward", "service", "service", "forward", "step", "direct"]
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
             for name in order:
                 runs[name].append(phase(ports[name], args.connects, args.pings, args.megabytes))
@@ -164,9 +183,11 @@ def main() -> None:
               f"{numbers['rtt_p50_ms']:11.2f} {numbers['rtt_p95_ms']:8.2f} {numbers['mb_per_s']:8.1f}")
     load = os.getloadavg()
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"connects": args.connects, "pings": args.pings, "megabytes": args.megabytes,
-                                   "order": order, "runs": runs, "mean": report, "load": load}, indent=2))
+    results = RESULTS.with_stem(f"{RESULTS.stem}-mode1") if args.mode1 else RESULTS
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps({"mode": 1 if args.mode1 else 2, "connects": args.connects, "pings": args.pings,
+                                   "megabytes": args.megabytes, "order": order, "runs": runs, "mean": report,
+                                   "load": load}, indent=2))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ import httpx
 import yaml
 
 from slurmlink.devcluster import DevCluster
+from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY
+from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
+from standins.checkin import CheckinStandin
 from standins.kube import KubeStandin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,6 +242,7 @@ POD_USER = "sltest1"  # the account the pods run as (the API's `users` default)
 class RunningPod:
     name: str
     job: str  # its SLURM job
+    pod_ip: str  # status.podIP once Running ("" without one: the vk's `services` off, or no ports)
     kube_env: dict[str, str]  # kubectl's environment, towards the stand-in
     slurm_env: dict[str, str]  # SLURM's commands' environment, towards the cluster
 
@@ -253,20 +257,28 @@ def pod_on(node: str, name: str, command: list[str]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def running_pod(cluster: DevCluster, node: str, pod: dict[str, Any]) -> Iterator[RunningPod]:
-    """The Kubernetes stand-in, a mode-2 `slurmlink api` and a `slurmlink vk` for `node`, and `pod` applied with
-    kubectl and Running; the pod is deleted at the end."""
+def running_pod(cluster: DevCluster, node: str, pod: dict[str, Any], *, mode1: bool = False,
+                **vk_overrides: Any) -> Iterator[RunningPod]:
+    """The Kubernetes stand-in, a mode-2 `slurmlink api` (`mode1`: a Check-in stand-in, `slurmlink proxy` with its
+    interactive extension on and a mode-1 api) and a `slurmlink vk` for `node` (`vk_overrides`: its
+    configuration keys), and `pod` applied with kubectl and Running; the pod is deleted at the end."""
     cluster.up()
     name = pod["metadata"]["name"]
-    with (tempfile.TemporaryDirectory(prefix="slbench-pod-") as tmp, KubeStandin(Path(tmp) / "standin") as standin):
+    with (tempfile.TemporaryDirectory(prefix="slbench-pod-") as tmp, KubeStandin(Path(tmp) / "standin") as standin,
+          contextlib.ExitStack() as stack):
         work = Path(tmp)
-        for part in ("api", "vk"):
+        for part in ("api", "vk", "proxy"):
             (work / part).mkdir()
-        api = api_service(api_config(cluster, POD_USER, 0.5, free_port()), work / "api")
+        config = api_config(cluster, POD_USER, 0.5, free_port())
+        kube_env = {**os.environ, "KUBECONFIG": str(standin.kubeconfig), "KUBECACHEDIR": str(work / "cache")}
+        if mode1:
+            config |= mode1_api_settings(stack, cluster, work / "proxy", standin)
+            pod = {**pod, "metadata": {**pod["metadata"], "annotations": {TOKEN_SECRET_ANNOTATION: MODE1_SECRET}}}
+        api = stack.enter_context(api_service(config, work / "api"))
         kubeconfig = node_kubeconfig(standin, work / "node.kubeconfig", node)
-        vk = vk_service(vk_config(standin, node, kubeconfig, api.url), work / "vk", standin.kubelet_client_cert)
-        with api, vk:
-            kube_env = {**os.environ, "KUBECONFIG": str(standin.kubeconfig), "KUBECACHEDIR": str(work / "cache")}
+        vk = vk_service(vk_config(standin, node, kubeconfig, api.url, **vk_overrides), work / "vk",
+                        standin.kubelet_client_cert)
+        with vk:
             subprocess.run([str(KUBECTL), "apply", "-f", "-"], input=json.dumps(pod).encode(), env=kube_env,
                            check=True, capture_output=True)
 
@@ -274,14 +286,45 @@ def running_pod(cluster: DevCluster, node: str, pod: dict[str, Any]) -> Iterator
                 found = standin.get("pods", name, "default") or {}
                 return found if (found.get("status") or {}).get("phase") == "Running" else {}
 
-            uid = wait_until(running, 120, "the pod to run")["metadata"]["uid"]
+            found = wait_until(running, 120, "the pod to run")
+            uid, pod_ip = found["metadata"]["uid"], str(found["status"].get("podIP") or "")
             job = subprocess.run(["squeue", "--noheader", "--format=%i", "--name", f"slurmlink-{uid}"],
                                  capture_output=True, text=True, env=cluster.env, check=True).stdout.split()[0]
             try:
-                yield RunningPod(name, job, kube_env, {**os.environ, **cluster.env})
+                yield RunningPod(name, job, pod_ip, kube_env, {**os.environ, **cluster.env})
             finally:
                 subprocess.run([str(KUBECTL), "delete", "pod", name, "--wait=false"], env=kube_env,
                                capture_output=True)
+
+
+MODE1_SECRET = "bench-checkin"  # noqa: S105 - a Secret's name: the pod's Check-in token in mode 1
+
+
+def mode1_api_settings(stack: contextlib.ExitStack, cluster: DevCluster, work: Path,
+                       standin: KubeStandin) -> dict[str, Any]:
+    """Start a Check-in stand-in and a proxy (files and interactive extensions on) mapping one subject to
+    POD_USER; put that subject's token in MODE1_SECRET; the api settings of mode 1 in front of them."""
+    checkin = stack.enter_context(CheckinStandin())
+    subject, service = checkin.new_subject(), checkin.new_subject()
+    users_file = work / "users.txt"
+    users_file.write_text(f"{checkin.issuer} {subject} {POD_USER}\n")
+    job_root = sticky_job_root(cluster)
+    srun = str(cluster.bin_dir / "srun") if cluster.bin_dir else "srun"
+    proxy = stack.enter_context(proxy_service(proxy_config(
+        cluster, checkin.issuer, users_file, free_port(), "vo.example.org", files={"job_root": str(job_root)},
+        interactive={"enabled": True, "srun": srun, "slurm_conf": str(cluster.conf_path)},
+        service_identities=[{"issuer": checkin.issuer, "subject": service, "account": cluster.users[2]}]), work,
+        ready_path="/metrics"))
+    # the api's own identity: its node's capacity before any pod brings a token
+    token_file = work / "service.token"
+    token_file.write_text(checkin.mint(service, lifetime=7200))
+    token_file.chmod(0o600)
+    token = checkin.mint(subject, lifetime=7200)
+    standin.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": MODE1_SECRET},
+                               "type": "Opaque",
+                               "data": {ACCESS_TOKEN_KEY: base64.b64encode(token.encode()).decode()}}, "default")
+    return {"backend": "rest", "job_root": str(job_root),
+            "rest": {"url": proxy.url, "service_token_file": str(token_file)}}
 
 
 def step_argv(job: str, *options: str) -> list[str]:

@@ -238,19 +238,22 @@ def process_cpu_seconds(pid: int, children: bool = False) -> float:
     return used / os.sysconf("SC_CLK_TCK")
 
 
-def own_cpu_seconds(cluster: DevCluster, api: Service | None) -> float:
-    """CPU seconds used so far by what a phase runs, and nothing else on the machine: this process and its
-    waited-for children (raw: runuser and sbatch), the API with its commands, and the cluster's daemons with
-    their children (slurmctld; slurmd and the job steps it waits for; munged, slurmrestd). The machine is
-    shared: unlike /proc/stat, this does not count other work that happens to run meanwhile."""
+def own_cpu_parts(cluster: DevCluster, api: Service | None) -> dict[str, float]:
+    """CPU seconds used so far by what a phase runs, and nothing else on the machine, by part: this process
+    ("bench") and its waited-for children ("bench children": raw's runuser and sbatch), the API and its commands,
+    and the cluster's daemons with their children (slurmctld; slurmd and the job steps it waits for; munged,
+    slurmrestd). The machine is shared: unlike /proc/stat, this does not count other work that happens to run."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-    pids = [pid for pid in cluster.status().values() if pid is not None] + ([api.proc.pid] if api else [])
-    for pid in pids:
+    parts = {"bench": me.ru_utime + me.ru_stime, "bench children": kids.ru_utime + kids.ru_stime}
+    pids = {name: pid for name, pid in cluster.status().items() if pid is not None}
+    if api is not None:
+        pids["api"] = api.proc.pid
+    for name, pid in pids.items():
         with contextlib.suppress(OSError):
-            total += process_cpu_seconds(pid, children=True)
-    return total
+            parts[name] = process_cpu_seconds(pid)
+            parts[f"{name} children"] = process_cpu_seconds(pid, children=True) - parts[name]
+    return parts
 
 
 def counted(api: Api, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
@@ -280,16 +283,19 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
             t0 = time.perf_counter()
             jobs = [slurm.raw_job(p) for p in pods]  # translation is not timed for raw: reported per pod
             extra["build_job_ms_per_pod"] = round((time.perf_counter() - t0) * 1000 / n, 3)
-            cpu0, own0 = cpu_seconds(), own_cpu_seconds(cluster, None)
+            cpu0, parts0 = cpu_seconds(), own_cpu_parts(cluster, None)
             seconds, errors = raw_throughput(slurm, jobs, concurrency)
-            cpu1, own1 = cpu_seconds(), own_cpu_seconds(cluster, None)
+            cpu1, parts1 = cpu_seconds(), own_cpu_parts(cluster, None)
         else:
             with Api(cluster, slurm.user, poll_interval, tmp) as api:  # its start-up (adopting jobs) is not counted
-                cpu0, api0, own0 = cpu_seconds(), process_cpu_seconds(api.proc.pid), own_cpu_seconds(cluster, api)
+                cpu0, parts0 = cpu_seconds(), own_cpu_parts(cluster, api)
                 (seconds, errors), extra["api_counters"] = counted(
                     api, lambda: asyncio.run(api_throughput(api, pods, concurrency)))  # noqa: B023
-                cpu1, api1, own1 = cpu_seconds(), process_cpu_seconds(api.proc.pid), own_cpu_seconds(cluster, api)
-                extra["api_process_cpu_ms_per_job"] = round(1000 * (api1 - api0) / n, 2)
+                cpu1, parts1 = cpu_seconds(), own_cpu_parts(cluster, api)
+                extra["api_process_cpu_ms_per_job"] = round(1000 * (parts1["api"] - parts0["api"]) / n, 2)
+        extra["own_cpu_ms_per_job_by_part"] = {name: round(1000 * (parts1[name] - parts0.get(name, 0.0)) / n, 2)
+                                               for name in parts1}
+        own0, own1 = sum(parts0.values()), sum(parts1.values())
         busy, total = (end - start for end, start in zip(cpu1, cpu0, strict=True))
         ok = n - len(errors)
         extra |= {"machine_cpu_busy_pct": round(100 * busy / total, 1), "cpu_ms_per_job": round(1000 * busy / n, 1),
@@ -301,7 +307,8 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
         print(f"  phase {i} {kind:3}: {ok} jobs in {seconds:.2f}s = {ok / seconds:.1f} jobs/s, "
               f"{extra['cpu_ms_per_job']} CPU ms/job on the machine, {extra['own_cpu_ms_per_job']} its own"
               + (f" ({extra['api_process_cpu_ms_per_job']} in the API)" if kind == "api" else "")
-              + f", load {extra['loadavg_at_start'][0]:.2f} at start"
+              + f", load {extra['loadavg_at_start'][0]:.2f} at start\n    its own by part (ms/job): "
+              + ", ".join(f"{k} {v}" for k, v in extra["own_cpu_ms_per_job_by_part"].items() if v >= 0.05)
               + (f", {len(errors)} errors, e.g. {errors[0]}" if errors else ""), flush=True)
         slurm.drain()
     result: dict[str, Any] = {"phases": phases}

@@ -143,7 +143,8 @@ class AuthConfig(Strict):
 
 
 class ExecSection(Strict):
-    """`kubectl exec` into running pods (mode 2; see [vk.md](vk.md#exec-and-attach))."""
+    """`kubectl exec`, `attach` and `port-forward` into running pods (in mode 1 through the proxy's interactive
+    extension; see [vk.md](vk.md#exec-and-attach))."""
 
     max_sessions_per_pod: int = Field(default=4, ge=0, description=(
         "open exec sessions into one pod at once; more are refused (429)"))

@@ -1,6 +1,7 @@
 """`slurmlink check-config proxy`: the SlurmUser's key or token, the job root of the file extensions, scancel
-for signals; online, the issuers and slurmrestd (pinged with a SlurmUser token, as the proxy's /healthz does,
-and asked for its diag, which only a token slurmctld accepts gets)."""
+for signals, setpriv and srun for interactive steps; online, the issuers and slurmrestd (pinged with a
+SlurmUser token, as the proxy's /healthz does, and asked for its diag, which only a token slurmctld accepts
+gets)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def check_proxy(report: Report, config: ProxyConfig, fs: Fs) -> None:
                                 "needs them)")
     if config.signals is not None:
         check_commands(report, "signals.scancel", (config.signals.scancel,), None, fs)
+    if config.interactive.enabled:  # setpriv starts srun, which needs munge and slurm.conf here too
+        check_commands(report, "interactive", (config.interactive.setpriv, config.interactive.srun), None, fs)
 
 
 async def check_proxy_online(report: Report, config: ProxyConfig) -> None:

@@ -33,6 +33,7 @@ from slurmlink.proxy.extensions import Extensions
 from slurmlink.proxy.filewatch import FileWatch
 from slurmlink.proxy.forward import Forwarder
 from slurmlink.proxy.gates import AccessGates, Answer, Call, Step
+from slurmlink.proxy.interactive import Interactive
 from slurmlink.proxy.joblookup import JobLookup
 from slurmlink.proxy.ledger import Ledger
 from slurmlink.proxy.roles import ServiceIdentity
@@ -101,6 +102,7 @@ class ProxyService:
         self.extensions = Extensions(config.files, lookup, self.ledger, self.slurm_token.token, signaller,
                                      self.watch, ",".join(policy_partitions) if policy_partitions else None)
         self.gates = AccessGates(config, self.callers, self.ledger, self.slurm_token, lookup)
+        self.interactive = Interactive(config.interactive, lookup, self.ledger, self.slurm_token.token)
         self.pool = UpstreamPool(self.upstream, max_connections=config.max_upstream_connections,
                                  timeout=config.upstream_timeout_seconds,
                                  connect_timeout=config.upstream_connect_timeout_seconds)
@@ -111,7 +113,8 @@ class ProxyService:
         site_policy = SubmitPolicy(config.site_policy, self.http, self.upstream, self.api_version.get,
                                    self.slurm_token.token, config.slurm_user, forward)
         # Every request passes these in order, until one answers (a refusal, or the answer).
-        self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, read_body, site_policy.check, forward]
+        self.steps: list[Step] = [*self.gates.steps(), self.answer_extension, read_body, self.interactive.answer,
+                                  site_policy.check, forward]
         self._public_health = (-PUBLIC_HEALTH_SECONDS, False)  # (when checked, healthy)
         self._public_health_lock = asyncio.Lock()
 

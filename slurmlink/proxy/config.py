@@ -90,6 +90,25 @@ class FilesSection(Strict):
         return self
 
 
+class InteractiveSection(Strict):
+    """`kubectl exec` and `port-forward` into mode-1 pods (attach needs nothing here: it reads the log): the proxy
+    runs a step of the caller's own running job as the caller's mapped account (`setpriv` to that account, then
+    `srun --overlap --jobid=<job>`), on this host. Needs the SLURM client commands and munge here, and
+    CAP_SETUID, CAP_SETGID and CAP_KILL (the systemd drop-in `interactive.conf`, see [proxy.md](proxy.md))."""
+
+    enabled: bool = Field(default=False, description=(
+        "serve `POST /slurmlink/v1/jobs/{id}/exec` and `.../portforward` (SPDY/3.1 upgrades); off: they answer "
+        "501 `InteractiveDisabled`, which kubectl shows and the pod's events say"))
+    srun: str = Field(default="srun", description="the `srun` command (a name on PATH or a full path)")
+    setpriv: str = Field(default="setpriv", description=(
+        "the `setpriv` command (util-linux) that switches to the caller's account"))
+    slurm_conf: str | None = Field(default=None, description="`SLURM_CONF` for srun; unset: the system's")
+    path: str = Field(default="/usr/local/bin:/usr/bin:/bin", description="`PATH` of the steps' commands")
+    max_sessions_per_user: int = Field(default=8, ge=1, description=(
+        "exec and port-forward sessions one account may have open at once, else 429 (each forwarded connection "
+        "of a port-forward is a step of its own, within its session)"))
+
+
 class ServiceIdentitySection(Strict):
     """The Check-in client identity of a `slurmlink api` (its own token: `sub` and `iss` match exactly)."""
 
@@ -143,6 +162,8 @@ class ProxyConfig(Strict):
         "the `/slurmlink/v1/` status and log extensions; unset: they answer 404"))
     signals: SignalsSection | None = Field(default=None, description=(
         "`POST /slurmlink/v1/jobs/{id}/signal` (graceful stop on slurmrestd before v0.0.40)"))
+    interactive: InteractiveSection = Field(default_factory=lambda: InteractiveSection(), description=(
+        "`kubectl exec` and `port-forward` into mode-1 pods, as the caller's own account (off by default)"))
     service_identities: list[ServiceIdentitySection] = Field(default_factory=list, description=(
         "Check-in clients of `slurmlink api` (see *Service identities and the submission ledger* in "
         "[proxy.md](proxy.md))"))

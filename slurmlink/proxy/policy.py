@@ -35,13 +35,14 @@ class Rule:
     pattern: re.Pattern[str]
     slurmdb: bool = False
     extension: bool = False  # answered by the proxy itself (slurmlink.proxy.extensions), not forwarded
+    upgrade: bool = False  # an SPDY/3.1 upgrade answered by the proxy itself (slurmlink.proxy.interactive)
     service: tuple[tuple[str, ServiceAccess], ...] = ()  # (method, access) for service identities; else refused
 
     def service_access(self, method: str) -> ServiceAccess:
         return dict(self.service).get(method.upper(), ServiceAccess.REFUSED)
 
 
-def _rule(methods: str, template: str, *, slurmdb: bool = False, extension: bool = False,
+def _rule(methods: str, template: str, *, slurmdb: bool = False, extension: bool = False, upgrade: bool = False,
           service: ServiceAccess | dict[str, ServiceAccess] = ServiceAccess.REFUSED) -> Rule:
     regex = re.escape(template).replace(r"\{v\}", VERSION).replace(r"\{id\}", r"(?P<id>[0-9]{1,12})")
     # a container name is one path segment; the extension decodes and checks it like the cli backend does
@@ -49,7 +50,8 @@ def _rule(methods: str, template: str, *, slurmdb: bool = False, extension: bool
     name = f"{methods} {template.replace('/?', '/')}"
     method_set = frozenset(methods.split("|"))
     access = service if isinstance(service, dict) else dict.fromkeys(method_set, service)
-    return Rule(name, method_set, re.compile(rf"\A{regex}\Z"), slurmdb, extension, tuple(sorted(access.items())))
+    return Rule(name, method_set, re.compile(rf"\A{regex}\Z"), slurmdb, extension, upgrade,
+                tuple(sorted(access.items())))
 
 
 # Everything the proxy lets through, and what a service identity may do with it. An extension route is one
@@ -70,6 +72,9 @@ RULES: tuple[Rule, ...] = (
     _rule("GET", "/slurmlink/v1/status-changes", extension=True, service=OWNERS),
     _rule("GET", "/slurmlink/v1/jobs/{id}/logs/{container}", extension=True, service=OWNERS),
     _rule("POST", "/slurmlink/v1/jobs/{id}/signal", extension=True, service=OWNERS),
+    # SPDY/3.1 upgrades (interactive.py), users only: a step runs as the token's own account
+    _rule("POST", "/slurmlink/v1/jobs/{id}/exec", upgrade=True),
+    _rule("POST", "/slurmlink/v1/jobs/{id}/portforward", upgrade=True),
 )
 BY_NAME = {rule.name: rule for rule in RULES}
 SUBMIT = "POST /slurm/{v}/job/submit/"
@@ -81,6 +86,8 @@ STATUSES = "GET /slurmlink/v1/statuses"
 STATUS_CHANGES = "GET /slurmlink/v1/status-changes"
 LOGS = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
 SIGNAL = "POST /slurmlink/v1/jobs/{id}/signal"
+EXEC = "POST /slurmlink/v1/jobs/{id}/exec"
+PORTFORWARD = "POST /slurmlink/v1/jobs/{id}/portforward"
 
 _ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
 
@@ -91,6 +98,7 @@ class PolicyDecision:
     rule: str  # the allow rule that matched, or the name of the rule that refused
     message: str = ""
     extension: bool = False
+    upgrade: bool = False
     status: int = 403  # of a refusal: 404 for a job id no job can have
 
     @property
@@ -138,7 +146,7 @@ def decide(method: str, path: str, query: str = "", *, allow_slurmdb: bool = Fal
         if job_id is not None and not is_job_id(job_id):
             return PolicyDecision(False, "no-such-job", f"there is no job {job_id} (a job id is a number from 1, "
                                   "without leading zeros)", status=404)
-        return PolicyDecision(True, rule.name, extension=rule.extension)
+        return PolicyDecision(True, rule.name, extension=rule.extension, upgrade=rule.upgrade)
     if path_matched:
         return _deny("method-not-allowed", f"{method} is not allowed on this path")
     return _deny("path-not-allowed", f"{method} {path} is not on the proxy's allow-list")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from slurmlink.core.errors import SlurmlinkError
 from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirectory, VolumeFile
@@ -33,6 +34,17 @@ class SlurmError(SlurmlinkError):
 
 class Unsupported(SlurmError):
     """The backend cannot do this at all (not a failure of SLURM): the API answers 501."""
+
+
+@dataclass
+class StepStream:
+    """The site's answer to an interactive upgrade: after a 101, `network` (the connection, an httpcore
+    network stream) and the protocol it chose; else the status and the reason it gave."""
+
+    status: int
+    protocol: str = ""
+    reason: str = ""
+    network: Any = None
 
 
 class SchedulerBackend(abc.ABC):
@@ -96,6 +108,14 @@ class SchedulerBackend(abc.ABC):
         that cannot start a process at the site say so."""
         raise Unsupported("exec and attach are not supported with this site (mode 1 reaches SLURM through its "
                           "REST API, which cannot start an interactive step)")
+
+    relays_steps = False  # True: steps run elsewhere (mode 1: the proxy), reached with `open_step_stream`
+
+    async def open_step_stream(self, pod: PodDirectory, kind: str, params: list[tuple[str, str]],
+                               headers: list[tuple[str, str]], body: bytes = b"") -> StepStream:
+        """Ask the site for an upgraded connection serving `kind` ("exec" or "portforward") on the pod's job,
+        as the pod's user (only where `relays_steps`)."""
+        raise Unsupported(f"{kind} is not relayed by this backend")
 
     async def write_volume_files(self, pod: PodDirectory, files: list[VolumeFile]) -> None:
         """Atomically replace existing files of a running pod's volumes, as `user`'s files (a reader in the

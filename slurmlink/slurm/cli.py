@@ -26,6 +26,7 @@ from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.slurm.commands import jobcount, sacct, sbatch, scancel, sinfo, squeue
 from slurmlink.slurm.podfiles import PodFiles, check_container_name
 from slurmlink.slurm.runner import DEFAULT_PATH, Runner, error_from
+from slurmlink.steps.srun import StepRefused, local_account, step_argv
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
 
@@ -201,22 +202,19 @@ class CliBackend(SchedulerBackend):
 
     def step_command(self, job_id: str, user: str, workdir: str, argv: list[str], *, pty: bool,
                      unbuffered: bool = False) -> tuple[list[str], dict[str, str]]:
-        # --overlap: the step shares the CPUs the job's batch step holds; --mem=0: and its memory.
-        # --unbuffered: slurmstepd otherwise passes the step's output on a line at a time.
         self._account(user)
-        step = [self._locate("srun"), "--overlap", f"--jobid={job_id}", "--nodes=1", "--ntasks=1", "--mem=0",
-                "--quiet", f"--chdir={workdir}", *(["--pty"] if pty else []),
-                *(["--unbuffered"] if unbuffered else []), "--", *argv]
+        try:
+            step = step_argv(self._locate("srun"), job_id, workdir, argv, pty=pty, unbuffered=unbuffered)
+        except StepRefused as exc:
+            raise SlurmError(exc.message) from None
         return self.runner.argv_for(step, user), self.runner.base_env()
 
     def _account(self, user: str) -> pwd.struct_passwd:
         """The local account `user`: must exist, is never root, and is ours unless we are root."""
         try:
-            account = pwd.getpwnam(user)
-        except KeyError:
-            raise SlurmError(f"no local user {user!r}") from None
-        if account.pw_uid == 0:
-            raise SlurmError("slurmlink never runs jobs as root")
+            account = local_account(user, runs="jobs")
+        except StepRefused as exc:
+            raise SlurmError(exc.message) from None
         if os.geteuid() != 0 and account.pw_uid != os.geteuid():
             raise SlurmError(f"slurmlink does not run as root: it cannot act for user {user!r}")
         return account

@@ -30,15 +30,16 @@ from slurmlink.core.records import Capacity, ContainerRecord, JobInfo, PodDirect
 from slurmlink.identity.oidc import TokenValidator
 from slurmlink.identity.refresh import Credentials, TokenSource
 from slurmlink.slurm import rest_shapes
-from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, Unsupported
+from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError, StepStream, Unsupported
 from slurmlink.slurm.commands import sbatch
 from slurmlink.slurm.credentials import Credential, CredentialStore, FileToken, FixedToken, usable
 from slurmlink.slurm.restwatch import SERVICE, ProxyWatch
 from slurmlink.slurm.statuswatch import OnChange, StatusWatch
+from slurmlink.streams.remotecommand import PROTOCOL_HEADER
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
 from slurmlink.wire import names
-from slurmlink.wire.names import EXTENSIONS, STATUS_CHANGES_ROUTE
+from slurmlink.wire.names import EXTENSIONS, PROXY_EXEC_ROUTE, PROXY_PORTFORWARD_ROUTE, STATUS_CHANGES_ROUTE
 from slurmlink.wire.statuschanges import StatusChanges
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,9 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         self._blind: frozenset[str] = frozenset()
         self._proxy_signals: bool | None = None  # does the proxy signal job scripts alone (None: not asked yet)
         self._placements: dict[str, str] = {}  # job id -> the placement the proxy told, until the API asks
+        # exec and port-forward connections, held open for as long as their sessions last: a pool without a cap
+        # of its own (the API's session limits bound them), never taking a slot of the other requests
+        self.stream_http = http or _client(config, None)
 
     # ---- identities ------------------------------------------------------------------------------------
 
@@ -446,6 +450,30 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
             raise SlurmError(f"reading the log of {container}: {_reason(response)}")
         return response.content
 
+    relays_steps = True  # exec and port-forward: the proxy's interactive extension runs the steps
+
+    async def open_step_stream(self, pod: PodDirectory, kind: str, params: list[tuple[str, str]],
+                               headers: list[tuple[str, str]], body: bytes = b"") -> StepStream:
+        """The proxy's upgraded connection to a step of the pod's job, asked with the pod's user's own token
+        (never the service identity's: the proxy runs the step as the token's account)."""
+        route = {"exec": PROXY_EXEC_ROUTE, "portforward": PROXY_PORTFORWARD_ROUTE}[kind].format(job_id=pod.job_id)
+        token = await self._token_for(pod.user, service_may=False)
+        sent = [("Authorization", f"Bearer {token}"), ("Connection", "Upgrade"), *headers]
+        request = self.stream_http.build_request("POST", route, params=tuple(params), headers=sent, content=body,
+                                                 timeout=httpx.Timeout(self.config.timeout_seconds, read=None))
+        try:
+            response = await self.stream_http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise SlurmError(f"{kind}: the proxy is unreachable: {type(exc).__name__}: {exc}", transient=True) from exc
+        if response.status_code == 101:
+            return StepStream(101, response.headers.get(PROTOCOL_HEADER, ""), network=response.extensions[
+                "network_stream"])
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return StepStream(response.status_code, reason=_reason(response))
+
     async def write_volume_files(self, pod: PodDirectory, files: list[VolumeFile]) -> None:
         # slurmrestd has no call that writes a file into a running job's directory, and the API in mode 1 runs
         # away from the site's file system: projected tokens there live as long as they were issued for.
@@ -455,6 +483,8 @@ class RestBackend(SchedulerBackend, PodTokenVisibility):
         await self.http.aclose()
         if self.watch_http is not self.http:
             await self.watch_http.aclose()
+        if self.stream_http is not self.http:
+            await self.stream_http.aclose()
         await self.issuer_http.aclose()
 
 

@@ -268,6 +268,7 @@ class SpdySession:
             await self.writer.drain()
 
     async def open_stream(self, headers: Headers, *, wait_reply: bool = True) -> SpdyStream:
+        self._forget_ended()  # a client's session (the vk's relay) may open streams for as long as a pod serves
         stream_id, self._next_id = self._next_id, self._next_id + 2
         stream = SpdyStream(self, stream_id, headers, send_window=self.peer_initial_window)
         self.streams[stream_id] = stream
@@ -291,6 +292,8 @@ class SpdySession:
         stream = self.streams.get(stream_id)
         if stream is not None:
             stream.reset = True
+            if not stream.remote_closed:
+                stream.end_input()  # nothing more comes in: its reader sees the end after what it has not read
         with contextlib.suppress(SpdyError, ConnectionError):
             await self.send(encode_control(RST_STREAM, 0, struct.pack(">II", stream_id, status)))
 
@@ -346,8 +349,9 @@ class SpdySession:
             await self.writer.wait_closed()
 
     def _forget_ended(self) -> None:
-        """Drop streams over at both ends and read to the end (a long session opens many)."""
-        for stream_id in [i for i, s in self.streams.items() if not s.open and s.incoming.empty()]:
+        """Drop streams over at both ends or reset (a long session opens many; each read looks at every stream
+        the session holds). Their readers keep the streams themselves, and read what is left, then the end."""
+        for stream_id in [i for i, s in self.streams.items() if not s.open and s.remote_closed]:
             del self.streams[stream_id]
 
     async def _handle(self, frame: Frame) -> None:

@@ -124,14 +124,15 @@ class Answer:
 
 
 async def dial(host: str, port: int, target: str, headers: Sequence[tuple[str, str]], *,
-               ssl_context: ssl.SSLContext | None = None, method: str = "POST", timeout: float = 30.0) -> Answer:
+               ssl_context: ssl.SSLContext | None = None, method: str = "POST", timeout: float = 30.0,
+               body: bytes = b"") -> Answer:
     """Send an upgrade request; `target` is the path with its query, already encoded."""
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, port, ssl=ssl_context, limit=MAX_HEAD), timeout)
     try:
         head = "".join(f"{name}: {value}\r\n" for name, value in [
-            ("Host", f"{host}:{port}"), ("Connection", "Upgrade"), ("Content-Length", "0"), *headers])
-        writer.write(f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode("latin-1"))
+            ("Host", f"{host}:{port}"), ("Connection", "Upgrade"), ("Content-Length", str(len(body))), *headers])
+        writer.write(f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body)
         await writer.drain()
         raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
         status_line, *lines = raw.decode("latin-1").split("\r\n")

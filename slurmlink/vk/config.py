@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -198,11 +201,71 @@ class KubeletConfig(Strict):
         return self
 
 
+class ServicesConfig(Strict):
+    """Pod ports reachable from the cluster (Services): see *Services* in [vk.md](vk.md)."""
+
+    enabled: bool = Field(default=False, description=(
+        "give each Running pod that declares TCP `containerPorts` an address of `pod_addresses` (its "
+        "`status.podIP`), listen there on those ports and relay each connection to the pod through the API's "
+        "port-forward; `false`: pods show no podIP and nothing listens"))
+    pod_addresses: str | None = Field(default=None, description=(
+        "the IPv4 range (CIDR) the addresses come from, routed by the site's network to the vk's host (it need not be "
+        "configured on an interface); a `127.0.0.0/8` sub-range without 127.0.0.1 (e.g. `127.77.0.0/24`) works "
+        "on one host without setup. It must not hold 127.0.0.1, `node.internal_ip`, nor the hosts of "
+        "`kubelet`, `admin` and `api.url`. Required when `enabled`"))
+    ports: str = Field(default="1024-65535", description=(
+        "the pod ports served, `FIRST-LAST` (or one port); others get a `ServicePortUnavailable` Warning. The vk's own "
+        "kubelet and admin ports are never served"))
+    max_ports_per_pod: int = Field(default=16, ge=1, description=(
+        "ports served per pod (listeners); a pod's further ports get a `ServicePortUnavailable` Warning"))
+    max_connections_per_pod: int = Field(default=32, ge=1, description=(
+        "connections relayed to one pod at once; a further one is closed as soon as it is accepted (one "
+        "port-forward session carries at most 32: the API's SPDY limit of 64 streams, two per connection)"))
+
+    @field_validator("pod_addresses")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                network = ipaddress.ip_network(value)
+            except ValueError as exc:
+                raise ValueError(f"not a CIDR range with no host bits set: {exc}") from None
+            if network.version == 6:
+                raise ValueError(f"{value}: IPv6 ranges are not supported yet (give an IPv4 range)")
+            if network.num_addresses < 4:
+                raise ValueError(f"{value}: too small (a /30 or larger)")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        first, dash, last = value.partition("-")
+        try:
+            low, high = int(first), int(last if dash else first)
+        except ValueError:
+            raise ValueError(f"{value!r}: not FIRST-LAST (e.g. 1024-65535)") from None
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"{value!r}: ports are 1-65535, the first not above the last")
+        return value
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        first, _, last = self.ports.partition("-")
+        return int(first), int(last or first)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ServicesConfig:
+        if self.enabled and self.pod_addresses is None:
+            raise ValueError("services.enabled needs services.pod_addresses (a CIDR range routed to this host)")
+        return self
+
+
 class VkConfig(Strict):
     node: NodeConfig = Field(default_factory=NodeConfig)
     kube: KubeConfigSection = Field(default_factory=KubeConfigSection)
     api: InterlinkApiConfig = Field(default_factory=InterlinkApiConfig)
     kubelet: KubeletConfig = Field(default_factory=KubeletConfig)
+    services: ServicesConfig = Field(default_factory=ServicesConfig)
     admin: AdminListen = Field(default_factory=AdminListen, description=(
         "plain HTTP `/healthz` and `/metrics` without client certificates (probes, Prometheus)"))
     workers: int = Field(default=8, ge=1, description="pods handled at once (one pod only ever by one worker)")
@@ -233,6 +296,36 @@ class VkConfig(Strict):
         if self.kubelet.csr.state_file is None:
             self.kubelet.csr.state_file = os.path.join(self.state_dir, CSR_STATE_FILE)
         return self
+
+    @model_validator(mode="after")
+    def _pod_addresses_apart(self) -> VkConfig:
+        """The pods' range holds none of the host's own addresses: a pod's listener there would take the vk's."""
+        if self.services.pod_addresses is not None:
+            network = ipaddress.ip_network(self.services.pod_addresses)
+            clashes = [f"{address} ({what})" for address, what in self.own_addresses().items()
+                       if ipaddress.ip_address(address) in network]
+            if clashes:
+                raise ValueError(f"services.pod_addresses {network} holds addresses of the vk's own host: "
+                                 f"{', '.join(clashes)}; choose a range apart from them")
+        return self
+
+    def own_addresses(self) -> dict[str, str]:
+        """The host's addresses the vk uses or serves on (address: what), those given as IP addresses."""
+        api_host = urlsplit(self.api.url).hostname if self.api.url.startswith("http") else None
+        named = [("127.0.0.1", "loopback"), (self.node.internal_ip, "node.internal_ip"),
+                 (self.kubelet.host, "kubelet.host"), (self.admin.host, "admin.host"), (api_host, "api.url")]
+        own: dict[str, str] = {}
+        for address, what in named:
+            with contextlib.suppress(ValueError, TypeError):
+                own.setdefault(str(ipaddress.ip_address(address or "")), what)
+        return own
+
+    def own_ports(self) -> dict[int, str]:
+        """The ports the vk itself listens on (port: what), which no pod's listener may take."""
+        ports = {self.kubelet.port: "the vk's kubelet port"}
+        if self.admin.port:
+            ports.setdefault(self.admin.port, "the vk's admin port")
+        return {port: what for port, what in ports.items() if port}
 
     @property
     def lease_renew_interval(self) -> float:

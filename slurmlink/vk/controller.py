@@ -19,6 +19,7 @@ from slurmlink.vk.config import VkConfig
 from slurmlink.vk.events import EventRecorder
 from slurmlink.vk.kube import Pod, confirm_pod_deletion, status_code
 from slurmlink.vk.resolve import MissingReference, Resolver
+from slurmlink.vk.servicerelay import ServiceRelay
 from slurmlink.vk.state import PodState
 from slurmlink.vk.times import k8s_time
 from slurmlink.vk.workqueue import WorkQueue
@@ -31,11 +32,14 @@ GONE_DELETE_ATTEMPTS = 5  # cancel attempts for a pod Kubernetes no longer has (
 # pod's ConfigMaps, Secrets and TokenRequests (403) for a moment: retried quietly (3 s in all) before the pod
 # is told anything.
 AUTHORIZER_BACKOFF = (0.2, 0.4, 0.8, 1.6)
+SERVICE_RETRY_SECONDS = 15.0  # a pod without its address or a listener asks again (another pod may have ended)
 
 
 class PodController:
-    def __init__(self, config: VkConfig, kube: AsyncClient, api: InterlinkClient, events: EventRecorder) -> None:
+    def __init__(self, config: VkConfig, kube: AsyncClient, api: InterlinkClient, events: EventRecorder,
+                 services: ServiceRelay | None = None) -> None:
         self.config = config
+        self.services = services  # pods' ports served as Services (vk `services`), None when off
         self.kube = kube
         self.api = api
         self.events = events
@@ -55,6 +59,8 @@ class PodController:
             self.by_name[(state.namespace, state.name)] = uid
             metrics.PODS_TRACKED.set(len(self.pods))
         state.pod = pod
+        if self.services is not None:
+            self.services.observe(pod)
         self.queue.add(uid)
 
     def vanish(self, uid: str) -> None:
@@ -112,12 +118,35 @@ class PodController:
             # again and queues the pod, which is then patched once more; cleared after, that answer was lost.
             remote, state.remote_changed = state.remote, False
             try:
-                await self._patch(state, podstatus.from_remote(state.pod, remote, self._host_ip(), k8s_time()))
+                desired = podstatus.from_remote(state.pod, remote, self._host_ip(), k8s_time())
+                if self.services is not None:
+                    desired = await self._with_address(state, desired)
+                await self._patch(state, desired)
             except Exception:
                 state.remote_changed = True  # not patched: the retry patches the newest answer
                 raise
             for note in podstatus.container_events(remote, state.notes_seen):
                 await self.events.emit(state.pod, note.reason, note.message, note.type)
+
+    async def _with_address(self, state: PodState, desired: podstatus.Desired) -> podstatus.Desired:
+        """The status with the pod's address (listeners opened before it is shown); a pod that could not get
+        its address or a listener says why and is looked at again later."""
+        assert self.services is not None
+        if str((state.pod.get("status") or {}).get("phase") or "") in podstatus.TERMINAL:
+            await self._unserve(state)  # finished by someone else: _patch leaves it so, and nothing is served
+            return desired
+        pod_ip, warnings = await self.services.place(state.pod, desired.phase.phase)
+        for reason, message in warnings:
+            await self._warn(state, reason, message)
+        if any(reason != "ServicePortUnsupported" for reason, _ in warnings):
+            state.remote_changed = True
+            self.queue.add_after(state.uid, SERVICE_RETRY_SECONDS)
+        return podstatus.with_pod_ip(desired, pod_ip) if pod_ip else desired
+
+    async def _unserve(self, state: PodState) -> None:
+        """The pod finished or is gone: no listeners, and its address is free."""
+        if self.services is not None:
+            await self.services.release(state.uid)
 
     def _host_ip(self) -> str:
         return self.config.node.internal_ip
@@ -219,6 +248,8 @@ class PodController:
 
     async def _delete(self, state: PodState) -> None:
         """Graceful deletion: cancel the job, then confirm once the API says it is over (or never had it)."""
+        # A terminating pod is served until its job ends (its grace period, as on a kubelet), and keeps its address
+        # until its object is gone: the EndpointSlice controller still lists it, as terminating.
         if state.submitted and not state.delete_sent and not state.finished:
             try:
                 await self.api.delete(state.pod)
@@ -235,12 +266,15 @@ class PodController:
             return  # the next status round tells when the job is over
         if state.submitted and not state.finished and not self._over(state):
             return
+        if self.services is not None:
+            await self.services.stop_serving(state.uid)  # the job has ended
         try:
             await confirm_pod_deletion(self.kube, state.namespace, state.name, state.uid)
         except ApiError as exc:
             if status_code(exc) not in (404, 409):  # gone already, or a new pod of the same name
                 raise
         log.info("pod %s/%s deleted", state.namespace, state.name)
+        await self._unserve(state)
         self._forget(state)
 
     def _over(self, state: PodState) -> bool:
@@ -257,6 +291,7 @@ class PodController:
 
     async def _cancel_vanished(self, state: PodState) -> None:
         """Kubernetes no longer has the pod (force delete, or gone in a watch gap): its job must not live on."""
+        await self._unserve(state)
         if state.submitted and not state.finished and not state.delete_sent:
             try:
                 await self.api.delete(state.pod)

@@ -77,6 +77,8 @@ async def _clipped(chunks: AsyncIterator[bytes], limit: int, close: Callable[[],
 
 
 def build_app(controller: PodController, api: InterlinkClient, healthy: Callable[[], bool]) -> Starlette:
+    """`api`: a client of its own (service.py), since `kubectl logs -f`, exec and port-forward hold a connection
+    to the API for as long as they last, and must never take those the status rounds and pod creation need."""
     async def container_logs(request: Request) -> Response:
         namespace, name, container = (request.path_params[k] for k in ("namespace", "pod", "container"))
         state = controller.lookup(namespace, name)

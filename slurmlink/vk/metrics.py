@@ -11,3 +11,6 @@ STATUS_ROUND = Histogram("slurmlink_vk_status_round_seconds", "Duration of one s
 WATCH_RESTARTS = Counter("slurmlink_vk_watch_restarts_total", "Pod watch restarts", ["why"])
 QUEUE_DEPTH = Gauge("slurmlink_vk_queue_depth", "Pods waiting for a worker")
 KUBELET_REFUSED = Counter("slurmlink_vk_kubelet_refused_total", "Kubelet endpoint requests refused", ["code"])
+SERVICE_CONNECTIONS_TURNED_AWAY = Counter(
+    "slurmlink_vk_service_connections_turned_away_total",
+    "Connections to a pod's address closed at once: the pod had services.max_connections_per_pod in flight")

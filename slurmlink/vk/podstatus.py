@@ -125,6 +125,11 @@ def from_remote(pod: Obj, remote: PodStatus, host_ip: str, now: str) -> Desired:
     return desired(pod, remote.containers, remote.init_containers, remote.jid, host_ip, now)
 
 
+def with_pod_ip(wanted: Desired, pod_ip: str) -> Desired:
+    """The status with the pod's address; only pods whose ports the vk serves have one (vk `services`)."""
+    return Desired({**wanted.status, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]}, wanted.phase)
+
+
 def failed(pod: Obj, reason: str, message: str, host_ip: str, now: str) -> Desired:
     """A pod that never became a job (refused by the API, or its references never appeared)."""
     containers, inits = rejected_statuses(pod, reason, message)
@@ -153,13 +158,14 @@ def patch_body(status: Obj) -> Obj:
 
     A real apiserver replaces `containerStatuses` and `initContainerStatuses` whole (they have no patch strategy),
     so `status` carries every container, each with its one current state; `conditions` merge by type (ours are
-    all there); `hostIPs` merge by ip, so the list is marked to replace the stored one (a node address changed
-    between restarts must not linger beside the new one); a Failed pod's reason and message are deleted (null)
-    when the pod is retried.
+    all there); `hostIPs` and `podIPs` merge by ip, so each list is marked to replace the stored one (a node
+    address changed between restarts must not linger beside the new one); a Failed pod's reason and message are
+    deleted (null) when the pod is retried.
     """
     body = dict(status)
-    if "hostIPs" in body:
-        body["hostIPs"] = [*body["hostIPs"], {"$patch": "replace"}]
+    for key in ("hostIPs", "podIPs"):
+        if key in body:
+            body[key] = [*body[key], {"$patch": "replace"}]
     for key in ("reason", "message"):
         body.setdefault(key, None)
     return {"status": body}
@@ -171,8 +177,9 @@ def fingerprint(status: Obj) -> str:
         return (c.get("type"), c.get("status"), c.get("reason") or "", c.get("message") or "")
     conds = sorted((condition(c) for c in status.get("conditions") or [] if c.get("type") in _CONDITION_ORDER),
                    key=lambda t: str(t[0]))
-    return json.dumps({"phase": status.get("phase"), "reason": status.get("reason") or "",
-                       "message": status.get("message") or "", "conditions": conds,
+    return json.dumps({"phase": status.get("phase"), "podIP": status.get("podIP") or "",
+                       "reason": status.get("reason") or "", "message": status.get("message") or "",
+                       "conditions": conds,
                        "containers": _normalised(status.get("containerStatuses") or []),
                        "inits": _normalised(status.get("initContainerStatuses") or [])}, sort_keys=True)
 

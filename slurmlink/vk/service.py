@@ -31,6 +31,7 @@ from slurmlink.vk.kubeletauth import KubeletAuth, KubeletGuard, PeerCertProtocol
 from slurmlink.vk.lease import LeaseKeeper
 from slurmlink.vk.node import NodeKeeper
 from slurmlink.vk.nodewatch import NodeWatcher
+from slurmlink.vk.servicerelay import ServiceRelay, ServingRules, relay_sessions
 from slurmlink.vk.statusround import StatusRounds
 from slurmlink.vk.tls import ServingContext, self_signed_pem, write_private
 from slurmlink.vk.tokenrefresh import TokenRefresher
@@ -38,6 +39,9 @@ from slurmlink.vk.watch import PodWatcher
 from slurmlink.wire.client import InterlinkClient, tls_context, token_file_reader
 
 log = logging.getLogger(__name__)
+# Connections the kubelet endpoint may hold to the API at once (`kubectl logs -f`, exec, port-forward sessions):
+# past this, one more waits for a free one (api.timeout_seconds) and then gets 503.
+KUBELET_API_CONNECTIONS = 1024
 
 
 def _initial_certificate(config: VkConfig, scratch: Path) -> tuple[str, str]:
@@ -127,7 +131,20 @@ async def run(config: VkConfig) -> None:
     cert, key = _initial_certificate(config, Path(scratch.name))
 
     node = NodeKeeper(config, kube, api, port)
-    controller = PodController(config, kube, api, EventRecorder(kube, config.node.name))
+    events = EventRecorder(kube, config.node.name)
+    services = relay_api = None
+    if config.services.enabled:
+        assert config.services.pod_addresses is not None
+        # Connections to the API of its own: a pod's relay session holds one as long as the pod serves, and
+        # must never take those the status rounds and pod creation need.
+        relay_api = InterlinkClient(config.api.url, token=token_file_reader(config.api.token_file),
+                                    timeout=config.api.timeout_seconds, verify=_api_tls(config),
+                                    max_connections=relay_sessions(config.services.pod_addresses))
+
+        async def warn(pod: dict[str, Any], reason: str, message: str) -> None:
+            await events.emit(pod, reason, message, "Warning")
+        services = ServiceRelay(config.services.pod_addresses, relay_api, warn, ServingRules.of(config))
+    controller = PodController(config, kube, api, events, services)
     watcher = PodWatcher(kube, config.node.name, config.watch_timeout_seconds, controller.observe,
                          controller.vanish, controller.known)
     rounds = StatusRounds(config, api, controller)
@@ -140,7 +157,13 @@ async def run(config: VkConfig) -> None:
     def healthy() -> bool:
         return node.registered.is_set() and controller.adopted.is_set()
 
-    server_config, serving_ssl = _kubelet_server_config(config, build_app(controller, api, healthy), kube, cert, key)
+    # The kubelet endpoint's calls (logs, exec, port-forward) hold connections as long as a user's kubectl does:
+    # they have their own, and never take those the status rounds and pod creation need.
+    kubelet_api = InterlinkClient(config.api.url, token=token_file_reader(config.api.token_file),
+                                  timeout=config.api.timeout_seconds, verify=_api_tls(config),
+                                  max_connections=KUBELET_API_CONNECTIONS)
+    server_config, serving_ssl = _kubelet_server_config(config, build_app(controller, kubelet_api, healthy), kube,
+                                                        cert, key)
     served = [(QuietServer(server_config), sock), *((item.server("warning"), item.sock)
                                                     for item in _admin(config, healthy))]
     servers: list[uvicorn.Server] = [server for server, _ in served]
@@ -179,6 +202,10 @@ async def run(config: VkConfig) -> None:
     log.info("slurmlink vk: node %s, kubelet endpoint https://%s:%d, interLink API %s", config.node.name,
              config.node.internal_ip, port, config.api.url)
     await _run_until_stopped(parts, servers)
+    if services is not None and relay_api is not None:
+        await services.close()  # listeners and port-forward sessions end with the vk
+        await relay_api.close()
+    await kubelet_api.close()
     await api.close()
     await kube.close()
     scratch.cleanup()

@@ -11,15 +11,13 @@ the apiserver with its status and text, as a kubelet's own would.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from slurmlink.streams.relay import splice
 from slurmlink.streams.remotecommand import PROTOCOL_HEADER
 from slurmlink.streams.upgrade import SPDY, switch_protocols
 from slurmlink.vk.controller import PodController
@@ -27,9 +25,7 @@ from slurmlink.wire.client import ApiCallError, InterlinkClient
 from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE, PORTFORWARD_ROUTE
 
 log = logging.getLogger(__name__)
-CHUNK = 64 * 1024
-GONE_CHECK_SECONDS = 2.0
-POD_KEYS = frozenset({"namespace", "pod", "uid", "container"})  # how soon a deleted pod's open sessions are closed
+POD_KEYS = frozenset({"namespace", "pod", "uid", "container"})
 
 
 async def relay(request: Request, controller: PodController, api: InterlinkClient) -> Response:
@@ -68,31 +64,3 @@ async def relay(request: Request, controller: PodController, api: InterlinkClien
 
     await splice(reader, writer, network, gone)
     return Response()  # never sent: the connection left HTTP
-
-
-async def splice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, network: Any,
-                 gone: Callable[[], bool]) -> None:
-    """Copy both ways until one side ends or `gone()`; then close both."""
-    async def upstream() -> None:
-        while data := await reader.read(CHUNK):
-            await network.write(data)
-
-    async def downstream() -> None:
-        while data := await network.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-
-    async def watch() -> None:
-        while not gone():
-            await asyncio.sleep(GONE_CHECK_SECONDS)
-        log.info("exec: the pod left the node, its session is closed")
-
-    tasks = [asyncio.create_task(coro) for coro in (upstream(), downstream(), watch())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await network.aclose()
-        writer.close()

@@ -14,11 +14,15 @@ PROJECTED_ROUTE = f"{EXTENSIONS}/projected"  # the API: new token files of a run
 CHANGES_ROUTE = f"{EXTENSIONS}/changes"  # the API: long poll of the pods whose status changed (wire/changes.py)
 # the proxy: long poll of the caller's jobs whose status files changed (wire/statuschanges.py)
 STATUS_CHANGES_ROUTE = f"{EXTENSIONS}/status-changes"
-# the API (mode 2): `kubectl exec`/`attach` relayed by the vk, as an SPDY/3.1 upgrade (api/exec.py)
+# the API: `kubectl exec`/`attach` relayed by the vk, as an SPDY/3.1 upgrade (api/exec.py)
 EXEC_ROUTE = f"{EXTENSIONS}/exec"
 ATTACH_ROUTE = f"{EXTENSIONS}/attach"
-# the API (mode 2): `kubectl port-forward` relayed by the vk, as an SPDY/3.1 upgrade (api/portforward.py)
+# the API: `kubectl port-forward` relayed by the vk, as an SPDY/3.1 upgrade (steps/portforward.py)
 PORTFORWARD_ROUTE = f"{EXTENSIONS}/portforward"
+# the proxy (mode 1, when the site enables `interactive`): a step of a job, as an SPDY/3.1 upgrade
+# (proxy/interactive.py); the mode-1 API relays the vk's exec and port-forward to these
+PROXY_EXEC_ROUTE = EXTENSIONS + "/jobs/{job_id}/exec"
+PROXY_PORTFORWARD_ROUTE = EXTENSIONS + "/jobs/{job_id}/portforward"
 
 # --- headers --------------------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ behave like the real apiserver (v1.36) on what a kubelet and kubectl use, per `s
   a minimal OpenAPI v3 (so `kubectl apply` validates server-side); /openapi/v2 is 404, as optional.
 - types: namespaces, nodes (+status), pods (+status, +log, +binding), bindings, configmaps, secrets,
   serviceaccounts (+token, TokenRequest), events (core/v1 and events.k8s.io/v1, one storage), leases
-  (coordination.k8s.io/v1), certificatesigningrequests (+approval, +status).
+  (coordination.k8s.io/v1), certificatesigningrequests (+approval, +status), services (+status; a ClusterIP that
+  nothing answers on: there is no kube-proxy), endpointslices (discovery.k8s.io/v1).
 - one global resourceVersion; create sets uid, creationTimestamp, generateName suffixes; defaulting as the real
   one (pods: Pending status, restartPolicy, terminationGracePeriodSeconds 30, dnsPolicy, schedulerName, default
   tolerations, QoS, the ServiceAccount admission and its kube-api-access volume).
@@ -35,8 +36,9 @@ It deliberately does not do: authorization of ordinary requests (the grant table
 on other verbs, no Node authorizer, no NodeRestriction), roles and bindings as objects, admission webhooks,
 managedFields and true server-side apply (apply-patch is approximated by strategic merge), protobuf, quantity
 normalisation, reading past resourceVersions (lists always answer the current state),
-controllers (but for a small scheduler, the namespace cleanup, the default ServiceAccount/kube-root-ca.crt, and
-the two garbage collectors a kubelet meets after `kubectl delete node`: owner references and orphaned pods, gc.py).
+controllers (but for a small scheduler, the namespace cleanup, the default ServiceAccount/kube-root-ca.crt,
+the two garbage collectors a kubelet meets after `kubectl delete node`: owner references and orphaned pods, gc.py,
+and the EndpointSlice controller for Services with a selector, endpointslices.py), kube-proxy, cluster DNS.
 
 An audit log (`kube.audit`, audit.py) keeps the RBAC attributes of every authenticated request, by user.
 

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 from . import discovery, reviews, tables
 from .audit import AuditLog
 from .auth import Authenticator
+from .endpointslices import EndpointSliceController
 from .errors import StatusError, bad_request, forbidden, method_not_supported, path_not_found
 from .faults import Faults
 from .gc import GarbageCollector
@@ -48,6 +49,7 @@ class Services:
     address: str  # host:port, for /api's serverAddressByClientCIDRs
     bookmark_interval: float = 10.0
     gc: GarbageCollector | None = None
+    endpoint_slices: EndpointSliceController | None = None
     audit: AuditLog = field(default_factory=AuditLog)
 
 
@@ -241,6 +243,8 @@ def build_app(services: Services) -> Starlette:
         tasks = [asyncio.create_task(services.scheduler.run())]
         if services.gc is not None:
             tasks.append(asyncio.create_task(services.gc.run()))
+        if services.endpoint_slices is not None:
+            tasks.append(asyncio.create_task(services.endpoint_slices.run()))
         yield
         for task in tasks:
             task.cancel()

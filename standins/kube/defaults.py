@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import ipaddress
 from typing import Any
 
 
@@ -108,4 +110,30 @@ def default_secret(secret: dict[str, Any]) -> None:
         secret.setdefault("data", {})[key] = base64.b64encode(str(value).encode()).decode()
 
 
-DEFAULTERS = {"Pod": default_pod, "Node": default_node, "Namespace": default_namespace, "Secret": default_secret}
+SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")  # kubeadm's default --service-cluster-ip-range
+
+
+def default_service(service: dict[str, Any]) -> None:
+    """A ClusterIP Service as the real registry stores it. The cluster IP is only a value here: no kube-proxy
+    makes it answer (it is picked from the Service's name, where the real allocator picks at random)."""
+    spec = service.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec["type"] in ("ClusterIP", "NodePort", "LoadBalancer") and not spec.get("clusterIP"):
+        meta = service["metadata"]
+        digest = hashlib.sha256(f"{meta.get('namespace')}/{meta['name']}".encode()).digest()
+        offset = 1 + int.from_bytes(digest[:4], "big") % (SERVICE_CIDR.num_addresses - 2)
+        spec["clusterIP"] = str(SERVICE_CIDR.network_address + offset)
+    if spec.get("clusterIP"):
+        spec.setdefault("clusterIPs", [spec["clusterIP"]])
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+    for port in spec.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port.get("port"))
+    service["status"] = {"loadBalancer": {}}
+
+
+DEFAULTERS = {"Service": default_service,
+              "Pod": default_pod, "Node": default_node, "Namespace": default_namespace, "Secret": default_secret}

@@ -12,47 +12,33 @@ Both act on store changes and in a periodic pass, in the stand-in's event loop l
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import logging
 import time
 from typing import Any
 
+from .controllers import Controller
 from .errors import StatusError
 from .registry import Registry
 from .resources import TYPES, by_kind
-from .store import Change
 from .timefmt import format_time, now
 
 log = logging.getLogger(__name__)
 POD_GC_QUARANTINE = 40.0
 
 
-class GarbageCollector:
+class GarbageCollector(Controller):
+    period = 0.5
+    name = "garbage collection"
+
     def __init__(self, registry: Registry, pod_quarantine: float | None = POD_GC_QUARANTINE) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self.pod_quarantine = pod_quarantine
         self._missing_since: dict[str, float] = {}  # node name -> when pods bound to it were first seen orphaned
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        registry.store.add_listener(self._on_change)
 
-    def _on_change(self, change: Change) -> None:
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def run(self) -> None:
-        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 0.5)
-            self._wake.clear()
-            try:
-                self.collect_owned()
-                self.collect_orphaned_pods()
-            except Exception:  # a bug here must not stop the stand-in
-                log.exception("garbage collection pass failed")
+    def sync(self) -> None:
+        self.collect_owned()
+        self.collect_orphaned_pods()
 
     def _owner_exists(self, namespace: str, reference: dict[str, Any]) -> bool:
         group = str(reference.get("apiVersion", "")).rpartition("/")[0]

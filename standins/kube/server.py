@@ -21,6 +21,7 @@ from slurmlink.streams.upgrade import UpgradableH11
 from . import csr as csrs
 from .app import Services, build_app
 from .auth import AUTHENTICATED, Authenticator
+from .endpointslices import EndpointSliceController
 from .faults import Faults
 from .gc import POD_GC_QUARANTINE, GarbageCollector
 from .logs import KubeletClient
@@ -79,7 +80,7 @@ class KubeStandin:
             registry=self.registry, issuer=self.issuer, faults=self.faults, scheduler=self.scheduler,
             authenticator=self.authenticator, grants=self.grants,
             kubelet=KubeletClient(cert, key, kubelet_ca), address="", bookmark_interval=bookmark_interval,
-            gc=self.gc)
+            gc=self.gc, endpoint_slices=EndpointSliceController(self.registry))
         self.audit = self._services.audit  # every authenticated request's RBAC attributes (audit.py)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None

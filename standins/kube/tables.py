@@ -90,7 +90,28 @@ def _event_row(event: dict[str, Any]) -> list[Any]:
             f"{(involved.get('kind') or '').lower()}/{involved.get('name', '')}", event.get("message", "")]
 
 
+def _service_row(service: dict[str, Any]) -> list[Any]:
+    spec = service.get("spec") or {}
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol') or 'TCP'}" for p in spec.get("ports") or [])
+    selector = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items()))
+    return [service["metadata"]["name"], spec.get("type", ""), spec.get("clusterIP") or "<none>", "<none>",
+            ports or "<none>", human_age(service["metadata"].get("creationTimestamp")), selector or "<none>"]
+
+
+def _endpoint_slice_row(slice_: dict[str, Any]) -> list[Any]:
+    ports = ",".join(str(p.get("port")) for p in slice_.get("ports") or [])
+    addresses = [a for e in slice_.get("endpoints") or [] for a in e.get("addresses") or []]
+    shown = ",".join(addresses[:3]) + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
+    return [slice_["metadata"]["name"], slice_.get("addressType", ""), ports or "<unset>", shown or "<unset>",
+            human_age(slice_["metadata"].get("creationTimestamp"))]
+
+
 _PRINTERS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], list[Any]]]] = {
+    "Service": ([("Name", "string", 0), ("Type", "string", 0), ("Cluster-IP", "string", 0),
+                 ("External-IP", "string", 0), ("Port(s)", "string", 0), ("Age", "string", 0),
+                 ("Selector", "string", 1)], _service_row),
+    "EndpointSlice": ([("Name", "string", 0), ("AddressType", "string", 0), ("Ports", "string", 0),
+                       ("Endpoints", "string", 0), ("Age", "string", 0)], _endpoint_slice_row),
     "Pod": ([("Name", "string", 0), ("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "string", 0),
              ("Age", "string", 0), ("IP", "string", 1), ("Node", "string", 1), ("Nominated Node", "string", 1),
              ("Readiness Gates", "string", 1)], _pod_row),

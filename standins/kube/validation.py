@@ -85,6 +85,26 @@ def _pod_problems(pod: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def _service_problems(service: dict[str, Any]) -> list[tuple[str, str]]:
+    spec = service.get("spec") or {}
+    ports = spec.get("ports") or []
+    problems: list[tuple[str, str]] = []
+    if not ports and spec.get("clusterIP") != "None":
+        problems.append(("spec.ports", "Required value"))
+    names: set[str] = set()
+    for index, port in enumerate(ports):
+        number, name = port.get("port"), port.get("name") or ""
+        if not isinstance(number, int) or not 0 < number < 65536:
+            problems.append((f"spec.ports[{index}].port", f"Invalid value: {number}: must be between 1 and 65535, "
+                             "inclusive"))
+        if len(ports) > 1 and not name:
+            problems.append((f"spec.ports[{index}].name", "Required value"))
+        elif name in names:
+            problems.append((f"spec.ports[{index}].name", f'Duplicate value: "{name}"'))
+        names.add(name)
+    return problems
+
+
 def validate_new(rtype: ResourceType, obj: dict[str, Any]) -> None:
     meta = obj["metadata"]
     problems = label_problems(meta.get("labels") or {})
@@ -96,6 +116,8 @@ def validate_new(rtype: ResourceType, obj: dict[str, Any]) -> None:
             problems = name_problems(rtype.plural, meta["generateName"], prefix=True) + problems
     if rtype.kind == "Pod":
         problems += _pod_problems(obj)
+    elif rtype.kind == "Service":
+        problems += _service_problems(obj)
     if problems:
         raise invalid(rtype.kind, rtype.group, meta["name"], problems)
 

@@ -474,3 +474,59 @@ def test_a_pod_runs_through_the_api_within_its_units_limits(slurm_cluster: DevCl
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+# ---- the proxy's interactive drop-in (kubectl exec and port-forward in mode 1) ----------------------------
+
+INTERACTIVE = UNITS_DIR / "slurmlink-proxy.service.d" / "interactive.conf"
+
+
+def with_interactive(unit_text: str) -> str:
+    """The proxy's unit as systemd reads it with the drop-in: its [Service] lines added to the unit's (each key
+    here merges with the unit's: capability lists are joined, a later SystemCallFilter= allows more)."""
+    lines = [line for line in INTERACTIVE.read_text().splitlines() if line and not line.startswith(("#", "["))]
+    return unit_text.replace("[Install]", "\n".join(lines) + "\n\n[Install]")
+
+
+def test_the_interactive_drop_in_adds_only_what_setpriv_and_srun_need() -> None:
+    settings = [line.partition("=") for line in INTERACTIVE.read_text().splitlines()]
+    for key in ("CapabilityBoundingSet", "AmbientCapabilities"):
+        [added] = [value for name, _, value in settings if name == key]
+        assert sorted(cap.lower() for cap in added.split()) == ["cap_kill", "cap_setgid", "cap_setuid"], key
+    assert "[Service]" in INTERACTIVE.read_text()
+
+
+@needs_systemd_analyze
+def test_the_proxy_with_the_interactive_drop_in_verifies_and_scores(tmp_path: Path) -> None:
+    """Measured on systemd 252: 1.5 without the drop-in, 2.0 with it (docs/proxy.md)."""
+    copies = verifiable_copies(tmp_path)
+    merged = tmp_path / "merged" / PROXY
+    merged.parent.mkdir()
+    merged.write_text(with_interactive((copies / PROXY).read_text()))
+    verified = analyze("verify", "--man=no", str(merged))
+    assert (verified.stdout + verified.stderr).strip() == "", verified.stdout + verified.stderr
+    scored = analyze("security", "--offline=true", "--threshold=20", str(merged))
+    assert scored.returncode == 0, scored.stdout.strip().splitlines()[-1]
+
+
+@needs_root
+def test_the_interactive_drop_in_lets_the_proxy_start_a_step_as_the_caller(test_users: tuple[str, ...],
+                                                                           tmp_path: Path) -> None:
+    """The proxy's own user (a second test user) with the unit's and the drop-in's capabilities and
+    no_new_privs runs the user switch of slurmlink.steps.srun (what precedes srun): the command runs as the
+    caller with no capability left; with the unit's capabilities alone, it cannot."""
+    from slurmlink.steps.srun import as_account
+
+    caller, proxy_user = test_users[0], test_users[1]
+    command = as_account(["/bin/sh", "-c", "id -u; grep -E '^Cap(Inh|Prm|Eff|Amb)' /proc/self/status"], caller)
+    plain = setpriv(PROXY, as_user=proxy_user)
+    added = ["cap_setuid", "cap_setgid", "cap_kill"]
+    listed = ",".join(["-all", *(f"+{c.removeprefix('cap_')}" for c in ["cap_dac_read_search", *added])])
+    enabled = [listed if arg.startswith("-all,") else arg for arg in plain]  # bounding, inheritable, ambient
+    ran = subprocess.run([*enabled, *command], capture_output=True, text=True, timeout=60, cwd="/")
+    assert ran.returncode == 0, ran.stderr
+    uid, *caps = ran.stdout.split("\n")
+    assert int(uid) == pwd.getpwnam(caller).pw_uid
+    assert all(line.split()[1] == "0000000000000000" for line in caps if line), caps
+    refused = subprocess.run([*plain, *command], capture_output=True, text=True, timeout=60, cwd="/")
+    assert refused.returncode != 0 and "Operation not permitted" in refused.stderr, refused

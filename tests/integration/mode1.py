@@ -18,15 +18,17 @@ from typing import Any
 import yaml
 
 from slurmlink.devcluster import DevCluster
+from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY
 from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
 from standins.checkin import CheckinStandin
-from tests.harness.pods import Client
+from tests.harness.pods import Client, pod_manifest
 from tests.harness.ports import free_port
 from tests.harness.services import ApiProcess, ProxyProcess, api_config
 from tests.integration.proxy_fixtures import proxy_config
 
 VO = "vo.example.org"
 TOKEN_SECRET = "checkin-token"  # noqa: S105 - a Secret's name
+ALICE_SECRET = "alice-checkin"  # noqa: S105 - a Secret's name: alice's token, for pods applied with kubectl
 
 
 class TokenClient(Client):
@@ -108,9 +110,9 @@ def start_mode1(cluster: DevCluster, work: Path, *, api: dict[str, Any] | None =
                               "service_token_file": str(service_token_file),
                               "refresh_issuers": [{"issuer": checkin.issuer}]})
     config.update(api or {})
-    api = ApiProcess(config, work)
-    api.start()
-    return Mode1(checkin, proxy, api, subjects, accounts, job_root, service_token_file)
+    api_process = ApiProcess(config, work)
+    api_process.start()
+    return Mode1(checkin, proxy, api_process, subjects, accounts, job_root, service_token_file)
 
 
 def proxy_settings(cluster: DevCluster, checkin: CheckinStandin, users_file: Path, job_root: Path,
@@ -133,3 +135,16 @@ def with_config(mode1: Mode1, work: Path, **rest: Any) -> ApiProcess:
     config["rest"].update(rest)
     config["rest"] = {k: v for k, v in config["rest"].items() if v is not None}
     return ApiProcess(config, work)
+
+
+def secret(name: str, token: str) -> dict[str, Any]:
+    """A Secret holding a Check-in access token, to apply with kubectl."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque",
+            "data": {ACCESS_TOKEN_KEY: base64.b64encode(token.encode()).decode()}}
+
+
+def alice_pod(name: str, script: str, token_secret: str = ALICE_SECRET) -> dict[str, Any]:
+    """A pod running `script` that names its owner's token Secret (alice's by default)."""
+    pod = pod_manifest(name, script)
+    pod["metadata"]["annotations"] = {TOKEN_SECRET_ANNOTATION: token_secret}
+    return pod

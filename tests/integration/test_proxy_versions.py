@@ -28,24 +28,35 @@ def proxy(slurm_cluster_2411: DevCluster, checkin: CheckinStandin, people: dict[
     server.stop()
 
 
-def health(proxy: ProxyServer) -> dict[str, Any]:
+def health(proxy: ProxyServer, seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The proxy's health when it is healthy, else {} (the unhealthy answer, with its reason, goes to `seen`)."""
     try:
         answer = httpx.get(f"{proxy.admin_url}/healthz", timeout=10)
-    except httpx.HTTPError:
-        return {}
-    return answer.json() if answer.status_code == 200 else {}
+        body = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        answer, body = None, {"error": repr(exc)}
+    if seen is not None:
+        seen[:] = [body]
+    return body if answer is not None and answer.status_code == 200 else {}
+
+
+def wait_for_version(proxy: ProxyServer, expected: str, what: str) -> None:
+    seen: list[dict[str, Any]] = []
+    try:  # slurmrestd on 24.11 under a loaded machine may take a while to answer its first ping
+        wait_until(lambda: health(proxy, seen).get("api_version") == expected, 60, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the proxy's last health answer: {seen}") from None
 
 
 def test_the_proxy_follows_slurmrestd_restarted_with_other_versions(
         proxy: ProxyServer, slurm_cluster_2411: DevCluster, checkin: CheckinStandin, people: dict[str, str]) -> None:
     cluster = slurm_cluster_2411
     try:
-        assert wait_until(lambda: health(proxy).get("api_version"), 30, "a healthy proxy") == "v0.0.42"
+        wait_for_version(proxy, "v0.0.42", "a healthy proxy using v0.0.42")
         assert health(proxy)["offered"] == ["v0.0.40", "v0.0.41", "v0.0.42"]
         for versions, expected in ((["v0.0.40"], "v0.0.40"), (None, "v0.0.42")):
             cluster.restart_rest(versions)
-            wait_until(lambda e=expected: health(proxy).get("api_version") == e, 30,  # type: ignore[misc]
-                       f"the proxy to use {expected}")
+            wait_for_version(proxy, expected, f"the proxy to use {expected}")
             # its own job lookups follow too: a capacity answer needs the node list in that version
             capacity = httpx.get(f"{proxy.url}/slurmlink/v1/capacity", timeout=30,
                                  headers=bearer(checkin.mint(people["alice"])))

@@ -6,16 +6,8 @@ the running job on the test SLURM, as the pod's account."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import os
-import pty
-import select
 import ssl
-import struct
 import subprocess
-import termios
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +16,13 @@ from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.upgrade import SPDY, dial
 from tests.harness.pods import pod_manifest
 from tests.harness.waiting import wait_until
+from tests.integration.kubectl_sessions import (
+    background_exec,
+    exec_on_a_terminal,
+    kubectl_env,
+    running_steps,
+    session_limit_holds,
+)
 from tests.integration.vk_harness import KUBECTL, Chain
 
 pytestmark = pytest.mark.timeout(180)
@@ -94,42 +93,19 @@ def test_a_user_without_nodes_proxy_is_refused(running: Chain) -> None:
     assert status == 101
 
 
-def _kubectl_env(running: Chain, **extra: str) -> dict[str, str]:
-    return {**os.environ, "KUBECONFIG": str(running.standin.kubeconfig),
-            "KUBECACHEDIR": str(running.workdir / "kubecache"), **extra}
-
-
 def test_kubectls_own_spdy_reaches_the_job(running: Chain) -> None:
     # kubectl's SPDY executor (Go's spdystream), relayed untouched by the stand-in: our SPDY server and its
     # header compression interoperate with Go's.
-    env = _kubectl_env(running, KUBECTL_REMOTE_COMMAND_WEBSOCKETS="false")
+    env = kubectl_env(running, KUBECTL_REMOTE_COMMAND_WEBSOCKETS="false")
     result = subprocess.run([str(KUBECTL), "exec", "-i", POD, "--", "sh", "-c", "cat; exit 5"], input="via spdy\n",
                             capture_output=True, text=True, env=env, timeout=60)
     assert (result.returncode, result.stdout) == (5, "via spdy\n"), result.stderr
 
 
 def test_a_tty_gets_the_terminals_size(running: Chain) -> None:
-    main, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-    command = "stty size; [ -t 0 ] && echo on-a-terminal; exit 4"
-    with subprocess.Popen([str(KUBECTL), "exec", "-t", "-i", POD, "--", "sh", "-c", command],
-                          stdin=child, stdout=child, stderr=child, env=_kubectl_env(running),
-                          start_new_session=True) as kubectl:
-        os.close(child)
-        seen = b""
-        deadline = time.monotonic() + 60
-        while kubectl.poll() is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], 0.5)
-            if ready:
-                with contextlib.suppress(OSError):
-                    seen += os.read(main, 4096)
-        with contextlib.suppress(OSError):
-            seen += os.read(main, 4096)
-        os.close(main)
-        assert kubectl.wait(timeout=10) == 4, seen
-    text = seen.decode(errors="replace")
-    assert "33 101" in text, text
-    assert "on-a-terminal" in text, text
+    code, seen = exec_on_a_terminal(running, POD, 33, 101, "stty size; [ -t 0 ] && echo on-a-terminal; exit 4")
+    assert code == 4, seen
+    assert "33 101" in seen and "on-a-terminal" in seen, seen
 
 
 def test_attach_follows_the_containers_output(chain: Chain) -> None:
@@ -143,42 +119,22 @@ def test_attach_follows_the_containers_output(chain: Chain) -> None:
     assert lines == [f"line{n}" for n in range(first, 40)], result
 
 
-def _background_exec(running: Chain, *command: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(KUBECTL), "exec", POD, "--", *command], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_kubectl_env(running))
-
-
 def _steps(running: Chain, pod: str = POD) -> int:
-    """Running steps of the pod's job beyond the batch step: the open exec sessions."""
     uid = running.pod(pod)["metadata"]["uid"]  # type: ignore[index]
     [[job_id, _state, _user]] = running.jobs(uid)
-    listed = subprocess.run(["squeue", "--steps", "--noheader", "--format=%i", "--jobs", job_id],
-                            capture_output=True, text=True, env=running.cluster.env, check=True).stdout.split()
-    return len([step for step in listed if step.split(".")[-1].isdigit()])
+    return running_steps(running, job_id)
 
 
 def test_sessions_per_pod_are_limited(running: Chain) -> None:
-    before = _steps(running)
-    sleepers = [_background_exec(running, "sleep", "120") for _ in range(4)]  # the API's default limit
-    try:
-        wait_until(lambda: _steps(running) == before + 4, 90, "four exec steps to run")
-        refused = running.kubectl("exec", POD, "--", "echo", "one more", check=False)
-        assert refused.returncode != 0 and "too many exec sessions" in refused.stderr, refused
-    finally:
-        for sleeper in sleepers:
-            sleeper.kill()
-            sleeper.wait()
-    # kubectl gone, its sessions end and their steps are killed; then the API counts them no more
-    wait_until(lambda: _steps(running) == before, 60, "the exec steps to end")
-    wait_until(lambda: running.kubectl("exec", POD, "--", "echo", "again", check=False).stdout == "again\n", 30,
-               "a new session to be taken")
+    # the API's default limit is 4; once the kubectls are gone their sessions end and the steps are killed
+    session_limit_holds(running, POD, 4, "too many exec sessions", lambda: _steps(running))
 
 
 def test_deleting_the_pod_ends_its_sessions(chain: Chain) -> None:
     chain.apply(pod_manifest("exec-deleted", "sleep 600"))
     chain.wait_phase("exec-deleted", ("Running",), timeout=90)
     session = subprocess.Popen([str(KUBECTL), "exec", "exec-deleted", "--", "sleep", "300"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=_kubectl_env(chain))
+                               stderr=subprocess.PIPE, text=True, env=kubectl_env(chain))
     try:
         wait_until(lambda: _steps(chain, "exec-deleted") == 1, 60, "the session's step to run")
         chain.kubectl("delete", "pod", "exec-deleted", "--wait=false")
@@ -189,7 +145,7 @@ def test_deleting_the_pod_ends_its_sessions(chain: Chain) -> None:
 
 def test_an_api_restart_ends_open_sessions(running: Chain) -> None:
     before = _steps(running)
-    session = _background_exec(running, "sleep", "300")
+    session = background_exec(running, POD, "sleep", "300")
     process = running.api.process
     assert process is not None
     try:

@@ -5,7 +5,6 @@ slurmlink proxy → slurmrestd → the test SLURM. Pods name a Secret holding al
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator
@@ -14,18 +13,12 @@ from typing import Any
 import pytest
 
 from slurmlink.devcluster import DevCluster
-from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY
-from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
-from standins.kube import KubeStandin
-from tests.harness.pods import NODE, pod_manifest
-from tests.harness.services import VkProcess, node_kubeconfig, vk_config
 from tests.harness.waiting import wait_until
-from tests.integration.mode1 import Mode1
-from tests.integration.vk_harness import Chain, wait_node_ready
+from tests.integration.mode1 import ALICE_SECRET, Mode1, alice_pod, secret
+from tests.integration.vk_harness import Chain, ready_chain
 
 pytestmark = pytest.mark.timeout(120)
 
-ALICE_SECRET = "alice-checkin"  # noqa: S105 - a Secret's name
 EXPIRED_SECRET = "alice-expired"  # noqa: S105 - a Secret's name
 LOG_ROUTE = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
 
@@ -34,32 +27,11 @@ LOG_ROUTE = "GET /slurmlink/v1/jobs/{id}/logs/{container}"
 def chain1(mode1: Mode1, slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     """The vk chain of vk_harness, but in front of the mode-1 API, with alice's token Secrets applied by kubectl."""
     workdir = tmp_path_factory.mktemp("vk-mode1")
-    with KubeStandin(workdir / "standin", bookmark_interval=1.0) as standin:
-        kubeconfig = node_kubeconfig(standin, workdir / "node.kubeconfig", NODE)
-        vk = VkProcess(vk_config(standin, kubeconfig, mode1.api.url), workdir, standin.kubelet_client_cert)
-        vk.start()
-        try:
-            chain = Chain(standin, vk, mode1.api, slurm_cluster, workdir)
-            # VkProcess.start() returns on any answer of /healthz (503 too): wait for the real 200 and a Ready node.
-            wait_until(lambda: vk.get("/healthz").status_code == 200, 20, "the vk's /healthz to answer 200")
-            wait_node_ready(chain)
-            alice = mode1.subjects["alice"]
-            chain.apply(secret(ALICE_SECRET, mode1.checkin.mint(alice)),
-                        secret(EXPIRED_SECRET, mode1.checkin.mint(alice, lifetime=-600)))
-            yield chain
-        finally:
-            vk.stop()
-
-
-def secret(name: str, token: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "Opaque",
-            "data": {ACCESS_TOKEN_KEY: base64.b64encode(token.encode()).decode()}}
-
-
-def alice_pod(name: str, script: str, token_secret: str = ALICE_SECRET) -> dict[str, Any]:
-    pod = pod_manifest(name, script)
-    pod["metadata"]["annotations"] = {TOKEN_SECRET_ANNOTATION: token_secret}
-    return pod
+    with ready_chain(slurm_cluster, mode1.api, workdir) as chain:
+        alice = mode1.subjects["alice"]
+        chain.apply(secret(ALICE_SECRET, mode1.checkin.mint(alice)),
+                    secret(EXPIRED_SECRET, mode1.checkin.mint(alice, lifetime=-600)))
+        yield chain
 
 
 def terminated(pod: dict[str, Any]) -> dict[str, Any]:
@@ -130,18 +102,20 @@ def test_an_expired_token_in_the_secret_fails_the_pod_with_a_token_reason(chain1
 
 
 def test_exec_is_refused_with_a_clear_message_and_an_event(chain1: Chain) -> None:
-    # mode 1 reaches SLURM through slurmrestd, which cannot start an interactive step (issue 15)
+    # slurmrestd cannot start an interactive step; the proxy's interactive extension can, but is off by default
+    # (test_vk_mode1_interactive.py has it on)
     chain1.apply(alice_pod("m1-exec", "sleep 300"))
     chain1.wait_phase("m1-exec", ("Running",))
     result = chain1.kubectl("exec", "m1-exec", "--", "echo", "hi", check=False)
-    assert result.returncode != 0 and "not supported with this site" in result.stderr, result
+    assert result.returncode != 0 and "exec is not enabled at this site" in result.stderr, result
+    assert "interactive.enabled: false" in result.stderr, result
     # port-forward too, in its own words (kubectl fails at its first connection: it dials the pod then)
     forwarded = chain1.kubectl("port-forward", "m1-exec", ":8080", check=False)
-    assert forwarded.returncode != 0 and "port-forward is not supported with this site" in forwarded.stderr, \
+    assert forwarded.returncode != 0 and "port-forward is not enabled at this site" in forwarded.stderr, \
         forwarded
     events = json.loads(chain1.kubectl("get", "events", "-o", "json", "--field-selector",
                                        "involvedObject.name=m1-exec").stdout)["items"]
-    assert any(e["reason"] == "ExecNotSupported" and "not supported with this site" in e["message"]
+    assert any(e["reason"] == "ExecNotSupported" and "exec is not enabled at this site" in e["message"]
                for e in events), events
     assert any(e["reason"] == "PortForwardNotSupported" for e in events), events
     chain1.kubectl("delete", "pod", "m1-exec", "--wait=false")

@@ -88,6 +88,16 @@ def open_chain(cluster: DevCluster, api: ApiProcess, workdir: Path, **overrides:
             vk.stop()
 
 
+@contextlib.contextmanager
+def ready_chain(cluster: DevCluster, api: ApiProcess, workdir: Path, **overrides: Any) -> Iterator[Chain]:
+    """open_chain, once the vk's /healthz answers 200 (VkProcess.start returns on any answer, 503 too) and its
+    node is Ready."""
+    with open_chain(cluster, api, workdir, **overrides) as chain:
+        wait_until(lambda: chain.vk.get("/healthz").status_code == 200, 20, "the vk's /healthz to answer 200")
+        wait_node_ready(chain)
+        yield chain
+
+
 def ready(chain: Chain) -> bool:
     node = chain.standin.get("nodes", NODE)
     conditions = {c["type"]: c["status"] for c in ((node or {}).get("status") or {}).get("conditions") or []}

@@ -158,3 +158,23 @@ def test_a_unix_socket_needs_its_directory(tmp_path: Path) -> None:
     check_named_files(report, Listen(socket=str(tmp_path / "api.sock")), Fs())
     check_named_files(report, Listen(socket=str(tmp_path / "absent" / "api.sock")), Fs())
     assert [f.level for f in report.findings] == ["ok", "error"]
+
+
+def test_interactive_steps_need_setpriv_and_srun(tmp_path: Path) -> None:
+    from slurmlink.checks.proxy import check_proxy
+    from slurmlink.proxy.config import ProxyConfig
+
+    config = ProxyConfig.model_validate({
+        "identity": {"issuers": [{"issuer": "https://aai.example.org"}], "policy": {"vos": ["vo.example.org"]},
+                     "mapping": [{"static": {"path": "/users.txt"}}]},
+        "jwt_key_file": "/jwt.key", "state_dir": "/state",
+        "interactive": {"enabled": True, "srun": str(tmp_path / "srun"), "setpriv": str(tmp_path / "setpriv")}})
+    _file(tmp_path / "setpriv", 0o755, "#!/bin/sh\n")
+    report = Report("proxy.yaml", {})
+    check_proxy(report, config, Fs())
+    [finding] = [f for f in report.findings if f.key == "interactive"]
+    assert finding.level == "error" and finding.message.startswith(f"{tmp_path / 'srun'} not found"), finding
+    _file(tmp_path / "srun", 0o755, "#!/bin/sh\n")
+    report = Report("proxy.yaml", {})
+    check_proxy(report, config, Fs())
+    assert [f.level for f in report.findings if f.key == "interactive"] == ["ok"]

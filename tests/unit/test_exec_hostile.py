@@ -1,7 +1,8 @@
 """Property test: the argv of `kubectl exec` reaches the command exactly, and is never run by a shell.
 
 exec_argv's bash script runs under a real bash (no SLURM needed: the step only starts it), with the host
-runtime; the command is a Python program that reports its argv and environment.
+runtime; the command is a Python program that reports its argv and environment. In mode 1 the argv also
+travels from the API to the proxy (a JSON body) and into the proxy's step argv: that path is checked too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slurmlink.core.errors import PodRejected
+from slurmlink.proxy.interactive import command_of
+from slurmlink.steps.srun import as_account, step_argv
 from slurmlink.translate.env import expand
 from slurmlink.translate.execcmd import exec_argv
 from slurmlink.translate.site import SiteConfig
@@ -44,6 +47,25 @@ def test_hostile_arguments_reach_the_command_exactly(args: list[str], value: str
         report = json.loads((Path(workdir) / "report.json").read_text())
         assert report["argv"] == args
         assert report["env"]["GIVEN"] == expand(value, {})  # Kubernetes' $(VAR) expansion, nothing more
+        assert not (Path(workdir) / "CANARY").exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(args=st.lists(hostile, max_size=6))
+def test_hostile_arguments_reach_the_command_exactly_through_the_proxy(args: list[str]) -> None:
+    """Mode 1: the API sends exec_argv's argv as `{"command": argv}`, the proxy reads it back and puts it after
+    `srun ... --` in its step (behind setpriv): the words after `--` are the API's, and run as they did above."""
+    with tempfile.TemporaryDirectory() as workdir:
+        pod = _pod()
+        argv = exec_argv(pod, "main", [sys.executable, "-c", REPORT, *args], site=SiteConfig(), workdir=workdir)
+        command = command_of(json.dumps({"command": argv}).encode())  # what the proxy takes from the body
+        step = as_account(step_argv("srun", "7", workdir, list(command), pty=False), "nobody")
+        srun_at = step.index("srun")
+        assert step[:srun_at].count("--") == 1 and step[srun_at - 1] == "--"  # setpriv's options end there
+        tail = step[step.index("--", srun_at) + 1:]
+        assert tail == argv
+        subprocess.run(tail, cwd=workdir, check=True, timeout=30)  # what srun starts on the node
+        assert json.loads((Path(workdir) / "report.json").read_text())["argv"] == args
         assert not (Path(workdir) / "CANARY").exists()
 
 

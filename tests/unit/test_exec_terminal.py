@@ -1,4 +1,4 @@
-"""The exec TTY's main side (api/exec.py `_Terminal`) on a real pty: a step that reads no input must not make
+"""The exec TTY's main side (steps/session.py `_Terminal`) on a real pty: a step that reads no input must not make
 the API's loop spin or buffer without end, and output the client does not take stops being read."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pty
 import termios
 import tty
 
-from slurmlink.api.exec import MAX_QUEUED_READS, _Terminal
+from slurmlink.steps.session import MAX_QUEUED_READS, _Terminal
 
 
 async def _input_nobody_reads() -> tuple[bool, int, bytes]:

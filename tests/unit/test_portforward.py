@@ -1,5 +1,5 @@
-"""The API's port-forward session without SLURM: a real SPDY client on loopback, the real connector program
-(run directly instead of as a job step) and a real TCP server."""
+"""The port-forward session (steps/portforward.py) without SLURM: a real SPDY client on loopback, the real
+connector program (run directly instead of as a job step) and a real TCP server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from slurmlink.api import portforward
-from slurmlink.api.portforward import CONNECTOR, PortForwardSession
+from slurmlink.steps import portforward
+from slurmlink.steps.portforward import CONNECTOR, PortForwardSession
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 
 

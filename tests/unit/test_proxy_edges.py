@@ -9,7 +9,7 @@ import json
 import h11
 import pytest
 
-from slurmlink.proxy.edge import EdgeLimits, OpenConnections, head_refusal, refusal_bytes
+from slurmlink.proxy.edge import EdgeLimits, OpenConnections, head_end, head_refusal, refusal_bytes, switches_to_spdy
 from slurmlink.proxy.headers import upstream_headers
 from slurmlink.proxy.policy import MAX_REMEMBERED_TARGET, decide, decide_remembered, is_job_id
 
@@ -98,9 +98,9 @@ def h11_head(answer: bytes) -> h11.Response:
 
 
 def judged(target: bytes = b"/", headers: tuple[tuple[bytes, bytes], ...] = ((b"host", b"a"),),
-           version: str = "1.1", upgrade: bool = False) -> tuple[int, str] | None:
+           version: str = "1.1", upgrade: bool = False, may_switch: bool = False) -> tuple[int, str] | None:
     refused = head_refusal(method="POST", target=target, http_version=version, headers=list(headers),
-                           upgrade=upgrade, max_header_bytes=16 * 1024)
+                           upgrade=upgrade, may_switch=may_switch, max_header_bytes=16 * 1024)
     return refused[:2] if refused else None
 
 
@@ -140,6 +140,35 @@ def test_heads_llhttp_reads_and_the_edge_refuses(target: bytes, headers: tuple[t
 ])
 def test_ordinary_heads_pass(target: bytes, headers: tuple[tuple[bytes, bytes], ...], version: str) -> None:
     assert judged(target, headers, version) is None
+
+
+SPDY_UPGRADE = (HOST, (b"connection", b"Upgrade"), (b"upgrade", b"SPDY/3.1"))
+
+
+def test_only_a_post_switching_to_spdy_alone_may_switch() -> None:
+    assert switches_to_spdy("POST", list(SPDY_UPGRADE))
+    assert switches_to_spdy("POST", [HOST, (b"upgrade", b"spdy/3.1 ")])
+    assert not switches_to_spdy("GET", list(SPDY_UPGRADE))
+    assert not switches_to_spdy("CONNECT", list(SPDY_UPGRADE))
+    for offered in ([(b"upgrade", b"websocket")], [(b"upgrade", b"SPDY/3.1, h2c")],
+                    [(b"upgrade", b"SPDY/3.1"), (b"upgrade", b"h2c")], []):
+        assert not switches_to_spdy("POST", [HOST, *offered]), offered
+    assert judged(b"/slurmlink/v1/jobs/4/exec", SPDY_UPGRADE, upgrade=True, may_switch=True) is None
+    assert judged(b"/slurmlink/v1/jobs/4/exec", SPDY_UPGRADE, upgrade=True, may_switch=False) == (400, "BadRequest")
+    assert judged(b"/slurmlink/v1/jobs/4/exec", SPDY_UPGRADE[1:], upgrade=True, may_switch=True) == (400, "BadRequest")
+
+
+@pytest.mark.parametrize("data, start, tail, end", [
+    (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", 0, b"", 27),
+    (b"xxGET / HTTP/1.1\r\n\r\n", 2, b"", 20),
+    (b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", 4, b"", 22),  # the caller skips empty lines before a request line
+    (b"\nbody", 0, b"\r\n\r", 1),  # the empty line spans two reads
+    (b"\r\nbody", 0, b"a\r\n", 2),
+    (b"\r\n\r\n", 0, b"abc", 4),
+    (b"GET / HTTP/1.1\r\nX: " + b" " * 100, 0, b"", 119),  # not whole: the read counts whole
+])
+def test_a_heads_end_is_found_in_raw_bytes(data: bytes, start: int, tail: bytes, end: int) -> None:
+    assert head_end(data, start, tail) == end
 
 
 @pytest.mark.parametrize("job_id, signal", [

@@ -240,3 +240,30 @@ async def test_a_stream_nobody_reads_holds_the_session_not_the_memory() -> None:
     await client.close()
     for task in tasks:
         task.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_long_client_session_forgets_the_streams_that_ended() -> None:
+    # The vk's relay is a client session that lives as long as its pod serves, and the API never opens a stream
+    # to it: ended streams must be forgotten when the client opens the next, or the session grows without end.
+    client, server, arrived = await _pair()
+    tasks = [asyncio.create_task(client.run()), asyncio.create_task(server.run())]
+    for n in range(3 * spdy.MAX_OPEN_STREAMS):
+        ours = await client.open_stream({"n": str(n)})
+        theirs = arrived[-1]
+        if n % 2:  # ended at both ends
+            await ours.close()
+            assert await asyncio.wait_for(theirs.read(), 5) == b""
+            await theirs.write(b"bye")
+            await theirs.close()
+            assert await asyncio.wait_for(ours.read(), 5) == b"bye"
+            assert await asyncio.wait_for(ours.read(), 5) == b""
+        else:  # reset by the client, the peer's late data unread
+            await theirs.write(b"late")
+            await client.reset_stream(ours.id)
+            assert await asyncio.wait_for(theirs.read(), 5) == b""
+    last = await client.open_stream({"n": "last"})
+    assert set(client.streams) <= {last.id, last.id - 2}  # the newest, and the one before if its end is on its way
+    await client.close()
+    for task in tasks:
+        task.cancel()

@@ -5,6 +5,7 @@ Shared here: the field separator and the readers of values several commands prin
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ TIME_ENV = {"SLURM_TIME_FORMAT": "%s"}
 
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every poll prints the same few times of each job again
 def epoch(text: str) -> datetime | None:
     """A time printed under SLURM_TIME_FORMAT=%s; None for "N/A", "NONE", "Unknown", "0" and the like."""
     text = text.strip()

@@ -1,12 +1,13 @@
-"""`kubectl port-forward` at the site (mode 2), served as a kubelet serves `/portForward` over SPDY/3.1.
+"""`kubectl port-forward` at the site, served as a kubelet serves `/portForward` over SPDY/3.1 (by the API in
+mode 2, by the proxy's interactive extension in mode 1).
 
 Per forwarded connection the client opens two streams with the same `requestID`: `error` (where we write a
 failure as text) and `data` (the TCP connection's bytes), each naming the pod's `port`. We do not connect to
-the compute node from the API host: each connection is a new step of the pod's job, run as the pod's own
+the compute node from the service's host: each connection is a new step of the pod's job, run as the pod's own
 account (`runuser -u <user> -- srun --overlap --jobid=<job> -- python3 -c CONNECTOR <port>`), which connects
 to 127.0.0.1:<port> on the job's node and copies its stdin and stdout to and from that socket. So only what
 the pod's account may reach from inside the job is reached, never as root, and compute nodes need not be
-reachable from the API host.
+reachable from the service's host.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from collections.abc import Callable
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 
 log = logging.getLogger(__name__)
-PROTOCOL = "portforward.k8s.io"  # the only version a kubelet offers
 STREAMS_TIMEOUT = 30.0  # the kubelet's streamCreationTimeout: how long the pair of a requestID may take
 READ_SIZE = 32 * 1024
 
@@ -81,7 +81,7 @@ class PortForwardSession:
         session.on_stream = self._arrived
 
     def interrupt(self) -> None:
-        """The API is shutting down: the session ends (kubectl sees the connection lost)."""
+        """The server is shutting down: the session ends (kubectl sees the connection lost)."""
         self._goodbye = asyncio.ensure_future(self.session.close())
 
     def _arrived(self, stream: SpdyStream) -> None:
