@@ -8,8 +8,8 @@ and so are the chunk lines and trailers of a chunked body (`since_body`; the tra
 what llhttp reads but the proxy does not serve is refused with the head (`head_refusal`: other HTTP versions,
 targets that are not paths, upgrades but one, a body framed twice or by another coding, a missing Host); at
 most `MAX_QUEUED` pipelined requests wait behind the one being answered (uvicorn would queue any number);
-an answer given before the body of an `Expect: 100-continue` request arrived closes the connection (the
-client may never send that body); connections are capped per client address and in total; and every refusal
+an answer to an `Expect: 100-continue` request that did not read its body closes the connection (the client
+may send that body or its next request); connections are capped per client address and in total; and every refusal
 made here has the proxy's JSON shape (errors.py), malformed HTTP included. A refusal here closes the
 connection.
 
@@ -344,9 +344,9 @@ class UpgradeEdge(_Guarded, UpgradableH11):
             self.headers_due = None
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self._switched:
+        if not self._switched:  # before h11 would start on what follows
             self.transport.close()
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         error = self.remembering.last_error
@@ -373,8 +373,9 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.head_tail = b""        # its last bytes there (an empty line may span two reads)
         self.reading = b""          # the bytes being parsed now
         self.cursor = 0             # where, in them, the bytes not yet accounted for begin: exact until a
-        self.cursor_exact = True    # chunked body ends in them (its chunk lines are not counted)
+        self.cursor_exact = True    # chunked body ends in them (its last chunk line and trailers are not)
         self.body_fed = False       # some of them were body
+        self.chunked = False        # the body being read is chunked
         self.since_body = 0         # bytes of a body that were chunk lines or trailers, not body
         self.first_bytes: list[bytes] | None = []  # everything received until the first head is whole
         self.expecting: Any = None  # the request that asked `Expect: 100-continue`
@@ -420,10 +421,9 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
                 if self.head_seen > self.limits.max_header_bytes:
                     self.refuse_request(_Refusal(too_large(self.limits.max_header_bytes)))
                     return
-        elif self.body_fed:
-            self.since_body = 0
-        else:  # within a body, none of these bytes were body: chunk lines or trailers (httptools holds those)
-            self.since_body += len(data)
+        else:  # within a body: the bytes after its last body bytes are chunk lines or trailers (httptools
+            # holds a trailer whole)
+            self.since_body = (0 if self.body_fed else self.since_body) + len(data) - self.cursor
             if self.since_body > self.limits.max_header_bytes:
                 self.refuse_request(_Refusal((431, "HeadersTooLarge", "the request's chunk lines and trailers "
                                               f"exceed {self.limits.max_header_bytes} bytes")))
@@ -457,8 +457,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
             raise _Refusal((429, "TooManyPipelinedRequests", f"at most {MAX_QUEUED} pipelined requests wait "
                             "for their answers on one connection; send the next when one is answered"))
         self.in_head, self.head_begun, self.head_seen, self.head_tail, self.since_body = False, False, 0, b"", 0
-        if self.cursor_exact and any(name == b"transfer-encoding" for name, _ in self.headers):
-            self.cursor_exact = False  # from here on: where its chunk lines end is not known
+        self.chunked = any(name == b"transfer-encoding" for name, _ in self.headers)  # chunked alone: checked
         super().on_headers_complete()
         if self.expect_100_continue:
             self.expecting = self.cycle
@@ -481,11 +480,17 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
             raise _Refusal(too_large(self.limits.max_header_bytes))
 
     def on_body(self, body: bytes) -> None:
-        self.cursor += len(body)
+        if self.chunked:  # past the chunk line before it: found, or found too early (then more is counted)
+            found = self.reading.find(body, self.cursor)
+            self.cursor = (found if found >= 0 else self.cursor) + len(body)
+        else:
+            self.cursor += len(body)
         self.body_fed = True
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self.chunked:  # where its last chunk line and trailers end is not known
+            self.chunked, self.cursor_exact = False, False
         self.in_head, self.head_begun = True, False
         super().on_message_complete()
 
@@ -531,9 +536,10 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         expecting = self.expecting
         if expecting is not None and expecting.response_complete:
             self.expecting = None
-            if expecting.more_body:  # answered before its body came: the client may never send it
-                log.info("closed a connection from %s: answered before the body it announced (Expect: "
-                         "100-continue)", self.counted_as)
+            if expecting.more_body or expecting.body:  # answered, its body unread (no 100 Continue was sent):
+                # the client may send that body, or its next request instead, and the two cannot be told apart
+                log.info("closed a connection from %s: answered without reading the body it announced "
+                         "(Expect: 100-continue)", self.counted_as)
                 self.transport.close()
                 return
         if self.deferred is not None and not more:

@@ -1,7 +1,8 @@
 """The proxy's HTTP edge (slurmlink/proxy/edge.py) as uvicorn serves it, on loopback with uvloop as in
 `slurmlink proxy`, in front of an app that records every request it is given: what llhttp (httptools) reads
 but the proxy must not serve, request smuggling, heads too large whether whole or still arriving, trailers,
-pipelining, and one answer per request. The whole proxy at its edges: tests/integration/test_proxy_edges.py.
+pipelining, and one answer per request; and the one upgrade it serves (SPDY/3.1, handed to h11). The whole
+proxy at its edges: tests/integration/test_proxy_edges.py.
 
 Requests are written on raw sockets, byte for byte."""
 
@@ -18,7 +19,8 @@ import pytest
 import uvicorn
 import uvloop
 
-from slurmlink.proxy.edge import CoalescingTransport, EdgeLimits, edge_protocol
+from slurmlink.proxy.edge import MAX_QUEUED, CoalescingTransport, EdgeLimits, EdgeProtocol, edge_protocol
+from slurmlink.streams.upgrade import SPDY, switch_protocols
 from tests.harness.waiting import wait_until
 
 HEADER_TIMEOUT = 1.0
@@ -26,14 +28,22 @@ HEADER_TIMEOUT = 1.0
 
 class Recorder:
     """An ASGI app that reads each request's body whole and answers 200 with what it was given, except
-    `/early`, answered before its body is read. `seen` holds (method, path, headers, body)."""
+    `/early`, answered before its body is read, `/hold`, answered once `release` is set, and `/switch`, which
+    switches protocols after reading its body and then sends the body back and echoes what comes. `seen`
+    holds (method, path, headers, body)."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, list[tuple[bytes, bytes]], bytes]] = []
+        self.holding = threading.Event()
+        self.release = threading.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if scope["path"] == "/hold":
+            self.holding.set()
+            while not self.release.is_set():  # the test's condition, polled without blocking the loop
+                await asyncio.sleep(0.01)
         body = b""
         if scope["path"] != "/early":
             while True:
@@ -44,6 +54,13 @@ class Recorder:
                 if not message.get("more_body"):
                     break
         self.seen.append((scope["method"], scope["path"], list(scope["headers"]), body))
+        if scope["path"] == "/switch":
+            reader, writer = switch_protocols(scope, [("Upgrade", SPDY)])
+            writer.write(body)
+            while data := await reader.read(1024):
+                writer.write(data)
+            writer.close()
+            return
         answer = json.dumps({"path": scope["path"], "body": body.decode("latin-1")}).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]})
@@ -76,6 +93,8 @@ def edge() -> Iterator[Edge]:
 @pytest.fixture()
 def app(edge: Edge) -> Recorder:
     edge.app.seen.clear()
+    edge.app.holding.clear()
+    edge.app.release.clear()
     return edge.app
 
 
@@ -157,8 +176,11 @@ def test_a_body_framed_two_ways_is_refused_and_nothing_reaches_the_app(edge: Edg
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     b"BREW /slurm/v0.0.40/jobs HTTP/1.1\r\nHost: a\r\n\r\n",
     b"GET /slurm/v0.0.40/jobs\xff HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /switch HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n",
+    b"POST /switch HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1, h2c\r\n"
+    b"Content-Length: 0\r\n\r\n",
 ], ids=["absolute-form", "fragment", "asterisk-form", "connect", "http-0.9", "http-2.0", "h2-preface", "no-host",
-        "two-hosts", "websocket", "unknown-method", "non-ascii-target"])
+        "two-hosts", "websocket", "unknown-method", "non-ascii-target", "spdy-by-get", "spdy-among-others"])
 def test_what_llhttp_reads_but_the_proxy_does_not_serve(edge: Edge, app: Recorder, request_bytes: bytes) -> None:
     refused_with(exchange(edge.port, request_bytes), 400, "BadRequest")
     assert app.seen == []
@@ -252,3 +274,150 @@ def test_the_writes_of_one_turn_leave_in_one_send() -> None:
 
     asyncio.run(answer())
     assert sent == [b"headbody", b"next"]
+
+
+# --- the review of the httptools edge (issue 14): what uvicorn's httptools protocol held without a limit ----
+
+def edge_protocols(edge: Edge) -> list[EdgeProtocol]:
+    return [protocol for protocol in edge.server.server_state.connections if isinstance(protocol, EdgeProtocol)]
+
+
+def test_pipelined_requests_past_the_queue_are_refused_and_never_held(edge: Edge, app: Recorder) -> None:
+    """A client that writes requests without reading the answers: uvicorn would parse and queue every one."""
+    flood = b"GET /n HTTP/1.1\r\nHost: a\r\n\r\n" * 2000  # 58 KB, one read or a few
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET /hold HTTP/1.1\r\nHost: a\r\n\r\n")
+        wait_until(app.holding.is_set, 10, "the first request to be held")
+        sock.sendall(flood)
+        wait_until(lambda: any(p.deferred for p in edge_protocols(edge)), 10, "the refusal past the queue")
+        assert max(len(p.pipeline) for p in edge_protocols(edge)) <= MAX_QUEUED
+        app.release.set()
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    found = answers(data)
+    assert [(status, body.get("path")) for status, body in found[:-1]] == [(200, "/hold")] + [(200, "/n")] * (
+        len(found) - 2)
+    assert len(found) - 1 <= 1 + 2 * MAX_QUEUED  # the held one, the queue, and one more queue at most
+    refused_with(refusal_bytes_of(data, found), 429, "TooManyPipelinedRequests")
+
+
+def refusal_bytes_of(data: bytes, found: list[tuple[int, Any]]) -> bytes:
+    """The last answer in `data` alone."""
+    return data[data.rindex(b"HTTP/1.1 "):] if found else data
+
+
+def test_trailers_past_the_limit_are_431(edge: Edge, app: Recorder) -> None:
+    """httptools joins a header's pieces until its line ends: an endless trailer would be held whole."""
+    pieces = [HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\nX-Trailer: "] + [b"t" * 4096] * 8
+    refused_with(exchange(edge.port, *pieces), 431, "HeadersTooLarge")
+    assert app.seen == []
+
+
+def test_endless_chunk_lines_are_431(edge: Edge, app: Recorder) -> None:
+    pieces = [HEAD + b"Transfer-Encoding: chunked\r\n\r\n", b"5;ext="] + [b"e" * 4096] * 8
+    refused_with(exchange(edge.port, *pieces), 431, "HeadersTooLarge")
+    assert app.seen == []
+
+
+def test_a_chunked_body_of_many_small_chunks_is_served(edge: Edge, app: Recorder) -> None:
+    chunks = [b"1\r\nx\r\n" * 1000 for _ in range(8)]  # 48 KB of chunk lines, each read with body in it
+    data = exchange(edge.port, HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n", *chunks,
+                    b"0\r\nX-T: 1\r\n\r\n")
+    assert [(status, len(body["body"])) for status, body in answers(data)] == [(200, 8000)]
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /x HTTP/1.1\r\nHost: a\r\nX-Pad: " + b" " * 20_000 + b"a" + b"\t" * 20_000 + b"\r\n\r\n",
+    b"\r\n" * 5 + b"GET /x HTTP/1.1\r\nHost: a\r\nX-Pad:" + b" " * 17_000 + b"a\r\n\r\n",
+], ids=["padded-value", "after-empty-lines"])
+def test_a_whole_head_is_counted_in_raw_bytes(edge: Edge, app: Recorder, request_bytes: bytes) -> None:
+    """llhttp drops the whitespace around a value: a head that arrives in one read is counted as sent."""
+    refused_with(exchange(edge.port, request_bytes), 431, "HeadersTooLarge")
+    assert app.seen == []
+
+
+@pytest.mark.parametrize("before", [
+    b"POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /one HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+], ids=["after-a-length", "after-chunks"])
+def test_a_padded_head_pipelined_in_the_same_read_is_counted(edge: Edge, app: Recorder, before: bytes) -> None:
+    padded = b"GET /two HTTP/1.1\r\nHost: a\r\nX-Pad: " + b" " * 20_000 + b"a\r\n\r\n"
+    data = exchange(edge.port, before + padded)
+    assert [(status, body.get("path", body.get("error"))) for status, body in answers(data)] == [
+        (200, "/one"), (431, "HeadersTooLarge")]
+    assert [path for _, path, _, _ in app.seen] == ["/one"]
+
+
+def test_an_answer_before_an_announced_body_closes_the_connection(edge: Edge, app: Recorder) -> None:
+    """The client waits for 100 Continue and may send its next request instead of the body: what follows
+    cannot be read in one way only, so the connection ends with the answer."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 37\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):  # until the edge closes (the keep-alive timeout is 30 s)
+            data += chunk
+    assert [status for status, _ in answers(data)] == [200]
+
+
+def test_a_body_sent_unasked_after_an_early_answer_is_not_read_as_requests(edge: Edge, app: Recorder) -> None:
+    """Whether the 37 bytes are the body or the client's next request cannot be known: nothing more is read."""
+    data = exchange(edge.port, b"POST /early HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 37\r\n\r\n"
+                    b"GET /next HTTP/1.1\r\nHost: a\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [status for status, _ in answers(data)] == [200]
+    assert [path for _, path, _, _ in app.seen] == ["/early"]
+
+
+def test_a_body_sent_after_100_continue_keeps_the_connection(edge: Edge, app: Recorder) -> None:
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"POST /one HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"abc")
+        sock.sendall(b"GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert [(status, body["path"], body["body"]) for status, body in answers(data)] == [(200, "/one", "abc"),
+                                                                                       (200, "/two", "")]
+
+
+SWITCH = b"POST /switch HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: %d\r\n\r\n"
+
+
+def test_an_upgrade_to_spdy_reads_its_body_before_switching(edge: Edge, app: Recorder) -> None:
+    """llhttp would take the body for the new protocol's first bytes: the edge hands the connection to h11."""
+    body = json.dumps({"command": ["sh", "-c", "x" * 30_000]}).encode()  # larger than one head may be
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(SWITCH % len(body) + body + b"first frames")
+        data = b""
+        while b"first frames" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data[:200]
+            data += chunk
+        head, _, switched = data.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0] == b"HTTP/1.1 101 Switching Protocols"
+        assert switched == body + b"first frames"
+        sock.sendall(b"more")
+        assert sock.recv(65536) == b"more"
+    (method, path, _, seen_body), = app.seen
+    assert (method, path, seen_body) == ("POST", "/switch", body)
+
+
+def test_an_upgrade_not_switched_is_answered_once_and_closes(edge: Edge, app: Recorder) -> None:
+    request = SWITCH.replace(b"/switch", b"/refused") % 5 + b"hello" + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    data = exchange(edge.port, request)
+    assert [(status, body["path"], body["body"]) for status, body in answers(data)] == [(200, "/refused", "hello")]
+    assert [path for _, path, _, _ in app.seen] == ["/refused"]
+
+
+def test_an_upgrade_is_served_only_as_a_connections_first_request(edge: Edge, app: Recorder) -> None:
+    data = exchange(edge.port, b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n" + SWITCH % 0)
+    assert [(status, body.get("path", body.get("error"))) for status, body in answers(data)] == [
+        (200, "/one"), (400, "BadRequest")]
+    assert [path for _, path, _, _ in app.seen] == ["/one"]
+
+
+def test_a_padded_upgrade_head_is_431(edge: Edge, app: Recorder) -> None:
+    padded = SWITCH.replace(b"Upgrade: SPDY", b"X-Pad: " + b" " * 20_000 + b"a\r\nUpgrade: SPDY") % 0
+    refused_with(exchange(edge.port, padded), 431, "HeadersTooLarge")
+    assert app.seen == []
