@@ -312,12 +312,15 @@ class UpgradeEdge(_Guarded, UpgradableH11):
         self.conn = self.remembering
         self.guard()
 
-    def take_connection(self, transport: asyncio.Transport, counted_as: str, received: bytes) -> None:
+    def take_connection(self, transport: asyncio.Transport, counted_as: str, headers_due: float | None,
+                        received: bytes) -> None:
         transport.set_protocol(self)
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)
         self.counted_as = counted_as
-        self.await_headers()
+        if headers_due is not None:  # the request's headers are whole, but h11 has them only now
+            self.headers_due = headers_due
+            self.header_timer = self.loop.call_at(headers_due, self.headers_too_slow)
         self.data_received(received)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -417,7 +420,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         if self.in_head:
             if self.head_begun:  # a head still arriving: counted from where it began (or from a lower bound)
                 self.head_seen += len(data) - self.cursor
-                self.head_tail = data[-3:]
+                self.head_tail = (self.head_tail + data[-3:])[-3:]
                 if self.head_seen > self.limits.max_header_bytes:
                     self.refuse_request(_Refusal(too_large(self.limits.max_header_bytes)))
                     return
@@ -500,12 +503,12 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         byte (body included, which llhttp would take for the new protocol's) and serves it."""
         assert self.first_bytes is not None and self.counted_as is not None
         transport = self.transport.underlying  # type: ignore[attr-defined]
-        received, counted_as = b"".join(self.first_bytes), self.counted_as
+        received, counted_as, headers_due = b"".join(self.first_bytes), self.counted_as, self.headers_due
         self.first_bytes, self.counted_as = None, None  # counted from now on by its successor
         self.cancel_header_timer()
         self.connections.discard(self)
         successor = self.upgrade_protocol(self.config, self.server_state, self.app_state, _loop=self.loop)
-        successor.take_connection(transport, counted_as, received)
+        successor.take_connection(transport, counted_as, headers_due, received)
 
     # --- refusals -------------------------------------------------------------------------------------
     def refuse_request(self, exc: BaseException) -> None:

@@ -337,6 +337,11 @@ def test_a_whole_head_is_counted_in_raw_bytes(edge: Edge, app: Recorder, request
     assert app.seen == []
 
 
+def test_a_head_whose_empty_line_spans_reads_is_served(edge: Edge, app: Recorder) -> None:
+    data = exchange(edge.port, b"GET /one HTTP/1.1\r\nHost: a\r\nConnection: close", b"\r", b"\n\r", b"\n")
+    assert [(status, body["path"]) for status, body in answers(data)] == [(200, "/one")]
+
+
 @pytest.mark.parametrize("before", [
     b"POST /one HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
     b"POST /one HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
