@@ -127,7 +127,7 @@ def phase(address: tuple[str, int], connects: int, pings: int, megabytes: int) -
 def step_listener(job: str, server_port: int, env: dict[str, str]) -> int:
     """A local port whose every connection is handed to a new connecting step, as the API starts it."""
     listener = socket.create_server(("127.0.0.1", 0))
-    argv = [*step_argv(job, "--unbuffered"), *connector_argv(server_port)]
+    argv = [*step_argv(job, unbuffered=True), *connector_argv(server_port)]
 
     def serve() -> None:
         while True:

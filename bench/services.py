@@ -32,6 +32,7 @@ import yaml
 
 from slurmlink.devcluster import DevCluster
 from slurmlink.identity.pod_token import ACCESS_TOKEN_KEY
+from slurmlink.steps import srun
 from slurmlink.wire.names import TOKEN_SECRET_ANNOTATION
 from standins.checkin import CheckinStandin
 from standins.kube import KubeStandin
@@ -327,7 +328,8 @@ def mode1_api_settings(stack: contextlib.ExitStack, cluster: DevCluster, work: P
             "rest": {"url": proxy.url, "service_token_file": str(token_file)}}
 
 
-def step_argv(job: str, *options: str) -> list[str]:
-    """A new step of `job` as the pods' account, started as the API starts exec and port-forward steps."""
-    return ["runuser", "-u", POD_USER, "--", "srun", "--overlap", f"--jobid={job}", "--nodes=1", "--ntasks=1",
-            "--mem=0", "--quiet", *options, "--"]
+def step_argv(job: str, *, unbuffered: bool = False) -> list[str]:
+    """The start of a new step of `job` as the pods' account, as the API starts exec and port-forward steps
+    (runuser, then steps.srun's argv): the step's own command follows."""
+    return ["runuser", "-u", POD_USER, "--",
+            *srun.step_argv("srun", job, "/tmp", [], pty=False, unbuffered=unbuffered)]

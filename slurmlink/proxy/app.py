@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slurmlink.identity.authorizer import Authorizer
 from slurmlink.identity.build import build_authorizer
@@ -43,6 +43,7 @@ from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 from slurmlink.proxy.upstream import UpstreamPool
 from slurmlink.slurm.podfiles import PodFiles
 from slurmlink.slurm.statuswatch import choose_method
+from slurmlink.streams.upgrade import drop_connection
 
 PUBLIC_HEALTH_SECONDS = 5.0
 OWN_PATHS = frozenset({"/healthz", "/metrics"})  # FastAPI's routes in create_app (with or without a final '/')
@@ -146,7 +147,16 @@ class ProxyService:
             response = error_response(500, "InternalError", "the proxy failed on this request; the site's log "
                                       "has the details")
         self.metrics.count(route, response.status_code, decision)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, _within(send, self.config.clients.send_timeout_seconds))
+        except* ClientTooSlow:
+            log.warning("closed a connection from %s: it took no part of its answer to %s %s within %g s",
+                        (scope.get("client") or ("?",))[0], scope.get("method"), scope.get("path", "")[:200],
+                        self.config.clients.send_timeout_seconds)
+            drop_connection(scope)
+            close = getattr(getattr(response, "body_iterator", None), "aclose", None)
+            if close is not None:
+                await close()  # the relay's upstream connection goes back to the pool now
 
     async def _handle(self, request: Request) -> tuple[str, str, Response]:
         call = Call.of(request, allow_slurmdb=self.config.allow_slurmdb)
@@ -251,6 +261,21 @@ def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> 
         return error_response(exc.status_code, _CAMEL.get(exc.status_code, "Refused"), str(exc.detail))
 
     return app
+
+
+class ClientTooSlow(Exception):
+    """The client took no part of its answer within clients.send_timeout_seconds."""
+
+
+def _within(send: Send, seconds: float) -> Send:
+    """`send`, each part within `seconds` (uvicorn waits as long as the client's socket is full)."""
+    async def timed(message: Message) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await send(message)
+        except TimeoutError:
+            raise ClientTooSlow from None
+    return timed
 
 
 def lean_front(app: FastAPI) -> ASGIApp:

@@ -43,6 +43,9 @@ class ClientsSection(Strict):
         "a request's whole body arrives within this long of its headers, else 408 and closed"))
     keepalive_timeout_seconds: float = Field(default=5.0, gt=0, description=(
         "an idle kept-alive connection is closed after this long"))
+    send_timeout_seconds: float = Field(default=30.0, gt=0, description=(
+        "a client takes each part of its answer within this long, else its connection is closed (a client that "
+        "stops reading would otherwise hold a connection to slurmrestd)"))
     max_header_bytes: int = Field(default=16 * 1024, ge=8 * 1024 + 1024, description=(
         "largest request line and headers together (a Check-in token is up to 8 KiB), else 431"))
     max_connections: int = Field(default=1000, ge=1, description=(

@@ -103,6 +103,17 @@ def switch_protocols(scope: MutableMapping[str, Any], headers: Sequence[tuple[st
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
+def drop_connection(scope: MutableMapping[str, Any]) -> bool:
+    """Close the request's connection at once, its answer unfinished (uvicorn counts it as the client's going,
+    not as an app that returned too early); False where the listener cannot (not an UpgradableH11 one)."""
+    take_over = (scope.get("state") or {}).get(TAKE_OVER)
+    if take_over is None:
+        return False
+    transport, _leftover, _on_lost = take_over()
+    transport.abort()  # not close(): that would wait for the unread answer to drain first
+    return True
+
+
 def on_server_shutdown(scope: MutableMapping[str, Any], closer: Callable[[], None]) -> None:
     """What a switched connection's session does when the server shuts down (instead of a bare close)."""
     register = (scope.get("state") or {}).get(ON_SHUTDOWN)

@@ -7,6 +7,7 @@ Requests that must reach the proxy byte for byte are written on raw sockets (HTT
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import logging
@@ -370,3 +371,57 @@ def test_only_allowed_client_headers_reach_slurmrestd(slurm_cluster: DevCluster,
     finally:
         server.stop()
         upstream.shutdown()
+
+
+# --- clients that stop reading ----------------------------------------------------------------------------------
+
+class BusySite(http.server.BaseHTTPRequestHandler):
+    """Stands where slurmrestd stands: a job listing as large as a busy site's (8 MB, more than the sockets hold;
+    the test cluster's answers fit in them), and a small answer to anything else."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = (b'{"jobs": ["' + b"x" * (8 << 20) + b'"]}') if self.path.endswith("/jobs") else b'{"pings": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the proxy may give up on a stalled client's answer
+            self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_client_that_stops_reading_its_answer_loses_its_connection_not_slurmrestds(
+        slurm_cluster: DevCluster, checkin: CheckinStandin, users_file: Path, alice: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # One connection to slurmrestd in all: while a client that stopped reading held it, everyone else got 503.
+    caplog.set_level(logging.INFO)
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BusySite)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    server = ProxyServer(edge_config(slurm_cluster, checkin, users_file, api_version=V, max_upstream_connections=1,
+                                     upstream=f"http://127.0.0.1:{upstream.server_address[1]}",
+                                     clients={"send_timeout_seconds": 1.0})).start()
+    try:
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect(("127.0.0.1", server.port))
+            stalled.sendall(f"GET /slurm/{V}/jobs HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer {alice}\r\n\r\n"
+                            .encode())
+            assert stalled.recv(1024).startswith(b"HTTP/1.1 200")  # the answer began; nothing more is read
+            answer = httpx.get(f"{server.url}/slurm/{V}/ping", headers=bearer(alice), timeout=30)
+            assert answer.status_code == 200, answer.text  # served once the stalled client's send timed out
+            stalled.settimeout(30)
+            received = 0
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := stalled.recv(1 << 20):
+                    received += len(chunk)
+            assert received < 8 << 20  # the proxy closed the connection before the whole answer went out
+    finally:
+        server.stop()
+        upstream.shutdown()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "took no part of its answer" in m]) == 1, messages
+    assert not [m for m in messages if "Exception in ASGI" in m or "without completing" in m], messages
