@@ -39,7 +39,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from slurmlink.streams.upgrade import SPDY, UpgradableH11
+from slurmlink.streams.upgrade import DROP, SPDY, UpgradableH11
 
 log = logging.getLogger("slurmlink.proxy")
 
@@ -382,6 +382,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.since_body = 0         # bytes of a body that were chunk lines or trailers, not body
         self.first_bytes: list[bytes] | None = []  # everything received until the first head is whole
         self.expecting: Any = None  # the request that asked `Expect: 100-continue`
+        self.running: Any = None    # the request being answered (uvicorn's protocol forgets it)
         # a refusal of a pipelined request, sent once the answers to the requests before it are out
         self.deferred: Refused | None = None
 
@@ -389,7 +390,20 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         super().connection_made(transport)
         self.flow = _QueueFlow(transport, self.pipeline)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self.app_state = {**self.app_state, DROP: self.drop}
         self.admit(self.client[0] if self.client else "")
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self.running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def drop(self) -> None:
+        """Close the connection at once, the answer being sent unfinished (streams.upgrade.drop_connection:
+        the proxy's send timeout); what the app sends after this is dropped, as for a client that left."""
+        for cycle in (self.running, self.cycle, *(queued for queued, _ in self.pipeline)):
+            if cycle is not None:
+                cycle.disconnected = True
+        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.release()
