@@ -521,7 +521,8 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.first_bytes, self.counted_as = None, None  # counted from now on by its successor
         self.cancel_header_timer()
         self.connections.discard(self)
-        successor = self.upgrade_protocol(self.config, self.server_state, self.app_state, _loop=self.loop)
+        state = {key: value for key, value in self.app_state.items() if key != DROP}  # the successor's own
+        successor = self.upgrade_protocol(self.config, self.server_state, state, _loop=self.loop)
         successor.take_connection(transport, counted_as, headers_due, received)
 
     # --- refusals -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import uvicorn
 import uvloop
 
 from slurmlink.proxy.edge import MAX_QUEUED, CoalescingTransport, EdgeLimits, EdgeProtocol, edge_protocol
-from slurmlink.streams.upgrade import SPDY, switch_protocols
+from slurmlink.streams.upgrade import SPDY, drop_connection, switch_protocols
 from tests.harness.waiting import wait_until
 
 HEADER_TIMEOUT = 1.0
@@ -28,9 +28,9 @@ HEADER_TIMEOUT = 1.0
 
 class Recorder:
     """An ASGI app that reads each request's body whole and answers 200 with what it was given, except
-    `/early`, answered before its body is read, `/hold`, answered once `release` is set, and `/switch`, which
-    switches protocols after reading its body and then sends the body back and echoes what comes. `seen`
-    holds (method, path, headers, body)."""
+    `/early`, answered before its body is read, `/hold`, answered once `release` is set, `/drop`, whose
+    answer is cut short by closing the connection, and `/switch`, which switches protocols after reading its
+    body and then sends the body back and echoes what comes. `seen` holds (method, path, headers, body)."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, list[tuple[bytes, bytes]], bytes]] = []
@@ -54,6 +54,11 @@ class Recorder:
                 if not message.get("more_body"):
                     break
         self.seen.append((scope["method"], scope["path"], list(scope["headers"]), body))
+        if scope["path"] == "/drop":  # as the proxy's send timeout does
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+            assert drop_connection(scope)
+            await send({"type": "http.response.body", "body": b"dropped"})
+            return
         if scope["path"] == "/switch":
             reader, writer = switch_protocols(scope, [("Upgrade", SPDY)])
             writer.write(body)
@@ -426,3 +431,16 @@ def test_a_padded_upgrade_head_is_431(edge: Edge, app: Recorder) -> None:
     padded = SWITCH.replace(b"Upgrade: SPDY", b"X-Pad: " + b" " * 20_000 + b"a\r\nUpgrade: SPDY") % 0
     refused_with(exchange(edge.port, padded), 431, "HeadersTooLarge")
     assert app.seen == []
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /drop HTTP/1.1\r\nHost: a\r\n\r\n",
+    SWITCH.replace(b"/switch", b"/drop") % 0,  # on the h11 protocol an upgrade is handed to
+], ids=["httptools", "h11"])
+def test_an_app_can_drop_the_connection_of_an_answer_it_began(edge: Edge, app: Recorder, request_bytes: bytes,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    data = exchange(edge.port, request_bytes)
+    wait_until(lambda: not edge.server.server_state.tasks, 10, "the app to return")
+    assert b"dropped" not in data
+    assert [path for _, path, _, _ in app.seen] == ["/drop"]
+    assert not [r for r in caplog.records if "ASGI" in r.getMessage()], caplog.records
