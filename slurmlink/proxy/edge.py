@@ -180,16 +180,10 @@ def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
             self.cancel_header_timer()
 
         def _take_over(self) -> tuple[asyncio.Transport, bytes, Callable[[], None]]:
-            """A switched connection (interactive.py) stays counted until it is lost, which its new protocol
-            hears instead of this one."""
-            self.cancel_header_timer()
-            transport, leftover, on_lost = super()._take_over()
-
-            def lost() -> None:
-                self.release()
-                on_lost()
-
-            return transport, leftover, lost
+            """A switched connection (interactive.py) leaves the client caps: in mode 1 every session comes from
+            the API's host, whose REST calls must not be refused for them (interactive.max_sessions caps them)."""
+            self.release()
+            return super()._take_over()
 
         def data_received(self, data: bytes) -> None:
             if self.counted_as is None:  # refused: nothing it sends is read
