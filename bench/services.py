@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -310,7 +311,7 @@ def mode1_api_settings(stack: contextlib.ExitStack, cluster: DevCluster, work: P
     users_file = work / "users.txt"
     users_file.write_text(f"{checkin.issuer} {subject} {POD_USER}\n")
     job_root = sticky_job_root(cluster)
-    srun = str(cluster.bin_dir / "srun") if cluster.bin_dir else "srun"
+    srun = str(cluster.bin_dir / "srun") if cluster.bin_dir else shutil.which("srun") or "/usr/bin/srun"
     proxy = stack.enter_context(proxy_service(proxy_config(
         cluster, checkin.issuer, users_file, free_port(), "vo.example.org", files={"job_root": str(job_root)},
         interactive={"enabled": True, "srun": srun, "slurm_conf": str(cluster.conf_path)},

@@ -102,14 +102,25 @@ class InteractiveSection(Strict):
     enabled: bool = Field(default=False, description=(
         "serve `POST /slurmlink/v1/jobs/{id}/exec` and `.../portforward` (SPDY/3.1 upgrades); off: they answer "
         "501 `InteractiveDisabled`, which kubectl shows and the pod's events say"))
-    srun: str = Field(default="srun", description="the `srun` command (a name on PATH or a full path)")
-    setpriv: str = Field(default="setpriv", description=(
-        "the `setpriv` command (util-linux) that switches to the caller's account"))
+    srun: str = Field(default="/usr/bin/srun", description="the `srun` command, a full path")
+    setpriv: str = Field(default="/usr/bin/setpriv", description=(
+        "the `setpriv` command (util-linux) that switches to the caller's account, a full path (it runs with "
+        "the proxy's CAP_SETUID: a name would be looked up on a PATH others may write to)"))
     slurm_conf: str | None = Field(default=None, description="`SLURM_CONF` for srun; unset: the system's")
     path: str = Field(default="/usr/local/bin:/usr/bin:/bin", description="`PATH` of the steps' commands")
     max_sessions_per_user: int = Field(default=8, ge=1, description=(
         "exec and port-forward sessions one account may have open at once, else 429 (each forwarded connection "
         "of a port-forward is a step of its own, within its session)"))
+    max_sessions: int = Field(default=256, ge=1, description=(
+        "exec and port-forward sessions open at once for all accounts together, else 503 (they do not count "
+        "against `clients.max_connections*`: in mode 1 they all come from the API's host)"))
+
+    @model_validator(mode="after")
+    def _full_paths(self) -> InteractiveSection:
+        for name in ("srun", "setpriv"):
+            if not getattr(self, name).startswith("/"):
+                raise ValueError(f"interactive.{name} must be a full path: the proxy starts it with CAP_SETUID")
+        return self
 
 
 class ServiceIdentitySection(Strict):

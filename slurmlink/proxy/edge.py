@@ -18,7 +18,8 @@ the request's body as the new protocol's first bytes, and uvicorn's httptools pr
 only to WebSocket. So a POST asking for SPDY/3.1 as a connection's first request is handed, with every byte
 received so far, to `UpgradeEdge`: uvicorn's h11 protocol able to switch (streams/upgrade.py), which reads that
 one request again, body included, serves it and closes the connection unless it switched. The connection
-stays counted as one. Any other upgrade is refused.
+stays counted as one until it switches (then it leaves the caps: interactive.max_sessions counts it). Any
+other upgrade is refused.
 
 The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
 and its body separately, which would be two sends (and two wake-ups of the client) per request.
@@ -328,16 +329,10 @@ class UpgradeEdge(_Guarded, UpgradableH11):
         super().connection_lost(exc)
 
     def _take_over(self) -> tuple[asyncio.Transport, bytes, Callable[[], None]]:
-        """A switched connection (interactive.py) stays counted until it is lost, which its new protocol
-        hears instead of this one."""
-        self.cancel_header_timer()
-        transport, leftover, on_lost = super()._take_over()
-
-        def lost() -> None:
-            self.release()
-            on_lost()
-
-        return transport, leftover, lost
+        """A switched connection (interactive.py) leaves the client caps: in mode 1 every session comes from
+        the API's host, whose REST calls must not be refused for them (interactive.max_sessions caps them)."""
+        self.release()
+        return super()._take_over()
 
     def data_received(self, data: bytes) -> None:
         if self.counted_as is None:  # refused: nothing it sends is read

@@ -94,6 +94,9 @@ class Interactive:
         except StepRefused as exc:
             raise Refusal(403, "Forbidden", exc.message) from None
         # checked and counted with no await between: two requests cannot both take the last session
+        if sum(self.sessions.values()) >= self.section.max_sessions:
+            raise Refusal(503, "TooManySessions", f"this site's proxy has {self.section.max_sessions} exec and "
+                          "port-forward sessions open; try again shortly", retry_after=5)
         if self.sessions[owner] >= self.section.max_sessions_per_user:
             raise Refusal(429, "TooManySessions", f"{owner} has {self.section.max_sessions_per_user} exec and "
                           "port-forward sessions open at this site; close one", retry_after=5)

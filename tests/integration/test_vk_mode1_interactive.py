@@ -12,6 +12,7 @@ import json
 import os
 import re
 import select
+import shutil
 import socket
 import subprocess
 import time
@@ -46,7 +47,7 @@ def stack(slurm_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) -
     """The mode-1 stack with the proxy's interactive extension on, a vk chain in front, and a running pod of
     alice's that serves HTTP on SERVER_PORT inside its job."""
     work = tmp_path_factory.mktemp("mode1-interactive")
-    srun = str(slurm_cluster.bin_dir / "srun") if slurm_cluster.bin_dir else "srun"
+    srun = str(slurm_cluster.bin_dir / "srun") if slurm_cluster.bin_dir else shutil.which("srun") or "/usr/bin/srun"
     mode1 = start_mode1(slurm_cluster, work, proxy_keys={"interactive": {
         "enabled": True, "srun": srun, "slurm_conf": str(slurm_cluster.conf_path),
         "max_sessions_per_user": PROXY_SESSIONS}})

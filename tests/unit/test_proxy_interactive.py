@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 
 from slurmlink.proxy import policy
+from slurmlink.proxy.config import InteractiveSection
 from slurmlink.proxy.edge import EdgeLimits, edge_protocol
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.interactive import command_of
@@ -80,34 +81,38 @@ async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     writer.close()
 
 
-async def _upgraded_connections_count_until_they_close() -> None:
+async def _upgraded_connections_leave_the_client_caps() -> None:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(_echo, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                                            http=edge_protocol(EdgeLimits(max_connections=1))))
     serving = asyncio.create_task(server.serve())
+    opened = []
     try:
         async def started() -> bool:
             return bool(server.started)
         await wait_until_async(started, 10, "uvicorn to start")
-        answer = await dial("127.0.0.1", port, "/up", [("Upgrade", SPDY)])
-        assert answer.status == 101 and answer.streams is not None
-        reader, writer = answer.streams
-        writer.write(b"ping")
-        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
-        refused = await dial("127.0.0.1", port, "/up", [("Upgrade", SPDY)])  # the one connection is taken
-        assert refused.status == 503 and b"TooManyConnections" in refused.body
-        writer.close()
-
-        async def admitted() -> bool:
-            again = await dial("127.0.0.1", port, "/up", [("Upgrade", SPDY)])
-            if again.streams is not None:
-                again.streams[1].close()
-            return again.status == 101
-        await wait_until_async(admitted, 10, "the closed connection to be counted no more")
+        for _ in range(3):  # one connection allowed, and yet three sessions: they are interactive.py's to cap
+            answer = await dial("127.0.0.1", port, "/up", [("Upgrade", SPDY)])
+            assert answer.status == 101 and answer.streams is not None
+            opened.append(answer.streams)
+            reader, writer = answer.streams
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
     finally:
+        for _, writer in opened:
+            writer.close()
         server.should_exit = True
         await asyncio.wait_for(serving, 10)
 
 
-def test_an_upgraded_connection_counts_until_it_closes() -> None:
-    asyncio.run(_upgraded_connections_count_until_they_close())
+def test_an_upgraded_connection_leaves_the_client_caps() -> None:
+    """In mode 1 every session comes from the API's host: sessions count against interactive.max_sessions, not
+    against the caps that keep its REST calls flowing (clients.max_connections*)."""
+    asyncio.run(_upgraded_connections_leave_the_client_caps())
+
+
+@pytest.mark.parametrize("key", ["srun", "setpriv"])
+def test_the_commands_started_with_cap_setuid_are_full_paths(key: str) -> None:
+    with pytest.raises(ValueError, match=f"interactive.{key} must be a full path"):
+        InteractiveSection.model_validate({"enabled": True, key: key})
+    assert InteractiveSection().setpriv == "/usr/bin/setpriv"
