@@ -18,9 +18,23 @@ import contextlib
 import logging
 import os
 import signal
+from typing import Any
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 5.0
+
+
+async def start_step(*argv: str, **options: Any) -> asyncio.subprocess.Process:
+    """asyncio.create_subprocess_exec, which a cancellation cannot break off halfway: asyncio's own answer to one
+    is SIGKILL to the child alone (srun killed so leaves its step running) and a wait on pipes that the rest of
+    its group may hold for ever. Here the cancelled start completes, then the step is ended as any other."""
+    starting = asyncio.ensure_future(asyncio.create_subprocess_exec(*argv, **options))
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await end_step(await starting)
+        raise
 
 
 async def end_step(proc: asyncio.subprocess.Process) -> None:
@@ -33,7 +47,7 @@ async def end_step(proc: asyncio.subprocess.Process) -> None:
         try:
             await asyncio.wait_for(proc.wait(), GRACE_SECONDS)
         except TimeoutError:
-            log.warning("step %s still there %.0f s after SIGTERM: killing its group", proc.pid, GRACE_SECONDS)
+            log.warning("step %s still there %s s after SIGTERM: killing its group", proc.pid, GRACE_SECONDS)
         finally:
             _signal_group(proc, signal.SIGKILL)
         await proc.wait()

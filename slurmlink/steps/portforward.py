@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from slurmlink.steps.ending import end_step
+from slurmlink.steps.ending import end_step, start_step
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,8 @@ def _port(value: str) -> int | None:
 
 async def _relay_through_step(argv: list[str], env: dict[str, str], data: SpdyStream, port: int) -> str:
     """Copy the data stream through the step both ways; the step's error text ("" when it ended well)."""
-    proc = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True,
-                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await start_step(*argv, env=env, start_new_session=True, stdin=asyncio.subprocess.PIPE,
+                            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
 

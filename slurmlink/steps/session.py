@@ -18,7 +18,7 @@ import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from slurmlink.steps.ending import end_step
+from slurmlink.steps.ending import end_step, start_step
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 
@@ -89,7 +89,7 @@ class ExecSession:
         """The step's exit code; None when the client went away first (the step is then killed)."""
         if self.options.tty:
             return await self._run_with_tty()
-        proc = await asyncio.create_subprocess_exec(
+        proc = await start_step(
             *self.step, env=self.env, start_new_session=True,
             stdin=asyncio.subprocess.PIPE if self.options.stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if self.options.stdout else asyncio.subprocess.DEVNULL,
@@ -105,7 +105,7 @@ class ExecSession:
     async def _run_with_tty(self) -> int | None:
         main, child = pty.openpty()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await start_step(
                 *self.step, env={**self.env, "TERM": "xterm"}, stdin=child, stdout=child, stderr=child,
                 preexec_fn=functools.partial(_take_terminal, child))  # noqa: PLW1509 - srun --pty needs a terminal
         finally:

@@ -130,3 +130,24 @@ async def test_output_nobody_reads_does_not_keep_end_step_waiting() -> None:
     await proc.stdout.readexactly(1)  # it writes; within the grace it fills the pipe, as nobody reads
     await asyncio.wait_for(ending.end_step(proc), 10 + GRACE)
     assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("turns", [1, 2, 3, 5, 8])
+async def test_a_step_whose_start_is_cancelled_is_ended_not_left(turns: int) -> None:
+    # The client leaves while srun starts: asyncio's own create_subprocess_exec would SIGKILL the child alone and
+    # wait for pipes that the rest of its group holds.
+    marker = f"ending-{uuid.uuid4().hex}"
+    starting = asyncio.create_task(ending.start_step(*DEAF_STEP, env=_env(marker), start_new_session=True,
+                                                     stdout=asyncio.subprocess.PIPE))
+    for _ in range(turns):  # cancelled at different points of the start
+        await asyncio.sleep(0)
+    starting.cancel()
+    try:
+        await asyncio.wait_for(asyncio.wait([starting]), 10 + GRACE)
+        if not starting.cancelled():  # it had started before the cancel came: the caller ends it, as any step
+            await ending.end_step(starting.result())
+        assert _processes_with(marker) == []
+    finally:
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
