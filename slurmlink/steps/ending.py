@@ -4,8 +4,8 @@
 SIGTERM to the group first: srun answers it by killing the step (SIGKILL through slurmstepd) and exits once the
 step has ended. What is still there after GRACE_SECONDS (a srun that cannot reach SLURM, or a command that
 ignores SIGTERM) gets SIGKILL. A srun killed so leaves its step running in SLURM (seen on SLURM 22.05): that
-happens only to a srun that could not reach slurmstepd, which scancel could not either; the step ends with its
-job.
+happens only to a srun whose kill did not get through to SLURM in time, where scancel (the same way, and the
+step's id unknown: srun runs --quiet) would do no better; the step then ends with its job.
 
 Only our own child's group is signalled, and only while the child is not reaped: after that its pid, and so the
 group's id, may be another process's.
