@@ -48,7 +48,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/slurmlink/dev-cluster")
 PORT_OFFSET = {HOST_RELEASE: 0, "24.11": 10}  # each release's default cluster has its own ports: side by side
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLL = 0.05  # seconds between checks while waiting on a condition
-BIND_RETRY_SECONDS = 10.0  # how long a slurmrestd start is tried again while its port is still taken
+BIND_RETRY_SECONDS = 30.0  # how long a slurmrestd start is tried again while its port is still taken
 LOG_KEEP_BYTES = 20 * 1024 * 1024  # a daemon log past this moves to .1 at the next start
 
 # Popen objects of the daemons this process started, so that their exit is reaped (no zombies that

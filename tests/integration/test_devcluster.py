@@ -145,9 +145,20 @@ def test_slurmrestd_whose_port_is_still_taken_is_started_again_once_it_is_free(s
     slurm_cluster.kill("slurmrestd")
     holder = socket.socket()
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.bind(("127.0.0.1", slurm_cluster.rest_port))
-    holder.listen()
-    threading.Timer(1.5, holder.close).start()
-    slurm_cluster.restart_rest()
-    assert all(slurm_cluster.status().values())
-    assert "Address already in use" in slurm_cluster.log_tail("slurmrestd", 200)
+
+    def taken() -> bool:  # the old process's connections may hold the port for a moment too
+        try:
+            holder.bind(("127.0.0.1", slurm_cluster.rest_port))
+        except OSError:
+            return False
+        holder.listen()
+        return True
+    try:
+        wait_until(taken, 60, "the port to be free for the test to hold it")
+        threading.Timer(1.5, holder.close).start()
+        slurm_cluster.restart_rest()
+        assert all(slurm_cluster.status().values())
+        assert "Address already in use" in slurm_cluster.log_tail("slurmrestd", 200)
+    finally:
+        holder.close()
+        slurm_cluster.up()  # whatever happened, the session's later tests need slurmrestd
