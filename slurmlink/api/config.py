@@ -147,9 +147,10 @@ class ExecSection(Strict):
     extension; see [vk.md](vk.md#exec-and-attach))."""
 
     max_sessions_per_pod: int = Field(default=4, ge=0, description=(
-        "open exec sessions into one pod at once; more are refused (429)"))
+        "open exec, attach and port-forward sessions into one pod at once; more are refused (429)"))
     max_sessions_per_user: int = Field(default=16, ge=0, description=(
-        "open exec sessions of one mapped account at once, over all its pods; more are refused (429)"))
+        "open exec, attach and port-forward sessions of one mapped account at once, over all its pods; more are "
+        "refused (429)"))
 
 
 class ApiConfig(Strict):

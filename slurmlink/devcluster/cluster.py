@@ -48,6 +48,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/slurmlink/dev-cluster")
 PORT_OFFSET = {HOST_RELEASE: 0, "24.11": 10}  # each release's default cluster has its own ports: side by side
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 POLL = 0.05  # seconds between checks while waiting on a condition
+BIND_RETRY_SECONDS = 30.0  # how long a slurmrestd start is tried again while its port is still taken
 LOG_KEEP_BYTES = 20 * 1024 * 1024  # a daemon log past this moves to .1 at the next start
 
 # Popen objects of the daemons this process started, so that their exit is reaped (no zombies that
@@ -328,8 +329,21 @@ class DevCluster:
         self._wait_until(f"node {self.node_name} to be idle", self._node_ready, SLURM_DAEMONS[:2])
 
         if self._alive_pid("slurmrestd") is None:
-            self._spawn("slurmrestd", *self._daemon_command("slurmrestd"))
+            self._spawn_rest()
         self._wait_until("slurmrestd to answer a ping", self._rest_up, self.daemons)
+
+    def _spawn_rest(self) -> None:
+        """Start slurmrestd. Its port can stay taken for a moment after a predecessor is gone (restart_rest; a CI
+        run saw "Unable to bind socket: Address already in use"): then it is started again, for up to
+        BIND_RETRY_SECONDS."""
+        deadline = time.monotonic() + BIND_RETRY_SECONDS
+        while True:
+            self._spawn("slurmrestd", *self._daemon_command("slurmrestd"))
+            _wait_for(lambda: self._alive_pid("slurmrestd") is None or self._rest_up(), 2.0)
+            if self._alive_pid("slurmrestd") is not None or time.monotonic() > deadline \
+                    or "Address already in use" not in self.log_tail("slurmrestd", 1):
+                return  # up, or the caller's wait says why not
+            time.sleep(0.5)
 
     def _start_accounting(self) -> None:
         """MariaDB (its tables made once), slurmdbd's login there, slurmdbd, then the associations."""

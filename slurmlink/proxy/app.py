@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.identity.authorizer import Authorizer
 from slurmlink.identity.build import build_authorizer
 from slurmlink.listeners import Listener, admin_listener, main_listener, tls_options
@@ -263,7 +264,7 @@ def create_app(config: ProxyConfig, *, authorizer: Authorizer | None = None) -> 
     return app
 
 
-class ClientTooSlow(Exception):
+class ClientTooSlow(SlurmlinkError):
     """The client took no part of its answer within clients.send_timeout_seconds."""
 
 
@@ -274,7 +275,7 @@ def _within(send: Send, seconds: float) -> Send:
             async with asyncio.timeout(seconds):
                 await send(message)
         except TimeoutError:
-            raise ClientTooSlow from None
+            raise ClientTooSlow(f"the client took no part of its answer within {seconds:g} s") from None
     return timed
 
 

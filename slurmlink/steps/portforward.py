@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 from collections.abc import Callable
 
+from slurmlink.steps.ending import end_step, start_step
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 
 log = logging.getLogger(__name__)
@@ -109,8 +108,11 @@ class PortForwardSession:
         try:
             await self.session.run()
         finally:
-            for task in list(self.relays):
+            relays = list(self.relays)
+            for task in relays:
                 task.cancel()
+            if relays:  # each ends its step: the caller's count holds until every srun is reaped
+                await asyncio.wait(relays)
             with contextlib.suppress(Exception):
                 await self.session.close()
 
@@ -142,9 +144,8 @@ def _port(value: str) -> int | None:
 
 async def _relay_through_step(argv: list[str], env: dict[str, str], data: SpdyStream, port: int) -> str:
     """Copy the data stream through the step both ways; the step's error text ("" when it ended well)."""
-    proc = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True,
-                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await start_step(*argv, env=env, start_new_session=True, stdin=asyncio.subprocess.PIPE,
+                            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
 
@@ -159,9 +160,9 @@ async def _relay_through_step(argv: list[str], env: dict[str, str], data: SpdySt
         while chunk := await stdout.read(READ_SIZE):
             await data.write(chunk)
 
-    feeding = asyncio.create_task(inward())
+    feeding, sending = asyncio.create_task(inward()), asyncio.create_task(outward())
     try:
-        await asyncio.gather(outward(), proc.wait())
+        await asyncio.gather(sending, proc.wait())
         said = (await stderr.read()).decode(errors="replace").splitlines()
         problem = " ".join(line for line in said if not line.startswith("srun: "))  # srun's own: not the pod's
         if proc.returncode != 0:
@@ -169,8 +170,6 @@ async def _relay_through_step(argv: list[str], env: dict[str, str], data: SpdySt
         return ""
     finally:
         feeding.cancel()
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
+        sending.cancel()
+        await asyncio.wait([feeding, sending])  # over: the step's pipes have no reader left but end_step's
+        await end_step(proc)

@@ -13,12 +13,12 @@ import functools
 import logging
 import os
 import pty
-import signal
 import struct
 import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from slurmlink.steps.ending import end_step, start_step
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.spdy import SpdySession, SpdyStream
 
@@ -89,7 +89,7 @@ class ExecSession:
         """The step's exit code; None when the client went away first (the step is then killed)."""
         if self.options.tty:
             return await self._run_with_tty()
-        proc = await asyncio.create_subprocess_exec(
+        proc = await start_step(
             *self.step, env=self.env, start_new_session=True,
             stdin=asyncio.subprocess.PIPE if self.options.stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if self.options.stdout else asyncio.subprocess.DEVNULL,
@@ -105,7 +105,7 @@ class ExecSession:
     async def _run_with_tty(self) -> int | None:
         main, child = pty.openpty()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            proc = await start_step(
                 *self.step, env={**self.env, "TERM": "xterm"}, stdin=child, stdout=child, stderr=child,
                 preexec_fn=functools.partial(_take_terminal, child))  # noqa: PLW1509 - srun --pty needs a terminal
         finally:
@@ -127,17 +127,15 @@ class ExecSession:
         try:
             await asyncio.wait([exited, gone], return_when=asyncio.FIRST_COMPLETED)
             if not exited.done():
-                _kill_group(proc)
-                return None
+                return None  # the client went away: the step is ended below
             await asyncio.wait(pumps, timeout=5)  # what the step wrote last, before the status
             return proc.returncode
         finally:
-            for task in [*pumps, *helpers, gone]:
+            tasks = [*pumps, *helpers, gone, exited]
+            for task in tasks:
                 task.cancel()
-            if not exited.done():
-                _kill_group(proc)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(exited, 5)
+            await asyncio.wait(tasks)  # over: the step's pipes have no reader left but end_step's
+            await end_step(proc)  # run() returns only once srun is reaped: the caller's count holds until then
 
 
 class AttachSession(ExecSession):
@@ -183,11 +181,6 @@ def _take_terminal(terminal: int) -> None:
     (the proxy's loop) runs this before it sets up the child's stdin."""
     os.setsid()
     fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)  # runuser, srun and the step's local side
 
 
 class _Terminal:

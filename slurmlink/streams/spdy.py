@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import struct
 import zlib
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ MAX_CONTROL_FRAME = 64 * 1024  # SYN_STREAM and the like carry a few headers
 MAX_DATA_FRAME = 1024 * 1024  # Go's spdystream writes what io.Copy read (32 KiB) as one frame
 MAX_HEADER_BLOCK = 64 * 1024  # a header block once decompressed (zlib could expand a frame a thousandfold)
 MAX_STREAM_BUFFER = 256 * 1024  # a stream's data not yet read: past it, the session reads no more (backpressure)
+HANGUP_CHECK_SECONDS = 1.0  # how often a paused session looks whether its peer has gone
 MAX_OPEN_STREAMS = 64  # streams the peer may hold open at once; more are refused
 RST_PROTOCOL_ERROR, RST_REFUSED_STREAM, RST_CANCEL, RST_FLOW_CONTROL_ERROR = 1, 3, 5, 7
 
@@ -322,11 +324,20 @@ class SpdySession:
                 # A stream whose reader is behind holds the whole session, as spdystream's does: the peer's
                 # sending then waits on TCP, and nothing here grows without end.
                 for stream in list(self.streams.values()):
-                    await stream.room.wait()
+                    await self._room_in(stream)
         except (ConnectionError, asyncio.IncompleteReadError, SpdyError, struct.error):
             pass  # the peer left, or sent what is not SPDY: the session ends either way
         finally:
             self._end()
+
+    async def _room_in(self, stream: SpdyStream) -> None:
+        """Wait until `stream` has room again. Meanwhile nothing is read, so the peer's leaving would go unseen
+        (and its streams' steps run on): the socket says whether the peer closed or reset the connection."""
+        while not stream.room.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stream.room.wait(), HANGUP_CHECK_SECONDS)
+            if not stream.room.is_set() and _hung_up(self.writer):
+                raise ConnectionResetError("the peer went away while the session was paused")
 
     def _end(self) -> None:
         self.closed = True
@@ -433,3 +444,14 @@ class SpdySession:
                 stream.window_open.set()
         elif frame.kind == GOAWAY:
             raise SpdyError("the peer went away")
+
+
+def _hung_up(writer: asyncio.StreamWriter) -> bool:
+    """The peer has closed or reset the connection, even with its last bytes still unread here (POLLRDHUP: the
+    socket's receiving side was shut down). False where there is no socket to ask."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP)
+    return bool(poller.poll(0))

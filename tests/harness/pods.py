@@ -50,7 +50,7 @@ def gated_container(name: str = "main") -> dict[str, Any]:
 
 def open_gate(job_root: Path | str, namespace: str, uid: str) -> None:
     """Let the pod's gated containers end (exit 0); waits for its job to have made the volume."""
-    gate = Path(pod_workdir(str(job_root), namespace, uid)) / "volumes" / GATE_VOLUME["name"]
+    gate = Path(pod_workdir(str(job_root), namespace, uid)) / "volumes" / str(GATE_VOLUME["name"])
     wait_until(gate.is_dir, 60, f"the gate of pod {uid} (its job's volumes)")
     (gate / "open").touch()
 

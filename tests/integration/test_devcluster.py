@@ -6,7 +6,9 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import subprocess
+import threading
 import uuid
 from pathlib import Path
 from typing import TypeVar
@@ -136,3 +138,27 @@ def test_22_05_and_24_11_run_side_by_side(slurm_cluster: DevCluster, slurm_clust
         version = subprocess.run(["sinfo", "--version"], env=env, check=True, capture_output=True, text=True)
         assert version.stdout.split()[-1].startswith(cluster.slurm)
         shutil.rmtree(workdir)
+
+
+def test_slurmrestd_whose_port_is_still_taken_is_started_again_once_it_is_free(slurm_cluster: DevCluster) -> None:
+    # A CI run saw a restarted slurmrestd exit with "Address already in use": its port was not free yet.
+    slurm_cluster.kill("slurmrestd")
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    def taken() -> bool:  # the old process's connections may hold the port for a moment too
+        try:
+            holder.bind(("127.0.0.1", slurm_cluster.rest_port))
+        except OSError:
+            return False
+        holder.listen()
+        return True
+    try:
+        wait_until(taken, 60, "the port to be free for the test to hold it")
+        threading.Timer(1.5, holder.close).start()
+        slurm_cluster.restart_rest()
+        assert all(slurm_cluster.status().values())
+        assert "Address already in use" in slurm_cluster.log_tail("slurmrestd", 200)
+    finally:
+        holder.close()
+        slurm_cluster.up()  # whatever happened, the session's later tests need slurmrestd

@@ -243,6 +243,24 @@ async def test_a_stream_nobody_reads_holds_the_session_not_the_memory() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_paused_session_notices_its_peer_going_away() -> None:
+    # `kubectl exec -i pod -- sleep infinity < bigfile`, then ^C: the server's session holds a full stream nobody
+    # reads, so it reads nothing more; it must still end (and its step with it) when the client's connection goes.
+    client, server, arrived = await _pair()
+    tasks = [asyncio.create_task(client.run()), asyncio.create_task(server.run())]
+    opened = await client.open_stream({"streamtype": "stdin"})
+    writing = asyncio.create_task(opened.write(b"z" * (4 * spdy.MAX_STREAM_BUFFER)))
+    async with asyncio.timeout(10):
+        while arrived[0].room.is_set():  # the session is paused on the full stream
+            await asyncio.sleep(0.05)
+    client.writer.transport.abort()
+    await asyncio.wait_for(server.ended.wait(), 10 * spdy.HANGUP_CHECK_SECONDS)
+    assert server.closed
+    for task in [writing, *tasks]:
+        task.cancel()
+
+
+@pytest.mark.anyio
 async def test_a_long_client_session_forgets_the_streams_that_ended() -> None:
     # The vk's relay is a client session that lives as long as its pod serves, and the API never opens a stream
     # to it: ended streams must be forgotten when the client opens the next, or the session grows without end.
