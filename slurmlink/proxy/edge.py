@@ -47,6 +47,9 @@ log = logging.getLogger("slurmlink.proxy")
 REASONS = {400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 431: "Request Header Fields "
            "Too Large", 503: "Service Unavailable"}
 MAX_QUEUED = 8  # pipelined requests waiting behind the one being answered
+# In a request's scope["state"]: whether a send would wait now (the client's socket is full), so that the app
+# times only such sends (app.py's send timeout) instead of setting a timer around every one.
+SEND_WOULD_WAIT = "slurmlink.send_would_wait"
 HEAD_END = b"\r\n\r\n"  # llhttp (strict) ends a head at its first empty line: bare LF line ends are refused
 
 
@@ -385,7 +388,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         super().connection_made(transport)
         self.flow = _QueueFlow(transport, self.pipeline)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
-        self.app_state = {**self.app_state, DROP: self.drop}
+        self.app_state = {**self.app_state, DROP: self.drop, SEND_WOULD_WAIT: self.send_would_wait}
         self.admit(self.client[0] if self.client else "")
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
@@ -399,6 +402,11 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
             if cycle is not None:
                 cycle.disconnected = True
         self.transport.abort()
+
+    def send_would_wait(self) -> bool:
+        """Whether uvicorn's `send` would wait now: it waits (at its start, and only there) while the client's
+        socket is full."""
+        return self.flow.write_paused
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.release()
@@ -516,7 +524,8 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.first_bytes, self.counted_as = None, None  # counted from now on by its successor
         self.cancel_header_timer()
         self.connections.discard(self)
-        state = {key: value for key, value in self.app_state.items() if key != DROP}  # the successor's own
+        # the successor's own (without SEND_WOULD_WAIT, the app times each of its sends)
+        state = {key: value for key, value in self.app_state.items() if key not in (DROP, SEND_WOULD_WAIT)}
         successor = self.upgrade_protocol(self.config, self.server_state, state, _loop=self.loop)
         successor.take_connection(transport, counted_as, headers_due, received)
 
