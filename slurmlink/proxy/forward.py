@@ -189,12 +189,8 @@ def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, st
     if not 200 <= status < 300:
         return None
     try:
-        request, response = json.loads(request_body), json.loads(answer)
+        request = json.loads(request_body)
     except ValueError:
-        return None
-    job_id = response.get("job_id") if isinstance(response, dict) else None
-    if isinstance(job_id, bool) or not isinstance(job_id, int | str) or not str(job_id).isdigit() \
-            or int(job_id) == 0:
         return None
     job: Any = request.get("job") if isinstance(request, dict) else None
     if not isinstance(job, dict) and isinstance(request, dict) and isinstance(request.get("jobs"), list):
@@ -203,6 +199,14 @@ def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, st
         return None
     name, workdir = job.get("name"), job.get("current_working_directory")
     if not is_job_name(name):
+        return None  # not a slurmlink job: its answer is not parsed
+    try:
+        response = json.loads(answer)
+    except ValueError:
+        return None
+    job_id = response.get("job_id") if isinstance(response, dict) else None
+    if isinstance(job_id, bool) or not isinstance(job_id, int | str) or not str(job_id).isdigit() \
+            or int(job_id) == 0:
         return None
     return str(job_id), name, workdir if isinstance(workdir, str) else ""
 
