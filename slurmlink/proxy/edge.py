@@ -40,6 +40,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from slurmlink.core.errors import SlurmlinkError
 from slurmlink.streams.upgrade import DROP, SPDY, UpgradableH11
 
 log = logging.getLogger("slurmlink.proxy")
@@ -50,6 +51,8 @@ MAX_QUEUED = 8  # pipelined requests waiting behind the one being answered
 # In a request's scope["state"]: whether a send would wait now (the client's socket is full), so that the app
 # times only such sends (app.py's send timeout) instead of setting a timer around every one.
 SEND_WOULD_WAIT = "slurmlink.send_would_wait"
+# And whether the request's whole body has arrived (then reading it waits for nothing: no timer).
+BODY_ARRIVED = "slurmlink.body_arrived"
 HEAD_END = b"\r\n\r\n"  # llhttp (strict) ends a head at its first empty line: bare LF line ends are refused
 
 
@@ -192,15 +195,15 @@ def too_large(max_header_bytes: int) -> Refused:
     return 431, "HeadersTooLarge", f"the request's headers exceed {max_header_bytes} bytes"
 
 
-class _Refusal(Exception):
+class _Refusal(SlurmlinkError):
     """Raised in a parser callback: stops llhttp, and says what to answer."""
 
     def __init__(self, refused: Refused) -> None:
-        super().__init__(refused[2])
+        super().__init__(refused[2], refused[1])
         self.refused = refused
 
 
-class _HandOver(Exception):  # noqa: N818 (not an error)
+class _HandOver(SlurmlinkError):  # noqa: N818 (not an error)
     """Raised in a parser callback: the connection's first request switches protocols (UpgradeEdge)."""
 
 
@@ -471,7 +474,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         if refused is not None:
             raise _Refusal(refused)
         if hand_over:
-            raise _HandOver()
+            raise _HandOver("the connection switches to SPDY/3.1")
         self.first_bytes = None
         if self.cycle is not None and not self.cycle.response_complete and len(self.pipeline) >= MAX_QUEUED:
             raise _Refusal((429, "TooManyPipelinedRequests", f"at most {MAX_QUEUED} pipelined requests wait "
@@ -479,6 +482,8 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.in_head, self.head_begun, self.head_seen, self.head_tail, self.since_body = False, False, 0, b"", 0
         self.chunked = any(name == b"transfer-encoding" for name, _ in self.headers)  # chunked alone: checked
         super().on_headers_complete()
+        cycle = self.cycle
+        self.scope["state"][BODY_ARRIVED] = lambda: not cycle.more_body  # uvicorn's: False once the body is whole
         if self.expect_100_continue:
             self.expecting = self.cycle
 

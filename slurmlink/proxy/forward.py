@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from slurmlink.core.naming import is_job_name
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
+from slurmlink.proxy.edge import BODY_ARRIVED
 from slurmlink.proxy.errors import error_response
 from slurmlink.proxy.gates import Answer, Call, Step
 from slurmlink.proxy.joblookup import INVALID_JOB_ID
@@ -54,9 +55,13 @@ class Forwarder:
     async def read_body(self, call: Call) -> Answer | None:
         """The body, whole, within the size and time limits; a refusal here closes the connection (what is
         left of the body is never read)."""
+        arrived = (call.request.scope.get("state") or {}).get(BODY_ARRIVED)  # the edge's
         try:
-            async with asyncio.timeout(self.body_timeout):
+            if arrived is not None and arrived():  # reading it waits for nothing: no timer
                 body = await self._body(call)
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await self._body(call)
         except TimeoutError:
             log.info("%s %s from %s as %s: no whole body within %g s", call.method, call.path, call.client,
                      call.user, self.body_timeout)
