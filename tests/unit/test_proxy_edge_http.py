@@ -19,7 +19,15 @@ import pytest
 import uvicorn
 import uvloop
 
-from slurmlink.proxy.edge import MAX_QUEUED, CoalescingTransport, EdgeLimits, EdgeProtocol, edge_protocol
+from slurmlink.proxy.edge import (
+    BODY_ARRIVED,
+    MAX_QUEUED,
+    SEND_WOULD_WAIT,
+    CoalescingTransport,
+    EdgeLimits,
+    EdgeProtocol,
+    edge_protocol,
+)
 from slurmlink.streams.upgrade import SPDY, drop_connection, switch_protocols
 from tests.harness.waiting import wait_until
 
@@ -34,12 +42,16 @@ class Recorder:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, list[tuple[bytes, bytes]], bytes]] = []
+        # what the edge's BODY_ARRIVED said before the body was read and after, and SEND_WOULD_WAIT before the answer
+        self.told: list[tuple[bool | None, bool | None, bool | None]] = []
         self.holding = threading.Event()
         self.release = threading.Event()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        state = scope.get("state") or {}
+        arrived_before = state[BODY_ARRIVED]() if BODY_ARRIVED in state else None
         if scope["path"] == "/hold":
             self.holding.set()
             while not self.release.is_set():  # the test's condition, polled without blocking the loop
@@ -54,6 +66,8 @@ class Recorder:
                 if not message.get("more_body"):
                     break
         self.seen.append((scope["method"], scope["path"], list(scope["headers"]), body))
+        self.told.append((arrived_before, state[BODY_ARRIVED]() if BODY_ARRIVED in state else None,
+                          state[SEND_WOULD_WAIT]() if SEND_WOULD_WAIT in state else None))
         if scope["path"] == "/drop":  # as the proxy's send timeout does
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
             assert drop_connection(scope)
@@ -98,6 +112,7 @@ def edge() -> Iterator[Edge]:
 @pytest.fixture()
 def app(edge: Edge) -> Recorder:
     edge.app.seen.clear()
+    edge.app.told.clear()
     edge.app.holding.clear()
     edge.app.release.clear()
     return edge.app
@@ -444,3 +459,17 @@ def test_an_app_can_drop_the_connection_of_an_answer_it_began(edge: Edge, app: R
     assert b"dropped" not in data
     assert [path for _, path, _, _ in app.seen] == ["/drop"]
     assert not [r for r in caplog.records if "ASGI" in r.getMessage()], caplog.records
+
+
+def test_the_edge_says_when_a_body_has_arrived_and_when_a_send_would_wait(edge: Edge, app: Recorder) -> None:
+    # The proxy sets its body and send timers only when there is something to wait for (BODY_ARRIVED,
+    # SEND_WOULD_WAIT); a body still arriving must never look whole.
+    head = b"POST /%s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+    assert answers(exchange(edge.port, head % b"a" + b"hello"))[0][1]["body"] == "hello"
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(head % b"hold" + b"he")
+        wait_until(app.holding.is_set, 10, "the app to begin the request")
+        sock.sendall(b"llo")
+        app.release.set()
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    assert app.told == [(True, True, False), (False, True, False)]
