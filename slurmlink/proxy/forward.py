@@ -117,6 +117,10 @@ class Forwarder:
             return await self._submission(call, upstream, passed)
         if call.route == policy.JOB and upstream.status_code == 500:
             return await _job_answer(upstream, passed)
+        body = upstream.whole()
+        if body is not None:  # a small answer, read whole with its head: no stream to relay
+            await upstream.aclose()
+            return Answer("allowed", Response(body, status_code=upstream.status_code, headers=passed))
         return Answer("allowed", StreamingResponse(
             _relay(upstream), status_code=upstream.status_code, headers=passed,
             background=BackgroundTask(upstream.aclose)))

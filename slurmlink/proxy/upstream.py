@@ -76,6 +76,15 @@ class UpstreamResponse:
         self._done = length == 0 and not chunked and not preread
         self._closed = False
 
+    def whole(self) -> bytes | None:
+        """The whole body, if it was read with the head (PREREAD_BYTES: never empty) and not given out yet:
+        then it counts as read. None otherwise (read it with `aiter_raw()` or `read()`)."""
+        if not self._preread:
+            return None
+        preread, self._preread = self._preread, b""
+        self._done = True
+        return preread
+
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives (de-chunked, otherwise as sent)."""
         if self._preread:
