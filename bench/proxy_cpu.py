@@ -4,9 +4,10 @@ Usage (from the repository): .venv/bin/python bench/proxy_cpu.py [--requests 800
 `slurmlink proxy` (its own process, as in proxy_throughput.py: the same configuration, the Check-in stand-in as
 issuer, a static map) forwards `--clients` keep-alive clients' POSTs of the same job to a canned slurmrestd: a
 small uvloop server in a process of its own that answers every POST with a submit answer and every GET with a
-ping, at once. With no slurmrestd or slurmctld sharing the cores, the proxy's CPU per request moves much less
-with the machine's load than in proxy_throughput.py, so changes of 10% show; it is also lower there (more
-requests per wake-up). Not a test: nothing passes or fails. See bench/README.md.
+ping, at once (`--read`: the clients GET a job, whose answer the proxy relays). With no slurmrestd or
+slurmctld sharing the cores, the proxy's CPU per request moves much less with the machine's load than in
+proxy_throughput.py, so changes of 10% show; it is also lower there (more requests per wake-up). Not a test:
+nothing passes or fails. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -66,15 +67,19 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
-async def submit(url: str, headers: dict[str, str], requests: int, clients: int) -> float:
-    """Seconds for `clients` keep-alive clients to make `requests` submissions between them."""
+async def submit(url: str, headers: dict[str, str], requests: int, clients: int, read: bool = False) -> float:
+    """Seconds for `clients` keep-alive clients to make `requests` submissions (`read`: job lookups)
+    between them."""
     left = [requests]
 
     async def client() -> None:
         async with httpx.AsyncClient(timeout=30) as http:
             while left[0] > 0:
                 left[0] -= 1
-                answer = await http.post(url, headers=headers, content=JOB)
+                if read:
+                    answer = await http.get(url, headers=headers)
+                else:
+                    answer = await http.post(url, headers=headers, content=JOB)
                 if answer.status_code != 200:
                     raise RuntimeError(f"the proxy answered {answer.status_code}: {answer.text[:300]}")
 
@@ -88,6 +93,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8000, help="submissions per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--read", action="store_true",
+                        help="GET a job (an answer the proxy relays) instead of submitting")
     args = parser.parse_args()
     upstream_port = free_port()
     upstream = multiprocessing.Process(target=canned_slurmrestd, args=(upstream_port,), daemon=True)
@@ -110,13 +117,14 @@ def main() -> None:
                       "rate_limit": {"requests_per_second": 100_000, "burst": 100_000},
                       "state_dir": str(tmp / "proxy-state")}
             with proxy_service(config, tmp) as proxy:
-                url = f"{proxy.url}/slurm/{API_VERSION}/job/submit"
+                url = f"{proxy.url}/slurm/{API_VERSION}/job/{'4242' if args.read else 'submit'}"
                 headers = {"Authorization": f"Bearer {checkin.mint(subject)}", "Content-Type": "application/json"}
-                asyncio.run(submit(url, headers, 500, args.clients))  # warm: the identity cached, connections open
+                # warm: the identity cached, the connections open
+                asyncio.run(submit(url, headers, 500, args.clients, read=args.read))
                 for round_ in range(args.rounds):
                     load = os.getloadavg()[0]
                     before = cpu_ticks(proxy.pid)
-                    seconds = asyncio.run(submit(url, headers, args.requests, args.clients))
+                    seconds = asyncio.run(submit(url, headers, args.requests, args.clients, read=args.read))
                     user, system = (after - was for after, was in zip(cpu_ticks(proxy.pid), before, strict=True))
                     per = 1000 / tick / args.requests
                     print(f"round {round_ + 1}: proxy CPU {(user + system) * per:.3f} ms/request (user "
