@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TextIO
@@ -33,7 +34,7 @@ def configure(level: str, log_format: LogFormat | str = LogFormat.text, *, batch
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = BatchingStreamHandler(interval=BATCH_SECONDS) if batched else logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == LogFormat.json else logging.Formatter(FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == LogFormat.json else SecondCachingFormatter(FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
@@ -78,6 +79,25 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _write_periodically(self) -> None:
         while not self._closed.wait(self.interval):
             self.flush()
+
+
+class SecondCachingFormatter(logging.Formatter):
+    """logging.Formatter, the same text, formatting a record's date and time (strftime) once per second rather
+    than once per record: the proxy logs a line or two per request."""
+
+    def __init__(self, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's)
+        second = int(record.created)
+        if datefmt is not None or self.default_msec_format is None:
+            return super().formatTime(record, datefmt)
+        cached, text = self._second  # one tuple: a thread never sees one second's text with another's
+        if cached != second:
+            text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = (second, text)
+        return self.default_msec_format % (text, record.msecs)
 
 
 # What every LogRecord carries; anything else on a record came from `extra=` and goes into the JSON object

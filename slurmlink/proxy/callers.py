@@ -26,7 +26,7 @@ MAX_REMEMBERED = 10_000  # as many as the validator's identity cache holds by de
 class _Decided:
     identity: Identity  # the validator's object: the decision holds only while the validator returns this one
     caller: Caller
-    audit_fields: dict[str, Any]  # what the audit line of an allowed request says besides action and client
+    audit_line: audit.Prepared  # the audit line of its allowed requests
 
 
 class CallerIdentifier:
@@ -48,7 +48,7 @@ class CallerIdentifier:
         decided = self._decided.get(identity.token_hash)
         if decided is not None and decided.identity is identity:
             self._decided.move_to_end(identity.token_hash)
-            audit.record_for(identity, action=action, allowed=True, client=client, **decided.audit_fields)
+            decided.audit_line.record(action=action, client=client)
             return decided.caller
         decided = await self._decide(token, identity, action=action, client=client, max_age=max_age)
         self._decided[identity.token_hash] = decided
@@ -64,10 +64,11 @@ class CallerIdentifier:
         if service is not None:
             fields: dict[str, Any] = {"reason": "service identity", "mapped_user": service.account, "role": SERVICE}
             audit.record_for(identity, action=action, allowed=True, client=client, **fields)
-            return _Decided(identity, Caller(service.account, identity.subject, identity.issuer, SERVICE), fields)
+            return _Decided(identity, Caller(service.account, identity.subject, identity.issuer, SERVICE),
+                            audit.Prepared(identity, allowed=True, **fields))
         # the validator has the identity cached by token hash: validating again here costs nothing
         grant = await self.authorizer.authorize(token, action=action, client=client, max_age=max_age)
         fields = {"reason": grant.mapping.reason, "vo": grant.decision.vo, "mapped_user": grant.username}
         caller = Caller(grant.username, grant.identity.subject, grant.identity.issuer, USER, grant.decision.vos,
                         grant.decision.groups)
-        return _Decided(grant.identity, caller, fields)
+        return _Decided(grant.identity, caller, audit.Prepared(grant.identity, allowed=True, **fields))

@@ -1,10 +1,25 @@
 """The proxy's HTTP edge: what a client can do before its request is whole, which the app never sees.
 
-uvicorn's h11 protocol, tightened: a connection must send its request's headers within `header_timeout`
-seconds of connecting (or of its first byte after an answer; idle keep-alive connections are uvicorn's
-`timeout_keep_alive`); headers larger than `max_header_bytes` are a 431; connections are capped per client
-address and in total; and every refusal made here has the proxy's JSON shape (errors.py), malformed HTTP
-included. A refusal here closes the connection.
+uvicorn's httptools protocol (llhttp, in C: cheaper per request than h11, bench/README.md), tightened: a
+connection must send its request's headers within `header_timeout` seconds of connecting (or of its first byte
+after an answer; idle keep-alive connections are uvicorn's `timeout_keep_alive`); a head larger than
+`max_header_bytes` is a 431, counted in raw bytes as they arrive (httptools itself holds a head of any size),
+and so are the chunk lines and trailers of a chunked body (`since_body`; the trailers are then dropped);
+what llhttp reads but the proxy does not serve is refused with the head (`head_refusal`: other HTTP versions,
+targets that are not paths, upgrades but one, a body framed twice or by another coding, a missing Host); at
+most `MAX_QUEUED` pipelined requests wait behind the one being answered (uvicorn would queue any number);
+an answer to an `Expect: 100-continue` request that did not read its body closes the connection (the client
+may send that body or its next request); connections are capped per client address and in total; and every refusal
+made here has the proxy's JSON shape (errors.py), malformed HTTP included. A refusal here closes the
+connection.
+
+Switching protocols (the interactive extension's `Upgrade: SPDY/3.1`, interactive.py): llhttp would read
+the request's body as the new protocol's first bytes, and uvicorn's httptools protocol can hand a connection
+only to WebSocket. So a POST asking for SPDY/3.1 as a connection's first request is handed, with every byte
+received so far, to `UpgradeEdge`: uvicorn's h11 protocol able to switch (streams/upgrade.py), which reads that
+one request again, body included, serves it and closes the connection unless it switched. The connection
+stays counted as one until it switches (then it leaves the caps: interactive.max_sessions counts it). Any
+other upgrade is refused.
 
 The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
 and its body separately, which would be two sends (and two wake-ups of the client) per request.
@@ -15,19 +30,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+import httptools
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from slurmlink.streams.upgrade import UpgradableH11
+from slurmlink.core.errors import SlurmlinkError
+from slurmlink.streams.upgrade import DROP, SPDY, UpgradableH11
 
 log = logging.getLogger("slurmlink.proxy")
 
 REASONS = {400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 431: "Request Header Fields "
            "Too Large", 503: "Service Unavailable"}
+MAX_QUEUED = 8  # pipelined requests waiting behind the one being answered
+# In a request's scope["state"]: whether a send would wait now (the client's socket is full), so that the app
+# times only such sends (app.py's send timeout) instead of setting a timer around every one.
+SEND_WOULD_WAIT = "slurmlink.send_would_wait"
+# And whether the request's whole body has arrived (then reading it waits for nothing: no timer).
+BODY_ARRIVED = "slurmlink.body_arrived"
+HEAD_END = b"\r\n\r\n"  # llhttp (strict) ends a head at its first empty line: bare LF line ends are refused
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,10 @@ class CoalescingTransport:
         self._transport, self._loop = transport, loop
         self._pending: list[bytes] = []
 
+    @property
+    def underlying(self) -> asyncio.Transport:
+        return self._transport
+
     def write(self, data: bytes) -> None:
         if not data:
             return
@@ -107,6 +137,156 @@ def refusal_bytes(status: int, error: str, reason: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+Refused = tuple[int, str, str]  # (status, error, reason): an answer in the shape of errors.error_response
+
+
+def head_refusal(*, method: str, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]],
+                 upgrade: bool, may_switch: bool, max_header_bytes: int) -> Refused | None:
+    """What llhttp (httptools) lets through and the proxy does not, judged on a request's whole head; None if
+    it may go on. Header names are lower case, as uvicorn gives them. `may_switch`: the upgrade is one the
+    proxy serves (`switches_to_spdy`, as a connection's first request). Pure.
+
+    llhttp itself refuses a body framed twice (Content-Length with Transfer-Encoding, two Content-Lengths),
+    malformed lengths, bad header lines and control characters; the framing rules are checked here again so
+    that they hold whatever the parser's leniencies (a framing read two ways is how requests are smuggled)."""
+    if head_bytes(target, headers) > max_header_bytes:
+        return too_large(max_header_bytes)
+    if http_version not in ("1.0", "1.1"):  # llhttp reads HTTP/0.9 and 2.0 request lines too
+        return 400, "BadRequest", f"HTTP/{http_version} is not served: HTTP/1.1 or 1.0"
+    if not target.startswith(b"/") or b"#" in target:  # llhttp's URL parser would take the path of the rest
+        return 400, "BadRequest", f"{method} with a target that is not a path (origin form) is not served"
+    if upgrade and not may_switch:  # llhttp would stop reading the connection as HTTP
+        return 400, "BadRequest", (f"the proxy switches protocols only to {SPDY}, by POST, as a connection's "
+                                   "first request (exec and port-forward); no other Upgrade or CONNECT")
+    names = [name for name, _ in headers]
+    if http_version == "1.1" and names.count(b"host") != 1:  # RFC 9112 3.2
+        return 400, "BadRequest", "an HTTP/1.1 request has exactly one Host header"
+    codings = [value for name, value in headers if name == b"transfer-encoding"]
+    if codings and b"content-length" in names:  # RFC 9112 6.1 allows refusing it
+        return 400, "BadRequest", "both Content-Length and Transfer-Encoding frame the body"
+    if codings and (http_version == "1.0" or len(codings) > 1 or codings[0].strip().lower() != b"chunked"):
+        return 400, "BadRequest", "Transfer-Encoding other than one `chunked` in HTTP/1.1 is not served"
+    return None
+
+
+def switches_to_spdy(method: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    """A POST asking to switch to SPDY/3.1 alone (the interactive extension's routes). Pure."""
+    offered = [value for name, value in headers if name == b"upgrade"]
+    return method == "POST" and len(offered) == 1 and offered[0].strip().lower() == SPDY.lower().encode()
+
+
+def head_bytes(target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """The size of a request line and its headers, about as sent. Pure."""
+    return len(target) + 16 + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+def head_end(data: bytes, start: int, tail: bytes) -> int:
+    """Where the head that goes on at `start` of `data` ends (the offset after its empty line), `tail` being
+    the last bytes of the same head in earlier reads; len(data) if no end is found. Pure."""
+    if tail:
+        across = (tail + data[:3]).find(HEAD_END)
+        if across >= 0:
+            return across + 4 - len(tail)
+    end = data.find(HEAD_END, start)
+    return len(data) if end < 0 else end + 4
+
+
+def too_large(max_header_bytes: int) -> Refused:
+    return 431, "HeadersTooLarge", f"the request's headers exceed {max_header_bytes} bytes"
+
+
+class _Refusal(SlurmlinkError):
+    """Raised in a parser callback: stops llhttp, and says what to answer."""
+
+    def __init__(self, refused: Refused) -> None:
+        super().__init__(refused[2], refused[1])
+        self.refused = refused
+
+
+class _HandOver(SlurmlinkError):  # noqa: N818 (not an error)
+    """Raised in a parser callback: the connection's first request switches protocols (UpgradeEdge)."""
+
+
+class _QueueFlow(FlowControl):
+    """uvicorn's flow control, not reading while `MAX_QUEUED` pipelined requests wait (uvicorn resumes
+    reading whenever a request asks for its body or an answer is done)."""
+
+    def __init__(self, transport: asyncio.Transport, queue: deque[Any]) -> None:
+        super().__init__(transport)
+        self.queue = queue
+
+    def resume_reading(self) -> None:
+        if len(self.queue) < MAX_QUEUED:
+            super().resume_reading()
+
+
+class _Guarded:
+    """What both protocols of a listener do alike: count the connection, time its headers, refuse. A mixin
+    for uvicorn's protocols (their loop, transport and cycle)."""
+
+    limits: EdgeLimits
+    open_connections: OpenConnections
+    loop: asyncio.AbstractEventLoop
+    transport: Any
+    cycle: Any
+
+    def guard(self) -> None:
+        self.counted_as: str | None = None
+        # One timer per connection, not one per request: each request moves the deadline it checks
+        # (None: no request's headers are awaited now), and it re-arms itself when it finds one later.
+        self.headers_due: float | None = None
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def admit(self, address: str) -> None:
+        refused = self.open_connections.admit(address, self.limits)
+        if refused is not None:
+            log.warning("refused a connection from %s: %s", address, refused[1])
+            self.refuse(*refused)
+            return
+        self.counted_as = address
+        self.await_headers()
+
+    def release(self) -> None:
+        if self.counted_as is not None:
+            self.open_connections.release(self.counted_as)
+            self.counted_as = None
+        self.cancel_header_timer()
+
+    def waiting_for_headers(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def await_headers(self) -> None:
+        if self.headers_due is not None:
+            return
+        self.headers_due = self.loop.time() + self.limits.header_timeout
+        if self.header_timer is None and not self.transport.is_closing():
+            self.header_timer = self.loop.call_at(self.headers_due, self.headers_too_slow)
+
+    def cancel_header_timer(self) -> None:
+        self.headers_due = None
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def headers_too_slow(self) -> None:
+        self.header_timer = None
+        if self.headers_due is None:  # no headers awaited now; the next request arms a timer again
+            return
+        if self.headers_due > self.loop.time():  # a later request's deadline
+            self.header_timer = self.loop.call_at(self.headers_due, self.headers_too_slow)
+            return
+        if self.waiting_for_headers() and not self.transport.is_closing():
+            log.info("closed a connection from %s: no whole request within %g s", self.counted_as,
+                     self.limits.header_timeout)
+            self.refuse(408, "RequestTimeout", f"no whole request headers within {self.limits.header_timeout:g} s")
+
+    def refuse(self, status: int, error: str, reason: str) -> None:
+        self.cancel_header_timer()
+        if not self.transport.is_closing():
+            self.transport.write(refusal_bytes(status, error, reason))
+            self.transport.close()
+
+
 class _RememberingConnection(h11.Connection):
     """h11's connection, remembering why the client's bytes were not HTTP (uvicorn drops the exception).
     h11 limits only headers still arriving; headers that arrived whole are measured here."""
@@ -119,121 +299,290 @@ class _RememberingConnection(h11.Connection):
     def next_event(self) -> Any:
         try:
             event = super().next_event()
-            if isinstance(event, h11.Request):
-                check_request(event, self.max_header_bytes)
+            if isinstance(event, h11.Request) and head_bytes(event.target, list(event.headers)) > \
+                    self.max_header_bytes:
+                raise h11.RemoteProtocolError("headers too large", error_status_hint=431)
             return event
         except h11.RemoteProtocolError as exc:
             self.last_error = exc
             raise
 
 
-def check_request(request: h11.Request, max_header_bytes: int) -> None:
-    """What h11 lets through and the proxy does not: headers that arrived whole but too large, and a body
-    framed twice (RFC 9112 6.1 allows refusing it; a framing read two ways is how requests are smuggled)."""
-    if header_bytes(request) > max_header_bytes:
-        raise h11.RemoteProtocolError("headers too large", error_status_hint=431)
-    names = {name for name, _ in request.headers}
-    if b"content-length" in names and b"transfer-encoding" in names:
-        raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding frame the body")
+class UpgradeEdge(_Guarded, UpgradableH11):
+    """uvicorn's h11 protocol for the one request of a connection that asked to switch to SPDY/3.1, handed
+    over (`take_connection`) by the httptools edge, which already counted the connection and checked the
+    request's head. Closes the connection after its answer unless it switched protocols."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.remembering = _RememberingConnection(self.limits.max_header_bytes)
+        self.conn = self.remembering
+        self.guard()
+
+    def take_connection(self, transport: asyncio.Transport, counted_as: str, headers_due: float | None,
+                        received: bytes) -> None:
+        transport.set_protocol(self)
+        super().connection_made(transport)
+        self.transport = CoalescingTransport(transport, self.loop)
+        self.counted_as = counted_as
+        if headers_due is not None:  # the request's headers are whole, but h11 has them only now
+            self.headers_due = headers_due
+            self.header_timer = self.loop.call_at(headers_due, self.headers_too_slow)
+        self.data_received(received)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.release()
+        super().connection_lost(exc)
+
+    def _take_over(self) -> tuple[asyncio.Transport, bytes, Callable[[], None]]:
+        """A switched connection (interactive.py) leaves the client caps: in mode 1 every session comes from
+        the API's host, whose REST calls must not be refused for them (interactive.max_sessions caps them)."""
+        self.release()
+        return super()._take_over()
+
+    def data_received(self, data: bytes) -> None:
+        if self.counted_as is None:  # refused: nothing it sends is read
+            return
+        super().data_received(data)
+        if not self.waiting_for_headers():
+            self.headers_due = None
+
+    def on_response_complete(self) -> None:
+        if not self._switched:  # before h11 would start on what follows
+            self.transport.close()
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        error = self.remembering.last_error
+        if error is not None and error.error_status_hint == 431:
+            self.refuse(*too_large(self.limits.max_header_bytes))
+            return
+        said = str(error)[:200] if error is not None else msg
+        self.refuse(400, "BadRequest", f"the request is not valid HTTP/1.1: {said}")
 
 
-def header_bytes(request: h11.Request) -> int:
-    """The size of a request line and its headers, about as sent. Pure."""
-    return len(request.target) + 16 + sum(len(name) + len(value) + 4 for name, value in request.headers)
+class EdgeProtocol(_Guarded, HttpToolsProtocol):
+    """The httptools edge; `edge_protocol` gives each listener its own subclass (its limits and count)."""
+
+    upgrade_protocol: type[UpgradeEdge]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard()
+        # The raw bytes of a head are counted while it arrives (httptools holds a head whole, without a
+        # limit; and its callbacks do not see everything a head holds, such as whitespace around values):
+        self.in_head = True         # no body is being read (a head arriving, or none begun yet)
+        self.head_begun = False     # llhttp began a message's head
+        self.head_seen = 0          # bytes of the current head in earlier reads
+        self.head_tail = b""        # its last bytes there (an empty line may span two reads)
+        self.reading = b""          # the bytes being parsed now
+        self.cursor = 0             # where, in them, the bytes not yet accounted for begin: exact until a
+        self.cursor_exact = True    # chunked body ends in them (its last chunk line and trailers are not)
+        self.body_fed = False       # some of them were body
+        self.chunked = False        # the body being read is chunked
+        self.since_body = 0         # bytes of a body that were chunk lines or trailers, not body
+        self.first_bytes: list[bytes] | None = []  # everything received until the first head is whole
+        self.expecting: Any = None  # the request that asked `Expect: 100-continue`
+        self.running: Any = None    # the request being answered (uvicorn's protocol forgets it)
+        # a refusal of a pipelined request, sent once the answers to the requests before it are out
+        self.deferred: Refused | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.flow = _QueueFlow(transport, self.pipeline)
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self.app_state = {**self.app_state, DROP: self.drop, SEND_WOULD_WAIT: self.send_would_wait}
+        self.admit(self.client[0] if self.client else "")
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self.running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def drop(self) -> None:
+        """Close the connection at once, the answer being sent unfinished (streams.upgrade.drop_connection:
+        the proxy's send timeout); what the app sends after this is dropped, as for a client that left."""
+        for cycle in (self.running, self.cycle, *(queued for queued, _ in self.pipeline)):
+            if cycle is not None:
+                cycle.disconnected = True
+        self.transport.abort()
+
+    def send_would_wait(self) -> bool:
+        """Whether uvicorn's `send` would wait now: it waits (at its start, and only there) while the client's
+        socket is full."""
+        return self.flow.write_paused
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.release()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.counted_as is None or self.deferred is not None or self.transport.is_closing():
+            return  # refused: nothing more is read
+        if self.waiting_for_headers():
+            self.await_headers()
+        self._unset_keepalive_if_required()
+        if self.first_bytes is not None:
+            self.first_bytes.append(data)
+        self.reading, self.cursor, self.cursor_exact, self.body_fed = data, 0, True, False
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:  # the callback errors too, with our exception as context
+            if isinstance(exc.__context__, _HandOver):
+                self.hand_over()
+            else:
+                self.refuse_request(exc)
+            return
+        except httptools.HttpParserUpgrade:  # not reached: an upgrade is handed over or refused with its head
+            self.refuse_request(_Refusal((400, "BadRequest", "the proxy does not switch protocols here")))
+            return
+        finally:
+            self.reading = b""
+        if self.in_head:
+            if self.head_begun:  # a head still arriving: counted from where it began (or from a lower bound)
+                self.head_seen += len(data) - self.cursor
+                self.head_tail = (self.head_tail + data[-3:])[-3:]
+                if self.head_seen > self.limits.max_header_bytes:
+                    self.refuse_request(_Refusal(too_large(self.limits.max_header_bytes)))
+                    return
+        else:  # within a body: the bytes after its last body bytes are chunk lines or trailers (httptools
+            # holds a trailer whole)
+            self.since_body = (0 if self.body_fed else self.since_body) + len(data) - self.cursor
+            if self.since_body > self.limits.max_header_bytes:
+                self.refuse_request(_Refusal((431, "HeadersTooLarge", "the request's chunk lines and trailers "
+                                              f"exceed {self.limits.max_header_bytes} bytes")))
+                return
+        if not self.waiting_for_headers():
+            self.headers_due = None
+
+    # --- llhttp's callbacks, around uvicorn's -----------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.head_begun = True
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_head:  # not a trailer after a chunked body: uvicorn would add it to the request's headers
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.count_head()
+        method = self.parser.get_method().decode("ascii", "replace")
+        upgrade = self.parser.should_upgrade()
+        hand_over = upgrade and self.first_bytes is not None and switches_to_spdy(method, self.headers)
+        refused = head_refusal(method=method, target=self.url, http_version=self.parser.get_http_version(),
+                               headers=self.headers, upgrade=upgrade, may_switch=hand_over,
+                               max_header_bytes=self.limits.max_header_bytes)
+        if refused is not None:
+            raise _Refusal(refused)
+        if hand_over:
+            raise _HandOver("the connection switches to SPDY/3.1")
+        self.first_bytes = None
+        if self.cycle is not None and not self.cycle.response_complete and len(self.pipeline) >= MAX_QUEUED:
+            raise _Refusal((429, "TooManyPipelinedRequests", f"at most {MAX_QUEUED} pipelined requests wait "
+                            "for their answers on one connection; send the next when one is answered"))
+        self.in_head, self.head_begun, self.head_seen, self.head_tail, self.since_body = False, False, 0, b"", 0
+        self.chunked = any(name == b"transfer-encoding" for name, _ in self.headers)  # chunked alone: checked
+        super().on_headers_complete()
+        cycle = self.cycle
+        self.scope["state"][BODY_ARRIVED] = lambda: not cycle.more_body  # uvicorn's: False once the body is whole
+        if self.expect_100_continue:
+            self.expecting = self.cycle
+
+    def count_head(self) -> None:
+        """The raw size of the head just parsed (up to its empty line), or an upper bound where the bytes
+        before it in this read were a chunked body: 431 past the limit."""
+        data = self.reading
+        if not self.cursor_exact:
+            raw = self.head_seen + len(data) - self.cursor
+        else:
+            start = self.cursor
+            if not self.head_seen:  # llhttp skips empty lines before a request line
+                while start < len(data) and data[start] in b"\r\n":
+                    start += 1
+            end = head_end(data, start, self.head_tail if self.head_seen else b"")
+            raw = self.head_seen + end - self.cursor
+            self.cursor = end
+        if raw > self.limits.max_header_bytes:
+            raise _Refusal(too_large(self.limits.max_header_bytes))
+
+    def on_body(self, body: bytes) -> None:
+        if self.chunked:  # past the chunk line before it: found, or found too early (then more is counted)
+            found = self.reading.find(body, self.cursor)
+            self.cursor = (found if found >= 0 else self.cursor) + len(body)
+        else:
+            self.cursor += len(body)
+        self.body_fed = True
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.chunked:  # where its last chunk line and trailers end is not known
+            self.chunked, self.cursor_exact = False, False
+        self.in_head, self.head_begun = True, False
+        super().on_message_complete()
+
+    # --- switching protocols ----------------------------------------------------------------------------
+    def hand_over(self) -> None:
+        """The connection's first request asks to switch to SPDY/3.1: UpgradeEdge reads it from its first
+        byte (body included, which llhttp would take for the new protocol's) and serves it."""
+        assert self.first_bytes is not None and self.counted_as is not None
+        transport = self.transport.underlying  # type: ignore[attr-defined]
+        received, counted_as, headers_due = b"".join(self.first_bytes), self.counted_as, self.headers_due
+        self.first_bytes, self.counted_as = None, None  # counted from now on by its successor
+        self.cancel_header_timer()
+        self.connections.discard(self)
+        # the successor's own (without SEND_WOULD_WAIT, the app times each of its sends)
+        state = {key: value for key, value in self.app_state.items() if key not in (DROP, SEND_WOULD_WAIT)}
+        successor = self.upgrade_protocol(self.config, self.server_state, state, _loop=self.loop)
+        successor.take_connection(transport, counted_as, headers_due, received)
+
+    # --- refusals -------------------------------------------------------------------------------------
+    def refuse_request(self, exc: BaseException) -> None:
+        """A request the parser or head_refusal refused. Answered unless the app has begun answering the
+        request whose body broke (then the connection is only closed: one answer per request)."""
+        cause = exc if isinstance(exc, _Refusal) else exc.__context__
+        refused = cause.refused if isinstance(cause, _Refusal) else (
+            400, "BadRequest", f"the request is not valid HTTP/1.1: {str(cause or exc)[:200]}")
+        log.info("refused a request from %s: %s", self.counted_as, refused[2])
+        broken = None if self.in_head else self.cycle  # the request whose body broke
+        if broken is not None and broken.response_started:
+            self.cancel_header_timer()
+            self.transport.close()
+            return
+        # uvicorn parses pipelined requests ahead and queues them (newest first): the answers to the
+        # requests before this one go out first, in order, and a queued broken request never runs
+        queued = bool(self.pipeline) and self.pipeline[0][0] is broken
+        if queued:
+            self.pipeline.popleft()
+        if queued or self.pipeline or (broken is None and not self.waiting_for_headers()):
+            self.deferred = refused
+            return
+        self.refuse(*refused)
+
+    def on_response_complete(self) -> None:
+        more = bool(self.pipeline)  # then uvicorn starts the next queued request
+        super().on_response_complete()
+        expecting = self.expecting
+        if expecting is not None and expecting.response_complete:
+            self.expecting = None
+            if expecting.more_body or expecting.body:  # answered, its body unread (no 100 Continue was sent):
+                # the client may send that body, or its next request instead, and the two cannot be told apart
+                log.info("closed a connection from %s: answered without reading the body it announced "
+                         "(Expect: 100-continue)", self.counted_as)
+                self.transport.close()
+                return
+        if self.deferred is not None and not more:
+            self.refuse(*self.deferred)
 
 
-def edge_protocol(limits: EdgeLimits) -> type[H11Protocol]:
+def edge_protocol(limits: EdgeLimits) -> type[EdgeProtocol]:
     """The protocol class for one listener (uvicorn's `http=`), with its own count of open connections."""
     connections = OpenConnections()
 
-    class EdgeProtocol(UpgradableH11):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.remembering = _RememberingConnection(limits.max_header_bytes)
-            self.conn = self.remembering
-            self.counted_as: str | None = None
-            # One timer per connection, not one per request: each request moves the deadline it checks
-            # (None: no request's headers are awaited now), and it re-arms itself when it finds one later.
-            self.headers_due: float | None = None
-            self.header_timer: asyncio.TimerHandle | None = None
+    class ListenerUpgradeEdge(UpgradeEdge):
+        pass
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
-            address = self.client[0] if self.client else ""
-            refused = connections.admit(address, limits)
-            if refused is not None:
-                log.warning("refused a connection from %s: %s", address, refused[1])
-                self.refuse(*refused)
-                return
-            self.counted_as = address
-            self.await_headers()
+    class ListenerEdge(EdgeProtocol):
+        upgrade_protocol = ListenerUpgradeEdge
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self.release()
-            super().connection_lost(exc)
-
-        def release(self) -> None:
-            if self.counted_as is not None:
-                connections.release(self.counted_as)
-                self.counted_as = None
-            self.cancel_header_timer()
-
-        def _take_over(self) -> tuple[asyncio.Transport, bytes, Callable[[], None]]:
-            """A switched connection (interactive.py) leaves the client caps: in mode 1 every session comes from
-            the API's host, whose REST calls must not be refused for them (interactive.max_sessions caps them)."""
-            self.release()
-            return super()._take_over()
-
-        def data_received(self, data: bytes) -> None:
-            if self.counted_as is None:  # refused: nothing it sends is read
-                return
-            if self.waiting_for_headers():
-                self.await_headers()
-            super().data_received(data)
-            if not self.waiting_for_headers():
-                self.headers_due = None
-
-        def send_400_response(self, msg: str) -> None:
-            error = self.remembering.last_error
-            if error is not None and error.error_status_hint == 431:
-                self.refuse(431, "HeadersTooLarge", f"the request's headers exceed {limits.max_header_bytes} bytes")
-                return
-            said = str(error)[:200] if error is not None else msg
-            self.refuse(400, "BadRequest", f"the request is not valid HTTP/1.1: {said}")
-
-        def waiting_for_headers(self) -> bool:
-            return self.cycle is None or self.cycle.response_complete
-
-        def await_headers(self) -> None:
-            if self.headers_due is not None:
-                return
-            self.headers_due = self.loop.time() + limits.header_timeout
-            if self.header_timer is None and not self.transport.is_closing():
-                self.header_timer = self.loop.call_at(self.headers_due, self.headers_too_slow)
-
-        def cancel_header_timer(self) -> None:
-            self.headers_due = None
-            if self.header_timer is not None:
-                self.header_timer.cancel()
-                self.header_timer = None
-
-        def headers_too_slow(self) -> None:
-            self.header_timer = None
-            if self.headers_due is None:  # no headers awaited now; the next request arms a timer again
-                return
-            if self.headers_due > self.loop.time():  # a later request's deadline
-                self.header_timer = self.loop.call_at(self.headers_due, self.headers_too_slow)
-                return
-            if self.waiting_for_headers() and not self.transport.is_closing():
-                log.info("closed a connection from %s: no whole request within %g s", self.counted_as,
-                         limits.header_timeout)
-                self.refuse(408, "RequestTimeout", f"no whole request headers within {limits.header_timeout:g} s")
-
-        def refuse(self, status: int, error: str, reason: str) -> None:
-            self.cancel_header_timer()
-            if not self.transport.is_closing():
-                self.transport.write(refusal_bytes(status, error, reason))
-                self.transport.close()
-
-    return EdgeProtocol
+    for protocol in (ListenerUpgradeEdge, ListenerEdge):
+        protocol.limits, protocol.open_connections = limits, connections
+    return ListenerEdge

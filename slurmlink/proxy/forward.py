@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from slurmlink.core.naming import is_job_name
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
+from slurmlink.proxy.edge import BODY_ARRIVED
 from slurmlink.proxy.errors import error_response
 from slurmlink.proxy.gates import Answer, Call, Step
 from slurmlink.proxy.joblookup import INVALID_JOB_ID
@@ -54,9 +55,13 @@ class Forwarder:
     async def read_body(self, call: Call) -> Answer | None:
         """The body, whole, within the size and time limits; a refusal here closes the connection (what is
         left of the body is never read)."""
+        arrived = (call.request.scope.get("state") or {}).get(BODY_ARRIVED)  # the edge's
         try:
-            async with asyncio.timeout(self.body_timeout):
+            if arrived is not None and arrived():  # reading it waits for nothing: no timer
                 body = await self._body(call)
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    body = await self._body(call)
         except TimeoutError:
             log.info("%s %s from %s as %s: no whole body within %g s", call.method, call.path, call.client,
                      call.user, self.body_timeout)
@@ -112,6 +117,10 @@ class Forwarder:
             return await self._submission(call, upstream, passed)
         if call.route == policy.JOB and upstream.status_code == 500:
             return await _job_answer(upstream, passed)
+        body = upstream.whole()
+        if body is not None:  # a small answer, read whole with its head: no stream to relay
+            await upstream.aclose()
+            return Answer("allowed", Response(body, status_code=upstream.status_code, headers=passed))
         return Answer("allowed", StreamingResponse(
             _relay(upstream), status_code=upstream.status_code, headers=passed,
             background=BackgroundTask(upstream.aclose)))
@@ -189,12 +198,8 @@ def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, st
     if not 200 <= status < 300:
         return None
     try:
-        request, response = json.loads(request_body), json.loads(answer)
+        request = json.loads(request_body)
     except ValueError:
-        return None
-    job_id = response.get("job_id") if isinstance(response, dict) else None
-    if isinstance(job_id, bool) or not isinstance(job_id, int | str) or not str(job_id).isdigit() \
-            or int(job_id) == 0:
         return None
     job: Any = request.get("job") if isinstance(request, dict) else None
     if not isinstance(job, dict) and isinstance(request, dict) and isinstance(request.get("jobs"), list):
@@ -203,6 +208,14 @@ def _submitted(request_body: bytes, status: int, answer: bytes) -> tuple[str, st
         return None
     name, workdir = job.get("name"), job.get("current_working_directory")
     if not is_job_name(name):
+        return None  # not a slurmlink job: its answer is not parsed
+    try:
+        response = json.loads(answer)
+    except ValueError:
+        return None
+    job_id = response.get("job_id") if isinstance(response, dict) else None
+    if isinstance(job_id, bool) or not isinstance(job_id, int | str) or not str(job_id).isdigit() \
+            or int(job_id) == 0:
         return None
     return str(job_id), name, workdir if isinstance(workdir, str) else ""
 

@@ -59,7 +59,7 @@ class Call:
         path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = scope.get("query_string", b"").decode("latin-1")
         client = scope["client"][0] if scope.get("client") else ""
-        verdict = policy.decide(request.method, path, query, allow_slurmdb=allow_slurmdb)
+        verdict = policy.decide_remembered(request.method, path, query, allow_slurmdb=allow_slurmdb)
         return cls(request, request.method, path, query, client, verdict)
 
     @cached_property

@@ -8,10 +8,12 @@ is refused, so what is checked is exactly what is forwarded.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
 VERSION = r"v0\.0\.(?:3[6-9]|4[0-5])"  # v0.0.36 .. v0.0.45
+MAX_REMEMBERED_TARGET = 256  # decisions are remembered only for targets this short: memory stays bounded
 
 
 class ServiceAccess(enum.Enum):
@@ -148,3 +150,16 @@ def decide(method: str, path: str, query: str = "", *, allow_slurmdb: bool = Fal
     if path_matched:
         return _deny("method-not-allowed", f"{method} is not allowed on this path")
     return _deny("path-not-allowed", f"{method} {path} is not on the proxy's allow-list")
+
+
+def decide_remembered(method: str, path: str, query: str = "", *, allow_slurmdb: bool = False) -> PolicyDecision:
+    """`decide`, remembered for request lines seen lately (every submission has the same one): it is pure, and
+    matching the rules one by one took 2 µs a request alone, up to 9 µs in the proxy under load (bench/README.md)."""
+    if len(path) + len(query) > MAX_REMEMBERED_TARGET:
+        return decide(method, path, query, allow_slurmdb=allow_slurmdb)
+    return _remembered(method, path, query, allow_slurmdb)
+
+
+@functools.lru_cache(maxsize=1024)
+def _remembered(method: str, path: str, query: str, allow_slurmdb: bool) -> PolicyDecision:
+    return decide(method, path, query, allow_slurmdb=allow_slurmdb)

@@ -21,6 +21,7 @@ from slurmlink.core.errors import SlurmlinkError
 
 MAX_HEAD_BYTES = 64 * 1024  # slurmrestd's answer heads are a few hundred bytes
 READ_SIZE = 64 * 1024
+PREREAD_BYTES = 16 * 1024  # a body up to this size, with a Content-Length, is read with the head (most answers)
 NO_BODY_STATUSES = frozenset({204, 304})
 REFUSED_RETRY_SECONDS = (0.05, 0.5)  # after a refused connect: first delay, doubling up to the second
 REFUSED_RETRY_WINDOW = 2.0  # refused connects are tried again for this long (within the connect timeout)
@@ -67,15 +68,29 @@ class UpstreamResponse:
     `aclose()` (always: it gives the connection back to the pool, or closes it if the body was not read)."""
 
     def __init__(self, pool: UpstreamPool, conn: _Connection, status: int, headers: list[tuple[str, str]],
-                 length: int | None, chunked: bool, keep_alive: bool) -> None:
+                 length: int | None, chunked: bool, keep_alive: bool, preread: bytes = b"") -> None:
         self.status_code, self.headers = status, headers  # header names lowercased
         self._pool, self._conn = pool, conn
         self._length, self._chunked, self._keep_alive = length, chunked, keep_alive
-        self._done = length == 0 and not chunked
+        self._preread = preread  # the whole body, read with the head (then _length is 0): read once given out
+        self._done = length == 0 and not chunked and not preread
         self._closed = False
+
+    def whole(self) -> bytes | None:
+        """The whole body, if it was read with the head (PREREAD_BYTES: never empty) and not given out yet:
+        then it counts as read. None otherwise (read it with `aiter_raw()` or `read()`)."""
+        if not self._preread:
+            return None
+        preread, self._preread = self._preread, b""
+        self._done = True
+        return preread
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives (de-chunked, otherwise as sent)."""
+        if self._preread:
+            preread, self._preread = self._preread, b""
+            self._done = True
+            yield preread
         while not self._done:
             chunk = await self._next_chunk()
             if chunk:
@@ -151,7 +166,8 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
 
     async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> UpstreamResponse:
-        """Send one request (`target` checked with `valid_target`); the answer's head is read, its body is not."""
+        """Send one request (`target` checked with `valid_target`); the answer's head is read, and its body too
+        when it is small (PREREAD_BYTES, with a Content-Length): within the same timer, not one more."""
         head = self._head(method, target, headers, body)
         try:
             if self._slots.locked():  # else it is taken at once: no timer to set
@@ -251,6 +267,9 @@ class UpstreamPool:
             length, chunked = 0, False
         elif length is None and not chunked:
             keep_alive = False  # the body ends when the connection does
+        if length is not None and 0 < length <= PREREAD_BYTES:
+            return UpstreamResponse(self, conn, status, headers, 0, False, keep_alive,
+                                    await conn.reader.readexactly(length))
         return UpstreamResponse(self, conn, status, headers, length, chunked, keep_alive)
 
 

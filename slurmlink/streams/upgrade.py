@@ -25,6 +25,7 @@ from slurmlink.core.errors import SlurmlinkError
 
 TAKE_OVER = "slurmlink.take_over"
 ON_SHUTDOWN = "slurmlink.on_shutdown"
+DROP = "slurmlink.drop"  # a listener that cannot switch protocols may still close a request's connection
 SPDY = "SPDY/3.1"
 MAX_HEAD = 64 * 1024
 
@@ -105,7 +106,12 @@ def switch_protocols(scope: MutableMapping[str, Any], headers: Sequence[tuple[st
 
 def drop_connection(scope: MutableMapping[str, Any]) -> bool:
     """Close the request's connection at once, its answer unfinished (uvicorn counts it as the client's going,
-    not as an app that returned too early); False where the listener cannot (not an UpgradableH11 one)."""
+    not as an app that returned too early); False where the listener cannot (neither an UpgradableH11 one nor
+    one that offers DROP, as the proxy's httptools edge does)."""
+    drop: Callable[[], None] | None = (scope.get("state") or {}).get(DROP)
+    if drop is not None:
+        drop()
+        return True
     take_over = (scope.get("state") or {}).get(TAKE_OVER)
     if take_over is None:
         return False

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from slurmlink.logs import BatchingStreamHandler, JsonFormatter
+from slurmlink.logs import FORMAT, BatchingStreamHandler, JsonFormatter, SecondCachingFormatter
 
 
 def formatted(record: logging.LogRecord) -> dict[str, object]:
@@ -124,3 +124,11 @@ def test_a_batched_process_loses_no_line_at_exit() -> None:
             "[logging.getLogger('t').info('line %d', n) for n in range(50)]")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert [line.rsplit(" ", 1)[-1] for line in done.stderr.splitlines()] == [str(n) for n in range(50)]
+
+
+def test_the_text_format_writes_what_logging_formatter_writes() -> None:
+    cached, plain = SecondCachingFormatter(FORMAT), logging.Formatter(FORMAT)
+    for created in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.25, 1_700_000_000.5, 1_700_003_600.125):
+        record = logging.LogRecord("slurmlink.proxy", logging.INFO, "", 0, "a %s", ("line",), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert cached.format(record) == plain.format(record)

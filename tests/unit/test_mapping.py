@@ -617,3 +617,29 @@ def test_audit_never_logs_a_token_and_cannot_be_split(caplog: pytest.LogCaptureF
     assert line["decision"] == "deny"
     assert line["token"] == "(not a hash: dropped)"  # noqa: S105 - a marker, not a secret
     assert len(line["subject"]) < 600
+
+
+@pytest.mark.parametrize("subject", [SUB, "\0client", "a\"\0time\"b", "\0action", "x" * 5000, "line\n{\"x\":1}"])
+def test_a_prepared_audit_line_is_the_line_record_for_writes(caplog: pytest.LogCaptureFixture, subject: str) -> None:
+    # The proxy prepares a caller's line once (audit.Prepared); claims that hold its marks, or anything else,
+    # must not change what is written.
+    class Hostile(_Caller):
+        pass
+
+    Hostile.subject = subject
+    prepared = audit.Prepared(Hostile(), allowed=True, reason="static", vo=VO, mapped_user="sltest1")
+    with caplog.at_level(logging.INFO, logger="slurmlink.audit"):
+        for action, client in [("POST /slurm/v0.0.38/job/submit", "192.0.2.7"), ("GET /\0client\"x", None)]:
+            prepared.record(action=action, client=client)
+            audit.record_for(Hostile(), action=action, client=client, allowed=True, reason="static", vo=VO,
+                             mapped_user="sltest1")
+    records = [r for r in caplog.records if r.name == "slurmlink.audit"]
+    assert len(records) == 4
+    for fast, slow in (records[0:2], records[2:4]):
+        assert "\n" not in fast.getMessage()
+        fast_line, slow_line = json.loads(fast.getMessage()), json.loads(slow.getMessage())
+        assert fast.getMessage().replace(fast_line["time"], "T") == slow.getMessage().replace(slow_line["time"], "T")
+        assert fast_line.pop("time")[:16] == slow_line.pop("time")[:16]
+        fast_entry, slow_entry = dict(fast.audit), dict(slow.audit)  # type: ignore[attr-defined]
+        fast_entry.pop("time"), slow_entry.pop("time")
+        assert fast_entry == slow_entry and fast.levelno == slow.levelno == logging.INFO
