@@ -47,6 +47,12 @@ log = logging.getLogger("slurmlink.proxy")
 REASONS = {400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 431: "Request Header Fields "
            "Too Large", 503: "Service Unavailable"}
 MAX_QUEUED = 8  # pipelined requests waiting behind the one being answered
+# llhttp strict, whatever uvicorn sets: only bytes after a `Connection: close` request are read (uvicorn answers
+# that request, then closes). Every leniency of httptools' parser is named (a test checks it)
+LLHTTP_LENIENCIES = {"lenient_headers": False, "lenient_chunked_length": False, "lenient_keep_alive": False,
+                     "lenient_transfer_encoding": False, "lenient_version": False, "lenient_data_after_close": True,
+                     "lenient_optional_lf_after_cr": False, "lenient_optional_cr_before_lf": False,
+                     "lenient_optional_crlf_after_chunk": False, "lenient_spaces_after_chunk_size": False}
 HEAD_END = b"\r\n\r\n"  # llhttp (strict) ends a head at its first empty line: bare LF line ends are refused
 
 
@@ -362,6 +368,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.parser.set_dangerous_leniencies(**LLHTTP_LENIENCIES)
         self.guard()
         # The raw bytes of a head are counted while it arrives (httptools holds a head whole, without a
         # limit; and its callbacks do not see everything a head holds, such as whitespace around values):

@@ -9,16 +9,20 @@ Requests are written on raw sockets, byte for byte."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httptools
 import pytest
 import uvicorn
 import uvloop
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from slurmlink.proxy import edge as edge_module
 from slurmlink.proxy.edge import MAX_QUEUED, CoalescingTransport, EdgeLimits, EdgeProtocol, edge_protocol
 from slurmlink.streams.upgrade import SPDY, drop_connection, switch_protocols
 from tests.harness.waiting import wait_until
@@ -444,3 +448,24 @@ def test_an_app_can_drop_the_connection_of_an_answer_it_began(edge: Edge, app: R
     assert b"dropped" not in data
     assert [path for _, path, _, _ in app.seen] == ["/drop"]
     assert not [r for r in caplog.records if "ASGI" in r.getMessage()], caplog.records
+
+
+# --- the second review of the httptools edge (rev14) ------------------------------------------------------
+
+def test_the_uvicorn_and_httptools_internals_the_edge_relies_on_are_unchanged() -> None:
+    """edge.py replaces uvicorn's data_received and reads its protocol's and cycle's state; uvicorn and httptools
+    are pinned below the next versions (pyproject.toml): raising a pin must pass this first."""
+    for name in ("_start_asgi_task", "_unset_keepalive_if_required", "_should_upgrade", "on_message_begin",
+                 "on_header", "on_headers_complete", "on_body", "on_message_complete", "on_response_complete"):
+        assert callable(getattr(HttpToolsProtocol, name, None)), name
+    protocol = inspect.getsource(HttpToolsProtocol)
+    for used in ("self.pipeline.appendleft((self.cycle, app))",  # queued newest first...
+                 "cycle, app = self.pipeline.pop()",  # ...and started oldest first (refuse_request's order)
+                 "self.flow = FlowControl(", "self.expect_100_continue = True"):
+        assert used in protocol, used
+    cycle = inspect.getsource(RequestResponseCycle)
+    for used in ("self.disconnected = False", "self.body = bytearray()", "self.more_body = True",
+                 "self.response_started = False", "self.response_complete = False"):
+        assert used in cycle, used
+    leniencies = inspect.signature(httptools.HttpRequestParser.set_dangerous_leniencies).parameters
+    assert set(leniencies) - {"self"} == set(edge_module.LLHTTP_LENIENCIES)  # a new leniency would be llhttp's default
