@@ -377,9 +377,12 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.head_seen = 0          # bytes of the current head in earlier reads
         self.head_tail = b""        # its last bytes there (an empty line may span two reads)
         self.reading = b""          # the bytes being parsed now
-        self.cursor = 0             # where, in them, the bytes not yet accounted for begin: exact until a
-        self.cursor_exact = True    # chunked body ends in them (its last chunk line and trailers are not)
+        self.cursor = 0             # where, in them, the bytes not yet accounted for begin (exact: chunk lines
+        # and trailers are followed by their line ends, the one byte llhttp strict ends a line with)
+        self.body_end = 0           # where, in them, the last body bytes end (or the body began)
         self.body_fed = False       # some of them were body
+        self.chunk_has_body = False  # the chunk whose line was read last had body bytes (else: the last chunk)
+        self.line_so_far = b""      # the start of a trailer line begun in earlier reads (3 bytes at most)
         self.chunked = False        # the body being read is chunked
         self.since_body = 0         # bytes of a body that were chunk lines or trailers, not body
         self.first_bytes: list[bytes] | None = []  # everything received until the first head is whole
@@ -419,7 +422,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self.first_bytes is not None:
             self.first_bytes.append(data)
-        self.reading, self.cursor, self.cursor_exact, self.body_fed = data, 0, True, False
+        self.reading, self.cursor, self.body_end, self.body_fed = data, 0, 0, False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:  # the callback errors too, with our exception as context
@@ -442,7 +445,10 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
                     return
         else:  # within a body: the bytes after its last body bytes are chunk lines or trailers (httptools
             # holds a trailer whole)
-            self.since_body = (0 if self.body_fed else self.since_body) + len(data) - self.cursor
+            self.since_body = (0 if self.body_fed else self.since_body) + len(data) - self.body_end
+            if self.chunked and not self.chunk_has_body:  # maybe within trailers: the line they end in
+                line_start = max(data.rfind(b"\n", self.cursor) + 1, self.cursor)
+                self.line_so_far = ((b"" if line_start else self.line_so_far) + data[line_start:])[:3]
             if self.since_body > self.limits.max_header_bytes:
                 self.refuse_request(_Refusal((431, "HeadersTooLarge", "the request's chunk lines and trailers "
                                               f"exceed {self.limits.max_header_bytes} bytes")))
@@ -482,34 +488,43 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
             self.expecting = self.cycle
 
     def count_head(self) -> None:
-        """The raw size of the head just parsed (up to its empty line), or an upper bound where the bytes
-        before it in this read were a chunked body: 431 past the limit."""
+        """The raw size of the head just parsed (up to its empty line): 431 past the limit."""
         data = self.reading
-        if not self.cursor_exact:
-            raw = self.head_seen + len(data) - self.cursor
-        else:
-            start = self.cursor
-            if not self.head_seen:  # llhttp skips empty lines before a request line
-                while start < len(data) and data[start] in b"\r\n":
-                    start += 1
-            end = head_end(data, start, self.head_tail if self.head_seen else b"")
-            raw = self.head_seen + end - self.cursor
-            self.cursor = end
+        start = self.cursor
+        if not self.head_seen:  # llhttp skips empty lines before a request line
+            while start < len(data) and data[start] in b"\r\n":
+                start += 1
+        end = head_end(data, start, self.head_tail if self.head_seen else b"")
+        raw = self.head_seen + end - self.cursor
+        self.cursor = self.body_end = end
         if raw > self.limits.max_header_bytes:
             raise _Refusal(too_large(self.limits.max_header_bytes))
 
     def on_body(self, body: bytes) -> None:
-        if self.chunked:  # past the chunk line before it: found, or found too early (then more is counted)
-            found = self.reading.find(body, self.cursor)
-            self.cursor = (found if found >= 0 else self.cursor) + len(body)
-        else:
-            self.cursor += len(body)
-        self.body_fed = True
+        self.cursor += len(body)
+        self.body_end, self.body_fed, self.chunk_has_body = self.cursor, True, True
         super().on_body(body)
 
+    # A chunked body's lines, followed in raw bytes (llhttp strict: each ends in CRLF, no other LF within):
+    def on_chunk_header(self) -> None:  # after a chunk's size line
+        self.cursor = self.reading.find(b"\n", self.cursor) + 1
+        self.chunk_has_body, self.line_so_far = False, b""
+
+    def on_chunk_complete(self) -> None:  # after a chunk's data and its CRLF, or the last chunk's trailers
+        if self.chunk_has_body:
+            self.cursor = self.reading.find(b"\n", self.cursor) + 1
+            return
+        line, start = self.line_so_far, self.cursor  # trailer lines, up to the empty one
+        while (end := self.reading.find(b"\n", start)) >= 0:
+            line += self.reading[start:end]
+            start = end + 1
+            if line == b"\r":
+                break
+            line = b""
+        self.cursor = start
+
     def on_message_complete(self) -> None:
-        if self.chunked:  # where its last chunk line and trailers end is not known
-            self.chunked, self.cursor_exact = False, False
+        self.chunked = False
         self.in_head, self.head_begun = True, False
         super().on_message_complete()
 

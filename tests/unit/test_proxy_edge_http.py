@@ -469,3 +469,34 @@ def test_the_uvicorn_and_httptools_internals_the_edge_relies_on_are_unchanged() 
         assert used in cycle, used
     leniencies = inspect.signature(httptools.HttpRequestParser.set_dangerous_leniencies).parameters
     assert set(leniencies) - {"self"} == set(edge_module.LLHTTP_LENIENCIES)  # a new leniency would be llhttp's default
+
+
+def test_a_chunked_body_whose_data_looks_like_its_chunk_lines_is_served(edge: Edge, app: Recorder) -> None:
+    """Chunk lines are followed in raw bytes, not by finding each chunk's data in the read (data `1` would be
+    found in the line `1` before it, and the body counted as chunk lines)."""
+    data = exchange(edge.port, HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    + b"1\r\n1\r\n" * 200_000 + b"0\r\n\r\n")
+    assert [(status, len(body["body"])) for status, body in answers(data)] == [(200, 200_000)]
+
+
+@pytest.mark.parametrize("size", [1000, 60_000])
+def test_a_request_pipelined_after_a_chunked_one_is_counted_from_its_own_start(edge: Edge, app: Recorder,
+                                                                               size: int) -> None:
+    """The end of a chunked body is known exactly: the next request's head is not counted with its body."""
+    data = exchange(edge.port, b"POST /one HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n"
+                    b"0\r\nX-T: 1\r\n\r\nPOST /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                    b"Content-Length: %d\r\n\r\n" % size + b"b" * size)
+    assert [(status, body.get("path", body.get("error"))) for status, body in answers(data)] == [
+        (200, "/one"), (200, "/two")]
+
+
+TRAILED = b"1\r\nz\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", range(1, len(TRAILED)))
+def test_chunk_lines_and_trailers_split_anywhere_end_where_they_end(edge: Edge, app: Recorder, split: int) -> None:
+    padded = b"GET /two HTTP/1.1\r\nHost: a\r\nX-Pad: " + b" " * 20_000 + b"a\r\n\r\n"
+    data = exchange(edge.port, HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + TRAILED[:split],
+                    TRAILED[split:] + b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n" + padded)
+    assert [(status, body.get("path", body.get("error"))) for status, body in answers(data)] == [
+        (200, "/slurm/v0.0.40/job/submit"), (200, "/one"), (431, "HeadersTooLarge")]
