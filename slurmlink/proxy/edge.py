@@ -6,8 +6,9 @@ after an answer; idle keep-alive connections are uvicorn's `timeout_keep_alive`)
 `max_header_bytes` is a 431, counted in raw bytes as they arrive (httptools itself holds a head of any size),
 and so are the chunk lines and trailers of a chunked body (`since_body`; the trailers are then dropped);
 what llhttp reads but the proxy does not serve is refused with the head (`head_refusal`: other HTTP versions,
-targets that are not paths, upgrades but one, a body framed twice or by another coding, a missing Host); at
-most `MAX_QUEUED` pipelined requests wait behind the one being answered (uvicorn would queue any number);
+targets that are not paths, CONNECT, an upgrade it cannot ignore, a body framed twice or by another coding, a
+missing Host); at most `MAX_QUEUED` pipelined requests wait behind the one being answered (uvicorn would
+queue any number);
 an answer to an `Expect: 100-continue` request that did not read its body closes the connection (the client
 may send that body or its next request); connections are capped per client address and in total; and every refusal
 made here has the proxy's JSON shape (errors.py), malformed HTTP included. A refusal here closes the
@@ -18,8 +19,11 @@ the request's body as the new protocol's first bytes, and uvicorn's httptools pr
 only to WebSocket. So a POST asking for SPDY/3.1 as a connection's first request is handed, with every byte
 received so far, to `UpgradeEdge`: uvicorn's h11 protocol able to switch (streams/upgrade.py), which reads that
 one request again, body included, serves it and closes the connection unless it switched. The connection
-stays counted as one until it switches (then it leaves the caps: interactive.max_sessions counts it). Any
-other upgrade is refused.
+stays counted as one until it switches (then it leaves the caps: interactive.max_sessions counts it).
+Any other upgrade (h2c, websocket) is ignored (RFC 9110 7.8): on a request without a body llhttp reads on
+after its head as HTTP (`parse`); the connection's first request with a body is handed to UpgradeEdge too (it
+never switches to anything but SPDY); a later one with a body is refused, llhttp would read its body as
+requests.
 
 The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
 and its body separately, which would be two sends (and two wake-ups of the client) per request.
@@ -143,8 +147,8 @@ Refused = tuple[int, str, str]  # (status, error, reason): an answer in the shap
 def head_refusal(*, method: str, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]],
                  upgrade: bool, may_switch: bool, max_header_bytes: int) -> Refused | None:
     """What llhttp (httptools) lets through and the proxy does not, judged on a request's whole head; None if
-    it may go on. Header names are lower case, as uvicorn gives them. `may_switch`: the upgrade is one the
-    proxy serves (`switches_to_spdy`, as a connection's first request). Pure.
+    it may go on. Header names are lower case, as uvicorn gives them. `may_switch`: the request is handed to h11
+    (UpgradeEdge: a connection's first request, asking for SPDY/3.1 or another upgrade with a body). Pure.
 
     llhttp itself refuses a body framed twice (Content-Length with Transfer-Encoding, two Content-Lengths),
     malformed lengths, bad header lines and control characters; the framing rules are checked here again so
@@ -155,10 +159,13 @@ def head_refusal(*, method: str, target: bytes, http_version: str, headers: list
         return 400, "BadRequest", f"HTTP/{http_version} is not served: HTTP/1.1 or 1.0"
     if not target.startswith(b"/") or b"#" in target:  # llhttp's URL parser would take the path of the rest
         return 400, "BadRequest", f"{method} with a target that is not a path (origin form) is not served"
-    if upgrade and not may_switch:  # llhttp would stop reading the connection as HTTP
-        return 400, "BadRequest", (f"the proxy switches protocols only to {SPDY}, by POST, as a connection's "
-                                   "first request (exec and port-forward); no other Upgrade or CONNECT")
     names = [name for name, _ in headers]
+    if upgrade and not may_switch and (method == "CONNECT" or offers_spdy(headers) or has_body(headers)):
+        # another upgrade is ignored (RFC 9110 7.8), but llhttp reads no body after an upgrade's head: what
+        # follows it is read as the next request, so a body would be taken for requests
+        return 400, "BadRequest", (f"the proxy switches protocols only to {SPDY}, by POST, as a connection's "
+                                   "first request (exec and port-forward); it ignores another Upgrade on a "
+                                   "connection's first request or a request without a body; no CONNECT")
     if http_version == "1.1" and names.count(b"host") != 1:  # RFC 9112 3.2
         return 400, "BadRequest", "an HTTP/1.1 request has exactly one Host header"
     codings = [value for name, value in headers if name == b"transfer-encoding"]
@@ -173,6 +180,16 @@ def switches_to_spdy(method: str, headers: list[tuple[bytes, bytes]]) -> bool:
     """A POST asking to switch to SPDY/3.1 alone (the interactive extension's routes). Pure."""
     offered = [value for name, value in headers if name == b"upgrade"]
     return method == "POST" and len(offered) == 1 and offered[0].strip().lower() == SPDY.lower().encode()
+
+
+def offers_spdy(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(SPDY.lower().encode() in value.lower() for name, value in headers if name == b"upgrade")
+
+
+def has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A request's head frames a body (llhttp has checked the lengths: digits). Pure."""
+    return any(name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" \t0"))
+               for name, value in headers)
 
 
 def head_bytes(target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
@@ -347,6 +364,9 @@ class UpgradeEdge(_Guarded, UpgradableH11):
         if not self.waiting_for_headers():
             self.headers_due = None
 
+    def _should_upgrade(self) -> bool:  # uvicorn's: would hand a WebSocket upgrade to its WebSocket protocol
+        return False
+
     def on_response_complete(self) -> None:
         if not self._switched:  # before h11 would start on what follows
             self.transport.close()
@@ -424,15 +444,12 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
             self.first_bytes.append(data)
         self.reading, self.cursor, self.body_end, self.body_fed = data, 0, 0, False
         try:
-            self.parser.feed_data(data)
+            self.parse(data)
         except httptools.HttpParserError as exc:  # the callback errors too, with our exception as context
             if isinstance(exc.__context__, _HandOver):
                 self.hand_over()
             else:
                 self.refuse_request(exc)
-            return
-        except httptools.HttpParserUpgrade:  # not reached: an upgrade is handed over or refused with its head
-            self.refuse_request(_Refusal((400, "BadRequest", "the proxy does not switch protocols here")))
             return
         finally:
             self.reading = b""
@@ -456,6 +473,20 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         if not self.waiting_for_headers():
             self.headers_due = None
 
+    def parse(self, data: bytes) -> None:
+        """Feed llhttp. It stops reading HTTP after the head of a request asking to upgrade: the upgrade is
+        ignored (head_refusal let through only requests without a body), so what follows is read on as HTTP."""
+        fed = 0
+        while True:
+            try:
+                self.parser.feed_data(data[fed:] if fed else data)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                fed += exc.args[0]
+
+    def _should_upgrade(self) -> bool:  # uvicorn's: would hand a WebSocket upgrade to its WebSocket protocol
+        return False
+
     # --- llhttp's callbacks, around uvicorn's -----------------------------------------------------------
     def on_message_begin(self) -> None:
         self.head_begun = True
@@ -469,7 +500,10 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.count_head()
         method = self.parser.get_method().decode("ascii", "replace")
         upgrade = self.parser.should_upgrade()
-        hand_over = upgrade and self.first_bytes is not None and switches_to_spdy(method, self.headers)
+        # the connection's first request, asking for SPDY/3.1, or for another upgrade (ignored) with a body,
+        # which llhttp would not read (curl --http2 -d over plain http): h11 reads it whole
+        hand_over = upgrade and self.first_bytes is not None and (switches_to_spdy(method, self.headers) or (
+            has_body(self.headers) and not offers_spdy(self.headers) and method != "CONNECT"))
         refused = head_refusal(method=method, target=self.url, http_version=self.parser.get_http_version(),
                                headers=self.headers, upgrade=upgrade, may_switch=hand_over,
                                max_header_bytes=self.limits.max_header_bytes)

@@ -11,7 +11,9 @@ import contextlib
 import http.server
 import json
 import logging
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -455,3 +457,21 @@ def test_an_spdy_upgrade_without_connection_upgrade_is_refused_not_a_500(
         server.stop()
     assert (status, refusal(data)["error"]) == (400, "UpgradeRequired"), data
     assert not [r for r in caplog.records if r.exc_info or "nternal" in r.getMessage()], caplog.records
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_http2_over_plain_http_is_answered_in_http_1_1(proxy: ProxyServer, alice: str) -> None:
+    """curl --http2 asks to upgrade to h2c (RFC 7540's, on any request, body or not): the proxy ignores it."""
+    def curl(path: str, *options: str) -> tuple[str, str]:
+        done = subprocess.run(["curl", "--http2", "-sS", "-H", f"Authorization: Bearer {alice}", *options,
+                               "-w", "\n%{http_code} %{http_version}", f"{proxy.url}{path}"],
+                              capture_output=True, text=True, timeout=60, check=True)
+        body, _, status = done.stdout.rpartition("\n")
+        return body, status
+
+    body, status = curl(f"/slurm/{V}/ping")
+    assert status == "200 1.1", body
+    body, status = curl(f"/slurm/{V}/job/submit", "-H", "Content-Type: application/json", "--data-binary",
+                        json.dumps(submit_body("slurmlink-proxy-curl-http2", "#!/bin/bash\ntrue")))
+    assert status == "200 1.1", body
+    httpx.delete(f"{proxy.url}/slurm/{V}/job/{json.loads(body)['job_id']}", headers=bearer(alice), timeout=30)
