@@ -6,8 +6,9 @@ after an answer; idle keep-alive connections are uvicorn's `timeout_keep_alive`)
 `max_header_bytes` is a 431, counted in raw bytes as they arrive (httptools itself holds a head of any size),
 and so are the chunk lines and trailers of a chunked body (`since_body`; the trailers are then dropped);
 what llhttp reads but the proxy does not serve is refused with the head (`head_refusal`: other HTTP versions,
-targets that are not paths, upgrades but one, a body framed twice or by another coding, a missing Host); at
-most `MAX_QUEUED` pipelined requests wait behind the one being answered (uvicorn would queue any number);
+targets that are not paths, CONNECT, an upgrade it cannot ignore, a body framed twice or by another coding, a
+missing Host); at most `MAX_QUEUED` pipelined requests wait behind the one being answered (uvicorn would
+queue any number);
 an answer to an `Expect: 100-continue` request that did not read its body closes the connection (the client
 may send that body or its next request); connections are capped per client address and in total; and every refusal
 made here has the proxy's JSON shape (errors.py), malformed HTTP included. A refusal here closes the
@@ -18,8 +19,11 @@ the request's body as the new protocol's first bytes, and uvicorn's httptools pr
 only to WebSocket. So a POST asking for SPDY/3.1 as a connection's first request is handed, with every byte
 received so far, to `UpgradeEdge`: uvicorn's h11 protocol able to switch (streams/upgrade.py), which reads that
 one request again, body included, serves it and closes the connection unless it switched. The connection
-stays counted as one until it switches (then it leaves the caps: interactive.max_sessions counts it). Any
-other upgrade is refused.
+stays counted as one until it switches (then it leaves the caps: interactive.max_sessions counts it).
+Any other upgrade (h2c, websocket) is ignored (RFC 9110 7.8): on a request without a body llhttp reads on
+after its head as HTTP (`parse`); the connection's first request with a body is handed to UpgradeEdge too (it
+never switches to anything but SPDY); a later one with a body is refused, llhttp would read its body as
+requests.
 
 The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
 and its body separately, which would be two sends (and two wake-ups of the client) per request.
@@ -53,6 +57,12 @@ MAX_QUEUED = 8  # pipelined requests waiting behind the one being answered
 SEND_WOULD_WAIT = "slurmlink.send_would_wait"
 # And whether the request's whole body has arrived (then reading it waits for nothing: no timer).
 BODY_ARRIVED = "slurmlink.body_arrived"
+# llhttp strict, whatever uvicorn sets: only bytes after a `Connection: close` request are read (uvicorn answers
+# that request, then closes). Every leniency of httptools' parser is named (a test checks it)
+LLHTTP_LENIENCIES = {"lenient_headers": False, "lenient_chunked_length": False, "lenient_keep_alive": False,
+                     "lenient_transfer_encoding": False, "lenient_version": False, "lenient_data_after_close": True,
+                     "lenient_optional_lf_after_cr": False, "lenient_optional_cr_before_lf": False,
+                     "lenient_optional_crlf_after_chunk": False, "lenient_spaces_after_chunk_size": False}
 HEAD_END = b"\r\n\r\n"  # llhttp (strict) ends a head at its first empty line: bare LF line ends are refused
 
 
@@ -143,8 +153,8 @@ Refused = tuple[int, str, str]  # (status, error, reason): an answer in the shap
 def head_refusal(*, method: str, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]],
                  upgrade: bool, may_switch: bool, max_header_bytes: int) -> Refused | None:
     """What llhttp (httptools) lets through and the proxy does not, judged on a request's whole head; None if
-    it may go on. Header names are lower case, as uvicorn gives them. `may_switch`: the upgrade is one the
-    proxy serves (`switches_to_spdy`, as a connection's first request). Pure.
+    it may go on. Header names are lower case, as uvicorn gives them. `may_switch`: the request is handed to h11
+    (UpgradeEdge: a connection's first request, asking for SPDY/3.1 or another upgrade with a body). Pure.
 
     llhttp itself refuses a body framed twice (Content-Length with Transfer-Encoding, two Content-Lengths),
     malformed lengths, bad header lines and control characters; the framing rules are checked here again so
@@ -155,10 +165,13 @@ def head_refusal(*, method: str, target: bytes, http_version: str, headers: list
         return 400, "BadRequest", f"HTTP/{http_version} is not served: HTTP/1.1 or 1.0"
     if not target.startswith(b"/") or b"#" in target:  # llhttp's URL parser would take the path of the rest
         return 400, "BadRequest", f"{method} with a target that is not a path (origin form) is not served"
-    if upgrade and not may_switch:  # llhttp would stop reading the connection as HTTP
-        return 400, "BadRequest", (f"the proxy switches protocols only to {SPDY}, by POST, as a connection's "
-                                   "first request (exec and port-forward); no other Upgrade or CONNECT")
     names = [name for name, _ in headers]
+    if upgrade and not may_switch and (method == "CONNECT" or offers_spdy(headers) or has_body(headers)):
+        # another upgrade is ignored (RFC 9110 7.8), but llhttp reads no body after an upgrade's head: what
+        # follows it is read as the next request, so a body would be taken for requests
+        return 400, "BadRequest", (f"the proxy switches protocols only to {SPDY}, by POST, as a connection's "
+                                   "first request (exec and port-forward); it ignores another Upgrade on a "
+                                   "connection's first request or a request without a body; no CONNECT")
     if http_version == "1.1" and names.count(b"host") != 1:  # RFC 9112 3.2
         return 400, "BadRequest", "an HTTP/1.1 request has exactly one Host header"
     codings = [value for name, value in headers if name == b"transfer-encoding"]
@@ -173,6 +186,16 @@ def switches_to_spdy(method: str, headers: list[tuple[bytes, bytes]]) -> bool:
     """A POST asking to switch to SPDY/3.1 alone (the interactive extension's routes). Pure."""
     offered = [value for name, value in headers if name == b"upgrade"]
     return method == "POST" and len(offered) == 1 and offered[0].strip().lower() == SPDY.lower().encode()
+
+
+def offers_spdy(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(SPDY.lower().encode() in value.lower() for name, value in headers if name == b"upgrade")
+
+
+def has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A request's head frames a body (llhttp has checked the lengths: digits). Pure."""
+    return any(name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" \t0"))
+               for name, value in headers)
 
 
 def head_bytes(target: bytes, headers: list[tuple[bytes, bytes]]) -> int:
@@ -347,6 +370,9 @@ class UpgradeEdge(_Guarded, UpgradableH11):
         if not self.waiting_for_headers():
             self.headers_due = None
 
+    def _should_upgrade(self) -> bool:  # uvicorn's: would hand a WebSocket upgrade to its WebSocket protocol
+        return False
+
     def on_response_complete(self) -> None:
         if not self._switched:  # before h11 would start on what follows
             self.transport.close()
@@ -368,6 +394,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.parser.set_dangerous_leniencies(**LLHTTP_LENIENCIES)
         self.guard()
         # The raw bytes of a head are counted while it arrives (httptools holds a head whole, without a
         # limit; and its callbacks do not see everything a head holds, such as whitespace around values):
@@ -376,9 +403,12 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.head_seen = 0          # bytes of the current head in earlier reads
         self.head_tail = b""        # its last bytes there (an empty line may span two reads)
         self.reading = b""          # the bytes being parsed now
-        self.cursor = 0             # where, in them, the bytes not yet accounted for begin: exact until a
-        self.cursor_exact = True    # chunked body ends in them (its last chunk line and trailers are not)
+        self.cursor = 0             # where, in them, the bytes not yet accounted for begin (exact: chunk lines
+        # and trailers are followed by their line ends, the one byte llhttp strict ends a line with)
+        self.body_end = 0           # where, in them, the last body bytes end (or the body began)
         self.body_fed = False       # some of them were body
+        self.chunk_has_body = False  # the chunk whose line was read last had body bytes (else: the last chunk)
+        self.line_so_far = b""      # the start of a trailer line begun in earlier reads (3 bytes at most)
         self.chunked = False        # the body being read is chunked
         self.since_body = 0         # bytes of a body that were chunk lines or trailers, not body
         self.first_bytes: list[bytes] | None = []  # everything received until the first head is whole
@@ -423,17 +453,14 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self.first_bytes is not None:
             self.first_bytes.append(data)
-        self.reading, self.cursor, self.cursor_exact, self.body_fed = data, 0, True, False
+        self.reading, self.cursor, self.body_end, self.body_fed = data, 0, 0, False
         try:
-            self.parser.feed_data(data)
+            self.parse(data)
         except httptools.HttpParserError as exc:  # the callback errors too, with our exception as context
             if isinstance(exc.__context__, _HandOver):
                 self.hand_over()
             else:
                 self.refuse_request(exc)
-            return
-        except httptools.HttpParserUpgrade:  # not reached: an upgrade is handed over or refused with its head
-            self.refuse_request(_Refusal((400, "BadRequest", "the proxy does not switch protocols here")))
             return
         finally:
             self.reading = b""
@@ -446,13 +473,30 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
                     return
         else:  # within a body: the bytes after its last body bytes are chunk lines or trailers (httptools
             # holds a trailer whole)
-            self.since_body = (0 if self.body_fed else self.since_body) + len(data) - self.cursor
+            self.since_body = (0 if self.body_fed else self.since_body) + len(data) - self.body_end
+            if self.chunked and not self.chunk_has_body:  # maybe within trailers: the line they end in
+                line_start = max(data.rfind(b"\n", self.cursor) + 1, self.cursor)
+                self.line_so_far = ((b"" if line_start else self.line_so_far) + data[line_start:])[:3]
             if self.since_body > self.limits.max_header_bytes:
                 self.refuse_request(_Refusal((431, "HeadersTooLarge", "the request's chunk lines and trailers "
                                               f"exceed {self.limits.max_header_bytes} bytes")))
                 return
         if not self.waiting_for_headers():
             self.headers_due = None
+
+    def parse(self, data: bytes) -> None:
+        """Feed llhttp. It stops reading HTTP after the head of a request asking to upgrade: the upgrade is
+        ignored (head_refusal let through only requests without a body), so what follows is read on as HTTP."""
+        fed = 0
+        while True:
+            try:
+                self.parser.feed_data(data[fed:] if fed else data)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                fed += exc.args[0]
+
+    def _should_upgrade(self) -> bool:  # uvicorn's: would hand a WebSocket upgrade to its WebSocket protocol
+        return False
 
     # --- llhttp's callbacks, around uvicorn's -----------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -467,7 +511,10 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.count_head()
         method = self.parser.get_method().decode("ascii", "replace")
         upgrade = self.parser.should_upgrade()
-        hand_over = upgrade and self.first_bytes is not None and switches_to_spdy(method, self.headers)
+        # the connection's first request, asking for SPDY/3.1, or for another upgrade (ignored) with a body,
+        # which llhttp would not read (curl --http2 -d over plain http): h11 reads it whole
+        hand_over = upgrade and self.first_bytes is not None and (switches_to_spdy(method, self.headers) or (
+            has_body(self.headers) and not offers_spdy(self.headers) and method != "CONNECT"))
         refused = head_refusal(method=method, target=self.url, http_version=self.parser.get_http_version(),
                                headers=self.headers, upgrade=upgrade, may_switch=hand_over,
                                max_header_bytes=self.limits.max_header_bytes)
@@ -488,34 +535,43 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
             self.expecting = self.cycle
 
     def count_head(self) -> None:
-        """The raw size of the head just parsed (up to its empty line), or an upper bound where the bytes
-        before it in this read were a chunked body: 431 past the limit."""
+        """The raw size of the head just parsed (up to its empty line): 431 past the limit."""
         data = self.reading
-        if not self.cursor_exact:
-            raw = self.head_seen + len(data) - self.cursor
-        else:
-            start = self.cursor
-            if not self.head_seen:  # llhttp skips empty lines before a request line
-                while start < len(data) and data[start] in b"\r\n":
-                    start += 1
-            end = head_end(data, start, self.head_tail if self.head_seen else b"")
-            raw = self.head_seen + end - self.cursor
-            self.cursor = end
+        start = self.cursor
+        if not self.head_seen:  # llhttp skips empty lines before a request line
+            while start < len(data) and data[start] in b"\r\n":
+                start += 1
+        end = head_end(data, start, self.head_tail if self.head_seen else b"")
+        raw = self.head_seen + end - self.cursor
+        self.cursor = self.body_end = end
         if raw > self.limits.max_header_bytes:
             raise _Refusal(too_large(self.limits.max_header_bytes))
 
     def on_body(self, body: bytes) -> None:
-        if self.chunked:  # past the chunk line before it: found, or found too early (then more is counted)
-            found = self.reading.find(body, self.cursor)
-            self.cursor = (found if found >= 0 else self.cursor) + len(body)
-        else:
-            self.cursor += len(body)
-        self.body_fed = True
+        self.cursor += len(body)
+        self.body_end, self.body_fed, self.chunk_has_body = self.cursor, True, True
         super().on_body(body)
 
+    # A chunked body's lines, followed in raw bytes (llhttp strict: each ends in CRLF, no other LF within):
+    def on_chunk_header(self) -> None:  # after a chunk's size line
+        self.cursor = self.reading.find(b"\n", self.cursor) + 1
+        self.chunk_has_body, self.line_so_far = False, b""
+
+    def on_chunk_complete(self) -> None:  # after a chunk's data and its CRLF, or the last chunk's trailers
+        if self.chunk_has_body:
+            self.cursor = self.reading.find(b"\n", self.cursor) + 1
+            return
+        line, start = self.line_so_far, self.cursor  # trailer lines, up to the empty one
+        while (end := self.reading.find(b"\n", start)) >= 0:
+            line += self.reading[start:end]
+            start = end + 1
+            if line == b"\r":
+                break
+            line = b""
+        self.cursor = start
+
     def on_message_complete(self) -> None:
-        if self.chunked:  # where its last chunk line and trailers end is not known
-            self.chunked, self.cursor_exact = False, False
+        self.chunked = False
         self.in_head, self.head_begun = True, False
         super().on_message_complete()
 

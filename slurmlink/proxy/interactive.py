@@ -44,7 +44,7 @@ from slurmlink.steps.srun import StepRefused, account_env, as_account, step_argv
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.streams.spdy import SpdySession
-from slurmlink.streams.upgrade import SPDY, on_server_shutdown, switch_protocols
+from slurmlink.streams.upgrade import SPDY, can_switch, on_server_shutdown, switch_protocols
 
 log = logging.getLogger("slurmlink.proxy")
 SERVER = "the site's slurmlink proxy"  # in the goodbye of a shutdown
@@ -79,6 +79,7 @@ class Interactive:
         if not self.section.enabled:
             raise Refusal(501, "InteractiveDisabled", f"{verb} is not enabled at this site: its slurmlink proxy has "
                           "`interactive.enabled: false` (the site's administrators can turn it on)")
+        _switchable(call, verb)
         job_id = call.path.split("/")[4]  # "", "slurmlink", "v1", "jobs", id, verb
         owner, workdir = await self._running_job_of(call, job_id, verb)
         protocol = _protocol(call, (PORTFORWARD_PROTOCOL,) if forwarding else rc.SPDY_PROTOCOLS, verb)
@@ -146,10 +147,16 @@ def command_of(body: bytes) -> tuple[str, ...]:
     return tuple(command)
 
 
+def _switchable(call: Call, verb: str) -> None:
+    """Refusal unless the request asked to switch to SPDY/3.1 as the edge serves it (`Connection: Upgrade`
+    included, as a connection's first request: proxy/edge.py): checked before anything is looked up."""
+    if (call.request.headers.get("upgrade") or "").lower() != SPDY.lower() or not can_switch(call.request.scope):
+        raise Refusal(400, "UpgradeRequired", f"{verb} is an upgrade to {SPDY} (`Connection: Upgrade` and "
+                      f"`Upgrade: {SPDY}`), as a connection's first request")
+
+
 def _protocol(call: Call, supported: tuple[str, ...], verb: str) -> str:
     """The SPDY upgrade's stream protocol: the client's first offer we speak (a kubelet's rule)."""
-    if (call.request.headers.get("upgrade") or "").lower() != SPDY.lower():
-        raise Refusal(400, "UpgradeRequired", f"{verb} is an upgrade to {SPDY}")
     offered = [value for name, value in call.headers if name == rc.PROTOCOL_HEADER.lower()]
     protocol = rc.negotiate(offered, supported)
     if protocol is None:

@@ -84,6 +84,12 @@ class _Switched(asyncio.StreamReaderProtocol):
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
+def can_switch(scope: MutableMapping[str, Any]) -> bool:
+    """Whether switch_protocols can switch this request's connection (a listener able to, and a request that
+    asked to in a way the listener's protocol took as an upgrade)."""
+    return (scope.get("state") or {}).get(TAKE_OVER) is not None
+
+
 def switch_protocols(scope: MutableMapping[str, Any], headers: Sequence[tuple[str, str]]) -> Streams:
     """Answer 101 with `headers` (plus Connection: Upgrade) and return the connection as streams."""
     take_over: Callable[[], tuple[asyncio.Transport, bytes, Callable[[], None]]] | None = \

@@ -11,7 +11,9 @@ import contextlib
 import http.server
 import json
 import logging
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from tests.integration.proxy_fixtures import (
     V,
     bearer,
     job_ids,
+    job_state,
     proxy_config,
     raw_request,
     submit_body,
@@ -425,3 +428,50 @@ def test_a_client_that_stops_reading_its_answer_loses_its_connection_not_slurmre
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "took no part of its answer" in m]) == 1, messages
     assert not [m for m in messages if "Exception in ASGI" in m or "without completing" in m], messages
+
+
+# --- upgrades the edge does not take as one ----------------------------------------------------------------
+
+@pytest.mark.parametrize("verb", ["exec", "portforward"])
+def test_an_spdy_upgrade_without_connection_upgrade_is_refused_not_a_500(
+        slurm_cluster: DevCluster, checkin: CheckinStandin, users_file: Path, alice: str, verb: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Without `Connection: Upgrade` llhttp reads no upgrade: the request is served on the httptools edge, which
+    # cannot switch. Refused before the job is looked up, not a bug's 500 and traceback per request.
+    srun = str(slurm_cluster.bin_dir / "srun") if slurm_cluster.bin_dir else "/usr/bin/srun"
+    server = ProxyServer(edge_config(slurm_cluster, checkin, users_file, interactive={
+        "enabled": True, "srun": srun, "slurm_conf": str(slurm_cluster.conf_path)})).start()
+    submitted = httpx.post(f"{server.url}/slurm/{V}/job/submit", headers=bearer(alice), timeout=30,
+                           json=submit_body("slurmlink-proxy-no-connection-upgrade", "#!/bin/bash\nsleep 600"))
+    assert submitted.status_code == 200, submitted.text
+    job_id = str(submitted.json()["job_id"])
+    try:
+        wait_until(lambda: job_state(slurm_cluster, job_id)[0] == "RUNNING", 60, "the job to run")
+        status, _, data = raw_request(server.port, "POST", f"/slurmlink/v1/jobs/{job_id}/{verb}?output=1",
+                                      [("Authorization", f"Bearer {alice}"), ("Upgrade", "SPDY/3.1"),
+                                       ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+                                       ("X-Stream-Protocol-Version", "portforward.k8s.io")],
+                                      b'{"command": ["id"]}')  # raw_request says `Connection: close`
+    finally:
+        httpx.delete(f"{server.url}/slurm/{V}/job/{job_id}", headers=bearer(alice), timeout=30)
+        server.stop()
+    assert (status, refusal(data)["error"]) == (400, "UpgradeRequired"), data
+    assert not [r for r in caplog.records if r.exc_info or "nternal" in r.getMessage()], caplog.records
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_http2_over_plain_http_is_answered_in_http_1_1(proxy: ProxyServer, alice: str) -> None:
+    """curl --http2 asks to upgrade to h2c (RFC 7540's, on any request, body or not): the proxy ignores it."""
+    def curl(path: str, *options: str) -> tuple[str, str]:
+        done = subprocess.run(["curl", "--http2", "-sS", "-H", f"Authorization: Bearer {alice}", *options,
+                               "-w", "\n%{http_code} %{http_version}", f"{proxy.url}{path}"],
+                              capture_output=True, text=True, timeout=60, check=True)
+        body, _, status = done.stdout.rpartition("\n")
+        return body, status
+
+    body, status = curl(f"/slurm/{V}/ping")
+    assert status == "200 1.1", body
+    body, status = curl(f"/slurm/{V}/job/submit", "-H", "Content-Type: application/json", "--data-binary",
+                        json.dumps(submit_body("slurmlink-proxy-curl-http2", "#!/bin/bash\ntrue")))
+    assert status == "200 1.1", body
+    httpx.delete(f"{proxy.url}/slurm/{V}/job/{json.loads(body)['job_id']}", headers=bearer(alice), timeout=30)

@@ -123,10 +123,14 @@ HOST = (b"host", b"a")
     (b"*", (HOST,), "1.1", False, 400),
     (b"example.org:443", (HOST,), "1.1", False, 400),
     (b"/slurm/v0.0.40/jobs#x", (HOST,), "1.1", False, 400),
-    (b"/", (HOST, (b"connection", b"upgrade"), (b"upgrade", b"h2c")), "1.1", True, 400),
+    (b"/", (HOST, (b"connection", b"upgrade"), (b"upgrade", b"h2c"), (b"content-length", b"5")), "1.1", True, 400),
+    (b"/", (HOST, (b"connection", b"upgrade"), (b"upgrade", b"h2c"), (b"transfer-encoding", b"chunked")), "1.1",
+     True, 400),
+    (b"/", (HOST, (b"connection", b"upgrade"), (b"upgrade", b"SPDY/3.1, h2c")), "1.1", True, 400),
 ], ids=["one-large-header", "long-target", "length-and-chunked", "chunked-and-length", "other-coding",
         "chunked-twice", "chunked-in-1.0", "no-host", "two-hosts", "http-0.9", "http-2.0", "absolute-form",
-        "asterisk-form", "authority-form", "fragment", "upgrade"])
+        "asterisk-form", "authority-form", "fragment", "upgrade-with-length", "upgrade-with-chunks",
+        "upgrade-offering-spdy"])
 def test_heads_llhttp_reads_and_the_edge_refuses(target: bytes, headers: tuple[tuple[bytes, bytes], ...],
                                                  version: str, upgrade: bool, status: int) -> None:
     assert judged(target, headers, version, upgrade) == (status, "HeadersTooLarge" if status == 431 else "BadRequest")
@@ -140,6 +144,14 @@ def test_heads_llhttp_reads_and_the_edge_refuses(target: bytes, headers: tuple[t
 ])
 def test_ordinary_heads_pass(target: bytes, headers: tuple[tuple[bytes, bytes], ...], version: str) -> None:
     assert judged(target, headers, version) is None
+
+
+@pytest.mark.parametrize("headers", [
+    (HOST, (b"connection", b"Upgrade, HTTP2-Settings"), (b"upgrade", b"h2c")),  # curl --http2 over http
+    (HOST, (b"connection", b"Upgrade"), (b"upgrade", b"websocket"), (b"content-length", b"00")),
+])
+def test_an_upgrade_not_served_without_a_body_passes_to_be_ignored(headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    assert judged(b"/slurm/v0.0.40/ping", headers, upgrade=True) is None
 
 
 SPDY_UPGRADE = (HOST, (b"connection", b"Upgrade"), (b"upgrade", b"SPDY/3.1"))
