@@ -39,6 +39,13 @@ def parse_line(line: str) -> JobInfo | None:
     return job_info(parts, decode_exit_code)
 
 
+def _named(line: str, prefix: str) -> bool:
+    """Whether the line's second field (the job name) starts with `prefix`, read in place: this runs for every
+    job the controller holds at every poll."""
+    end = line.find(SEP)
+    return end >= 0 and line.startswith(prefix, end + 1)
+
+
 def parse(output: str, prefix: str = "", reuse: dict[str, JobInfo] | None = None) -> list[JobInfo]:
     """Jobs in squeue's output whose name starts with `prefix`. Other users' jobs are skipped before
     their fields are parsed: on a busy cluster they are most of the lines. Raises SlurmError when lines
@@ -47,7 +54,7 @@ def parse(output: str, prefix: str = "", reuse: dict[str, JobInfo] | None = None
     `reuse`: the jobs of the last call by their line, replaced by this call's. A job that did not change prints
     the same line (most lines are finished jobs the controller still holds), so it is not parsed again."""
     lines = [line for line in output.splitlines() if line.strip()]
-    ours = [line for line in lines if line.split(SEP, 2)[1:2] and line.split(SEP, 2)[1].startswith(prefix)]
+    ours = [line for line in lines if _named(line, prefix)]
     known = reuse if reuse is not None else {}
     parsed = {line: job for line in ours if (job := known.get(line) or parse_line(line)) is not None}
     jobs = list(parsed.values())
