@@ -81,3 +81,17 @@ def test_many_commands_at_once_leave_no_descriptor_or_child_behind() -> None:
     for _, pid in outputs:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reaped already
+
+
+def test_the_same_under_uvloop() -> None:
+    """The proxy runs its commands (scancel) on uvloop, whose readers and executor the runner uses as well."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def both() -> tuple[bytes, int]:
+        runner = Runner()
+        result = await runner.run(["/bin/sh", "-c", "cat; exit 2"], stdin=b"x" * (1 << 20))
+        with pytest.raises(SlurmError, match="did not answer"):
+            await runner.run(["/bin/sleep", "5"], timeout=0.1)
+        return result.stdout, result.returncode
+
+    assert uvloop.run(both()) == (b"x" * (1 << 20), 2)
