@@ -163,26 +163,91 @@ def create_body(pod: dict[str, Any]) -> str:
     return json.dumps({"pod": pod, "configmaps": [], "secrets": [], "projectedvolumesmaps": [], "jobscriptURL": ""})
 
 
-async def api_throughput(api: Api, pods: list[dict[str, Any]], concurrency: int) -> tuple[float, list[str]]:
+async def api_throughput(api: Api, pods: list[dict[str, Any]], concurrency: int,
+                         window: Callable[[], None], client: str = "httpx") -> tuple[float, list[str]]:
+    """`window()` is called right before the first submission and right after the last: the client's set-up
+    (about 15 ms of CPU: httpx loads the CA bundle even for http://) is outside it, as in a long-running vk.
+    `client` "lean": LeanClient instead of httpx (see bench/README.md)."""
+    if client == "lean":
+        return await lean_throughput(api, pods, concurrency, window)
     todo, errors = list(pods), []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=api.url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=api.url, timeout=120, limits=limits) as http:
         async def worker() -> None:
             while todo:
                 try:
-                    r = await client.post("/create", content=create_body(todo.pop()))
+                    r = await http.post("/create", content=create_body(todo.pop()))
                 except httpx.HTTPError as exc:
                     api.check_alive()
                     errors.append(f"{type(exc).__name__}: {exc}")
                     continue
                 if r.status_code != 200 or not r.json().get("PodJID"):
                     errors.append(f"{r.status_code}: {r.text.strip()[:200]}")
+        window()
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - start, errors
+        seconds = time.perf_counter() - start
+        window()
+        return seconds, errors
 
 
-def raw_throughput(slurm: Slurm, jobs: list[BatchJob], concurrency: int) -> tuple[float, list[str]]:
+class LeanClient:
+    """One kept-alive HTTP/1.1 connection that POSTs JSON and reads answers with a Content-Length (what
+    uvicorn sends for these): the least a client can do per request, to see the API's share apart from
+    httpx's. A vk runs in Kubernetes, not on the SLURM host, so its client does not share the API's cores."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host.encode()
+
+    @classmethod
+    async def connect(cls, url: str) -> LeanClient:
+        parsed = httpx.URL(url)
+        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
+        return cls(reader, writer, f"{parsed.host}:{parsed.port}")
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host, len(body), body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        fields = dict(line.split(b":", 1) for line in lines[1:] if b":" in line)
+        length = int(next(v for k, v in fields.items() if k.strip().lower() == b"content-length"))
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def lean_throughput(api: Api, pods: list[dict[str, Any]], concurrency: int,
+                          window: Callable[[], None]) -> tuple[float, list[str]]:
+    todo, errors = list(pods), []
+    clients = [await LeanClient.connect(api.url) for _ in range(concurrency)]
+
+    async def worker(client: LeanClient) -> None:
+        while todo:
+            try:
+                status, body = await client.post("/create", create_body(todo.pop()).encode())
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                api.check_alive()
+                errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            if status != 200 or not json.loads(body).get("PodJID"):
+                errors.append(f"{status}: {body.decode(errors='replace').strip()[:200]}")
+    try:
+        window()
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for client in clients))
+        seconds = time.perf_counter() - start
+        window()
+    finally:
+        for client in clients:
+            client.close()
+    return seconds, errors
+
+
+def raw_throughput(slurm: Slurm, jobs: list[BatchJob], concurrency: int,
+                   window: Callable[[], None]) -> tuple[float, list[str]]:
     def one(job: BatchJob) -> str:
         try:
             slurm.submit(job)
@@ -190,9 +255,12 @@ def raw_throughput(slurm: Slurm, jobs: list[BatchJob], concurrency: int) -> tupl
         except (BenchError, OSError, subprocess.TimeoutExpired) as exc:
             return str(exc)
     with ThreadPoolExecutor(concurrency) as pool:
+        window()
         start = time.perf_counter()
         errors = [e for e in pool.map(one, jobs) if e]
-        return time.perf_counter() - start, errors
+        seconds = time.perf_counter() - start
+        window()
+        return seconds, errors
 
 
 def latency_samples(slurm: Slurm, n: int, submit: Callable[[dict[str, Any]], str],
@@ -256,6 +324,12 @@ def own_cpu_parts(cluster: DevCluster, api: Service | None) -> dict[str, float]:
     return parts
 
 
+def marker(marks: list[tuple[tuple[float, float], dict[str, float]]], cluster: DevCluster,
+           api: Service | None) -> Callable[[], None]:
+    """What a phase calls at the start and at the end of its CPU window: the machine's and its own CPU so far."""
+    return lambda: marks.append((cpu_seconds(), own_cpu_parts(cluster, api)))
+
+
 def counted(api: Api, work: Callable[[], T]) -> tuple[T, dict[str, float]]:
     """`work()`, and how much the API's /metrics counters grew meanwhile."""
     before = api.counters()
@@ -274,32 +348,35 @@ def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
 
 
 def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, concurrency: int,
-               poll_interval: float | None, tmp: Path) -> dict[str, Any]:
+               poll_interval: float | None, tmp: Path, client: str = "httpx") -> dict[str, Any]:
     phases: list[dict[str, Any]] = []
     for i, kind in enumerate(order, 1):
         pods = [make_pod() for _ in range(n)]
         extra: dict[str, Any] = {"jobs_held_at_start": slurm.held(), "loadavg_at_start": os.getloadavg()}
+        marks: list[tuple[tuple[float, float], dict[str, float]]] = []  # (machine, own parts) at start and end
         if kind == "raw":
             t0 = time.perf_counter()
             jobs = [slurm.raw_job(p) for p in pods]  # translation is not timed for raw: reported per pod
             extra["build_job_ms_per_pod"] = round((time.perf_counter() - t0) * 1000 / n, 3)
-            cpu0, parts0 = cpu_seconds(), own_cpu_parts(cluster, None)
-            seconds, errors = raw_throughput(slurm, jobs, concurrency)
-            cpu1, parts1 = cpu_seconds(), own_cpu_parts(cluster, None)
+            seconds, errors = raw_throughput(slurm, jobs, concurrency, marker(marks, cluster, None))
         else:
             with Api(cluster, slurm.user, poll_interval, tmp) as api:  # its start-up (adopting jobs) is not counted
-                cpu0, parts0 = cpu_seconds(), own_cpu_parts(cluster, api)
-                (seconds, errors), extra["api_counters"] = counted(
-                    api, lambda: asyncio.run(api_throughput(api, pods, concurrency)))  # noqa: B023
-                cpu1, parts1 = cpu_seconds(), own_cpu_parts(cluster, api)
-                extra["api_process_cpu_ms_per_job"] = round(1000 * (parts1["api"] - parts0["api"]) / n, 2)
+                # The /metrics reads (and their httpx clients) are outside the CPU window, like the client's set-up.
+                (seconds, errors), extra["api_counters"] = counted(api, lambda: asyncio.run(api_throughput(
+                    api, pods, concurrency, marker(marks, cluster, api), client)))  # noqa: B023
+                extra["api_process_cpu_ms_per_job"] = round(1000 * (marks[1][1]["api"] - marks[0][1]["api"]) / n, 2)
+        (cpu0, parts0), (cpu1, parts1) = marks
         extra["own_cpu_ms_per_job_by_part"] = {name: round(1000 * (parts1[name] - parts0.get(name, 0.0)) / n, 2)
                                                for name in parts1}
         own0, own1 = sum(parts0.values()), sum(parts1.values())
         busy, total = (end - start for end, start in zip(cpu1, cpu0, strict=True))
         ok = n - len(errors)
+        # The jobs themselves (slurmd, and the steps and scripts it waits for) run in both modes alike, but only
+        # those that happen to run before the phase ends are in its count: a slower phase holds more of them.
+        jobs_ran = sum(parts1[name] - parts0.get(name, 0.0) for name in parts1 if name.startswith("slurmd"))
         extra |= {"machine_cpu_busy_pct": round(100 * busy / total, 1), "cpu_ms_per_job": round(1000 * busy / n, 1),
-                  "own_cpu_ms_per_job": round(1000 * (own1 - own0) / n, 2)}
+                  "own_cpu_ms_per_job": round(1000 * (own1 - own0) / n, 2),
+                  "own_cpu_ms_per_job_without_slurmd": round(1000 * (own1 - own0 - jobs_ran) / n, 2)}
         if not ok:
             raise BenchError(f"every submission of phase {i} ({kind}) failed, e.g. {errors[0]}")
         phases.append({"phase": i, "kind": kind, "jobs": ok, "errors": len(errors), "first_errors": errors[:3],
@@ -315,14 +392,16 @@ def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, conc
     for kind in sorted(set(order)):
         mine = [p for p in phases if p["kind"] == kind]
         result[f"{kind}_jobs_per_s"] = round(sum(p["jobs"] for p in mine) / sum(p["seconds"] for p in mine), 1)
-        result[f"{kind}_own_cpu_ms_per_job"] = round(
-            sum(p["own_cpu_ms_per_job"] * p["jobs"] for p in mine) / sum(p["jobs"] for p in mine), 2)
+        for key in ("own_cpu_ms_per_job", "own_cpu_ms_per_job_without_slurmd"):
+            result[f"{kind}_{key}"] = round(sum(p[key] * p["jobs"] for p in mine) / sum(p["jobs"] for p in mine), 2)
     if {"raw", "api"} <= set(order):
         result["ratio_api_over_raw"] = round(result["api_jobs_per_s"] / result["raw_jobs_per_s"], 3)
         # Throughput on a saturated machine is the inverse of the CPU per job: this ratio is that of the CPU the
         # bench's own processes used, which other work on a shared machine moves much less than jobs/s.
         result["ratio_raw_over_api_own_cpu"] = round(result["raw_own_cpu_ms_per_job"]
                                                      / result["api_own_cpu_ms_per_job"], 3)
+        result["ratio_raw_over_api_own_cpu_without_slurmd"] = round(
+            result["raw_own_cpu_ms_per_job_without_slurmd"] / result["api_own_cpu_ms_per_job_without_slurmd"], 3)
     return result
 
 
@@ -349,6 +428,8 @@ def main() -> None:
     parser.add_argument("--api-poll-interval", type=float, default=0.5,
                         help="the API's poll_interval in the throughput phases; 0: the shipped default")
     parser.add_argument("--latency-poll-intervals", default="0.5,0.2", help="API poll_interval of each latency run")
+    parser.add_argument("--client", choices=("httpx", "lean"), default="httpx",
+                        help="the api phases' HTTP client: httpx (as the vk), or a minimal one (bench/README.md)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "submit_throughput.json")
     add_cluster_options(parser)
     args = parser.parse_args()
@@ -365,13 +446,13 @@ def main() -> None:
                     "loadavg_at_start": os.getloadavg(), "cluster_cpus": cluster.cpus, **preflight(slurm, planned)},
         "parameters": {"pods": args.pods, "concurrency": args.concurrency, "latency_pods": args.latency_pods,
                        "order": order, "throughput_api_poll_interval": args.api_poll_interval or "default",
-                       "latency_poll_intervals": intervals,
+                       "latency_poll_intervals": intervals, "client": args.client,
                        "latency_tick_s": TICK, "user": slurm.user}}
     tmp = Path(tempfile.mkdtemp(prefix="slurmlink-bench-"))
     try:
         slurm.drain()
         report["throughput"] = throughput(cluster, slurm, order, args.pods, args.concurrency,
-                                          args.api_poll_interval or None, tmp)
+                                          args.api_poll_interval or None, tmp, args.client)
         report["foreign_active_jobs_before_latency"] = len(slurm.active(bench_only=False))
         report["latency"] = latency(cluster, slurm, args.latency_pods, intervals, tmp)
     finally:
@@ -393,7 +474,8 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"{'throughput (submissions)':<40}{'jobs/s':>10}")
     rows = [("raw sbatch (runuser)", "raw_jobs_per_s"), ("slurmlink api /create", "api_jobs_per_s"),
             ("ratio api/raw", "ratio_api_over_raw"), ("own CPU ms/job raw", "raw_own_cpu_ms_per_job"),
-            ("own CPU ms/job api", "api_own_cpu_ms_per_job"), ("ratio raw/api own CPU", "ratio_raw_over_api_own_cpu")]
+            ("own CPU ms/job api", "api_own_cpu_ms_per_job"), ("ratio raw/api own CPU", "ratio_raw_over_api_own_cpu"),
+            ("  the same without slurmd (the jobs)", "ratio_raw_over_api_own_cpu_without_slurmd")]
     for label, key in rows:
         if key in t:
             print(f"  {label:<38}{t[key]:>10.3g}" if key.startswith("ratio") else f"  {label:<38}{t[key]:>10.1f}")

@@ -86,6 +86,8 @@ class PodService:
                 delay = min(delay * 2, 10.0)
 
     async def _wait_recovered(self) -> None:
+        if self.recovered.is_set():  # every create asks: no task and timer for the usual answer
+            return
         try:
             await asyncio.wait_for(self.recovered.wait(), RECOVERY_WAIT_SECONDS)
         except TimeoutError as exc:

@@ -19,6 +19,7 @@ from slurmlink.core.records import JobInfo, PodDirectory
 from slurmlink.devcluster import DevCluster
 from slurmlink.slurm.base import SlurmError
 from slurmlink.slurm.cli import CliBackend, CliConfig
+from slurmlink.slurm.commands import SEP, squeue
 from slurmlink.translate.job import BatchJob
 from tests.harness.waiting import wait_until_async
 
@@ -212,3 +213,23 @@ def test_submit_refuses_bad_workdirs_and_root(backend: CliBackend, slurm_cluster
             run(backend.submit(new_job(slurm_cluster, STATUS_SCRIPT, workdir=str(link)), user))
     finally:
         link.unlink()
+
+
+
+def test_the_time_env_changes_no_time_squeue_prints(slurm_cluster: DevCluster, backend: CliBackend) -> None:
+    """squeue.ENV sets TZ to the zone file an unset TZ means (a cheaper squeue): a finished job's line, times
+    included, is the same with it and without it."""
+    job = new_job(slurm_cluster, STATUS_SCRIPT)
+
+    async def scenario() -> tuple[str, str]:
+        job_id = await backend.submit(job, slurm_cluster.users[0])
+        await wait_state(backend, job.name, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
+        argv = [*squeue.argv(backend.bin["squeue"]), f"--jobs={job_id}"]
+        with_tz = await backend.runner.run(argv, env=squeue.ENV)
+        without = await backend.runner.run(argv, env={k: v for k, v in squeue.ENV.items() if k != "TZ"})
+        assert with_tz.ok and without.ok
+        return with_tz.out, without.out
+
+    with_tz, without = run(scenario())
+    assert squeue.ENV["TZ"] == ":/etc/localtime"
+    assert with_tz == without and job.name in with_tz and with_tz.count(SEP) >= 10

@@ -79,7 +79,7 @@ def test_squeue_argv_uses_width_zero_fields_with_separator() -> None:
     assert argv[:4] == ["/usr/bin/squeue", "-h", "-a", "--states=all"]
     assert argv[4] == "-O"
     assert argv[5].split(",") == [f"{f}:0{SEP}" for f in squeue.FIELDS[:-1]] + ["Comment:0"]
-    assert squeue.ENV == {"SLURM_TIME_FORMAT": "%s"}
+    assert squeue.ENV == {"SLURM_TIME_FORMAT": "%s", "TZ": ":/etc/localtime"}
 
 
 def test_squeue_parse_real_output() -> None:

@@ -46,14 +46,16 @@ def parse(output: str, prefix: str = "", reuse: dict[str, JobInfo] | None = None
 
     `reuse`: the jobs of the last call by their line, replaced by this call's. A job that did not change prints
     the same line (most lines are finished jobs the controller still holds), so it is not parsed again."""
-    lines = [line for line in output.splitlines() if line.strip()]
-    ours = [line for line in lines if line.split(SEP, 2)[1:2] and line.split(SEP, 2)[1].startswith(prefix)]
+    every = output.splitlines()
+    # The name (the second field) read in place: this runs for every job the controller holds at every poll.
+    ours = [line for line in every if (end := line.find(SEP)) >= 0 and line.startswith(prefix, end + 1)]
     known = reuse if reuse is not None else {}
     parsed = {line: job for line in ours if (job := known.get(line) or parse_line(line)) is not None}
     jobs = list(parsed.values())
     if reuse is not None:
         reuse.clear()
         reuse.update(parsed)
-    if lines and not jobs and not any(parse_line(line) for line in lines[:5]):
+    lines = [] if jobs else [line for line in every if line.strip()]
+    if lines and not any(parse_line(line) for line in lines[:5]):
         raise SlurmError(f"cannot read squeue's output (first line: {lines[0][:200]!r})")
     return jobs
