@@ -11,7 +11,9 @@ the same user to `/slurm/v0.0.38/job/submit` (24.11: `v0.0.42`):
 - nginx (only when --order names it): a plain nginx reverse proxy (Debian's package, one worker, keep-alive
   to slurmrestd, an access log line per request) forwarding the direct mode's request as it is. It decides
   nothing: it is the floor of what an nginx data plane in front of slurmrestd would cost.
-The phases alternate (ABBA by default) and every phase starts with none of the bench's jobs left in the queue.
+The jobs are submitted to begin a day later unless --run-jobs: what is measured is the submission, and starting
+jobs (a slurmstepd and a batch script each, hundreds a second) would load the 2 cores at moments that no phase
+chooses. The phases alternate (ABBA by default) and every phase starts with none of the bench's jobs left in the queue.
 Each `--clients` count gets its own set of phases: 8 clients for throughput, 1 for the latency the proxy adds.
 See bench/README.md. Not a test: nothing passes or fails.
 """
@@ -72,11 +74,16 @@ DEFAULT_JSON = REPO / "bench" / "results" / "proxy_throughput.json"
 T = TypeVar("T")
 
 
-def job_payload() -> bytes:
-    """One small submit body, the same for every request both ways."""
+def job_payload(held: bool) -> bytes:
+    """One small submit body, the same for every request both ways; `held`: to begin in a day (not `hold: true`,
+    which slurmrestd answers with an error beside the job id)."""
     job = BatchJob(name=JOB_NAME, comment="slbench/proxy", workdir="/tmp", script="#!/bin/bash\ntrue",
                    stdout="/dev/null", cpus_per_task=1, memory_mb=16, time_limit_minutes=1)
-    return json.dumps(submit_body(job, API_VERSION, {"PATH": "/usr/bin:/bin"})).encode()
+    body = submit_body(job, API_VERSION, {"PATH": "/usr/bin:/bin"})
+    if held:
+        # v0.0.38 parses a time as sbatch --begin does; later versions take a number
+        body["job"]["begin_time"] = "now+86400" if API_VERSION == "v0.0.38" else int(time.time()) + 86400
+    return json.dumps(body).encode()
 
 
 def cpu_seconds_of(pid: int) -> float:
@@ -200,11 +207,11 @@ def split(total: int, parts: int) -> list[int]:
 
 
 def run_phases(order: list[str], jobs: int, clients: int, targets: dict[str, tuple[str, dict[str, str]]],
-               slurm: Slurm, meter: CpuMeter) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+               slurm: Slurm, meter: CpuMeter, held: bool) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Each phase: an empty queue, then its share of `jobs` submitted the phase's way, then cancel and drain."""
     modes = list(dict.fromkeys(order))
     shares = {mode: iter(split(jobs, order.count(mode))) for mode in modes}
-    payload = job_payload()
+    payload = job_payload(held)
     phases: list[dict[str, Any]] = []
     latencies: dict[str, list[float]] = {mode: [] for mode in modes}
     for number, mode in enumerate(order, 1):
@@ -307,6 +314,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, help="another dev cluster's state directory (e.g. a test "
                         "cluster of one's own; then --ports, and --slurm is not used)")
     parser.add_argument("--ports", default="6820,6817,6818", help="its slurmrestd,slurmctld,slurmd ports")
+    parser.add_argument("--run-jobs", action="store_true", help="submit the jobs to run (default: to begin a day later, so "
+                        "that their starts, a slurmstepd each, do not share the cores with whichever phase is on)")
     parser.add_argument("--json", type=Path, nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
                         help=f"write the results as JSON (default path {DEFAULT_JSON.relative_to(REPO)})")
     args = parser.parse_args()
@@ -353,7 +362,8 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
                     **preflight(slurm, args.jobs * len(set(args.order)) * len(args.clients))},
         "parameters": {"jobs_per_mode": args.jobs, "clients": args.clients, "order": args.order, "user": user,
                        "slurm": cluster.slurm, "api_version": API_VERSION, "state_dir": str(cluster.state_dir),
-                       "payload_bytes": len(job_payload())}}
+                       "payload_bytes": len(job_payload(not args.run_jobs)),
+                       "submitted_held": not args.run_jobs}}
     tmp = Path(tempfile.mkdtemp(prefix="slurmlink-proxy-bench-"))
     report["proxy_log"] = str(tmp / "proxy.log")
     slurm.drain()
@@ -376,7 +386,8 @@ def measure(cluster: DevCluster, args: argparse.Namespace) -> dict[str, Any]:
             try:
                 for clients in args.clients:
                     print(f"{clients} client(s):", flush=True)
-                    phases, latencies = run_phases(args.order, args.jobs, clients, targets, slurm, meter)
+                    phases, latencies = run_phases(args.order, args.jobs, clients, targets, slurm, meter,
+                                                   held=not args.run_jobs)
                     report["by_clients"].append({"clients": clients, "loadavg_after": os.getloadavg(),
                                                  "phases": phases, "summary": summarize(phases, latencies)})
             finally:
