@@ -30,6 +30,7 @@ from slurmlink.core.states import WAITING_STATES
 from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError
 
 log = logging.getLogger(__name__)
+IMPOSTORS_SHOWN = 10  # job ids named in the warning about foreign jobs named like ours
 
 
 class StatusPoller:
@@ -145,8 +146,11 @@ class StatusPoller:
                 log.info("cannot check job %s yet: %s", job.job_id, exc.message)
         adoption = decide_adoption(candidates, owners, self.registry.entries)
         self._refused |= adoption.refuse
-        for job in adoption.impostors:
-            log.warning("job %s of %s is named like a slurmlink pod's but is not one: ignored", job.job_id, job.user)
+        if adoption.impostors:  # one line per poll: a start beside thousands of foreign jobs must not flood
+            shown = ", ".join(f"{job.job_id} of {job.user}" for job in adoption.impostors[:IMPOSTORS_SHOWN])
+            more = len(adoption.impostors) - IMPOSTORS_SHOWN
+            log.warning("%d job(s) named like slurmlink pods' are not theirs, ignored: %s%s", len(adoption.impostors),
+                        shown, f" and {more} more" if more > 0 else "")
         return adoption.adopt
 
     def _next_read(self) -> int:
