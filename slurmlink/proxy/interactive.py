@@ -21,6 +21,7 @@ caller could submit; it is passed as argv, never to a shell.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
@@ -85,15 +86,17 @@ class Interactive:
         protocol = _protocol(call, (PORTFORWARD_PROTOCOL,) if forwarding else rc.SPDY_PROTOCOLS, verb)
         options = rc.ExecOptions.from_kubelet_query(parse_qsl(call.query, keep_blank_values=True))
         options = replace(options, command=() if forwarding else command_of(call.body))
-        env = account_env(owner, self.env)
-
-        def step_for(port: int) -> tuple[list[str], dict[str, str]]:
-            return self._step(owner, job_id, workdir, connector_argv(port), pty=False, unbuffered=True), env
-
         try:
-            step = [] if forwarding else self._step(owner, job_id, workdir, list(options.command), pty=options.tty)
+            # looked up once, off the event loop: NSS may ask LDAP or sssd, which can be slow
+            switch, env = await asyncio.to_thread(self._account, owner)
+            step = [] if forwarding else [*switch, *self._step(job_id, workdir, list(options.command),
+                                                               pty=options.tty)]
         except StepRefused as exc:
             raise Refusal(403, "Forbidden", exc.message) from None
+
+        def step_for(port: int) -> tuple[list[str], dict[str, str]]:
+            return [*switch, *self._step(job_id, workdir, connector_argv(port), pty=False, unbuffered=True)], env
+
         # checked and counted with no await between: two requests cannot both take the last session
         if sum(self.sessions.values()) >= self.section.max_sessions:
             raise Refusal(503, "TooManySessions", f"this site's proxy has {self.section.max_sessions} exec and "
@@ -125,13 +128,15 @@ class Interactive:
             raise Refusal(403, "Forbidden", f"job {job_id} no longer belongs to {owner}")
         if job.state != "RUNNING":
             raise Refusal(400, "NotRunning", f"job {job_id} is not running ({job.state}): {verb} needs a running job")
-        local_uid(job_id, owner)  # a local account, never root
+        await asyncio.to_thread(local_uid, job_id, owner)  # a local account, never root (NSS: off the loop)
         return owner, job.workdir or workdir
 
-    def _step(self, owner: str, job_id: str, workdir: str, argv: list[str], *, pty: bool,
-              unbuffered: bool = False) -> list[str]:
-        step = step_argv(self.section.srun, job_id, workdir, argv, pty=pty, unbuffered=unbuffered)
-        return as_account(step, owner, setpriv=self.section.setpriv)
+    def _account(self, owner: str) -> tuple[list[str], dict[str, str]]:
+        """The argv prefix that runs a step as `owner` (never root), and the steps' environment for it."""
+        return as_account([], owner, setpriv=self.section.setpriv), account_env(owner, self.env)
+
+    def _step(self, job_id: str, workdir: str, argv: list[str], *, pty: bool, unbuffered: bool = False) -> list[str]:
+        return step_argv(self.section.srun, job_id, workdir, argv, pty=pty, unbuffered=unbuffered)
 
 
 def command_of(body: bytes) -> tuple[str, ...]:
