@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pwd
 from dataclasses import dataclass
 
@@ -68,4 +69,5 @@ async def locate(job_id: str, caller: Caller, *, ledger: Ledger | None, lookup: 
                  files: PodFiles) -> PodDir:
     owner, workdir = await owner_of(job_id, caller, ledger=ledger, lookup=lookup, token=token)
     check_workdir(job_id, workdir, files)
-    return PodDir(job_id, owner, local_uid(job_id, owner), workdir)
+    uid = await asyncio.to_thread(local_uid, job_id, owner)  # NSS may ask LDAP or sssd: off the event loop
+    return PodDir(job_id, owner, uid, workdir)
