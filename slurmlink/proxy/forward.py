@@ -56,12 +56,10 @@ class Forwarder:
         """The body, whole, within the size and time limits; a refusal here closes the connection (what is
         left of the body is never read)."""
         arrived = (call.request.scope.get("state") or {}).get(BODY_ARRIVED)  # the edge's
+        whole = arrived is not None and arrived()  # then reading it waits for nothing: no timer (None)
         try:
-            if arrived is not None and arrived():  # reading it waits for nothing: no timer
+            async with asyncio.timeout(None if whole else self.body_timeout):
                 body = await self._body(call)
-            else:
-                async with asyncio.timeout(self.body_timeout):
-                    body = await self._body(call)
         except TimeoutError:
             log.info("%s %s from %s as %s: no whole body within %g s", call.method, call.path, call.client,
                      call.user, self.body_timeout)

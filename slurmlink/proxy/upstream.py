@@ -87,9 +87,8 @@ class UpstreamResponse:
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body as it arrives (de-chunked, otherwise as sent)."""
-        if self._preread:
-            preread, self._preread = self._preread, b""
-            self._done = True
+        preread = self.whole()
+        if preread is not None:
             yield preread
         while not self._done:
             chunk = await self._next_chunk()
