@@ -92,6 +92,8 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
                                                     help="YAML configuration file.")] = None,
         log_level: str = "info", log_format: LogFormatOpt = LogFormat.text) -> None:
     """Serve the interLink-compatible API (mode 2: submits with sbatch at the site)."""
+    import uvloop
+
     from slurmlink.api.app import create_app, listeners
     from slurmlink.api.backends import make_backend
     from slurmlink.api.config import ApiConfig
@@ -107,7 +109,7 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
                           on_stop=application.state.service.registry.changes.close)
     except (ConfigError, ValueError, OSError) as exc:
         raise _config_error(config, exc) from exc
-    servers.run()
+    servers.run(loop_factory=uvloop.new_event_loop)  # a cheaper loop per request, as the proxy's
 
 
 @app.command()

@@ -28,9 +28,9 @@ from slurmlink.api.exec import ExecEndpoint
 from slurmlink.api.service import PodService
 from slurmlink.config import ConfigError
 from slurmlink.core.errors import PodRejected
+from slurmlink.edge import EdgeLimits, edge_protocol, text_refusal_bytes
 from slurmlink.listeners import Listener, admin_listener, main_listener, tls_options
 from slurmlink.slurm.base import SchedulerBackend, SlurmError, Unsupported
-from slurmlink.streams.upgrade import UpgradableH11
 from slurmlink.wire import names
 from slurmlink.wire import projected as wire_projected
 from slurmlink.wire.changes import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS, Changes, RemovedPod
@@ -229,11 +229,12 @@ def listeners(config: ApiConfig, app: FastAPI) -> list[Listener]:
     async def admin_health() -> Response:
         return health_response(service, detailed=True)
 
-    # exec/attach leave HTTP after their 101: served in front of the app, on an h11 that can switch protocols
+    # exec/attach leave HTTP after their 101: served in front of the app; the edge hands their requests to an
+    # h11 that can switch protocols. Refusals at the edge are text, as the API's others are.
     served = ExecEndpoint(lean_front(app), service, app.state.token, per_pod=config.exec.max_sessions_per_pod,
                           per_user=config.exec.max_sessions_per_user)
     return [main_listener(served, listen.host, listen.port, tls, listen.socket, listen.socket_group,
-                          http=UpgradableH11),
+                          http=edge_protocol(EdgeLimits(), render=text_refusal_bytes)),
             *admin_listener(config.admin, admin_health)]
 
 

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from slurmlink.core.errors import SlurmlinkError
+from slurmlink.edge import SEND_WOULD_WAIT, EdgeLimits, edge_protocol
 from slurmlink.identity.authorizer import Authorizer
 from slurmlink.identity.build import build_authorizer
 from slurmlink.listeners import Listener, admin_listener, main_listener, tls_options
@@ -28,7 +29,6 @@ from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy.apiversion import ApiVersion
 from slurmlink.proxy.callers import CallerIdentifier
 from slurmlink.proxy.config import ProxyConfig
-from slurmlink.proxy.edge import SEND_WOULD_WAIT, EdgeLimits, edge_protocol
 from slurmlink.proxy.errors import Refusal, error_response
 from slurmlink.proxy.extensions import Extensions
 from slurmlink.proxy.filewatch import FileWatch

@@ -17,9 +17,9 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from slurmlink.core.naming import is_job_name
+from slurmlink.edge import BODY_ARRIVED
 from slurmlink.proxy import headers as header_rules
 from slurmlink.proxy import policy
-from slurmlink.proxy.edge import BODY_ARRIVED
 from slurmlink.proxy.errors import error_response
 from slurmlink.proxy.gates import Answer, Call, Step
 from slurmlink.proxy.joblookup import INVALID_JOB_ID

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -140,3 +141,32 @@ def test_refuses_to_serve_without_a_token_unless_asked(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "auth.bearer_token_file is not set" in done.stderr
+
+
+# --- the HTTP edge (slurmlink/edge.py, shared with the proxy) ------------------------------------------------
+
+def _raw_exchange(port: int, data: bytes) -> bytes:
+    """Send `data` on a new connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_malformed_http_gets_the_apis_text_refusal_and_the_connection_closes(api: ApiProcess) -> None:
+    """The API's edge is the proxy's (llhttp, strict), its refusals in the API's shape: a line of text."""
+    answer = _raw_exchange(api.port, b"POST /create HTTP/1.1\nHost: a\n\n")  # bare LF line ends
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: text/plain" in head.lower(), answer
+    assert body.startswith(b"the request is not valid HTTP/1.1") and body.endswith(b"\n"), answer
+    answer = _raw_exchange(api.port, b"GET /pinglink HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"exceed 16384 bytes" in answer, answer[:300]
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(api: ApiProcess) -> None:
+    request = b"POST /pinglink HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+    answer = _raw_exchange(api.port, request * 3 + b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert answer.count(b"HTTP/1.1 200 ") == 4, answer[:600]
+    assert b'"status"' in answer[answer.rindex(b"HTTP/1.1 200 "):], answer[-300:]  # /healthz's answer comes last

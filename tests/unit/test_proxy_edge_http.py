@@ -1,4 +1,4 @@
-"""The proxy's HTTP edge (slurmlink/proxy/edge.py) as uvicorn serves it, on loopback with uvloop as in
+"""The proxy's HTTP edge (slurmlink/edge.py) as uvicorn serves it, on loopback with uvloop as in
 `slurmlink proxy`, in front of an app that records every request it is given: what llhttp (httptools) reads
 but the proxy must not serve, request smuggling, heads too large whether whole or still arriving, trailers,
 pipelining, and one answer per request; and the one upgrade it serves (SPDY/3.1, handed to h11). The whole
@@ -22,8 +22,8 @@ import uvicorn
 import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from slurmlink.proxy import edge as edge_module
-from slurmlink.proxy.edge import (
+from slurmlink import edge as edge_module
+from slurmlink.edge import (
     BODY_ARRIVED,
     MAX_QUEUED,
     SEND_WOULD_WAIT,

@@ -9,7 +9,7 @@ import json
 import h11
 import pytest
 
-from slurmlink.proxy.edge import EdgeLimits, OpenConnections, head_end, head_refusal, refusal_bytes, switches_to_spdy
+from slurmlink.edge import EdgeLimits, OpenConnections, head_end, head_refusal, refusal_bytes, switches_to_spdy
 from slurmlink.proxy.headers import upstream_headers
 from slurmlink.proxy.policy import MAX_REMEMBERED_TARGET, decide, decide_remembered, is_job_id
 

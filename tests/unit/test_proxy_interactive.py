@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import uvicorn
 
+from slurmlink.edge import EdgeLimits, edge_protocol
 from slurmlink.proxy import policy
 from slurmlink.proxy.config import InteractiveSection
-from slurmlink.proxy.edge import EdgeLimits, edge_protocol
 from slurmlink.proxy.errors import Refusal
 from slurmlink.proxy.interactive import command_of
 from slurmlink.proxy.policy import ServiceAccess, decide

@@ -1,29 +1,30 @@
-"""The proxy's HTTP edge: what a client can do before its request is whole, which the app never sees.
+"""The HTTP edge of the proxy and the API: what a client can do before its request is whole, which the app
+never sees.
 
 uvicorn's httptools protocol (llhttp, in C: cheaper per request than h11, bench/README.md), tightened: a
 connection must send its request's headers within `header_timeout` seconds of connecting (or of its first byte
 after an answer; idle keep-alive connections are uvicorn's `timeout_keep_alive`); a head larger than
 `max_header_bytes` is a 431, counted in raw bytes as they arrive (httptools itself holds a head of any size),
 and so are the chunk lines and trailers of a chunked body (`since_body`; the trailers are then dropped);
-what llhttp reads but the proxy does not serve is refused with the head (`head_refusal`: other HTTP versions,
+what llhttp reads but the service does not serve is refused with the head (`head_refusal`: other HTTP versions,
 targets that are not paths, CONNECT, an upgrade it cannot ignore, a body framed twice or by another coding, a
 missing Host); at most `MAX_QUEUED` pipelined requests wait behind the one being answered (uvicorn would
 queue any number);
 an answer to an `Expect: 100-continue` request that did not read its body closes the connection (the client
 may send that body or its next request); connections are capped per client address and in total; and every refusal
-made here has the proxy's JSON shape (errors.py), malformed HTTP included. A refusal here closes the
-connection.
+made here has the service's own shape (`edge_protocol`'s `render`: the proxy's JSON, errors.py; the API's
+plain text), malformed HTTP included. A refusal here closes the connection.
 
-Switching protocols (the interactive extension's `Upgrade: SPDY/3.1`, interactive.py): llhttp would read
-the request's body as the new protocol's first bytes, and uvicorn's httptools protocol can hand a connection
-only to WebSocket. So a POST asking for SPDY/3.1 as a connection's first request is handed, with every byte
-received so far, to `UpgradeEdge`: uvicorn's h11 protocol able to switch (streams/upgrade.py), which reads that
-one request again, body included, serves it and closes the connection unless it switched. The connection
-stays counted as one until it switches (then it leaves the caps: interactive.max_sessions counts it).
-Any other upgrade (h2c, websocket) is ignored (RFC 9110 7.8): on a request without a body llhttp reads on
-after its head as HTTP (`parse`); the connection's first request with a body is handed to UpgradeEdge too (it
-never switches to anything but SPDY); a later one with a body is refused, llhttp would read its body as
-requests.
+Switching protocols (`Upgrade: SPDY/3.1`: the proxy's interactive extension; the API's exec, attach and
+port-forward): llhttp would read the request's body as the new protocol's first bytes, and uvicorn's httptools
+protocol can hand a connection only to WebSocket. So a POST asking for SPDY/3.1 as a connection's first request
+is handed, with every byte received so far, to `UpgradeEdge`: uvicorn's h11 protocol able to switch
+(streams/upgrade.py), which reads that one request again, body included, serves it and closes the connection
+unless it switched. The connection stays counted as one until it switches (then it leaves the caps: the
+service's session limits count it, the proxy's interactive.max_sessions, the API's exec.max_sessions_*).
+Any other upgrade (h2c, websocket) is ignored (RFC 9110 7.8): on a request without a body llhttp reads on after
+its head as HTTP (`parse`); the connection's first request with a body is handed to UpgradeEdge too (it never
+switches to anything but SPDY); a later one with a body is refused, llhttp would read its body as requests.
 
 The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
 and its body separately, which would be two sends (and two wake-ups of the client) per request.
@@ -47,7 +48,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from slurmlink.core.errors import SlurmlinkError
 from slurmlink.streams.upgrade import DROP, SPDY, UpgradableH11
 
-log = logging.getLogger("slurmlink.proxy")
+log = logging.getLogger(__name__)
 
 REASONS = {400: "Bad Request", 408: "Request Timeout", 429: "Too Many Requests", 431: "Request Header Fields "
            "Too Large", 503: "Service Unavailable"}
@@ -84,7 +85,7 @@ class OpenConnections:
     def admit(self, address: str, limits: EdgeLimits) -> tuple[int, str, str] | None:
         """None (and the connection counted), or the refusal (status, error, reason)."""
         if self.total >= limits.max_connections:
-            return 503, "TooManyConnections", (f"the proxy has {limits.max_connections} connections open; "
+            return 503, "TooManyConnections", (f"the server has {limits.max_connections} connections open; "
                                                "try again shortly")
         if self.by_address.get(address, 0) >= limits.max_connections_per_address:
             return 429, "TooManyConnections", (f"{limits.max_connections_per_address} connections from this "
@@ -138,9 +139,18 @@ class CoalescingTransport:
 
 
 def refusal_bytes(status: int, error: str, reason: str) -> bytes:
-    """A whole HTTP/1.1 answer that closes the connection, in the shape of errors.error_response. Pure."""
-    body = json.dumps({"error": error, "reason": reason}).encode()
-    head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", "content-type: application/json",
+    """A whole HTTP/1.1 answer that closes the connection, in the shape of the proxy's errors.error_response.
+    Pure."""
+    return _closing_answer(status, "application/json", json.dumps({"error": error, "reason": reason}).encode())
+
+
+def text_refusal_bytes(status: int, error: str, reason: str) -> bytes:
+    """The same in the API's shape (api/app.py's error_response): the reason as a line of text. Pure."""
+    return _closing_answer(status, "text/plain; charset=utf-8", f"{reason}\n".encode())
+
+
+def _closing_answer(status: int, content_type: str, body: bytes) -> bytes:
+    head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", f"content-type: {content_type}",
             f"content-length: {len(body)}", "connection: close"]
     if status in (429, 503):
         head.append("retry-after: 5")
@@ -152,7 +162,7 @@ Refused = tuple[int, str, str]  # (status, error, reason): an answer in the shap
 
 def head_refusal(*, method: str, target: bytes, http_version: str, headers: list[tuple[bytes, bytes]],
                  upgrade: bool, may_switch: bool, max_header_bytes: int) -> Refused | None:
-    """What llhttp (httptools) lets through and the proxy does not, judged on a request's whole head; None if
+    """What llhttp (httptools) lets through and the services do not serve, judged on a request's whole head; None if
     it may go on. Header names are lower case, as uvicorn gives them. `may_switch`: the request is handed to h11
     (UpgradeEdge: a connection's first request, asking for SPDY/3.1 or another upgrade with a body). Pure.
 
@@ -169,7 +179,7 @@ def head_refusal(*, method: str, target: bytes, http_version: str, headers: list
     if upgrade and not may_switch and (method == "CONNECT" or offers_spdy(headers) or has_body(headers)):
         # another upgrade is ignored (RFC 9110 7.8), but llhttp reads no body after an upgrade's head: what
         # follows it is read as the next request, so a body would be taken for requests
-        return 400, "BadRequest", (f"the proxy switches protocols only to {SPDY}, by POST, as a connection's "
+        return 400, "BadRequest", (f"the server switches protocols only to {SPDY}, by POST, as a connection's "
                                    "first request (exec and port-forward); it ignores another Upgrade on a "
                                    "connection's first request or a request without a body; no CONNECT")
     if http_version == "1.1" and names.count(b"host") != 1:  # RFC 9112 3.2
@@ -249,6 +259,7 @@ class _Guarded:
 
     limits: EdgeLimits
     open_connections: OpenConnections
+    render: Callable[[int, str, str], bytes]  # a refusal's whole answer (refusal_bytes, text_refusal_bytes)
     loop: asyncio.AbstractEventLoop
     transport: Any
     cycle: Any
@@ -306,7 +317,7 @@ class _Guarded:
     def refuse(self, status: int, error: str, reason: str) -> None:
         self.cancel_header_timer()
         if not self.transport.is_closing():
-            self.transport.write(refusal_bytes(status, error, reason))
+            self.transport.write(self.render(status, error, reason))
             self.transport.close()
 
 
@@ -358,8 +369,9 @@ class UpgradeEdge(_Guarded, UpgradableH11):
         super().connection_lost(exc)
 
     def _take_over(self) -> tuple[asyncio.Transport, bytes, Callable[[], None]]:
-        """A switched connection (interactive.py) leaves the client caps: in mode 1 every session comes from
-        the API's host, whose REST calls must not be refused for them (interactive.max_sessions caps them)."""
+        """A switched connection leaves the client caps, its service's session limits count it (the proxy's
+        interactive.max_sessions, the API's exec.max_sessions_*): in mode 1 every session comes from the API's
+        host, whose REST calls must not be refused for them."""
         self.release()
         return super()._take_over()
 
@@ -629,8 +641,10 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
             self.refuse(*self.deferred)
 
 
-def edge_protocol(limits: EdgeLimits) -> type[EdgeProtocol]:
-    """The protocol class for one listener (uvicorn's `http=`), with its own count of open connections."""
+def edge_protocol(limits: EdgeLimits, render: Callable[[int, str, str], bytes] = refusal_bytes
+                  ) -> type[EdgeProtocol]:
+    """The protocol class for one listener (uvicorn's `http=`), with its own count of open connections;
+    `render` gives a refusal's answer in the service's shape."""
     connections = OpenConnections()
 
     class ListenerUpgradeEdge(UpgradeEdge):
@@ -641,4 +655,5 @@ def edge_protocol(limits: EdgeLimits) -> type[EdgeProtocol]:
 
     for protocol in (ListenerUpgradeEdge, ListenerEdge):
         protocol.limits, protocol.open_connections = limits, connections
+        protocol.render = staticmethod(render)  # type: ignore[assignment]
     return ListenerEdge
