@@ -55,6 +55,7 @@ from slurmlink.slurm.commands import sbatch  # noqa: E402
 from slurmlink.translate.job import BatchJob  # noqa: E402
 from slurmlink.translate.script import build_job  # noqa: E402
 from slurmlink.translate.site import SiteConfig  # noqa: E402
+from slurmlink.wire.names import FLAGS_ANNOTATION  # noqa: E402
 
 NAMESPACE = "slbench"  # bench jobs have the comment "slbench/<pod name>": how they are told from others
 RAW_PREFIX = "rawsbatch-"
@@ -66,13 +67,17 @@ TICK = 0.02  # latency polling period, both ways
 # slurmctld starts jobs on a once-a-second background pass: submissions one after another lock onto its phase
 # (a steady 0.4 s or 0.9 s, depending on the loop's own period), so each waits a random 0-1 s first.
 JITTER_S = 1.0
+DEFERRED_FLAGS = "--begin=now+1day"
 T = TypeVar("T")
 
 
-def make_pod() -> dict[str, Any]:
+def make_pod(deferred: bool = False) -> dict[str, Any]:
+    """`deferred`: the job is to begin a day later (`--begin`, an sbatch option pods may ask for), so it stays
+    pending while the bench runs; raw and the API submit it with the same argv."""
     uid = str(uuid.uuid4())
+    flags = {"annotations": {FLAGS_ANNOTATION: DEFERRED_FLAGS}} if deferred else {}
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"b-{uid[:8]}", "namespace": NAMESPACE, "uid": uid},
+            "metadata": {"name": f"b-{uid[:8]}", "namespace": NAMESPACE, "uid": uid, **flags},
             "spec": {"restartPolicy": "Never",
                      "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}
 
@@ -348,10 +353,10 @@ def preflight(slurm: Slurm, planned: int) -> dict[str, Any]:
 
 
 def throughput(cluster: DevCluster, slurm: Slurm, order: list[str], n: int, concurrency: int,
-               poll_interval: float | None, tmp: Path, client: str = "httpx") -> dict[str, Any]:
+               poll_interval: float | None, tmp: Path, client: str = "httpx", run_jobs: bool = False) -> dict[str, Any]:
     phases: list[dict[str, Any]] = []
     for i, kind in enumerate(order, 1):
-        pods = [make_pod() for _ in range(n)]
+        pods = [make_pod(deferred=not run_jobs) for _ in range(n)]
         extra: dict[str, Any] = {"jobs_held_at_start": slurm.held(), "loadavg_at_start": os.getloadavg()}
         marks: list[tuple[tuple[float, float], dict[str, float]]] = []  # (machine, own parts) at start and end
         if kind == "raw":
@@ -430,6 +435,9 @@ def main() -> None:
     parser.add_argument("--latency-poll-intervals", default="0.5,0.2", help="API poll_interval of each latency run")
     parser.add_argument("--client", choices=("httpx", "lean"), default="httpx",
                         help="the api phases' HTTP client: httpx (as the vk), or a minimal one (bench/README.md)")
+    parser.add_argument("--run-jobs", action="store_true",
+                        help="the throughput phases' jobs run as soon as SLURM starts them (default: they begin a "
+                             "day later, see bench/README.md)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "submit_throughput.json")
     add_cluster_options(parser)
     args = parser.parse_args()
@@ -447,12 +455,13 @@ def main() -> None:
         "parameters": {"pods": args.pods, "concurrency": args.concurrency, "latency_pods": args.latency_pods,
                        "order": order, "throughput_api_poll_interval": args.api_poll_interval or "default",
                        "latency_poll_intervals": intervals, "client": args.client,
+                       "throughput_jobs": "run" if args.run_jobs else f"deferred ({DEFERRED_FLAGS})",
                        "latency_tick_s": TICK, "user": slurm.user}}
     tmp = Path(tempfile.mkdtemp(prefix="slurmlink-bench-"))
     try:
         slurm.drain()
         report["throughput"] = throughput(cluster, slurm, order, args.pods, args.concurrency,
-                                          args.api_poll_interval or None, tmp, args.client)
+                                          args.api_poll_interval or None, tmp, args.client, args.run_jobs)
         report["foreign_active_jobs_before_latency"] = len(slurm.active(bench_only=False))
         report["latency"] = latency(cluster, slurm, args.latency_pods, intervals, tmp)
     finally:
