@@ -314,8 +314,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, help="another dev cluster's state directory (e.g. a test "
                         "cluster of one's own; then --ports, and --slurm is not used)")
     parser.add_argument("--ports", default="6820,6817,6818", help="its slurmrestd,slurmctld,slurmd ports")
-    parser.add_argument("--run-jobs", action="store_true", help="submit the jobs to run (default: to begin a day later, so "
-                        "that their starts, a slurmstepd each, do not share the cores with whichever phase is on)")
+    parser.add_argument("--run-jobs", action="store_true",
+                        help="submit the jobs to run (default: to begin a day later, so that their starts, a "
+                             "slurmstepd each, do not share the cores with whichever phase is on)")
     parser.add_argument("--json", type=Path, nargs="?", const=DEFAULT_JSON, default=None, metavar="PATH",
                         help=f"write the results as JSON (default path {DEFAULT_JSON.relative_to(REPO)})")
     args = parser.parse_args()

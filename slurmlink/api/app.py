@@ -220,6 +220,12 @@ def health_response(service: PodService, *, detailed: bool) -> Response:
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
+# The edge's header deadline and size, but connection caps for the API's one client, the vk, from one address:
+# its pools hold up to 32 + 1,024 connections (vk/service.py), and a Service relay's one each until it switches
+# protocols (then uncounted). The caps only bound what a stranger on the port can hold open before the token check.
+EDGE_LIMITS = EdgeLimits(max_connections=8192, max_connections_per_address=8192)
+
+
 def listeners(config: ApiConfig, app: FastAPI) -> list[Listener]:
     """Where the API serves: the unix socket, or host:port (HTTPS with listen.tls); and the admin listener."""
     listen = config.listen
@@ -234,7 +240,7 @@ def listeners(config: ApiConfig, app: FastAPI) -> list[Listener]:
     served = ExecEndpoint(lean_front(app), service, app.state.token, per_pod=config.exec.max_sessions_per_pod,
                           per_user=config.exec.max_sessions_per_user)
     return [main_listener(served, listen.host, listen.port, tls, listen.socket, listen.socket_group,
-                          http=edge_protocol(EdgeLimits(), render=text_refusal_bytes)),
+                          http=edge_protocol(EDGE_LIMITS, render=text_refusal_bytes)),
             *admin_listener(config.admin, admin_health)]
 
 
