@@ -173,8 +173,11 @@ class _Child:
     0.42 ms of the caller's CPU per command, against 0.18 ms this way (bench/README.md, issue 14).
 
     `done` gets (exit status, stdout, stderr). A command's output closes when it exits, so its status is
-    then almost always there already; if not (the kernel closes the files a moment before it reaps, or a
-    command closed them and went on), a worker thread waits for it."""
+    then almost always there already; if not (the kernel closes the files a moment before the exit is
+    reported: 5% of `runuser` commands 8 at a time; or a command closed them and went on), the loop waits for
+    the exit on a pidfd, readable once the process has exited. A worker thread would cost a hand-over, and
+    would hold one of the default executor's few threads, which the pod directories are written by, for as long
+    as the command takes. Where pidfd_open is refused, a worker thread waits all the same."""
 
     def __init__(self, proc: subprocess.Popen[bytes], stdin: bytes | None) -> None:
         assert proc.stdout is not None and proc.stderr is not None
@@ -187,6 +190,7 @@ class _Child:
         for fd in self.reading:
             os.set_blocking(fd, False)
             self.loop.add_reader(fd, self._read, fd)
+        self.exit_fd: int | None = None  # a pidfd while the exit is awaited (_read)
         self.unwritten = memoryview(stdin or b"")
         self.writing: int | None = None
         if proc.stdin is not None:
@@ -225,10 +229,26 @@ class _Child:
         self.reading.discard(fd)
         if self.reading:
             return
-        if self.proc.poll() is None:
-            self.loop.run_in_executor(None, self.proc.wait).add_done_callback(lambda _: self._finish())
-        else:
+        if self.proc.poll() is not None:
             self._finish()
+            return
+        try:
+            self.exit_fd = os.pidfd_open(self.proc.pid)
+        except OSError:  # a kernel before 5.3, or a seccomp filter without it
+            self.loop.run_in_executor(None, self.proc.wait).add_done_callback(lambda _: self._finish())
+            return
+        self.loop.add_reader(self.exit_fd, self._exited)
+
+    def _exited(self) -> None:
+        self._stop_waiting()
+        self.proc.wait()  # the pidfd is readable once it has exited: reaped now, without waiting
+        self._finish()
+
+    def _stop_waiting(self) -> None:
+        if self.exit_fd is not None:
+            self.loop.remove_reader(self.exit_fd)
+            os.close(self.exit_fd)
+            self.exit_fd = None
 
     def _finish(self) -> None:
         if self.done.done():  # timed out or cancelled meanwhile
@@ -239,6 +259,7 @@ class _Child:
         self.done.set_result(result)
 
     def _release(self) -> None:
+        self._stop_waiting()
         for fd in self.reading:
             self.loop.remove_reader(fd)
         self.reading.clear()

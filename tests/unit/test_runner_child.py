@@ -36,6 +36,20 @@ def test_a_command_that_closes_its_output_early_is_waited_for() -> None:
     assert (result.returncode, result.out) == (4, "early\n")
 
 
+def test_an_exit_after_the_output_closed_is_awaited_on_the_loop_not_in_a_thread() -> None:
+    # What runuser does after its command: the output is closed, the exit comes when its PAM session is.
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+
+        def no_thread(*args: object) -> None:
+            raise AssertionError("a worker thread was asked to wait for the exit")
+
+        loop.run_in_executor = no_thread  # type: ignore[method-assign,assignment]
+        return (await Runner().run(["/bin/sh", "-c", "exec >&- 2>&-; sleep 0.2; exit 5"])).returncode
+
+    assert asyncio.run(run()) == 5
+
+
 def test_a_killed_command_reports_its_signal() -> None:
     result = asyncio.run(Runner().run(["/bin/sh", "-c", "kill -KILL $$"]))
     assert result.returncode == -9
