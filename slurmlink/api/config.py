@@ -172,7 +172,8 @@ class ApiConfig(Strict):
     poll_interval_fast: float = Field(default=0.25, gt=0, description=(
         "while a submitted job has not been seen started (or a deleted pod's job ended), the next query comes "
         "this many seconds after the last, then after twice that, and so on up to `poll_interval`; at steady "
-        "state only `poll_interval` counts (see *How status reaches Kubernetes*)"))
+        "state only `poll_interval` counts. Where inotify watches the job files, a submission does not hurry "
+        "the queries: the files show the start at once (see *How status reaches Kubernetes*)"))
     watch_files: Literal["auto", "inotify", "stat", "off"] = Field(default="auto", description=(
         "mode 2: how the API notices what a job writes in its pod's `status/` directory between queries: "
         "`inotify` (the job root on a local filesystem), `stat` (every `watch_stat_interval`: a shared "

@@ -45,8 +45,10 @@ class StatusPoller:
         self.fast_interval = min(fast_interval or interval / 4, interval)
         self._backoff = self.fast_interval  # the next delay while a job is awaited
         self._hurried = False  # polls are hurried now (since a submission or a cancel, until nothing is awaited)
-        # The jobs' own files are watched (slurm/statuswatch.py): a start shows there between polls.
+        # The jobs' own files are watched (slurm/statuswatch.py): a start shows there between polls; at once
+        # where the kernel tells (inotify on a local job root).
         self.files_watched = False
+        self.starts_shown_at_once = False
         self.on_change = on_change or (lambda uids: None)  # after every change applied (None: any pod)
         self.read_seq = 0  # numbers the record reads, so that an older read never replaces a newer one
         self.workdir_for = workdir_for  # (namespace, uid) -> the pod's directory
@@ -62,10 +64,14 @@ class StatusPoller:
         self._wake.set()
 
     def submitted(self) -> None:
-        """A job was submitted: hurry. Where the jobs' files are watched, their starts show there, so a
-        submission while polls are hurried already does not start the backoff again: a burst of creates
-        costs a few polls backing off to the interval, not one per `fast_interval` while it lasts, each a
-        query of every job SLURM holds competing with the submissions (bench/submit_throughput.py)."""
+        """A job was submitted: hurry, unless its files show its start at once (inotify): then the polls keep
+        their interval, and a burst of creates costs no query of every job SLURM holds, each competing with the
+        submissions (bench/submit_throughput.py); a job SLURM ends before it starts (a launch failure, a
+        cancel) shows at the next poll. Where the files are looked at every so often (stat, on a shared
+        filesystem whose caches may hide a write for seconds), a submission while polls are hurried already
+        does not start the backoff again: a burst costs a few polls backing off to the interval."""
+        if self.starts_shown_at_once:
+            return
         if not (self.files_watched and self._hurried):
             self.hurry()
 
@@ -85,6 +91,7 @@ class StatusPoller:
         `fast_interval` doubling up to the interval (a job that waits long in the queue costs no more)."""
         if not self.awaiting():
             self._hurried = False
+            self._backoff = self.interval  # until a hurry: a job awaited later is not polled sooner unasked
             return self.interval
         delay = self._backoff
         self._backoff = min(self._backoff * 2, self.interval)

@@ -104,6 +104,10 @@ def _libc_inotify() -> ctypes.CDLL | None:
 class StatusWatch:
     """Watches the pods `track` names: {uid (or any key): pod directory}."""
 
+    # Whether a write shows here as it happens (the kernel's inotify on a local filesystem), not after a look
+    # that comes every so often or that a shared filesystem's caches may answer for seconds
+    immediate = False
+
     def __init__(self, on_change: OnChange) -> None:
         self.on_change = on_change
         self.watched: dict[str, str] = {}
@@ -228,6 +232,8 @@ def _signature(workdir: str, owner: int | None) -> tuple[int, int, int] | None:
 class InotifyWatch(StatusWatch):
     """inotify on each watched pod's directory (for `status/` to appear) and on its `status/` directory; on the
     parent of a pod directory that does not exist yet (for it to appear)."""
+
+    immediate = True
 
     def __init__(self, on_change: OnChange, libc: ctypes.CDLL) -> None:
         super().__init__(on_change)

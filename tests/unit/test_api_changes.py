@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import PodService
@@ -168,6 +169,27 @@ def test_a_burst_of_creates_restarts_the_hurried_polls_only_where_no_file_shows_
 
     assert asyncio.run(scenario(files_watched=True)) == [0.25, 0.5, 1.0, 2.0, 2.0, 0.25]
     assert asyncio.run(scenario(files_watched=False)) == [0.25, 0.25, 0.25, 0.25, 2.0, 0.25]
+
+
+def test_where_inotify_shows_the_starts_creates_do_not_hurry_the_polls_and_a_delete_still_does(
+        tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[float], bool, bool]:
+        service, _ = make_service(poll_interval=2.0, poll_interval_fast=0.25, watch_files="inotify",
+                                  job_root=str(tmp_path))
+        stat_service, _ = make_service(watch_files="stat", job_root=str(tmp_path))
+        poller = service.poller
+        delays = [poller.next_delay()]  # the poll at start: nothing awaited
+        for i in range(3):
+            pod = make_pod([{"name": "main", "command": ["sleep", "9"]}], name=f"p{i}", uid=f"u-{i}")
+            await service.create(parse_create({"pod": pod}))
+            delays.append(poller.next_delay())  # awaited, but the files will show the start: the interval
+        await service.delete(pod)  # a cancelled pending job writes nothing: SLURM must tell, soon
+        delays.append(poller.next_delay())
+        await service.close()
+        await stat_service.close()
+        return delays, poller.starts_shown_at_once, stat_service.poller.starts_shown_at_once
+
+    assert asyncio.run(scenario()) == ([2.0, 2.0, 2.0, 2.0, 0.25], True, False)
 
 
 def test_a_deleted_pods_job_is_awaited_until_it_ends() -> None:
