@@ -17,14 +17,15 @@ plain text), malformed HTTP included. A refusal here closes the connection.
 
 Switching protocols (`Upgrade: SPDY/3.1`: the proxy's interactive extension; the API's exec, attach and
 port-forward): llhttp would read the request's body as the new protocol's first bytes, and uvicorn's httptools
-protocol can hand a connection only to WebSocket. So a POST asking for SPDY/3.1 as a connection's first request
-is handed, with every byte received so far, to `UpgradeEdge`: uvicorn's h11 protocol able to switch
-(streams/upgrade.py), which reads that one request again, body included, serves it and closes the connection
-unless it switched. The connection stays counted as one until it switches (then it leaves the caps: the
-service's session limits count it, the proxy's interactive.max_sessions, the API's exec.max_sessions_*).
-Any other upgrade (h2c, websocket) is ignored (RFC 9110 7.8): on a request without a body llhttp reads on after
-its head as HTTP (`parse`); the connection's first request with a body is handed to UpgradeEdge too (it never
-switches to anything but SPDY); a later one with a body is refused, llhttp would read its body as requests.
+protocol can hand a connection only to WebSocket. So a POST asking for SPDY/3.1 as a connection's first request,
+or on an idle kept-alive one with its head whole in one read (`idle_head_here`: what a client sends that pools its
+connections, as the vk does), is handed, with every byte received of it, to `UpgradeEdge`: uvicorn's h11 protocol
+able to switch (streams/upgrade.py), which reads that one request again, body included, serves it and closes the
+connection unless it switched. The connection stays counted as one until it switches (then it leaves the caps: the
+service's session limits count it, the proxy's interactive.max_sessions, the API's exec.max_sessions_*). Any other
+upgrade (h2c, websocket) is ignored (RFC 9110 7.8): on a request without a body llhttp reads on after its head as
+HTTP (`parse`); the connection's first request with a body is handed to UpgradeEdge too (it never switches to
+anything but SPDY); a later one with a body is refused, llhttp would read its body as requests.
 
 The writes of one answer are also coalesced here (`CoalescingTransport`): uvicorn writes a response's head
 and its body separately, which would be two sends (and two wake-ups of the client) per request.
@@ -164,7 +165,8 @@ def head_refusal(*, method: str, target: bytes, http_version: str, headers: list
                  upgrade: bool, may_switch: bool, max_header_bytes: int) -> Refused | None:
     """What llhttp (httptools) lets through and the services do not serve, judged on a request's whole head; None if
     it may go on. Header names are lower case, as uvicorn gives them. `may_switch`: the request is handed to h11
-    (UpgradeEdge: a connection's first request, asking for SPDY/3.1 or another upgrade with a body). Pure.
+    (UpgradeEdge: a request asking for SPDY/3.1 first or on an idle connection, or a first one asking for another
+    upgrade with a body). Pure.
 
     llhttp itself refuses a body framed twice (Content-Length with Transfer-Encoding, two Content-Lengths),
     malformed lengths, bad header lines and control characters; the framing rules are checked here again so
@@ -180,8 +182,8 @@ def head_refusal(*, method: str, target: bytes, http_version: str, headers: list
         # another upgrade is ignored (RFC 9110 7.8), but llhttp reads no body after an upgrade's head: what
         # follows it is read as the next request, so a body would be taken for requests
         return 400, "BadRequest", (f"the server switches protocols only to {SPDY}, by POST, as a connection's "
-                                   "first request (exec and port-forward); it ignores another Upgrade on a "
-                                   "connection's first request or a request without a body; no CONNECT")
+                                   "first request or on an idle one (exec and port-forward); it ignores another "
+                                   "Upgrade on a connection's first request or a request without a body; no CONNECT")
     if http_version == "1.1" and names.count(b"host") != 1:  # RFC 9112 3.2
         return 400, "BadRequest", "an HTTP/1.1 request has exactly one Host header"
     codings = [value for name, value in headers if name == b"transfer-encoding"]
@@ -237,7 +239,7 @@ class _Refusal(SlurmlinkError):
 
 
 class _HandOver(SlurmlinkError):  # noqa: N818 (not an error)
-    """Raised in a parser callback: the connection's first request switches protocols (UpgradeEdge)."""
+    """Raised in a parser callback: the request switches protocols (UpgradeEdge)."""
 
 
 class _QueueFlow(FlowControl):
@@ -424,6 +426,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         self.chunked = False        # the body being read is chunked
         self.since_body = 0         # bytes of a body that were chunk lines or trailers, not body
         self.first_bytes: list[bytes] | None = []  # everything received until the first head is whole
+        self.head_start = 0         # where the last head began in the read it ended in (count_head)
         self.expecting: Any = None  # the request that asked `Expect: 100-continue`
         self.running: Any = None    # the request being answered (uvicorn's protocol forgets it)
         # a refusal of a pipelined request, sent once the answers to the requests before it are out
@@ -527,6 +530,9 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         # which llhttp would not read (curl --http2 -d over plain http): h11 reads it whole
         hand_over = upgrade and self.first_bytes is not None and (switches_to_spdy(method, self.headers) or (
             has_body(self.headers) and not offers_spdy(self.headers) and method != "CONNECT"))
+        # or a later request asking for SPDY/3.1 on an idle kept-alive connection (clients that pool their
+        # connections, as the vk does, send it on one a log read used), its head whole in this read
+        hand_over = hand_over or (upgrade and switches_to_spdy(method, self.headers) and self.idle_head_here())
         refused = head_refusal(method=method, target=self.url, http_version=self.parser.get_http_version(),
                                headers=self.headers, upgrade=upgrade, may_switch=hand_over,
                                max_header_bytes=self.limits.max_header_bytes)
@@ -553,6 +559,7 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         if not self.head_seen:  # llhttp skips empty lines before a request line
             while start < len(data) and data[start] in b"\r\n":
                 start += 1
+        self.head_start = start  # where the head began in this read, if it did (head_seen 0)
         end = head_end(data, start, self.head_tail if self.head_seen else b"")
         raw = self.head_seen + end - self.cursor
         self.cursor = self.body_end = end
@@ -588,12 +595,19 @@ class EdgeProtocol(_Guarded, HttpToolsProtocol):
         super().on_message_complete()
 
     # --- switching protocols ----------------------------------------------------------------------------
+    def idle_head_here(self) -> bool:
+        """The head just parsed came on an idle connection (every earlier request answered, none queued)
+        and began in this read, so this read from `head_start` on is the request's every byte so far."""
+        return self.first_bytes is None and not self.head_seen and not self.pipeline and (
+            self.cycle is None or self.cycle.response_complete)
+
     def hand_over(self) -> None:
-        """The connection's first request asks to switch to SPDY/3.1: UpgradeEdge reads it from its first
-        byte (body included, which llhttp would take for the new protocol's) and serves it."""
-        assert self.first_bytes is not None and self.counted_as is not None
+        """The request asks to switch to SPDY/3.1 (or is a first one UpgradeEdge reads): UpgradeEdge reads it
+        from its first byte (body included, which llhttp would take for the new protocol's) and serves it."""
+        assert self.counted_as is not None
         transport = self.transport.underlying  # type: ignore[attr-defined]
-        received, counted_as, headers_due = b"".join(self.first_bytes), self.counted_as, self.headers_due
+        received = b"".join(self.first_bytes) if self.first_bytes is not None else self.reading[self.head_start:]
+        counted_as, headers_due = self.counted_as, self.headers_due
         self.first_bytes, self.counted_as = None, None  # counted from now on by its successor
         self.cancel_header_timer()
         self.connections.discard(self)

@@ -48,7 +48,7 @@ class StatusPoller:
         # The jobs' own files are watched (slurm/statuswatch.py): a start shows there between polls; at once
         # where the kernel tells (inotify on a local job root).
         self.files_watched = False
-        self.starts_shown_at_once = False
+        self.starts_shown_at_once: Callable[[], bool] = lambda: False
         self.on_change = on_change or (lambda uids: None)  # after every change applied (None: any pod)
         self.read_seq = 0  # numbers the record reads, so that an older read never replaces a newer one
         self.workdir_for = workdir_for  # (namespace, uid) -> the pod's directory
@@ -70,7 +70,7 @@ class StatusPoller:
         cancel) shows at the next poll. Where the files are looked at every so often (stat, on a shared
         filesystem whose caches may hide a write for seconds), a submission while polls are hurried already
         does not start the backoff again: a burst costs a few polls backing off to the interval."""
-        if self.starts_shown_at_once:
+        if self.starts_shown_at_once():
             return
         if not (self.files_watched and self._hurried):
             self.hurry()

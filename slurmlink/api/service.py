@@ -61,7 +61,8 @@ class PodService:
         elif config.watch_files != "off":
             self.watch = backend.status_watch(self.poller.refresh)
         self.poller.files_watched = self.watch is not None
-        self.poller.starts_shown_at_once = self.watch is not None and self.watch.immediate
+        watch = self.watch
+        self.poller.starts_shown_at_once = (lambda: watch.immediate) if watch is not None else (lambda: False)
         log.info("job files under %s: %s", config.job_root,
                  "not watched" if self.watch is None else f"watched ({type(self.watch).__name__})")
         self.recovered = asyncio.Event()

@@ -154,10 +154,10 @@ def command_of(body: bytes) -> tuple[str, ...]:
 
 def _switchable(call: Call, verb: str) -> None:
     """Refusal unless the request asked to switch to SPDY/3.1 as the edge serves it (`Connection: Upgrade`
-    included, as a connection's first request: edge.py): checked before anything is looked up."""
+    included, as a connection's first request or on an idle one: edge.py): checked before anything is looked up."""
     if (call.request.headers.get("upgrade") or "").lower() != SPDY.lower() or not can_switch(call.request.scope):
         raise Refusal(400, "UpgradeRequired", f"{verb} is an upgrade to {SPDY} (`Connection: Upgrade` and "
-                      f"`Upgrade: {SPDY}`), as a connection's first request")
+                      f"`Upgrade: {SPDY}`), as a connection's first request or on an idle one")
 
 
 def _protocol(call: Call, supported: tuple[str, ...], verb: str) -> str:

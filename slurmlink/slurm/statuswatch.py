@@ -104,9 +104,12 @@ def _libc_inotify() -> ctypes.CDLL | None:
 class StatusWatch:
     """Watches the pods `track` names: {uid (or any key): pod directory}."""
 
-    # Whether a write shows here as it happens (the kernel's inotify on a local filesystem), not after a look
-    # that comes every so often or that a shared filesystem's caches may answer for seconds
-    immediate = False
+    @property
+    def immediate(self) -> bool:
+        """Whether every watched pod's writes show here as they happen (the kernel's inotify on a local
+        filesystem), not after a look that comes every so often or that a shared filesystem's caches may answer
+        for seconds."""
+        return False
 
     def __init__(self, on_change: OnChange) -> None:
         self.on_change = on_change
@@ -233,7 +236,9 @@ class InotifyWatch(StatusWatch):
     """inotify on each watched pod's directory (for `status/` to appear) and on its `status/` directory; on the
     parent of a pod directory that does not exist yet (for it to appear)."""
 
-    immediate = True
+    @property
+    def immediate(self) -> bool:
+        return not self._full  # past the watch limit, pods beyond it are seen at SLURM's polls only
 
     def __init__(self, on_change: OnChange, libc: ctypes.CDLL) -> None:
         super().__init__(on_change)

@@ -6,6 +6,8 @@ the running job on the test SLURM, as the pod's account."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import pytest
 
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.upgrade import SPDY, dial
+from slurmlink.wire import names
 from tests.harness.pods import pod_manifest
 from tests.harness.waiting import wait_until
 from tests.integration.kubectl_sessions import (
@@ -41,6 +44,32 @@ def running(chain: Chain) -> Iterator[Chain]:
 def test_exec_prints_the_commands_output(running: Chain) -> None:
     result = running.kubectl("exec", POD, "--", "echo", "hi")
     assert (result.returncode, result.stdout) == (0, "hi\n")
+
+
+def test_an_exec_right_after_a_log_read_switches_on_the_vks_pooled_connection(running: Chain) -> None:
+    # The vk's client reuses the connection the log read left idle (the API keeps it 5 s): the upgrade is a
+    # later request on it, which the edge must switch as it does a connection's first (edge.py).
+    for _ in range(2):
+        assert running.kubectl("logs", POD).returncode == 0
+        result = running.kubectl("exec", POD, "--", "echo", "after logs")
+        assert (result.returncode, result.stdout) == (0, "after logs\n"), result.stderr
+
+
+def test_an_exec_without_connection_upgrade_is_refused_at_the_api_before_anything_starts(running: Chain) -> None:
+    # llhttp reads a request that names an upgrade without `Connection: Upgrade` as plain HTTP: nothing can
+    # switch it, so the API answers 400 instead of failing the switch (a 500 and a traceback).
+    pod = running.pod(POD)
+    assert pod is not None
+    body = json.dumps(pod).encode()
+    target = (f"{names.EXEC_ROUTE}?namespace=default&pod={POD}&uid={pod['metadata']['uid']}&container=main"
+              "&command=id&output=1")
+    before = _steps(running)
+    with socket.create_connection(("127.0.0.1", running.api.port), timeout=30) as sock:
+        sock.sendall(f"POST {target} HTTP/1.1\r\nHost: api\r\nUpgrade: {SPDY}\r\n"
+                     f"{rc.PROTOCOL_HEADER}: {rc.V4}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Upgrade request required" in answer, answer[:300]
+    assert _steps(running) == before
 
 
 def test_arguments_reach_the_command_uninterpreted(running: Chain) -> None:

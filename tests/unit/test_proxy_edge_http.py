@@ -13,6 +13,7 @@ import inspect
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -425,6 +426,56 @@ def test_an_upgrade_to_spdy_reads_its_body_before_switching(edge: Edge, app: Rec
         assert sock.recv(65536) == b"more"
     (method, path, _, seen_body), = app.seen
     assert (method, path, seen_body) == ("POST", "/switch", body)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One answer with a Content-Length, read whole from a kept-alive connection."""
+    data = b""
+    while not answers_whole(data):
+        chunk = sock.recv(65536)
+        assert chunk, data[:200]
+        data += chunk
+    return data
+
+
+def test_an_upgrade_on_an_idle_kept_alive_connection_switches(edge: Edge, app: Recorder) -> None:
+    """What a pooling client (the vk's httpx) sends: an exec on the connection a log read used."""
+    body = b'{"command": ["true"]}'
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert answers(read_answer(sock)) == [(200, {"path": "/first", "body": ""})]
+        sock.sendall(SWITCH % len(body) + body + b"first frames")
+        data = b""
+        while b"first frames" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, data[:200]
+            data += chunk
+        head, _, switched = data.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0] == b"HTTP/1.1 101 Switching Protocols"
+        assert switched == body + b"first frames"
+    assert [(path, seen_body) for _, path, _, seen_body in app.seen] == [("/first", b""), ("/switch", body)]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["pipelined", "head-in-two-reads"])
+def test_an_upgrade_on_a_busy_connection_or_split_over_reads_is_refused(edge: Edge, app: Recorder,
+                                                                       split: bool) -> None:
+    """Only a head that began in one read on an idle connection is this read's from its start: any other
+    later upgrade is refused (llhttp would read its body as requests)."""
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        if split:
+            sock.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+            read_answer(sock)
+            sock.sendall((SWITCH % 0)[:20])
+            time.sleep(0.2)  # a read of its own (a sleeping look: the edge says nothing until the head is whole)
+            sock.sendall((SWITCH % 0)[20:])
+        else:
+            sock.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n" + SWITCH % 0)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert [(status, body.get("path", body.get("error"))) for status, body in answers(data)][-1] == (
+        400, "BadRequest")
+    assert [path for _, path, _, _ in app.seen] == ["/first"]
 
 
 def test_an_upgrade_not_switched_is_answered_once_and_closes(edge: Edge, app: Recorder) -> None:
