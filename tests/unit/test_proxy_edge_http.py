@@ -409,19 +409,24 @@ def test_a_body_sent_after_100_continue_keeps_the_connection(edge: Edge, app: Re
 SWITCH = b"POST /switch HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: %d\r\n\r\n"
 
 
+def switch_on(sock: socket.socket, body: bytes) -> None:
+    """Send /switch with `body` and the new protocol's first frames; the 101 and all of them come back."""
+    sock.sendall(SWITCH % len(body) + body + b"first frames")
+    data = b""
+    while b"first frames" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data[:200]
+        data += chunk
+    head, _, switched = data.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 101 Switching Protocols"
+    assert switched == body + b"first frames"
+
+
 def test_an_upgrade_to_spdy_reads_its_body_before_switching(edge: Edge, app: Recorder) -> None:
     """llhttp would take the body for the new protocol's first bytes: the edge hands the connection to h11."""
     body = json.dumps({"command": ["sh", "-c", "x" * 30_000]}).encode()  # larger than one head may be
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
-        sock.sendall(SWITCH % len(body) + body + b"first frames")
-        data = b""
-        while b"first frames" not in data:
-            chunk = sock.recv(65536)
-            assert chunk, data[:200]
-            data += chunk
-        head, _, switched = data.partition(b"\r\n\r\n")
-        assert head.split(b"\r\n")[0] == b"HTTP/1.1 101 Switching Protocols"
-        assert switched == body + b"first frames"
+        switch_on(sock, body)
         sock.sendall(b"more")
         assert sock.recv(65536) == b"more"
     (method, path, _, seen_body), = app.seen
@@ -444,15 +449,7 @@ def test_an_upgrade_on_an_idle_kept_alive_connection_switches(edge: Edge, app: R
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
         sock.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
         assert answers(read_answer(sock)) == [(200, {"path": "/first", "body": ""})]
-        sock.sendall(SWITCH % len(body) + body + b"first frames")
-        data = b""
-        while b"first frames" not in data:
-            chunk = sock.recv(65536)
-            assert chunk, data[:200]
-            data += chunk
-        head, _, switched = data.partition(b"\r\n\r\n")
-        assert head.split(b"\r\n")[0] == b"HTTP/1.1 101 Switching Protocols"
-        assert switched == body + b"first frames"
+        switch_on(sock, body)
     assert [(path, seen_body) for _, path, _, seen_body in app.seen] == [("/first", b""), ("/switch", body)]
 
 
