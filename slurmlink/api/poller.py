@@ -28,6 +28,7 @@ from slurmlink.api.registry import PodEntry, Registry
 from slurmlink.core.records import JobInfo
 from slurmlink.core.states import WAITING_STATES
 from slurmlink.slurm.base import PodTokenVisibility, SchedulerBackend, SlurmError
+from slurmlink.slurm.statuswatch import StatusWatch
 
 log = logging.getLogger(__name__)
 IMPOSTORS_SHOWN = 10  # job ids named in the warning about foreign jobs named like ours
@@ -45,10 +46,9 @@ class StatusPoller:
         self.fast_interval = min(fast_interval or interval / 4, interval)
         self._backoff = self.fast_interval  # the next delay while a job is awaited
         self._hurried = False  # polls are hurried now (since a submission or a cancel, until nothing is awaited)
-        # The jobs' own files are watched (slurm/statuswatch.py): a start shows there between polls; at once
-        # where the kernel tells (inotify on a local job root).
-        self.files_watched = False
-        self.starts_shown_at_once: Callable[[], bool] = lambda: False
+        # The jobs' own files, if they are watched (slurm/statuswatch.py): a start shows there between polls;
+        # at once where the watch is immediate (inotify on a local job root).
+        self.watch: StatusWatch | None = None
         self.on_change = on_change or (lambda uids: None)  # after every change applied (None: any pod)
         self.read_seq = 0  # numbers the record reads, so that an older read never replaces a newer one
         self.workdir_for = workdir_for  # (namespace, uid) -> the pod's directory
@@ -70,9 +70,9 @@ class StatusPoller:
         cancel) shows at the next poll. Where the files are looked at every so often (stat, on a shared
         filesystem whose caches may hide a write for seconds), a submission while polls are hurried already
         does not start the backoff again: a burst costs a few polls backing off to the interval."""
-        if self.starts_shown_at_once():
+        if self.watch is not None and self.watch.immediate:
             return
-        if not (self.files_watched and self._hurried):
+        if not (self.watch is not None and self._hurried):
             self.hurry()
 
     def awaiting(self) -> bool:

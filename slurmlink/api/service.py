@@ -60,9 +60,7 @@ class PodService:
             self.watch = make_watch(method, self.poller.refresh, config.watch_stat_interval)
         elif config.watch_files != "off":
             self.watch = backend.status_watch(self.poller.refresh)
-        self.poller.files_watched = self.watch is not None
-        watch = self.watch
-        self.poller.starts_shown_at_once = (lambda: watch.immediate) if watch is not None else (lambda: False)
+        self.poller.watch = self.watch
         log.info("job files under %s: %s", config.job_root,
                  "not watched" if self.watch is None else f"watched ({type(self.watch).__name__})")
         self.recovered = asyncio.Event()

@@ -11,6 +11,7 @@ from pathlib import Path
 from slurmlink.api.config import ApiConfig
 from slurmlink.api.service import PodService
 from slurmlink.core.records import ContainerRecord
+from slurmlink.slurm.statuswatch import StatWatch
 from slurmlink.translate.status import pod_phase
 from slurmlink.wire.interlink import PodStatus, parse_create
 from tests.harness.memory_slurm import MemorySlurm
@@ -152,7 +153,8 @@ def test_a_burst_of_creates_restarts_the_hurried_polls_only_where_no_file_shows_
     async def scenario(files_watched: bool) -> list[float]:
         service, backend = make_service(poll_interval=2.0, poll_interval_fast=0.25)
         poller = service.poller
-        poller.files_watched = files_watched  # as PodService sets it when it watches the job files
+        # as PodService sets it when it watches the job files with stat (not immediate)
+        poller.watch = StatWatch(service.poller.refresh, 1.0) if files_watched else None
         delays = []
         for i in range(4):
             pod = make_pod([{"name": "main", "command": ["sleep", "9"]}], name=f"p{i}", uid=f"u-{i}")
@@ -192,7 +194,8 @@ def test_where_inotify_shows_the_starts_creates_do_not_hurry_the_polls_and_a_del
         delays.append(poller.next_delay())
         await service.close()
         await stat_service.close()
-        return delays, poller.starts_shown_at_once(), stat_service.poller.starts_shown_at_once()
+        assert poller.watch is not None and stat_service.poller.watch is not None
+        return delays, poller.watch.immediate, stat_service.poller.watch.immediate
 
     assert asyncio.run(scenario()) == ([2.0, 2.0, 2.0, 2.0, 0.25, 0.5], False, False)  # hurried already: backing off
 
