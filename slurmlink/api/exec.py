@@ -38,7 +38,7 @@ from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.streams.relay import splice
 from slurmlink.streams.spdy import SpdySession
-from slurmlink.streams.upgrade import SPDY, can_switch, on_server_shutdown, switch_protocols
+from slurmlink.streams.upgrade import SPDY, asks_for_spdy, on_server_shutdown, switch_protocols
 from slurmlink.translate.execcmd import exec_argv, find_container
 from slurmlink.wire.interlink import ContainerLogOpts
 from slurmlink.wire.names import ATTACH_ROUTE, EXEC_ROUTE, PORTFORWARD_ROUTE
@@ -142,8 +142,7 @@ class ExecEndpoint:
             return PlainTextResponse(f"{exc}\n", 501), None
         except SlurmError as exc:
             return PlainTextResponse(f"{exc}\n", 403), None
-        if (headers.get("upgrade") or "").lower() != SPDY.lower() or not can_switch(scope):
-            # `Connection: Upgrade` missing as well: the edge reads such a request as plain HTTP
+        if not asks_for_spdy(scope):
             return PlainTextResponse(f"Upgrade request required (`Connection: Upgrade` and `Upgrade: {SPDY}`)\n",
                                      400), None
         offered = headers.getlist(rc.PROTOCOL_HEADER)

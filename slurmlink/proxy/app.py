@@ -44,7 +44,7 @@ from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 from slurmlink.proxy.upstream import UpstreamPool
 from slurmlink.slurm.podfiles import PodFiles
 from slurmlink.slurm.statuswatch import choose_method
-from slurmlink.streams.upgrade import drop_connection
+from slurmlink.streams.upgrade import drop_connection, listener_hook
 
 PUBLIC_HEALTH_SECONDS = 5.0
 OWN_PATHS = frozenset({"/healthz", "/metrics"})  # FastAPI's routes in create_app (with or without a final '/')
@@ -148,7 +148,7 @@ class ProxyService:
             response = error_response(500, "InternalError", "the proxy failed on this request; the site's log "
                                       "has the details")
         self.metrics.count(route, response.status_code, decision)
-        would_wait = (scope.get("state") or {}).get(SEND_WOULD_WAIT)
+        would_wait = listener_hook(scope, SEND_WOULD_WAIT)
         try:
             await response(scope, receive, _within(send, self.config.clients.send_timeout_seconds, would_wait))
         except* ClientTooSlow:

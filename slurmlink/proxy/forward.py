@@ -28,6 +28,7 @@ from slurmlink.proxy.roles import SERVICE
 from slurmlink.proxy.slurm_token import SlurmTokenError, SlurmTokenSource
 from slurmlink.proxy.upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout, valid_target
 from slurmlink.slurm import rest_shapes
+from slurmlink.streams.upgrade import listener_hook
 
 log = logging.getLogger("slurmlink.proxy")
 
@@ -55,7 +56,7 @@ class Forwarder:
     async def read_body(self, call: Call) -> Answer | None:
         """The body, whole, within the size and time limits; a refusal here closes the connection (what is
         left of the body is never read)."""
-        arrived = (call.request.scope.get("state") or {}).get(BODY_ARRIVED)  # the edge's
+        arrived = listener_hook(call.request.scope, BODY_ARRIVED)  # the edge's
         whole = arrived is not None and arrived()  # then reading it waits for nothing: no timer (None)
         try:
             async with asyncio.timeout(None if whole else self.body_timeout):

@@ -45,7 +45,7 @@ from slurmlink.steps.srun import StepRefused, account_env, as_account, step_argv
 from slurmlink.streams import remotecommand as rc
 from slurmlink.streams.portforward import PROTOCOL as PORTFORWARD_PROTOCOL
 from slurmlink.streams.spdy import SpdySession
-from slurmlink.streams.upgrade import SPDY, can_switch, on_server_shutdown, switch_protocols
+from slurmlink.streams.upgrade import SPDY, asks_for_spdy, on_server_shutdown, switch_protocols
 
 log = logging.getLogger("slurmlink.proxy")
 SERVER = "the site's slurmlink proxy"  # in the goodbye of a shutdown
@@ -155,7 +155,7 @@ def command_of(body: bytes) -> tuple[str, ...]:
 def _switchable(call: Call, verb: str) -> None:
     """Refusal unless the request asked to switch to SPDY/3.1 as the edge serves it (`Connection: Upgrade`
     included, as a connection's first request or on an idle one: edge.py): checked before anything is looked up."""
-    if (call.request.headers.get("upgrade") or "").lower() != SPDY.lower() or not can_switch(call.request.scope):
+    if not asks_for_spdy(call.request.scope):
         raise Refusal(400, "UpgradeRequired", f"{verb} is an upgrade to {SPDY} (`Connection: Upgrade` and "
                       f"`Upgrade: {SPDY}`), as a connection's first request or on an idle one")
 

@@ -84,16 +84,29 @@ class _Switched(asyncio.StreamReaderProtocol):
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
+def listener_hook(scope: MutableMapping[str, Any], key: str) -> Any:
+    """What the request's listener offers under `key` in its scope's state (TAKE_OVER, DROP, the edge's
+    SEND_WOULD_WAIT and BODY_ARRIVED, the vk's peer certificate...); None where it offers nothing there."""
+    return (scope.get("state") or {}).get(key)
+
+
 def can_switch(scope: MutableMapping[str, Any]) -> bool:
     """Whether switch_protocols can switch this request's connection (a listener able to, and a request that
     asked to in a way the listener's protocol took as an upgrade)."""
-    return (scope.get("state") or {}).get(TAKE_OVER) is not None
+    return listener_hook(scope, TAKE_OVER) is not None
+
+
+def asks_for_spdy(scope: MutableMapping[str, Any]) -> bool:
+    """The request asked to switch to SPDY/3.1 in a way its listener can serve: `Upgrade: SPDY/3.1` and
+    `Connection: Upgrade` (without the latter the edge reads it as plain HTTP, and nothing can switch it)."""
+    offered = next((value for name, value in scope.get("headers") or () if name == b"upgrade"), b"")
+    return offered.decode("latin-1").lower() == SPDY.lower() and can_switch(scope)
 
 
 def switch_protocols(scope: MutableMapping[str, Any], headers: Sequence[tuple[str, str]]) -> Streams:
     """Answer 101 with `headers` (plus Connection: Upgrade) and return the connection as streams."""
     take_over: Callable[[], tuple[asyncio.Transport, bytes, Callable[[], None]]] | None = \
-        (scope.get("state") or {}).get(TAKE_OVER)
+        listener_hook(scope, TAKE_OVER)
     if take_over is None:
         raise UpgradeUnavailable("this listener cannot switch protocols")
     transport, leftover, on_lost = take_over()
@@ -114,11 +127,11 @@ def drop_connection(scope: MutableMapping[str, Any]) -> bool:
     """Close the request's connection at once, its answer unfinished (uvicorn counts it as the client's going,
     not as an app that returned too early); False where the listener cannot (neither an UpgradableH11 one nor
     one that offers DROP, as the proxy's httptools edge does)."""
-    drop: Callable[[], None] | None = (scope.get("state") or {}).get(DROP)
+    drop: Callable[[], None] | None = listener_hook(scope, DROP)
     if drop is not None:
         drop()
         return True
-    take_over = (scope.get("state") or {}).get(TAKE_OVER)
+    take_over = listener_hook(scope, TAKE_OVER)
     if take_over is None:
         return False
     transport, _leftover, _on_lost = take_over()
@@ -128,7 +141,7 @@ def drop_connection(scope: MutableMapping[str, Any]) -> bool:
 
 def on_server_shutdown(scope: MutableMapping[str, Any], closer: Callable[[], None]) -> None:
     """What a switched connection's session does when the server shuts down (instead of a bare close)."""
-    register = (scope.get("state") or {}).get(ON_SHUTDOWN)
+    register = listener_hook(scope, ON_SHUTDOWN)
     if register is not None:
         register(closer)
 

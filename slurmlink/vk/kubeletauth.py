@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from slurmlink.core.errors import SlurmlinkError
-from slurmlink.streams.upgrade import UpgradableH11
+from slurmlink.streams.upgrade import UpgradableH11, listener_hook
 from slurmlink.vk.config import KubeletConfig
 from slurmlink.vk.kube import Obj, raw
 from slurmlink.vk.kubeletaccess import (
@@ -154,7 +154,7 @@ class KubeletGuard:
             return PlainTextResponse(f"{path!r} is not a clean path", 400)
         if path in self.open_paths:
             return None
-        peer_cert = (scope.get("state") or {}).get(PEER_CERT)
+        peer_cert = listener_hook(scope, PEER_CERT)
         identity = await self.auth.authenticate(peer_cert, Headers(scope=scope).get("authorization"))
         if identity is None:
             KUBELET_REFUSED.labels(code="401").inc()
