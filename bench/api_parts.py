@@ -22,7 +22,6 @@ import pwd
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import uvloop
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.submit_throughput import make_pod  # noqa: E402
 from slurmlink.api.app import create_app, lean_front  # noqa: E402
 from slurmlink.api.backends import make_backend  # noqa: E402
 from slurmlink.api.config import ApiConfig  # noqa: E402
@@ -40,18 +40,8 @@ from slurmlink.slurm.runner import Runner  # noqa: E402
 from slurmlink.translate.job import BatchJob  # noqa: E402
 from slurmlink.translate.script import build_job  # noqa: E402
 from slurmlink.translate.site import SiteConfig  # noqa: E402
-from slurmlink.wire.names import FLAGS_ANNOTATION  # noqa: E402
 
 USER = "nobody"  # an account on every machine; runuser to it needs root
-
-
-def make_pod() -> dict[str, Any]:
-    uid = str(uuid.uuid4())
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"b-{uid[:8]}", "namespace": "slbench", "uid": uid,
-                         "annotations": {FLAGS_ANNOTATION: "--begin=now+1day"}},
-            "spec": {"restartPolicy": "Never",
-                     "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}
 
 
 def per_op_ms(start: float, count: int) -> float:
@@ -72,7 +62,7 @@ async def app_part(job_root: Path, creates: int) -> float:
     app = create_app(config, backend)
     front, service = lean_front(app), app.state.service
     service.recovered.set()  # no lifespan here: nothing to recover
-    bodies = [json.dumps({"pod": make_pod(), "configmaps": [], "secrets": [], "projectedvolumesmaps": [],
+    bodies = [json.dumps({"pod": make_pod(deferred=True), "configmaps": [], "secrets": [], "projectedvolumesmaps": [],
                           "jobscriptURL": ""}).encode() for _ in range(creates)]
 
     async def create(body: bytes) -> None:
@@ -104,7 +94,7 @@ async def command_parts(job_root: Path, count: int) -> dict[str, float]:
     assert isinstance(backend, CliBackend)
     account = pwd.getpwnam(USER)
     jobs = [build_job(pod, workdir=f"{job_root}/slbench-{pod['metadata']['uid']}", site=SiteConfig(runtime="host"))
-            for pod in (make_pod() for _ in range(count))]
+            for pod in (make_pod(deferred=True) for _ in range(count))]
     found: dict[str, float] = {}
     start = time.process_time()
     for job in jobs:
