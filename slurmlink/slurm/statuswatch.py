@@ -25,6 +25,7 @@ import logging
 import os
 import struct
 from collections.abc import Awaitable, Callable, Mapping
+from errno import ENOENT
 from pathlib import Path
 
 from slurmlink.core.records import PodDirectory
@@ -83,11 +84,16 @@ def filesystem_of(path: str, mounts: str = "/proc/self/mounts") -> str:
     return kind
 
 
+def on_network_filesystem(path: str) -> bool:
+    """Whether `path` is on a filesystem that other hosts write to and that answers through a server."""
+    return filesystem_of(path) in NETWORK_FILESYSTEMS
+
+
 def choose_method(setting: str, job_root: str) -> str:
     """`inotify`, `stat` or `off`, for the `watch_files` setting (see ApiConfig)."""
     if setting != "auto":
         return setting
-    if filesystem_of(job_root) in NETWORK_FILESYSTEMS:
+    if on_network_filesystem(job_root):
         return "stat"
     return "inotify" if _libc_inotify() is not None else "stat"
 
@@ -255,6 +261,7 @@ class InotifyWatch(StatusWatch):
         self._full = False  # warned that the watch limit was reached
 
     def _add(self, path: str, mask: int) -> int:
+        """The watch descriptor, or minus the errno when `path` cannot be watched."""
         wd = int(self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask))
         if wd < 0:
             errno = ctypes.get_errno()
@@ -264,6 +271,7 @@ class InotifyWatch(StatusWatch):
                             "polls only (raise the limit, or set watch_files: stat)")
             elif errno not in (2, 20, 28):  # ENOENT, ENOTDIR: not there yet, or not a directory
                 log.debug("cannot watch %s: %s", path, os.strerror(errno))
+            return -errno
         return wd
 
     def _watch(self, uid: str, workdir: str) -> None:
@@ -290,6 +298,10 @@ class InotifyWatch(StatusWatch):
                 if wd >= 0:
                     self._by_wd[wd] = (uid, is_status)
                     self._wds[uid].append(wd)
+            if pod_wd >= 0 and status_wd == -ENOENT:
+                # No status/ yet, and its making will show (the pod directory's watch came first): nothing
+                # to read. What a new submission's watch costs, in a burst of creates.
+                return
         super()._watch(uid, workdir)  # what was written before the watch began
 
     def _forget_wds(self, uid: str) -> None:

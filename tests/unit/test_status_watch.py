@@ -71,11 +71,12 @@ def watch_scenario(tmp_path: Path, method: str) -> None:
         assert watch is not None
         runner = asyncio.create_task(watch.run())
         pod_a, pod_b = tmp_path / "ns-a", tmp_path / "ns-b"
-        pod_a.mkdir()
-        pod_b.mkdir()
+        pod_a.mkdir()  # a new submission: its job has not started
+        (pod_b / "status").mkdir(parents=True)  # a job that wrote before the watch began
+        put(pod_b / "status", "main.started", "2026-12-05T01:00:00Z")
         try:
             watch.track({"a": str(pod_a), "b": str(pod_b)})
-            await told(batches, "a", "b")  # each read once at first
+            await told(batches, "b")  # read once at first
             while not batches.empty():
                 batches.get_nowait()
             (pod_a / "status").mkdir()  # the job starts: its script makes status/ and writes in it
@@ -85,8 +86,7 @@ def watch_scenario(tmp_path: Path, method: str) -> None:
             assert "a" in await told(batches, "a")
             watch.track({"b": str(pod_b)})  # a's records are final: no longer watched
             assert set(watch.watched) == {"b"}
-            (pod_b / "status").mkdir()
-            put(pod_b / "status", "main.started", "2026-12-05T01:00:00Z")
+            put(pod_b / "status", "main.exit", "0")
             assert "b" in await told(batches, "b")
         finally:
             runner.cancel()
@@ -102,6 +102,36 @@ def test_inotify_tells_the_pod_whose_status_files_were_replaced(tmp_path: Path) 
 
 def test_stat_tells_the_pod_whose_status_directory_changed(tmp_path: Path) -> None:
     watch_scenario(tmp_path, "stat")
+
+
+@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+def test_inotify_reads_a_new_pod_only_once_its_job_has_written(tmp_path: Path) -> None:
+    """A burst of creates must not cost a read of each new pod: before its status/ exists there is nothing to
+    read, and its making shows through the pod directory's watch."""
+    async def scenario() -> list[set[str]]:
+        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+
+        async def on_change(uids: set[str]) -> None:
+            await batches.put(uids)
+
+        watch = make_watch("inotify", on_change, 0.05)
+        assert isinstance(watch, InotifyWatch)
+        runner = asyncio.create_task(watch.run())
+        (tmp_path / "ns-new").mkdir()
+        (tmp_path / "ns-started" / "status").mkdir(parents=True)
+        try:
+            watch.add_pods({"new": PodDirectory(str(tmp_path / "ns-new"), "u", "1")})
+            watch.add_pods({"started": PodDirectory(str(tmp_path / "ns-started"), "u", "2")})
+            first = [await told(batches, "started")]
+            await asyncio.sleep(0.2)  # ten times the settling time: a read of "new" would have come
+            while not batches.empty():
+                first.append(batches.get_nowait())
+            return first
+        finally:
+            runner.cancel()
+            watch.close()
+
+    assert all("new" not in batch for batch in asyncio.run(scenario()))
 
 
 def test_inotify_ignores_the_job_scripts_temporary_files(tmp_path: Path) -> None:
@@ -170,17 +200,15 @@ def test_inotify_sees_pod_directories_appear_one_by_one_as_pods_are_added(tmp_pa
             watch.add_pods({"a": pods["a"]})
             watch.add_pods({"b": pods["b"]})
             await told(batches, "a", "b")  # each read once at first
-            (tmp_path / "ns-b").mkdir()
-            assert "b" in await told(batches, "b")
-            (tmp_path / "ns-a").mkdir()
-            assert "a" in await told(batches, "a")  # no pod is awaited now; the parent stays watched
-            watch.add_pods({"c": pods["c"]})
-            await told(batches, "c")
-            (tmp_path / "ns-c").mkdir()
-            assert "c" in await told(batches, "c")
+            for uid in ("b", "a", "c"):  # their jobs start (mode 1: a job makes its pod's directory)
+                if uid == "c":  # no pod is awaited now; the parent stays watched
+                    watch.add_pods({"c": pods["c"]})
+                    await told(batches, "c")
+                (tmp_path / f"ns-{uid}" / "status").mkdir(parents=True)
+                put(tmp_path / f"ns-{uid}" / "status", "main.started", "2026-12-05T01:00:00Z")
+                assert uid in await told(batches, uid)
             assert set(watch.watched) == {"a", "b", "c"}
-            (tmp_path / "ns-a" / "status").mkdir()
-            put(tmp_path / "ns-a" / "status", "main.started", "2026-12-05T01:00:00Z")
+            put(tmp_path / "ns-a" / "status", "main.exit", "0")
             assert "a" in await told(batches, "a")
         finally:
             runner.cancel()
