@@ -100,7 +100,7 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
     from slurmlink.listeners import Servers
     from slurmlink.statepaths import api_state, prepare
 
-    configure_logging(log_level, log_format)
+    configure_logging(log_level, log_format, batched=True)  # a line per create: bench/README.md
     try:
         settings = load_config(ApiConfig, config)
         prepare(api_state(settings))

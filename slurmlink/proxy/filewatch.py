@@ -87,7 +87,7 @@ class FileWatch:
 
     def submitted(self, entry: LedgerEntry) -> None:
         """A job just submitted through the proxy: watched from now on, so that a long poll already held tells
-        its start (its directory does not exist yet: the job makes it)."""
+        its start (its directory does not exist yet: the job makes it, then its status/)."""
         try:
             pod = self._located(entry.job_id, entry)
         except Refusal:
@@ -175,8 +175,8 @@ class FileWatch:
     # ---- what changed --------------------------------------------------------------------------------------
 
     async def _on_change(self, job_ids: set[str]) -> None:
-        """The watch saw these jobs' directories change (or began watching them). A job whose pod directory is
-        not there (not started yet) has nothing to read: not told."""
+        """The watch saw these jobs' directories change (or began watching them where there may be something to
+        read). A job whose pod directory is not there (not started yet) has nothing to read: not told."""
         workdirs = {job_id: w.pod.workdir for job_id in job_ids if (w := self.jobs.get(job_id)) is not None}
         present = await asyncio.to_thread(_directories, workdirs)
         if not present:

@@ -26,7 +26,7 @@ from slurmlink.slurm.base import SchedulerBackend, SlurmError
 from slurmlink.slurm.commands import jobcount, sacct, sbatch, scancel, sinfo, squeue
 from slurmlink.slurm.podfiles import PodFiles, check_container_name
 from slurmlink.slurm.runner import DEFAULT_PATH, Runner, error_from
-from slurmlink.slurm.statuswatch import on_network_filesystem
+from slurmlink.slurm.statuswatch import on_local_filesystem
 from slurmlink.steps.srun import StepRefused, local_account, step_argv
 from slurmlink.translate import layout
 from slurmlink.translate.job import BatchJob
@@ -62,11 +62,12 @@ class CliBackend(SchedulerBackend):
         self.files = PodFiles(config.job_root, max_status_file_bytes=config.max_status_file_bytes)
         self.configured_root = self.files.configured_root
         self.root = self.files.root
-        # A pod directory takes a dozen metadata calls. On a network filesystem each waits for a server, so a
-        # worker thread makes it. On a local one they are the page cache's: made on the event loop, they cost
-        # a third of what the hand-over costs in a burst of creates, where the thread and the loop take the
-        # GIL from each other at every call (0.4 ms of the API's CPU per create, bench/submit_throughput.py).
-        self.workdirs_in_thread = on_network_filesystem(self.root)
+        # A pod directory takes a dozen metadata calls. On a filesystem of this host's own they are the page
+        # cache's, and cost less on the event loop than a worker thread's hand-over in a burst of creates, where
+        # the thread and the loop take the GIL from each other at every call (0.3-0.4 ms of the API's CPU per
+        # create, bench/README.md). Anywhere else (a shared filesystem, autofs, FUSE, a type not known) a call
+        # may wait for a server that is away: a worker thread makes them, so that only that create waits.
+        self.workdirs_in_thread = not on_local_filesystem(self.root)
         self.bin = {name: self._locate(name) for name in COMMANDS}
         self.accounting: bool | None = None  # None until sacct has told; False: never ask again
         self._looked_back = False  # the first job list also holds what accounting has of the lookback

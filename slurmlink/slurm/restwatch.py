@@ -51,8 +51,8 @@ class ProxyWatch(StatusWatch):
         self.pods = dict(pods)
         self.watched = {uid: pod.workdir for uid, pod in pods.items()}
         if new:
-            # Read once, as the mode-2 watch does: the proxy watches a job from its submission and may have told
-            # of its start before the API knew the job's id (a told id the API does not know is passed over).
+            # Read once: the proxy watches a job from its submission and may have told of its start before the API
+            # knew the job's id (a told id the API does not know is passed over).
             self.changed(new)
         if self._running:
             self._follow_groups()

@@ -25,7 +25,7 @@ import logging
 import os
 import struct
 from collections.abc import Awaitable, Callable, Mapping
-from errno import ENOENT
+from errno import EINVAL, ENOENT, ENOSPC, ENOTDIR
 from pathlib import Path
 
 from slurmlink.core.records import PodDirectory
@@ -50,6 +50,8 @@ NETWORK_FILESYSTEMS = frozenset({
     "ncpfs", "panfs", "pvfs2", "orangefs", "wekafs", "virtiofs", "fuse.glusterfs", "fuse.sshfs", "fuse.cephfs",
     "fuse.beegfs", "fuse.gcsfuse", "fuse.s3fs", "fuse.juicefs",
 })
+# Filesystems of this host's own disks or memory, whose metadata calls never wait for another machine.
+LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "tmpfs", "overlay"})
 
 OnChange = Callable[[set[str]], Awaitable[None]]
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -84,16 +86,16 @@ def filesystem_of(path: str, mounts: str = "/proc/self/mounts") -> str:
     return kind
 
 
-def on_network_filesystem(path: str) -> bool:
-    """Whether `path` is on a filesystem that other hosts write to and that answers through a server."""
-    return filesystem_of(path) in NETWORK_FILESYSTEMS
+def on_local_filesystem(path: str, mounts: str = "/proc/self/mounts") -> bool:
+    """Whether `path` is known to be on a filesystem of this host's own (not autofs, FUSE, or anything unknown)."""
+    return filesystem_of(path, mounts) in LOCAL_FILESYSTEMS
 
 
 def choose_method(setting: str, job_root: str) -> str:
     """`inotify`, `stat` or `off`, for the `watch_files` setting (see ApiConfig)."""
     if setting != "auto":
         return setting
-    if on_network_filesystem(job_root):
+    if filesystem_of(job_root) in NETWORK_FILESYSTEMS:
         return "stat"
     return "inotify" if _libc_inotify() is not None else "stat"
 
@@ -265,16 +267,19 @@ class InotifyWatch(StatusWatch):
         wd = int(self.libc.inotify_add_watch(self.fd, os.fsencode(path), mask))
         if wd < 0:
             errno = ctypes.get_errno()
-            if errno == 28 and not self._full:  # ENOSPC: the user's inotify watches are used up
+            if errno == ENOSPC and not self._full:  # the user's inotify watches are used up
                 self._full = True
                 log.warning("inotify: fs.inotify.max_user_watches reached; pods beyond it are seen at SLURM's "
                             "polls only (raise the limit, or set watch_files: stat)")
-            elif errno not in (2, 20, 28):  # ENOENT, ENOTDIR: not there yet, or not a directory
+            elif errno not in (ENOENT, ENOTDIR, ENOSPC):  # not there yet, or not a directory
                 log.debug("cannot watch %s: %s", path, os.strerror(errno))
-            return -errno
+            return -(errno or EINVAL)
         return wd
 
     def _watch(self, uid: str, workdir: str) -> None:
+        """Start watching a pod; its files are read once unless it has no `status/` yet (a new submission's
+        directory): then there is nothing to read, and the making of `status/` shows through the pod
+        directory's watch, added before `status/` is looked for."""
         self._ensure_reader()
         self._forget_wds(uid)
         self._await_dir(uid, workdir)  # before looking: a directory made meanwhile is not missed
@@ -299,9 +304,7 @@ class InotifyWatch(StatusWatch):
                     self._by_wd[wd] = (uid, is_status)
                     self._wds[uid].append(wd)
             if pod_wd >= 0 and status_wd == -ENOENT:
-                # No status/ yet, and its making will show (the pod directory's watch came first): nothing
-                # to read. What a new submission's watch costs, in a burst of creates.
-                return
+                return  # a read per create would cost a worker thread's hand-over each, in a burst of creates
         super()._watch(uid, workdir)  # what was written before the watch began
 
     def _forget_wds(self, uid: str) -> None:
@@ -343,16 +346,20 @@ class InotifyWatch(StatusWatch):
             data = os.read(self.fd, 64 * 1024)
         except BlockingIOError:
             return
+        self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
+        """What a read of the inotify descriptor gave: some events."""
         changed: set[str] = set()
         appeared: set[str] = set()
+        overflowed = False
         offset = 0
         while offset + _EVENT.size <= len(data):
             wd, mask, _, length = _EVENT.unpack_from(data, offset)
             name = data[offset + _EVENT.size:offset + _EVENT.size + length].rstrip(b"\0")
             offset += _EVENT.size + length
             if mask & IN_Q_OVERFLOW:
-                changed |= set(self.watched)  # events were lost: read every watched pod
-                appeared |= {uid for names in self._awaited.values() for uid in names.values()}
+                overflowed = True
                 continue
             if mask & IN_IGNORED:
                 self._by_wd.pop(wd, None)
@@ -375,9 +382,15 @@ class InotifyWatch(StatusWatch):
             if name.startswith(b"."):
                 continue  # the job script's temporary files; the rename that follows is what counts
             changed.add(uid)
+        if overflowed:  # events were lost: read every watched pod, and watch the status/ made meanwhile
+            changed |= set(self.watched)
+            appeared |= {uid for names in self._awaited.values() for uid in names.values()}
+            for uid in set(self.watched) - appeared:
+                if not any(self._by_wd.get(wd, ("", False))[1] for wd in self._wds.get(uid, ())):
+                    self._watch_status(uid)
         for uid in appeared:
             if uid in self.watched:
-                self._watch(uid, self.watched[uid])  # tells it changed
+                self._watch(uid, self.watched[uid])
         if changed:
             self.changed(changed)
 

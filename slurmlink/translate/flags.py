@@ -9,6 +9,7 @@ Each option is one of three kinds (site.py has the lists and the reasons):
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -23,6 +24,9 @@ _SHORT = {"-A": "--account", "-q": "--qos", "-p": "--partition", "-C": "--constr
           "-w": "--nodelist", "-b": "--begin", "-L": "--licenses", "-u": "--uid", "-D": "--chdir",
           "-o": "--output", "-e": "--error", "-i": "--input", "-J": "--job-name", "-a": "--array",
           "-d": "--dependency", "-W": "--wait"}
+# What shlex splits on, and what it undoes: without the latter, its split is the former's (and 30 times cheaper).
+_BLANKS = re.compile("[ \t\r\n]+")
+_QUOTING = frozenset("'\"\\")
 _NO_VALUE = {"--exclusive", "--requeue", "--no-requeue", "--parsable", "--wait", "--test-only",
              "--get-user-env", "--kill-on-invalid-dep"}
 
@@ -36,6 +40,8 @@ class Flags:
 def _words(text: str) -> list[str]:
     if "\x00" in text or "\n" in text.strip():
         raise PodRejected(f"annotation {FLAGS_ANNOTATION}: options must be on one line", "InvalidFlags")
+    if _QUOTING.isdisjoint(text):
+        return [word for word in _BLANKS.split(text) if word]
     try:
         return shlex.split(text, comments=False)  # shlex only splits words here: nothing is executed
     except ValueError as exc:

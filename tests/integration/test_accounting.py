@@ -121,4 +121,5 @@ def test_restarted_api_adopts_the_forgotten_job(old_job: OldJob) -> None:
     phase, status = client.finish(old_job.pod)
     assert (phase.phase, exit_codes(status)) == ("Failed", {"main": 3})
     assert client.submit(old_job.pod) == old_job.job_id
-    assert "adopted pod" in old_job.api.log_text()
+    # the API writes its log every 0.2 s (logs.BatchingStreamHandler)
+    wait_until(lambda: "adopted pod" in old_job.api.log_text(), 5, "the adoption in the API's log")

@@ -3,11 +3,13 @@ would change identity or escape the site's policy fail the pod (FlagNotAllowed);
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from slurmlink.core.errors import PodRejected
 from slurmlink.slurm.commands.sbatch import argv
-from slurmlink.translate.flags import classify_flags, dropped_message, owned_only
+from slurmlink.translate.flags import _words, classify_flags, dropped_message, owned_only
 from slurmlink.translate.script import build_job
 from slurmlink.translate.site import FORBIDDEN_OPTIONS, OWNED_OPTIONS, SiteConfig
 from slurmlink.wire.names import dropped_flags, dropped_flags_value
@@ -105,3 +107,12 @@ def test_memory_is_either_a_total_or_per_cpu_never_both(text: str, limits: dict,
     args = argv(build_job(pod, workdir="/jobs/ns-u-1", site=SITE))
     assert [a for a in args if a.startswith("--mem=")] == ([mem] if mem else [])
     assert [a for a in args if a.startswith("--mem-per-cpu")] == ([per_cpu] if per_cpu else [])
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "--begin=now+1day", " -p  debug\t--qos=high\r", "--comment=a\x0bb", "--comment=a\xa0b c\u2003d",
+    "-t 10 # not a comment", "--comment=$HOME;`id`|x", "--comment='a b'", '--comment="a b" -p x', "--comment=a\\ b",
+])
+def test_the_words_are_shlexs_with_or_without_quoting(text: str) -> None:
+    """Without quotes or backslashes the annotation is split on shlex's blanks only, as shlex splits it."""
+    assert _words(text) == shlex.split(text, comments=False)

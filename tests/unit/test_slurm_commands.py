@@ -399,6 +399,12 @@ def test_backend_refuses_paths_outside_job_root(tmp_path: Path) -> None:
             asyncio.run(backend.read_log(PodDirectory(str(tmp_path / "jobs/p"), me, ""), container))
 
 
+def test_pod_directories_are_made_on_the_event_loop_only_on_a_local_filesystem(tmp_path: Path) -> None:
+    """There they are page-cache calls, cheaper than a worker thread's hand-over; statuswatch.on_local_filesystem
+    tells (tests/unit/test_status_watch.py)."""
+    assert CliBackend(CliConfig(job_root=str(tmp_path))).workdirs_in_thread is False
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
 def test_backend_reads_only_the_users_own_files(tmp_path: Path) -> None:
     nobody = pwd.getpwnam("nobody")

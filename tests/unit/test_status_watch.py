@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from slurmlink.core.records import PodDirectory
 from slurmlink.slurm.statuswatch import (
+    _EVENT,
+    IN_Q_OVERFLOW,
     InotifyWatch,
     StatusWatch,
     StatWatch,
@@ -19,6 +22,7 @@ from slurmlink.slurm.statuswatch import (
     choose_method,
     filesystem_of,
     make_watch,
+    on_local_filesystem,
 )
 
 MOUNTS = """\
@@ -26,6 +30,8 @@ MOUNTS = """\
 server:/export /shared nfs4 rw 0 0
 tmpfs /shared/scratch tmpfs rw 0 0
 lustre@tcp:/fs /lus lustre rw 0 0
+auto.home /home autofs rw 0 0
+mfsmaster:/ /mfs fuse.mfs rw 0 0
 """
 
 
@@ -37,6 +43,12 @@ def test_the_filesystem_of_a_path_is_that_of_its_longest_mount_point(tmp_path: P
     assert filesystem_of("/sharedother", str(mounts)) == "ext4"
     assert filesystem_of("/lus", str(mounts)) == "lustre"
     assert filesystem_of("/x", str(tmp_path / "none")) == ""
+    assert not on_local_filesystem("/shared/jobs", str(mounts))
+    assert not on_local_filesystem("/lus/jobs", str(mounts))
+    assert on_local_filesystem("/shared/scratch/jobs", str(mounts))
+    assert on_local_filesystem("/var/lib/jobs", str(mounts))
+    for unknown in ("/home/jobs", "/mfs/jobs"):  # an automount point, a FUSE filesystem not known to be local
+        assert not on_local_filesystem(unknown, str(mounts))
 
 
 def test_auto_watches_a_local_job_root_with_inotify_and_an_explicit_choice_is_kept(tmp_path: Path) -> None:
@@ -86,6 +98,9 @@ def watch_scenario(tmp_path: Path, method: str) -> None:
             assert "a" in await told(batches, "a")
             watch.track({"b": str(pod_b)})  # a's records are final: no longer watched
             assert set(watch.watched) == {"b"}
+            await asyncio.sleep(0.3)  # b's first looks (stat: two) are told before its next write
+            while not batches.empty():
+                batches.get_nowait()
             put(pod_b / "status", "main.exit", "0")
             assert "b" in await told(batches, "b")
         finally:
@@ -215,3 +230,62 @@ def test_inotify_sees_pod_directories_appear_one_by_one_as_pods_are_added(tmp_pa
             watch.close()
 
     asyncio.run(scenario())
+
+
+def inotify_scenario(tmp_path: Path, steps: Callable[[InotifyWatch, asyncio.Queue[set[str]]], Awaitable[None]]) -> None:
+    async def scenario() -> None:
+        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+
+        async def on_change(uids: set[str]) -> None:
+            await batches.put(uids)
+
+        watch = make_watch("inotify", on_change, 0.05)
+        assert isinstance(watch, InotifyWatch)
+        runner = asyncio.create_task(watch.run())
+        try:
+            await steps(watch, batches)
+        finally:
+            runner.cancel()
+            watch.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+def test_inotify_tells_a_status_directory_made_after_the_pod_directory_appeared(tmp_path: Path) -> None:
+    """Mode 1: the job makes its pod directory, watched once the parent's watch shows it; status/ comes later."""
+    async def steps(watch: InotifyWatch, batches: asyncio.Queue[set[str]]) -> None:
+        watch.add_pods({"a": PodDirectory(str(tmp_path / "ns-a"), "someone", "1")})
+        await told(batches, "a")  # its directory is not there: read once
+        (tmp_path / "ns-a").mkdir()
+        await wait_for(lambda: watch._wds.get("a"))  # the pod directory's watch is in place
+        (tmp_path / "ns-a" / "status").mkdir()
+        put(tmp_path / "ns-a" / "status", "main.started", "2026-12-05T01:00:00Z")
+        assert "a" in await told(batches, "a")
+
+    inotify_scenario(tmp_path, steps)
+
+
+@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+def test_after_lost_events_every_pod_is_read_and_a_status_directory_made_meanwhile_is_watched(tmp_path: Path) -> None:
+    """The kernel's queue overflowed (IN_Q_OVERFLOW): the making of status/ may be among what was lost."""
+    async def steps(watch: InotifyWatch, batches: asyncio.Queue[set[str]]) -> None:
+        (tmp_path / "ns-a").mkdir()
+        watch.add_pods({"a": PodDirectory(str(tmp_path / "ns-a"), "someone", "1")})
+        (tmp_path / "ns-a" / "status").mkdir()
+        os.read(watch.fd, 64 * 1024)  # its event is lost: read here, before the event loop lets the watch read
+        await asyncio.sleep(0.1)
+        assert not batches.qsize()
+        watch._handle(_EVENT.pack(-1, IN_Q_OVERFLOW, 0, 0))
+        assert "a" in await told(batches, "a")
+        put(tmp_path / "ns-a" / "status", "main.started", "2026-12-05T01:00:00Z")
+        assert "a" in await told(batches, "a")  # status/ is watched now
+
+    inotify_scenario(tmp_path, steps)
+
+
+async def wait_for(check: Callable[[], object], timeout: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
