@@ -385,9 +385,9 @@ class InotifyWatch(StatusWatch):
         if overflowed:  # events were lost: read every watched pod, and watch the status/ made meanwhile
             changed |= set(self.watched)
             appeared |= {uid for names in self._awaited.values() for uid in names.values()}
-            for uid in set(self.watched) - appeared:
-                if not any(self._by_wd.get(wd, ("", False))[1] for wd in self._wds.get(uid, ())):
-                    self._watch_status(uid)
+            status_watched = {uid for uid, is_status in self._by_wd.values() if is_status}
+            for uid in set(self.watched) - appeared - status_watched:
+                self._watch_status(uid)
         for uid in appeared:
             if uid in self.watched:
                 self._watch(uid, self.watched[uid])
