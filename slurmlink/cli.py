@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -83,8 +84,18 @@ def _config_error(source: Path | None, problem: object) -> typer.Exit:
     text = " ".join(str(problem).split())  # one line, even for YAML parser messages
     if source is not None and not text.startswith(f"{source}:"):
         text = f"{source}: {text}"
+    for handler in logging.getLogger().handlers:
+        handler.flush()  # what was logged before comes first (the API and the proxy write their log in batches)
     console.print(Text.assemble(("configuration error: ", "red"), text), soft_wrap=True)  # no markup, no wrapping
     return typer.Exit(2)
+
+
+def _batched_logging(log_level: str, log_format: LogFormat) -> None:
+    """The log written every 0.2 s, not line by line: a service that logs a line or two per request
+    (bench/README.md). Until its servers take SIGTERM over, SIGTERM exits through Python's exit hooks, which
+    write what is pending."""
+    configure_logging(log_level, log_format, batched=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
 @app.command()
@@ -100,7 +111,7 @@ def api(config: Annotated[Path | None, typer.Option("--config", "-c", envvar="SL
     from slurmlink.listeners import Servers
     from slurmlink.statepaths import api_state, prepare
 
-    configure_logging(log_level, log_format, batched=True)  # a line per create: bench/README.md
+    _batched_logging(log_level, log_format)
     try:
         settings = load_config(ApiConfig, config)
         prepare(api_state(settings))
@@ -125,7 +136,7 @@ def proxy(config: Annotated[Path, typer.Option("--config", "-c", envvar="SLURMLI
     from slurmlink.proxy.config import ProxyConfig
     from slurmlink.statepaths import prepare, proxy_state
 
-    configure_logging(log_level, log_format, batched=True)  # a line or two per request: bench/README.md
+    _batched_logging(log_level, log_format)
     try:
         settings = load_config(ProxyConfig, config)
         prepare(proxy_state(settings))

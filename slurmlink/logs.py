@@ -49,7 +49,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.interval = interval
         self.max_pending = max_pending  # written at once beyond this many lines: memory stays bounded
         self._pending: list[str] = []
-        self._closed = threading.Event()
+        self._stopping = threading.Event()
         threading.Thread(target=self._write_periodically, name="log-writer", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
@@ -58,7 +58,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
-        if len(self._pending) >= self.max_pending:
+        if len(self._pending) >= self.max_pending or self._stopping.is_set():  # closed: no writer any more
             self.flush()
 
     def flush(self) -> None:
@@ -72,13 +72,14 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 super().flush()
 
     def close(self) -> None:
-        self._closed.set()
+        self._stopping.set()
         self.flush()
         super().close()
 
     def _write_periodically(self) -> None:
-        while not self._closed.wait(self.interval):
-            self.flush()
+        while not self._stopping.wait(self.interval):
+            if self._pending:
+                self.flush()
 
 
 class SecondCachingFormatter(logging.Formatter):

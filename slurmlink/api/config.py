@@ -177,8 +177,9 @@ class ApiConfig(Strict):
     watch_files: Literal["auto", "inotify", "stat", "off"] = Field(default="auto", description=(
         "mode 2: how the API notices what a job writes in its pod's `status/` directory between queries: "
         "`inotify` (the job root on a local filesystem), `stat` (every `watch_stat_interval`: a shared "
-        "filesystem, where inotify does not see the compute nodes' writes), `off`; `auto`: `inotify` on a "
-        "local filesystem where the kernel has it, else `stat`. Mode 1: anything but `off` holds a long poll of the "
+        "filesystem, where inotify does not see the compute nodes' writes), `off`; `auto`: `inotify` on a local "
+        "disk or memory filesystem (ext2/3/4, XFS, Btrfs, F2FS, ZFS, tmpfs, overlay) where the kernel has it, else "
+        "`stat` (as on any other filesystem). Mode 1: anything but `off` holds a long poll of the "
         "proxy's file watch (the proxy's `files.watch` chooses how it watches; see [mode1.md](mode1.md))"))
     watch_stat_interval: float = Field(default=0.5, gt=0, description=(
         "seconds between two looks (one `stat` of each running pod's `status/` directory) with "

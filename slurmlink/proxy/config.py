@@ -82,7 +82,8 @@ class FilesSection(Strict):
         "its pod's `status/` files, so that a mode-1 API learns starts and ends without asking SLURM. `inotify` "
         "(the job root on a local filesystem), `stat` (every `watch_stat_interval`: a shared filesystem, where "
         "inotify does not see the compute nodes' writes), `off` (the route answers 404 and the API keeps to its "
-        "polls); `auto`: `inotify` on a local filesystem where the kernel has it, else `stat`"))
+        "polls); `auto`: `inotify` on a local disk or memory filesystem (ext2/3/4, XFS, Btrfs, F2FS, ZFS, tmpfs, "
+        "overlay) where the kernel has it, else `stat` (as on any other filesystem)"))
     watch_stat_interval: float = Field(default=0.5, gt=0, description=(
         "seconds between two looks at each watched pod's `status/` directory with `watch: stat`"))
 

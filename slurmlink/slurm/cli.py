@@ -68,6 +68,8 @@ class CliBackend(SchedulerBackend):
         # create, bench/README.md). Anywhere else (a shared filesystem, autofs, FUSE, a type not known) a call
         # may wait for a server that is away: a worker thread makes them, so that only that create waits.
         self.workdirs_in_thread = not on_local_filesystem(self.root)
+        log.info("pod directories under %s: made %s", self.root,
+                 "in worker threads" if self.workdirs_in_thread else "on the event loop (a local filesystem)")
         self.bin = {name: self._locate(name) for name in COMMANDS}
         self.accounting: bool | None = None  # None until sacct has told; False: never ask again
         self._looked_back = False  # the first job list also holds what accounting has of the lookback

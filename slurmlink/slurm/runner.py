@@ -147,7 +147,7 @@ class Runner:
                 stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                bufsize=0,  # only their descriptors are used: no buffered file objects around them
+                bufsize=0,  # only their descriptors are used, and close(): no buffered file objects around them
                 env={**self.base_env(), **(env or {})},
                 cwd=cwd or "/",
                 # Its own process group, so a timeout kills runuser and the SLURM command under it.

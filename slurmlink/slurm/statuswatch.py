@@ -50,7 +50,7 @@ NETWORK_FILESYSTEMS = frozenset({
     "ncpfs", "panfs", "pvfs2", "orangefs", "wekafs", "virtiofs", "fuse.glusterfs", "fuse.sshfs", "fuse.cephfs",
     "fuse.beegfs", "fuse.gcsfuse", "fuse.s3fs", "fuse.juicefs",
 })
-# Filesystems of this host's own disks or memory, whose metadata calls never wait for another machine.
+# Filesystems of this host's own disks or memory: their metadata calls do not go to another machine.
 LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "tmpfs", "overlay"})
 
 OnChange = Callable[[set[str]], Awaitable[None]]
@@ -87,7 +87,7 @@ def filesystem_of(path: str, mounts: str = "/proc/self/mounts") -> str:
 
 
 def on_local_filesystem(path: str, mounts: str = "/proc/self/mounts") -> bool:
-    """Whether `path` is known to be on a filesystem of this host's own (not autofs, FUSE, or anything unknown)."""
+    """Whether `path` is known to be on a local disk or memory filesystem (not autofs, FUSE, or anything unknown)."""
     return filesystem_of(path, mounts) in LOCAL_FILESYSTEMS
 
 
@@ -95,9 +95,8 @@ def choose_method(setting: str, job_root: str) -> str:
     """`inotify`, `stat` or `off`, for the `watch_files` setting (see ApiConfig)."""
     if setting != "auto":
         return setting
-    if filesystem_of(job_root) in NETWORK_FILESYSTEMS:
-        return "stat"
-    return "inotify" if _libc_inotify() is not None else "stat"
+    # Anywhere else inotify may miss what other hosts write, and the watch's calls would wait on the event loop.
+    return "inotify" if on_local_filesystem(job_root) and _libc_inotify() is not None else "stat"
 
 
 def _libc_inotify() -> ctypes.CDLL | None:
@@ -271,7 +270,7 @@ class InotifyWatch(StatusWatch):
                 self._full = True
                 log.warning("inotify: fs.inotify.max_user_watches reached; pods beyond it are seen at SLURM's "
                             "polls only (raise the limit, or set watch_files: stat)")
-            elif errno not in (ENOENT, ENOTDIR, ENOSPC):  # not there yet, or not a directory
+            elif errno not in (ENOENT, ENOTDIR, ENOSPC):  # not there yet, not a directory, or warned of above
                 log.debug("cannot watch %s: %s", path, os.strerror(errno))
             return -(errno or EINVAL)
         return wd
@@ -382,11 +381,12 @@ class InotifyWatch(StatusWatch):
             if name.startswith(b"."):
                 continue  # the job script's temporary files; the rename that follows is what counts
             changed.add(uid)
-        if overflowed:  # events were lost: read every watched pod, and watch the status/ made meanwhile
+        if overflowed:
+            # Events were lost: every watched pod is read, and its status/ watched again (the same watch where
+            # it was: its IN_IGNORED may have been lost too). A call or three per pod, on a rare path.
             changed |= set(self.watched)
             appeared |= {uid for names in self._awaited.values() for uid in names.values()}
-            status_watched = {uid for uid, is_status in self._by_wd.values() if is_status}
-            for uid in set(self.watched) - appeared - status_watched:
+            for uid in set(self.watched) - appeared:
                 self._watch_status(uid)
         for uid in appeared:
             if uid in self.watched:
@@ -408,7 +408,9 @@ class InotifyWatch(StatusWatch):
             os.close(fd)
         if wd >= 0:
             self._by_wd[wd] = (uid, True)
-            self._wds.setdefault(uid, []).append(wd)
+            wds = self._wds.setdefault(uid, [])
+            if wd not in wds:  # watched already: the kernel gave the same descriptor
+                wds.append(wd)
         self.changed({uid})
 
     def close(self) -> None:

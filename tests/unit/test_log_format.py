@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -90,10 +91,12 @@ def test_a_batching_handler_writes_its_lines_together_and_all_of_them_when_flush
         handler.flush()
         assert stream.getvalue() == "line 0\nline 1\nline 2\n" and stream.writes == 1
         logger.warning("last")
+        handler.close()  # what logging.shutdown does at exit: nothing pending is lost
+        assert stream.getvalue().endswith("line 2\nlast\n")
+        logger.warning("after")  # a thread that logs after the exit hook: no writer is left, written at once
+        assert stream.getvalue().endswith("last\nafter\n")
     finally:
         logger.removeHandler(handler)
-        handler.close()  # what logging.shutdown does at exit: nothing pending is lost
-    assert stream.getvalue().endswith("line 2\nlast\n")
 
 
 def test_a_batching_handler_writes_within_its_interval_and_bounds_what_it_holds() -> None:
@@ -124,6 +127,15 @@ def test_a_batched_process_loses_no_line_at_exit() -> None:
             "[logging.getLogger('t').info('line %d', n) for n in range(50)]")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert [line.rsplit(" ", 1)[-1] for line in done.stderr.splitlines()] == [str(n) for n in range(50)]
+
+
+def test_a_service_stopped_before_its_servers_run_loses_no_line() -> None:
+    """SIGTERM while `slurmlink api` or `proxy` still starts (cli._batched_logging): an exit, with its hooks."""
+    code = ("import logging, os, signal, time; from slurmlink.cli import _batched_logging; "
+            "_batched_logging('info', 'text'); logging.getLogger('t').warning('starting'); "
+            "os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + signal.SIGTERM and done.stderr.rstrip().endswith("t: starting"), done
 
 
 def test_the_text_format_writes_what_logging_formatter_writes() -> None:

@@ -399,10 +399,34 @@ def test_backend_refuses_paths_outside_job_root(tmp_path: Path) -> None:
             asyncio.run(backend.read_log(PodDirectory(str(tmp_path / "jobs/p"), me, ""), container))
 
 
-def test_pod_directories_are_made_on_the_event_loop_only_on_a_local_filesystem(tmp_path: Path) -> None:
+class AnsweringRunner(Runner):
+    """sbatch's answer without sbatch: what a submit does around the command, alone."""
+
+    async def run(self, argv, **kwargs):  # type: ignore[no-untyped-def, override]
+        return CommandResult(tuple(argv), 0, b"4242\n", b"")
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_pod_directories_are_made_on_the_event_loop_only_on_a_local_filesystem(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: bool) -> None:
     """There they are page-cache calls, cheaper than a worker thread's hand-over; statuswatch.on_local_filesystem
-    tells (tests/unit/test_status_watch.py)."""
-    assert CliBackend(CliConfig(job_root=str(tmp_path))).workdirs_in_thread is False
+    tells (tests/unit/test_status_watch.py). The directory and its script are the same either way."""
+    monkeypatch.setattr("slurmlink.slurm.cli.on_local_filesystem", lambda path: local)
+    handed: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def noting(function, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        handed.append(function.__name__)
+        return await to_thread(function, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", noting)
+    backend = CliBackend(CliConfig(job_root=str(tmp_path)), runner=AnsweringRunner())
+    user = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name  # never root's jobs
+    job = BatchJob(name="slurmlink-x", comment="ns/x", workdir=str(tmp_path / "ns-x"), script="#!/bin/sh\ntrue\n",
+                   stdout=str(tmp_path / "ns-x" / "job.out"), cpus_per_task=1, memory_mb=64)
+    assert asyncio.run(backend.submit(job, user)) == "4242"
+    assert handed == ([] if local else ["_prepare_workdir"])
+    assert (tmp_path / "ns-x" / "job.sh").read_text() == job.script
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")

@@ -8,6 +8,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -24,6 +25,10 @@ from slurmlink.slurm.statuswatch import (
     make_watch,
     on_local_filesystem,
 )
+
+T = TypeVar("T")
+Batches = asyncio.Queue[set[str]]  # the pods of each read a watch asked for
+needs_inotify = pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
 
 MOUNTS = """\
 /dev/sda1 / ext4 rw 0 0
@@ -64,7 +69,7 @@ def put(status: Path, name: str, value: str) -> None:
     os.replace(temporary, status / name)
 
 
-async def told(batches: asyncio.Queue[set[str]], *uids: str, timeout: float = 10) -> set[str]:
+async def told(batches: Batches, *uids: str, timeout: float = 10) -> set[str]:
     """The pods told until all of `uids` are among them."""
     union: set[str] = set()
     while not union >= set(uids):
@@ -72,9 +77,11 @@ async def told(batches: asyncio.Queue[set[str]], *uids: str, timeout: float = 10
     return union
 
 
-def watch_scenario(tmp_path: Path, method: str) -> None:
-    async def scenario() -> None:
-        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+def watching(method: str, steps: Callable[[StatusWatch, Batches], Awaitable[T]]) -> T:
+    """`steps` with a running watch of `method` (its stat look every 0.05 s); each read it asks for puts its
+    pods in `batches`."""
+    async def scenario() -> T:
+        batches: Batches = asyncio.Queue()
 
         async def on_change(uids: set[str]) -> None:
             await batches.put(uids)
@@ -82,35 +89,48 @@ def watch_scenario(tmp_path: Path, method: str) -> None:
         watch = make_watch(method, on_change, 0.05)
         assert watch is not None
         runner = asyncio.create_task(watch.run())
-        pod_a, pod_b = tmp_path / "ns-a", tmp_path / "ns-b"
-        pod_a.mkdir()  # a new submission: its job has not started
-        (pod_b / "status").mkdir(parents=True)  # a job that wrote before the watch began
-        put(pod_b / "status", "main.started", "2026-12-05T01:00:00Z")
         try:
-            watch.track({"a": str(pod_a), "b": str(pod_b)})
-            await told(batches, "b")  # read once at first
-            while not batches.empty():
-                batches.get_nowait()
-            (pod_a / "status").mkdir()  # the job starts: its script makes status/ and writes in it
-            put(pod_a / "status", "main.started", "2026-12-05T01:00:00Z")
-            assert "a" in await told(batches, "a")
-            put(pod_a / "status", "main.exit", "0")  # the container ends
-            assert "a" in await told(batches, "a")
-            watch.track({"b": str(pod_b)})  # a's records are final: no longer watched
-            assert set(watch.watched) == {"b"}
-            await asyncio.sleep(0.3)  # b's first looks (stat: two) are told before its next write
-            while not batches.empty():
-                batches.get_nowait()
-            put(pod_b / "status", "main.exit", "0")
-            assert "b" in await told(batches, "b")
+            return await steps(watch, batches)
         finally:
             runner.cancel()
             watch.close()
 
-    asyncio.run(scenario())
+    return asyncio.run(scenario())
 
 
-@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+def drain(batches: Batches) -> list[set[str]]:
+    taken = []
+    while not batches.empty():
+        taken.append(batches.get_nowait())
+    return taken
+
+
+def watch_scenario(tmp_path: Path, method: str) -> None:
+    pod_a, pod_b = tmp_path / "ns-a", tmp_path / "ns-b"
+    pod_a.mkdir()  # a new submission: its job has not started
+    (pod_b / "status").mkdir(parents=True)  # a job that wrote before the watch began
+    put(pod_b / "status", "main.started", "2026-12-05T01:00:00Z")
+
+    async def steps(watch: StatusWatch, batches: Batches) -> None:
+        watch.track({"a": str(pod_a), "b": str(pod_b)})
+        await told(batches, "b")  # read once at first
+        drain(batches)
+        (pod_a / "status").mkdir()  # the job starts: its script makes status/ and writes in it
+        put(pod_a / "status", "main.started", "2026-12-05T01:00:00Z")
+        assert "a" in await told(batches, "a")
+        put(pod_a / "status", "main.exit", "0")  # the container ends
+        assert "a" in await told(batches, "a")
+        watch.track({"b": str(pod_b)})  # a's records are final: no longer watched
+        assert set(watch.watched) == {"b"}
+        await asyncio.sleep(0.3)  # b's first looks (stat: two) are told before its next write
+        drain(batches)
+        put(pod_b / "status", "main.exit", "0")
+        assert "b" in await told(batches, "b")
+
+    watching(method, steps)
+
+
+@needs_inotify
 def test_inotify_tells_the_pod_whose_status_files_were_replaced(tmp_path: Path) -> None:
     watch_scenario(tmp_path, "inotify")
 
@@ -119,63 +139,37 @@ def test_stat_tells_the_pod_whose_status_directory_changed(tmp_path: Path) -> No
     watch_scenario(tmp_path, "stat")
 
 
-@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+@needs_inotify
 def test_inotify_reads_a_new_pod_only_once_its_job_has_written(tmp_path: Path) -> None:
     """A burst of creates must not cost a read of each new pod: before its status/ exists there is nothing to
     read, and its making shows through the pod directory's watch."""
-    async def scenario() -> list[set[str]]:
-        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+    (tmp_path / "ns-new").mkdir()
+    (tmp_path / "ns-started" / "status").mkdir(parents=True)
 
-        async def on_change(uids: set[str]) -> None:
-            await batches.put(uids)
+    async def steps(watch: StatusWatch, batches: Batches) -> list[set[str]]:
+        watch.add_pods({"new": PodDirectory(str(tmp_path / "ns-new"), "u", "1")})
+        watch.add_pods({"started": PodDirectory(str(tmp_path / "ns-started"), "u", "2")})
+        first = [await told(batches, "started")]
+        await asyncio.sleep(0.2)  # ten times the settling time: a read of "new" would have come
+        return first + drain(batches)
 
-        watch = make_watch("inotify", on_change, 0.05)
-        assert isinstance(watch, InotifyWatch)
-        runner = asyncio.create_task(watch.run())
-        (tmp_path / "ns-new").mkdir()
-        (tmp_path / "ns-started" / "status").mkdir(parents=True)
-        try:
-            watch.add_pods({"new": PodDirectory(str(tmp_path / "ns-new"), "u", "1")})
-            watch.add_pods({"started": PodDirectory(str(tmp_path / "ns-started"), "u", "2")})
-            first = [await told(batches, "started")]
-            await asyncio.sleep(0.2)  # ten times the settling time: a read of "new" would have come
-            while not batches.empty():
-                first.append(batches.get_nowait())
-            return first
-        finally:
-            runner.cancel()
-            watch.close()
-
-    assert all("new" not in batch for batch in asyncio.run(scenario()))
+    assert all("new" not in batch for batch in watching("inotify", steps))
 
 
+@needs_inotify
 def test_inotify_ignores_the_job_scripts_temporary_files(tmp_path: Path) -> None:
-    async def scenario() -> set[str]:
-        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+    (tmp_path / "ns-a" / "status").mkdir(parents=True)
+    (tmp_path / "ns-b" / "status").mkdir(parents=True)
 
-        async def on_change(uids: set[str]) -> None:
-            await batches.put(uids)
+    async def steps(watch: StatusWatch, batches: Batches) -> set[str]:
+        watch.track({"a": str(tmp_path / "ns-a"), "b": str(tmp_path / "ns-b")})
+        await told(batches, "a")
+        drain(batches)
+        (tmp_path / "ns-a" / "status" / ".main.exit.77").write_text("0\n")  # not renamed yet
+        put(tmp_path / "ns-b" / "status", "main.started", "now")
+        return await told(batches, "b")
 
-        watch = make_watch("inotify", on_change, 0.05)
-        assert isinstance(watch, InotifyWatch)
-        runner = asyncio.create_task(watch.run())
-        (tmp_path / "ns-a" / "status").mkdir(parents=True)
-        (tmp_path / "ns-b" / "status").mkdir(parents=True)
-        try:
-            watch.track({"a": str(tmp_path / "ns-a"), "b": str(tmp_path / "ns-b")})
-            await told(batches, "a")
-            while not batches.empty():
-                batches.get_nowait()
-            (tmp_path / "ns-a" / "status" / ".main.exit.77").write_text("0\n")  # not renamed yet
-            put(tmp_path / "ns-b" / "status", "main.started", "now")
-            return await told(batches, "b")
-        finally:
-            runner.cancel()
-            watch.close()
-
-    if _libc_inotify() is None:
-        pytest.skip("no inotify in this libc")
-    assert asyncio.run(scenario()) == {"b"}
+    assert watching("inotify", steps) == {"b"}
 
 
 def test_the_watches_are_of_the_kind_asked_for() -> None:
@@ -197,64 +191,35 @@ def test_the_watches_are_of_the_kind_asked_for() -> None:
     assert inotify is (InotifyWatch if _libc_inotify() is not None else StatWatch)
 
 
-@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+@needs_inotify
 def test_inotify_sees_pod_directories_appear_one_by_one_as_pods_are_added(tmp_path: Path) -> None:
     """Pods added one at a time (creates: add_pods), their directories made later, in another order; the
     parent's watch outlives the moments when no pod is awaited in it."""
-    async def scenario() -> None:
-        batches: asyncio.Queue[set[str]] = asyncio.Queue()
+    pods = {uid: PodDirectory(str(tmp_path / f"ns-{uid}"), "someone", uid) for uid in ("a", "b", "c")}
 
-        async def on_change(uids: set[str]) -> None:
-            await batches.put(uids)
+    async def steps(watch: StatusWatch, batches: Batches) -> None:
+        watch.add_pods({"a": pods["a"]})
+        watch.add_pods({"b": pods["b"]})
+        await told(batches, "a", "b")  # each read once at first
+        for uid in ("b", "a", "c"):  # their jobs start (mode 1: a job makes its pod's directory)
+            if uid == "c":  # no pod is awaited now; the parent stays watched
+                watch.add_pods({"c": pods["c"]})
+                await told(batches, "c")
+            (tmp_path / f"ns-{uid}" / "status").mkdir(parents=True)
+            put(tmp_path / f"ns-{uid}" / "status", "main.started", "2026-12-05T01:00:00Z")
+            assert uid in await told(batches, uid)
+        assert set(watch.watched) == {"a", "b", "c"}
+        put(tmp_path / "ns-a" / "status", "main.exit", "0")
+        assert "a" in await told(batches, "a")
 
-        watch = make_watch("inotify", on_change, 0.05)
-        assert isinstance(watch, InotifyWatch)
-        runner = asyncio.create_task(watch.run())
-        try:
-            pods = {uid: PodDirectory(str(tmp_path / f"ns-{uid}"), "someone", uid) for uid in ("a", "b", "c")}
-            watch.add_pods({"a": pods["a"]})
-            watch.add_pods({"b": pods["b"]})
-            await told(batches, "a", "b")  # each read once at first
-            for uid in ("b", "a", "c"):  # their jobs start (mode 1: a job makes its pod's directory)
-                if uid == "c":  # no pod is awaited now; the parent stays watched
-                    watch.add_pods({"c": pods["c"]})
-                    await told(batches, "c")
-                (tmp_path / f"ns-{uid}" / "status").mkdir(parents=True)
-                put(tmp_path / f"ns-{uid}" / "status", "main.started", "2026-12-05T01:00:00Z")
-                assert uid in await told(batches, uid)
-            assert set(watch.watched) == {"a", "b", "c"}
-            put(tmp_path / "ns-a" / "status", "main.exit", "0")
-            assert "a" in await told(batches, "a")
-        finally:
-            runner.cancel()
-            watch.close()
-
-    asyncio.run(scenario())
+    watching("inotify", steps)
 
 
-def inotify_scenario(tmp_path: Path, steps: Callable[[InotifyWatch, asyncio.Queue[set[str]]], Awaitable[None]]) -> None:
-    async def scenario() -> None:
-        batches: asyncio.Queue[set[str]] = asyncio.Queue()
-
-        async def on_change(uids: set[str]) -> None:
-            await batches.put(uids)
-
-        watch = make_watch("inotify", on_change, 0.05)
-        assert isinstance(watch, InotifyWatch)
-        runner = asyncio.create_task(watch.run())
-        try:
-            await steps(watch, batches)
-        finally:
-            runner.cancel()
-            watch.close()
-
-    asyncio.run(scenario())
-
-
-@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+@needs_inotify
 def test_inotify_tells_a_status_directory_made_after_the_pod_directory_appeared(tmp_path: Path) -> None:
     """Mode 1: the job makes its pod directory, watched once the parent's watch shows it; status/ comes later."""
-    async def steps(watch: InotifyWatch, batches: asyncio.Queue[set[str]]) -> None:
+    async def steps(watch: StatusWatch, batches: Batches) -> None:
+        assert isinstance(watch, InotifyWatch)
         watch.add_pods({"a": PodDirectory(str(tmp_path / "ns-a"), "someone", "1")})
         await told(batches, "a")  # its directory is not there: read once
         (tmp_path / "ns-a").mkdir()
@@ -263,13 +228,14 @@ def test_inotify_tells_a_status_directory_made_after_the_pod_directory_appeared(
         put(tmp_path / "ns-a" / "status", "main.started", "2026-12-05T01:00:00Z")
         assert "a" in await told(batches, "a")
 
-    inotify_scenario(tmp_path, steps)
+    watching("inotify", steps)
 
 
-@pytest.mark.skipif(_libc_inotify() is None, reason="no inotify in this libc")
+@needs_inotify
 def test_after_lost_events_every_pod_is_read_and_a_status_directory_made_meanwhile_is_watched(tmp_path: Path) -> None:
     """The kernel's queue overflowed (IN_Q_OVERFLOW): the making of status/ may be among what was lost."""
-    async def steps(watch: InotifyWatch, batches: asyncio.Queue[set[str]]) -> None:
+    async def steps(watch: StatusWatch, batches: Batches) -> None:
+        assert isinstance(watch, InotifyWatch)
         (tmp_path / "ns-a").mkdir()
         watch.add_pods({"a": PodDirectory(str(tmp_path / "ns-a"), "someone", "1")})
         (tmp_path / "ns-a" / "status").mkdir()
@@ -281,7 +247,7 @@ def test_after_lost_events_every_pod_is_read_and_a_status_directory_made_meanwhi
         put(tmp_path / "ns-a" / "status", "main.started", "2026-12-05T01:00:00Z")
         assert "a" in await told(batches, "a")  # status/ is watched now
 
-    inotify_scenario(tmp_path, steps)
+    watching("inotify", steps)
 
 
 async def wait_for(check: Callable[[], object], timeout: float = 10) -> None:
