@@ -56,8 +56,10 @@ class _Connection:
         self.reused = False
 
     def usable(self) -> bool:
-        """Still open at both ends (slurmrestd's close of an idle connection shows as EOF)."""
-        return not self.reader.at_eof() and not self.writer.is_closing()
+        """Still open at both ends (slurmrestd's close of an idle connection shows as EOF), with nothing unread:
+        bytes after the end of an answer would be read as the answer to the next request, another caller's."""
+        unread = self.reader._buffer  # type: ignore[attr-defined]  # StreamReader has no public look at it
+        return not unread and not self.reader.at_eof() and not self.writer.is_closing()
 
     def close(self) -> None:
         self.writer.close()

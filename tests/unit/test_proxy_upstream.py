@@ -118,6 +118,18 @@ def test_connection_close_and_an_unread_body_are_not_reused() -> None:
     assert canned.connections == 3
 
 
+def test_a_connection_with_bytes_after_the_answer_is_not_reused() -> None:
+    """A second answer smuggled after the first one's end must never be taken for the next request's answer."""
+    smuggled = OK + b'HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{"other":"x"}'
+
+    async def scenario(pool: UpstreamPool, canned: CannedServer) -> None:
+        assert await body_of(pool) == (200, b"{}")
+        assert await body_of(pool) == (200, b"{}")
+
+    canned = run([smuggled, OK], scenario)
+    assert canned.connections == 2
+
+
 def test_a_body_over_the_limit_is_none() -> None:
     async def scenario(pool: UpstreamPool, canned: CannedServer) -> None:
         answer = await pool.send("GET", "/a", [], b"")
