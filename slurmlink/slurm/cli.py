@@ -62,11 +62,12 @@ class CliBackend(SchedulerBackend):
         self.files = PodFiles(config.job_root, max_status_file_bytes=config.max_status_file_bytes)
         self.configured_root = self.files.configured_root
         self.root = self.files.root
-        # A pod directory takes a dozen metadata calls. On a filesystem of this host's own they are the page
+        # A pod directory takes a dozen metadata calls. On a local disk or memory filesystem they are the page
         # cache's, and cost less on the event loop than a worker thread's hand-over in a burst of creates, where
         # the thread and the loop take the GIL from each other at every call (0.3-0.4 ms of the API's CPU per
         # create, bench/README.md). Anywhere else (a shared filesystem, autofs, FUSE, a type not known) a call
-        # may wait for a server that is away: a worker thread makes them, so that only that create waits.
+        # may wait for a server that is away: worker threads make them, so that creates wait, not the event
+        # loop that answers every request.
         self.workdirs_in_thread = not on_local_filesystem(self.root)
         log.info("pod directories under %s: made %s", self.root,
                  "in worker threads" if self.workdirs_in_thread else "on the event loop (a local filesystem)")

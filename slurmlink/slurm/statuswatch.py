@@ -45,12 +45,8 @@ STATUS_DIR_MASK = (IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN
                    | IN_ONLYDIR | IN_DONT_FOLLOW)
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 SETTLE_SECONDS = 0.02  # events of one write (several files) are read together
-NETWORK_FILESYSTEMS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "afs",
-    "ncpfs", "panfs", "pvfs2", "orangefs", "wekafs", "virtiofs", "fuse.glusterfs", "fuse.sshfs", "fuse.cephfs",
-    "fuse.beegfs", "fuse.gcsfuse", "fuse.s3fs", "fuse.juicefs",
-})
-# Filesystems of this host's own disks or memory: their metadata calls do not go to another machine.
+# Filesystems of this host's own disks or memory: their metadata calls do not go to another machine. Any other
+# (NFS, Lustre, GPFS, BeeGFS, CephFS, autofs, FUSE, ...) may be shared, or wait for a server.
 LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "tmpfs", "overlay"})
 
 OnChange = Callable[[set[str]], Awaitable[None]]
